@@ -1,0 +1,43 @@
+"""One small error hierarchy for everything a user can cause or fix.
+
+Every message is a single line that says what is wrong and what to do about it. Messages never
+contain the client secret or an access token: callers build them from names, URLs and service
+error codes only.
+"""
+
+from __future__ import annotations
+
+
+class ExportError(Exception):
+    """Base class: the export could not complete; ``str(error)`` is the one line to show a human."""
+
+    #: Process exit code used by the CLI for this kind of failure.
+    exit_code = 1
+
+    def __init__(self, message: str) -> None:
+        # One line, always: log collectors and the CLI print exactly this.
+        super().__init__(" ".join(message.split()))
+
+
+class ConfigError(ExportError):
+    """A setting is missing or malformed. Raised before anything outside the process is contacted."""
+
+    exit_code = 2
+
+
+class AuthError(ExportError):
+    """Key Vault or Entra ID refused us: missing secret, no vault access, wrong or expired secret."""
+
+    exit_code = 3
+
+
+class GraphError(ExportError):
+    """Microsoft Graph refused or kept failing: missing permission/consent, throttling, outages."""
+
+    exit_code = 4
+
+
+class StorageError(ExportError):
+    """The export storage account or container could not be reached or written."""
+
+    exit_code = 5
