@@ -41,3 +41,9 @@ class StorageError(ExportError):
     """The export storage account or container could not be reached or written."""
 
     exit_code = 5
+
+
+def first_line(text: str | None, limit: int = 300) -> str:
+    """The first line of a service's error text, bounded, for embedding in one of our messages."""
+    lines = (text or "").strip().splitlines()
+    return lines[0][:limit] if lines else "no detail"

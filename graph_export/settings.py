@@ -59,6 +59,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("EXPORT_CONTAINER", False, "graph-exports", "Blob container for exports; created if missing."),
     Setting("EXPORT_SCHEDULE", False, "0 0 2 * * *", "NCRONTAB schedule (6 fields, UTC) read by the timer trigger binding."),
     Setting("USER_PROPERTIES", False, ",".join(DEFAULT_USER_PROPERTIES), "Comma-separated Graph user properties to `$select`; `id` is always included."),
+    Setting("RETRY_BACKOFF_BASE_SECONDS", False, "1", "Base of the exponential backoff between retries of Graph, Key Vault and Blob requests (a `Retry-After` from Graph always wins)."),
 )
 
 _DEFAULTS = {s.name: s.default for s in SETTINGS}
@@ -104,6 +105,7 @@ class Settings:
     container: str
     schedule: str
     user_properties: tuple[str, ...]
+    retry_backoff_base_s: float = 1.0
 
     @property
     def authority(self) -> str:
@@ -166,6 +168,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     check("EXPORT_SCHEDULE", len(fields) == 6 and all(_NCRONTAB_FIELD.match(f) for f in fields),
           f"is '{schedule}': expected 6-field NCRONTAB 'second minute hour day month day-of-week', e.g. '0 0 2 * * *'")
 
+    backoff = _number("RETRY_BACKOFF_BASE_SECONDS", get("RETRY_BACKOFF_BASE_SECONDS"), problems, 0.0, 60.0)
     properties = _user_properties(get("USER_PROPERTIES"), problems)
     storage = _storage_target(env, problems)
 
@@ -182,6 +185,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         container=container,
         schedule=schedule,
         user_properties=properties,
+        retry_backoff_base_s=backoff,
     )
 
 
@@ -201,6 +205,17 @@ def _https_url(name: str, value: str, problems: list[str], *, allow_path: bool) 
         problems.append(f"{name} is '{value}': remove the query string")
         return ""
     return f"https://{parts.netloc}"
+
+
+def _number(name: str, value: str, problems: list[str], low: float, high: float) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = float("nan")
+    if not low <= number <= high:  # also rejects nan
+        problems.append(f"{name} is '{value}': expected a number of seconds from {low:g} to {high:g}")
+        return 0.0
+    return number
 
 
 def _user_properties(raw: str, problems: list[str]) -> tuple[str, ...]:

@@ -1,0 +1,34 @@
+"""Azure Functions door: a timer that runs one export per schedule slot.
+
+Binding and logging only; the work is in ``graph_export.export.run_export``. Settings are read at
+invocation time, not import time, so a misconfigured app still indexes and each failed run says
+exactly which setting to fix.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+
+import azure.functions as func
+
+from graph_export import ExportError, load_settings, run_export
+from graph_export.naming import slot_from_schedule_status
+
+app = func.FunctionApp()
+
+
+@app.timer_trigger(schedule="%EXPORT_SCHEDULE%", arg_name="timer", run_on_startup=False, use_monitor=True)
+def export_users(timer: func.TimerRequest) -> None:
+    """Export every user for the slot this invocation was scheduled for."""
+    now = datetime.now(timezone.utc)
+    slot = slot_from_schedule_status(timer.schedule_status, now)
+    if timer.past_due:
+        logging.warning("Timer is past due: running the missed slot %s now (%s).", slot.isoformat(), now.isoformat())
+    try:
+        summary = run_export(load_settings(), slot)
+    except ExportError as exc:
+        # One actionable line for the log and the failure alert; re-raised so the run counts as failed.
+        logging.error("Export failed: %s", exc)
+        raise
+    logging.info(summary.line())

@@ -1,0 +1,84 @@
+"""``python -m graph_export``: argument parsing, logging and exit codes around the one pipeline."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from . import naming
+from .errors import ConfigError, ExportError
+from .export import run_export
+from .settings import load_settings
+
+log = logging.getLogger("graph_export")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    _configure_logging(args.debug)
+    try:
+        if args.settings:
+            apply_settings_file(args.settings)
+        settings = load_settings()
+        slot = _parse_slot(args.slot) if args.slot else None
+        summary = run_export(settings, slot)
+    except ExportError as exc:
+        if args.debug:
+            log.exception("export failed")
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted; nothing was published for this run.", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug or an unmapped failure: still one line, traceback on request
+        if args.debug:
+            log.exception("unexpected failure")
+        print(f"error: unexpected {type(exc).__name__} ({exc}); nothing was published. "
+              "Run again with --debug for the traceback and report it.", file=sys.stderr)
+        return 1
+    print(json.dumps(summary.as_dict()))
+    return 0
+
+
+def apply_settings_file(path: Path) -> None:
+    """Load a ``local.settings.json``'s ``Values`` into the environment, as ``func start`` does."""
+    try:
+        values = json.loads(Path(path).read_text(encoding="utf-8")).get("Values")
+    except (OSError, ValueError, AttributeError) as exc:
+        raise ConfigError(f"Cannot read settings file {path} ({type(exc).__name__}): "
+                          "give a local.settings.json with a \"Values\" object.") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"Settings file {path} has no \"Values\" object: copy local.settings.json.example.")
+    os.environ.update({str(k): str(v) for k, v in values.items() if v is not None})
+
+
+def _parse_slot(text: str):
+    try:
+        return naming.parse_slot(text)
+    except ValueError:
+        raise ConfigError(f"--slot '{text}' is not an ISO 8601 time such as 2026-01-31T02:00:00Z.") from None
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m graph_export",
+                                     description="Export every Microsoft Graph user to Blob Storage.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run one export now with settings from the environment",
+                              description="Run one export with settings from the environment (see README).")
+    run.add_argument("--settings", type=Path, metavar="FILE",
+                     help="read settings from a local.settings.json 'Values' object (overrides the environment)")
+    run.add_argument("--slot", metavar="TIME",
+                     help="schedule slot to export as (ISO 8601, UTC); default: now")
+    run.add_argument("--debug", action="store_true", help="verbose logs and tracebacks on failure")
+    return parser
+
+
+def _configure_logging(debug: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log.setLevel(logging.DEBUG if debug else logging.INFO)

@@ -1,0 +1,228 @@
+"""Blob Storage: the export as one gzip JSON Lines block blob, then its manifest, then ``latest.json``.
+
+Blocks are staged as pages arrive and committed once at the end. Staged blocks are invisible until
+``commit_block_list``, so a run that fails never leaves a readable half export; Azure discards
+uncommitted blocks after a week. Memory holds at most one block of compressed output.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import zlib
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from azure.core import MatchConditions
+from azure.core.credentials import TokenCredential
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+)
+from azure.storage.blob import BlobClient, ContainerClient, ContentSettings, ExponentialRetry
+
+from .errors import StorageError
+from .naming import LATEST_BLOB
+from .settings import StorageTarget
+
+BLOCK_SIZE = 4 * 1024 * 1024
+#: zlib level 6 is gzip's default: most of level 9's ratio at a fraction of its CPU.
+GZIP_LEVEL = 6
+_GZIP_WBITS = 16 + zlib.MAX_WBITS  # gzip header and trailer, mtime 0: same input, same bytes
+
+EXPORT_CONTENT = ContentSettings(content_type="application/gzip")
+JSON_CONTENT = ContentSettings(content_type="application/json; charset=utf-8")
+
+
+def open_container(target: StorageTarget, container: str, credential: TokenCredential | None,
+                   backoff_base_s: float) -> ContainerClient:
+    """Connect to the export container, creating it if missing; fail fast with a clear message."""
+    options: dict[str, Any] = {
+        "retry_policy": ExponentialRetry(
+            initial_backoff=backoff_base_s,
+            increment_base=3 * backoff_base_s,
+            retry_total=4,
+            random_jitter_range=backoff_base_s,
+        ),
+        "connection_timeout": 10,
+        "read_timeout": 120,
+    }
+    if target.connection_string:
+        client = ContainerClient.from_connection_string(target.connection_string, container, **options)
+        where = f"container '{container}' (from {target.source})"
+    else:
+        client = ContainerClient(target.blob_service_uri, container, credential=credential, **options)
+        where = f"container '{container}' at {target.blob_service_uri}"
+    with storage_errors(f"creating {where}"):
+        try:
+            client.create_container()
+        except ResourceExistsError:
+            pass
+    return client
+
+
+class storage_errors:
+    """Context manager mapping Azure Storage failures to one actionable :class:`StorageError` line."""
+
+    def __init__(self, doing: str) -> None:
+        self.doing = doing
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: Any) -> bool:
+        if exc is None or isinstance(exc, StorageError):
+            return False
+        if isinstance(exc, ServiceRequestError):
+            raise StorageError(
+                f"Export storage is unreachable while {self.doing}: check EXPORT_STORAGE / "
+                "EXPORT_STORAGE__blobServiceUri (is Azurite running locally?) and the network path."
+            ) from None
+        if isinstance(exc, ClientAuthenticationError):
+            raise StorageError(
+                f"Export storage refused our credentials while {self.doing}: give the function's identity "
+                "'Storage Blob Data Contributor' on the export container, or check the connection string."
+            ) from None
+        if isinstance(exc, HttpResponseError):
+            code = getattr(exc, "error_code", None) or ""
+            if exc.status_code == 403:
+                raise StorageError(
+                    f"Export storage denied access ({code or 'HTTP 403'}) while {self.doing}: give the "
+                    "function's identity 'Storage Blob Data Contributor' on the export container and check "
+                    "the storage firewall."
+                ) from None
+            raise StorageError(
+                f"Export storage failed with HTTP {exc.status_code} {code} while {self.doing}: "
+                "nothing was published; run again."
+            ) from None
+        if isinstance(exc, ValueError):  # the SDK's answer to a malformed connection string
+            raise StorageError(
+                f"The export storage settings are not usable while {self.doing}: check EXPORT_STORAGE."
+            ) from None
+        return False
+
+
+@dataclass(frozen=True)
+class CommittedBlob:
+    """What was committed: enough to write a manifest and verify a download."""
+
+    name: str
+    users: int
+    bytes: int
+    uncompressed_bytes: int
+    sha256: str
+    blocks: int
+
+
+class JsonlGzipBlobWriter:
+    """Streams user objects into one block blob as gzip JSON Lines.
+
+    Nothing is visible in the container until :meth:`commit`; if the run dies first, the staged
+    blocks are never committed and the previous export (if any) stays as it was.
+    """
+
+    def __init__(self, blob: BlobClient, block_size: int = BLOCK_SIZE) -> None:
+        self._blob = blob
+        self._block_size = block_size
+        self._compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, _GZIP_WBITS)
+        self._pending: list[bytes] = []
+        self._pending_size = 0
+        self._block_ids: list[str] = []
+        self._sha256 = hashlib.sha256()
+        self._bytes = 0
+        self._uncompressed = 0
+        self.users = 0
+
+    def write(self, users: Iterable[dict]) -> None:
+        """Encode one page of users as JSON lines and stage full blocks as they fill."""
+        lines = "".join(json.dumps(u, ensure_ascii=False, separators=(",", ":")) + "\n" for u in users)
+        data = lines.encode("utf-8")
+        self.users += lines.count("\n")
+        self._uncompressed += len(data)
+        self._add(self._compressor.compress(data))
+        if self._pending_size >= self._block_size:
+            self._stage()
+
+    def commit(self, metadata: dict[str, str] | None = None) -> CommittedBlob:
+        """Flush the gzip trailer, stage what is left and publish the blob in one commit."""
+        self._add(self._compressor.flush())
+        self._stage()
+        metadata = {**(metadata or {}), "users": str(self.users), "sha256": self._sha256.hexdigest()}
+        with storage_errors(f"committing {self._blob.blob_name}"):
+            self._blob.commit_block_list(self._block_ids, content_settings=EXPORT_CONTENT, metadata=metadata)
+        return CommittedBlob(
+            name=self._blob.blob_name,
+            users=self.users,
+            bytes=self._bytes,
+            uncompressed_bytes=self._uncompressed,
+            sha256=self._sha256.hexdigest(),
+            blocks=len(self._block_ids),
+        )
+
+    def _add(self, chunk: bytes) -> None:
+        if chunk:
+            self._pending.append(chunk)
+            self._pending_size += len(chunk)
+
+    def _stage(self) -> None:
+        if not self._pending_size:
+            return
+        block = b"".join(self._pending)
+        self._pending, self._pending_size = [], 0
+        # Block ids must all have the same length within a blob.
+        block_id = base64.b64encode(f"{len(self._block_ids):08d}".encode()).decode()
+        with storage_errors(f"staging block {len(self._block_ids)} of {self._blob.blob_name}"):
+            self._blob.stage_block(block_id, block, length=len(block))
+        self._block_ids.append(block_id)
+        self._sha256.update(block)
+        self._bytes += len(block)
+
+
+def write_json(container: ContainerClient, name: str, document: dict[str, Any]) -> None:
+    """Write a small JSON document (manifest) in one request, replacing any earlier one."""
+    data = json.dumps(document, indent=2, ensure_ascii=False).encode("utf-8")
+    with storage_errors(f"writing {name}"):
+        container.upload_blob(name, data, overwrite=True, content_settings=JSON_CONTENT)
+
+
+def point_latest(container: ContainerClient, pointer: dict[str, Any]) -> bool:
+    """Make ``users/latest.json`` point at this export unless it already points at a newer slot.
+
+    The write is conditional on the ETag read, so two writers cannot interleave a stale pointer.
+    Returns False when a newer export is already the latest (e.g. a late retry of an old slot).
+    """
+    blob = container.get_blob_client(LATEST_BLOB)
+    data = json.dumps(pointer, indent=2, ensure_ascii=False).encode("utf-8")
+    with storage_errors(f"updating {LATEST_BLOB}"):
+        try:
+            current = blob.download_blob()
+        except ResourceNotFoundError:
+            current = None
+        if current is not None and _json_or_empty(current.readall()).get("slot", "") > pointer["slot"]:
+            return False
+        if current is None:
+            condition = {"match_condition": MatchConditions.IfMissing}
+        else:
+            condition = {"etag": current.properties.etag, "match_condition": MatchConditions.IfNotModified}
+        try:
+            blob.upload_blob(data, overwrite=True, content_settings=JSON_CONTENT, **condition)
+        except (ResourceModifiedError, ResourceExistsError):
+            raise StorageError(
+                f"{LATEST_BLOB} changed while this export was publishing it: another run is active; "
+                "the export and its manifest are complete, run again to update the pointer."
+            ) from None
+    return True
+
+
+def _json_or_empty(data: bytes) -> dict[str, Any]:
+    """An unreadable pointer is treated as absent: it is replaced, not trusted."""
+    try:
+        document = json.loads(data)
+    except ValueError:
+        return {}
+    return document if isinstance(document, dict) else {}

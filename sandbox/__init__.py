@@ -1,0 +1,264 @@
+"""A local "sandbox tenant": Entra ID, managed identity, Key Vault and Microsoft Graph look-alikes.
+
+The production code runs *unmodified* against it: MSAL, azure-identity, azure-keyvault-secrets and
+requests talk real HTTP(S) to loopback ports, and only settings change (``Sandbox.settings``). Blob
+Storage is Azurite (:class:`sandbox.azurite.Azurite`), started separately.
+
+    with Sandbox(users=2_500, workdir=tmp_path) as sb:
+        os.environ.update(sb.settings)
+        ...                                  # run the export
+        assert exported == list(sb.expected_users(properties))
+
+Nothing here logs or prints the client secret or any token.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+from .ca import TlsFiles, generate_tls
+from .entra import AppRegistration, Entra, new_client_secret
+from .faults import FaultPlan, FaultRule
+from .graph import Graph
+from .identity import PATH as IDENTITY_PATH
+from .identity import ManagedIdentityEndpoint
+from .keyvault import VAULT_RESOURCE, KeyVault
+from .requestlog import RequestLog, RequestRecord
+from .server import ServiceServer, tls_context
+from .tenant import TENANT_DOMAIN, make_user, select
+from .tokens import Resources, TokenService
+
+__all__ = ["Sandbox", "FaultPlan", "FaultRule", "RequestLog", "RequestRecord", "make_user", "select"]
+
+GRAPH_RESOURCE = "https://graph.microsoft.com"
+GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
+KEY_VAULT_APP_ID = "cfa8b339-82a2-471a-a3c9-0fc0be7a4093"
+SECRET_NAME = "graph-client-secret"
+GRAPH_ROLES = ["User.Read.All"]
+
+
+class Sandbox:
+    """One tenant: an app registration with a secret, a managed identity allowed into the vault, users.
+
+    Services exist from construction (so tests can change state before ``start()``); ports, URLs,
+    certificates and :attr:`settings` exist between ``start()`` and ``stop()``.
+    """
+
+    def __init__(self, users: int = 10_000, workdir: Path | str | None = None, *,
+                 token_lifetime_s: int = 3599, page_latency_ms: float = 0,
+                 tenant_id: str | None = None, tenant_domain: str = TENANT_DOMAIN) -> None:
+        self._workdir_arg = Path(workdir) if workdir is not None else None
+        self.workdir: Path | None = None
+        self.tenant_id = (tenant_id or str(uuid.uuid4())).lower()
+        self.tenant_domain = tenant_domain
+        self.secret_name = SECRET_NAME
+        self.requests = RequestLog()
+        self.faults = FaultPlan()
+        self.tokens = TokenService()
+        self.resources = Resources()
+        self.resources.add("graph", GRAPH_RESOURCE, GRAPH_APP_ID)
+        self.resources.add("keyvault", VAULT_RESOURCE, KEY_VAULT_APP_ID)
+
+        self.entra = Entra(tenant_id=self.tenant_id, tenant_domain=tenant_domain, tokens=self.tokens,
+                           resources=self.resources, token_lifetime_s=token_lifetime_s)
+        self.app: AppRegistration = self.entra.register_app(roles=list(GRAPH_ROLES))
+        self._client_secret = new_client_secret()
+        self.entra.add_secret(self._client_secret)
+
+        self.identity = ManagedIdentityEndpoint(
+            tenant_id=self.tenant_id, principal_id=str(uuid.uuid4()), client_id=str(uuid.uuid4()),
+            header_secret=str(uuid.uuid4()), tokens=self.tokens, resources=self.resources,
+            token_lifetime_s=token_lifetime_s)
+        self.vault = KeyVault(tenant_id=self.tenant_id, authority_host=lambda: self._url("entra"),
+                              tokens=self.tokens, resources=self.resources)
+        self.vault.allow(self.identity.principal_id)
+        self.vault.set_secret(self.secret_name, self._client_secret)
+
+        self.graph = Graph(tenant_id=self.tenant_id, tenant_domain=tenant_domain, tokens=self.tokens,
+                           resources=self.resources, users=users, page_latency_ms=page_latency_ms)
+        self._servers: dict[str, ServiceServer] = {}
+        self._tls: TlsFiles | None = None
+        self._owns_workdir = False
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> "Sandbox":
+        """Generate the CA and certificate, bind every service to a free loopback port, serve."""
+        if self._servers:
+            raise RuntimeError("sandbox already started")
+        if self._workdir_arg is None:
+            self.workdir = Path(tempfile.mkdtemp(prefix="graph-sandbox-"))
+            self._owns_workdir = True
+        else:
+            self.workdir = self._workdir_arg
+        self._tls = generate_tls(self.workdir / "tls")
+        ctx = tls_context(self._tls.cert_file, self._tls.key_file)
+        try:
+            for service, tls in ((self.entra, True), (self.identity, False), (self.vault, True), (self.graph, True)):
+                self._servers[service.name] = ServiceServer(service, request_log=self.requests, faults=self.faults,
+                                                            ssl_context=ctx if tls else None)
+            self.entra.base_url = self._url("entra")
+            self.vault.base_url = self._url("keyvault")
+            self.graph.base_url = self._url("graph")
+            # Production asks for "{GRAPH_ENDPOINT}/.default", so the sandbox's own URL is a Graph audience.
+            self.resources.add("graph", self.graph.base_url)
+            for server in self._servers.values():
+                server.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop every server and remove the work dir if the sandbox created it. Idempotent."""
+        # In parallel: each server needs up to one poll interval to leave serve_forever().
+        stoppers = [threading.Thread(target=server.stop, daemon=True) for server in self._servers.values()]
+        for t in stoppers:
+            t.start()
+        for t in stoppers:
+            t.join(timeout=10)
+        self._servers.clear()
+        if self._owns_workdir and self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self._owns_workdir = False
+
+    def __enter__(self) -> "Sandbox":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    # --- what clients are configured with -------------------------------------------------------
+
+    @property
+    def settings(self) -> dict[str, str]:
+        """The production settings that point at this sandbox (storage settings excluded)."""
+        self._require_started()
+        assert self._tls is not None
+        return {
+            "TENANT_ID": self.tenant_id,
+            "CLIENT_ID": self.app.client_id,
+            "KEY_VAULT_URL": self._url("keyvault"),
+            "CLIENT_SECRET_NAME": self.secret_name,
+            "AUTHORITY_HOST": self._url("entra"),
+            "GRAPH_ENDPOINT": self._url("graph"),
+            "IDENTITY_ENDPOINT": self._url("identity") + IDENTITY_PATH,
+            "IDENTITY_HEADER": self.identity.header_secret,
+            "REQUESTS_CA_BUNDLE": str(self._tls.ca_file),
+            "SSL_CERT_FILE": str(self._tls.ca_file),
+        }
+
+    @property
+    def ca_file(self) -> Path:
+        self._require_started()
+        assert self._tls is not None
+        return self._tls.ca_file
+
+    @property
+    def client_id(self) -> str:
+        return self.app.client_id
+
+    @property
+    def client_secret(self) -> str:
+        """The current valid client secret value (also the latest vault version). Never log it."""
+        return self._client_secret
+
+    @property
+    def principal_id(self) -> str:
+        """Object id of the function app's managed identity (the one allowed into the vault)."""
+        return self.identity.principal_id
+
+    @property
+    def identity_principal_id(self) -> str:
+        """Alias of :attr:`principal_id`."""
+        return self.identity.principal_id
+
+    @property
+    def users(self) -> int:
+        return self.graph.users
+
+    @users.setter
+    def users(self, value: int) -> None:
+        self.graph.users = int(value)
+
+    @property
+    def token_lifetime_s(self) -> int:
+        """Lifetime of tokens issued from now on by Entra and the managed identity endpoint."""
+        return self.entra.token_lifetime_s
+
+    @token_lifetime_s.setter
+    def token_lifetime_s(self, value: int) -> None:
+        self.entra.token_lifetime_s = self.identity.token_lifetime_s = int(value)
+
+    @property
+    def page_latency_ms(self) -> float:
+        """Delay before each successful Graph page (benchmarks)."""
+        return self.graph.page_latency_ms
+
+    @page_latency_ms.setter
+    def page_latency_ms(self, value: float) -> None:
+        self.graph.page_latency_ms = float(value)
+
+    @property
+    def running(self) -> bool:
+        return bool(self._servers)
+
+    def connections(self, service: str) -> int:
+        """Client connections ``service`` has accepted: a keep-alive client paging Graph uses one."""
+        self._require_started()
+        return self._servers[service].connections_accepted
+
+    def url(self, service: str) -> str:
+        """Base URL of ``entra``, ``identity``, ``keyvault`` or ``graph``."""
+        self._require_started()
+        return self._url(service)
+
+    # --- expectations and knobs for tests -------------------------------------------------------
+
+    def expected_users(self, properties: list[str] | tuple[str, ...] | None = None) -> Iterator[dict[str, Any]]:
+        """Exactly what following every nextLink of ``/users?$select=properties`` yields, in order."""
+        return self.graph.expected_users(properties)
+
+    def rotate_secret(self) -> None:
+        """New secret in Entra and as a new vault version; the old secret stops working at once."""
+        old = self._client_secret
+        new = new_client_secret()
+        self.entra.add_secret(new)
+        self.vault.set_secret(self.secret_name, new)
+        self.entra.remove_secret(old)
+        self._client_secret = new
+
+    def issue_token(self, resource: str = "graph", *, roles: list[str] | None = None,
+                    lifetime_s: int | None = None, tenant_id: str | None = None,
+                    principal_id: str | None = None) -> str:
+        """Mint a token directly (bypassing Entra), e.g. an expired or wrong-audience one for tests.
+
+        ``resource`` is "graph", "keyvault" or a literal audience. Default roles: the app's roles
+        for Graph, none otherwise.
+        """
+        aud = {"graph": self.graph.base_url or GRAPH_RESOURCE, "keyvault": VAULT_RESOURCE}.get(resource, resource)
+        if roles is None:
+            roles = list(self.app.roles) if resource == "graph" else []
+        token, _ = self.tokens.issue(aud=aud, tenant_id=tenant_id or self.tenant_id, appid=self.app.client_id,
+                                     oid=principal_id or self.app.principal_id, roles=roles,
+                                     lifetime_s=self.entra.token_lifetime_s if lifetime_s is None else lifetime_s)
+        return token
+
+    # --- internals ------------------------------------------------------------------------------
+
+    def _url(self, service: str) -> str:
+        server = self._servers.get(service)
+        return server.base_url if server is not None else ""
+
+    def _require_started(self) -> None:
+        if not self._servers:
+            raise RuntimeError("sandbox is not running: call start() or use it as a context manager")
+
+    def __repr__(self) -> str:  # never include the secret
+        state = "running" if self._servers else "stopped"
+        return f"Sandbox(tenant={self.tenant_id}, users={self.users}, {state})"

@@ -1,0 +1,151 @@
+"""A scriptable fault plan: make a service fail on chosen requests, the way the real one can.
+
+A rule names a service and *which* requests it hits (the n-th request to that service, a Graph page
+index, every Graph request from page k on, or simply every request), *what* happens (an HTTP status
+with the service's own error shape, a dropped connection, or a delay before normal service) and *how
+often* it fires (``count``; default: every time). Rules are checked in the order they were added;
+the first one that matches and has firings left is applied. Rules come from Python (:meth:`FaultPlan.add`) or from JSON (a file or the
+``SANDBOX_FAULTS`` environment variable) so the CLI sandbox can run the same scenarios as the tests.
+
+JSON form: a list of objects with the same keys as :meth:`FaultPlan.add`, e.g.
+``[{"service": "graph", "page": 1, "status": 503, "headers": {"Retry-After": "2"}, "count": 1}]``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+SERVICES = ("graph", "entra", "keyvault", "identity")
+ACTIONS = ("status", "drop", "delay")
+ENV_VAR = "SANDBOX_FAULTS"
+
+
+@dataclass
+class FaultRule:
+    """One rule. Exactly one action: ``status`` (respond with it), ``drop`` or ``delay_s``."""
+
+    service: str
+    status: int | None = None
+    drop: bool = False
+    delay_s: float | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    body: Any = None                 # None: the service's own error body for ``status``
+    request: int | None = None       # 1-based request number for that service
+    page: int | None = None          # Graph: 0-based page index
+    from_page: int | None = None     # Graph: every request for page >= from_page
+    path_contains: str | None = None # e.g. "/token" to leave Entra's discovery document alone
+    count: int | None = None         # how many times it fires; None (default) = forever
+    fired: int = 0
+
+    def __post_init__(self) -> None:
+        if self.service not in SERVICES:
+            raise ValueError(f"fault service must be one of {SERVICES}, not {self.service!r}")
+        actions = [self.status is not None, self.drop, self.delay_s is not None]
+        if sum(actions) != 1:
+            raise ValueError("a fault rule needs exactly one action: status=N, drop=True or delay_s=S")
+        if self.status is not None and not 100 <= self.status <= 599:
+            raise ValueError(f"fault status must be an HTTP status code, not {self.status}")
+        if (self.page is not None or self.from_page is not None) and self.service != "graph":
+            raise ValueError("page / from_page only apply to the 'graph' service")
+        if self.count is not None and self.count < 1:
+            raise ValueError("count must be >= 1, or None for 'forever'")
+
+    @property
+    def action(self) -> str:
+        return "status" if self.status is not None else "drop" if self.drop else "delay"
+
+    def describe(self) -> str:
+        """Short text for the request log, e.g. ``graph page=1 -> 503``."""
+        where = [f"{k}={v}" for k, v in (("request", self.request), ("page", self.page),
+                                         ("from_page", self.from_page), ("path", self.path_contains))
+                 if v is not None]
+        what = {"status": f"{self.status}", "drop": "drop", "delay": f"delay {self.delay_s}s"}[self.action]
+        return " ".join([self.service, *where, "->", what])
+
+    def matches(self, service: str, number: int, path: str, page: int | None) -> bool:
+        if service != self.service or (self.count is not None and self.fired >= self.count):
+            return False
+        if self.request is not None and self.request != number:
+            return False
+        if self.path_contains is not None and self.path_contains not in path:
+            return False
+        if self.page is not None and page != self.page:
+            return False
+        if self.from_page is not None and (page is None or page < self.from_page):
+            return False
+        return True
+
+
+class FaultPlan:
+    """The live, thread-safe list of rules shared by all sandbox services."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._rules: list[FaultRule] = []
+
+    def add(self, service: str, *, status: int | None = None, drop: bool = False,
+            delay_s: float | None = None, headers: Mapping[str, str] | None = None, body: Any = None,
+            request: int | None = None, page: int | None = None, from_page: int | None = None,
+            path_contains: str | None = None, count: int | None = None) -> FaultRule:
+        """Add a rule and return it (its ``fired`` attribute counts firings).
+
+        ``count=None`` (the default) fires on every matching request; ``count=1`` only once, e.g. one
+        503 on page 1 that a retry gets past.
+        """
+        rule = FaultRule(service=service, status=status, drop=drop, delay_s=delay_s,
+                         headers={str(k): str(v) for k, v in (headers or {}).items()}, body=body,
+                         request=request, page=page, from_page=from_page,
+                         path_contains=path_contains, count=count)
+        with self._lock:
+            self._rules.append(rule)
+        return rule
+
+    def load(self, rules: Iterable[Mapping[str, Any]]) -> list[FaultRule]:
+        """Add rules given as dicts (the JSON form); unknown keys are an error, not ignored."""
+        added = []
+        for spec in rules:
+            spec = dict(spec)
+            if "service" not in spec:
+                raise ValueError(f"fault rule without 'service': {spec}")
+            try:
+                added.append(self.add(spec.pop("service"), **spec))
+            except TypeError as e:
+                raise ValueError(f"bad fault rule {spec}: {e}") from None
+        return added
+
+    def load_json(self, text: str) -> list[FaultRule]:
+        data = json.loads(text)
+        return self.load([data] if isinstance(data, dict) else data)
+
+    def load_file(self, path: str | Path) -> list[FaultRule]:
+        return self.load_json(Path(path).read_text(encoding="utf-8"))
+
+    def load_env(self, environ: Mapping[str, str] | None = None) -> list[FaultRule]:
+        """Load ``SANDBOX_FAULTS``: inline JSON, or the path of a JSON file."""
+        value = (os.environ if environ is None else environ).get(ENV_VAR, "").strip()
+        if not value:
+            return []
+        return self.load_json(value) if value[0] in "[{" else self.load_file(value)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._rules.clear()
+
+    @property
+    def rules(self) -> list[FaultRule]:
+        with self._lock:
+            return list(self._rules)
+
+    def take(self, service: str, number: int, path: str, page: int | None = None) -> FaultRule | None:
+        """Find the first matching rule, count the firing, and return it (None: serve normally)."""
+        with self._lock:
+            for rule in self._rules:
+                if rule.matches(service, number, path, page):
+                    rule.fired += 1
+                    return rule
+        return None

@@ -1,0 +1,191 @@
+"""Synthetic directory data: deterministic users shaped like Graph v1.0 ``user`` resources.
+
+``make_user(i)`` is a pure function of ``i`` (and the tenant domain), so the Graph look-alike never
+stores users: it computes the page it serves, and tests compute exactly what a full export must
+contain. The mix mirrors real tenants: non-ASCII names, ~10% B2B guests with ``#EXT#`` UPNs, ~5%
+disabled accounts, hybrid-synced and cloud-only users, and properties that are simply null.
+It is cheap (table look-ups and one uuid5) because benchmarks call it a million times.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from typing import Any, Iterable, Mapping, Sequence
+
+TENANT_DOMAIN = "contoso.onmicrosoft.com"
+
+#: Namespace for user ids, so ids are stable across runs and machines.
+_ID_NAMESPACE = uuid.UUID("6f1c1d5e-2f43-4a55-9c57-3d1f1f0b7a10")
+_ID_NAMESPACE_BYTES = _ID_NAMESPACE.bytes
+
+#: Graph's default property set for ``GET /users`` without ``$select``, in Graph's order.
+DEFAULT_PROPERTIES: tuple[str, ...] = (
+    "businessPhones", "displayName", "givenName", "jobTitle", "mail", "mobilePhone",
+    "officeLocation", "preferredLanguage", "surname", "userPrincipalName", "id",
+)
+
+#: Every property make_user() fills in.
+USER_PROPERTIES: tuple[str, ...] = (
+    "id", "userPrincipalName", "displayName", "givenName", "surname", "mail", "accountEnabled",
+    "userType", "createdDateTime", "jobTitle", "department", "companyName", "employeeId",
+    "officeLocation", "usageLocation", "onPremisesSyncEnabled", "businessPhones", "mobilePhone",
+    "preferredLanguage", "country", "city",
+)
+
+#: Other real v1.0 user properties a client may $select; the sandbox returns them as null / [].
+#: (Graph answers 400 only for names that are not properties of microsoft.graph.user at all.)
+OTHER_PROPERTIES: dict[str, Any] = {
+    "ageGroup": None, "creationType": None, "employeeHireDate": None, "employeeType": None,
+    "externalUserState": None, "faxNumber": None, "imAddresses": [], "lastPasswordChangeDateTime": None,
+    "mailNickname": None, "onPremisesDistinguishedName": None, "onPremisesDomainName": None,
+    "onPremisesImmutableId": None, "onPremisesLastSyncDateTime": None,
+    "onPremisesSamAccountName": None, "onPremisesSecurityIdentifier": None,
+    "onPremisesUserPrincipalName": None, "otherMails": [], "passwordPolicies": None,
+    "postalCode": None, "proxyAddresses": [], "securityIdentifier": None, "showInAddressList": None,
+    "signInActivity": None, "state": None, "streetAddress": None,
+}
+
+#: Case-insensitive name -> canonical name, for $select (Graph property names are case-insensitive).
+CANONICAL: dict[str, str] = {p.lower(): p for p in (*USER_PROPERTIES, *OTHER_PROPERTIES)}
+
+# (display form, ASCII form used in UPNs and mail addresses)
+_GIVEN: tuple[tuple[str, str], ...] = (
+    ("Zoë", "zoe"), ("Łukasz", "lukasz"), ("José", "jose"), ("Anna", "anna"), ("Mohammed", "mohammed"),
+    ("Siobhán", "siobhan"), ("Björn", "bjorn"), ("Chloé", "chloe"), ("Wei", "wei"), ("Priya", "priya"),
+    ("Jürgen", "jurgen"), ("Noah", "noah"), ("Aoife", "aoife"), ("François", "francois"),
+    ("Olivia", "olivia"), ("Mateus", "mateus"), ("Søren", "soren"), ("Emma", "emma"),
+    ("Dvořák", "dvorak"), ("Yuki", "yuki"), ("Ana", "ana"), ("Liam", "liam"), ("Małgorzata", "malgorzata"),
+)
+_SURNAME: tuple[tuple[str, str], ...] = (
+    ("Müller", "muller"), ("李", "li"), ("García", "garcia"), ("Smith", "smith"), ("Nowak", "nowak"),
+    ("O'Brien", "obrien"), ("Øvergård", "overgard"), ("Nguyễn", "nguyen"), ("Kowalczyk", "kowalczyk"),
+    ("Jones", "jones"), ("Fernández", "fernandez"), ("Çelik", "celik"), ("Williams", "williams"),
+    ("Dubois", "dubois"), ("Schäfer", "schafer"), ("Patel", "patel"), ("Sato", "sato"),
+    ("Johansson", "johansson"), ("Brown", "brown"), ("Novák", "novak"), ("Kim", "kim"),
+    ("Rossi", "rossi"), ("Wójcik", "wojcik"), ("Ahmed", "ahmed"), ("Taylor", "taylor"),
+    ("王", "wang"), ("Lefèvre", "lefevre"), ("Murphy", "murphy"), ("Silva", "silva"),
+)
+_JOBS = ("Software Engineer", "Account Manager", "HR Business Partner", "Data Analyst",
+         "Sales Representative", "Product Owner", "Support Engineer", "Financial Controller",
+         "Marketing Specialist", "Chef de projet", "Entwickler", "Ingeniera de datos")
+_DEPARTMENTS = ("Engineering", "Sales", "Human Resources", "Finance", "Marketing", "Support",
+                "Operations", "Legal", "Research & Development")
+# (officeLocation, city, country, usageLocation, preferredLanguage, phone prefix)
+_SITES = (
+    ("Redmond B40/1125", "Redmond", "United States", "US", "en-US", "+1 425 555 "),
+    ("München Parkring 4", "München", "Germany", "DE", "de-DE", "+49 89 3176 "),
+    ("Warszawa Al. Jerozolimskie 195", "Warszawa", "Poland", "PL", "pl-PL", "+48 22 594 "),
+    ("Madrid Paseo del Club Deportivo", "Madrid", "Spain", "ES", "es-ES", "+34 91 391 "),
+    ("São Paulo Av. Pres. Juscelino", "São Paulo", "Brazil", "BR", "pt-BR", "+55 11 4706 "),
+    ("北京 中关村", "北京", "China", "CN", "zh-CN", "+86 10 5917 "),
+    ("Dublin One Microsoft Place", "Dublin", "Ireland", "IE", "en-IE", "+353 1 706 "),
+    ("Paris Issy-les-Moulineaux", "Paris", "France", "FR", "fr-FR", "+33 1 5775 "),
+)
+_GUEST_DOMAINS = ("fabrikam.com", "northwindtraders.com", "adatum.com", "gmail.com", "outlook.com")
+
+# createdDateTime spreads over ~6 years starting 2019-01-01T00:00:00Z.
+_CREATED_BASE = 1546300800
+_CREATED_SPAN = 6 * 365 * 86400
+
+
+def user_id(i: int) -> str:
+    """The deterministic object id of user ``i``: ``str(uuid.uuid5(_ID_NAMESPACE, str(i)))``.
+
+    Computed directly from SHA-1 because it is about twice as fast as building UUID objects, and
+    this runs once per served user.
+    """
+    h = bytearray(hashlib.sha1(_ID_NAMESPACE_BYTES + str(i).encode("ascii")).digest()[:16])
+    h[6] = (h[6] & 0x0F) | 0x50  # version 5
+    h[8] = (h[8] & 0x3F) | 0x80  # RFC 4122 variant
+    x = h.hex()
+    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
+
+
+def make_user(i: int, tenant_domain: str = TENANT_DOMAIN) -> dict[str, Any]:
+    """User number ``i`` (0-based) with every property in :data:`USER_PROPERTIES`, in that order.
+
+    Proportions: ``i % 10 == 3`` is a guest (10%); ``i % 40`` in (7, 13) is disabled (5%); members are
+    hybrid-synced when ``i % 3 == 0`` (onPremisesSyncEnabled true) and cloud-only otherwise (null).
+    """
+    given, given_ascii = _GIVEN[i % len(_GIVEN)]
+    surname, surname_ascii = _SURNAME[(i // len(_GIVEN) + i * 7) % len(_SURNAME)]
+    office, city, country, usage, language, phone_prefix = _SITES[(i * 5 + i // 97) % len(_SITES)]
+    local = f"{given_ascii}.{surname_ascii}{i}"
+    guest = i % 10 == 3
+    created = time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                            time.gmtime(_CREATED_BASE + (i * 2654435761) % _CREATED_SPAN))
+    if guest:
+        home = _GUEST_DOMAINS[(i // 10) % len(_GUEST_DOMAINS)]
+        return {
+            "id": user_id(i),
+            "userPrincipalName": f"{local}_{home}#EXT#@{tenant_domain}",
+            "displayName": f"{given} {surname} (Guest)" if i % 4 else f"{given_ascii}.{surname_ascii}{i}@{home}",
+            "givenName": given if i % 4 else None,
+            "surname": surname if i % 4 else None,
+            "mail": f"{local}@{home}",
+            "accountEnabled": i % 40 != 13,
+            "userType": "Guest",
+            "createdDateTime": created,
+            "jobTitle": None,
+            "department": None,
+            "companyName": None,
+            "employeeId": None,
+            "officeLocation": None,
+            "usageLocation": None,
+            "onPremisesSyncEnabled": None,
+            "businessPhones": [],
+            "mobilePhone": None,
+            "preferredLanguage": None,
+            "country": None,
+            "city": None,
+        }
+    synced = i % 3 == 0
+    return {
+        "id": user_id(i),
+        "userPrincipalName": f"{local}@{tenant_domain}",
+        "displayName": f"{given} {surname}",
+        "givenName": given,
+        "surname": surname,
+        "mail": None if i % 17 == 5 else f"{local}@{tenant_domain}",
+        "accountEnabled": i % 40 != 7,
+        "userType": "Member",
+        "createdDateTime": created,
+        "jobTitle": None if i % 11 == 4 else _JOBS[i % len(_JOBS)],
+        "department": None if i % 13 == 6 else _DEPARTMENTS[(i // 3) % len(_DEPARTMENTS)],
+        "companyName": "Contoso Ltd." if i % 9 else None,
+        "employeeId": f"E{i:07d}" if synced else None,
+        "officeLocation": office if i % 8 else None,
+        "usageLocation": usage,
+        "onPremisesSyncEnabled": True if synced else None,
+        "businessPhones": [f"{phone_prefix}{i % 10000:04d}"] if i % 6 else [],
+        "mobilePhone": f"{phone_prefix}{(i * 31) % 10000:04d}" if i % 3 == 1 else None,
+        "preferredLanguage": language if i % 7 else None,
+        "country": country,
+        "city": city,
+    }
+
+
+def canonical_properties(names: Iterable[str]) -> tuple[list[str], list[str]]:
+    """Map requested names to canonical property names (deduplicated, in order); also return unknowns."""
+    known: list[str] = []
+    unknown: list[str] = []
+    for name in names:
+        canonical = CANONICAL.get(name.lower())
+        if canonical is None:
+            unknown.append(name)
+        elif canonical not in known:
+            known.append(canonical)
+    return known, unknown
+
+
+def select(user: Mapping[str, Any], properties: Sequence[str] | None = None) -> dict[str, Any]:
+    """Exactly the requested properties in the requested order (Graph's default set if None)."""
+    props = DEFAULT_PROPERTIES if properties is None else properties
+    return {p: user[p] if p in user else _copy_default(p) for p in props}
+
+
+def _copy_default(prop: str) -> Any:
+    value = OTHER_PROPERTIES[prop]
+    return [] if isinstance(value, list) else value

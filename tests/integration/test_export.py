@@ -1,0 +1,166 @@
+"""The whole pipeline against the sandbox tenant and Azurite: what it publishes, and how it fails."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import datetime, timezone
+
+import pytest
+
+from graph_export.export import warm_clients
+from graph_export import AuthError, ConfigError, GraphError, StorageError, load_settings, run_export
+from graph_export.naming import LATEST_BLOB, export_blob_name, manifest_blob_name
+
+from .helpers import blob_names, read_bytes, read_export, read_json
+
+SLOT = datetime(2026, 3, 7, 2, 0, tzinfo=timezone.utc)
+
+
+def service_requests(sandbox, service):
+    return [r for r in sandbox.requests if r.service == service]
+
+
+def test_export_equals_the_tenant_exactly(export_env, sandbox):
+    settings = load_settings()
+    summary = run_export(settings, SLOT)
+
+    users, sha = read_export(export_env, summary.blob)
+    expected = list(sandbox.expected_users(settings.user_properties))
+    assert len(expected) == 2_500
+    assert users == expected  # every user, every selected property, Graph's order
+    assert len({u["id"] for u in users}) == 2_500
+    assert all(not k.startswith("@odata.") for u in users for k in u)
+
+    assert summary.status == "succeeded" and summary.users == 2_500 and summary.pages == 3
+    assert summary.blob == export_blob_name(SLOT) == "users/2026/03/07/users-20260307T020000Z.jsonl.gz"
+    manifest = read_json(export_env, manifest_blob_name(SLOT))
+    assert manifest["users"] == 2_500 and manifest["sha256"] == sha == summary.sha256
+    assert manifest["bytes"] == summary.bytes == len(read_bytes(export_env, summary.blob))
+    assert manifest["properties"] == list(settings.user_properties)
+    assert manifest["slot"] == "2026-03-07T02:00:00Z"
+    latest = read_json(export_env, LATEST_BLOB)
+    assert latest["blob"] == summary.blob and latest["manifest"] == manifest_blob_name(SLOT)
+    assert latest["sha256"] == sha and latest["users"] == 2_500
+
+
+def test_a_warm_instance_reads_the_vault_and_signs_in_once(export_env, sandbox):
+    settings = load_settings()
+    run_export(settings, SLOT)
+    run_export(settings, datetime(2026, 3, 8, 2, tzinfo=timezone.utc))
+    token_posts = [r for r in service_requests(sandbox, "entra") if r.method == "POST"]
+    assert len(token_posts) == 1  # the second run was served by MSAL's cache
+    vault_reads = [r for r in service_requests(sandbox, "keyvault") if r.status == 200]
+    assert len(vault_reads) == 1
+    assert len([n for n in blob_names(export_env) if n.endswith(".jsonl.gz")]) == 2
+
+
+def test_rerunning_a_slot_overwrites_instead_of_duplicating(export_env, sandbox):
+    first = run_export(load_settings(), SLOT)
+    second = run_export(load_settings(), SLOT)
+    assert first.blob == second.blob and first.sha256 == second.sha256
+    assert blob_names(export_env) == sorted([export_blob_name(SLOT), manifest_blob_name(SLOT), LATEST_BLOB])
+
+
+def test_a_late_run_of_an_older_slot_does_not_move_latest_back(export_env, sandbox):
+    newer = datetime(2026, 3, 9, 2, tzinfo=timezone.utc)
+    run_export(load_settings(), newer)
+    run_export(load_settings(), SLOT)
+    assert read_json(export_env, LATEST_BLOB)["blob"] == export_blob_name(newer)
+
+
+# --- failures a user can cause: one actionable line, nothing published -----------------------------
+
+def assert_nothing_published(env):
+    assert blob_names(env) == []  # the container may exist; no export, manifest or pointer does
+
+
+def test_missing_setting_fails_before_contacting_anything(export_env, sandbox, monkeypatch):
+    monkeypatch.delenv("CLIENT_ID")
+    with pytest.raises(ConfigError, match="CLIENT_ID"):
+        run_export(load_settings(), SLOT)
+    assert sandbox.requests == []
+
+
+def test_wrong_secret_in_the_vault(export_env, sandbox):
+    sandbox.vault.set_secret(export_env["CLIENT_SECRET_NAME"], "not-the-secret-" + uuid.uuid4().hex)
+    with pytest.raises(AuthError) as info:
+        run_export(load_settings(), SLOT)
+    assert "AADSTS7000215" in str(info.value) and "value" in str(info.value)
+    assert_nothing_published(export_env)
+
+
+def test_expired_secret(export_env, sandbox):
+    sandbox.entra.expire_secrets()
+    with pytest.raises(AuthError, match="AADSTS7000222.*expired"):
+        run_export(load_settings(), SLOT)
+    assert_nothing_published(export_env)
+
+
+def test_unknown_application(export_env, sandbox, monkeypatch):
+    monkeypatch.setenv("CLIENT_ID", str(uuid.uuid4()))
+    with pytest.raises(AuthError, match="AADSTS700016.*CLIENT_ID"):
+        run_export(load_settings(), SLOT)
+    assert_nothing_published(export_env)
+
+
+def test_missing_admin_consent(export_env, sandbox):
+    sandbox.entra.set_roles([])
+    with pytest.raises(GraphError) as info:
+        run_export(load_settings(), SLOT)
+    assert "User.Read.All" in str(info.value) and "admin consent" in str(info.value)
+    assert_nothing_published(export_env)
+
+
+def test_secret_missing_from_the_vault(export_env, sandbox):
+    sandbox.vault.delete_secret(export_env["CLIENT_SECRET_NAME"])
+    with pytest.raises(AuthError) as info:
+        run_export(load_settings(), SLOT)
+    message = str(info.value)
+    assert export_env["KEY_VAULT_URL"].rstrip("/") in message and f"'{export_env['CLIENT_SECRET_NAME']}'" in message
+    assert_nothing_published(export_env)
+
+
+def test_no_access_to_the_vault(export_env, sandbox):
+    sandbox.vault.deny(sandbox.identity_principal_id)
+    with pytest.raises(AuthError) as info:
+        run_export(load_settings(), SLOT)
+    message = str(info.value)
+    assert "Key Vault Secrets User" in message and export_env["CLIENT_SECRET_NAME"] in message
+    assert export_env["KEY_VAULT_URL"].rstrip("/") in message
+    assert_nothing_published(export_env)
+
+
+def test_graph_failing_mid_export_publishes_nothing_and_keeps_latest(export_env, sandbox):
+    run_export(load_settings(), SLOT)
+    latest_before = read_json(export_env, LATEST_BLOB)
+    sandbox.faults.add(service="graph", from_page=1, status=503)  # first page fine, then down for good
+    later = datetime(2026, 3, 8, 2, tzinfo=timezone.utc)
+    with pytest.raises(GraphError, match="page 2 with HTTP 503"):
+        run_export(load_settings(), later)
+    assert export_blob_name(later) not in blob_names(export_env)
+    assert manifest_blob_name(later) not in blob_names(export_env)
+    assert read_json(export_env, LATEST_BLOB) == latest_before
+
+
+def test_unreachable_storage_fails_before_reading_the_secret(export_env, sandbox, monkeypatch):
+    closed = ("DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+              "AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;"
+              "BlobEndpoint=http://127.0.0.1:9/devstoreaccount1;")
+    monkeypatch.setenv("EXPORT_STORAGE", closed)
+    with pytest.raises(StorageError, match="unreachable"):
+        run_export(load_settings(), SLOT)
+    assert service_requests(sandbox, "keyvault") == []
+
+
+def test_neither_secret_nor_token_ever_reaches_the_logs(export_env, sandbox, caplog):
+    caplog.set_level(logging.DEBUG)
+    run_export(load_settings(), SLOT)
+    sandbox.entra.expire_secrets()
+    warm_clients.cache_clear()
+    with pytest.raises(AuthError) as info:
+        run_export(load_settings(), SLOT)
+    text = caplog.text + str(info.value)
+    assert "Export succeeded" in caplog.text  # the logs were captured at all
+    assert sandbox.client_secret not in text
+    assert "eyJ" not in text  # no JWT (access token) in any form

@@ -1,0 +1,58 @@
+"""The Functions door: the app indexes one timer function, and invoking it runs a real export."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from azure.functions.timer import TimerRequest
+
+import function_app
+from graph_export.naming import LATEST_BLOB
+
+from .helpers import blob_names, read_json
+
+
+# Indexing is what the Functions host does at start; the app allows it once per process.
+INDEXED = function_app.app.get_functions()
+
+
+def the_function():
+    assert len(INDEXED) == 1
+    return INDEXED[0]
+
+
+def test_indexes_exactly_one_timer_function_with_the_documented_binding():
+    function = the_function()
+    assert function.get_function_name() == "export_users"
+    described = json.loads(function.get_function_json())
+    assert described["scriptFile"] == "function_app.py"
+    assert described["bindings"] == [{
+        "direction": "IN", "type": "timerTrigger", "name": "timer",
+        "schedule": "%EXPORT_SCHEDULE%", "runOnStartup": False, "useMonitor": True,
+    }]
+
+
+def test_a_past_due_invocation_exports_its_scheduled_slot(export_env, caplog):
+    caplog.set_level(logging.INFO)
+    timer = TimerRequest(past_due=True, schedule_status={
+        "Last": "2026-03-06T02:00:00+00:00", "Next": "2026-03-07T02:00:00+00:00",
+        "LastUpdated": "2026-03-06T02:00:01+00:00"})
+    the_function().get_user_function()(timer)
+    blob = "users/2026/03/07/users-20260307T020000Z.jsonl.gz"
+    assert blob in blob_names(export_env)
+    assert read_json(export_env, LATEST_BLOB)["users"] == 2_500
+    assert "past due" in caplog.text and "Export succeeded: 2500 users" in caplog.text
+
+
+def test_a_failed_invocation_logs_one_actionable_line_and_fails(export_env, sandbox, caplog, monkeypatch):
+    monkeypatch.setenv("CLIENT_SECRET_NAME", "no-such-secret")
+    try:
+        the_function().get_user_function()(TimerRequest())
+    except Exception as exc:  # the runtime must see the failure to mark the run failed
+        assert "no-such-secret" in str(exc)
+    else:
+        raise AssertionError("the invocation did not fail")
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "no-such-secret" in errors[0].getMessage()
+    assert "\n" not in errors[0].getMessage()
