@@ -26,7 +26,7 @@ from azure.core.exceptions import (
 )
 from azure.storage.blob import BlobClient, ContainerClient, ContentSettings, ExponentialRetry
 
-from .errors import StorageError
+from .errors import StorageError, first_line
 from .naming import LATEST_BLOB
 from .settings import StorageTarget
 
@@ -82,6 +82,13 @@ class storage_errors:
             raise StorageError(
                 f"Export storage is unreachable while {self.doing}: check EXPORT_STORAGE / "
                 "EXPORT_STORAGE__blobServiceUri (is Azurite running locally?) and the network path."
+            ) from None
+        if isinstance(exc, ClientAuthenticationError) and exc.response is None:
+            # No response: the credential itself failed before storage was asked anything.
+            raise StorageError(
+                f"Could not get a token for the export storage while {self.doing}: enable the function "
+                "app's managed identity, or sign in with 'az login' when running locally "
+                f"({first_line(exc.message, 200)})."
             ) from None
         if isinstance(exc, ClientAuthenticationError):
             raise StorageError(

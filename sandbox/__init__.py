@@ -42,6 +42,10 @@ SECRET_NAME = "graph-client-secret"
 GRAPH_ROLES = ["User.Read.All"]
 
 
+STORAGE_RESOURCE = "https://storage.azure.com"
+STORAGE_APP_ID = "e406a681-f3d4-42a8-90b6-c2b029497af1"
+
+
 class Sandbox:
     """One tenant: an app registration with a secret, a managed identity allowed into the vault, users.
 
@@ -63,6 +67,8 @@ class Sandbox:
         self.resources = Resources()
         self.resources.add("graph", GRAPH_RESOURCE, GRAPH_APP_ID)
         self.resources.add("keyvault", VAULT_RESOURCE, KEY_VAULT_APP_ID)
+        # Azure Storage (served by Azurite with --oauth basic); the storage SDK asks for this scope.
+        self.resources.add("storage", STORAGE_RESOURCE, STORAGE_APP_ID)
 
         self.entra = Entra(tenant_id=self.tenant_id, tenant_domain=tenant_domain, tokens=self.tokens,
                            resources=self.resources, token_lifetime_s=token_lifetime_s)
@@ -158,6 +164,13 @@ class Sandbox:
         self._require_started()
         assert self._tls is not None
         return self._tls.ca_file
+
+    @property
+    def tls(self) -> TlsFiles:
+        """The CA and server certificate, e.g. to serve Azurite over HTTPS with the same trust."""
+        self._require_started()
+        assert self._tls is not None
+        return self._tls
 
     @property
     def client_id(self) -> str:

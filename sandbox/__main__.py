@@ -1,5 +1,7 @@
 """``python -m sandbox serve``: run the sandbox tenant and Azurite until Ctrl-C / SIGTERM.
 
+``python -m sandbox demo`` runs one export against them instead (see :mod:`sandbox.demo`).
+
 Prints the settings as ``export NAME='value'`` lines (or one JSON object with ``--json``) on stdout,
 so ``eval "$(python -m sandbox serve ... &)"``-style scripts and humans can point the function app at
 it. The client secret is never printed: the app reads it from the sandbox Key Vault, like in Azure.
@@ -19,6 +21,7 @@ from types import FrameType
 
 from . import Sandbox
 from .azurite import Azurite, AzuriteError
+from .demo import run_demo
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,7 +38,15 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--no-azurite", action="store_true", help="do not start Azurite")
     serve.add_argument("--max-seconds", type=float, help="stop by itself after this long")
     serve.add_argument("--json", action="store_true", help="print one JSON object instead of export lines")
+    demo = sub.add_parser("demo", help="start everything, run one export through the real CLI, verify it, stop")
+    demo.add_argument("--users", type=int, default=10_000, help="number of directory users (default 10000)")
+    demo.add_argument("--workdir", type=Path, default=Path(".sandbox"),
+                      help="certificates and Azurite data (default .sandbox/, git-ignored)")
+    demo.add_argument("--exports", type=Path, default=Path("exports"),
+                      help="where a verified copy of the export goes (default exports/, git-ignored)")
     args = parser.parse_args(argv)
+    if args.command == "demo":
+        return run_demo(args.users, args.workdir, args.exports)
     return _serve(args)
 
 

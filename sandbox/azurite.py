@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .ca import TlsFiles
 from .server import LOOPBACK
 
 ACCOUNT = "devstoreaccount1"
@@ -32,8 +33,11 @@ class Azurite:
     """``azurite-blob`` on ``127.0.0.1:<free port>``; use :attr:`connection_string` to reach it."""
 
     def __init__(self, workdir: Path | str, repo_root: Path | str | None = None, *,
-                 startup_timeout_s: float = 20.0) -> None:
+                 startup_timeout_s: float = 20.0, tls: TlsFiles | None = None) -> None:
+        """With ``tls`` (the sandbox's certificate), Azurite serves HTTPS and accepts OAuth bearer
+        tokens (``--oauth basic``), so identity-based access can be exercised like in Azure."""
         self.workdir = Path(workdir)
+        self.tls = tls
         self.repo_root = Path(repo_root) if repo_root is not None else _REPO_ROOT
         self.startup_timeout_s = startup_timeout_s
         self.port: int | None = None
@@ -54,12 +58,14 @@ class Azurite:
     @property
     def blob_endpoint(self) -> str:
         self._require_port()
-        return f"http://{LOOPBACK}:{self.port}/{ACCOUNT}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{LOOPBACK}:{self.port}/{ACCOUNT}"
 
     @property
     def connection_string(self) -> str:
         """Explicit BlobEndpoint: ``UseDevelopmentStorage=true`` would assume port 10000."""
-        return (f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};"
+        scheme = "https" if self.tls else "http"
+        return (f"DefaultEndpointsProtocol={scheme};AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};"
                 f"BlobEndpoint={self.blob_endpoint};")
 
     def start(self) -> "Azurite":
@@ -76,7 +82,8 @@ class Azurite:
         with open(log_path, "wb") as log:
             self._proc = subprocess.Popen(
                 [str(self.executable), "--blobHost", LOOPBACK, "--blobPort", str(self.port),
-                 "--location", str(location), "--skipApiVersionCheck", "--disableTelemetry", "--silent"],
+                 "--location", str(location), "--skipApiVersionCheck", "--disableTelemetry", "--silent",
+                 *self._tls_args()],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 cwd=str(self.repo_root), start_new_session=True)
         deadline = time.monotonic() + self.startup_timeout_s
@@ -116,6 +123,11 @@ class Azurite:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+    def _tls_args(self) -> list[str]:
+        if self.tls is None:
+            return []
+        return ["--cert", str(self.tls.cert_file), "--key", str(self.tls.key_file), "--oauth", "basic"]
 
     def _require_port(self) -> None:
         if self.port is None:

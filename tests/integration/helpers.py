@@ -5,8 +5,11 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+from pathlib import Path
 
 from azure.storage.blob import ContainerClient
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def container(env: dict) -> ContainerClient:

@@ -1,0 +1,26 @@
+"""The README's first command runs `python -m sandbox demo`; keep it working end to end."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_demo_exports_and_verifies_a_copy(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "sandbox", "demo", "--users", "1200",
+         "--workdir", str(tmp_path / "work"), "--exports", str(tmp_path / "exports")],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["status"] == "succeeded" and summary["users"] == 1200
+    copies = list((tmp_path / "exports").glob("*.jsonl.gz"))
+    assert len(copies) == 1
+    assert gzip.decompress(copies[0].read_bytes()).count(b"\n") == 1200
+    assert "verified copy" in result.stderr
