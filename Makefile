@@ -1,18 +1,21 @@
 # Two commands on a fresh machine:  make demo  (one export against the local sandbox tenant)
 #                                   make test  (the test suite)
-# Both install what they need first: a virtualenv from requirements-dev.txt and Azurite from package-lock.json.
+# Both install what they need first: a virtualenv from requirements-dev.txt and Azurite from
+# package-lock.json; `make test` also installs the infra checkers (checkov in .venv-iac, shellcheck).
 
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
+IAC    := .venv-iac
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 USERS  ?= 10000
 
-.PHONY: demo test install sandbox clean
+.PHONY: demo test install install-iac sandbox clean
 
 demo: install
 	$(PY) -m sandbox demo --users $(USERS)
 
-test: install
+test: install install-iac
 	$(PY) -m pytest
 
 # Start the sandbox tenant + Azurite and print the settings that point at it (Ctrl+C stops it).
@@ -26,9 +29,18 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
+# checkov pins packages that clash with the app's, so it gets its own virtualenv.
+install-iac: $(IAC)/.installed
+	@command -v shellcheck >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq shellcheck; }
+
+$(IAC)/.installed: infra/requirements-iac.txt
+	test -x $(IAC)/bin/python || $(PYTHON) -m venv $(IAC)
+	$(IAC)/bin/python -m pip install --quiet --disable-pip-version-check -r infra/requirements-iac.txt
+	touch $@
+
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
 clean:
-	rm -rf $(VENV) node_modules .sandbox .pytest_cache exports
+	rm -rf $(VENV) $(IAC) node_modules .sandbox .pytest_cache exports

@@ -58,11 +58,16 @@ def open_container(target: StorageTarget, container: str, credential: TokenCrede
     else:
         client = ContainerClient(target.blob_service_uri, container, credential=credential, **options)
         where = f"container '{container}' at {target.blob_service_uri}"
-    with storage_errors(f"creating {where}"):
+    with storage_errors(f"opening {where}"):
+        # Look before creating: in Azure the identity's role is scoped to this one container, and
+        # creating (even an existing) container needs rights on the account.
         try:
-            client.create_container()
-        except ResourceExistsError:
-            pass
+            client.get_container_properties()
+        except ResourceNotFoundError:
+            try:
+                client.create_container()
+            except ResourceExistsError:  # created meanwhile by another run
+                pass
     return client
 
 

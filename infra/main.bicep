@@ -1,0 +1,249 @@
+// Graph user export: everything the timer-triggered function app needs, in one resource group.
+//
+//   GRAPH_EXPORT_CLIENT_ID=<app id> az deployment group create -g <rg> --parameters infra/main.bicepparam
+//
+// See infra/README.md for the walkthrough and infra/deploy.sh for the same steps as one script.
+// No secret is a parameter here: the Graph client secret goes straight into Key Vault (deploy.sh).
+
+targetScope = 'resourceGroup'
+
+// ---------------------------------------------------------------------------------------------------
+// Where and how resources are named
+// ---------------------------------------------------------------------------------------------------
+
+@description('Azure region; must offer the Flex Consumption plan (az functionapp list-flexconsumption-locations).')
+param location string = resourceGroup().location
+
+@description('Short lowercase prefix for resource names (letters and digits, 3-10 characters).')
+@minLength(3)
+@maxLength(10)
+param namePrefix string = 'graphexp'
+
+@description('Tags applied to every resource.')
+param tags object = {
+  workload: 'graph-user-export'
+  dataClassification: 'personal-data'
+}
+
+// ---------------------------------------------------------------------------------------------------
+// App settings (graph_export/settings.py). Defaults equal the code's defaults; tests/infra checks that.
+// ---------------------------------------------------------------------------------------------------
+
+@description('TENANT_ID: directory (tenant) to export. Defaults to the tenant of the deployment\'s subscription.')
+param tenantId string = tenant().tenantId
+
+@description('CLIENT_ID: Application (client) ID of the app registration with Microsoft Graph User.Read.All (application).')
+@minLength(36)
+@maxLength(36)
+param clientId string
+
+@description('CLIENT_SECRET_NAME: name of the Key Vault secret that holds the client secret value.')
+param clientSecretName string = 'graph-client-secret'
+
+@description('AUTHORITY_HOST: Entra ID sign-in host of this cloud (the app ignores a trailing slash).')
+param authorityHost string = environment().authentication.loginEndpoint
+
+@description('GRAPH_ENDPOINT: Microsoft Graph base URL, without /v1.0 (national clouds differ).')
+param graphEndpoint string = 'https://graph.microsoft.com'
+
+@description('EXPORT_CONTAINER: blob container, in the export storage account, that receives the exports.')
+@minLength(3)
+@maxLength(63)
+param exportContainerName string = 'graph-exports'
+
+@description('EXPORT_SCHEDULE: NCRONTAB schedule, 6 fields, UTC.')
+param exportSchedule string = '0 0 2 * * *'
+
+@description('USER_PROPERTIES: comma-separated Graph user properties to export; `id` is always included.')
+param userProperties string = 'id,userPrincipalName,displayName,givenName,surname,mail,accountEnabled,userType,createdDateTime,jobTitle,department,companyName,employeeId,officeLocation,usageLocation,onPremisesSyncEnabled'
+
+@description('RETRY_BACKOFF_BASE_SECONDS: base of the exponential backoff between retries.')
+param retryBackoffBaseSeconds string = '1'
+
+// ---------------------------------------------------------------------------------------------------
+// Data protection, operations, access
+// ---------------------------------------------------------------------------------------------------
+
+@description('Days an export is kept before the lifecycle rule deletes it.')
+@minValue(1)
+@maxValue(3650)
+param exportRetentionDays int = 90
+
+@description('Days a deleted blob or container can still be recovered (soft delete).')
+@minValue(1)
+@maxValue(365)
+param softDeleteRetentionDays int = 7
+
+@description('Days Log Analytics keeps logs, telemetry and storage/vault audit events.')
+@minValue(30)
+@maxValue(730)
+param logRetentionDays int = 30
+
+@description('E-mail address notified when an export fails or none succeeded in 26 hours; empty = no e-mail.')
+param alertEmail string = ''
+
+@description('Object ID of the deployer (user or service principal) to grant Key Vault Secrets Officer, so deploy.sh can store the client secret; empty = grant nothing.')
+param deployerPrincipalId string = ''
+
+@allowed([
+  'User'
+  'Group'
+  'ServicePrincipal'
+])
+param deployerPrincipalType string = 'User'
+
+@description('Scale-out ceiling of the Flex Consumption plan (the timer runs on one instance at a time).')
+@minValue(1)
+@maxValue(1000)
+param maximumInstanceCount int = 40
+
+@description('Name of the timer function in function_app.py (the alerts query its invocations).')
+param functionName string = 'export_users'
+
+// ---------------------------------------------------------------------------------------------------
+// Names
+// ---------------------------------------------------------------------------------------------------
+
+var prefix = toLower(namePrefix)
+var compactPrefix = replace(prefix, '-', '') // storage account names allow only letters and digits
+var suffix = take(uniqueString(resourceGroup().id, prefix), 8)
+var names = {
+  functionApp: '${prefix}-func-${suffix}'
+  plan: '${prefix}-plan-${suffix}'
+  keyVault: 'kv-${prefix}-${suffix}'
+  hostStorage: 'st${compactPrefix}fn${suffix}'
+  exportStorage: 'st${compactPrefix}ex${suffix}'
+  workspace: '${prefix}-log-${suffix}'
+  appInsights: '${prefix}-appi-${suffix}'
+}
+var deploymentContainerName = 'app-package'
+
+// ---------------------------------------------------------------------------------------------------
+// Resources
+// ---------------------------------------------------------------------------------------------------
+
+module monitoring 'modules/monitoring.bicep' = {
+  name: 'monitoring'
+  params: {
+    workspaceName: names.workspace
+    appInsightsName: names.appInsights
+    location: location
+    tags: tags
+    retentionInDays: logRetentionDays
+  }
+}
+
+// The Functions host's working storage: timer status, singleton lease, deployment package. Separate from
+// the export data so that neither the host's Owner role nor its traffic touches the exports.
+module hostStorage 'modules/storage.bicep' = {
+  name: 'host-storage'
+  params: {
+    name: names.hostStorage
+    location: location
+    tags: tags
+    containerNames: [
+      deploymentContainerName
+    ]
+    softDeleteRetentionDays: softDeleteRetentionDays
+  }
+}
+
+// The export data (personal data): one container, a retention lifecycle rule, audit logs of every access.
+module exportStorage 'modules/storage.bicep' = {
+  name: 'export-storage'
+  params: {
+    name: names.exportStorage
+    location: location
+    tags: tags
+    containerNames: [
+      exportContainerName
+    ]
+    softDeleteRetentionDays: softDeleteRetentionDays
+    deleteAfterDays: exportRetentionDays
+    lifecycleContainerName: exportContainerName
+    auditWorkspaceId: monitoring.outputs.workspaceId
+  }
+}
+
+module keyVault 'modules/keyvault.bicep' = {
+  name: 'key-vault'
+  params: {
+    name: names.keyVault
+    location: location
+    tags: tags
+    auditWorkspaceId: monitoring.outputs.workspaceId
+  }
+}
+
+// Every setting the app reads (graph_export/settings.py SETTINGS), except EXPORT_STORAGE: a connection
+// string needs the account key, and shared key access is disabled; the identity-based URI is used instead.
+var exportAppSettings = {
+  TENANT_ID: tenantId
+  CLIENT_ID: clientId
+  KEY_VAULT_URL: keyVault.outputs.uri
+  CLIENT_SECRET_NAME: clientSecretName
+  AUTHORITY_HOST: authorityHost
+  GRAPH_ENDPOINT: graphEndpoint
+  EXPORT_STORAGE__blobServiceUri: exportStorage.outputs.blobEndpoint
+  EXPORT_CONTAINER: exportContainerName
+  EXPORT_SCHEDULE: exportSchedule
+  USER_PROPERTIES: userProperties
+  RETRY_BACKOFF_BASE_SECONDS: retryBackoffBaseSeconds
+}
+
+module functionApp 'modules/functionapp.bicep' = {
+  name: 'function-app'
+  params: {
+    name: names.functionApp
+    planName: names.plan
+    location: location
+    tags: tags
+    hostStorageName: hostStorage.outputs.name
+    deploymentContainerName: deploymentContainerName
+    appInsightsConnectionString: monitoring.outputs.connectionString
+    appSettings: exportAppSettings
+    maximumInstanceCount: maximumInstanceCount
+  }
+}
+
+module roles 'modules/roles.bicep' = {
+  name: 'role-assignments'
+  params: {
+    principalId: functionApp.outputs.principalId
+    hostStorageName: hostStorage.outputs.name
+    exportStorageName: exportStorage.outputs.name
+    exportContainerName: exportContainerName
+    vaultName: keyVault.outputs.name
+    appInsightsName: monitoring.outputs.appInsightsName
+    secretsOfficerPrincipalId: deployerPrincipalId
+    secretsOfficerPrincipalType: deployerPrincipalType
+  }
+}
+
+module alerts 'modules/alerts.bicep' = {
+  name: 'alerts'
+  params: {
+    namePrefix: prefix
+    location: location
+    tags: tags
+    appInsightsId: monitoring.outputs.appInsightsId
+    functionName: functionName
+    alertEmail: alertEmail
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Outputs (deploy.sh reads these)
+// ---------------------------------------------------------------------------------------------------
+
+output functionAppName string = functionApp.outputs.name
+output functionAppPrincipalId string = functionApp.outputs.principalId
+output keyVaultName string = keyVault.outputs.name
+output keyVaultUri string = keyVault.outputs.uri
+output clientSecretName string = clientSecretName
+output hostStorageAccountName string = hostStorage.outputs.name
+output exportStorageAccountName string = exportStorage.outputs.name
+output exportBlobEndpoint string = exportStorage.outputs.blobEndpoint
+output exportContainerName string = exportContainerName
+output appInsightsName string = monitoring.outputs.appInsightsName
+output logAnalyticsWorkspaceName string = monitoring.outputs.workspaceName

@@ -1,0 +1,147 @@
+// Failure alerting on the function's invocations in Application Insights (the `requests` table;
+// host.json excludes Request from sampling, so every invocation is there):
+//  1. an export run failed (checked every 15 minutes);
+//  2. no export succeeded in the last 26 hours (checked hourly, over 2 days of data): catches a stopped
+//     app, a broken schedule or a host that cannot start, which produce no failed run at all.
+// Both notify the optional e-mail action group.
+
+param namePrefix string
+
+param location string
+
+param tags object = {}
+
+@description('Resource ID of the Application Insights component the function app reports to.')
+param appInsightsId string
+
+@description('Name of the timer function in function_app.py.')
+param functionName string
+
+@description('E-mail address to notify; empty = alerts still fire (portal, Azure Monitor) but notify nobody.')
+param alertEmail string = ''
+
+@description('Hours without a successful export before the staleness alert fires (daily schedule + slack).')
+@minValue(1)
+@maxValue(47)
+param staleAfterHours int = 26
+
+var notify = !empty(alertEmail)
+
+var failedRunQuery = '''
+requests
+| where operation_Name =~ '{0}'
+| where success == false
+| project timestamp, id, resultCode, duration
+'''
+
+// No success within the window, unless the app's first telemetry is younger than the window (a fresh
+// deployment waiting for its first scheduled run). An app with no telemetry at all alerts too.
+var staleQuery = '''
+let window = {1}h;
+let firstSeen = toscalar(union requests, traces, exceptions | summarize min(timestamp));
+requests
+| where timestamp > ago(window)
+| where operation_Name =~ '{0}'
+| where success == true
+| summarize successes = count()
+| where successes == 0
+| where isnull(firstSeen) or firstSeen < ago(window)
+'''
+
+resource actionGroup 'Microsoft.Insights/actionGroups@2023-01-01' = if (notify) {
+  name: '${namePrefix}-export-alerts'
+  location: 'global'
+  tags: tags
+  properties: {
+    groupShortName: take('${namePrefix}exp', 12)
+    enabled: true
+    emailReceivers: [
+      {
+        name: 'export-owner'
+        emailAddress: alertEmail
+        useCommonAlertSchema: true
+      }
+    ]
+  }
+}
+
+resource exportFailed 'Microsoft.Insights/scheduledQueryRules@2022-06-15' = {
+  name: '${namePrefix}-export-failed'
+  location: location
+  tags: tags
+  kind: 'LogAlert'
+  properties: {
+    displayName: 'Graph user export failed'
+    description: 'A run of the ${functionName} function failed. Its log line "Export failed: ..." says which setting or permission to fix.'
+    severity: 1
+    enabled: true
+    scopes: [
+      appInsightsId
+    ]
+    evaluationFrequency: 'PT15M'
+    windowSize: 'PT15M'
+    criteria: {
+      allOf: [
+        {
+          query: format(failedRunQuery, functionName)
+          timeAggregation: 'Count'
+          operator: 'GreaterThan'
+          threshold: 0
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    autoMitigate: false
+    actions: {
+      actionGroups: notify ? [
+        actionGroup.id
+      ] : []
+    }
+  }
+}
+
+resource exportStale 'Microsoft.Insights/scheduledQueryRules@2022-06-15' = {
+  name: '${namePrefix}-export-stale'
+  location: location
+  tags: tags
+  kind: 'LogAlert'
+  properties: {
+    displayName: 'No successful Graph user export in ${staleAfterHours} hours'
+    description: 'The ${functionName} function has not completed successfully for ${staleAfterHours} hours: the app may be stopped, unable to start, or its schedule broken.'
+    severity: 1
+    enabled: true
+    scopes: [
+      appInsightsId
+    ]
+    evaluationFrequency: 'PT1H'
+    windowSize: 'PT1H'
+    overrideQueryTimeRange: 'P2D'
+    criteria: {
+      allOf: [
+        {
+          query: format(staleQuery, functionName, staleAfterHours)
+          timeAggregation: 'Count'
+          operator: 'GreaterThan'
+          threshold: 0
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    autoMitigate: true
+    actions: {
+      actionGroups: notify ? [
+        actionGroup.id
+      ] : []
+    }
+  }
+}
+
+output actionGroupId string = notify ? actionGroup.id : ''
+output failedRuleName string = exportFailed.name
+output staleRuleName string = exportStale.name

@@ -1,0 +1,152 @@
+// The function app on the Flex Consumption plan (FC1, Linux, Python), with a system-assigned managed
+// identity used for everything: host storage, the deployment package, Key Vault, export storage and
+// Application Insights. No connection strings, keys or secrets appear in its settings.
+//
+// Flex Consumption does not take FUNCTIONS_WORKER_RUNTIME, FUNCTIONS_EXTENSION_VERSION or
+// WEBSITE_RUN_FROM_PACKAGE: the runtime comes from functionAppConfig.runtime and the code always runs
+// from the package in the deployment container.
+
+param name string
+
+param planName string
+
+param location string
+
+param tags object = {}
+
+@description('Storage account for the Functions host (leases, timer schedule status) and the deployment package.')
+param hostStorageName string
+
+@description('Blob container in the host storage account that holds the deployment package.')
+param deploymentContainerName string
+
+@description('Application Insights connection string (not a secret: local auth is disabled, ingestion needs Entra ID).')
+param appInsightsConnectionString string
+
+@description('The app\'s own settings (see graph_export/settings.py); host and telemetry settings are added here.')
+param appSettings object
+
+@allowed([
+  '3.11'
+])
+param pythonVersion string = '3.11'
+
+@allowed([
+  512
+  2048
+  4096
+])
+param instanceMemoryMB int = 2048
+
+@description('Scale-out ceiling. A timer function runs on one instance at a time (blob lease), so this only bounds cost.')
+@minValue(1)
+@maxValue(1000)
+param maximumInstanceCount int = 40
+
+// Endpoints built from the account name (known when the deployment starts, which the settings loop needs).
+var storageSuffix = environment().suffixes.storage
+var hostBlobEndpoint = 'https://${hostStorageName}.blob.${storageSuffix}/'
+
+// Identity-based host storage (AzureWebJobsStorage__*): the timer trigger keeps its schedule status and
+// singleton lease there. Telemetry goes to Application Insights with Entra ID (the app's identity).
+var hostSettings = {
+  AzureWebJobsStorage__credential: 'managedidentity'
+  AzureWebJobsStorage__blobServiceUri: hostBlobEndpoint
+  AzureWebJobsStorage__queueServiceUri: 'https://${hostStorageName}.queue.${storageSuffix}/'
+  AzureWebJobsStorage__tableServiceUri: 'https://${hostStorageName}.table.${storageSuffix}/'
+  APPLICATIONINSIGHTS_CONNECTION_STRING: appInsightsConnectionString
+  APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'Authorization=AAD'
+}
+
+var allSettings = union(appSettings, hostSettings)
+
+var settingsList = [for setting in items(allSettings): {
+  name: setting.key
+  value: setting.value
+}]
+
+resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
+  name: planName
+  location: location
+  tags: tags
+  kind: 'functionapp'
+  sku: {
+    name: 'FC1'
+    tier: 'FlexConsumption'
+  }
+  properties: {
+    // checkov:skip=CKV_AZURE_225: a once-a-day batch job; a run missed in a zone outage is caught up as past due, the 26-hour staleness alert covers longer outages, and Flex zone redundancy is not offered in every region.
+    reserved: true
+  }
+}
+
+resource site 'Microsoft.Web/sites@2024-04-01' = {
+  name: name
+  location: location
+  tags: tags
+  kind: 'functionapp,linux'
+  identity: {
+    type: 'SystemAssigned'
+  }
+  properties: {
+    // checkov:skip=CKV_AZURE_222: code is published from the operator's machine to the app's SCM endpoint, which closing public access would block; the app has no HTTP functions to expose.
+    // checkov:skip=CKV_AZURE_17: client certificates guard HTTP functions and this app has only a timer trigger.
+    // checkov:skip=CKV_AZURE_212: numberOfWorkers does not apply to Flex Consumption (the platform scales instances), and the timer runs on one instance at a time by design.
+    // checkov:skip=CKV_AZURE_213: a health check probes an HTTP path and this app serves none (timer trigger only).
+    serverFarmId: plan.id
+    httpsOnly: true
+    clientAffinityEnabled: false
+    siteConfig: {
+      minTlsVersion: '1.2'
+      scmMinTlsVersion: '1.2'
+      ftpsState: 'Disabled'
+      remoteDebuggingEnabled: false
+      http20Enabled: true
+      cors: {
+        allowedOrigins: []
+      }
+      appSettings: settingsList
+    }
+    functionAppConfig: {
+      deployment: {
+        storage: {
+          type: 'blobContainer'
+          value: '${hostBlobEndpoint}${deploymentContainerName}'
+          authentication: {
+            type: 'SystemAssignedIdentity'
+          }
+        }
+      }
+      scaleAndConcurrency: {
+        instanceMemoryMB: instanceMemoryMB
+        maximumInstanceCount: maximumInstanceCount
+      }
+      runtime: {
+        name: 'python'
+        version: pythonVersion
+      }
+    }
+  }
+}
+
+// Publishing with user names and passwords (FTP and the SCM site) is off: deployments authenticate with Entra ID.
+resource ftpBasicAuth 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: site
+  name: 'ftp'
+  properties: {
+    allow: false
+  }
+}
+
+resource scmBasicAuth 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: site
+  name: 'scm'
+  properties: {
+    allow: false
+  }
+}
+
+output name string = site.name
+output id string = site.id
+output principalId string = site.identity.principalId
+output planName string = plan.name

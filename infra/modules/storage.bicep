@@ -1,0 +1,171 @@
+// One storage account with the project's security baseline: Entra ID only (no shared key, no SAS
+// signed with account keys), no public blob access, TLS 1.2 over HTTPS, soft delete for blobs and
+// containers. Used twice: the Functions host's working storage and the export data storage.
+
+@description('Storage account name: 3-24 lowercase letters and digits, globally unique.')
+@minLength(3)
+@maxLength(24)
+param name string
+
+param location string
+
+param tags object = {}
+
+@description('Blob containers to create (private).')
+param containerNames array = []
+
+@description('Days a deleted blob or container stays recoverable.')
+@minValue(1)
+@maxValue(365)
+param softDeleteRetentionDays int = 7
+
+@description('Lifecycle rule: delete blobs in lifecycleContainerName this many days after their last modification; 0 = no rule.')
+@minValue(0)
+@maxValue(36500)
+param deleteAfterDays int = 0
+
+@description('Container the lifecycle rule applies to (required when deleteAfterDays > 0).')
+param lifecycleContainerName string = ''
+
+@description('Log Analytics workspace that receives the blob read/write/delete audit logs; empty = no diagnostic setting.')
+param auditWorkspaceId string = ''
+
+resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
+  name: name
+  location: location
+  tags: tags
+  kind: 'StorageV2'
+  sku: {
+    // Geo-redundant: the export history (retention window) cannot be rebuilt from Graph after a regional loss.
+    // The secondary region is the primary's pair, inside the same geography.
+    name: 'Standard_GRS'
+  }
+  properties: {
+    accessTier: 'Hot'
+    allowBlobPublicAccess: false
+    allowSharedKeyAccess: false
+    allowCrossTenantReplication: false
+    defaultToOAuthAuthentication: true
+    isLocalUserEnabled: false
+    isSftpEnabled: false
+    isHnsEnabled: false
+    minimumTlsVersion: 'TLS1_2'
+    supportsHttpsTrafficOnly: true
+    // checkov:skip=CKV_AZURE_59: the Flex Consumption app has no VNet integration and reaches storage over its public endpoint; every request needs Entra ID + RBAC (shared key is disabled).
+    publicNetworkAccess: 'Enabled'
+    networkAcls: {
+      // checkov:skip=CKV_AZURE_35: no VNet to allow-list, so the firewall default stays Allow and RBAC is the gate.
+      defaultAction: 'Allow'
+      bypass: 'AzureServices'
+    }
+    encryption: {
+      keySource: 'Microsoft.Storage'
+      requireInfrastructureEncryption: true
+      services: {
+        blob: {
+          enabled: true
+          keyType: 'Account'
+        }
+        file: {
+          enabled: true
+          keyType: 'Account'
+        }
+        queue: {
+          enabled: true
+          keyType: 'Account'
+        }
+        table: {
+          enabled: true
+          keyType: 'Account'
+        }
+      }
+    }
+  }
+}
+
+resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' = {
+  parent: account
+  name: 'default'
+  properties: {
+    deleteRetentionPolicy: {
+      enabled: true
+      days: softDeleteRetentionDays
+    }
+    containerDeleteRetentionPolicy: {
+      enabled: true
+      days: softDeleteRetentionDays
+    }
+  }
+}
+
+resource containers 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = [for containerName in containerNames: {
+  parent: blobService
+  name: containerName
+  properties: {
+    publicAccess: 'None'
+  }
+}]
+
+resource lifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05-01' = if (deleteAfterDays > 0) {
+  parent: account
+  name: 'default'
+  properties: {
+    policy: {
+      rules: [
+        {
+          name: 'delete-exports-after-retention'
+          enabled: true
+          type: 'Lifecycle'
+          definition: {
+            filters: {
+              blobTypes: [
+                'blockBlob'
+              ]
+              prefixMatch: [
+                '${lifecycleContainerName}/'
+              ]
+            }
+            actions: {
+              baseBlob: {
+                delete: {
+                  daysAfterModificationGreaterThan: deleteAfterDays
+                }
+              }
+            }
+          }
+        }
+      ]
+    }
+  }
+  dependsOn: [
+    containers
+  ]
+}
+
+resource blobAudit 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = if (!empty(auditWorkspaceId)) {
+  name: 'audit-to-log-analytics'
+  scope: blobService
+  properties: {
+    workspaceId: auditWorkspaceId
+    logs: [
+      {
+        category: 'StorageRead'
+        enabled: true
+      }
+      {
+        category: 'StorageWrite'
+        enabled: true
+      }
+      {
+        category: 'StorageDelete'
+        enabled: true
+      }
+    ]
+  }
+}
+
+output name string = account.name
+output id string = account.id
+output blobEndpoint string = account.properties.primaryEndpoints.blob
+output queueEndpoint string = account.properties.primaryEndpoints.queue
+output tableEndpoint string = account.properties.primaryEndpoints.table

@@ -1,0 +1,318 @@
+"""Structural checks on the parsed Bicep: the security properties the issue asks for hold.
+
+These read pycep-parser's JSON (identifiers and string literals both come out as plain strings), so a
+value like 'TLS1_2' is compared as text. checkov covers generic rules; these pin this project's choices.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .bicep_helpers import INFRA, body, condition, dig, mentions, only, param_default, resources_of
+
+ROLE_IDS = {
+    "storageBlobDataOwner": "b7e6dc6d-f1e8-4753-8033-0f276bb0955b",
+    "storageBlobDataContributor": "ba92f5b4-2d11-453d-a403-e96b0029c9fe",
+    "storageQueueDataContributor": "974c5e8b-45b9-4653-ba55-5f855dd0fb88",
+    "storageTableDataContributor": "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3",
+    "monitoringMetricsPublisher": "3913510d-42f4-4e42-8a64-420c390055eb",
+    "keyVaultSecretsUser": "4633458b-17de-408a-b874-0445c86b69e6",
+    "keyVaultSecretsOfficer": "b86a8fe4-44ce-4948-aee5-eccb2c155cd7",
+}
+
+
+# --- storage ------------------------------------------------------------------------------------------
+
+def test_storage_is_entra_only_private_and_tls12(bicep):
+    props = only(bicep["modules/storage.bicep"], "Microsoft.Storage/storageAccounts")["properties"]
+    assert props["allowSharedKeyAccess"] is False
+    assert props["allowBlobPublicAccess"] is False
+    assert props["defaultToOAuthAuthentication"] is True
+    assert props["minimumTlsVersion"] == "TLS1_2"
+    assert props["supportsHttpsTrafficOnly"] is True
+    assert props["allowCrossTenantReplication"] is False
+    assert props["isLocalUserEnabled"] is False
+
+
+def test_storage_soft_deletes_blobs_and_containers(bicep):
+    doc = bicep["modules/storage.bicep"]
+    props = only(doc, "Microsoft.Storage/storageAccounts/blobServices")["properties"]
+    for policy in ("deleteRetentionPolicy", "containerDeleteRetentionPolicy"):
+        assert props[policy]["enabled"] is True
+        assert props[policy]["days"] == "softDeleteRetentionDays"
+    assert param_default(doc, "softDeleteRetentionDays") >= 1
+    containers = only(doc, "Microsoft.Storage/storageAccounts/blobServices/containers")
+    assert containers["properties"]["publicAccess"] == "None"
+
+
+def test_export_container_has_a_retention_lifecycle_rule(bicep):
+    doc = bicep["modules/storage.bicep"]
+    rule = dig(only(doc, "Microsoft.Storage/storageAccounts/managementPolicies"), "properties", "policy", "rules")[0]
+    assert rule["enabled"] is True
+    assert rule["definition"]["filters"]["prefixMatch"] == ["${lifecycleContainerName}/"]
+    delete = rule["definition"]["actions"]["baseBlob"]["delete"]
+    assert delete["daysAfterModificationGreaterThan"] == "deleteAfterDays"
+
+    main = bicep["main.bicep"]
+    export = main["modules"]["exportStorage"]["config"]["params"]
+    assert export["deleteAfterDays"] == "exportRetentionDays"
+    assert export["lifecycleContainerName"] == "exportContainerName"
+    assert export["containerNames"] == ["exportContainerName"]
+    assert param_default(main, "exportRetentionDays") == 90
+
+
+def test_export_data_is_apart_from_the_host_storage(bicep):
+    main = bicep["main.bicep"]
+    host = main["modules"]["hostStorage"]["config"]["params"]
+    export = main["modules"]["exportStorage"]["config"]["params"]
+    assert host["name"] != export["name"]
+    names = main["variables"]["names"]["value"]
+    assert names["hostStorage"] != names["exportStorage"]
+    assert "exportContainerName" not in str(host.get("containerNames"))
+    assert "deleteAfterDays" not in host, "the lifecycle rule belongs to the export account only"
+    assert export.get("auditWorkspaceId"), "reads of the personal data are audited"
+
+
+# --- key vault ----------------------------------------------------------------------------------------
+
+def test_key_vault_is_rbac_only_with_purge_protection(bicep):
+    props = only(bicep["modules/keyvault.bicep"], "Microsoft.KeyVault/vaults")["properties"]
+    assert props["enableRbacAuthorization"] is True
+    assert props["enableSoftDelete"] is True
+    assert props["enablePurgeProtection"] is True
+    assert props["softDeleteRetentionInDays"] >= 7
+    assert not props.get("accessPolicies"), "RBAC authorization: no access policies"
+    assert props["enabledForTemplateDeployment"] is False
+
+
+def test_no_secret_resource_is_created_by_bicep(bicep):
+    for path, doc in bicep.items():
+        for rtype in ("Microsoft.KeyVault/vaults/secrets", "Microsoft.KeyVault/vaults/accessPolicies"):
+            assert not resources_of(doc, rtype, existing=None), f"{path} declares {rtype}"
+
+
+# --- function app -------------------------------------------------------------------------------------
+
+def test_plan_is_flex_consumption_linux(bicep):
+    plan = only(bicep["modules/functionapp.bicep"], "Microsoft.Web/serverfarms")
+    assert plan["sku"] == {"name": "FC1", "tier": "FlexConsumption"}
+    assert plan["properties"]["reserved"] is True
+
+
+def test_site_is_locked_down(bicep):
+    site = only(bicep["modules/functionapp.bicep"], "Microsoft.Web/sites")
+    assert site["kind"] == "functionapp,linux"
+    assert site["identity"]["type"] == "SystemAssigned"
+    props = site["properties"]
+    assert props["httpsOnly"] is True
+    config = props["siteConfig"]
+    assert config["minTlsVersion"] == "1.2"
+    assert config["scmMinTlsVersion"] == "1.2"
+    assert config["ftpsState"] == "Disabled"
+    assert config["remoteDebuggingEnabled"] is False
+
+
+def test_basic_publishing_credentials_are_disabled(bicep):
+    policies = resources_of(bicep["modules/functionapp.bicep"], "Microsoft.Web/sites/basicPublishingCredentialsPolicies")
+    assert {body(p)["name"]: body(p)["properties"]["allow"] for p in policies.values()} == {"ftp": False, "scm": False}
+
+
+def test_flex_config_uses_the_identity_for_the_deployment_package(bicep):
+    doc = bicep["modules/functionapp.bicep"]
+    flex = only(doc, "Microsoft.Web/sites")["properties"]["functionAppConfig"]
+    storage = flex["deployment"]["storage"]
+    assert storage["type"] == "blobContainer"
+    assert storage["authentication"] == {"type": "SystemAssignedIdentity"}
+    assert storage["value"] == "${hostBlobEndpoint}${deploymentContainerName}"
+    assert flex["runtime"] == {"name": "python", "version": "pythonVersion"}
+    assert param_default(doc, "pythonVersion") == "3.11"
+    assert flex["scaleAndConcurrency"]["instanceMemoryMB"] == "instanceMemoryMB"
+    assert param_default(doc, "instanceMemoryMB") == 2048
+    assert 1 <= param_default(doc, "maximumInstanceCount") <= 100
+
+
+def test_host_storage_and_telemetry_are_identity_based(bicep):
+    doc = bicep["modules/functionapp.bicep"]
+    host = doc["variables"]["hostSettings"]["value"]
+    assert host["AzureWebJobsStorage__credential"] == "managedidentity"
+    for service in ("blob", "queue", "table"):
+        assert f"AzureWebJobsStorage__{service}ServiceUri" in host
+    assert host["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"] == "Authorization=AAD"
+    assert "APPLICATIONINSIGHTS_CONNECTION_STRING" in host
+    assert "AzureWebJobsStorage" not in host, "no connection string: shared key access is disabled"
+
+
+def test_no_settings_flex_consumption_rejects(bicep):
+    forbidden = {"WEBSITE_RUN_FROM_PACKAGE", "FUNCTIONS_WORKER_RUNTIME", "FUNCTIONS_EXTENSION_VERSION",
+                 "WEBSITE_CONTENTAZUREFILECONNECTIONSTRING", "WEBSITE_CONTENTSHARE"}
+    for path in INFRA.rglob("*.bicep*"):
+        code = [line for line in path.read_text().splitlines() if not line.strip().startswith("//")]
+        for name in forbidden:
+            assert not any(name in line for line in code), f"{path.name} sets {name}, which Flex Consumption does not take"
+
+
+def test_application_insights_has_local_auth_disabled_on_a_workspace(bicep):
+    doc = bicep["modules/monitoring.bicep"]
+    props = only(doc, "Microsoft.Insights/components")["properties"]
+    assert props["DisableLocalAuth"] is True
+    assert mentions(props["WorkspaceResourceId"], "workspace")
+    assert only(doc, "Microsoft.OperationalInsights/workspaces")["properties"]["features"]["disableLocalAuth"] is True
+
+
+# --- role assignments ---------------------------------------------------------------------------------
+
+def _assignments(bicep):
+    doc = bicep["modules/roles.bicep"]
+    role_vars = doc["variables"]["roleIds"]["value"]
+    found = {}
+    for name, res in resources_of(doc, "Microsoft.Authorization/roleAssignments").items():
+        cfg = body(res)
+        role_ref = dig(cfg, "properties", "roleDefinitionId", "function", "parameters", "resource_name_1")
+        role_key = role_ref["operator"]["operands"]["operand_2"]
+        found[name] = {
+            "scope": cfg["scope"],
+            "role": role_vars[role_key],
+            "principal": cfg["properties"]["principalId"],
+            "name": cfg["name"],
+            "conditional": condition(res) is not None,
+        }
+    return doc, role_vars, found
+
+
+def test_role_guids_are_the_built_in_ones(bicep):
+    _, role_vars, _ = _assignments(bicep)
+    assert role_vars == ROLE_IDS
+
+
+def test_app_identity_gets_exactly_the_least_privilege_roles(bicep):
+    doc, _, found = _assignments(bicep)
+    app = {(a["scope"], a["role"]) for a in found.values() if a["principal"] == "principalId"}
+    assert app == {
+        ("hostStorage", ROLE_IDS["storageBlobDataOwner"]),
+        ("hostStorage", ROLE_IDS["storageQueueDataContributor"]),
+        ("hostStorage", ROLE_IDS["storageTableDataContributor"]),
+        ("exportContainer", ROLE_IDS["storageBlobDataContributor"]),
+        ("vault", ROLE_IDS["keyVaultSecretsUser"]),
+        ("appInsights", ROLE_IDS["monitoringMetricsPublisher"]),
+    }
+    # The export role is scoped to the container, not the account.
+    container = body(doc["resources"]["exportContainer"])
+    assert doc["resources"]["exportContainer"]["existing"] is True
+    assert container["name"] == "exportContainerName"
+    assert container["parent"] == "exportBlobService"
+
+
+def test_the_deployer_only_gets_secrets_officer_and_only_when_asked(bicep):
+    _, _, found = _assignments(bicep)
+    deployer = [a for a in found.values() if a["principal"] == "secretsOfficerPrincipalId"]
+    assert len(deployer) == 1
+    assert deployer[0]["role"] == ROLE_IDS["keyVaultSecretsOfficer"] and deployer[0]["scope"] == "vault"
+    assert deployer[0]["conditional"], "granted only when a deployer principal id is given"
+
+
+def test_role_assignment_names_are_guid_of_scope_principal_role(bicep):
+    _, _, found = _assignments(bicep)
+    for name, a in found.items():
+        guid = a["name"]["function"]
+        assert guid["type"] == "guid", name
+        args = list(guid["parameters"].values())
+        assert args[0] == {"operator": {"type": "property_accessor", "operands": {"operand_1": a["scope"], "operand_2": "id"}}}, name
+        assert args[1] == a["principal"], name
+        assert mentions(args[2], "roleIds"), name
+
+
+def test_no_role_is_assigned_at_resource_group_or_wider(bicep):
+    for path, doc in bicep.items():
+        for name, res in resources_of(doc, "Microsoft.Authorization/roleAssignments").items():
+            assert body(res).get("scope"), f"{path}: role assignment {name} has no resource scope"
+
+
+# --- alerts -------------------------------------------------------------------------------------------
+
+def test_failure_and_staleness_alerts(bicep):
+    doc = bicep["modules/alerts.bicep"]
+    rules = {n: body(r) for n, r in resources_of(doc, "Microsoft.Insights/scheduledQueryRules").items()}
+    assert len(rules) == 2
+    queries = doc["variables"]
+    assert "success == false" in queries["failedRunQuery"]["value"]
+    stale = queries["staleQuery"]["value"]
+    assert "let window = {1}h;" in stale and "ago(window)" in stale
+    assert "success == true" in stale and "successes == 0" in stale
+    assert param_default(doc, "staleAfterHours") == 26
+    for rule in rules.values():
+        props = rule["properties"]
+        assert props["enabled"] is True
+        assert props["scopes"] == ["appInsightsId"]
+        assert mentions(props["actions"], "actionGroup")
+    assert {r["properties"]["evaluationFrequency"] for r in rules.values()} == {"PT15M", "PT1H"}
+    group = resources_of(doc, "Microsoft.Insights/actionGroups")
+    assert len(group) == 1 and condition(next(iter(group.values()))) == "notify"
+    main = bicep["main.bicep"]
+    assert main["modules"]["alerts"]["config"]["params"]["alertEmail"] == "alertEmail"
+    assert param_default(main, "alertEmail") == ""
+
+
+def test_alerts_watch_the_function_that_exists(bicep):
+    source = (INFRA.parent / "function_app.py").read_text()
+    names = re.findall(r"@app\.timer_trigger\([^)]*\)\s*\ndef\s+(\w+)", source)
+    assert names, "no timer function found in function_app.py"
+    assert param_default(bicep["main.bicep"], "functionName") in names
+
+
+# --- outputs ------------------------------------------------------------------------------------------
+
+def test_outputs_name_what_an_operator_needs(bicep):
+    outputs = bicep["main.bicep"]["outputs"]
+    for name in ("functionAppName", "keyVaultName", "keyVaultUri", "clientSecretName", "hostStorageAccountName",
+                 "exportStorageAccountName", "exportContainerName"):
+        assert name in outputs, f"main.bicep should output {name}"
+
+
+# --- no secret values anywhere in infra/ --------------------------------------------------------------
+
+SECRET_PATTERNS = {
+    "storage account key": re.compile(r"AccountKey\s*=", re.I),
+    "SAS token": re.compile(r"(SharedAccessSignature\s*=|[?&]sig=[A-Za-z0-9%]{20,})", re.I),
+    "key listing (puts keys into the deployment)": re.compile(r"\blist(Keys|AccountSas|ServiceSas|Secrets)\s*\(", re.I),
+    "instrumentation key": re.compile(r"InstrumentationKey\s*=", re.I),
+    "Entra ID client secret value": re.compile(r"[A-Za-z0-9_~.-]{3}\dQ~[A-Za-z0-9_~.-]{31,}"),
+    "private key": re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),
+    "secret passed as a command-line value": re.compile(r"secret\s+set\b[^\n|]*--value\b"),
+}
+
+
+def test_no_secret_value_anywhere_in_infra():
+    problems = []
+    for path in sorted(p for p in INFRA.rglob("*") if p.is_file()):
+        text = path.read_text(errors="replace")
+        for what, pattern in SECRET_PATTERNS.items():
+            for match in pattern.finditer(text):
+                line = text.count("\n", 0, match.start()) + 1
+                problems.append(f"{path.relative_to(INFRA)}:{line}: {what}")
+    assert not problems, "possible secrets in infra/:\n" + "\n".join(problems)
+
+
+# Names that look secret but are not: App Insights has local auth disabled, so its connection string
+# (endpoint + component id) grants nothing without an Entra ID token.
+NOT_SECRET = {"appInsightsConnectionString"}
+
+
+def test_no_secure_parameter_carries_a_value(bicep):
+    for path, doc in bicep.items():
+        for name, param in doc.get("parameters", {}).items():
+            secure = any(d.get("type") == "secure" for d in param.get("decorators", []))
+            assert not (secure and param.get("default")), f"{path}: @secure() parameter {name} has a default value"
+            assert name in NOT_SECRET or not re.search(r"(secret|password|key|token|connectionString)$", name, re.I), (
+                f"{path}: parameter {name} looks like it carries a secret; secrets go to Key Vault via deploy.sh")
+
+
+def test_secret_patterns_catch_what_they_should():
+    """The scanner itself must be able to fail."""
+    samples = {
+        "storage account key": "DefaultEndpointsProtocol=https;AccountName=x;AccountKey=abc==",
+        "Entra ID client secret value": "Abc8Q~" + "x" * 34,
+        "secret passed as a command-line value": "az keyvault secret set --vault-name v --name n --value hunter2",
+        "key listing (puts keys into the deployment)": "account.listKeys().keys[0].value",
+    }
+    for what, sample in samples.items():
+        assert SECRET_PATTERNS[what].search(sample), what

@@ -1,0 +1,92 @@
+"""Drift between the code's settings contract (graph_export/settings.py SETTINGS) and the app settings
+the Bicep configures on the function app.
+
+SETTINGS is read at test time, so a setting added to the code fails this test until it is either wired
+in infra/main.bicep (`exportAppSettings`, with a parameter whose default equals the code's default) or
+listed in NOT_SET_IN_AZURE below with the reason.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from graph_export.settings import SETTINGS
+
+from .bicep_helpers import body, only
+
+# Settings the code reads that the deployed app deliberately does not get, and why.
+NOT_SET_IN_AZURE = {
+    "EXPORT_STORAGE": "a connection string needs the account key, and shared key access is disabled; "
+                      "the app uses EXPORT_STORAGE__blobServiceUri with its managed identity instead",
+}
+
+# Settings the platform reads (not the app's contract); added by infra/modules/functionapp.bicep.
+PLATFORM_SETTINGS = {
+    "AzureWebJobsStorage__credential", "AzureWebJobsStorage__blobServiceUri",
+    "AzureWebJobsStorage__queueServiceUri", "AzureWebJobsStorage__tableServiceUri",
+    "APPLICATIONINSIGHTS_CONNECTION_STRING", "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
+}
+
+
+def _app_settings(bicep) -> dict:
+    return bicep["main.bicep"]["variables"]["exportAppSettings"]["value"]
+
+
+def test_the_settings_object_reaches_the_function_app(bicep):
+    main = bicep["main.bicep"]
+    assert main["modules"]["functionApp"]["config"]["params"]["appSettings"] == "exportAppSettings"
+    module = bicep["modules/functionapp.bicep"]
+    merged = module["variables"]["allSettings"]["value"]["function"]
+    assert merged["type"] == "union"
+    assert list(merged["parameters"].values()) == ["appSettings", "hostSettings"]
+    loop = module["variables"]["settingsList"]["value"]
+    assert loop["loop_type"]["detail"]["object_name"] == "allSettings"  # for setting in items(allSettings)
+    assert loop["config"]["name"]["operator"]["operands"] == {"operand_1": "setting", "operand_2": "key"}
+    site = only(module, "Microsoft.Web/sites")
+    assert site["properties"]["siteConfig"]["appSettings"] == "settingsList"
+
+
+def test_bicep_configures_every_setting_the_code_reads(bicep):
+    code = {s.name for s in SETTINGS}
+    configured = set(_app_settings(bicep))
+    missing = code - configured - set(NOT_SET_IN_AZURE)
+    unknown = configured - code
+    assert not missing, (
+        f"settings in graph_export/settings.py that infra/main.bicep does not set: {sorted(missing)}. "
+        "Add each to `exportAppSettings` (with a parameter defaulting to the code's default), or to "
+        "NOT_SET_IN_AZURE in tests/infra/test_settings_drift.py with the reason.")
+    assert not unknown, f"infra/main.bicep sets settings the code does not read: {sorted(unknown)}"
+
+
+def test_excluded_settings_are_real_and_optional():
+    by_name = {s.name: s for s in SETTINGS}
+    for name, reason in NOT_SET_IN_AZURE.items():
+        assert name in by_name, f"NOT_SET_IN_AZURE names {name}, which settings.py no longer has"
+        assert not by_name[name].required, f"{name} is required by the code: it must be configured"
+        assert reason
+
+
+def test_platform_settings_do_not_clash_with_the_app_contract(bicep):
+    host = set(bicep["modules/functionapp.bicep"]["variables"]["hostSettings"]["value"])
+    assert host == PLATFORM_SETTINGS
+    assert not host & {s.name for s in SETTINGS}
+
+
+@pytest.mark.parametrize("setting", [s for s in SETTINGS if s.name not in NOT_SET_IN_AZURE], ids=lambda s: s.name)
+def test_parameter_defaults_equal_the_code_defaults(bicep, setting):
+    main = bicep["main.bicep"]
+    value = _app_settings(bicep).get(setting.name)
+    if value is None:
+        pytest.fail(f"{setting.name} is not configured (see test_bicep_configures_every_setting_the_code_reads)")
+    if isinstance(value, str) and value in main["parameters"]:
+        param = main["parameters"][value]
+        default = param.get("default")
+        if setting.required:
+            assert not isinstance(default, str) or default == "", (
+                f"{setting.name} is required: its parameter {value} must not hard-code a value")
+        elif isinstance(default, str):  # a literal default (not an expression such as environment())
+            assert default == setting.default, (
+                f"parameter {value} defaults to {default!r} but settings.py's default for {setting.name} "
+                f"is {setting.default!r}")
+    else:  # wired from a resource (vault URI, storage endpoint)
+        assert not isinstance(value, str), f"{setting.name} is a hard-coded literal {value!r}: use a parameter"
