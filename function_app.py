@@ -18,7 +18,11 @@ from graph_export.naming import slot_from_schedule_status
 app = func.FunctionApp()
 
 
+# A failed or timed-out invocation is retried with the same trigger data, so the same slot, which
+# resumes from its checkpoint; the timer itself would only try again at the next occurrence.
 @app.timer_trigger(schedule="%EXPORT_SCHEDULE%", arg_name="timer", run_on_startup=False, use_monitor=True)
+@app.retry(strategy="exponential_backoff", max_retry_count="3",
+           minimum_interval="00:01:00", maximum_interval="00:15:00")
 def export_users(timer: func.TimerRequest) -> None:
     """Export every user for the slot this invocation was scheduled for."""
     now = datetime.now(timezone.utc)

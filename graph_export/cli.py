@@ -26,7 +26,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             apply_settings_file(args.settings)
         settings = load_settings()
         slot = _parse_slot(args.slot) if args.slot else None
-        summary = run_export(settings, slot)
+        summary = run_export(settings, slot, force=args.force)
     except ExportError as exc:
         if args.debug:
             log.exception("export failed")
@@ -74,6 +74,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="read settings from a local.settings.json 'Values' object (overrides the environment)")
     run.add_argument("--slot", metavar="TIME",
                      help="schedule slot to export as (ISO 8601, UTC); default: now")
+    run.add_argument("--force", action="store_true",
+                     help="export the slot again even if it was already exported, ignoring any checkpoint")
     run.add_argument("--debug", action="store_true", help="verbose logs and tracebacks on failure")
     return parser
 

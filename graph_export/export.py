@@ -1,5 +1,7 @@
 """One export, end to end: storage → client secret → token → pages of users → blob → manifest → latest.
 
+It resumes from a checkpoint when an earlier invocation of the same slot was killed.
+
 Both doors (the timer function and ``python -m graph_export run``) call :func:`run_export`.
 """
 
@@ -9,16 +11,16 @@ import functools
 import logging
 import time
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
-from typing import Any
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable
 
 from azure.identity import DefaultAzureCredential
-from azure.storage.blob import ContainerClient
+from azure.storage.blob import BlobClient, ContainerClient
 
-from . import credentials, graph, naming, sink
+from . import checkpoint, credentials, graph, naming, sink
 from .errors import AuthError
 from .settings import Settings
-from .token import GraphTokenProvider
+from .token import GraphTokenProvider, SecretRejectedError
 
 log = logging.getLogger(__name__)
 
@@ -53,18 +55,21 @@ class ExportSummary:
 
 
 class WarmClients:
-    """What is worth keeping between invocations on a warm instance.
+    """What is worth keeping between invocations on a warm instance, and the run's token source.
 
     Connection pools, the Azure credential's token cache, the secret read from Key Vault and the
-    MSAL application with its token cache. A sign-in failure drops the secret and MSAL app, so the
-    next run reads the vault again (someone may have fixed or rotated the secret meanwhile).
+    MSAL application with its token cache. When Entra rejects the secret itself (wrong or expired),
+    the vault is read again once: someone may have rotated it since this instance cached it.
     """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.azure_credential = DefaultAzureCredential()
-        self.http = graph.make_session(settings.retry_backoff_base_s)
+        self.retry_budget = graph.RetryBudget(settings.graph_retries_per_run)
+        self.http = graph.make_session(settings.retry_backoff_base_s, settings.graph_retries_per_page,
+                                       self.retry_budget)
         self._container: ContainerClient | None = None
+        self._secret: credentials.Secret | None = None
         self._tokens: GraphTokenProvider | None = None
 
     def container(self) -> ContainerClient:
@@ -74,24 +79,49 @@ class WarmClients:
                                                   s.retry_backoff_base_s)
         return self._container
 
-    def access_token(self) -> str:
+    def get(self) -> str:
+        """An access token for Graph (graph.Tokens)."""
+        return self._signed_in(lambda tokens: tokens.acquire())
+
+    def refresh(self, rejected: str) -> str:
+        """A new access token after Graph rejected ``rejected`` (graph.Tokens)."""
+        return self._signed_in(lambda tokens: tokens.refresh(rejected))
+
+    def _signed_in(self, call: Callable[[GraphTokenProvider], str]) -> str:
         try:
-            return self._token_provider().acquire()
+            return call(self._provider())
+        except SecretRejectedError:
+            rejected = self._secret
+            self._secret = self._tokens = None
+            if self._provider_secret() == rejected:
+                raise  # the vault still holds the rejected secret: nothing to retry with
+            log.warning("Entra rejected the cached client secret; retrying once with the vault's latest version")
+            try:
+                return call(self._provider())
+            except AuthError:
+                self._secret = self._tokens = None
+                raise
         except AuthError:
-            self._tokens = None
+            self._secret = self._tokens = None
             raise
 
-    def _token_provider(self) -> GraphTokenProvider:
-        if self._tokens is None:
+    def _provider_secret(self) -> credentials.Secret:
+        if self._secret is None:
             s = self.settings
             vault = credentials.make_secret_client(
                 s.key_vault_url, self.azure_credential,
                 retry_total=4, retry_backoff_factor=s.retry_backoff_base_s,
                 connection_timeout=10, read_timeout=30,
             )
-            secret = credentials.read_client_secret(vault, s.client_secret_name)
-            self._tokens = GraphTokenProvider(authority=s.authority, client_id=s.client_id,
-                                              scope=s.graph_scope, secret=secret, http_client=self.http)
+            self._secret = credentials.read_client_secret(vault, s.client_secret_name)
+        return self._secret
+
+    def _provider(self) -> GraphTokenProvider:
+        if self._tokens is None:
+            s = self.settings
+            self._tokens = GraphTokenProvider(authority=s.authority, client_id=s.client_id, scope=s.graph_scope,
+                                              secret=self._provider_secret(), http_client=self.http,
+                                              timeout_s=s.http_timeout_s)
         return self._tokens
 
 
@@ -101,34 +131,88 @@ def warm_clients(settings: Settings) -> WarmClients:
     return WarmClients(settings)
 
 
-def run_export(settings: Settings, slot: datetime | None = None) -> ExportSummary:
+def run_export(settings: Settings, slot: datetime | None = None, *, force: bool = False) -> ExportSummary:
     """Export every user once for ``slot`` (default: now). Raises an ExportError subclass on failure.
 
-    Order matters: storage and sign-in are checked before any user is read, and nothing becomes
-    visible until the blob commit; the manifest and then ``latest.json`` follow the commit.
+    A slot that already has a published export is left alone unless ``force``; a slot with a usable
+    checkpoint resumes from it. Storage and sign-in are checked before any user is read, nothing
+    becomes visible until the blob commit, and the manifest and then ``latest.json`` follow it.
     """
     started = datetime.now(timezone.utc)
     clock = time.monotonic()
     slot = naming.normalize_slot(slot or started)
     clients = warm_clients(settings)
     container = clients.container()
-    clients.access_token()  # fail on Key Vault or sign-in before staging anything
+    if not force:
+        published = sink.read_json(container, naming.manifest_blob_name(slot))
+        if published is not None:
+            log.info("Slot %s was already exported; nothing to do (use --force to export it again)", _iso(slot))
+            return _summary(published, "skipped", container, clock)
+    clients.retry_budget.reset(settings.graph_retries_per_run)
+    clients.get()  # fail on Key Vault or sign-in before staging anything
 
-    writer = sink.JsonlGzipBlobWriter(container.get_blob_client(naming.export_blob_name(slot)))
-    pages = 0
-    for users in graph.iter_user_pages(clients.http, settings.graph_endpoint, settings.user_properties,
-                                       settings.page_size, clients.access_token):
-        writer.write(users)
-        pages += 1
-        log.debug("page %d: %d users so far", pages, writer.users)
+    blob = container.get_blob_client(naming.export_blob_name(slot))
+    resume = None if force else _resumable(container, blob, settings, slot, started)
+    try:
+        manifest = _export(settings, clients, container, blob, slot, resume, started)
+    except graph.PageLinkRejected as exc:
+        if resume is None:
+            raise
+        log.warning("Graph no longer accepts the checkpoint's page link (%s); restarting the slot", exc)
+        manifest = _export(settings, clients, container, blob, slot, None, started)
+    checkpoint.delete(container, slot)
+    summary = _summary(manifest, "succeeded", container, clock)
+    log.info(summary.line())
+    return summary
+
+
+def _resumable(container: ContainerClient, blob: BlobClient, settings: Settings, slot: datetime,
+               now: datetime) -> checkpoint.Checkpoint | None:
+    saved = checkpoint.load(container, slot)
+    if saved is None:
+        return None
+    why = checkpoint.why_unusable(saved, blob, settings.user_properties,
+                                  timedelta(hours=settings.checkpoint_max_age_h), now)
+    if why:
+        log.warning("Not resuming slot %s from its checkpoint: %s; starting over", _iso(slot), why)
+        return None
+    log.info("Resuming slot %s after page %d (%d users already staged)", _iso(slot), saved.pages, saved.users)
+    return saved
+
+
+def _export(settings: Settings, clients: WarmClients, container: ContainerClient, blob: BlobClient,
+            slot: datetime, resume: checkpoint.Checkpoint | None, started: datetime) -> dict[str, Any]:
+    """Page through every user into ``blob``, checkpointing as it goes; publish; return the manifest."""
+    if resume is not None:
+        writer = sink.JsonlGzipBlobWriter(blob, resume_from=sink.Progress(
+            resume.users, resume.uncompressed_bytes, resume.block_ids, resume.block_sizes))
+        url, first, started = resume.next_link, resume.pages + 1, naming.parse_slot(resume.started)
+    else:
+        writer = sink.JsonlGzipBlobWriter(blob)
+        url, first = graph.first_page_url(settings.graph_endpoint, settings.user_properties, settings.page_size), 1
+    pages = first - 1
+    for page in graph.iter_user_pages(clients.http, url, settings.graph_endpoint, clients,
+                                      settings.http_timeout_s, first):
+        writer.write(page.users)
+        pages = page.number
+        if page.next_link and pages % settings.checkpoint_every_pages == 0:
+            progress = writer.end_segment()
+            checkpoint.save(container, checkpoint.Checkpoint(
+                format=checkpoint.FORMAT, slot=_iso(slot), blob=blob.blob_name,
+                properties=list(settings.user_properties), next_link=page.next_link, pages=pages,
+                users=progress.users, uncompressed_bytes=progress.uncompressed_bytes,
+                block_ids=progress.block_ids, block_sizes=progress.block_sizes,
+                started=_iso(started), saved=_iso(datetime.now(timezone.utc))))
+            log.debug("checkpoint after page %d: %d users", pages, progress.users)
     committed = writer.commit(metadata={"slot": _iso(slot)})
     finished = datetime.now(timezone.utc)
 
     manifest_name = naming.manifest_blob_name(slot)
-    sink.write_json(container, manifest_name, {
+    manifest = {
         "format": MANIFEST_FORMAT,
         "container": settings.container,
         "blob": committed.name,
+        "manifest": manifest_name,
         "users": committed.users,
         "pages": pages,
         "properties": list(settings.user_properties),
@@ -138,22 +222,25 @@ def run_export(settings: Settings, slot: datetime | None = None) -> ExportSummar
         "slot": _iso(slot),
         "started": _iso(started),
         "finished": _iso(finished),
+        "resumed": resume is not None,
         "tenant_id": settings.tenant_id,
         "graph_endpoint": settings.graph_endpoint,
-    })
+    }
+    sink.write_json(container, manifest_name, manifest)
     if not sink.point_latest(container, {"slot": _iso(slot), "blob": committed.name, "manifest": manifest_name,
                                          "users": committed.users, "sha256": committed.sha256,
                                          "finished": _iso(finished)}):
         log.warning("%s already points at a later slot than %s; left as it is", naming.LATEST_BLOB, _iso(slot))
+    return manifest
 
-    summary = ExportSummary(
-        status="succeeded", users=committed.users, pages=pages, container=settings.container,
-        blob=committed.name, manifest=manifest_name, url=container.get_blob_client(committed.name).url,
-        bytes=committed.bytes, sha256=committed.sha256, slot=_iso(slot), started=_iso(started),
-        finished=_iso(finished), duration_s=round(time.monotonic() - clock, 3),
+
+def _summary(manifest: dict[str, Any], status: str, container: ContainerClient, clock: float) -> ExportSummary:
+    return ExportSummary(
+        status=status, users=manifest["users"], pages=manifest["pages"], container=manifest["container"],
+        blob=manifest["blob"], manifest=manifest["manifest"], url=container.get_blob_client(manifest["blob"]).url,
+        bytes=manifest["bytes"], sha256=manifest["sha256"], slot=manifest["slot"], started=manifest["started"],
+        finished=manifest["finished"], duration_s=round(time.monotonic() - clock, 3),
     )
-    log.info(summary.line())
-    return summary
 
 
 def _iso(moment: datetime) -> str:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Iterator, Protocol
 from urllib.parse import urlencode, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import MaxRetryError
 from urllib3.util.retry import Retry
 
 from .errors import GraphError, first_line
@@ -22,31 +24,84 @@ log = logging.getLogger(__name__)
 
 #: Statuses Graph documents as transient; 429 and 503 usually carry Retry-After.
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-#: Retries of one request before the run fails.
-MAX_RETRIES_PER_REQUEST = 6
-#: (connect, read) timeouts in seconds: a page of 999 users normally arrives in 1-3 s.
-TIMEOUT = (10.0, 120.0)
-#: Stop following nextLinks after this many pages: 5,000 pages x 999 users is 5 million users, far
+#: Seconds to establish a connection; the read timeout is the HTTP_TIMEOUT_SECONDS setting.
+CONNECT_TIMEOUT = 10.0
+#: Stop following nextLinks after this many pages: 10,000 pages x 999 users is 10 million users, far
 #: above any tenant, so reaching it means a paging loop, not a big directory.
-MAX_PAGES = 5_000
+MAX_PAGES = 10_000
 
 USER_READ_ALL_ROLE_ID = "df021288-bdef-4463-88db-98f22de89214"  # Microsoft Graph application role
 GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
 
-TokenSource = Callable[[], str]
+
+class Tokens(Protocol):
+    """Where pages get their bearer token: the cached one, or a fresh one after Graph rejected it."""
+
+    def get(self) -> str: ...
+
+    def refresh(self, rejected: str) -> str: ...
 
 
-def make_session(backoff_base_s: float) -> requests.Session:
-    """The Graph transport: keep-alive connection pool with retries for throttling and faults."""
-    retry = Retry(
-        total=MAX_RETRIES_PER_REQUEST,
+class PageLinkRejected(GraphError):
+    """Graph refused a nextLink (expired or unknown skiptoken): paging must start over."""
+
+
+class RetryBudget:
+    """Retries left for the whole run, shared by every request of a session."""
+
+    def __init__(self, limit: int) -> None:
+        self.reset(limit)
+
+    def reset(self, limit: int) -> None:
+        self.limit, self.used = limit, 0
+
+    @property
+    def exhausted(self) -> bool:
+        return self.used >= self.limit
+
+    def spend(self) -> bool:
+        if self.exhausted:
+            return False
+        self.used += 1
+        return True
+
+
+class BudgetedRetry(Retry):
+    """urllib3's Retry (Retry-After, exponential backoff with jitter) that also draws on a run budget."""
+
+    def __init__(self, *args: Any, budget: RetryBudget | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.budget = budget
+
+    def new(self, **kwargs: Any) -> "BudgetedRetry":
+        retry = super().new(**kwargs)
+        retry.budget = self.budget
+        return retry
+
+    def increment(self, *args: Any, **kwargs: Any) -> "BudgetedRetry":
+        retry = super().increment(*args, **kwargs)  # raises MaxRetryError once this request's retries are spent
+        if self.budget is not None and not self.budget.spend():
+            raise MaxRetryError(kwargs.get("_pool"), kwargs.get("url") or "", RunBudgetExhausted())
+        return retry
+
+
+class RunBudgetExhausted(Exception):
+    def __str__(self) -> str:
+        return "the run's retry budget is spent"
+
+
+def make_session(backoff_base_s: float, retries_per_request: int, budget: RetryBudget) -> requests.Session:
+    """The HTTP transport for Graph and sign-in: keep-alive pools, retries for throttling and faults."""
+    retry = BudgetedRetry(
+        total=retries_per_request,
         status_forcelist=RETRY_STATUSES,
-        allowed_methods=frozenset({"GET", "POST"}),
+        allowed_methods=frozenset({"GET", "POST"}),  # POST: token requests, safe to repeat
         backoff_factor=backoff_base_s,
         backoff_jitter=backoff_base_s,
         backoff_max=60.0,
         respect_retry_after_header=True,
         raise_on_status=False,  # hand back the last response so its Graph error can be reported
+        budget=budget,
     )
     session = requests.Session()
     adapter = HTTPAdapter(max_retries=retry, pool_connections=4, pool_maxsize=4)
@@ -60,39 +115,48 @@ def first_page_url(graph_endpoint: str, properties: tuple[str, ...], page_size: 
     return f"{graph_endpoint}/v1.0/users?{query}"
 
 
+@dataclass(frozen=True)
+class Page:
+    number: int
+    users: list[dict]
+    next_link: str | None
+
+
 def iter_user_pages(
     session: requests.Session,
+    url: str,
     graph_endpoint: str,
-    properties: tuple[str, ...],
-    page_size: int,
-    token: TokenSource,
-) -> Iterator[list[dict]]:
-    """Yield each page's users (``@odata.*`` annotations removed) until Graph sends no nextLink.
+    tokens: Tokens,
+    read_timeout_s: float,
+    first_number: int = 1,
+) -> Iterator[Page]:
+    """Yield each page (users without ``@odata.*`` annotations, and its nextLink) until the last one.
 
-    Only one page is held at a time, so memory does not grow with the tenant.
+    ``url`` is the first page's URL or, when resuming, a saved nextLink. Only one page is held at a
+    time, so memory does not grow with the tenant.
     """
-    url: str | None = first_page_url(graph_endpoint, properties, page_size)
     origin = _origin(graph_endpoint)
     seen: set[str] = set()
-    for page_number in range(1, MAX_PAGES + 1):
-        assert url is not None
-        body = _get_page(session, url, token(), page_number)
-        users = body.get("value")
-        if not isinstance(users, list):
-            raise GraphError(f"Graph returned page {page_number} without a 'value' list: check GRAPH_ENDPOINT.")
-        yield [strip_annotations(u) for u in users]
-        url = body.get("@odata.nextLink")
-        if not url:
-            return
+    timeout = (CONNECT_TIMEOUT, read_timeout_s)
+    for number in range(first_number, first_number + MAX_PAGES):
         if _origin(url) != origin:
             # The bearer token must never be sent anywhere but the configured Graph endpoint.
             raise GraphError(
-                f"Graph page {page_number} links to {_origin(url)}, not {origin}: refusing to follow it; "
+                f"Graph page {number} is linked at {_origin(url)}, not {origin}: refusing to follow it; "
                 "check GRAPH_ENDPOINT."
             )
-        if url in seen:
-            raise GraphError(f"Graph returned the same nextLink twice (page {page_number}): paging would loop.")
-        seen.add(url)
+        body = _get_page(session, url, tokens, number, timeout, is_next_link=number > 1 or "skiptoken" in url)
+        users = body.get("value")
+        if not isinstance(users, list):
+            raise GraphError(f"Graph returned page {number} without a 'value' list: check GRAPH_ENDPOINT.")
+        next_link = body.get("@odata.nextLink") or None
+        yield Page(number, [strip_annotations(u) for u in users], next_link)
+        if next_link is None:
+            return
+        if next_link in seen:
+            raise GraphError(f"Graph returned the same nextLink twice (page {number}): paging would loop.")
+        seen.add(next_link)
+        url = next_link
     raise GraphError(f"Stopped after {MAX_PAGES} pages without reaching the last one: paging would not end.")
 
 
@@ -101,24 +165,43 @@ def strip_annotations(user: dict) -> dict:
     return {k: v for k, v in user.items() if not k.startswith("@odata.")}
 
 
-def _get_page(session: requests.Session, url: str, access_token: str, page_number: int) -> dict:
-    try:
-        response = session.get(
-            url,
-            headers={"Authorization": f"Bearer {access_token}", "Accept": "application/json"},
-            timeout=TIMEOUT,
-        )
-    except requests.RequestException as exc:
-        raise GraphError(
-            f"Graph at {_origin(url)} could not be reached for page {page_number} after retries "
-            f"({type(exc).__name__}): check GRAPH_ENDPOINT and the network, then run again."
-        ) from None
+def _get_page(session: requests.Session, url: str, tokens: Tokens, number: int,
+              timeout: tuple[float, float], *, is_next_link: bool) -> dict:
+    token = tokens.get()
+    for attempt in (1, 2):
+        try:
+            response = session.get(url, headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+                                   timeout=timeout)
+        except requests.RequestException as exc:
+            raise GraphError(
+                f"Graph at {_origin(url)} could not be reached for page {number} after retries "
+                f"({_reason(exc)}): check GRAPH_ENDPOINT and the network, then run again."
+            ) from None
+        if response.status_code == 401 and attempt == 1:
+            # Expired or revoked before MSAL expected: one fresh token, one more try of the same page.
+            log.info("Graph rejected the access token on page %d; retrying once with a fresh token", number)
+            token = tokens.refresh(token)
+            continue
+        break
     if response.status_code != 200:
-        raise GraphError(describe_graph_failure(response, page_number))
+        if is_next_link and response.status_code in (400, 404, 410):
+            raise PageLinkRejected(describe_graph_failure(response, number))
+        raise GraphError(describe_graph_failure(response, number))
     try:
         return response.json()
     except ValueError:
-        raise GraphError(f"Graph returned page {page_number} as something other than JSON: check GRAPH_ENDPOINT.") from None
+        raise GraphError(f"Graph returned page {number} as something other than JSON: check GRAPH_ENDPOINT.") from None
+
+
+def _reason(exc: requests.RequestException) -> str:
+    """The innermost cause's class, e.g. ReadTimeoutError or RunBudgetExhausted; never a URL with a token."""
+    cause: BaseException | None = exc
+    while cause is not None and (cause.__cause__ or cause.__context__ or getattr(cause, "reason", None)):
+        nxt = getattr(cause, "reason", None) or cause.__cause__ or cause.__context__
+        if not isinstance(nxt, BaseException) or nxt is cause:
+            break
+        cause = nxt
+    return str(cause) if isinstance(cause, RunBudgetExhausted) else type(cause).__name__
 
 
 def describe_graph_failure(response: requests.Response, page_number: int) -> str:
@@ -138,7 +221,8 @@ def describe_graph_failure(response: requests.Response, page_number: int) -> str
     elif status == 400:
         advice = "Graph rejected the query: check USER_PROPERTIES for misspelt or unsupported properties"
     elif status in RETRY_STATUSES:
-        advice = "Graph kept failing after retries: nothing was published; run again later"
+        advice = ("Graph kept failing after the retries allowed (GRAPH_MAX_RETRIES_PER_PAGE / "
+                  "GRAPH_MAX_RETRIES_PER_RUN): nothing was published; the next run resumes from the last checkpoint")
     else:
         advice = "nothing was published; check the message and run again"
     detail = f"{code}: {message}" if code else message

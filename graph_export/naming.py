@@ -58,3 +58,8 @@ def slot_from_schedule_status(status: Mapping[str, Any] | None, now: datetime) -
     if scheduled > now + _FUTURE_TOLERANCE or scheduled.year < 2000:
         return now
     return scheduled
+
+
+def checkpoint_blob_name(slot: datetime) -> str:
+    """Progress of an unfinished export, outside ``users/`` so nobody mistakes it for data."""
+    return f"state/users-{slot_stamp(slot)}.checkpoint.json"

@@ -60,6 +60,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("EXPORT_SCHEDULE", False, "0 0 2 * * *", "NCRONTAB schedule (6 fields, UTC) read by the timer trigger binding."),
     Setting("USER_PROPERTIES", False, ",".join(DEFAULT_USER_PROPERTIES), "Comma-separated Graph user properties to `$select`; `id` is always included."),
     Setting("RETRY_BACKOFF_BASE_SECONDS", False, "1", "Base of the exponential backoff between retries of Graph, Key Vault and Blob requests (a `Retry-After` from Graph always wins)."),
+    Setting("GRAPH_MAX_RETRIES_PER_PAGE", False, "8", "Retries of one Graph page (throttling, 5xx, resets, timeouts) before the run fails."),
+    Setting("GRAPH_MAX_RETRIES_PER_RUN", False, "200", "Retries of all Graph requests in one run before it fails."),
+    Setting("HTTP_TIMEOUT_SECONDS", False, "60", "Read timeout of each Graph and sign-in request (connecting times out after 10 s)."),
+    Setting("CHECKPOINT_EVERY_PAGES", False, "10", "Save resumable progress every this many pages; a killed run's next invocation for the same slot resumes there."),
+    Setting("CHECKPOINT_MAX_AGE_HOURS", False, "24", "A checkpoint older than this is discarded and the slot restarts clean."),
 )
 
 _DEFAULTS = {s.name: s.default for s in SETTINGS}
@@ -106,6 +111,11 @@ class Settings:
     schedule: str
     user_properties: tuple[str, ...]
     retry_backoff_base_s: float = 1.0
+    graph_retries_per_page: int = 8
+    graph_retries_per_run: int = 200
+    http_timeout_s: float = 60.0
+    checkpoint_every_pages: int = 10
+    checkpoint_max_age_h: float = 24.0
 
     @property
     def authority(self) -> str:
@@ -169,6 +179,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
           f"is '{schedule}': expected 6-field NCRONTAB 'second minute hour day month day-of-week', e.g. '0 0 2 * * *'")
 
     backoff = _number("RETRY_BACKOFF_BASE_SECONDS", get("RETRY_BACKOFF_BASE_SECONDS"), problems, 0.0, 60.0)
+    per_page = _number("GRAPH_MAX_RETRIES_PER_PAGE", get("GRAPH_MAX_RETRIES_PER_PAGE"), problems, 0, 100, whole=True)
+    per_run = _number("GRAPH_MAX_RETRIES_PER_RUN", get("GRAPH_MAX_RETRIES_PER_RUN"), problems, 0, 100_000, whole=True)
+    timeout = _number("HTTP_TIMEOUT_SECONDS", get("HTTP_TIMEOUT_SECONDS"), problems, 0.1, 600.0)
+    every = _number("CHECKPOINT_EVERY_PAGES", get("CHECKPOINT_EVERY_PAGES"), problems, 1, 10_000, whole=True)
+    max_age = _number("CHECKPOINT_MAX_AGE_HOURS", get("CHECKPOINT_MAX_AGE_HOURS"), problems, 0.0, 144.0)
     properties = _user_properties(get("USER_PROPERTIES"), problems)
     storage = _storage_target(env, problems)
 
@@ -186,6 +201,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         schedule=schedule,
         user_properties=properties,
         retry_backoff_base_s=backoff,
+        graph_retries_per_page=int(per_page),
+        graph_retries_per_run=int(per_run),
+        http_timeout_s=timeout,
+        checkpoint_every_pages=int(every),
+        checkpoint_max_age_h=max_age,
     )
 
 
@@ -207,14 +227,15 @@ def _https_url(name: str, value: str, problems: list[str], *, allow_path: bool) 
     return f"https://{parts.netloc}"
 
 
-def _number(name: str, value: str, problems: list[str], low: float, high: float) -> float:
+def _number(name: str, value: str, problems: list[str], low: float, high: float, *, whole: bool = False) -> float:
     try:
         number = float(value)
     except ValueError:
         number = float("nan")
-    if not low <= number <= high:  # also rejects nan
-        problems.append(f"{name} is '{value}': expected a number of seconds from {low:g} to {high:g}")
-        return 0.0
+    if not low <= number <= high or (whole and not number.is_integer()):  # also rejects nan
+        kind = "a whole number" if whole else "a number"
+        problems.append(f"{name} is '{value}': expected {kind} from {low:g} to {high:g}")
+        return low
     return number
 
 

@@ -7,7 +7,6 @@ uncommitted blocks after a week. Memory holds at most one block of compressed ou
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import zlib
@@ -131,24 +130,38 @@ class CommittedBlob:
     blocks: int
 
 
+@dataclass(frozen=True)
+class Progress:
+    """What is staged so far, at a segment boundary: what a checkpoint needs to resume."""
+
+    users: int
+    uncompressed_bytes: int
+    block_ids: list[str]
+    block_sizes: list[int]
+
+
 class JsonlGzipBlobWriter:
     """Streams user objects into one block blob as gzip JSON Lines.
 
     Nothing is visible in the container until :meth:`commit`; if the run dies first, the staged
-    blocks are never committed and the previous export (if any) stays as it was.
+    blocks are never committed and the previous export (if any) stays as it was. :meth:`end_segment`
+    closes the current gzip member so that a later run can resume after it (see ``checkpoint``).
     """
 
-    def __init__(self, blob: BlobClient, block_size: int = BLOCK_SIZE) -> None:
+    def __init__(self, blob: BlobClient, block_size: int = BLOCK_SIZE, resume_from: Progress | None = None) -> None:
         self._blob = blob
         self._block_size = block_size
-        self._compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, _GZIP_WBITS)
+        self._compressor = _new_member()
         self._pending: list[bytes] = []
         self._pending_size = 0
-        self._block_ids: list[str] = []
-        self._sha256 = hashlib.sha256()
-        self._bytes = 0
-        self._uncompressed = 0
-        self.users = 0
+        self._resumed = resume_from is not None
+        start = resume_from or Progress(0, 0, [], [])
+        self._block_ids = list(start.block_ids)
+        self._block_sizes = list(start.block_sizes)
+        self._uncompressed = start.uncompressed_bytes
+        self.users = start.users
+        # hashlib state cannot be saved in a checkpoint: a resumed export is hashed once, from storage.
+        self._sha256 = None if self._resumed else hashlib.sha256()
 
     def write(self, users: Iterable[dict]) -> None:
         """Encode one page of users as JSON lines and stage full blocks as they fill."""
@@ -160,21 +173,30 @@ class JsonlGzipBlobWriter:
         if self._pending_size >= self._block_size:
             self._stage()
 
-    def commit(self, metadata: dict[str, str] | None = None) -> CommittedBlob:
-        """Flush the gzip trailer, stage what is left and publish the blob in one commit."""
+    def end_segment(self) -> Progress:
+        """Close the gzip member, stage everything and report what a checkpoint must record."""
         self._add(self._compressor.flush())
         self._stage()
-        metadata = {**(metadata or {}), "users": str(self.users), "sha256": self._sha256.hexdigest()}
-        with storage_errors(f"committing {self._blob.blob_name}"):
-            self._blob.commit_block_list(self._block_ids, content_settings=EXPORT_CONTENT, metadata=metadata)
-        return CommittedBlob(
-            name=self._blob.blob_name,
-            users=self.users,
-            bytes=self._bytes,
-            uncompressed_bytes=self._uncompressed,
-            sha256=self._sha256.hexdigest(),
-            blocks=len(self._block_ids),
-        )
+        self._compressor = _new_member()
+        return Progress(self.users, self._uncompressed, list(self._block_ids), list(self._block_sizes))
+
+    def commit(self, metadata: dict[str, str] | None = None) -> CommittedBlob:
+        """Close the last gzip member, stage what is left and publish the blob in one commit."""
+        self._add(self._compressor.flush())
+        self._stage()
+        name = self._blob.blob_name
+        metadata = {**(metadata or {}), "users": str(self.users)}
+        with storage_errors(f"committing {name}"):
+            if self._sha256 is not None:
+                sha256 = self._sha256.hexdigest()
+                self._blob.commit_block_list(self._block_ids, content_settings=EXPORT_CONTENT,
+                                             metadata={**metadata, "sha256": sha256})
+            else:  # resumed: the bytes staged before the checkpoint are only readable once committed
+                self._blob.commit_block_list(self._block_ids, content_settings=EXPORT_CONTENT, metadata=metadata)
+                sha256 = _sha256_of_blob(self._blob)
+                self._blob.set_blob_metadata({**metadata, "sha256": sha256})
+        return CommittedBlob(name=name, users=self.users, bytes=sum(self._block_sizes),
+                             uncompressed_bytes=self._uncompressed, sha256=sha256, blocks=len(self._block_ids))
 
     def _add(self, chunk: bytes) -> None:
         if chunk:
@@ -186,13 +208,44 @@ class JsonlGzipBlobWriter:
             return
         block = b"".join(self._pending)
         self._pending, self._pending_size = [], 0
-        # Block ids must all have the same length within a blob.
-        block_id = base64.b64encode(f"{len(self._block_ids):08d}".encode()).decode()
-        with storage_errors(f"staging block {len(self._block_ids)} of {self._blob.blob_name}"):
+        block_id = f"{len(self._block_ids):08d}"  # same length for every block, as the service requires
+        with storage_errors(f"staging block {block_id} of {self._blob.blob_name}"):
             self._blob.stage_block(block_id, block, length=len(block))
         self._block_ids.append(block_id)
-        self._sha256.update(block)
-        self._bytes += len(block)
+        self._block_sizes.append(len(block))
+        if self._sha256 is not None:
+            self._sha256.update(block)
+
+
+def _new_member() -> "zlib._Compress":
+    return zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, _GZIP_WBITS)
+
+
+def _sha256_of_blob(blob: BlobClient) -> str:
+    digest = hashlib.sha256()
+    for chunk in blob.download_blob().chunks():
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def staged_blocks(blob: BlobClient) -> dict[str, int]:
+    """Uncommitted block ids of ``blob`` and their sizes (empty if the blob has none)."""
+    with storage_errors(f"listing staged blocks of {blob.blob_name}"):
+        try:
+            _, uncommitted = blob.get_block_list("uncommitted")
+        except ResourceNotFoundError:
+            return {}
+    return {b.id: b.size for b in uncommitted}
+
+
+def read_json(container: ContainerClient, name: str) -> dict[str, Any] | None:
+    """A small JSON document, or None if it does not exist."""
+    with storage_errors(f"reading {name}"):
+        try:
+            data = container.download_blob(name).readall()
+        except ResourceNotFoundError:
+            return None
+    return _json_or_empty(data)
 
 
 def write_json(container: ContainerClient, name: str, document: dict[str, Any]) -> None:

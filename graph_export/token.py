@@ -31,6 +31,14 @@ _SIGN_IN_ADVICE = {
 }
 
 
+#: Entra codes meaning "this secret is not (or no longer) valid": worth re-reading the vault once.
+SECRET_REJECTED_CODES = frozenset({7000215, 7000222})
+
+
+class SecretRejectedError(AuthError):
+    """Entra refused the client secret itself (wrong or expired); a rotated secret may fix it."""
+
+
 class GraphTokenProvider:
     """Acquires Graph tokens for one app registration with a client secret.
 
@@ -46,6 +54,7 @@ class GraphTokenProvider:
         scope: str,
         secret: Secret,
         http_client: Any,
+        timeout_s: float | None = None,
     ) -> None:
         self._scopes = [scope]
         self._client_id = client_id
@@ -55,6 +64,7 @@ class GraphTokenProvider:
             client_credential=secret.reveal(),
             authority=authority,
             http_client=http_client,
+            timeout=timeout_s,
             # Instance discovery only exists to validate unknown hosts against the public cloud's
             # list, which sovereign clouds and emulators are not on; MSAL skips it for known hosts.
             instance_discovery=False,
@@ -77,7 +87,21 @@ class GraphTokenProvider:
         token = result.get("access_token")
         if token:
             return token
-        raise AuthError(describe_sign_in_error(result, self._client_id))
+        codes = {int(c) for c in result.get("error_codes") or [] if str(c).isdigit()}
+        error = SecretRejectedError if codes & SECRET_REJECTED_CODES else AuthError
+        raise error(describe_sign_in_error(result, self._client_id))
+
+    def refresh(self, rejected: str) -> str:
+        """A new token after a resource rejected ``rejected`` (revoked, or expired early).
+
+        Only that token is evicted from MSAL's cache, so MSAL goes back to Entra for this request and
+        keeps serving and refreshing every other entry as usual.
+        """
+        cache = self._app.token_cache
+        for item in list(cache.search(msal.TokenCache.CredentialType.ACCESS_TOKEN, target=self._scopes)):
+            if item.get("secret") == rejected:
+                cache.remove_at(item)
+        return self.acquire()
 
 
 def describe_sign_in_error(result: dict, client_id: str) -> str:

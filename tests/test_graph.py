@@ -36,6 +36,25 @@ class CannedGraph(BaseAdapter):
         pass
 
 
+class FixedTokens:
+    """graph.Tokens that hands out t1, t2, ... and records refreshes."""
+
+    def __init__(self):
+        self.issued, self.refreshed = 0, []
+
+    def get(self):
+        self.issued += 1
+        return f"t{self.issued}"
+
+    def refresh(self, rejected):
+        self.refreshed.append(rejected)
+        return self.get()
+
+
+def pages_of(session, tokens=None, url=None):
+    return list(graph.iter_user_pages(session, url or first_url(), ENDPOINT, tokens or FixedTokens(), 30.0))
+
+
 def session_with(pages):
     session = requests.Session()
     adapter = CannedGraph(pages)
@@ -58,12 +77,12 @@ def test_follows_next_links_whole_and_strips_annotations():
                             "@odata.nextLink": second}, {}),
         second: (200, {"value": [{"id": "2", "displayName": "Zoë"}]}, {}),
     })
-    tokens = iter(["t1", "t2"])
-    pages = list(graph.iter_user_pages(session, ENDPOINT, PROPS, 999, lambda: next(tokens)))
-    assert pages == [[{"id": "1"}], [{"id": "2", "displayName": "Zoë"}]]
+    pages = pages_of(session)
+    assert [p.users for p in pages] == [[{"id": "1"}], [{"id": "2", "displayName": "Zoë"}]]
+    assert [(p.number, p.next_link) for p in pages] == [(1, second), (2, None)]
     assert [c[0] for c in adapter.calls] == [first_url(), second]
     assert [c[1] for c in adapter.calls] == ["Bearer t1", "Bearer t2"]  # token asked per page
-    assert all(c[2] == graph.TIMEOUT for c in adapter.calls)
+    assert all(c[2] == (graph.CONNECT_TIMEOUT, 30.0) for c in adapter.calls)
 
 
 def test_refuses_to_send_the_token_to_another_host():
@@ -71,7 +90,7 @@ def test_refuses_to_send_the_token_to_another_host():
         first_url(): (200, {"value": [], "@odata.nextLink": "https://evil.example/v1.0/users?x=1"}, {}),
     })
     with pytest.raises(GraphError, match="refusing to follow"):
-        list(graph.iter_user_pages(session, ENDPOINT, PROPS, 999, lambda: "t"))
+        pages_of(session)
 
 
 def test_a_repeated_next_link_stops_instead_of_looping():
@@ -81,7 +100,7 @@ def test_a_repeated_next_link_stops_instead_of_looping():
         again: (200, {"value": [{"id": "2"}], "@odata.nextLink": again}, {}),
     })
     with pytest.raises(GraphError, match="same nextLink twice"):
-        list(graph.iter_user_pages(session, ENDPOINT, PROPS, 999, lambda: "t"))
+        pages_of(session)
 
 
 def test_missing_consent_says_which_permission_to_grant():
@@ -89,7 +108,7 @@ def test_missing_consent_says_which_permission_to_grant():
         "code": "Authorization_RequestDenied", "message": "Insufficient privileges to complete the operation."}},
         {"request-id": "rid-1"})})
     with pytest.raises(GraphError) as info:
-        list(graph.iter_user_pages(session, ENDPOINT, PROPS, 999, lambda: "t"))
+        pages_of(session)
     message = str(info.value)
     assert "User.Read.All" in message and "admin consent" in message and "application" in message
     assert "rid-1" in message and "page 1" in message
@@ -99,18 +118,58 @@ def test_bad_property_points_at_user_properties():
     session, _ = session_with({first_url(): (400, {"error": {
         "code": "Request_BadRequest", "message": "Could not find a property named 'x' on type 'microsoft.graph.user'."}}, {})})
     with pytest.raises(GraphError, match="USER_PROPERTIES"):
-        list(graph.iter_user_pages(session, ENDPOINT, PROPS, 999, lambda: "t"))
+        pages_of(session)
 
 
 def test_page_without_value_is_an_error_not_an_empty_tenant():
     session, _ = session_with({first_url(): (200, {"unexpected": True}, {})})
     with pytest.raises(GraphError, match="without a 'value' list"):
-        list(graph.iter_user_pages(session, ENDPOINT, PROPS, 999, lambda: "t"))
+        pages_of(session)
 
 
 def test_retry_policy_covers_throttling_and_honours_retry_after():
-    session = graph.make_session(0.5)
+    session = graph.make_session(0.5, 7, graph.RetryBudget(10))
     retry = session.get_adapter("https://graph.example").max_retries
     assert {429, 503, 504}.issubset(retry.status_forcelist)
     assert retry.respect_retry_after_header and retry.backoff_factor == 0.5
-    assert retry.raise_on_status is False
+    assert retry.total == 7 and retry.raise_on_status is False
+
+
+def test_a_rejected_token_is_refreshed_once_and_the_page_retried():
+    responses = iter([(401, {"error": {"code": "InvalidAuthenticationToken"}}, {}),
+                      (200, {"value": [{"id": "1"}]}, {})])
+
+    class Flaky(CannedGraph):
+        def send(self, request, **kwargs):
+            self.pages = {request.url: next(responses)}
+            return super().send(request, **kwargs)
+
+    session = requests.Session()
+    adapter = Flaky({})
+    session.mount("https://", adapter)
+    tokens = FixedTokens()
+    assert [p.users for p in pages_of(session, tokens)] == [[{"id": "1"}]]
+    assert tokens.refreshed == ["t1"] and [c[1] for c in adapter.calls] == ["Bearer t1", "Bearer t2"]
+
+
+def test_a_token_rejected_twice_fails_with_advice():
+    session, adapter = session_with({first_url(): (401, {"error": {"code": "InvalidAuthenticationToken",
+                                                                   "message": "Access token has expired"}}, {})})
+    with pytest.raises(GraphError, match="HTTP 401.*same cloud"):
+        pages_of(session)
+    assert len(adapter.calls) == 2
+
+
+def test_a_rejected_next_link_is_reported_as_such():
+    link = f"{ENDPOINT}/v1.0/users?$skiptoken=expired"
+    session, _ = session_with({link: (400, {"error": {"code": "Request_BadRequest", "message": "bad skiptoken"}}, {})})
+    with pytest.raises(graph.PageLinkRejected):
+        pages_of(session, url=link)
+
+
+def test_the_run_budget_is_shared_by_every_request_and_can_run_out():
+    budget = graph.RetryBudget(2)
+    assert budget.spend() and budget.spend() and not budget.spend()
+    assert budget.exhausted
+    budget.reset(1)
+    assert not budget.exhausted and budget.used == 0

@@ -60,7 +60,10 @@ def test_all_missing_required_settings_are_named_in_one_error():
     ("EXPORT_CONTAINER", "Graph_Exports", "container names"),
     ("EXPORT_SCHEDULE", "0 2 * * *", "6-field NCRONTAB"),
     ("USER_PROPERTIES", "id,display Name", "invalid property names"),
-    ("RETRY_BACKOFF_BASE_SECONDS", "-1", "number of seconds"),
+    ("RETRY_BACKOFF_BASE_SECONDS", "-1", "expected a number from 0 to 60"),
+    ("GRAPH_MAX_RETRIES_PER_PAGE", "2.5", "whole number"),
+    ("CHECKPOINT_EVERY_PAGES", "0", "whole number from 1"),
+    ("HTTP_TIMEOUT_SECONDS", "fast", "expected a number"),
 ])
 def test_malformed_setting_is_named_with_what_is_expected(name, value, expect):
     message = problems({**BASE, name: value})

@@ -6,6 +6,7 @@ value like 'TLS1_2' is compared as text. checkov covers generic rules; these pin
 
 from __future__ import annotations
 
+import ast
 import re
 
 from .bicep_helpers import INFRA, body, condition, dig, mentions, only, param_default, resources_of
@@ -253,8 +254,10 @@ def test_failure_and_staleness_alerts(bicep):
 
 
 def test_alerts_watch_the_function_that_exists(bicep):
-    source = (INFRA.parent / "function_app.py").read_text()
-    names = re.findall(r"@app\.timer_trigger\([^)]*\)\s*\ndef\s+(\w+)", source)
+    tree = ast.parse((INFRA.parent / "function_app.py").read_text())
+    names = [node.name for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)
+             and any(isinstance(d, ast.Call) and getattr(d.func, "attr", "") == "timer_trigger"
+                     for d in node.decorator_list)]
     assert names, "no timer function found in function_app.py"
     assert param_default(bicep["main.bicep"], "functionName") in names
 

@@ -18,6 +18,9 @@ from .bicep_helpers import body, only
 NOT_SET_IN_AZURE = {
     "EXPORT_STORAGE": "a connection string needs the account key, and shared key access is disabled; "
                       "the app uses EXPORT_STORAGE__blobServiceUri with its managed identity instead",
+    **{name: "a tuning knob whose code default suits Azure; add it as an app setting only to change it"
+       for name in ("GRAPH_MAX_RETRIES_PER_PAGE", "GRAPH_MAX_RETRIES_PER_RUN", "HTTP_TIMEOUT_SECONDS",
+                    "CHECKPOINT_EVERY_PAGES", "CHECKPOINT_MAX_AGE_HOURS")},
 }
 
 # Settings the platform reads (not the app's contract); added by infra/modules/functionapp.bicep.

@@ -65,7 +65,7 @@ def test_debug_shows_the_traceback_and_still_no_secret_or_token(export_env, sand
     ok = run_cli("--debug", "--slot", "2026-03-07T02:00:00Z")
     assert ok.returncode == 0
     sandbox.entra.expire_secrets()
-    failed = run_cli("--debug")
+    failed = run_cli("--debug", "--slot", "2026-03-07T02:00:00Z", "--force")
     assert failed.returncode == 3 and "Traceback" in failed.stderr
     everything = ok.stdout + ok.stderr + failed.stdout + failed.stderr
     assert "DEBUG" in everything  # debug logging really was on

@@ -55,10 +55,15 @@ def test_a_warm_instance_reads_the_vault_and_signs_in_once(export_env, sandbox):
     assert len([n for n in blob_names(export_env) if n.endswith(".jsonl.gz")]) == 2
 
 
-def test_rerunning_a_slot_overwrites_instead_of_duplicating(export_env, sandbox):
+def test_a_slot_already_exported_is_left_alone_unless_forced(export_env, sandbox):
     first = run_export(load_settings(), SLOT)
-    second = run_export(load_settings(), SLOT)
-    assert first.blob == second.blob and first.sha256 == second.sha256
+    pages_served = len(service_requests(sandbox, "graph"))
+    again = run_export(load_settings(), SLOT)
+    assert again.status == "skipped" and again.blob == first.blob and again.sha256 == first.sha256
+    assert len(service_requests(sandbox, "graph")) == pages_served  # Graph was not asked again
+    forced = run_export(load_settings(), SLOT, force=True)
+    assert forced.status == "succeeded" and forced.sha256 == first.sha256
+    assert len(service_requests(sandbox, "graph")) == 2 * pages_served
     assert blob_names(export_env) == sorted([export_blob_name(SLOT), manifest_blob_name(SLOT), LATEST_BLOB])
 
 
@@ -159,7 +164,7 @@ def test_neither_secret_nor_token_ever_reaches_the_logs(export_env, sandbox, cap
     sandbox.entra.expire_secrets()
     warm_clients.cache_clear()
     with pytest.raises(AuthError) as info:
-        run_export(load_settings(), SLOT)
+        run_export(load_settings(), datetime(2026, 3, 8, 2, tzinfo=timezone.utc))
     text = caplog.text + str(info.value)
     assert "Export succeeded" in caplog.text  # the logs were captured at all
     assert sandbox.client_secret not in text

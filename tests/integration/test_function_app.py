@@ -33,6 +33,11 @@ def test_indexes_exactly_one_timer_function_with_the_documented_binding():
     }]
 
 
+def test_a_failed_run_is_retried_so_its_slot_resumes():
+    policy = the_function().get_setting("retry_policy").get_dict_repr()
+    assert policy["strategy"] == "exponential_backoff" and int(policy["max_retry_count"]) >= 1
+
+
 def test_a_past_due_invocation_exports_its_scheduled_slot(export_env, caplog):
     caplog.set_level(logging.INFO)
     timer = TimerRequest(past_due=True, schedule_status={
