@@ -17,7 +17,7 @@ from typing import Any, Callable
 from azure.identity import DefaultAzureCredential
 from azure.storage.blob import BlobClient, ContainerClient
 
-from . import checkpoint, credentials, graph, naming, sink
+from . import checkpoint, credentials, graph, naming, pipeline, sink
 from .errors import AuthError
 from .settings import Settings
 from .token import GraphTokenProvider, SecretRejectedError
@@ -184,27 +184,30 @@ def _export(settings: Settings, clients: WarmClients, container: ContainerClient
             slot: datetime, resume: checkpoint.Checkpoint | None, started: datetime) -> dict[str, Any]:
     """Page through every user into ``blob``, checkpointing as it goes; publish; return the manifest."""
     if resume is not None:
-        writer = sink.JsonlGzipBlobWriter(blob, resume_from=sink.Progress(
-            resume.users, resume.uncompressed_bytes, resume.block_ids, resume.block_sizes))
+        progress = sink.Progress(resume.users, resume.uncompressed_bytes, resume.block_ids, resume.block_sizes)
         url, first, started = resume.next_link, resume.pages + 1, naming.parse_slot(resume.started)
     else:
-        writer = sink.JsonlGzipBlobWriter(blob)
+        progress = None
         url, first = graph.first_page_url(settings.graph_endpoint, settings.user_properties, settings.page_size), 1
     pages = first - 1
-    for page in graph.iter_user_pages(clients.http, url, settings.graph_endpoint, clients,
-                                      settings.http_timeout_s, first):
-        writer.write(page.users)
-        pages = page.number
-        if page.next_link and pages % settings.checkpoint_every_pages == 0:
-            progress = writer.end_segment()
-            checkpoint.save(container, checkpoint.Checkpoint(
-                format=checkpoint.FORMAT, slot=_iso(slot), blob=blob.blob_name,
-                properties=list(settings.user_properties), next_link=page.next_link, pages=pages,
-                users=progress.users, uncompressed_bytes=progress.uncompressed_bytes,
-                block_ids=progress.block_ids, block_sizes=progress.block_sizes,
-                started=_iso(started), saved=_iso(datetime.now(timezone.utc))))
-            log.debug("checkpoint after page %d: %d users", pages, progress.users)
-    committed = writer.commit(metadata={"slot": _iso(slot)})
+    # Three stages overlap: the next page downloads while this one is encoded, and compression and
+    # block uploads trail behind on their own thread; each holds at most a couple of pages.
+    fetched = graph.iter_user_pages(clients.http, url, settings.graph_endpoint, clients, settings.http_timeout_s, first)
+    with pipeline.Prefetcher(fetched, depth=2, name="graph-pages") as pages_ahead, \
+            sink.JsonlGzipBlobWriter(blob, resume_from=progress) as writer:
+        for page in pages_ahead:
+            writer.write(page.users)
+            pages = page.number
+            if page.next_link and pages % settings.checkpoint_every_pages == 0:
+                saved = writer.end_segment()
+                checkpoint.save(container, checkpoint.Checkpoint(
+                    format=checkpoint.FORMAT, slot=_iso(slot), blob=blob.blob_name,
+                    properties=list(settings.user_properties), next_link=page.next_link, pages=pages,
+                    users=saved.users, uncompressed_bytes=saved.uncompressed_bytes,
+                    block_ids=saved.block_ids, block_sizes=saved.block_sizes,
+                    started=_iso(started), saved=_iso(datetime.now(timezone.utc))))
+                log.debug("checkpoint after page %d: %d users", pages, saved.users)
+        committed = writer.commit(metadata={"slot": _iso(slot)})
     finished = datetime.now(timezone.utc)
 
     manifest_name = naming.manifest_blob_name(slot)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator, Protocol
 from urllib.parse import urlencode, urlsplit
 
+import orjson
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import MaxRetryError
@@ -145,12 +146,21 @@ def iter_user_pages(
                 f"Graph page {number} is linked at {_origin(url)}, not {origin}: refusing to follow it; "
                 "check GRAPH_ENDPOINT."
             )
-        body = _get_page(session, url, tokens, number, timeout, is_next_link=number > 1 or "skiptoken" in url)
-        users = body.get("value")
+        raw = _get_page(session, url, tokens, number, timeout, is_next_link=number > 1 or "skiptoken" in url)
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise GraphError(f"Graph returned page {number} as something other than JSON: check GRAPH_ENDPOINT.") from None
+        users = body.get("value") if isinstance(body, dict) else None
         if not isinstance(users, list):
             raise GraphError(f"Graph returned page {number} without a 'value' list: check GRAPH_ENDPOINT.")
         next_link = body.get("@odata.nextLink") or None
-        yield Page(number, [strip_annotations(u) for u in users], next_link)
+        # Page-level annotations (context, nextLink) are expected; only look inside each user when the
+        # raw page holds more of them than that, which Graph rarely sends.
+        page_level = sum(1 for key in body if key.startswith("@odata."))
+        if raw.count(b'"@odata.') > page_level:
+            users = [strip_annotations(u) for u in users]
+        yield Page(number, users, next_link)
         if next_link is None:
             return
         if next_link in seen:
@@ -166,7 +176,7 @@ def strip_annotations(user: dict) -> dict:
 
 
 def _get_page(session: requests.Session, url: str, tokens: Tokens, number: int,
-              timeout: tuple[float, float], *, is_next_link: bool) -> dict:
+              timeout: tuple[float, float], *, is_next_link: bool) -> bytes:
     token = tokens.get()
     for attempt in (1, 2):
         try:
@@ -187,10 +197,7 @@ def _get_page(session: requests.Session, url: str, tokens: Tokens, number: int,
         if is_next_link and response.status_code in (400, 404, 410):
             raise PageLinkRejected(describe_graph_failure(response, number))
         raise GraphError(describe_graph_failure(response, number))
-    try:
-        return response.json()
-    except ValueError:
-        raise GraphError(f"Graph returned page {number} as something other than JSON: check GRAPH_ENDPOINT.") from None
+    return response.content
 
 
 def _reason(exc: requests.RequestException) -> str:

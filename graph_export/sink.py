@@ -13,6 +13,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Any, Iterable
 
+import orjson
 from azure.core import MatchConditions
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import (
@@ -25,13 +26,15 @@ from azure.core.exceptions import (
 )
 from azure.storage.blob import BlobClient, ContainerClient, ContentSettings, ExponentialRetry
 
+from . import pipeline
 from .errors import StorageError, first_line
 from .naming import LATEST_BLOB
 from .settings import StorageTarget
 
 BLOCK_SIZE = 4 * 1024 * 1024
-#: zlib level 6 is gzip's default: most of level 9's ratio at a fraction of its CPU.
-GZIP_LEVEL = 6
+#: zlib level 3: half the CPU of gzip's default 6 for ~18% larger files (measured on sandbox users);
+#: compression must keep up with Graph paging on one core, and storage is the cheap side.
+GZIP_LEVEL = 3
 _GZIP_WBITS = 16 + zlib.MAX_WBITS  # gzip header and trailer, mtime 0: same input, same bytes
 
 EXPORT_CONTENT = ContentSettings(content_type="application/gzip")
@@ -143,9 +146,11 @@ class Progress:
 class JsonlGzipBlobWriter:
     """Streams user objects into one block blob as gzip JSON Lines.
 
-    Nothing is visible in the container until :meth:`commit`; if the run dies first, the staged
-    blocks are never committed and the previous export (if any) stays as it was. :meth:`end_segment`
-    closes the current gzip member so that a later run can resume after it (see ``checkpoint``).
+    Encoding happens in the caller's thread; compressing and staging run on one background thread
+    (zlib and socket writes release the GIL), at most a few pages behind. Nothing is visible in the
+    container until :meth:`commit`; if the run dies first, the staged blocks are never committed and
+    the previous export (if any) stays as it was. :meth:`end_segment` closes the current gzip member
+    so that a later run can resume after it (see ``checkpoint``). Use it as a context manager.
     """
 
     def __init__(self, blob: BlobClient, block_size: int = BLOCK_SIZE, resume_from: Progress | None = None) -> None:
@@ -162,28 +167,33 @@ class JsonlGzipBlobWriter:
         self.users = start.users
         # hashlib state cannot be saved in a checkpoint: a resumed export is hashed once, from storage.
         self._sha256 = None if self._resumed else hashlib.sha256()
+        self._worker = pipeline.SerialWorker(depth=4, name="gzip-stage")
 
-    def write(self, users: Iterable[dict]) -> None:
-        """Encode one page of users as JSON lines and stage full blocks as they fill."""
-        lines = "".join(json.dumps(u, ensure_ascii=False, separators=(",", ":")) + "\n" for u in users)
-        data = lines.encode("utf-8")
-        self.users += lines.count("\n")
+    def __enter__(self) -> "JsonlGzipBlobWriter":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._worker.close()
+
+    def write(self, users: list[dict]) -> None:
+        """Encode one page of users as JSON lines; compression and staging follow in the background."""
+        if not users:
+            return
+        data = b"\n".join(map(encode_user, users)) + b"\n"
+        self.users += len(users)
         self._uncompressed += len(data)
-        self._add(self._compressor.compress(data))
-        if self._pending_size >= self._block_size:
-            self._stage()
+        self._worker.submit(self._compress, data)
 
     def end_segment(self) -> Progress:
         """Close the gzip member, stage everything and report what a checkpoint must record."""
-        self._add(self._compressor.flush())
-        self._stage()
-        self._compressor = _new_member()
+        self._worker.submit(self._end_member)
+        self._worker.wait()
         return Progress(self.users, self._uncompressed, list(self._block_ids), list(self._block_sizes))
 
     def commit(self, metadata: dict[str, str] | None = None) -> CommittedBlob:
         """Close the last gzip member, stage what is left and publish the blob in one commit."""
-        self._add(self._compressor.flush())
-        self._stage()
+        self._worker.submit(self._end_member)
+        self._worker.wait()
         name = self._blob.blob_name
         metadata = {**(metadata or {}), "users": str(self.users)}
         with storage_errors(f"committing {name}"):
@@ -197,6 +207,18 @@ class JsonlGzipBlobWriter:
                 self._blob.set_blob_metadata({**metadata, "sha256": sha256})
         return CommittedBlob(name=name, users=self.users, bytes=sum(self._block_sizes),
                              uncompressed_bytes=self._uncompressed, sha256=sha256, blocks=len(self._block_ids))
+
+    # -- on the background thread ------------------------------------------------------------------
+
+    def _compress(self, data: bytes) -> None:
+        self._add(self._compressor.compress(data))
+        if self._pending_size >= self._block_size:
+            self._stage()
+
+    def _end_member(self) -> None:
+        self._add(self._compressor.flush())
+        self._stage()
+        self._compressor = _new_member()
 
     def _add(self, chunk: bytes) -> None:
         if chunk:
@@ -215,6 +237,12 @@ class JsonlGzipBlobWriter:
         self._block_sizes.append(len(block))
         if self._sha256 is not None:
             self._sha256.update(block)
+
+
+def encode_user(user: dict) -> bytes:
+    """One JSON line's content: compact UTF-8, keys in Graph's order, like
+    ``json.dumps(user, ensure_ascii=False, separators=(",", ":"))`` but several times faster."""
+    return orjson.dumps(user)
 
 
 def _new_member() -> "zlib._Compress":

@@ -31,36 +31,39 @@ def test_open_container_creates_it_once_and_reopens(azurite, container):
 
 
 def test_staged_blocks_stay_invisible_until_commit(container):
-    writer = JsonlGzipBlobWriter(container.get_blob_client("users/x.jsonl.gz"), block_size=8 * 1024)
-    for start in range(0, len(USERS), 999):
-        writer.write(USERS[start:start + 999])
-    assert list(container.list_blobs()) == []  # blocks staged, nothing published
-    committed = writer.commit({"slot": "s"})
+    writer = JsonlGzipBlobWriter(container.get_blob_client("users/x.jsonl.gz"), block_size=1024)
+    with writer:
+        for start in range(0, len(USERS), 999):
+            writer.write(USERS[start:start + 999])
+        writer.end_segment()  # a second gzip member: the file must still read as one stream
+        writer.write(USERS[:10])
+        assert list(container.list_blobs()) == []  # blocks staged, nothing published
+        committed = writer.commit({"slot": "s"})
 
     data = container.download_blob("users/x.jsonl.gz").readall()
     assert committed.blocks > 1  # several blocks, still one valid gzip stream
     lines = gzip.decompress(data).decode("utf-8").splitlines()
-    assert [json.loads(line) for line in lines] == USERS
-    assert committed.users == 3000 and committed.bytes == len(data)
+    assert [json.loads(line) for line in lines] == USERS + USERS[:10]
+    assert committed.users == 3010 and committed.bytes == len(data)
     assert committed.sha256 == hashlib.sha256(data).hexdigest()
     assert committed.uncompressed_bytes == len(gzip.decompress(data))
     properties = container.get_blob_client("users/x.jsonl.gz").get_blob_properties()
-    assert properties.metadata == {"slot": "s", "users": "3000", "sha256": committed.sha256}
+    assert properties.metadata == {"slot": "s", "users": "3010", "sha256": committed.sha256}
     assert properties.content_settings.content_type == "application/gzip"
 
 
 def test_same_input_gives_the_same_bytes(container):
     digests = set()
     for name in ("a.jsonl.gz", "b.jsonl.gz"):
-        writer = JsonlGzipBlobWriter(container.get_blob_client(name))
-        writer.write(USERS)
-        digests.add(writer.commit().sha256)
+        with JsonlGzipBlobWriter(container.get_blob_client(name)) as writer:
+            writer.write(USERS)
+            digests.add(writer.commit().sha256)
     assert len(digests) == 1
 
 
 def test_an_empty_tenant_is_a_valid_empty_export(container):
-    writer = JsonlGzipBlobWriter(container.get_blob_client("empty.jsonl.gz"))
-    committed = writer.commit()
+    with JsonlGzipBlobWriter(container.get_blob_client("empty.jsonl.gz")) as writer:
+        committed = writer.commit()
     assert committed.users == 0
     assert gzip.decompress(container.download_blob("empty.jsonl.gz").readall()) == b""
 
@@ -92,3 +95,14 @@ def test_unreachable_storage_is_one_actionable_line():
         open_container(target, "graph-exports", None, 0.01)
     assert "unreachable" in str(info.value) and "EXPORT_STORAGE" in str(info.value)
     assert "a2V5" not in str(info.value)
+
+
+@pytest.mark.parametrize("user", [
+    {"id": "1", "displayName": "Zoë Łukasz 李 José", "mail": None, "accountEnabled": False},
+    {"id": "2", "jobTitle": "line\nbreak\ttab \"quoted\" back\\slash \u2028 \x01 /slash", "n": 12345678901},
+    {"id": "3", "businessPhones": ["+1 555", ""], "nested": {"a": [1, True, None]}, "emoji": "\U0001F600"},
+])
+def test_encoding_is_exactly_compact_utf8_json(user):
+    from graph_export.sink import encode_user
+    reference = json.dumps(user, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    assert encode_user(user) == reference
