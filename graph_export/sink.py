@@ -11,7 +11,7 @@ import hashlib
 import json
 import zlib
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 import orjson
 from azure.core import MatchConditions

@@ -37,8 +37,9 @@ def azurite(tmp_path_factory):
 
 
 @pytest.fixture
-def sandbox(tmp_path):
-    tenant = Sandbox(users=TEST_USERS, workdir=tmp_path / "sandbox")
+def sandbox(tmp_path, request):
+    """A fresh tenant per test; a module sets SANDBOX_USERS when it needs a bigger one."""
+    tenant = Sandbox(users=getattr(request.module, "SANDBOX_USERS", TEST_USERS), workdir=tmp_path / "sandbox")
     tenant.start()
     yield tenant
     tenant.stop()

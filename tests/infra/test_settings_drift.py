@@ -12,7 +12,7 @@ import pytest
 
 from graph_export.settings import SETTINGS
 
-from .bicep_helpers import body, only
+from .bicep_helpers import only
 
 # Settings the code reads that the deployed app deliberately does not get, and why.
 NOT_SET_IN_AZURE = {

@@ -9,22 +9,14 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 
-from sandbox import Sandbox
 
 from .helpers import REPO
 
-USERS = 200_000
+SANDBOX_USERS = USERS = 200_000
 MARGIN_MB = 30  # holding the users would add ~100 MB by the end; bounded buffers add a few MB
 
 
-@pytest.fixture
-def sandbox(tmp_path):
-    tenant = Sandbox(users=USERS, workdir=tmp_path / "sandbox")
-    tenant.start()
-    yield tenant
-    tenant.stop()
 
 
 def rss_mb(pid: int) -> float | None:

@@ -16,22 +16,14 @@ import pytest
 from graph_export import GraphError, load_settings, run_export
 from graph_export.export import warm_clients
 from graph_export.naming import LATEST_BLOB, checkpoint_blob_name, export_blob_name
-from sandbox import Sandbox
 
 from .helpers import REPO, blob_names, read_export, read_json
 
-USERS = 20_000  # 21 pages of 999
+SANDBOX_USERS = USERS = 20_000  # 21 pages of 999
 SLOT = datetime(2026, 3, 7, 2, tzinfo=timezone.utc)
 CLEAN = datetime(2026, 3, 1, 2, tzinfo=timezone.utc)
 
 
-@pytest.fixture
-def sandbox(tmp_path):
-    """This module's tenant: big enough for several checkpoints (overrides the 2,500-user one)."""
-    tenant = Sandbox(users=USERS, workdir=tmp_path / "sandbox")
-    tenant.start()
-    yield tenant
-    tenant.stop()
 
 
 @pytest.fixture
