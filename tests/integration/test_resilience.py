@@ -11,9 +11,11 @@ from email.utils import format_datetime
 
 import pytest
 
-from graph_export import AuthError, GraphError, load_settings, run_export
+from graph_export import AuthError, GraphError, StorageError, load_settings, run_export
 from graph_export.export import warm_clients
 from graph_export.naming import LATEST_BLOB, export_blob_name, manifest_blob_name
+
+from sandbox.blobproxy import BlobFaultProxy
 
 from .helpers import blob_names, read_export, read_json
 
@@ -169,3 +171,30 @@ def test_scattered_faults_exhaust_the_run_budget(export_env, sandbox, monkeypatc
     with pytest.raises(GraphError, match="page 3 with HTTP 503"):
         run_export(load_settings(), FAULTY)
     assert blob_names(export_env) == []
+
+
+# --- Blob faults, through a fault-injecting proxy in front of Azurite ---------------------------------
+
+@pytest.fixture
+def blob_proxy(azurite, export_env, monkeypatch):
+    with BlobFaultProxy(azurite) as proxy:
+        monkeypatch.setenv("EXPORT_STORAGE", proxy.connection_string)  # the export goes through it
+        yield proxy
+
+
+@pytest.mark.parametrize("action,operation", [("503", "comp=block&"), ("reset", "comp=block&"),
+                                              ("503", "comp=blocklist"), ("reset", "comp=blocklist")])
+def test_blob_faults_while_staging_and_committing_are_retried(export_env, sandbox, baseline, blob_proxy,
+                                                               action, operation):
+    rule = blob_proxy.add(action, query_contains=operation, count=1)
+    export_with(sandbox, export_env, baseline)
+    assert rule.fired == 1
+
+
+def test_persistent_blob_failure_publishes_nothing(export_env, sandbox, baseline, blob_proxy):
+    latest = read_json(export_env, LATEST_BLOB)
+    blob_proxy.add("503", query_contains="comp=blocklist", count=None)
+    with pytest.raises(StorageError, match="HTTP 503.*committing"):
+        run_export(load_settings(), FAULTY)
+    assert export_blob_name(FAULTY) not in blob_names(export_env)
+    assert read_json(export_env, LATEST_BLOB) == latest
