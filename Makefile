@@ -1,7 +1,8 @@
 # Two commands on a fresh machine:  make demo  (one export against the local sandbox tenant)
 #                                   make test  (the test suite)
 # Both install what they need first: a virtualenv from requirements-dev.txt and Azurite from
-# package-lock.json; `make test` also installs the infra checkers (checkov in .venv-iac, shellcheck).
+# package-lock.json; `make test` also installs the infra checkers (checkov in .venv-iac, shellcheck)
+# and the benchmark's msgraph-sdk contender (.venv-bench).
 
 PYTHON ?= python3
 VENV   := .venv
@@ -10,13 +11,17 @@ IAC    := .venv-iac
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 USERS  ?= 10000
 
-.PHONY: demo test install install-iac sandbox clean
+.PHONY: demo test bench install install-iac install-bench sandbox clean
 
 demo: install
 	$(PY) -m sandbox demo --users $(USERS)
 
-test: install install-iac
+test: install install-iac install-bench
 	$(PY) -m pytest
+
+# The benchmark matrix of the README's Performance section (takes a while: see bench/run.py).
+bench: install install-bench
+	$(PY) -m bench
 
 # Start the sandbox tenant + Azurite and print the settings that point at it (Ctrl+C stops it).
 sandbox: install
@@ -27,6 +32,14 @@ install: $(VENV)/.installed node_modules/.installed
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+# msgraph-sdk (a benchmark contender only) gets its own virtualenv too.
+install-bench: .venv-bench/.installed
+
+.venv-bench/.installed: requirements-bench.txt requirements.txt
+	test -x .venv-bench/bin/python || $(PYTHON) -m venv .venv-bench
+	.venv-bench/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-bench.txt
 	touch $@
 
 # checkov pins packages that clash with the app's, so it gets its own virtualenv.
@@ -43,4 +56,4 @@ node_modules/.installed: package.json package-lock.json
 	touch $@
 
 clean:
-	rm -rf $(VENV) $(IAC) node_modules .sandbox .pytest_cache exports
+	rm -rf $(VENV) $(IAC) .venv-bench node_modules .sandbox .pytest_cache exports

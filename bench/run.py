@@ -1,0 +1,173 @@
+"""``python -m bench``: time our export against the transport floor and the usual alternatives.
+
+Each contender is its own child process, one at a time, in an order that rotates every repetition;
+the sandbox tenant runs in another process and Azurite in its own. For each run: wall time, users/s,
+CPU time (user + system) and peak RSS of the contender's process, from ``os.wait4``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from graph_export.graph import first_page_url
+from graph_export.settings import DEFAULT_USER_PROPERTIES
+from sandbox.azurite import Azurite
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH_PYTHON = REPO / ".venv-bench" / "bin" / "python"
+CONTENDERS = ("floor", "ours", "seed", "msgraph")
+PAGE = 999
+#: msgraph-sdk deserializes each user into a model at ~7 ms of CPU per user here: 1,000,000 users
+#: would take about two hours per run, so larger tenants are measured without it.
+MSGRAPH_MAX_USERS = 100_000
+
+
+@dataclass
+class Run:
+    users: int
+    latency_ms: float
+    contender: str
+    repetition: int
+    wall_s: float
+    cpu_s: float
+    peak_rss_mb: float
+    users_out: int | None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.quick:
+        args.users, args.latency_ms, args.repeat = [10_000], [0.0], 1
+    contenders = [c.strip() for c in args.contenders.split(",") if c.strip()]
+    unknown = set(contenders) - set(CONTENDERS)
+    if unknown:
+        print(f"bench: unknown contenders {sorted(unknown)}; choose from {', '.join(CONTENDERS)}", file=sys.stderr)
+        return 2
+    if "msgraph" in contenders and not BENCH_PYTHON.exists():
+        print("bench: the msgraph contender needs its own environment: run `make bench` once, or "
+              "python3 -m venv .venv-bench && .venv-bench/bin/pip install -r requirements-bench.txt",
+              file=sys.stderr)
+        return 2
+    runs: list[Run] = []
+    with tempfile.TemporaryDirectory(prefix="bench-") as work, Azurite(Path(work) / "azurite", REPO) as azurite:
+        for users in args.users:
+            for latency in args.latency_ms:
+                runs += _measure(users, latency, contenders, args.repeat, azurite)
+    table = summarize(runs)
+    print(format_table(table))
+    Path(args.json).write_text(json.dumps({"runs": [asdict(r) for r in runs], "summary": table}, indent=2))
+    print(f"\nraw numbers: {args.json}", file=sys.stderr)
+    return 0
+
+
+def _measure(users: int, latency: float, contenders: list[str], repeat: int, azurite: Azurite) -> list[Run]:
+    server = subprocess.Popen([sys.executable, "-m", "bench.server", "--users", str(users), "--latency-ms",
+                               str(latency)], cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        started = json.loads(server.stdout.readline())
+        env = {**os.environ, **started["settings"], "BENCH_GRAPH_TOKEN": started["graph_token"],
+               "EXPORT_STORAGE": azurite.connection_string, "EXPORT_CONTAINER": "bench",
+               "BENCH_FIRST_URL": first_page_url(started["settings"]["GRAPH_ENDPOINT"], DEFAULT_USER_PROPERTIES, PAGE)}
+        runs = []
+        if users > MSGRAPH_MAX_USERS and "msgraph" in contenders:
+            print(f"bench: msgraph skipped at {users:,} users (over {MSGRAPH_MAX_USERS:,}: hours per run)",
+                  file=sys.stderr)
+            contenders = [c for c in contenders if c != "msgraph"]
+        for rep in range(repeat):
+            order = contenders[rep % len(contenders):] + contenders[:rep % len(contenders)]
+            for contender in order:
+                run = _run_one(contender, env, users, latency, rep)
+                print(f"bench: {users:>9,} users {latency:>5g} ms {contender:<8} {run.wall_s:7.2f} s "
+                      f"{run.peak_rss_mb:7.1f} MB", file=sys.stderr)
+                runs.append(run)
+        return runs
+    finally:
+        server.stdin.close()
+        server.wait(timeout=60)
+
+
+def _run_one(contender: str, env: dict[str, str], users: int, latency: float, rep: int) -> Run:
+    if contender == "ours":
+        slot = f"2000-01-01T00:00:{rep % 60:02d}Z"
+        command = [sys.executable, "-m", "graph_export", "run", "--force", "--slot", slot]
+        env = {**env, "EXPORT_CONTAINER": f"bench-{uuid.uuid4().hex[:8]}"}
+    else:
+        python = str(BENCH_PYTHON) if contender == "msgraph" else sys.executable
+        command = [python, "-m", f"bench.contenders.{contender}"]
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        child = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=err)
+        _, status, usage = os.wait4(child.pid, 0)
+        wall = time.perf_counter() - start
+        child.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0), err.seek(0)
+        stdout, stderr = out.read().decode(), err.read().decode()
+    if child.returncode != 0:
+        raise SystemExit(f"bench: {contender} failed with exit code {child.returncode}: {stderr.strip()[-2000:]}")
+    reported = json.loads(stdout.strip().splitlines()[-1]).get("users")
+    if reported is not None and reported != users:
+        raise SystemExit(f"bench: {contender} wrote {reported} users, expected {users}")
+    return Run(users, latency, contender, rep, round(wall, 3), round(usage.ru_utime + usage.ru_stime, 3),
+               round(usage.ru_maxrss / 1024, 1), reported)
+
+
+def summarize(runs: list[Run]) -> list[dict]:
+    """Median per (users, latency, contender), with ours/other ratios and the latency floor."""
+    rows = []
+    keys = sorted({(r.users, r.latency_ms) for r in runs})
+    for users, latency in keys:
+        here = [r for r in runs if (r.users, r.latency_ms) == (users, latency)]
+        medians = {}
+        for contender in dict.fromkeys(r.contender for r in here):
+            mine = [r for r in here if r.contender == contender]
+            medians[contender] = {
+                "wall_s": statistics.median(r.wall_s for r in mine),
+                "cpu_s": statistics.median(r.cpu_s for r in mine),
+                "peak_rss_mb": max(r.peak_rss_mb for r in mine),
+            }
+        pages = users // PAGE + 1
+        for contender, m in medians.items():
+            row = {"users": users, "latency_ms": latency, "contender": contender, **m,
+                   "users_per_s": round(users / m["wall_s"]), "latency_floor_s": round(pages * latency / 1000, 2)}
+            if "ours" in medians and contender != "ours":
+                row["ours_over_this"] = round(medians["ours"]["wall_s"] / m["wall_s"], 2)
+            rows.append(row)
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    header = (f"{'users':>9} {'latency':>7} {'contender':<9} {'wall s':>8} {'users/s':>9} {'CPU s':>7} "
+              f"{'peak RSS MB':>11} {'ours/this':>9} {'pages×latency s':>15}")
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        ratio = f"{r['ours_over_this']:.2f}" if "ours_over_this" in r else "—"
+        lines.append(f"{r['users']:>9,} {r['latency_ms']:>5g}ms {r['contender']:<9} {r['wall_s']:>8.2f} "
+                     f"{r['users_per_s']:>9,} {r['cpu_s']:>7.2f} {r['peak_rss_mb']:>11.1f} {ratio:>9} "
+                     f"{r['latency_floor_s']:>15.2f}")
+    return "\n".join(lines)
+
+
+def _parser() -> argparse.ArgumentParser:
+    def numbers(text: str) -> list:
+        return [float(x) if "." in x else int(x) for x in text.split(",") if x]
+
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=numbers, default=[10_000, 100_000, 1_000_000],
+                        help="tenant sizes, comma-separated (default 10000,100000,1000000)")
+    parser.add_argument("--latency-ms", type=numbers, default=[0, 100],
+                        help="sandbox page latencies, comma-separated (default 0,100)")
+    parser.add_argument("--repeat", type=int, default=3, help="repetitions of each contender (default 3)")
+    parser.add_argument("--contenders", default=",".join(CONTENDERS), help="default: all four")
+    parser.add_argument("--json", default="bench-results.json", help="raw numbers (default bench-results.json)")
+    parser.add_argument("--quick", action="store_true", help="10,000 users, 0 ms, one repetition (the test smoke)")
+    return parser
