@@ -9,11 +9,9 @@ uninterrupted run writes.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timedelta
-from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import BlobClient, ContainerClient
@@ -44,15 +42,12 @@ class Checkpoint:
 def load(container: ContainerClient, slot: datetime) -> Checkpoint | None:
     """The slot's checkpoint, or None when there is none or it cannot be read."""
     name = naming.checkpoint_blob_name(slot)
-    with sink.storage_errors(f"reading {name}"):
-        try:
-            data = container.download_blob(name).readall()
-        except ResourceNotFoundError:
-            return None
+    document = sink.read_json(container, name)
+    if document is None:
+        return None
     try:
-        document: dict[str, Any] = json.loads(data)
         checkpoint = Checkpoint(**{f.name: document[f.name] for f in fields(Checkpoint)})
-    except (ValueError, KeyError, TypeError):
+    except (KeyError, TypeError):
         log.warning("Checkpoint %s is unreadable; starting the slot over", name)
         return None
     return checkpoint

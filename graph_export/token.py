@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import msal
+import msal.exceptions
 
 from .credentials import Secret
 from .errors import AuthError, first_line
@@ -78,6 +79,11 @@ class GraphTokenProvider:
             raise AuthError(
                 f"Could not read the sign-in metadata of authority {self._authority}: check TENANT_ID and "
                 f"AUTHORITY_HOST ({first_line(str(exc))})."
+            ) from None
+        except msal.exceptions.MsalServiceError as exc:  # 429/5xx that outlasted our retries
+            raise AuthError(
+                f"The sign-in service at {self._authority} kept failing ({first_line(str(exc), 120)}): "
+                "nothing was published; run again later."
             ) from None
         except OSError as exc:
             raise AuthError(

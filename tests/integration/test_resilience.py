@@ -198,3 +198,11 @@ def test_persistent_blob_failure_publishes_nothing(export_env, sandbox, baseline
         run_export(load_settings(), FAULTY)
     assert export_blob_name(FAULTY) not in blob_names(export_env)
     assert read_json(export_env, LATEST_BLOB) == latest
+
+
+def test_a_token_endpoint_that_stays_down_is_one_actionable_line(export_env, sandbox, monkeypatch):
+    monkeypatch.setenv("GRAPH_MAX_RETRIES_PER_PAGE", "1")
+    sandbox.faults.add("entra", path_contains="/token", status=503)
+    with pytest.raises(AuthError, match="sign-in service .* kept failing.*run again later"):
+        run_export(load_settings(), FAULTY)
+    assert blob_names(export_env) == []
