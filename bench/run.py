@@ -27,8 +27,8 @@ REPO = Path(__file__).resolve().parent.parent
 BENCH_PYTHON = REPO / ".venv-bench" / "bin" / "python"
 CONTENDERS = ("floor", "ours", "seed", "msgraph")
 PAGE = 999
-#: msgraph-sdk deserializes each user into a model at ~7 ms of CPU per user here: 1,000,000 users
-#: would take about two hours per run, so larger tenants are measured without it.
+#: msgraph-sdk deserializes each user into a model at ~5 ms of CPU per user here: 1,000,000 users
+#: would take well over an hour per run, so larger tenants are measured without it.
 MSGRAPH_MAX_USERS = 100_000
 
 
