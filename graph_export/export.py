@@ -7,6 +7,7 @@ Both doors (the timer function and ``python -m graph_export run``) call :func:`r
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import time
@@ -190,10 +191,10 @@ def _export(settings: Settings, clients: WarmClients, container: ContainerClient
         progress = None
         url, first = graph.first_page_url(settings.graph_endpoint, settings.user_properties, settings.page_size), 1
     pages = first - 1
-    # Three stages overlap: the next page downloads while this one is encoded, and compression and
-    # block uploads trail behind on their own thread; each holds at most a couple of pages.
+    # Three stages overlap: page k+1 is requested as soon as page k's nextLink arrives, page k is
+    # parsed and encoded here, and compression and block uploads trail behind on their own thread.
     fetched = graph.iter_user_pages(clients.http, url, settings.graph_endpoint, clients, settings.http_timeout_s, first)
-    with pipeline.Prefetcher(fetched, depth=2, name="graph-pages") as pages_ahead, \
+    with pipeline.prompt_handoffs(), contextlib.closing(fetched) as pages_ahead, \
             sink.JsonlGzipBlobWriter(blob, resume_from=progress) as writer:
         for page in pages_ahead:
             writer.write(page.users)

@@ -7,10 +7,12 @@ honours ``Retry-After`` on 429/503 and otherwise backs off exponentially with ji
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import re
 from dataclasses import dataclass
-from typing import Any, Iterator, Protocol
+from typing import Any, Callable, Iterator, Protocol
 from urllib.parse import urlencode, urlsplit
 
 import orjson
@@ -19,6 +21,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import MaxRetryError
 from urllib3.util.retry import Retry
 
+from . import pipeline
 from .errors import GraphError, first_line
 
 log = logging.getLogger(__name__)
@@ -123,6 +126,78 @@ class Page:
     next_link: str | None
 
 
+#: How much of a response is read before looking for its nextLink. Graph writes ``@odata.nextLink``
+#: before ``value`` (about a kilobyte in), so the next request can go out while the rest of this
+#: page is still arriving.
+HEAD_BYTES = 8 * 1024
+#: The rest of a page is read in large pieces: fewer trips through the HTTP stack.
+REST_BYTES = 256 * 1024
+_NEXT_LINK = re.compile(rb'"@odata\.nextLink"\s*:\s*("(?:[^"\\]|\\.)*")')
+
+
+class PageCut(GraphError):
+    """The connection broke off while a page's body was arriving (the message is for the second time)."""
+
+    def __init__(self, number: int, reason: str) -> None:
+        self.reason = reason
+        super().__init__(
+            f"The connection to Graph broke off while page {number} was arriving ({reason}), twice: nothing was "
+            "published; check the network path to GRAPH_ENDPOINT and run again (the export resumes from its "
+            "last checkpoint)."
+        )
+
+
+class ArrivingPage:
+    """A page whose status and nextLink are known while the rest of its body may still be arriving.
+
+    A connection that breaks mid-body is transient, and a page's URL can be asked for again: each page
+    is fetched whole once more before the run gives up.
+    """
+
+    def __init__(self, number: int, fetch: Callable[[], requests.Response]) -> None:
+        self.number = number
+        self._fetch = fetch
+        self._response = fetch()
+        self._body: bytes | None = None
+        try:
+            self._head = _read(lambda: next(self._response.iter_content(HEAD_BYTES), b""), number)
+        except PageCut as cut:
+            self._head = self._body = self._fetch_again(cut)
+        self.next_link = next_link_in(self._head)
+        if self.next_link is None:
+            # Not in the head: the link may come after the users, so this page cannot overlap the next.
+            self.next_link = next_link_in(self.body())
+
+    def body(self) -> bytes:
+        """The whole response body; waits for whatever has not arrived yet."""
+        if self._body is None:
+            try:
+                rest = _read(lambda: b"".join(self._response.iter_content(REST_BYTES)), self.number)
+                self._body = self._head + rest
+            except PageCut as cut:
+                self._body = self._fetch_again(cut)
+        return self._body
+
+    def _fetch_again(self, cut: PageCut) -> bytes:
+        log.warning("Graph page %d broke off while arriving (%s); asking for it again", self.number, cut.reason)
+        self._response.close()
+        self._response = self._fetch()
+        return _read(lambda: self._response.content, self.number)
+
+    def close(self) -> None:
+        self._response.close()
+
+
+def next_link_in(raw: bytes) -> str | None:
+    """The page-level ``@odata.nextLink`` found in raw JSON bytes, without parsing the users.
+
+    A value inside a user cannot match: its quotes would be escaped. The parsed page is compared with
+    what this found (see :func:`iter_user_pages`), so a mismatch fails loudly instead of dropping users.
+    """
+    found = _NEXT_LINK.search(raw)
+    return orjson.loads(found.group(1)) or None if found else None
+
+
 def iter_user_pages(
     session: requests.Session,
     url: str,
@@ -133,9 +208,19 @@ def iter_user_pages(
 ) -> Iterator[Page]:
     """Yield each page (users without ``@odata.*`` annotations, and its nextLink) until the last one.
 
-    ``url`` is the first page's URL or, when resuming, a saved nextLink. Only one page is held at a
-    time, so memory does not grow with the tenant.
+    ``url`` is the first page's URL or, when resuming, a saved nextLink. Requests run on a background
+    thread one page ahead: page k+1 is requested as soon as page k's nextLink has arrived, while page
+    k's users are still being received and parsed here. At most three responses are open at a time,
+    so memory does not grow with the tenant. Close the iterator (``contextlib.closing``) when stopping early.
     """
+    requested = _request_pages(session, url, graph_endpoint, tokens, read_timeout_s, first_number)
+    with pipeline.Prefetcher(requested, depth=1, name="graph-requests") as arriving:
+        for page in arriving:
+            yield _parse(page)
+
+
+def _request_pages(session: requests.Session, url: str, graph_endpoint: str, tokens: Tokens,
+                   read_timeout_s: float, first_number: int) -> Iterator[ArrivingPage]:
     origin = _origin(graph_endpoint)
     seen: set[str] = set()
     timeout = (CONNECT_TIMEOUT, read_timeout_s)
@@ -146,28 +231,37 @@ def iter_user_pages(
                 f"Graph page {number} is linked at {_origin(url)}, not {origin}: refusing to follow it; "
                 "check GRAPH_ENDPOINT."
             )
-        raw = _get_page(session, url, tokens, number, timeout, is_next_link=number > 1 or "skiptoken" in url)
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise GraphError(f"Graph returned page {number} as something other than JSON: check GRAPH_ENDPOINT.") from None
-        users = body.get("value") if isinstance(body, dict) else None
-        if not isinstance(users, list):
-            raise GraphError(f"Graph returned page {number} without a 'value' list: check GRAPH_ENDPOINT.")
-        next_link = body.get("@odata.nextLink") or None
-        # Page-level annotations (context, nextLink) are expected; only look inside each user when the
-        # raw page holds more of them than that, which Graph rarely sends.
-        page_level = sum(1 for key in body if key.startswith("@odata."))
-        if raw.count(b'"@odata.') > page_level:
-            users = [strip_annotations(u) for u in users]
-        yield Page(number, users, next_link)
-        if next_link is None:
+        page = ArrivingPage(number, functools.partial(_get_page, session, url, tokens, number, timeout,
+                                                      is_next_link=number > 1 or "skiptoken" in url))
+        yield page
+        if page.next_link is None:
             return
-        if next_link in seen:
+        if page.next_link in seen:
             raise GraphError(f"Graph returned the same nextLink twice (page {number}): paging would loop.")
-        seen.add(next_link)
-        url = next_link
+        seen.add(page.next_link)
+        url = page.next_link
     raise GraphError(f"Stopped after {MAX_PAGES} pages without reaching the last one: paging would not end.")
+
+
+def _parse(page: ArrivingPage) -> Page:
+    number, raw = page.number, page.body()
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise GraphError(f"Graph returned page {number} as something other than JSON: check GRAPH_ENDPOINT.") from None
+    users = body.get("value") if isinstance(body, dict) else None
+    if not isinstance(users, list):
+        raise GraphError(f"Graph returned page {number} without a 'value' list: check GRAPH_ENDPOINT.")
+    if (body.get("@odata.nextLink") or None) != page.next_link:
+        # The next request followed the link found in the raw bytes; never page on from a wrong one.
+        raise GraphError(f"Graph page {number} has an ambiguous @odata.nextLink: stopped rather than risk "
+                         "missing users; report this response (request-id in the debug log).")
+    # Page-level annotations (context, nextLink) are expected; only look inside each user when the
+    # raw page holds more of them than that, which Graph rarely sends.
+    page_level = sum(1 for key in body if key.startswith("@odata."))
+    if raw.count(b'"@odata.') > page_level:
+        users = [strip_annotations(u) for u in users]
+    return Page(number, users, page.next_link)
 
 
 def strip_annotations(user: dict) -> dict:
@@ -176,12 +270,13 @@ def strip_annotations(user: dict) -> dict:
 
 
 def _get_page(session: requests.Session, url: str, tokens: Tokens, number: int,
-              timeout: tuple[float, float], *, is_next_link: bool) -> bytes:
+              timeout: tuple[float, float], *, is_next_link: bool) -> requests.Response:
+    """A 200 response for ``url`` whose body has not been read yet; any other outcome raises GraphError."""
     token = tokens.get()
     for attempt in (1, 2):
         try:
             response = session.get(url, headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
-                                   timeout=timeout)
+                                   timeout=timeout, stream=True)
         except requests.RequestException as exc:
             raise GraphError(
                 f"Graph at {_origin(url)} could not be reached for page {number} after retries "
@@ -190,6 +285,7 @@ def _get_page(session: requests.Session, url: str, tokens: Tokens, number: int,
         if response.status_code == 401 and attempt == 1:
             # Expired or revoked before MSAL expected: one fresh token, one more try of the same page.
             log.info("Graph rejected the access token on page %d; retrying once with a fresh token", number)
+            response.close()
             token = tokens.refresh(token)
             continue
         break
@@ -197,7 +293,14 @@ def _get_page(session: requests.Session, url: str, tokens: Tokens, number: int,
         if is_next_link and response.status_code in (400, 404, 410):
             raise PageLinkRejected(describe_graph_failure(response, number))
         raise GraphError(describe_graph_failure(response, number))
-    return response.content
+    return response
+
+
+def _read(receive: Callable[[], bytes], number: int) -> bytes:
+    try:
+        return receive()
+    except requests.RequestException as exc:
+        raise PageCut(number, _reason(exc)) from None
 
 
 def _reason(exc: requests.RequestException) -> str:

@@ -3,7 +3,9 @@
 A rule names a service and *which* requests it hits (the n-th request to that service, a Graph page
 index, every Graph request from page k on, or simply every request), *what* happens (an HTTP status
 with the service's own error shape, a dropped connection, or a delay before normal service) and *how
-often* it fires (``count``; default: every time). Rules are checked in the order they were added;
+often* it fires (``count``; default: every time). Two actions act on a normal answer's body, the way a
+slow or broken network does: ``stall_s`` pauses after its first ``PARTIAL_BYTES`` and ``cut`` closes
+the connection there. Rules are checked in the order they were added;
 the first one that matches and has firings left is applied. Rules come from Python (:meth:`FaultPlan.add`) or from JSON (a file or the
 ``SANDBOX_FAULTS`` environment variable) so the CLI sandbox can run the same scenarios as the tests.
 
@@ -21,18 +23,22 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 SERVICES = ("graph", "entra", "keyvault", "identity")
-ACTIONS = ("status", "drop", "delay")
+ACTIONS = ("status", "drop", "delay", "stall", "cut")
+#: Where ``stall_s`` pauses and ``cut`` closes a response body.
+PARTIAL_BYTES = 16 * 1024
 ENV_VAR = "SANDBOX_FAULTS"
 
 
 @dataclass
 class FaultRule:
-    """One rule. Exactly one action: ``status`` (respond with it), ``drop`` or ``delay_s``."""
+    """One rule. Exactly one action: ``status`` (respond with it), ``drop``, ``delay_s``, ``stall_s`` or ``cut``."""
 
     service: str
     status: int | None = None
     drop: bool = False
     delay_s: float | None = None
+    stall_s: float | None = None     # answer normally, pausing partway through the body
+    cut: bool = False                # answer normally, but close the connection partway through the body
     headers: dict[str, str] = field(default_factory=dict)
     body: Any = None                 # None: the service's own error body for ``status``
     request: int | None = None       # 1-based request number for that service
@@ -45,9 +51,10 @@ class FaultRule:
     def __post_init__(self) -> None:
         if self.service not in SERVICES:
             raise ValueError(f"fault service must be one of {SERVICES}, not {self.service!r}")
-        actions = [self.status is not None, self.drop, self.delay_s is not None]
+        actions = [self.status is not None, self.drop, self.delay_s is not None, self.stall_s is not None, self.cut]
         if sum(actions) != 1:
-            raise ValueError("a fault rule needs exactly one action: status=N, drop=True or delay_s=S")
+            raise ValueError("a fault rule needs exactly one action: status=N, drop=True, delay_s=S, stall_s=S "
+                             "or cut=True")
         if self.status is not None and not 100 <= self.status <= 599:
             raise ValueError(f"fault status must be an HTTP status code, not {self.status}")
         if (self.page is not None or self.from_page is not None) and self.service != "graph":
@@ -57,14 +64,18 @@ class FaultRule:
 
     @property
     def action(self) -> str:
-        return "status" if self.status is not None else "drop" if self.drop else "delay"
+        if self.status is not None:
+            return "status"
+        return "drop" if self.drop else "delay" if self.delay_s is not None else "stall" if self.stall_s is not None \
+            else "cut"
 
     def describe(self) -> str:
         """Short text for the request log, e.g. ``graph page=1 -> 503``."""
         where = [f"{k}={v}" for k, v in (("request", self.request), ("page", self.page),
                                          ("from_page", self.from_page), ("path", self.path_contains))
                  if v is not None]
-        what = {"status": f"{self.status}", "drop": "drop", "delay": f"delay {self.delay_s}s"}[self.action]
+        what = {"status": f"{self.status}", "drop": "drop", "delay": f"delay {self.delay_s}s",
+                "stall": f"stall {self.stall_s}s", "cut": "cut"}[self.action]
         return " ".join([self.service, *where, "->", what])
 
     def matches(self, service: str, number: int, path: str, page: int | None) -> bool:
@@ -89,7 +100,8 @@ class FaultPlan:
         self._rules: list[FaultRule] = []
 
     def add(self, service: str, *, status: int | None = None, drop: bool = False,
-            delay_s: float | None = None, headers: Mapping[str, str] | None = None, body: Any = None,
+            delay_s: float | None = None, stall_s: float | None = None, cut: bool = False,
+            headers: Mapping[str, str] | None = None, body: Any = None,
             request: int | None = None, page: int | None = None, from_page: int | None = None,
             path_contains: str | None = None, count: int | None = None) -> FaultRule:
         """Add a rule and return it (its ``fired`` attribute counts firings).
@@ -97,7 +109,7 @@ class FaultPlan:
         ``count=None`` (the default) fires on every matching request; ``count=1`` only once, e.g. one
         503 on page 1 that a retry gets past.
         """
-        rule = FaultRule(service=service, status=status, drop=drop, delay_s=delay_s,
+        rule = FaultRule(service=service, status=status, drop=drop, delay_s=delay_s, stall_s=stall_s, cut=cut,
                          headers={str(k): str(v) for k, v in (headers or {}).items()}, body=body,
                          request=request, page=page, from_page=from_page,
                          path_contains=path_contains, count=count)

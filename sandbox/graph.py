@@ -155,7 +155,6 @@ class Graph:
         return known
 
     def _users_page(self, request: Request, ids: tuple[str, str]) -> Response:
-        arrived = time.monotonic()
         q = _query(request)
         raw_select = q.get("select")
         props = self._properties([p.strip() for p in raw_select.split(",") if p.strip()]
@@ -183,9 +182,9 @@ class Graph:
             parts += [b',"@odata.nextLink":', _json(f"{self.base_url}/v1.0/users?{'&'.join(link)}")]
         parts += [b',"value":', value, b"}"]
         if self.page_latency_ms > 0:
-            # The page is due page_latency_ms after the request arrived, however long building it took:
-            # latency models the service's time to answer, not an extra delay on top of ours.
-            time.sleep(max(0.0, arrived + self.page_latency_ms / 1000.0 - time.monotonic()))
+            # The page is due page_latency_ms after the request arrived, however long checking the token
+            # and building the page took: latency models the service's time to answer, not a delay on top.
+            time.sleep(max(0.0, request.arrived + self.page_latency_ms / 1000.0 - time.monotonic()))
         return Response(200, b"".join(parts), {
             "Content-Type": ODATA_JSON, "OData-Version": "4.0", "Cache-Control": "no-cache",
             **self._common_headers(ids)})

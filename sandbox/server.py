@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
-from .faults import FaultPlan, FaultRule
+from .faults import PARTIAL_BYTES, FaultPlan, FaultRule
 from .requestlog import RequestLog, RequestRecord
 
 LOOPBACK = "127.0.0.1"
@@ -43,6 +43,7 @@ class Request:
     query: dict[str, list[str]]     # parsed query, keys and values decoded
     headers: Message
     body: bytes = b""
+    arrived: float = field(default_factory=time.monotonic)  # when its head had been read
 
     def arg(self, name: str) -> str | None:
         """First value of a query parameter, or None."""
@@ -110,6 +111,7 @@ class _Handler(BaseHTTPRequestHandler):
         """Silence the stdlib's per-request stderr line; the request log has the facts."""
 
     def _dispatch(self) -> None:
+        arrived = time.monotonic()
         started = time.perf_counter()
         at = time.time()
         srv = self.server
@@ -118,7 +120,7 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length > 0 else b""
         request = Request(self.command, split.path, parse_qs(split.query, keep_blank_values=True),
-                          self.headers, body)
+                          self.headers, body, arrived)
         number = srv.request_log.next_number(service.name)
         try:
             page = service.page_of(request)
@@ -140,6 +142,8 @@ class _Handler(BaseHTTPRequestHandler):
             duration_ms=(time.perf_counter() - started) * 1000.0))
         if response is None:
             self._drop()
+        elif rule is not None and rule.action in ("stall", "cut"):
+            self._send(response, partial=rule)
         else:
             self._send(response)
 
@@ -170,7 +174,7 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             pass
 
-    def _send(self, response: Response) -> None:
+    def _send(self, response: Response, partial: FaultRule | None = None) -> None:
         try:
             reason = HTTPStatus(response.status).phrase
         except ValueError:
@@ -181,7 +185,16 @@ class _Handler(BaseHTTPRequestHandler):
         lines.append(f"Content-Length: {len(response.body)}")
         if self.close_connection:
             lines.append("Connection: close")
-        self.wfile.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        if partial is None:
+            self.wfile.write(head + body)
+            return
+        self.wfile.write(head + body[:PARTIAL_BYTES])
+        if partial.action == "cut":
+            self._drop()
+            return
+        time.sleep(partial.stall_s or 0.0)
+        self.wfile.write(body[PARTIAL_BYTES:])
 
 
 class _Server(ThreadingHTTPServer):

@@ -1,5 +1,6 @@
 """Paging and error reporting, over a canned transport adapter mounted on a real requests.Session."""
 
+import io
 import json
 
 import pytest
@@ -26,7 +27,7 @@ class CannedGraph(BaseAdapter):
         status, body, headers = self.pages[request.url]
         response = requests.Response()
         response.status_code = status
-        response._content = json.dumps(body).encode()
+        response.raw = io.BytesIO(body if isinstance(body, bytes) else json.dumps(body).encode())
         response.headers.update({"Content-Type": "application/json", **headers})
         response.url = request.url
         response.request = request
@@ -83,6 +84,42 @@ def test_follows_next_links_whole_and_strips_annotations():
     assert [c[0] for c in adapter.calls] == [first_url(), second]
     assert [c[1] for c in adapter.calls] == ["Bearer t1", "Bearer t2"]  # token asked per page
     assert all(c[2] == (graph.CONNECT_TIMEOUT, 30.0) for c in adapter.calls)
+
+
+def test_next_link_is_found_wherever_graph_puts_it():
+    second = f"{ENDPOINT}/v1.0/users?$skiptoken=b"
+    third = f"{ENDPOINT}/v1.0/users?$skiptoken=c"
+    many = [{"id": str(i), "displayName": "x" * 100} for i in range(2000)]  # > HEAD_BYTES of users
+    session, adapter = session_with({
+        # Graph's order (link before the users), then the link after a long value, then no link.
+        first_url(): (200, b'{"@odata.context":"ctx", "@odata.nextLink" : "' + second.encode() + b'","value":[]}', {}),
+        second: (200, {"value": many, "@odata.nextLink": third}, {}),
+        third: (200, {"value": [{"id": "last"}]}, {}),
+    })
+    pages = pages_of(session)
+    assert [(p.number, p.next_link, len(p.users)) for p in pages] == [(1, second, 0), (2, third, 2000), (3, None, 1)]
+    assert [c[0] for c in adapter.calls] == [first_url(), second, third]
+
+
+def test_next_link_in_reads_only_the_page_level_annotation():
+    # Decoded as JSON, like the parser will: escapes included.
+    assert graph.next_link_in(b'{"@odata.nextLink":"https://g/v1.0/users?$skiptoken=a\\u002fb"}') == \
+        "https://g/v1.0/users?$skiptoken=a/b"
+    assert graph.next_link_in(b'{"@odata.nextLink":"https:\\/\\/g\\/x"}') == "https://g/x"
+    assert graph.next_link_in(b'{"@odata.nextLink":""}') is None
+    # A user whose name is the annotation's text: its quotes are escaped, so it cannot match.
+    fake = json.dumps({"value": [{"displayName": '"@odata.nextLink":"https://evil/x"'}]}).encode()
+    assert graph.next_link_in(fake) is None
+    assert graph.next_link_in(b'{"members@odata.nextLink":"https://g/m","value":[]}') is None
+
+
+def test_a_page_with_two_different_next_links_stops_instead_of_guessing():
+    second = f"{ENDPOINT}/v1.0/users?$skiptoken=b"
+    other = f"{ENDPOINT}/v1.0/users?$skiptoken=other"
+    body = f'{{"@odata.nextLink":"{second}","value":[{{"id":"1"}}],"@odata.nextLink":"{other}"}}'.encode()
+    session, _ = session_with({first_url(): (200, body, {}), second: (200, {"value": []}, {})})
+    with pytest.raises(GraphError, match="page 1 has an ambiguous @odata.nextLink"):
+        pages_of(session)
 
 
 def test_refuses_to_send_the_token_to_another_host():

@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from graph_export.pipeline import Prefetcher, SerialWorker
+from graph_export.pipeline import Prefetcher, SerialWorker, prompt_handoffs
 
 
 def test_prefetcher_yields_everything_in_order():
@@ -82,3 +82,37 @@ def test_serial_worker_submit_blocks_when_full():
     blocked.join(timeout=5)
     worker.wait()
     worker.close()
+
+
+def test_prefetcher_close_closes_items_it_never_handed_out():
+    class Response:
+        def __init__(self, n):
+            self.n, self.closed = n, False
+
+        def close(self):
+            self.closed = True
+
+    made = []
+
+    def source():
+        for i in range(10):
+            made.append(Response(i))
+            yield made[-1]
+
+    ahead = Prefetcher(source(), depth=1)
+    first = next(ahead)
+    time.sleep(0.2)  # the producer fills the queue and waits with one more in hand
+    ahead.close()
+    assert not first.closed  # the consumer's item is the consumer's to close
+    assert len(made) >= 2 and all(r.closed for r in made[1:])
+
+
+def test_prompt_handoffs_shortens_the_switch_interval_for_the_run_only():
+    import sys
+
+    before = sys.getswitchinterval()
+    with pytest.raises(RuntimeError):
+        with prompt_handoffs(0.0002):
+            assert sys.getswitchinterval() == pytest.approx(0.0002)
+            raise RuntimeError("export failed")
+    assert sys.getswitchinterval() == before

@@ -28,7 +28,7 @@ from cryptography import x509
 
 from sandbox import Sandbox
 from sandbox.azurite import Azurite, AzuriteError
-from sandbox.faults import FaultPlan
+from sandbox.faults import PARTIAL_BYTES, FaultPlan
 from sandbox.tenant import DEFAULT_PROPERTIES, USER_PROPERTIES, make_user, select
 from sandbox.tokens import peek_claims
 
@@ -385,6 +385,25 @@ def test_fault_drop_delay_and_from_page(env, sbx):
     log = sbx.requests.entries("graph")
     assert [r.status for r in log] == [None, 200, 429, 429, 429]
     assert log[0].fault == "graph request=1 -> drop" and log[1].fault == "graph request=2 -> delay 0.3s"
+
+
+def test_fault_stall_and_cut_act_partway_through_the_body(env, sbx):
+    token = graph_token(sbx)
+    sbx.faults.add("graph", request=1, cut=True)
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        graph_get(sbx, "/v1.0/users?$top=999", token)
+    sbx.faults.add("graph", request=2, stall_s=0.3)
+    with requests.get(f"{sbx.settings['GRAPH_ENDPOINT']}/v1.0/users?$top=999", stream=True,
+                      headers={"Authorization": f"Bearer {token}"}, timeout=10) as r:
+        started = time.monotonic()
+        head = r.raw.read(PARTIAL_BYTES)
+        assert time.monotonic() - started < 0.3  # the first part is not held back
+        rest = r.raw.read()
+        assert time.monotonic() - started >= 0.3
+    assert len(json.loads(head + rest)["value"]) == 999
+    assert [r.fault for r in sbx.requests.entries("graph")] == ["graph request=1 -> cut", "graph request=2 -> stall 0.3s"]
+    with pytest.raises(ValueError, match="exactly one action"):
+        sbx.faults.add("graph", cut=True, stall_s=1.0)
 
 
 def test_fault_rules_from_json_and_env(tmp_path):

@@ -44,6 +44,15 @@ def test_export_equals_the_tenant_exactly(export_env, sandbox):
     assert latest["sha256"] == sha and latest["users"] == 2_500
 
 
+def test_the_next_page_is_requested_while_this_one_is_still_arriving(export_env, sandbox):
+    # Page 1 stalls for 2 s after its first 16 KiB, which hold the nextLink: page 2 must not wait for it.
+    sandbox.faults.add("graph", page=0, stall_s=2.0, count=1)
+    summary = run_export(load_settings(), SLOT)
+    assert summary.users == sandbox.users
+    first, second = (next(r for r in sandbox.requests.entries("graph") if r.page == n) for n in (0, 1))
+    assert second.at - first.at < 1.0
+
+
 def test_a_warm_instance_reads_the_vault_and_signs_in_once(export_env, sandbox):
     settings = load_settings()
     run_export(settings, SLOT)

@@ -93,6 +93,22 @@ def test_graph_dropped_connection_is_retried(export_env, sandbox, baseline):
     assert fired(rule) == 1
 
 
+def test_graph_connection_cut_mid_page_is_asked_again(export_env, sandbox, baseline):
+    head = sandbox.faults.add("graph", page=1, cut=True, count=1)   # breaks while the nextLink is read
+    body = sandbox.faults.add("graph", page=2, cut=True, count=1)   # breaks while the users are read
+    export_with(sandbox, export_env, baseline)
+    assert fired(head) == fired(body) == 1
+    assert [r.page for r in records(sandbox, "graph")].count(1) == 2
+
+
+def test_graph_connection_cut_twice_on_a_page_publishes_nothing(export_env, sandbox, baseline):
+    sandbox.faults.add("graph", page=1, cut=True, count=2)
+    with pytest.raises(GraphError, match="broke off while page 2 was arriving .*twice"):
+        run_export(load_settings(), FAULTY)
+    assert export_blob_name(FAULTY) not in blob_names(export_env)
+    assert manifest_blob_name(FAULTY) not in blob_names(export_env)
+
+
 def test_graph_slow_response_times_out_and_is_retried(export_env, sandbox, baseline, monkeypatch):
     monkeypatch.setenv("HTTP_TIMEOUT_SECONDS", "0.5")
     rule = sandbox.faults.add("graph", page=1, delay_s=2.0, count=1)
