@@ -18,7 +18,7 @@ from typing import Any, Callable
 from azure.identity import DefaultAzureCredential
 from azure.storage.blob import BlobClient, ContainerClient
 
-from . import checkpoint, credentials, graph, naming, pipeline, sink
+from . import checkpoint, credentials, graph, naming, pipeline, sink, transport
 from .errors import AuthError
 from .settings import Settings
 from .token import GraphTokenProvider, SecretRejectedError
@@ -66,9 +66,9 @@ class WarmClients:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.azure_credential = DefaultAzureCredential()
-        self.retry_budget = graph.RetryBudget(settings.graph_retries_per_run)
-        self.http = graph.make_session(settings.retry_backoff_base_s, settings.graph_retries_per_page,
-                                       self.retry_budget)
+        self.retry_budget = transport.RetryBudget(settings.graph_retries_per_run)
+        self.http = transport.make_session(settings.retry_backoff_base_s, settings.graph_retries_per_page,
+                                           self.retry_budget)
         self._container: ContainerClient | None = None
         self._secret: credentials.Secret | None = None
         self._tokens: GraphTokenProvider | None = None

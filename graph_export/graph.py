@@ -1,8 +1,7 @@
 """Pages of users from Microsoft Graph ``GET /v1.0/users``.
 
 Paging follows each ``@odata.nextLink`` as an opaque, whole URL (Graph has no ``$skip`` for users).
-Throttling and transient failures are retried by urllib3's ``Retry`` mounted on the session, which
-honours ``Retry-After`` on 429/503 and otherwise backs off exponentially with jitter.
+Throttling and transient failures are retried by the session's transport (``transport.py``).
 """
 
 from __future__ import annotations
@@ -11,23 +10,20 @@ import functools
 import json
 import logging
 import re
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Protocol
 from urllib.parse import urlencode, urlsplit
 
 import orjson
 import requests
-from requests.adapters import HTTPAdapter
-from urllib3.exceptions import MaxRetryError
-from urllib3.util.retry import Retry
 
-from . import pipeline
+from . import pipeline, transport
 from .errors import GraphError, first_line
+from .transport import RETRY_STATUSES, RunBudgetExhausted
 
 log = logging.getLogger(__name__)
 
-#: Statuses Graph documents as transient; 429 and 503 usually carry Retry-After.
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 #: Seconds to establish a connection; the read timeout is the HTTP_TIMEOUT_SECONDS setting.
 CONNECT_TIMEOUT = 10.0
 #: Stop following nextLinks after this many pages: 10,000 pages x 999 users is 10 million users, far
@@ -50,70 +46,6 @@ class PageLinkRejected(GraphError):
     """Graph refused a nextLink (expired or unknown skiptoken): paging must start over."""
 
 
-class RetryBudget:
-    """Retries left for the whole run, shared by every request of a session."""
-
-    def __init__(self, limit: int) -> None:
-        self.reset(limit)
-
-    def reset(self, limit: int) -> None:
-        self.limit, self.used = limit, 0
-
-    @property
-    def exhausted(self) -> bool:
-        return self.used >= self.limit
-
-    def spend(self) -> bool:
-        if self.exhausted:
-            return False
-        self.used += 1
-        return True
-
-
-class BudgetedRetry(Retry):
-    """urllib3's Retry (Retry-After, exponential backoff with jitter) that also draws on a run budget."""
-
-    def __init__(self, *args: Any, budget: RetryBudget | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.budget = budget
-
-    def new(self, **kwargs: Any) -> "BudgetedRetry":
-        retry = super().new(**kwargs)
-        retry.budget = self.budget
-        return retry
-
-    def increment(self, *args: Any, **kwargs: Any) -> "BudgetedRetry":
-        retry = super().increment(*args, **kwargs)  # raises MaxRetryError once this request's retries are spent
-        if self.budget is not None and not self.budget.spend():
-            raise MaxRetryError(kwargs.get("_pool"), kwargs.get("url") or "", RunBudgetExhausted())
-        return retry
-
-
-class RunBudgetExhausted(Exception):
-    def __str__(self) -> str:
-        return "the run's retry budget is spent"
-
-
-def make_session(backoff_base_s: float, retries_per_request: int, budget: RetryBudget) -> requests.Session:
-    """The HTTP transport for Graph and sign-in: keep-alive pools, retries for throttling and faults."""
-    retry = BudgetedRetry(
-        total=retries_per_request,
-        status_forcelist=RETRY_STATUSES,
-        allowed_methods=frozenset({"GET", "POST"}),  # POST: token requests, safe to repeat
-        backoff_factor=backoff_base_s,
-        backoff_jitter=backoff_base_s,
-        backoff_max=60.0,
-        respect_retry_after_header=True,
-        raise_on_status=False,  # hand back the last response so its Graph error can be reported
-        budget=budget,
-    )
-    session = requests.Session()
-    adapter = HTTPAdapter(max_retries=retry, pool_connections=4, pool_maxsize=4)
-    session.mount("https://", adapter)
-    session.mount("http://", adapter)
-    return session
-
-
 def first_page_url(graph_endpoint: str, properties: tuple[str, ...], page_size: int) -> str:
     query = urlencode({"$select": ",".join(properties), "$top": str(page_size)}, safe="$,")
     return f"{graph_endpoint}/v1.0/users?{query}"
@@ -132,6 +64,8 @@ class Page:
 HEAD_BYTES = 8 * 1024
 #: The rest of a page is read in large pieces: fewer trips through the HTTP stack.
 REST_BYTES = 256 * 1024
+#: The longest a page waits for the next page's request to be written before it is parsed.
+NEXT_REQUEST_HEAD_START_S = 0.05
 _NEXT_LINK = re.compile(rb'"@odata\.nextLink"\s*:\s*("(?:[^"\\]|\\.)*")')
 
 
@@ -156,6 +90,8 @@ class ArrivingPage:
 
     def __init__(self, number: int, fetch: Callable[[], requests.Response]) -> None:
         self.number = number
+        #: Set once the request for the page after this one is out (or will never be): see iter_user_pages.
+        self.next_requested = threading.Event()
         self._fetch = fetch
         self._response = fetch()
         self._body: bytes | None = None
@@ -216,6 +152,9 @@ def iter_user_pages(
     requested = _request_pages(session, url, graph_endpoint, tokens, read_timeout_s, first_number)
     with pipeline.Prefetcher(requested, depth=1, name="graph-requests") as arriving:
         for page in arriving:
+            # Let the next request go out before parsing takes the GIL: that request is what every
+            # page waits for. Bounded, as it is only a matter of order.
+            page.next_requested.wait(NEXT_REQUEST_HEAD_START_S)
             yield _parse(page)
 
 
@@ -224,23 +163,37 @@ def _request_pages(session: requests.Session, url: str, graph_endpoint: str, tok
     origin = _origin(graph_endpoint)
     seen: set[str] = set()
     timeout = (CONNECT_TIMEOUT, read_timeout_s)
-    for number in range(first_number, first_number + MAX_PAGES):
-        if _origin(url) != origin:
-            # The bearer token must never be sent anywhere but the configured Graph endpoint.
-            raise GraphError(
-                f"Graph page {number} is linked at {_origin(url)}, not {origin}: refusing to follow it; "
-                "check GRAPH_ENDPOINT."
-            )
-        page = ArrivingPage(number, functools.partial(_get_page, session, url, tokens, number, timeout,
-                                                      is_next_link=number > 1 or "skiptoken" in url))
-        yield page
-        if page.next_link is None:
-            return
-        if page.next_link in seen:
-            raise GraphError(f"Graph returned the same nextLink twice (page {number}): paging would loop.")
-        seen.add(page.next_link)
-        url = page.next_link
-    raise GraphError(f"Stopped after {MAX_PAGES} pages without reaching the last one: paging would not end.")
+    handed_out: ArrivingPage | None = None
+    try:
+        for number in range(first_number, first_number + MAX_PAGES):
+            if _origin(url) != origin:
+                # The bearer token must never be sent anywhere but the configured Graph endpoint.
+                raise GraphError(
+                    f"Graph page {number} is linked at {_origin(url)}, not {origin}: refusing to follow it; "
+                    "check GRAPH_ENDPOINT."
+                )
+            fetch = functools.partial(_get_page, session, url, tokens, number, timeout,
+                                      is_next_link=number > 1 or "skiptoken" in url)
+            with transport.on_request_sent(handed_out.next_requested.set if handed_out else _nothing):
+                page = ArrivingPage(number, fetch)
+            if page.next_link is None:
+                page.next_requested.set()  # the last page: nothing follows it
+            handed_out = page
+            yield page
+            if page.next_link is None:
+                return
+            if page.next_link in seen:
+                raise GraphError(f"Graph returned the same nextLink twice (page {number}): paging would loop.")
+            seen.add(page.next_link)
+            url = page.next_link
+        raise GraphError(f"Stopped after {MAX_PAGES} pages without reaching the last one: paging would not end.")
+    finally:
+        if handed_out is not None:
+            handed_out.next_requested.set()  # stopped early: nobody waits for a request that never comes
+
+
+def _nothing() -> None:
+    pass
 
 
 def _parse(page: ArrivingPage) -> Page:

@@ -164,14 +164,6 @@ def test_page_without_value_is_an_error_not_an_empty_tenant():
         pages_of(session)
 
 
-def test_retry_policy_covers_throttling_and_honours_retry_after():
-    session = graph.make_session(0.5, 7, graph.RetryBudget(10))
-    retry = session.get_adapter("https://graph.example").max_retries
-    assert {429, 503, 504}.issubset(retry.status_forcelist)
-    assert retry.respect_retry_after_header and retry.backoff_factor == 0.5
-    assert retry.total == 7 and retry.raise_on_status is False
-
-
 def test_a_rejected_token_is_refreshed_once_and_the_page_retried():
     responses = iter([(401, {"error": {"code": "InvalidAuthenticationToken"}}, {}),
                       (200, {"value": [{"id": "1"}]}, {})])
@@ -202,11 +194,3 @@ def test_a_rejected_next_link_is_reported_as_such():
     session, _ = session_with({link: (400, {"error": {"code": "Request_BadRequest", "message": "bad skiptoken"}}, {})})
     with pytest.raises(graph.PageLinkRejected):
         pages_of(session, url=link)
-
-
-def test_the_run_budget_is_shared_by_every_request_and_can_run_out():
-    budget = graph.RetryBudget(2)
-    assert budget.spend() and budget.spend() and not budget.spend()
-    assert budget.exhausted
-    budget.reset(1)
-    assert not budget.exhausted and budget.used == 0

@@ -1,0 +1,89 @@
+"""The HTTP transport: retry policy, run budget, and the request-sent signal, against a real local server."""
+
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import requests
+
+from graph_export import transport
+
+
+def test_retry_policy_covers_throttling_and_honours_retry_after():
+    session = transport.make_session(0.5, 7, transport.RetryBudget(10))
+    retry = session.get_adapter("https://graph.example").max_retries
+    assert {429, 503, 504}.issubset(retry.status_forcelist)
+    assert retry.respect_retry_after_header and retry.backoff_factor == 0.5
+    assert retry.total == 7 and retry.raise_on_status is False
+
+
+def test_the_run_budget_is_shared_by_every_request_and_can_run_out():
+    budget = transport.RetryBudget(2)
+    assert budget.spend() and budget.spend() and not budget.spend()
+    assert budget.exhausted
+    budget.reset(1)
+    assert not budget.exhausted and budget.used == 0
+
+
+@pytest.fixture
+def server():
+    """A local HTTP server whose handler answers only once the test's ``sent`` event is set (or 5 s pass)."""
+    sent = threading.Event()
+    statuses = []
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self):
+            status = 200 if sent.wait(5.0) else 504
+            statuses.append(status)
+            self.send_response(status)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/", sent, statuses
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_the_callback_runs_once_the_request_is_written_before_any_response(server):
+    url, sent, statuses = server
+    session = transport.make_session(0.01, 2, transport.RetryBudget(5))
+    calls = []
+    with transport.on_request_sent(lambda: (calls.append(1), sent.set())):
+        response = session.get(url, timeout=10)
+    # The server held its answer until the callback ran: the callback came before the response.
+    assert statuses == [200] and response.status_code == 200 and calls == [1]
+
+
+def test_the_callback_runs_on_leaving_when_nothing_was_sent():
+    calls = []
+    with pytest.raises(ValueError):
+        with transport.on_request_sent(lambda: calls.append(1)):
+            raise ValueError("failed before sending")
+    assert calls == [1]
+    session = transport.make_session(0.01, 0, transport.RetryBudget(5))
+    with pytest.raises(requests.ConnectionError):
+        with transport.on_request_sent(lambda: calls.append(2)):
+            session.get("http://127.0.0.1:9/", timeout=1)  # refused: never written
+    assert calls == [1, 2]
+
+
+def test_the_callback_is_for_this_thread_only(server):
+    url, sent, statuses = server
+    session = transport.make_session(0.01, 2, transport.RetryBudget(5))
+    calls = []
+    with transport.on_request_sent(lambda: calls.append("mine")):
+        other = threading.Thread(target=lambda: calls.append(session.get(url, timeout=10).status_code))
+        sent.set()
+        other.start()
+        other.join()
+        assert calls == [200]  # another thread's request did not run this thread's callback
+    assert calls == [200, "mine"]
