@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 BENCH_PYTHON = REPO / ".venv-bench" / "bin" / "python"
 CONTENDERS = ("floor", "ours", "seed", "msgraph")
 PAGE = 999
-#: msgraph-sdk deserializes each user into a model at ~5 ms of CPU per user here: it runs once per
+#: msgraph-sdk deserializes each user into a model at ~4 ms of CPU per user here: it runs once per
 #: cell (its minutes dwarf any run-to-run noise), and 1,000,000 users
 #: would take well over an hour per run, so larger tenants are measured without it.
 MSGRAPH_MAX_USERS = 100_000

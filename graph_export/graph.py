@@ -70,7 +70,7 @@ _NEXT_LINK = re.compile(rb'"@odata\.nextLink"\s*:\s*("(?:[^"\\]|\\.)*")')
 
 
 class PageCut(GraphError):
-    """The connection broke off while a page's body was arriving (the message is for the second time)."""
+    """The connection broke off while a page's body was arriving; the caller only sees the second one."""
 
     def __init__(self, number: int, reason: str) -> None:
         self.reason = reason
@@ -94,6 +94,7 @@ class ArrivingPage:
         self.next_requested = threading.Event()
         self._fetch = fetch
         self._response = fetch()
+        self.request_id = self._response.headers.get("request-id")
         self._body: bytes | None = None
         try:
             self._head = _read(lambda: next(self._response.iter_content(HEAD_BYTES), b""), number)
@@ -118,6 +119,7 @@ class ArrivingPage:
         log.warning("Graph page %d broke off while arriving (%s); asking for it again", self.number, cut.reason)
         self._response.close()
         self._response = self._fetch()
+        self.request_id = self._response.headers.get("request-id")
         return _read(lambda: self._response.content, self.number)
 
     def close(self) -> None:
@@ -131,7 +133,9 @@ def next_link_in(raw: bytes) -> str | None:
     what this found (see :func:`iter_user_pages`), so a mismatch fails loudly instead of dropping users.
     """
     found = _NEXT_LINK.search(raw)
-    return orjson.loads(found.group(1)) or None if found else None
+    if found is None:
+        return None
+    return orjson.loads(found.group(1)) or None
 
 
 def iter_user_pages(
@@ -208,7 +212,7 @@ def _parse(page: ArrivingPage) -> Page:
     if (body.get("@odata.nextLink") or None) != page.next_link:
         # The next request followed the link found in the raw bytes; never page on from a wrong one.
         raise GraphError(f"Graph page {number} has an ambiguous @odata.nextLink: stopped rather than risk "
-                         "missing users; report this response (request-id in the debug log).")
+                         f"missing users; report this response to Microsoft (request-id {page.request_id}).")
     # Page-level annotations (context, nextLink) are expected; only look inside each user when the
     # raw page holds more of them than that, which Graph rarely sends.
     page_level = sum(1 for key in body if key.startswith("@odata."))
