@@ -88,7 +88,6 @@ def make_session(backoff_base_s: float, retries_per_request: int, budget: RetryB
     return session
 
 
-
 class _Pending(threading.local):
     callback: Callable[[], None] | None = None
 
