@@ -211,8 +211,9 @@ def _parse(page: ArrivingPage) -> Page:
         raise GraphError(f"Graph returned page {number} without a 'value' list: check GRAPH_ENDPOINT.")
     if (body.get("@odata.nextLink") or None) != page.next_link:
         # The next request followed the link found in the raw bytes; never page on from a wrong one.
+        where = f" (request-id {page.request_id})" if page.request_id else ""
         raise GraphError(f"Graph page {number} has an ambiguous @odata.nextLink: stopped rather than risk "
-                         f"missing users; report this response to Microsoft (request-id {page.request_id}).")
+                         f"missing users; report this response to Microsoft{where}.")
     # Page-level annotations (context, nextLink) are expected; only look inside each user when the
     # raw page holds more of them than that, which Graph rarely sends.
     page_level = sum(1 for key in body if key.startswith("@odata."))

@@ -64,10 +64,9 @@ class FaultRule:
 
     @property
     def action(self) -> str:
-        if self.status is not None:
-            return "status"
-        return "drop" if self.drop else "delay" if self.delay_s is not None else "stall" if self.stall_s is not None \
-            else "cut"
+        chosen = {"status": self.status is not None, "drop": self.drop, "delay": self.delay_s is not None,
+                  "stall": self.stall_s is not None, "cut": self.cut}
+        return next(name for name, on in chosen.items() if on)
 
     def describe(self) -> str:
         """Short text for the request log, e.g. ``graph page=1 -> 503``."""
