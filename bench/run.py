@@ -134,11 +134,16 @@ def _run_one(contender: str, env: dict[str, str], users: int, latency: float, re
 
 
 def summarize(runs: list[Run]) -> list[dict]:
-    """Median per (users, latency, contender), with ours/other ratios and the latency floor."""
+    """Median per (users, latency, contender), with ours/other ratios and the latency floor.
+
+    A ratio is the median of per-repetition ratios: the runs of one repetition follow each other, so
+    a machine whose speed drifts during the matrix (shared hosts do) skews them far less.
+    """
     rows = []
     keys = sorted({(r.users, r.latency_ms) for r in runs})
     for users, latency in keys:
         here = [r for r in runs if (r.users, r.latency_ms) == (users, latency)]
+        walls = {(r.contender, r.repetition): r.wall_s for r in here}
         medians = {}
         for contender in dict.fromkeys(r.contender for r in here):
             mine = [r for r in here if r.contender == contender]
@@ -152,7 +157,9 @@ def summarize(runs: list[Run]) -> list[dict]:
             row = {"users": users, "latency_ms": latency, "contender": contender, **m,
                    "users_per_s": round(users / m["wall_s"]), "latency_floor_s": round(pages * latency / 1000, 2)}
             if "ours" in medians and contender != "ours":
-                row["ours_over_this"] = round(medians["ours"]["wall_s"] / m["wall_s"], 2)
+                paired = [walls[("ours", rep)] / wall for (who, rep), wall in walls.items()
+                          if who == contender and ("ours", rep) in walls]
+                row["ours_over_this"] = round(statistics.median(paired), 2)
             rows.append(row)
     return rows
 

@@ -28,3 +28,17 @@ def test_quick_bench_prints_a_well_formed_table_and_json(tmp_path):
     table = run.stdout.splitlines()
     assert table[0].split()[:3] == ["users", "latency", "contender"]
     assert len([line for line in table if line.strip().startswith("10,000")]) == len(CONTENDERS)
+
+
+def test_ratios_pair_the_runs_of_each_repetition():
+    from bench.run import Run, summarize
+
+    def run(contender: str, rep: int, wall_s: float) -> Run:
+        return Run(100_000, 0.0, contender, rep, wall_s, 1.0, 60.0, 100_000)
+
+    # The machine's speed drifts between repetitions. Pairs give 1.1, 1.1 and 1.2: the median is 1.1,
+    # where the ratio of the medians (2.4 / 2.0) would say 1.2.
+    runs = [run("floor", 0, 1.0), run("ours", 0, 1.1), run("floor", 1, 3.0), run("ours", 1, 3.3),
+            run("floor", 2, 2.0), run("ours", 2, 2.4), run("msgraph", 0, 11.0)]
+    ratios = {row["contender"]: row.get("ours_over_this") for row in summarize(runs)}
+    assert ratios == {"floor": 1.1, "ours": None, "msgraph": 0.1}
