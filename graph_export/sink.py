@@ -179,7 +179,7 @@ class JsonlGzipBlobWriter:
         """Encode one page of users as JSON lines; compression and staging follow in the background."""
         if not users:
             return
-        data = encode_users(users)
+        data = b"\n".join(map(encode_user, users)) + b"\n"
         self.users += len(users)
         self._uncompressed += len(data)
         self._worker.submit(self._compress, data)
@@ -239,22 +239,10 @@ class JsonlGzipBlobWriter:
             self._sha256.update(block)
 
 
-def encode_users(users: list[dict]) -> bytes:
-    """JSON lines, one per user: compact UTF-8 with keys in Graph's order, exactly what
-    ``json.dumps(user, ensure_ascii=False, separators=(",", ":"))`` writes, each followed by a newline.
-
-    One orjson call for the whole page costs a tenth of one call per user. In that array every boundary
-    between two users reads ``},{``, so there are at least ``len(users) - 1`` of them; when there are
-    exactly that many, none is inside a user and each can become a line break. Otherwise (a nested list
-    of objects, or ``},{`` in a string) the page is encoded user by user.
-    """
-    if not users:
-        return b""
-    if all(type(user) is dict for user in users):
-        whole = orjson.dumps(users)
-        if whole.count(b"},{") == len(users) - 1:
-            return whole[1:-1].replace(b"},{", b"}\n{") + b"\n"
-    return b"".join(orjson.dumps(user) + b"\n" for user in users)
+def encode_user(user: dict) -> bytes:
+    """One JSON line's content: compact UTF-8, keys in Graph's order, like
+    ``json.dumps(user, ensure_ascii=False, separators=(",", ":"))`` but several times faster."""
+    return orjson.dumps(user)
 
 
 def _new_member() -> Any:
