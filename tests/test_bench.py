@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.run import BENCH_PYTHON, CONTENDERS
+from bench.run import BENCH_PYTHON, CONTENDERS, Run, summarize
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,8 +31,6 @@ def test_quick_bench_prints_a_well_formed_table_and_json(tmp_path):
 
 
 def test_ratios_pair_the_runs_of_each_repetition():
-    from bench.run import Run, summarize
-
     def run(contender: str, rep: int, wall_s: float) -> Run:
         return Run(100_000, 0.0, contender, rep, wall_s, 1.0, 60.0, 100_000)
 
