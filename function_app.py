@@ -35,4 +35,8 @@ def export_users(timer: func.TimerRequest) -> None:
         # One actionable line for the log and the failure alert; re-raised so the run counts as failed.
         logging.error("Export failed: %s", exc)
         raise
+    except Exception as exc:  # a bug or an unmapped failure: still one line, then the host's traceback
+        logging.error("Export failed: unexpected %s; nothing was published. Report it with this "
+                      "invocation's traceback.", type(exc).__name__)
+        raise
     logging.info(summary.line())

@@ -1,10 +1,10 @@
 """Export every Microsoft Graph user to Azure Blob Storage: Key Vault -> MSAL -> Graph -> Blob."""
 
-from .errors import AuthError, ConfigError, ExportError, GraphError, StorageError
+from .errors import AuthError, ConfigError, ExportError, GraphError, SlotBusyError, StorageError
 from .export import ExportSummary, run_export
 from .settings import Settings, load_settings
 
 __all__ = [
-    "AuthError", "ConfigError", "ExportError", "GraphError", "StorageError",
+    "AuthError", "ConfigError", "ExportError", "GraphError", "SlotBusyError", "StorageError",
     "ExportSummary", "run_export", "Settings", "load_settings",
 ]

@@ -4,57 +4,73 @@ Every few pages the export ends a gzip member, stages it and saves a checkpoint:
 continue from, the ids and sizes of the blocks staged so far, and the counts. A killed or timed-out
 run's next invocation for the same slot continues from there; because each checkpoint segment is its
 own gzip member (RFC 1952 allows a file of several), the result is byte for byte what an
-uninterrupted run writes.
+uninterrupted run writes. A checkpoint that cannot be parsed is discarded and the slot restarts.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import BlobClient, ContainerClient
 
 from . import naming, sink
+from .records import Fields, RecordError, iso
 
 log = logging.getLogger(__name__)
 
-FORMAT = "graph-users-export-checkpoint/1"
+FORMAT = "graph-users-export-checkpoint/2"
 
 
 @dataclass(frozen=True)
 class Checkpoint:
-    format: str
-    slot: str
+    slot: datetime
     blob: str
-    properties: list[str]
+    properties: tuple[str, ...]
     next_link: str
     pages: int
-    users: int
-    uncompressed_bytes: int
-    block_ids: list[str]
-    block_sizes: list[int]
-    started: str
-    saved: str
+    progress: sink.Progress
+    started: datetime
+    saved: datetime
+
+    def to_document(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT, "slot": iso(self.slot), "blob": self.blob, "properties": list(self.properties),
+            "next_link": self.next_link, "pages": self.pages, "users": self.progress.users,
+            "uncompressed_bytes": self.progress.uncompressed_bytes, "block_ids": list(self.progress.block_ids),
+            "block_sizes": list(self.progress.block_sizes), "started": iso(self.started), "saved": iso(self.saved),
+        }
+
+    @classmethod
+    def parse(cls, document: Any) -> "Checkpoint":
+        f = Fields(document, "checkpoint")
+        if document.get("format") != FORMAT:
+            raise RecordError(f"checkpoint format is {document.get('format')!r}, not {FORMAT!r}")
+        block_ids, block_sizes = f.texts("block_ids"), f.counts("block_sizes")
+        if len(block_ids) != len(block_sizes):
+            raise RecordError("checkpoint lists a different number of block ids and block sizes")
+        progress = sink.Progress(f.count("users"), f.count("uncompressed_bytes"), list(block_ids), list(block_sizes))
+        return cls(slot=f.time("slot"), blob=f.text("blob"), properties=f.texts("properties"),
+                   next_link=f.text("next_link"), pages=f.count("pages"), progress=progress,
+                   started=f.time("started"), saved=f.time("saved"))
 
 
 def load(container: ContainerClient, slot: datetime) -> Checkpoint | None:
-    """The slot's checkpoint, or None when there is none or it cannot be read."""
+    """The slot's checkpoint, or None when there is none or it cannot be parsed (logged)."""
     name = naming.checkpoint_blob_name(slot)
-    document = sink.read_json(container, name)
-    if document is None:
-        return None
     try:
-        checkpoint = Checkpoint(**{f.name: document[f.name] for f in fields(Checkpoint)})
-    except (KeyError, TypeError):
-        log.warning("Checkpoint %s is unreadable; starting the slot over", name)
+        document = sink.read_json(container, name)
+        return None if document is None else Checkpoint.parse(document)
+    except RecordError as why:
+        log.warning("Checkpoint %s is unreadable (%s); starting the slot over", name, why)
         return None
-    return checkpoint
 
 
 def save(container: ContainerClient, checkpoint: Checkpoint) -> None:
-    sink.write_json(container, naming.checkpoint_blob_name(naming.parse_slot(checkpoint.slot)), asdict(checkpoint))
+    sink.write_json(container, naming.checkpoint_blob_name(checkpoint.slot), checkpoint.to_document())
 
 
 def delete(container: ContainerClient, slot: datetime) -> None:
@@ -66,19 +82,17 @@ def delete(container: ContainerClient, slot: datetime) -> None:
             pass
 
 
-def why_unusable(checkpoint: Checkpoint, blob: BlobClient, properties: tuple[str, ...],
+def why_unusable(checkpoint: Checkpoint, blob: BlobClient, slot: datetime, properties: tuple[str, ...],
                  max_age: timedelta, now: datetime) -> str | None:
     """Why the checkpoint cannot be resumed (then the slot restarts clean), or None if it can."""
-    if checkpoint.format != FORMAT:
-        return f"it has format {checkpoint.format!r}"
-    if checkpoint.blob != blob.blob_name:
-        return "it belongs to another blob"
-    if list(properties) != checkpoint.properties:
+    if checkpoint.slot != slot or checkpoint.blob != blob.blob_name:
+        return "it belongs to another slot or blob"
+    if tuple(properties) != checkpoint.properties:
         return "USER_PROPERTIES changed since it was saved"
-    saved = naming.parse_slot(checkpoint.saved)
-    if now - saved > max_age:
+    if not -naming._FUTURE_TOLERANCE <= now - checkpoint.saved <= max_age:
         return f"it is older than CHECKPOINT_MAX_AGE_HOURS ({max_age.total_seconds() / 3600:g} h)"
     staged = sink.staged_blocks(blob)
-    if any(staged.get(i) != size for i, size in zip(checkpoint.block_ids, checkpoint.block_sizes)):
+    progress = checkpoint.progress
+    if any(staged.get(i) != size for i, size in zip(progress.block_ids, progress.block_sizes)):
         return "its staged blocks are gone (committed or discarded meanwhile)"
     return None

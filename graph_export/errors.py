@@ -43,6 +43,12 @@ class StorageError(ExportError):
     exit_code = 5
 
 
+class SlotBusyError(ExportError):
+    """Another run holds the slot's lease: it is exporting the same slot right now."""
+
+    exit_code = 6
+
+
 def first_line(text: str | None, limit: int = 300) -> str:
     """The first line of a service's error text, bounded, for embedding in one of our messages."""
     lines = (text or "").strip().splitlines()

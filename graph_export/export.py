@@ -19,14 +19,13 @@ from azure.identity import DefaultAzureCredential
 from azure.storage.blob import BlobClient, ContainerClient
 
 from . import checkpoint, credentials, graph, naming, pipeline, sink, transport
-from .errors import AuthError
+from .errors import AuthError, ConfigError
+from .lease import SlotLease
+from .records import Manifest, RecordError, iso
 from .settings import Settings
 from .token import GraphTokenProvider, SecretRejectedError
 
 log = logging.getLogger(__name__)
-
-MANIFEST_FORMAT = "graph-users-export/1"
-
 
 @dataclass(frozen=True)
 class ExportSummary:
@@ -136,35 +135,55 @@ def run_export(settings: Settings, slot: datetime | None = None, *, force: bool 
     """Export every user once for ``slot`` (default: now). Raises an ExportError subclass on failure.
 
     A slot that already has a published export is left alone unless ``force``; a slot with a usable
-    checkpoint resumes from it. Storage and sign-in are checked before any user is read, nothing
-    becomes visible until the blob commit, and the manifest and then ``latest.json`` follow it.
+    checkpoint resumes from it. Only one run exports a slot at a time (``lease``). Storage and sign-in
+    are checked before any user is read, nothing becomes visible until the blob commit, and the
+    manifest and then ``latest.json`` follow it.
     """
     started = datetime.now(timezone.utc)
     clock = time.monotonic()
-    slot = naming.normalize_slot(slot or started)
+    try:
+        slot = naming.check_slot(slot or started, started)
+    except ValueError as why:
+        raise ConfigError(f"The slot to export is not usable: {why}.") from None
     clients = warm_clients(settings)
     container = clients.container()
-    if not force:
-        published = sink.read_json(container, naming.manifest_blob_name(slot))
-        if published is not None:
-            log.info("Slot %s was already exported; nothing to do (use --force to export it again)", _iso(slot))
-            return _summary(published, "skipped", container, clock)
-    clients.retry_budget.reset(settings.graph_retries_per_run)
-    clients.get()  # fail on Key Vault or sign-in before staging anything
+    if not force and (published := _published(container, slot)) is not None:
+        return _summary(published, "skipped", container, clock)
+    with SlotLease(container, slot) as lease:
+        if not force and (published := _published(container, slot)) is not None:
+            return _summary(published, "skipped", container, clock)  # another run finished it meanwhile
+        clients.retry_budget.reset(settings.graph_retries_per_run)
+        clients.get()  # fail on Key Vault or sign-in before staging anything
 
-    blob = container.get_blob_client(naming.export_blob_name(slot))
-    resume = None if force else _resumable(container, blob, settings, slot, started)
+        blob = container.get_blob_client(naming.export_blob_name(slot))
+        resume = None if force else _resumable(container, blob, settings, slot, started)
+        try:
+            manifest = _export(settings, clients, container, blob, slot, resume, started, lease)
+        except graph.PageLinkRejected as exc:
+            if resume is None:
+                raise
+            log.warning("Graph no longer accepts the checkpoint's page link (%s); restarting the slot", exc)
+            manifest = _export(settings, clients, container, blob, slot, None, started, lease)
+        checkpoint.delete(container, slot)
+    return _summary(manifest, "succeeded", container, clock)
+
+
+def _published(container: ContainerClient, slot: datetime) -> Manifest | None:
+    """The slot's manifest if the slot was exported; a manifest that does not parse means it was not."""
+    name = naming.manifest_blob_name(slot)
     try:
-        manifest = _export(settings, clients, container, blob, slot, resume, started)
-    except graph.PageLinkRejected as exc:
-        if resume is None:
-            raise
-        log.warning("Graph no longer accepts the checkpoint's page link (%s); restarting the slot", exc)
-        manifest = _export(settings, clients, container, blob, slot, None, started)
-    checkpoint.delete(container, slot)
-    summary = _summary(manifest, "succeeded", container, clock)
-    log.info(summary.line())
-    return summary
+        document = sink.read_json(container, name)
+        if document is None:
+            return None
+        manifest = Manifest.parse(document)
+    except RecordError as why:
+        log.warning("Manifest %s is not valid (%s); exporting the slot again", name, why)
+        return None
+    if manifest.slot != slot or manifest.blob != naming.export_blob_name(slot) or manifest.manifest != name:
+        log.warning("Manifest %s describes another slot or blob; exporting the slot again", name)
+        return None
+    log.info("Slot %s was already exported; nothing to do (use --force to export it again)", iso(slot))
+    return manifest
 
 
 def _resumable(container: ContainerClient, blob: BlobClient, settings: Settings, slot: datetime,
@@ -172,21 +191,26 @@ def _resumable(container: ContainerClient, blob: BlobClient, settings: Settings,
     saved = checkpoint.load(container, slot)
     if saved is None:
         return None
-    why = checkpoint.why_unusable(saved, blob, settings.user_properties,
+    why = checkpoint.why_unusable(saved, blob, slot, settings.user_properties,
                                   timedelta(hours=settings.checkpoint_max_age_h), now)
     if why:
-        log.warning("Not resuming slot %s from its checkpoint: %s; starting over", _iso(slot), why)
+        log.warning("Not resuming slot %s from its checkpoint: %s; starting over", iso(slot), why)
         return None
-    log.info("Resuming slot %s after page %d (%d users already staged)", _iso(slot), saved.pages, saved.users)
+    log.info("Resuming slot %s after page %d (%d users already staged)", iso(slot), saved.pages,
+             saved.progress.users)
     return saved
 
 
 def _export(settings: Settings, clients: WarmClients, container: ContainerClient, blob: BlobClient,
-            slot: datetime, resume: checkpoint.Checkpoint | None, started: datetime) -> dict[str, Any]:
-    """Page through every user into ``blob``, checkpointing as it goes; publish; return the manifest."""
+            slot: datetime, resume: checkpoint.Checkpoint | None, started: datetime, lease: SlotLease) -> Manifest:
+    """Page through every user into ``blob``, checkpointing as it goes; publish; return the manifest.
+
+    Every write others could read (checkpoint, blob commit, manifest, pointer) first makes sure this
+    run still holds the slot's lease.
+    """
     if resume is not None:
-        progress = sink.Progress(resume.users, resume.uncompressed_bytes, resume.block_ids, resume.block_sizes)
-        url, first, started = resume.next_link, resume.pages + 1, naming.parse_slot(resume.started)
+        progress = resume.progress
+        url, first, started = resume.next_link, resume.pages + 1, resume.started
     else:
         progress = None
         url, first = graph.first_page_url(settings.graph_endpoint, settings.user_properties, settings.page_size), 1
@@ -195,57 +219,40 @@ def _export(settings: Settings, clients: WarmClients, container: ContainerClient
     # parsed and encoded here, and compression and block uploads trail behind on their own thread.
     fetched = graph.iter_user_pages(clients.http, url, settings.graph_endpoint, clients, settings.http_timeout_s, first)
     with pipeline.prompt_handoffs(), contextlib.closing(fetched) as pages_ahead, \
-            sink.JsonlGzipBlobWriter(blob, resume_from=progress) as writer:
+            sink.JsonlGzipBlobWriter(blob, resume_from=progress, replaces=sink.etag_of(blob)) as writer:
         for page in pages_ahead:
             writer.write(page.users)
             pages = page.number
             if page.next_link and pages % settings.checkpoint_every_pages == 0:
                 saved = writer.end_segment()
+                lease.ensure()
                 checkpoint.save(container, checkpoint.Checkpoint(
-                    format=checkpoint.FORMAT, slot=_iso(slot), blob=blob.blob_name,
-                    properties=list(settings.user_properties), next_link=page.next_link, pages=pages,
-                    users=saved.users, uncompressed_bytes=saved.uncompressed_bytes,
-                    block_ids=saved.block_ids, block_sizes=saved.block_sizes,
-                    started=_iso(started), saved=_iso(datetime.now(timezone.utc))))
+                    slot=slot, blob=blob.blob_name, properties=settings.user_properties, next_link=page.next_link,
+                    pages=pages, progress=saved, started=started, saved=datetime.now(timezone.utc)))
                 log.debug("checkpoint after page %d: %d users", pages, saved.users)
-        committed = writer.commit(metadata={"slot": _iso(slot)})
+        lease.ensure()
+        committed = writer.commit(metadata={"slot": iso(slot)})
     finished = datetime.now(timezone.utc)
 
-    manifest_name = naming.manifest_blob_name(slot)
-    manifest = {
-        "format": MANIFEST_FORMAT,
-        "container": settings.container,
-        "blob": committed.name,
-        "manifest": manifest_name,
-        "users": committed.users,
-        "pages": pages,
-        "properties": list(settings.user_properties),
-        "bytes": committed.bytes,
-        "uncompressed_bytes": committed.uncompressed_bytes,
-        "sha256": committed.sha256,
-        "slot": _iso(slot),
-        "started": _iso(started),
-        "finished": _iso(finished),
-        "resumed": resume is not None,
-        "tenant_id": settings.tenant_id,
-        "graph_endpoint": settings.graph_endpoint,
-    }
-    sink.write_json(container, manifest_name, manifest)
-    if not sink.point_latest(container, {"slot": _iso(slot), "blob": committed.name, "manifest": manifest_name,
-                                         "users": committed.users, "sha256": committed.sha256,
-                                         "finished": _iso(finished)}):
-        log.warning("%s already points at a later slot than %s; left as it is", naming.LATEST_BLOB, _iso(slot))
+    manifest = Manifest(
+        container=settings.container, blob=committed.name, manifest=naming.manifest_blob_name(slot),
+        users=committed.users, pages=pages, properties=settings.user_properties, bytes=committed.bytes,
+        uncompressed_bytes=committed.uncompressed_bytes, sha256=committed.sha256, slot=slot, started=started,
+        finished=finished, resumed=resume is not None, tenant_id=settings.tenant_id,
+        graph_endpoint=settings.graph_endpoint,
+    )
+    lease.ensure()
+    sink.write_json(container, manifest.manifest, manifest.to_document())
+    lease.ensure()
+    if not sink.point_latest(container, manifest.pointer(), finished):
+        log.warning("%s already points at a later slot than %s; left as it is", naming.LATEST_BLOB, iso(slot))
     return manifest
 
 
-def _summary(manifest: dict[str, Any], status: str, container: ContainerClient, clock: float) -> ExportSummary:
+def _summary(manifest: Manifest, status: str, container: ContainerClient, clock: float) -> ExportSummary:
     return ExportSummary(
-        status=status, users=manifest["users"], pages=manifest["pages"], container=manifest["container"],
-        blob=manifest["blob"], manifest=manifest["manifest"], url=container.get_blob_client(manifest["blob"]).url,
-        bytes=manifest["bytes"], sha256=manifest["sha256"], slot=manifest["slot"], started=manifest["started"],
-        finished=manifest["finished"], duration_s=round(time.monotonic() - clock, 3),
+        status=status, users=manifest.users, pages=manifest.pages, container=manifest.container,
+        blob=manifest.blob, manifest=manifest.manifest, url=container.get_blob_client(manifest.blob).url,
+        bytes=manifest.bytes, sha256=manifest.sha256, slot=iso(manifest.slot), started=iso(manifest.started),
+        finished=iso(manifest.finished), duration_s=round(time.monotonic() - clock, 3),
     )
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")

@@ -63,3 +63,15 @@ def slot_from_schedule_status(status: Mapping[str, Any] | None, now: datetime) -
 def checkpoint_blob_name(slot: datetime) -> str:
     """Progress of an unfinished export, outside ``users/`` so nobody mistakes it for data."""
     return f"state/users-{slot_stamp(slot)}.checkpoint.json"
+
+
+def check_slot(slot: datetime, now: datetime) -> datetime:
+    """The normalized slot if it can be a real schedule occurrence; ValueError (with why) if not.
+
+    A slot from the far future would name exports that sort after every real one and freeze
+    ``latest.json``; one before 2000 is a typo.
+    """
+    slot = normalize_slot(slot)
+    if slot.year < 2000 or slot > normalize_slot(now) + _FUTURE_TOLERANCE:
+        raise ValueError(f"slot {slot.isoformat()} is not between 2000-01-01 and now (+{_FUTURE_TOLERANCE})")
+    return slot

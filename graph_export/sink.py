@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import secrets
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -27,9 +30,13 @@ from azure.core.exceptions import (
 from azure.storage.blob import BlobClient, ContainerClient, ContentSettings, ExponentialRetry
 
 from . import pipeline
-from .errors import StorageError, first_line
+from .errors import SlotBusyError, StorageError, first_line
+from . import naming
 from .naming import LATEST_BLOB
+from .records import LatestPointer, RecordError
 from .settings import StorageTarget
+
+log = logging.getLogger(__name__)
 
 BLOCK_SIZE = 4 * 1024 * 1024
 #: ISA-L's deflate at level 2 compresses sandbox users as well as zlib level 3 (15.7% of the JSON
@@ -39,6 +46,8 @@ _GZIP_WBITS = 16 + isal_zlib.MAX_WBITS  # gzip header and trailer, mtime 0: same
 
 EXPORT_CONTENT = ContentSettings(content_type="application/gzip")
 JSON_CONTENT = ContentSettings(content_type="application/json; charset=utf-8")
+#: Conditional writes of latest.json tried before giving up (each loss means another run published).
+POINTER_ATTEMPTS = 8
 
 
 def open_container(target: StorageTarget, container: str, credential: TokenCredential | None,
@@ -153,8 +162,10 @@ class JsonlGzipBlobWriter:
     so that a later run can resume after it (see ``checkpoint``). Use it as a context manager.
     """
 
-    def __init__(self, blob: BlobClient, block_size: int = BLOCK_SIZE, resume_from: Progress | None = None) -> None:
+    def __init__(self, blob: BlobClient, block_size: int = BLOCK_SIZE, resume_from: Progress | None = None,
+                 replaces: str | None = None) -> None:
         self._blob = blob
+        self._replaces = replaces
         self._block_size = block_size
         self._compressor = _new_member()
         self._pending: list[bytes] = []
@@ -167,6 +178,9 @@ class JsonlGzipBlobWriter:
         self.users = start.users
         # hashlib state cannot be saved in a checkpoint: a resumed export is hashed once, from storage.
         self._sha256 = None if self._resumed else hashlib.sha256()
+        # Blocks staged by this run are named after it, so two runs of one slot (one of which lost its
+        # lease) can never commit each other's blocks; a resumed run lists its checkpoint's blocks by id.
+        self._run_id = secrets.token_hex(6)
         self._worker = pipeline.SerialWorker(depth=4, name="gzip-stage")
 
     def __enter__(self) -> "JsonlGzipBlobWriter":
@@ -196,15 +210,28 @@ class JsonlGzipBlobWriter:
         self._worker.wait()
         name = self._blob.blob_name
         metadata = {**(metadata or {}), "users": str(self.users)}
+        # Only over the blob as it was when this run began: if another run committed meanwhile, this
+        # one must not publish over it (its manifest would then describe the other run's bytes).
+        if self._replaces is None:
+            condition: dict[str, Any] = {"match_condition": MatchConditions.IfMissing}
+        else:
+            condition = {"etag": self._replaces, "match_condition": MatchConditions.IfNotModified}
         with storage_errors(f"committing {name}"):
-            if self._sha256 is not None:
-                sha256 = self._sha256.hexdigest()
-                self._blob.commit_block_list(self._block_ids, content_settings=EXPORT_CONTENT,
-                                             metadata={**metadata, "sha256": sha256})
-            else:  # resumed: the bytes staged before the checkpoint are only readable once committed
-                self._blob.commit_block_list(self._block_ids, content_settings=EXPORT_CONTENT, metadata=metadata)
-                sha256 = _sha256_of_blob(self._blob)
-                self._blob.set_blob_metadata({**metadata, "sha256": sha256})
+            try:
+                if self._sha256 is not None:
+                    sha256 = self._sha256.hexdigest()
+                    self._blob.commit_block_list(self._block_ids, content_settings=EXPORT_CONTENT,
+                                                 metadata={**metadata, "sha256": sha256}, **condition)
+                else:  # resumed: the bytes staged before the checkpoint are only readable once committed
+                    self._blob.commit_block_list(self._block_ids, content_settings=EXPORT_CONTENT,
+                                                 metadata=metadata, **condition)
+                    sha256 = _sha256_of_blob(self._blob)
+                    self._blob.set_blob_metadata({**metadata, "sha256": sha256})
+            except (ResourceModifiedError, ResourceExistsError):
+                raise SlotBusyError(
+                    f"Another run published {name} while this one was exporting it: this run published "
+                    "nothing; the other run's export stands."
+                ) from None
         return CommittedBlob(name=name, users=self.users, bytes=sum(self._block_sizes),
                              uncompressed_bytes=self._uncompressed, sha256=sha256, blocks=len(self._block_ids))
 
@@ -230,7 +257,7 @@ class JsonlGzipBlobWriter:
             return
         block = b"".join(self._pending)
         self._pending, self._pending_size = [], 0
-        block_id = f"{len(self._block_ids):08d}"  # same length for every block, as the service requires
+        block_id = f"{self._run_id}-{len(self._block_ids):08d}"  # one length for every block, as required
         with storage_errors(f"staging block {block_id} of {self._blob.blob_name}"):
             self._blob.stage_block(block_id, block, length=len(block))
         self._block_ids.append(block_id)
@@ -256,6 +283,15 @@ def _sha256_of_blob(blob: BlobClient) -> str:
     return digest.hexdigest()
 
 
+def etag_of(blob: BlobClient) -> str | None:
+    """The blob's current ETag, or None when it does not exist (yet)."""
+    with storage_errors(f"reading the properties of {blob.blob_name}"):
+        try:
+            return blob.get_blob_properties().etag
+        except ResourceNotFoundError:
+            return None
+
+
 def staged_blocks(blob: BlobClient) -> dict[str, int]:
     """Uncommitted block ids of ``blob`` and their sizes (empty if the blob has none)."""
     with storage_errors(f"listing staged blocks of {blob.blob_name}"):
@@ -266,56 +302,72 @@ def staged_blocks(blob: BlobClient) -> dict[str, int]:
     return {b.id: b.size for b in uncommitted}
 
 
-def read_json(container: ContainerClient, name: str) -> dict[str, Any] | None:
-    """A small JSON document, or None if it does not exist."""
+def read_json(container: ContainerClient, name: str) -> Any:
+    """A small JSON document as decoded, or None if it does not exist; RecordError if it is not JSON."""
     with storage_errors(f"reading {name}"):
         try:
             data = container.download_blob(name).readall()
         except ResourceNotFoundError:
             return None
-    return _json_or_empty(data)
+    try:
+        return json.loads(data)
+    except ValueError:
+        raise RecordError(f"{name} is not JSON") from None
 
 
 def write_json(container: ContainerClient, name: str, document: dict[str, Any]) -> None:
     """Write a small JSON document (manifest) in one request, replacing any earlier one."""
-    data = json.dumps(document, indent=2, ensure_ascii=False).encode("utf-8")
     with storage_errors(f"writing {name}"):
-        container.upload_blob(name, data, overwrite=True, content_settings=JSON_CONTENT)
+        container.upload_blob(name, _json_bytes(document), overwrite=True, content_settings=JSON_CONTENT)
 
 
-def point_latest(container: ContainerClient, pointer: dict[str, Any]) -> bool:
-    """Make ``users/latest.json`` point at this export unless it already points at a newer slot.
+def point_latest(container: ContainerClient, pointer: LatestPointer, now: datetime) -> bool:
+    """Make ``users/latest.json`` point at this export unless it already points at a newer one.
 
-    The write is conditional on the ETag read, so two writers cannot interleave a stale pointer.
-    Returns False when a newer export is already the latest (e.g. a late retry of an old slot).
+    Each write is conditional on the ETag just read, so two publishers never interleave a stale
+    pointer; losing that race means reading again, not failing a run that did publish. A pointer
+    that is not valid (unparsable, a slot from the future, naming a blob that does not exist) is
+    replaced, with a warning. Returns False when a newer export is already the latest.
     """
     blob = container.get_blob_client(LATEST_BLOB)
-    data = json.dumps(pointer, indent=2, ensure_ascii=False).encode("utf-8")
-    with storage_errors(f"updating {LATEST_BLOB}"):
-        try:
-            current = blob.download_blob()
-        except ResourceNotFoundError:
-            current = None
-        if current is not None and _json_or_empty(current.readall()).get("slot", "") > pointer["slot"]:
-            return False
-        if current is None:
-            condition = {"match_condition": MatchConditions.IfMissing}
-        else:
-            condition = {"etag": current.properties.etag, "match_condition": MatchConditions.IfNotModified}
-        try:
-            blob.upload_blob(data, overwrite=True, content_settings=JSON_CONTENT, **condition)
-        except (ResourceModifiedError, ResourceExistsError):
-            raise StorageError(
-                f"{LATEST_BLOB} changed while this export was publishing it: another run is active; "
-                "the export and its manifest are complete, run again to update the pointer."
-            ) from None
-    return True
+    data = _json_bytes(pointer.to_document())
+    for _ in range(POINTER_ATTEMPTS):
+        with storage_errors(f"updating {LATEST_BLOB}"):
+            try:
+                current = blob.download_blob()
+            except ResourceNotFoundError:
+                current = None
+            if current is None:
+                condition = {"match_condition": MatchConditions.IfMissing}
+            else:
+                standing = _standing_pointer(container, current.readall(), now)
+                if standing is not None and standing.slot > pointer.slot:
+                    return False
+                condition = {"etag": current.properties.etag, "match_condition": MatchConditions.IfNotModified}
+            try:
+                blob.upload_blob(data, overwrite=True, content_settings=JSON_CONTENT, **condition)
+                return True
+            except (ResourceModifiedError, ResourceExistsError):
+                continue  # another run published meanwhile: look at what it wrote
+    raise StorageError(
+        f"{LATEST_BLOB} kept changing while this export tried to update it ({POINTER_ATTEMPTS} attempts): the "
+        "export and its manifest are complete; run again with --force to point at it."
+    )
 
 
-def _json_or_empty(data: bytes) -> dict[str, Any]:
-    """An unreadable pointer is treated as absent: it is replaced, not trusted."""
+def _standing_pointer(container: ContainerClient, data: bytes, now: datetime) -> LatestPointer | None:
+    """The current pointer if it is one to respect; None (logged) if it must be replaced."""
     try:
-        document = json.loads(data)
-    except ValueError:
-        return {}
-    return document if isinstance(document, dict) else {}
+        standing = LatestPointer.parse(json.loads(data))
+        naming.check_slot(standing.slot, now)
+    except ValueError as why:  # RecordError, undecodable JSON, or a slot out of bounds
+        log.warning("%s is not a valid pointer (%s); replacing it", LATEST_BLOB, why)
+        return None
+    if not container.get_blob_client(standing.blob).exists():
+        log.warning("%s names %s, which does not exist; replacing it", LATEST_BLOB, standing.blob)
+        return None
+    return standing
+
+
+def _json_bytes(document: dict[str, Any]) -> bytes:
+    return json.dumps(document, indent=2, ensure_ascii=False).encode("utf-8")

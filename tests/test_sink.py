@@ -5,13 +5,16 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import threading
 import uuid
+from datetime import datetime, timezone
 
 import pytest
 from azure.storage.blob import ContainerClient
 
-from graph_export.errors import StorageError
+from graph_export.errors import SlotBusyError, StorageError
 from graph_export.naming import LATEST_BLOB
+from graph_export.records import LatestPointer
 from graph_export.settings import StorageTarget
 from graph_export.sink import JsonlGzipBlobWriter, open_container, point_latest, write_json
 
@@ -61,6 +64,24 @@ def test_same_input_gives_the_same_bytes(container):
     assert len(digests) == 1
 
 
+def test_two_runs_staging_one_blob_never_mix_their_blocks(container):
+    blob = container.get_blob_client("users/same-slot.jsonl.gz")
+    first_users, second_users = USERS[:1500], [{"id": f"other-{i}"} for i in range(1500)]
+    with JsonlGzipBlobWriter(blob, block_size=1024) as first, JsonlGzipBlobWriter(blob, block_size=1024) as second:
+        for start in range(0, 1500, 500):  # interleaved, as two runs of one slot would stage
+            first.write(first_users[start:start + 500])
+            second.write(second_users[start:start + 500])
+            first.end_segment()
+            second.end_segment()
+        committed = first.commit()
+        data = blob.download_blob().readall()
+        assert [json.loads(line) for line in gzip.decompress(data).splitlines()] == first_users
+        assert committed.sha256 == hashlib.sha256(data).hexdigest()
+        with pytest.raises(SlotBusyError, match="Another run published"):  # never over the first run's export
+            second.commit()
+    assert blob.download_blob().readall() == data
+
+
 def test_an_empty_tenant_is_a_valid_empty_export(container):
     with JsonlGzipBlobWriter(container.get_blob_client("empty.jsonl.gz")) as writer:
         committed = writer.commit()
@@ -68,17 +89,60 @@ def test_an_empty_tenant_is_a_valid_empty_export(container):
     assert gzip.decompress(container.download_blob("empty.jsonl.gz").readall()) == b""
 
 
+def pointer(day: int, blob: str, year: int = 2026) -> LatestPointer:
+    slot = datetime(year, 3, day, 2, tzinfo=timezone.utc)
+    return LatestPointer(slot=slot, blob=blob, manifest=blob + ".manifest.json", users=1, sha256="0" * 64,
+                         finished=slot)
+
+
+def latest(container) -> dict:
+    return json.loads(container.download_blob(LATEST_BLOB).readall())
+
+
+NOW = datetime(2026, 3, 20, tzinfo=timezone.utc)
+
+
 def test_latest_moves_forward_only(container):
-    assert point_latest(container, {"slot": "2026-03-07T02:00:00Z", "blob": "b1"})
-    assert point_latest(container, {"slot": "2026-03-08T02:00:00Z", "blob": "b2"})
-    assert not point_latest(container, {"slot": "2026-03-07T02:00:00Z", "blob": "b1"})
-    assert json.loads(container.download_blob(LATEST_BLOB).readall())["blob"] == "b2"
+    for name in ("b1", "b2"):
+        container.upload_blob(name, b"x")
+    assert point_latest(container, pointer(7, "b1"), NOW)
+    assert point_latest(container, pointer(8, "b2"), NOW)
+    assert not point_latest(container, pointer(7, "b1"), NOW)
+    assert latest(container)["blob"] == "b2"
 
 
-def test_an_unreadable_pointer_is_replaced(container):
-    container.upload_blob(LATEST_BLOB, b"not json")
-    assert point_latest(container, {"slot": "2026-03-07T02:00:00Z", "blob": "b1"})
-    assert json.loads(container.download_blob(LATEST_BLOB).readall())["blob"] == "b1"
+@pytest.mark.parametrize("standing", [
+    b"not json", b"null", b"[]", b'{"slot": 5}', b'{"slot": "zzz"}',
+    json.dumps(pointer(31, "b9", year=9999).to_document()).encode(),   # a slot from the far future
+    json.dumps(pointer(9, "never-written").to_document()).encode(),     # newer, but its blob does not exist
+])
+def test_a_pointer_that_is_not_valid_is_replaced_with_a_warning(container, standing, caplog):
+    container.upload_blob("b1", b"x")
+    container.upload_blob(LATEST_BLOB, standing)
+    assert point_latest(container, pointer(7, "b1"), NOW)
+    assert latest(container)["blob"] == "b1"
+    assert LATEST_BLOB in caplog.text and "replacing it" in caplog.text
+
+
+def test_concurrent_publishers_all_succeed_and_the_newest_wins(container):
+    days = list(range(1, 17))
+    for day in days:
+        container.upload_blob(f"b{day}", b"x")
+    outcomes: list[object] = []
+
+    def publish(day: int) -> None:
+        try:
+            outcomes.append(point_latest(container, pointer(day, f"b{day}"), NOW))
+        except Exception as error:  # noqa: BLE001 - the assertion below names it
+            outcomes.append(error)
+
+    threads = [threading.Thread(target=publish, args=(day,)) for day in days]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(isinstance(o, bool) for o in outcomes), outcomes  # no run that published fails
+    assert latest(container)["blob"] == "b16"
 
 
 def test_write_json_replaces_the_document(container):

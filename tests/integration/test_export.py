@@ -10,9 +10,10 @@ import pytest
 
 from graph_export.export import warm_clients
 from graph_export import AuthError, ConfigError, GraphError, StorageError, load_settings, run_export
-from graph_export.naming import LATEST_BLOB, export_blob_name, manifest_blob_name
+from graph_export.naming import LATEST_BLOB, checkpoint_blob_name, export_blob_name, manifest_blob_name
 
 from .helpers import blob_names, read_bytes, read_export, read_json
+from .helpers import container as helpers_container
 
 SLOT = datetime(2026, 3, 7, 2, 0, tzinfo=timezone.utc)
 
@@ -175,6 +176,50 @@ def test_neither_secret_nor_token_ever_reaches_the_logs(export_env, sandbox, cap
     with pytest.raises(AuthError) as info:
         run_export(load_settings(), datetime(2026, 3, 8, 2, tzinfo=timezone.utc))
     text = caplog.text + str(info.value)
-    assert "Export succeeded" in caplog.text  # the logs were captured at all
+    assert len(caplog.records) > 10  # the logs were captured at all
     assert sandbox.client_secret not in text
     assert "eyJ" not in text  # no JWT (access token) in any form
+
+
+def existing_container(env: dict):
+    client = helpers_container(env)
+    if not client.exists():
+        client.create_container()
+    return client
+
+
+@pytest.mark.parametrize("pointer", [b"null", b'{"slot": 5}', b'{"slot": "zzz"}', b"not json",
+                                     b'{"slot": "9999-12-31T23:59:59Z", "blob": "users/x", "manifest": "m", '
+                                     b'"users": 1, "sha256": "' + b"0" * 64 + b'", "finished": "9999-12-31T23:59:59Z"}'])
+def test_a_pointer_that_is_not_valid_is_repaired_by_the_next_run(export_env, pointer, caplog):
+    existing_container(export_env).upload_blob(LATEST_BLOB, pointer)
+    summary = run_export(load_settings(), SLOT)
+    latest = read_json(export_env, LATEST_BLOB)
+    assert latest["blob"] == summary.blob and latest["sha256"] == summary.sha256
+    assert "is not a valid pointer" in caplog.text
+
+
+@pytest.mark.parametrize("manifest", [b"{}", b"[]", b"not json", b'{"format": "graph-users-export/1", "users": "many"}'])
+def test_a_corrupt_manifest_means_the_slot_was_not_exported(export_env, sandbox, manifest, caplog):
+    run_export(load_settings(), SLOT)
+    helpers_container(export_env).upload_blob(manifest_blob_name(SLOT), manifest, overwrite=True)
+    summary = run_export(load_settings(), SLOT)
+    assert summary.status == "succeeded" and summary.users == sandbox.users
+    assert read_json(export_env, manifest_blob_name(SLOT))["sha256"] == read_export(export_env, summary.blob)[1]
+    assert "exporting the slot again" in caplog.text
+
+
+@pytest.mark.parametrize("checkpoint", [b"[]", b"not json", b'{"format": "graph-users-export-checkpoint/2"}',
+                                        b'{"format": "graph-users-export-checkpoint/1", "pages": 3}'])
+def test_a_corrupt_checkpoint_is_discarded_and_the_slot_restarts_clean(export_env, sandbox, checkpoint, caplog):
+    existing_container(export_env).upload_blob(checkpoint_blob_name(SLOT), checkpoint)
+    summary = run_export(load_settings(), SLOT)
+    users, sha = read_export(export_env, summary.blob)
+    assert users == list(sandbox.expected_users(load_settings().user_properties)) and sha == summary.sha256
+    assert "unreadable" in caplog.text and checkpoint_blob_name(SLOT) not in blob_names(export_env)
+
+
+def test_a_slot_far_in_the_future_is_refused_before_anything_is_written(export_env):
+    with pytest.raises(ConfigError, match="slot"):
+        run_export(load_settings(), datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc))
+    assert blob_names(export_env) == []

@@ -47,7 +47,9 @@ def test_a_past_due_invocation_exports_its_scheduled_slot(export_env, caplog):
     blob = "users/2026/03/07/users-20260307T020000Z.jsonl.gz"
     assert blob in blob_names(export_env)
     assert read_json(export_env, LATEST_BLOB)["users"] == 2_500
-    assert "past due" in caplog.text and "Export succeeded: 2500 users" in caplog.text
+    assert "past due" in caplog.text
+    summaries = [r for r in caplog.records if "Export succeeded" in r.getMessage()]
+    assert len(summaries) == 1 and "2500 users" in summaries[0].getMessage()  # one summary line per run
 
 
 def test_a_failed_invocation_logs_one_actionable_line_and_fails(export_env, sandbox, caplog, monkeypatch):
@@ -61,3 +63,18 @@ def test_a_failed_invocation_logs_one_actionable_line_and_fails(export_env, sand
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and "no-such-secret" in errors[0].getMessage()
     assert "\n" not in errors[0].getMessage()
+
+
+def test_a_failure_no_error_class_maps_still_logs_one_line_before_failing(export_env, caplog, monkeypatch):
+    def broken_settings():  # stands in for any bug below the door
+        raise KeyError("surprise")
+
+    monkeypatch.setattr(function_app, "load_settings", broken_settings)
+    try:
+        the_function().get_user_function()(TimerRequest())
+    except KeyError:
+        pass
+    else:
+        raise AssertionError("the invocation did not fail")
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and errors[0].startswith("Export failed: unexpected KeyError")

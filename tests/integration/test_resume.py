@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import signal
-import subprocess
-import sys
-import time
 from datetime import datetime, timezone
 
 import pytest
 
 from graph_export import GraphError, load_settings, run_export
 from graph_export.export import warm_clients
-from graph_export.naming import LATEST_BLOB, checkpoint_blob_name, export_blob_name
+from graph_export.naming import checkpoint_blob_name, export_blob_name
 
-from .helpers import REPO, blob_names, read_export, read_json
+from .helpers import blob_names, read_export, read_json
 
 SANDBOX_USERS = USERS = 20_000  # 21 pages of 999
 SLOT = datetime(2026, 3, 7, 2, tzinfo=timezone.utc)
@@ -109,38 +103,4 @@ def test_force_ignores_the_checkpoint(export_env, sandbox):
     assert read_json(export_env, summary.manifest)["resumed"] is False
 
 
-def test_sigkill_mid_run_then_the_same_slot_resumes(export_env, sandbox):
-    """The CLI killed while waiting on a slow page; the next run of the slot finishes the job."""
-    sandbox.faults.add("graph", page=13, delay_s=30, count=1)
-    cli = [sys.executable, "-m", "graph_export", "run", "--slot", "2026-03-07T02:00:00Z"]
-    victim = subprocess.Popen(cli, cwd=REPO, env=dict(os.environ), stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 60
-        while 12 not in graph_pages(sandbox):  # page 13 is now being (slowly) served
-            assert victim.poll() is None, victim.communicate()
-            assert time.monotonic() < deadline, "the export never reached the slow page"
-            time.sleep(0.05)
-        time.sleep(0.3)
-        victim.send_signal(signal.SIGKILL)
-        victim.wait(timeout=10)
-    finally:
-        if victim.poll() is None:
-            victim.kill()
-        victim.communicate()
-    assert victim.returncode == -signal.SIGKILL
-    assert read_json(export_env, checkpoint_blob_name(SLOT))["pages"] == 12
-    assert export_blob_name(SLOT) not in blob_names(export_env) and LATEST_BLOB not in blob_names(export_env)
-
-    sandbox.faults.clear()
-    sandbox.requests.clear()
-    again = subprocess.run(cli, cwd=REPO, env=dict(os.environ), capture_output=True, text=True, timeout=120)
-    assert again.returncode == 0, again.stderr
-    summary = json.loads(again.stdout)
-    assert summary["users"] == USERS and graph_pages(sandbox)[0] == 12
-    manifest = read_json(export_env, summary["manifest"])
-    assert manifest["users"] == USERS and manifest["resumed"] is True
-    users, sha = read_export(export_env, summary["blob"])
-    assert users == list(sandbox.expected_users(load_settings().user_properties))
-    assert sha == manifest["sha256"] == run_export(load_settings(), CLEAN).sha256
-    assert read_json(export_env, LATEST_BLOB)["blob"] == summary["blob"]
+# A run killed with SIGKILL and resumed by the next run of its slot: test_concurrency.py.

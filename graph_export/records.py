@@ -1,0 +1,153 @@
+"""The small JSON records published beside each export, and the one strict parser for each.
+
+Records are written by this project but read back from a container that people and other tools can
+also write to, so every field is checked for type and shape on the way in. Anything a parser does
+not understand is a :class:`RecordError`; callers decide what that means (a bad manifest: the slot
+is not exported; a bad pointer: replace it). Datetimes live inside the records; strings only at the
+blob boundary.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+MANIFEST_FORMAT = "graph-users-export/1"
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class RecordError(ValueError):
+    """A stored record is not one this version wrote: wrong type, missing or malformed field."""
+
+
+def iso(moment: datetime) -> str:
+    """A UTC time as the records spell it: seconds precision, ``Z``."""
+    return moment.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+class Fields:
+    """Typed access to a decoded JSON object's fields; every miss is a :class:`RecordError`."""
+
+    def __init__(self, document: Any, what: str) -> None:
+        if not isinstance(document, dict):
+            raise RecordError(f"{what} is not a JSON object")
+        self._document = document
+        self._what = what
+
+    def _get(self, name: str, ok: Callable[[Any], bool], expected: str) -> Any:
+        value = self._document.get(name)
+        if not ok(value):
+            raise RecordError(f"{self._what} field '{name}' is missing or not {expected}")
+        return value
+
+    def text(self, name: str, pattern: re.Pattern[str] | None = None) -> str:
+        return self._get(name, lambda v: isinstance(v, str) and bool(v) and (pattern is None or pattern.match(v)),
+                         "the expected text")
+
+    def count(self, name: str) -> int:
+        return self._get(name, lambda v: type(v) is int and v >= 0, "a whole number")
+
+    def flag(self, name: str) -> bool:
+        return self._get(name, lambda v: type(v) is bool, "true or false")
+
+    def texts(self, name: str) -> tuple[str, ...]:
+        return tuple(self._get(name, lambda v: isinstance(v, list) and all(isinstance(x, str) and x for x in v),
+                               "a list of text"))
+
+    def counts(self, name: str) -> tuple[int, ...]:
+        return tuple(self._get(name, lambda v: isinstance(v, list) and all(type(x) is int and x >= 0 for x in v),
+                               "a list of whole numbers"))
+
+    def time(self, name: str) -> datetime:
+        text = self.text(name)
+        try:
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise RecordError(f"{self._what} field '{name}' is not an ISO 8601 time") from None
+        if moment.tzinfo is None:
+            raise RecordError(f"{self._what} field '{name}' has no time zone")
+        return moment.astimezone(timezone.utc)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What one export published: written once per slot, after the blob, before ``latest.json``."""
+
+    container: str
+    blob: str
+    manifest: str
+    users: int
+    pages: int
+    properties: tuple[str, ...]
+    bytes: int
+    uncompressed_bytes: int
+    sha256: str
+    slot: datetime
+    started: datetime
+    finished: datetime
+    resumed: bool
+    tenant_id: str
+    graph_endpoint: str
+
+    def to_document(self) -> dict[str, Any]:
+        return {
+            "format": MANIFEST_FORMAT,
+            "container": self.container,
+            "blob": self.blob,
+            "manifest": self.manifest,
+            "users": self.users,
+            "pages": self.pages,
+            "properties": list(self.properties),
+            "bytes": self.bytes,
+            "uncompressed_bytes": self.uncompressed_bytes,
+            "sha256": self.sha256,
+            "slot": iso(self.slot),
+            "started": iso(self.started),
+            "finished": iso(self.finished),
+            "resumed": self.resumed,
+            "tenant_id": self.tenant_id,
+            "graph_endpoint": self.graph_endpoint,
+        }
+
+    @classmethod
+    def parse(cls, document: Any) -> "Manifest":
+        f = Fields(document, "manifest")
+        if document.get("format") != MANIFEST_FORMAT:
+            raise RecordError(f"manifest format is {document.get('format')!r}, not {MANIFEST_FORMAT!r}")
+        return cls(
+            container=f.text("container"), blob=f.text("blob"), manifest=f.text("manifest"),
+            users=f.count("users"), pages=f.count("pages"), properties=f.texts("properties"),
+            bytes=f.count("bytes"), uncompressed_bytes=f.count("uncompressed_bytes"),
+            sha256=f.text("sha256", _SHA256), slot=f.time("slot"), started=f.time("started"),
+            finished=f.time("finished"), resumed=f.flag("resumed"), tenant_id=f.text("tenant_id"),
+            graph_endpoint=f.text("graph_endpoint"),
+        )
+
+    def pointer(self) -> "LatestPointer":
+        return LatestPointer(slot=self.slot, blob=self.blob, manifest=self.manifest, users=self.users,
+                             sha256=self.sha256, finished=self.finished)
+
+
+@dataclass(frozen=True)
+class LatestPointer:
+    """``users/latest.json``: the newest export, which consumers read first."""
+
+    slot: datetime
+    blob: str
+    manifest: str
+    users: int
+    sha256: str
+    finished: datetime
+
+    def to_document(self) -> dict[str, Any]:
+        return {"slot": iso(self.slot), "blob": self.blob, "manifest": self.manifest, "users": self.users,
+                "sha256": self.sha256, "finished": iso(self.finished)}
+
+    @classmethod
+    def parse(cls, document: Any) -> "LatestPointer":
+        f = Fields(document, "latest.json")
+        return cls(slot=f.time("slot"), blob=f.text("blob"), manifest=f.text("manifest"), users=f.count("users"),
+                   sha256=f.text("sha256", _SHA256), finished=f.time("finished"))

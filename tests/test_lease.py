@@ -1,0 +1,54 @@
+"""One run per slot: the lease on a slot's lock blob, against Azurite."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+
+import pytest
+from azure.storage.blob import BlobLeaseClient, ContainerClient
+
+from graph_export import lease
+from graph_export.errors import SlotBusyError
+from graph_export.lease import SlotLease, lock_blob_name
+from graph_export.settings import StorageTarget
+from graph_export.sink import open_container
+
+SLOT = datetime(2026, 3, 7, 2, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def container(azurite) -> ContainerClient:
+    target = StorageTarget(connection_string=azurite.connection_string, source="EXPORT_STORAGE")
+    return open_container(target, f"lease-{uuid.uuid4().hex[:10]}", None, 0.01)
+
+
+def test_a_second_run_of_the_slot_is_refused_while_the_first_holds_it(container):
+    with SlotLease(container, SLOT) as first:
+        with pytest.raises(SlotBusyError, match="Another run is exporting slot 2026-03-07T02:00:00Z"):
+            SlotLease(container, SLOT).__enter__()
+        first.ensure()  # still ours
+        with SlotLease(container, datetime(2026, 3, 8, 2, tzinfo=timezone.utc)):
+            pass  # another slot is independent
+    with SlotLease(container, SLOT):  # released on exit: the next run gets in at once
+        pass
+
+
+def test_a_lease_taken_over_stops_every_later_write(container, monkeypatch):
+    monkeypatch.setattr(lease, "SAFE_MARGIN_S", lease.LEASE_S)  # ensure() always asks the service
+    with SlotLease(container, SLOT) as stalled:
+        # As if this run stalled past its lease and another run took the slot over.
+        BlobLeaseClient(container.get_blob_client(lock_blob_name(SLOT))).break_lease(lease_break_period=0)
+        BlobLeaseClient(container.get_blob_client(lock_blob_name(SLOT))).acquire(lease_duration=15)
+        with pytest.raises(SlotBusyError, match="lost slot .* published nothing"):
+            stalled.ensure()
+        with pytest.raises(SlotBusyError):
+            stalled.ensure()  # and stays lost
+
+
+def test_a_run_that_failed_still_lets_the_next_one_in(container):
+    with pytest.raises(RuntimeError):
+        with SlotLease(container, SLOT):
+            raise RuntimeError("the export failed")
+    with SlotLease(container, SLOT):
+        pass

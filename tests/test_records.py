@@ -1,0 +1,65 @@
+"""Every record the project writes reads back through one strict parser that rejects what it does not know."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from graph_export.checkpoint import Checkpoint
+from graph_export.records import LatestPointer, Manifest, RecordError
+from graph_export.sink import Progress
+
+SLOT = datetime(2026, 3, 7, 2, tzinfo=timezone.utc)
+SHA = "ab" * 32
+
+MANIFEST = Manifest(
+    container="graph-exports", blob="users/2026/03/07/users-20260307T020000Z.jsonl.gz",
+    manifest="users/2026/03/07/users-20260307T020000Z.manifest.json", users=3, pages=1,
+    properties=("id", "mail"), bytes=10, uncompressed_bytes=30, sha256=SHA, slot=SLOT,
+    started=SLOT, finished=SLOT, resumed=False, tenant_id="contoso.onmicrosoft.com",
+    graph_endpoint="https://graph.microsoft.com")
+
+CHECKPOINT = Checkpoint(
+    slot=SLOT, blob=MANIFEST.blob, properties=("id", "mail"), next_link="https://graph.microsoft.com/v1.0/users?x",
+    pages=4, progress=Progress(3996, 12345, ["a-00000000", "a-00000001"], [10, 20]), started=SLOT, saved=SLOT)
+
+
+def test_a_manifest_reads_back_as_written():
+    document = MANIFEST.to_document()
+    assert list(document) == ["format", "container", "blob", "manifest", "users", "pages", "properties", "bytes",
+                              "uncompressed_bytes", "sha256", "slot", "started", "finished", "resumed",
+                              "tenant_id", "graph_endpoint"]
+    assert document["slot"] == "2026-03-07T02:00:00Z"
+    assert Manifest.parse(document) == MANIFEST
+
+
+def test_the_pointer_and_checkpoint_read_back_as_written():
+    pointer = MANIFEST.pointer()
+    assert LatestPointer.parse(pointer.to_document()) == pointer
+    assert Checkpoint.parse(CHECKPOINT.to_document()) == CHECKPOINT
+
+
+@pytest.mark.parametrize("change", [
+    {"users": "3"}, {"users": -1}, {"users": True}, {"users": None}, {"slot": "zzz"}, {"slot": 5},
+    {"slot": "2026-03-07T02:00:00"}, {"sha256": "nothex"}, {"properties": ["id", 5]}, {"resumed": "no"},
+    {"format": "graph-users-export/9"}, {"blob": ""},
+])
+def test_a_manifest_with_any_malformed_field_is_rejected(change):
+    with pytest.raises(RecordError):
+        Manifest.parse({**MANIFEST.to_document(), **change})
+
+
+@pytest.mark.parametrize("document", [None, 5, "text", [], {}, {"slot": "zzz"}, {"slot": 5}])
+def test_anything_but_a_whole_pointer_is_rejected(document):
+    with pytest.raises(RecordError):
+        LatestPointer.parse(document)
+
+
+@pytest.mark.parametrize("change", [
+    {"pages": "4"}, {"block_ids": ["a-00000000"]}, {"block_sizes": [10, "20"]}, {"next_link": None},
+    {"saved": "yesterday"}, {"format": "graph-users-export-checkpoint/1"},
+])
+def test_a_malformed_checkpoint_is_rejected(change):
+    with pytest.raises(RecordError):
+        Checkpoint.parse({**CHECKPOINT.to_document(), **change})
