@@ -103,7 +103,8 @@ class SlotLease:
                 try:
                     self._lease.renew()
                 except HttpResponseError as error:
-                    if error.status_code in (409, 412) and getattr(error, "error_code", None) in _LOST_CODES:
+                    lock_gone = error.status_code == 404  # the run that took over finished and removed it
+                    if lock_gone or getattr(error, "error_code", None) in _LOST_CODES:
                         self._lost = True
                         raise self._busy(taken_over=True) from None
                     raise

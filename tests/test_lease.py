@@ -52,3 +52,13 @@ def test_a_run_that_failed_still_lets_the_next_one_in(container):
             raise RuntimeError("the export failed")
     with SlotLease(container, SLOT):
         pass
+
+
+def test_a_lock_removed_by_the_run_that_took_over_counts_as_lost(container, monkeypatch):
+    monkeypatch.setattr(lease, "SAFE_MARGIN_S", lease.LEASE_S)
+    with SlotLease(container, SLOT) as stalled:
+        lock = container.get_blob_client(lock_blob_name(SLOT))
+        BlobLeaseClient(lock).break_lease(lease_break_period=0)
+        lock.delete_blob()  # what the other run does when it finishes
+        with pytest.raises(SlotBusyError, match="lost slot"):
+            stalled.ensure()
