@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
@@ -57,11 +58,16 @@ def apply_settings_file(path: Path) -> None:
     os.environ.update({str(k): str(v) for k, v in values.items() if v is not None})
 
 
-def _parse_slot(text: str):
+def _parse_slot(text: str) -> datetime:
+    """``--slot`` as a bounded UTC slot, or ConfigError (exit 2) before anything is contacted.
+
+    Bounded here, not only in ``run_export``, so the one line names ``--slot``: a slot years ahead
+    would otherwise name an export that sorts after every real one.
+    """
     try:
-        return naming.parse_slot(text)
-    except ValueError:
-        raise ConfigError(f"--slot '{text}' is not an ISO 8601 time such as 2026-01-31T02:00:00Z.") from None
+        return naming.check_slot(naming.parse_slot(text), datetime.now(timezone.utc))
+    except ValueError as why:  # unparseable, no UTC form (overflow), or out of bounds
+        raise ConfigError(f"--slot {why}.") from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -73,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--settings", type=Path, metavar="FILE",
                      help="read settings from a local.settings.json 'Values' object (overrides the environment)")
     run.add_argument("--slot", metavar="TIME",
-                     help="schedule slot to export as (ISO 8601, UTC); default: now")
+                     help="schedule slot to export as (ISO 8601, UTC; from 2000 to 5 minutes past now); default: now")
     run.add_argument("--force", action="store_true",
                      help="export the slot again even if it was already exported, ignoring any checkpoint")
     run.add_argument("--debug", action="store_true", help="verbose logs and tracebacks on failure")
@@ -81,6 +87,16 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _configure_logging(debug: bool) -> None:
+    """Our own ``graph_export`` log at INFO (DEBUG with --debug); the libraries' warnings only with --debug.
+
+    What urllib3 (its "Retrying …" warnings), the Azure SDK and MSAL log about a failure reaches the
+    user as our one error line, so without --debug they show errors only, and MSAL nothing below
+    CRITICAL: it logs a sign-in answer that is not JSON, body and traceback, at ERROR.
+    With --debug they inherit DEBUG like everything else.
+    """
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log.setLevel(logging.DEBUG if debug else logging.INFO)
+    for library, quiet in (("urllib3", logging.ERROR), ("requests", logging.ERROR), ("azure", logging.ERROR),
+                           ("msal", logging.CRITICAL)):
+        logging.getLogger(library).setLevel(logging.NOTSET if debug else quiet)

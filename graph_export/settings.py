@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from typing import Mapping
-from urllib.parse import urlsplit
+from typing import Mapping, NamedTuple
+from urllib.parse import SplitResult, urlsplit
 
 from .errors import ConfigError
 
@@ -57,8 +57,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("EXPORT_STORAGE", False, None, "Storage connection string (`UseDevelopmentStorage=true` for Azurite). Set this or the next one; if neither, `AzureWebJobsStorage` / `AzureWebJobsStorage__blobServiceUri` is used."),
     Setting("EXPORT_STORAGE__blobServiceUri", False, None, "Blob service URI for identity-based access (DefaultAzureCredential), the Functions convention."),
     Setting("EXPORT_CONTAINER", False, "graph-exports", "Blob container for exports; created if missing."),
-    Setting("EXPORT_SCHEDULE", False, "0 0 2 * * *", "NCRONTAB schedule (6 fields, UTC) read by the timer trigger binding."),
-    Setting("USER_PROPERTIES", False, ",".join(DEFAULT_USER_PROPERTIES), "Comma-separated Graph user properties to `$select`; `id` is always included."),
+    Setting("EXPORT_SCHEDULE", False, "0 0 2 * * *", "NCRONTAB schedule (6 fields, seconds first, UTC) read by the timer trigger binding; checked as the host reads it, and one that never fires is refused."),
+    Setting("USER_PROPERTIES", False, ",".join(DEFAULT_USER_PROPERTIES), "Comma-separated Graph user properties to `$select` (at least one; names differing only in case are one property); `id` is always included, first."),
     Setting("RETRY_BACKOFF_BASE_SECONDS", False, "1", "Base of the exponential backoff between retries of Graph, Key Vault and Blob requests (a `Retry-After` from Graph always wins)."),
     Setting("GRAPH_MAX_RETRIES_PER_PAGE", False, "8", "Retries of one Graph page (throttling, 5xx, resets, timeouts) before the run fails."),
     Setting("GRAPH_MAX_RETRIES_PER_RUN", False, "200", "Retries of all Graph requests in one run before it fails."),
@@ -78,8 +78,35 @@ _DOMAIN = re.compile(r"^(?=.{4,253}$)([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])
 _SECRET_NAME = re.compile(r"^[0-9a-zA-Z-]{1,127}$")
 _CONTAINER = re.compile(r"^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$")
 _PROPERTY = re.compile(r"^[A-Za-z][A-Za-z0-9]*$")
-_NCRONTAB_FIELD = re.compile(r"^[0-9A-Za-z*/,\-]+$")
 _MULTI_TENANT_ALIASES = {"common", "organizations", "consumers"}
+
+
+class _CronField(NamedTuple):
+    """One NCRONTAB field as NCrontab (which the Functions host uses) reads it."""
+
+    name: str
+    low: int
+    high: int
+    names: tuple[str, ...] = ()  # value names, lowercase, for low, low + 1, ...
+    hint: str = ""
+
+
+# The host's order: six fields, seconds first (NCrontab's IncludingSeconds). NCrontab takes day of
+# week 0-6 only, so 7 (Sunday in some crons) is an error there and here.
+_CRON_FIELDS = (
+    _CronField("second", 0, 59),
+    _CronField("minute", 0, 59),
+    _CronField("hour", 0, 23),
+    _CronField("day", 1, 31),
+    _CronField("month", 1, 12, ("january", "february", "march", "april", "may", "june", "july",
+                                "august", "september", "october", "november", "december")),
+    _CronField("day-of-week", 0, 6, ("sunday", "monday", "tuesday", "wednesday", "thursday", "friday",
+                                     "saturday"), " (Sunday is 0)"),
+)
+# An item of a comma list: *, N or N-M (numbers or names), with an optional /step.
+_CRON_ITEM = re.compile(r"^(?:(\*)|([0-9]+|[A-Za-z]+)(?:-([0-9]+|[A-Za-z]+))?)(?:/([0-9]+))?$")
+_DAYS_IN_MONTH = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)  # 29 February does come round
+_SCHEDULE_FORM = "expected 6-field NCRONTAB 'second minute hour day month day-of-week' (UTC), e.g. '0 0 2 * * *'"
 
 
 @dataclass(frozen=True)
@@ -91,8 +118,8 @@ class StorageTarget:
     source: str = ""  # the setting it came from, for messages
 
     def __repr__(self) -> str:
-        # A connection string may carry an account key: never print it.
-        where = self.blob_service_uri or "connection string"
+        # A connection string may carry an account key or a SAS, a URI a SAS query: never print them.
+        where = _redacted_url(self.blob_service_uri) if self.blob_service_uri else "connection string"
         return f"StorageTarget({where!r} from {self.source})"
 
 
@@ -128,8 +155,9 @@ class Settings:
 
     @property
     def page_size(self) -> int:
-        # Graph caps $top at 999, or 500 when signInActivity is selected.
-        return 500 if "signInActivity" in self.user_properties else 999
+        # Graph caps $top at 999, or 500 when signInActivity is selected (in any spelling: $select
+        # names are matched case-insensitively).
+        return 500 if any(p.lower() == "signinactivity" for p in self.user_properties) else 999
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -166,17 +194,18 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     graph_endpoint = _https_url("GRAPH_ENDPOINT", get("GRAPH_ENDPOINT"), problems, allow_path=False)
 
     secret_name = get("CLIENT_SECRET_NAME")
+    # Not echoed: a value that is no secret name may be the secret itself, pasted in the wrong setting.
     check("CLIENT_SECRET_NAME", bool(_SECRET_NAME.match(secret_name)),
-          f"is '{secret_name}': Key Vault secret names are 1-127 letters, digits and hyphens")
+          "is not a valid name (value not shown, in case it is the secret itself): "
+          "Key Vault secret names are 1-127 letters, digits and hyphens")
 
     container = get("EXPORT_CONTAINER")
     check("EXPORT_CONTAINER", bool(_CONTAINER.match(container)),
           f"is '{container}': container names are 3-63 lowercase letters, digits and single hyphens")
 
     schedule = get("EXPORT_SCHEDULE")
-    fields = schedule.split()
-    check("EXPORT_SCHEDULE", len(fields) == 6 and all(_NCRONTAB_FIELD.match(f) for f in fields),
-          f"is '{schedule}': expected 6-field NCRONTAB 'second minute hour day month day-of-week', e.g. '0 0 2 * * *'")
+    if (why := _schedule_problem(schedule)) is not None:
+        problems.append(f"EXPORT_SCHEDULE is '{schedule}': {why}; {_SCHEDULE_FORM}")
 
     backoff = _number("RETRY_BACKOFF_BASE_SECONDS", get("RETRY_BACKOFF_BASE_SECONDS"), problems, 0.0, 60.0)
     per_page = _number("GRAPH_MAX_RETRIES_PER_PAGE", get("GRAPH_MAX_RETRIES_PER_PAGE"), problems, 0, 100, whole=True)
@@ -210,21 +239,59 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
 
 
 def _https_url(name: str, value: str, problems: list[str], *, allow_path: bool) -> str:
-    """Validate an https base URL and return it without a trailing slash."""
+    """Validate an https base URL and return it without a trailing slash.
+
+    User info (``user:pass@``), a query or a fragment is refused before anything echoes the value:
+    requests would send the first as Basic auth, and the others are where SAS tokens ride.
+    """
     if not value:
         problems.append(f"{name} is missing: set it to an https:// URL")
         return ""
-    parts = urlsplit(value)
+    parts = _safe_url_parts(name, value, problems, "remove it and give the https:// base URL only")
+    if parts is None:
+        return ""
     if parts.scheme != "https" or not parts.hostname:
         problems.append(f"{name} is '{value}': expected an https:// URL")
         return ""
     if not allow_path and parts.path.strip("/"):
         problems.append(f"{name} is '{value}': give the base URL only, without a path such as '{parts.path}'")
         return ""
-    if parts.query or parts.fragment:
-        problems.append(f"{name} is '{value}': remove the query string")
-        return ""
     return f"https://{parts.netloc}"
+
+
+def _safe_url_parts(name: str, value: str, problems: list[str], fix: str) -> SplitResult | None:
+    """The parts of a URL setting that is safe to echo; None (with the problem noted) if it is not.
+
+    A user name or password is never echoed, nor is any of the value then (where it ends is
+    uncertain); of a query or fragment only what comes before it is shown. ``fix`` says what to do.
+    """
+    if "@" in value:
+        problems.append(f"{name} contains a user name or password (text before '@', not shown): {fix}")
+        return None
+    if "?" in value or "#" in value:
+        problems.append(f"{name} has a query string or fragment after {_url_base(value)!r} (not shown): {fix}")
+        return None
+    parts = urlsplit(value)
+    try:
+        _ = parts.port  # raises ValueError for a port that is not a number from 0 to 65535
+    except ValueError:
+        problems.append(f"{name} is '{value}': its port is not a number from 0 to 65535")
+        return None
+    return parts
+
+
+def _redacted_url(url: str) -> str:
+    """A URL fit for messages and reprs: the query and fragment (SAS tokens) cut, and all of it if
+    it has user info (a password may hold any character, so what follows it cannot be trusted)."""
+    if "@" in url:
+        return "(a URL with a user name or password, not shown)"
+    base = _url_base(url)
+    return base if base == url else f"{base}?(not shown)"
+
+
+def _url_base(url: str) -> str:
+    """The URL up to its query or fragment."""
+    return re.split(r"[?#]", url, maxsplit=1)[0]
 
 
 def _number(name: str, value: str, problems: list[str], low: float, high: float, *, whole: bool = False) -> float:
@@ -240,15 +307,90 @@ def _number(name: str, value: str, problems: list[str], low: float, high: float,
 
 
 def _user_properties(raw: str, problems: list[str]) -> tuple[str, ...]:
+    """The ``$select`` list: ``id`` first, then each other property once, in the order given.
+
+    Graph matches ``$select`` names case-insensitively, so ``mail,Mail`` is one property (the first
+    spelling is kept) and ``ID`` is ``id``. A list with no names at all (``,,,``) is an error rather
+    than a silent export of ids only.
+    """
     names = [p.strip() for p in raw.split(",") if p.strip()]
+    if not names:
+        problems.append("USER_PROPERTIES names no property: give comma-separated Graph user property names "
+                        "such as 'id,displayName,mail', or leave it unset for the default list")
+        return ()
     bad = [n for n in names if not _PROPERTY.match(n)]
     if bad:
         problems.append(f"USER_PROPERTIES has invalid property names {', '.join(repr(b) for b in bad)}: "
                         "give comma-separated Graph user property names such as 'id,displayName,mail'")
         return ()
     # id first, always: it is what makes an export line traceable to a directory object.
-    ordered = ["id"] + [n for n in names if n != "id"]
-    return tuple(dict.fromkeys(ordered))
+    unique = {"id": "id"}
+    for name in names:
+        unique.setdefault(name.lower(), name)
+    return tuple(unique.values())
+
+
+def _schedule_problem(schedule: str) -> str | None:
+    """Why the Functions host would refuse ``schedule`` or never fire it; None if it is usable.
+
+    The host parses the schedule itself (NCrontab, with seconds) only when the app starts, and a
+    schedule that never fires is not an error there at all: checking here turns both into the usual
+    one-line ConfigError. Stricter than NCrontab only where a value is almost surely a typo: a step
+    of 0 (NCrontab reads it as 1), a range whose start is after its end (NCrontab swaps them), and
+    names shorter than 3 letters (NCrontab takes any prefix, so ``J`` is January and ``Ju`` June).
+    """
+    fields = [f for f in schedule.split(" ") if f]  # NCrontab splits on spaces only
+    if len(fields) != 6:
+        return f"it has {len(fields)} fields, not 6"
+    selected: list[set[int]] = []
+    for text, field in zip(fields, _CRON_FIELDS):
+        try:
+            selected.append(_cron_values(text, field))
+        except ValueError as why:
+            return f"its {field.name} field '{text}' {why}"
+    days, months = selected[3], selected[4]
+    if not any(day <= _DAYS_IN_MONTH[month - 1] for day in days for month in months):
+        return "it never fires: none of its months has any of its days"
+    return None
+
+
+def _cron_values(text: str, field: _CronField) -> set[int]:
+    """The values one NCRONTAB field selects: a comma list of ``*``, ``N`` or ``N-M``, each with an
+    optional ``/step`` (``N/step`` runs from N to the field's maximum, as in NCrontab)."""
+    values: set[int] = set()
+    for item in text.split(","):
+        match = _CRON_ITEM.match(item)
+        if match is None:
+            raise ValueError(f"has '{item}', which is not *, N or N-M with an optional /step" if item
+                             else "has an empty item between commas")
+        star, first, last, step_text = match.groups()
+        step = int(step_text) if step_text is not None else 1
+        if step < 1:
+            raise ValueError(f"has the step /{step_text}: a step must be 1 or more")
+        if star:
+            start, end = field.low, field.high
+        else:
+            start = _cron_value(first, field)
+            end = _cron_value(last, field) if last is not None else (field.high if step_text else start)
+            if start > end:
+                raise ValueError(f"has the range {first}-{last}, whose start is after its end")
+        values.update(range(start, end + 1, step))
+    return values
+
+
+def _cron_value(token: str, field: _CronField) -> int:
+    """One number or name of an NCRONTAB field, checked against the field's range."""
+    if token.isdigit():
+        value = int(token)
+        if not field.low <= value <= field.high:
+            raise ValueError(f"has {token}, outside {field.low}-{field.high}{field.hint}")
+        return value
+    word = token.lower()
+    for offset, name in enumerate(field.names):
+        if len(word) >= 3 and name.startswith(word):
+            return field.low + offset
+    names = f" or a name such as {field.names[0][:3].title()}" if field.names else ""
+    raise ValueError(f"has '{token}', which is not a number from {field.low} to {field.high}{names}")
 
 
 def _storage_target(env: Mapping[str, str], problems: list[str]) -> StorageTarget:
@@ -268,14 +410,31 @@ def _storage_target(env: Mapping[str, str], problems: list[str]) -> StorageTarge
                 return StorageTarget()
             return StorageTarget(connection_string=conn, source=conn_name)
         if uri:
-            parts = urlsplit(uri)
-            if parts.scheme not in ("https", "http") or not parts.hostname:
-                problems.append(f"{uri_name} is '{uri}': expected a URL such as https://account.blob.core.windows.net")
-                return StorageTarget()
-            return StorageTarget(blob_service_uri=uri.rstrip("/"), source=uri_name)
+            return _blob_service_target(uri_name, conn_name, uri, problems)
     problems.append("EXPORT_STORAGE__blobServiceUri (or EXPORT_STORAGE) is missing: set the export storage "
                     "account's blob URI, or a connection string such as 'UseDevelopmentStorage=true' for Azurite")
     return StorageTarget()
+
+
+def _blob_service_target(name: str, conn_name: str, uri: str, problems: list[str]) -> StorageTarget:
+    """An identity-based target from a blob service URI setting.
+
+    The URI is used with DefaultAzureCredential, so it has no place for credentials: user info or a
+    query (a SAS token, most likely) is refused without echoing it, and a SAS is pointed to the
+    connection string setting, which is never echoed.
+    """
+    if "@" in uri:
+        fix = "remove it; the URI is used with the app's identity, e.g. https://account.blob.core.windows.net"
+    else:
+        fix = (f"a blob service URI cannot carry a SAS token: remove it and use identity, or set {conn_name} "
+               "to a connection string 'BlobEndpoint=https://...;SharedAccessSignature=...' instead")
+    parts = _safe_url_parts(name, uri, problems, fix)
+    if parts is None:
+        return StorageTarget()
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        problems.append(f"{name} is '{uri}': expected a URL such as https://account.blob.core.windows.net")
+        return StorageTarget()
+    return StorageTarget(blob_service_uri=uri.rstrip("/"), source=name)
 
 
 def _looks_like_connection_string(value: str) -> bool:

@@ -1,7 +1,10 @@
 from datetime import datetime, timedelta, timezone
 
+import pytest
+
 from graph_export.naming import (
     LATEST_BLOB,
+    check_slot,
     export_blob_name,
     manifest_blob_name,
     parse_slot,
@@ -45,3 +48,44 @@ def test_without_a_usable_schedule_status_the_slot_is_now():
     assert slot_from_schedule_status({"Next": "garbage"}, now) == expected
     assert slot_from_schedule_status({"Next": "0001-01-01T00:00:00"}, now) == expected
     assert slot_from_schedule_status({"Next": "2026-03-08T02:00:00Z"}, now) == expected
+
+
+NOW = datetime(2026, 3, 7, 2, 0, 3, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("text", ["0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-05:00"])
+def test_a_time_without_a_utc_form_is_a_value_error_naming_the_bounds(text):
+    with pytest.raises(ValueError, match="slots must be between 2000-01-01T00:00:00Z and 5 minutes past now"):
+        parse_slot(text)
+    with pytest.raises(ValueError, match="out of range"):
+        check_slot(datetime.fromisoformat(text), NOW)
+
+
+def test_slots_are_bounded_by_2000_and_five_minutes_past_now():
+    assert check_slot(datetime(2000, 1, 1, tzinfo=UTC), NOW) == datetime(2000, 1, 1, tzinfo=UTC)
+    latest = NOW + timedelta(minutes=5)
+    assert check_slot(latest.replace(microsecond=999_999), NOW) == latest
+    for outside in (datetime(1999, 12, 31, 23, 59, 59, tzinfo=UTC), latest + timedelta(seconds=1),
+                    datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)):
+        with pytest.raises(ValueError) as info:
+            check_slot(outside, NOW)
+        assert str(info.value) == (f"{outside.isoformat().replace('+00:00', 'Z')} is out of range (slots must be "
+                                   "between 2000-01-01T00:00:00Z and 5 minutes past now, 2026-03-07T02:00:03Z)")
+
+
+def test_unparseable_slot_text_says_what_is_expected():
+    with pytest.raises(ValueError, match="'garbage' is not an ISO 8601 time such as 2026-01-31T02:00:00Z"):
+        parse_slot("garbage")
+
+
+def test_schedule_status_keeps_what_check_slot_keeps_and_otherwise_falls_back_to_now():
+    cases = {
+        "0001-01-01T00:00:00+05:00": NOW,  # no UTC form: was an OverflowError out of the function
+        "9999-12-31T23:59:59-05:00": NOW,
+        "1999-12-31T23:59:59Z": NOW,
+        "2000-01-01T00:00:00Z": datetime(2000, 1, 1, tzinfo=UTC),
+        "2026-03-07T02:05:03Z": datetime(2026, 3, 7, 2, 5, 3, tzinfo=UTC),  # exactly the tolerance ahead
+        "2026-03-07T02:05:04Z": NOW,
+    }
+    for raw, expected in cases.items():
+        assert slot_from_schedule_status({"Next": raw}, NOW) == expected, raw

@@ -1,7 +1,7 @@
 import pytest
 
 from graph_export.errors import ConfigError
-from graph_export.settings import DEFAULT_USER_PROPERTIES, SETTINGS, load_settings
+from graph_export.settings import DEFAULT_USER_PROPERTIES, SETTINGS, StorageTarget, load_settings
 
 GUID = "11111111-2222-3333-4444-555555555555"
 BASE = {
@@ -108,3 +108,134 @@ def test_both_kinds_of_export_storage_at_once_is_ambiguous():
 
 def test_settings_are_hashable_for_the_warm_instance_cache():
     assert hash(load_settings(BASE)) == hash(load_settings(dict(BASE)))
+
+
+NO_EXPORT_STORAGE = {k: v for k, v in BASE.items() if not k.startswith("EXPORT_STORAGE")}
+
+
+@pytest.mark.parametrize("name,url", [
+    ("KEY_VAULT_URL", "https://kvuser:Pa55w0rd@kv-export.vault.azure.net/"),
+    ("KEY_VAULT_URL", "kvuser:Pa55w0rd@kv-export.vault.azure.net"),  # no scheme: urlsplit sees no user info
+    ("AUTHORITY_HOST", "https://kvuser:Pa55w0rd@login.microsoftonline.com"),
+    ("GRAPH_ENDPOINT", "https://kvuser@graph.microsoft.com"),
+    ("EXPORT_STORAGE__blobServiceUri", "https://kvuser:Pa55w0rd@stexport.blob.core.windows.net/"),
+    ("AzureWebJobsStorage__blobServiceUri", "http://kvuser:Pa55w0rd@127.0.0.1:10000/devstoreaccount1"),
+])
+def test_user_info_in_a_url_setting_is_refused_without_echoing_any_of_it(name, url):
+    env = {**NO_EXPORT_STORAGE, name: url} if name.startswith("AzureWebJobs") else {**BASE, name: url}
+    message = problems(env)
+    assert f"{name} contains a user name or password" in message
+    assert "kvuser" not in message and "Pa55w0rd" not in message
+    host = url.split("@", 1)[1].split("/", 1)[0].split(":", 1)[0]
+    assert host not in message  # not the value at all: where the password ends is uncertain
+
+
+@pytest.mark.parametrize("name,url", [
+    ("KEY_VAULT_URL", "https://kv-export.vault.azure.net/?sig=S3CRETSIG"),
+    ("AUTHORITY_HOST", "https://login.microsoftonline.com?sig=S3CRETSIG"),
+    ("GRAPH_ENDPOINT", "https://graph.microsoft.com/#access_token=S3CRETSIG"),
+    ("KEY_VAULT_URL", "http://kv-export.vault.azure.net/?sig=S3CRETSIG"),  # wrong scheme and a query
+])
+def test_a_query_or_fragment_in_an_https_setting_is_never_echoed(name, url):
+    message = problems({**BASE, name: url})
+    assert f"{name} has a query string or fragment after '{url.split('?')[0].split('#')[0]}'" in message
+    assert "S3CRETSIG" not in message and "sig=" not in message and "access_token" not in message
+
+
+@pytest.mark.parametrize("name,conn_name", [
+    ("EXPORT_STORAGE__blobServiceUri", "EXPORT_STORAGE"),
+    ("AzureWebJobsStorage__blobServiceUri", "AzureWebJobsStorage"),
+])
+def test_a_sas_on_a_blob_service_uri_is_refused_without_echoing_it(name, conn_name):
+    sas = "sv=2024-08-04&ss=b&sp=rwl&sig=S3CRETSIG%3D"
+    message = problems({**NO_EXPORT_STORAGE, name: f"https://stexport.blob.core.windows.net/?{sas}"})
+    assert name in message and "S3CRETSIG" not in message and "sig=" not in message
+    assert f"set {conn_name} to a connection string" in message and "SharedAccessSignature=" in message
+
+
+@pytest.mark.parametrize("uri", [
+    "https://stexport.blob.core.windows.net/?sv=2024-08-04&sig=S3CRETSIG",
+    "https://kvuser:S3CRETSIG@stexport.blob.core.windows.net",
+])
+def test_storage_target_repr_never_shows_a_sas_or_a_password(uri):
+    shown = repr(StorageTarget(blob_service_uri=uri, source="EXPORT_STORAGE__blobServiceUri"))
+    assert "S3CRETSIG" not in shown and "sig=" not in shown and "kvuser" not in shown
+    assert "EXPORT_STORAGE__blobServiceUri" in shown
+
+
+def test_a_port_that_is_no_number_is_refused():
+    message = problems({**BASE, "GRAPH_ENDPOINT": "https://graph.microsoft.com:443x"})
+    assert "GRAPH_ENDPOINT" in message and "port is not a number from 0 to 65535" in message
+
+
+def test_an_invalid_secret_name_is_not_echoed_as_it_may_be_the_secret():
+    message = problems({**BASE, "CLIENT_SECRET_NAME": "Xy8Q~abcDEF.ghi_jklMNO"})
+    assert "CLIENT_SECRET_NAME" in message and "Key Vault secret names" in message
+    assert "Xy8Q~abcDEF.ghi_jklMNO" not in message
+
+
+@pytest.mark.parametrize("schedule,expect", [
+    ("99 99 99 99 99 99", "its second field '99' has 99, outside 0-59"),
+    ("0 60 * * * *", "its minute field '60' has 60, outside 0-59"),
+    ("0 0 24 * * *", "its hour field '24' has 24, outside 0-23"),
+    ("0 0 2 0 * *", "its day field '0' has 0, outside 1-31"),
+    ("0 0 2 * 13 *", "its month field '13' has 13, outside 1-12"),
+    ("0 0 2 * * 7", "its day-of-week field '7' has 7, outside 0-6 (Sunday is 0)"),
+    ("*/0 * * * * *", "its second field '*/0' has the step /0: a step must be 1 or more"),
+    ("0 0 2 * * 5-1", "its day-of-week field '5-1' has the range 5-1, whose start is after its end"),
+    ("0 0 2 * Jly *", "its month field 'Jly' has 'Jly', which is not a number from 1 to 12 or a name such as Jan"),
+    ("0 0 2 * * Ju", "its day-of-week field 'Ju' has 'Ju', which is not a number from 0 to 6 or a name such as Sun"),
+    ("0 0 2 * * Jan", "its day-of-week field 'Jan' has 'Jan', which is not a number"),  # a month is no weekday
+    ("0 0 Mon * * *", "its hour field 'Mon' has 'Mon', which is not a number from 0 to 23"),
+    ("0 0 2 1-* * *", "its day field '1-*' has '1-*', which is not *, N or N-M with an optional /step"),
+    ("0 0 2 */ * *", "its day field '*/' has '*/', which is not *, N or N-M with an optional /step"),
+    ("0 0 2 * * 1,,5", "its day-of-week field '1,,5' has an empty item between commas"),
+    ("0 0 2 * * * *", "it has 7 fields, not 6"),
+    ("0 0 0 31 2 *", "it never fires"),
+    ("0 0 0 30,31 Feb *", "it never fires"),
+    ("0 0 0 31 4,6,9,11 *", "it never fires"),
+])
+def test_schedule_fields_are_checked_as_the_functions_host_reads_them(schedule, expect):
+    message = problems({**BASE, "EXPORT_SCHEDULE": schedule})
+    assert f"EXPORT_SCHEDULE is '{schedule}': {expect}" in message
+    assert "6-field NCRONTAB" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("valid,typo", [
+    ("0 0 2 * * *", "0 0 2 * * 8"),
+    ("0 */5 * * * *", "0 */0 * * * *"),
+    ("0 30 9 * * 1-5", "0 30 9 * * 1-7"),
+    ("0 0 0 1 Jan,Jul *", "0 0 0 1 Jan,Jly *"),
+    ("0 0 12 * * Mon-Fri", "0 0 12 * * Fri-Mon"),
+    ("0 0 12 * * mon,WEDNESDAY,Fri", "0 0 12 * * mo,we,fr"),  # names: 3 letters or more, any case
+    ("0 0 0 29 2 *", "0 0 0 30 2 *"),  # 29 February comes round in leap years
+    ("0 0 0 31 */2 *", "0 0 0 31 4/5 *"),  # */2: January has a 31st; 4/5: April and September do not
+    ("59 59 23 31 12 6", "59 59 23 32 12 6"),
+    ("5/15 0 0 * * *", "5/15 0 0 * * */0"),
+])
+def test_valid_schedules_pass_and_their_near_misses_do_not(valid, typo):
+    assert load_settings({**BASE, "EXPORT_SCHEDULE": valid}).schedule == valid
+    assert "EXPORT_SCHEDULE" in problems({**BASE, "EXPORT_SCHEDULE": typo})
+
+
+@pytest.mark.parametrize("value", [",,,", " , ,"])
+def test_user_properties_without_any_name_is_an_error(value):
+    message = problems({**BASE, "USER_PROPERTIES": value})
+    assert "USER_PROPERTIES names no property" in message and "such as 'id,displayName,mail'" in message
+
+
+def test_user_properties_differing_only_in_case_are_one_property():
+    s = load_settings({**BASE, "USER_PROPERTIES": "mail,Mail,ID,displayName,MAIL,Id,DisplayName"})
+    assert s.user_properties == ("id", "mail", "displayName")
+
+
+def test_sign_in_activity_in_any_spelling_lowers_the_page_size():
+    assert load_settings({**BASE, "USER_PROPERTIES": "id,SignInActivity"}).page_size == 500
+
+
+def test_new_checks_still_report_every_problem_in_one_line():
+    message = problems({**BASE, "KEY_VAULT_URL": "https://u:Pa55w0rd@kv.vault.azure.net",
+                        "EXPORT_SCHEDULE": "0 0 0 31 2 *", "USER_PROPERTIES": ",,,"})
+    for name in ("KEY_VAULT_URL", "EXPORT_SCHEDULE", "USER_PROPERTIES"):
+        assert name in message
+    assert "\n" not in message and "Pa55w0rd" not in message

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from .helpers import blob_names, read_export
 
 REPO = Path(__file__).resolve().parents[2]
@@ -71,3 +73,14 @@ def test_debug_shows_the_traceback_and_still_no_secret_or_token(export_env, sand
     assert "DEBUG" in everything  # debug logging really was on
     assert sandbox.client_secret not in everything
     assert "eyJ" not in everything
+
+
+@pytest.mark.parametrize("slot", ["9999-12-31T23:59:59Z", "0001-01-01T00:00:00+05:00"])
+def test_a_slot_out_of_bounds_is_a_configuration_error_and_touches_nothing(export_env, slot):
+    result = run_cli("--slot", slot)
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: --slot {slot} is out of range")
+    assert "slots must be between 2000-01-01T00:00:00Z and 5 minutes past now" in lines[0]
+    assert blob_names(export_env) == []
