@@ -4,7 +4,9 @@ Every few pages the export ends a gzip member, stages it and saves a checkpoint:
 continue from, the ids and sizes of the blocks staged so far, and the counts. A killed or timed-out
 run's next invocation for the same slot continues from there; because each checkpoint segment is its
 own gzip member (RFC 1952 allows a file of several), the result is byte for byte what an
-uninterrupted run writes. A checkpoint that cannot be parsed is discarded and the slot restarts.
+uninterrupted run writes. The digests of the user ids staged so far are appended to a state blob
+beside it at each checkpoint, so the resumed run still catches an id repeated across the resume.
+A checkpoint that cannot be parsed is discarded and the slot restarts.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from azure.core.exceptions import ResourceNotFoundError
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.storage.blob import BlobClient, ContainerClient
 
 from . import naming, sink
@@ -33,6 +35,7 @@ class Checkpoint:
     next_link: str
     pages: int
     progress: sink.Progress
+    ids_bytes: int
     started: datetime
     saved: datetime
 
@@ -41,7 +44,8 @@ class Checkpoint:
             "format": FORMAT, "slot": iso(self.slot), "blob": self.blob, "properties": list(self.properties),
             "next_link": self.next_link, "pages": self.pages, "users": self.progress.users,
             "uncompressed_bytes": self.progress.uncompressed_bytes, "block_ids": list(self.progress.block_ids),
-            "block_sizes": list(self.progress.block_sizes), "started": iso(self.started), "saved": iso(self.saved),
+            "block_sizes": list(self.progress.block_sizes), "ids_bytes": self.ids_bytes,
+            "started": iso(self.started), "saved": iso(self.saved),
         }
 
     @classmethod
@@ -55,7 +59,7 @@ class Checkpoint:
         progress = sink.Progress(f.count("users"), f.count("uncompressed_bytes"), list(block_ids), list(block_sizes))
         return cls(slot=f.time("slot"), blob=f.text("blob"), properties=f.texts("properties"),
                    next_link=f.text("next_link"), pages=f.count("pages"), progress=progress,
-                   started=f.time("started"), saved=f.time("saved"))
+                   ids_bytes=f.count("ids_bytes"), started=f.time("started"), saved=f.time("saved"))
 
 
 def load(container: ContainerClient, slot: datetime) -> Checkpoint | None:
@@ -74,12 +78,62 @@ def save(container: ContainerClient, checkpoint: Checkpoint) -> None:
 
 
 def delete(container: ContainerClient, slot: datetime) -> None:
-    name = naming.checkpoint_blob_name(slot)
-    with sink.storage_errors(f"deleting {name}"):
-        try:
-            container.delete_blob(name)
-        except ResourceNotFoundError:
-            pass
+    """Remove the slot's checkpoint and saved user ids (the slot is published)."""
+    for name in (naming.checkpoint_blob_name(slot), ids_blob_name(slot)):
+        with sink.storage_errors(f"deleting {name}"):
+            try:
+                container.delete_blob(name)
+            except ResourceNotFoundError:
+                pass
+
+
+def ids_blob_name(slot: datetime) -> str:
+    return f"state/users-{naming.slot_stamp(slot)}.ids"
+
+
+class SavedIds:
+    """The append blob of user-id digests (``UserIds.new_bytes`` pieces) that checkpoints count into."""
+
+    def __init__(self, container: ContainerClient, slot: datetime) -> None:
+        self._blob = container.get_blob_client(ids_blob_name(slot))
+        self.size: int | None = None  # None until started: a run that fails before its first checkpoint leaves none
+
+    def start(self, kept: bytes = b"") -> None:
+        """Begin the blob anew holding ``kept`` (what the checkpoint being resumed counted)."""
+        with sink.storage_errors(f"creating {self._blob.blob_name}"):
+            self._blob.create_append_blob()
+        self.size = 0
+        self.append(kept)
+
+    def append(self, data: bytes) -> int:
+        """Append ``data``; return the blob's size, which the next checkpoint records."""
+        if self.size is None:
+            self.start()
+        with sink.storage_errors(f"appending to {self._blob.blob_name}"):
+            for at in range(0, len(data), _APPEND_MAX):
+                piece = data[at:at + _APPEND_MAX]
+                self._blob.append_block(piece, length=len(piece))
+        self.size = (self.size or 0) + len(data)
+        return self.size
+
+    def read(self, size: int) -> bytes | None:
+        """The first ``size`` bytes, or None when the blob holds fewer (then the checkpoint is unusable)."""
+        if size == 0:
+            return b""
+        with sink.storage_errors(f"reading {self._blob.blob_name}"):
+            try:
+                data = self._blob.download_blob(offset=0, length=size).readall()
+            except ResourceNotFoundError:
+                return None
+            except HttpResponseError as error:
+                if error.status_code == 416:  # the range starts past the end
+                    return None
+                raise
+        return data if len(data) == size else None
+
+
+#: The most one append block may hold (Append Block's limit).
+_APPEND_MAX = 4 * 1024 * 1024
 
 
 def why_unusable(checkpoint: Checkpoint, blob: BlobClient, slot: datetime, properties: tuple[str, ...],

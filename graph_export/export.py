@@ -23,6 +23,7 @@ from .errors import AuthError, ConfigError
 from .lease import SlotLease
 from .records import Manifest, RecordError, iso
 from .settings import Settings
+from .userids import UserIds
 from .token import GraphTokenProvider, SecretRejectedError
 
 log = logging.getLogger(__name__)
@@ -109,7 +110,7 @@ class WarmClients:
         if self._secret is None:
             s = self.settings
             vault = credentials.make_secret_client(
-                s.key_vault_url, self.azure_credential,
+                s.key_vault_url, self.azure_credential, authority_host=s.authority_host,
                 retry_total=4, retry_backoff_factor=s.retry_backoff_base_s,
                 connection_timeout=10, read_timeout=30,
             )
@@ -120,8 +121,8 @@ class WarmClients:
         if self._tokens is None:
             s = self.settings
             self._tokens = GraphTokenProvider(authority=s.authority, client_id=s.client_id, scope=s.graph_scope,
-                                              secret=self._provider_secret(), http_client=self.http,
-                                              timeout_s=s.http_timeout_s)
+                                              secret=self._provider_secret(), timeout_s=s.http_timeout_s,
+                                              backoff_base_s=s.retry_backoff_base_s)
         return self._tokens
 
 
@@ -186,38 +187,58 @@ def _published(container: ContainerClient, slot: datetime) -> Manifest | None:
     return manifest
 
 
+@dataclass(frozen=True)
+class _Resume:
+    """A usable checkpoint and the user-id digests it counted."""
+
+    checkpoint: checkpoint.Checkpoint
+    ids: UserIds
+
+
 def _resumable(container: ContainerClient, blob: BlobClient, settings: Settings, slot: datetime,
-               now: datetime) -> checkpoint.Checkpoint | None:
+               now: datetime) -> _Resume | None:
     saved = checkpoint.load(container, slot)
     if saved is None:
         return None
     why = checkpoint.why_unusable(saved, blob, slot, settings.user_properties,
                                   timedelta(hours=settings.checkpoint_max_age_h), now)
-    if why:
+    ids = None
+    if why is None:
+        data = checkpoint.SavedIds(container, slot).read(saved.ids_bytes)
+        try:
+            ids = UserIds.from_bytes(data) if data is not None else None
+        except ValueError:
+            ids = None
+        if ids is None or len(ids) != saved.progress.users:
+            why = "the user ids it counted are gone or damaged"
+    if why or ids is None:
         log.warning("Not resuming slot %s from its checkpoint: %s; starting over", iso(slot), why)
         return None
     log.info("Resuming slot %s after page %d (%d users already staged)", iso(slot), saved.pages,
              saved.progress.users)
-    return saved
+    return _Resume(saved, ids)
 
 
 def _export(settings: Settings, clients: WarmClients, container: ContainerClient, blob: BlobClient,
-            slot: datetime, resume: checkpoint.Checkpoint | None, started: datetime, lease: SlotLease) -> Manifest:
+            slot: datetime, resume: _Resume | None, started: datetime, lease: SlotLease) -> Manifest:
     """Page through every user into ``blob``, checkpointing as it goes; publish; return the manifest.
 
     Every write others could read (checkpoint, blob commit, manifest, pointer) first makes sure this
     run still holds the slot's lease.
     """
+    saved_ids = checkpoint.SavedIds(container, slot)
     if resume is not None:
-        progress = resume.progress
-        url, first, started = resume.next_link, resume.pages + 1, resume.started
+        progress, ids = resume.checkpoint.progress, resume.ids
+        url, first, started = resume.checkpoint.next_link, resume.checkpoint.pages + 1, resume.checkpoint.started
+        saved_ids.start(ids.to_bytes())  # drops digests appended after that checkpoint was saved
     else:
-        progress = None
+        progress, ids = None, UserIds()
         url, first = graph.first_page_url(settings.graph_endpoint, settings.user_properties, settings.page_size), 1
     pages = first - 1
     # Three stages overlap: page k+1 is requested as soon as page k's nextLink arrives, page k is
     # parsed and encoded here, and compression and block uploads trail behind on their own thread.
-    fetched = graph.iter_user_pages(clients.http, url, settings.graph_endpoint, clients, settings.http_timeout_s, first)
+    fetched = graph.iter_user_pages(clients.http, url, settings.graph_endpoint, clients, settings.http_timeout_s, first,
+                                    ids=ids)
     with pipeline.prompt_handoffs(), contextlib.closing(fetched) as pages_ahead, \
             sink.JsonlGzipBlobWriter(blob, resume_from=progress, replaces=sink.etag_of(blob)) as writer:
         for page in pages_ahead:
@@ -226,9 +247,11 @@ def _export(settings: Settings, clients: WarmClients, container: ContainerClient
             if page.next_link and pages % settings.checkpoint_every_pages == 0:
                 saved = writer.end_segment()
                 lease.ensure()
+                ids_bytes = saved_ids.append(ids.new_bytes())
                 checkpoint.save(container, checkpoint.Checkpoint(
                     slot=slot, blob=blob.blob_name, properties=settings.user_properties, next_link=page.next_link,
-                    pages=pages, progress=saved, started=started, saved=datetime.now(timezone.utc)))
+                    pages=pages, progress=saved, ids_bytes=ids_bytes, started=started,
+                    saved=datetime.now(timezone.utc)))
                 log.debug("checkpoint after page %d: %d users", pages, saved.users)
         lease.ensure()
         committed = writer.commit(metadata={"slot": iso(slot)})

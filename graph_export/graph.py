@@ -2,6 +2,9 @@
 
 Paging follows each ``@odata.nextLink`` as an opaque, whole URL (Graph has no ``$skip`` for users).
 Throttling and transient failures are retried by the session's transport (``transport.py``).
+What comes back is checked before it can reach an export: a redirect is never followed, a page may
+not exceed :data:`MAX_PAGE_BYTES`, every item of ``value`` must be an object with a non-empty string
+``id``, and no id may come twice in one listing (``userids.py``).
 """
 
 from __future__ import annotations
@@ -9,11 +12,12 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import operator
 import re
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Protocol
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode, urljoin, urlsplit
 
 import orjson
 import requests
@@ -21,6 +25,7 @@ import requests
 from . import pipeline, transport
 from .errors import GraphError, first_line
 from .transport import RETRY_STATUSES, RunBudgetExhausted
+from .userids import UserIds
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +34,11 @@ CONNECT_TIMEOUT = 10.0
 #: Stop following nextLinks after this many pages: 10,000 pages x 999 users is 10 million users, far
 #: above any tenant, so reaching it means a paging loop, not a big directory.
 MAX_PAGES = 10_000
+#: The most one page's body may hold, checked against Content-Length and against the bytes actually
+#: read. 999 users with every property the sandbox fills in are 0.6 MB, with ~40 properties ~1.2 MB,
+#: and even users with long proxyAddresses lists stay well under 20 MB a page; 64 MiB is ~100 x a
+#: wide page, so only a broken or hostile answer reaches it, before it can take gigabytes to parse.
+MAX_PAGE_BYTES = 64 * 1024 * 1024
 
 USER_READ_ALL_ROLE_ID = "df021288-bdef-4463-88db-98f22de89214"  # Microsoft Graph application role
 GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
@@ -81,6 +91,18 @@ class PageCut(GraphError):
         )
 
 
+class PageTooLarge(GraphError):
+    """A page's body exceeds MAX_PAGE_BYTES (declared or actually sent): stopped before it is read."""
+
+    def __init__(self, number: int, size: str, request_id: str | None) -> None:
+        where = f" (request-id {request_id})" if request_id else ""
+        super().__init__(
+            f"Graph page {number} is larger than the {MAX_PAGE_BYTES // (1024 * 1024)} MiB a page of 999 users "
+            f"can plausibly take ({size}): stopped before reading it into memory and nothing was published; "
+            f"check GRAPH_ENDPOINT and any proxy in between, and report it to Microsoft if it persists{where}."
+        )
+
+
 class ArrivingPage:
     """A page whose status and nextLink are known while the rest of its body may still be arriving.
 
@@ -95,9 +117,10 @@ class ArrivingPage:
         self._fetch = fetch
         self._response = fetch()
         self.request_id = self._response.headers.get("request-id")
-        self._body: bytes | None = None
+        self._body: bytes | bytearray | None = None
+        self._head_reader: Iterator[bytes] | None = None
         try:
-            self._head = _read(lambda: next(self._response.iter_content(HEAD_BYTES), b""), number)
+            self._head = _read(self._read_head, number)
         except PageCut as cut:
             self._head = self._body = self._fetch_again(cut)
         self.next_link = next_link_in(self._head)
@@ -105,25 +128,48 @@ class ArrivingPage:
             # Not in the head: the link may come after the users, so this page cannot overlap the next.
             self.next_link = next_link_in(self.body())
 
-    def body(self) -> bytes:
+    def body(self) -> bytes | bytearray:
         """The whole response body; waits for whatever has not arrived yet."""
         if self._body is None:
             try:
-                rest = _read(lambda: b"".join(self._response.iter_content(REST_BYTES)), self.number)
-                self._body = self._head + rest
+                self._body = _read(lambda: self._read_rest(self._head), self.number)
             except PageCut as cut:
                 self._body = self._fetch_again(cut)
         return self._body
 
-    def _fetch_again(self, cut: PageCut) -> bytes:
+    def _fetch_again(self, cut: PageCut) -> bytearray:
         log.warning("Graph page %d broke off while arriving (%s); asking for it again", self.number, cut.reason)
         self._response.close()
+        self._head_reader = None
         self._response = self._fetch()
         self.request_id = self._response.headers.get("request-id")
-        return _read(lambda: self._response.content, self.number)
+        return _read(lambda: self._read_rest(b""), self.number)
+
+    def _read_head(self) -> bytes:
+        # The head's reader is kept until the body is complete: a dropped generator is closed at once,
+        # and closing it mid-body makes urllib3 close the connection of a chunked response (the rest of
+        # the body would then silently come up short).
+        self._head_reader = self._response.iter_content(HEAD_BYTES)
+        return next(self._head_reader, b"")
+
+    def _read_rest(self, head: bytes) -> bytearray:
+        """``head`` and the rest of the body, failing as soon as more than MAX_PAGE_BYTES have arrived.
+
+        Gathered in one growing buffer (which orjson parses as it is), never as pieces joined at the
+        end: a page costs its own size in memory once, not twice.
+        """
+        body = bytearray(head)
+        for piece in self._response.iter_content(REST_BYTES):
+            if len(body) + len(piece) > MAX_PAGE_BYTES:
+                self._response.close()
+                raise PageTooLarge(self.number, f"more than {MAX_PAGE_BYTES} bytes arrived", self.request_id)
+            body += piece
+        self._head_reader = None  # the body is complete: closing the head's reader is harmless now
+        return body
 
     def close(self) -> None:
         self._response.close()
+        self._head_reader = None
 
 
 def next_link_in(raw: bytes) -> str | None:
@@ -145,6 +191,8 @@ def iter_user_pages(
     tokens: Tokens,
     read_timeout_s: float,
     first_number: int = 1,
+    *,
+    ids: UserIds | None = None,
 ) -> Iterator[Page]:
     """Yield each page (users without ``@odata.*`` annotations, and its nextLink) until the last one.
 
@@ -152,14 +200,25 @@ def iter_user_pages(
     thread one page ahead: page k+1 is requested as soon as page k's nextLink has arrived, while page
     k's users are still being received and parsed here. At most three responses are open at a time,
     so memory does not grow with the tenant. Close the iterator (``contextlib.closing``) when stopping early.
+
+    Every page's ids are added to ``ids`` (a fresh :class:`UserIds` if None; when resuming, the one
+    restored from the checkpoint) before the page is yielded, so then ``ids`` holds the ids of every
+    page yielded so far (and whatever it held before): what a checkpoint must save. Before the last
+    page is yielded, ``ids.check()`` raises GraphError if any id came twice, so the caller never
+    reaches the end of a listing that holds a duplicate.
     """
+    ids = UserIds() if ids is None else ids
     requested = _request_pages(session, url, graph_endpoint, tokens, read_timeout_s, first_number)
     with pipeline.Prefetcher(requested, depth=1, name="graph-requests") as arriving:
         for page in arriving:
             # Let the next request go out before parsing takes the GIL: that request is what every
             # page waits for. Bounded, as it is only a matter of order.
             page.next_requested.wait(NEXT_REQUEST_HEAD_START_S)
-            yield _parse(page)
+            parsed, page_ids = _parse(page)
+            ids.add_ids(parsed.number, page_ids, page.request_id)
+            if parsed.next_link is None:
+                ids.check()
+            yield parsed
 
 
 def _request_pages(session: requests.Session, url: str, graph_endpoint: str, tokens: Tokens,
@@ -200,7 +259,8 @@ def _nothing() -> None:
     pass
 
 
-def _parse(page: ArrivingPage) -> Page:
+def _parse(page: ArrivingPage) -> tuple[Page, list[str]]:
+    """The page, and its users' ids (checked: every item is an object with a non-empty string id)."""
     number, raw = page.number, page.body()
     try:
         body = orjson.loads(raw)
@@ -209,6 +269,7 @@ def _parse(page: ArrivingPage) -> Page:
     users = body.get("value") if isinstance(body, dict) else None
     if not isinstance(users, list):
         raise GraphError(f"Graph returned page {number} without a 'value' list: check GRAPH_ENDPOINT.")
+    ids = user_ids(users, number, page.request_id)
     if (body.get("@odata.nextLink") or None) != page.next_link:
         # The next request followed the link found in the raw bytes; never page on from a wrong one.
         where = f" (request-id {page.request_id})" if page.request_id else ""
@@ -219,7 +280,58 @@ def _parse(page: ArrivingPage) -> Page:
     page_level = sum(1 for key in body if key.startswith("@odata."))
     if raw.count(b'"@odata.') > page_level:
         users = [strip_annotations(u) for u in users]
-    return Page(number, users, page.next_link)
+    return Page(number, users, page.next_link), ids
+
+
+_ID = operator.itemgetter("id")
+_STR_ONLY = {str}
+
+
+def user_ids(users: list[Any], number: int, request_id: str | None = None) -> list[str]:
+    """Each item's ``id``; GraphError if an item is not an object with a non-empty string ``id``.
+
+    The common case costs three passes in C (take every id, the set of their types, look for ""),
+    ~30 ns a user; only a page that fails them is walked item by item to say which one and why.
+    """
+    try:
+        ids = list(map(_ID, users))  # TypeError: an item that is not an object; KeyError: no id
+    except (TypeError, KeyError):
+        ids = None
+    if ids is not None and (not ids or (set(map(type, ids)) == _STR_ONLY and "" not in ids)):
+        return ids
+    for position, item in enumerate(users):
+        if not isinstance(item, dict):
+            wrong = f"is {_kind(item)}, not a user object"
+        elif "id" not in item:
+            wrong = "is an object without an 'id'"
+        elif type(item["id"]) is not str:
+            wrong = f"has an 'id' that is {_kind(item['id'])}, not a string"
+        elif not item["id"]:
+            wrong = "has an empty 'id'"
+        else:
+            continue
+        where = f" (request-id {request_id})" if request_id else ""
+        raise GraphError(
+            f"Graph page {number} holds something that is not a user: value[{position}] {wrong}; nothing was "
+            f"published; check GRAPH_ENDPOINT and any proxy in between, and report it to Microsoft if it "
+            f"persists{where}."
+        )
+    raise AssertionError("unreachable: the fast check failed but every item is a user")  # pragma: no cover
+
+
+def _kind(value: Any) -> str:
+    """A JSON value's kind, for messages: never the value itself."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object" if isinstance(value, dict) else type(value).__name__
 
 
 def strip_annotations(user: dict) -> dict:
@@ -231,10 +343,15 @@ def _get_page(session: requests.Session, url: str, tokens: Tokens, number: int,
               timeout: tuple[float, float], *, is_next_link: bool) -> requests.Response:
     """A 200 response for ``url`` whose body has not been read yet; any other outcome raises GraphError."""
     token = tokens.get()
+    # Never follow a redirect: requests would fetch the new location (dropping the token if it is
+    # another host) and its body would become the export. Refused in a response hook, before requests
+    # looks at the redirect at all: even with allow_redirects=False it reads the whole 3xx body and
+    # parses its Location.
+    refuse_redirects = {"response": functools.partial(_refuse_redirect, page_url=url, page_number=number)}
     for attempt in (1, 2):
         try:
             response = session.get(url, headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
-                                   timeout=timeout, stream=True)
+                                   timeout=timeout, stream=True, allow_redirects=False, hooks=refuse_redirects)
         except requests.RequestException as exc:
             raise GraphError(
                 f"Graph at {_origin(url)} could not be reached for page {number} after retries "
@@ -251,7 +368,36 @@ def _get_page(session: requests.Session, url: str, tokens: Tokens, number: int,
         if is_next_link and response.status_code in (400, 404, 410):
             raise PageLinkRejected(describe_graph_failure(response, number))
         raise GraphError(describe_graph_failure(response, number))
+    declared = response.headers.get("Content-Length", "").strip()
+    if declared.isdigit() and int(declared) > MAX_PAGE_BYTES:
+        response.close()
+        raise PageTooLarge(number, f"Content-Length {declared}", response.headers.get("request-id"))
     return response
+
+
+def _refuse_redirect(response: requests.Response, *args: Any, page_url: str, page_number: int,
+                     **kwargs: Any) -> requests.Response:
+    """A requests response hook: any 3xx ends the run, its body unread."""
+    if 300 <= response.status_code < 400:
+        response.close()
+        raise GraphError(describe_redirect(response, page_url, page_number))
+    return response
+
+
+def describe_redirect(response: requests.Response, url: str, page_number: int) -> str:
+    """One line for a 3xx: the status and where it pointed, as an origin only (a URL may carry secrets)."""
+    location = response.headers.get("Location")
+    try:
+        resolved = urljoin(url, location) if location else None
+    except ValueError:
+        resolved = location
+    target = f"a redirect to {_display_origin(resolved)}" if resolved else "a redirect without a Location"
+    request_id = response.headers.get("request-id")
+    where = f" (request-id {request_id})" if request_id else ""
+    return (f"Graph answered page {page_number} with HTTP {response.status_code}, {target}: refused, as users are "
+            f"only read from GRAPH_ENDPOINT and a redirect is never followed, and nothing was published; check "
+            f"that GRAPH_ENDPOINT is the Graph root (e.g. https://graph.microsoft.com) and any proxy in "
+            f"between{where}.")
 
 
 def _read(receive: Callable[[], bytes], number: int) -> bytes:
@@ -308,3 +454,16 @@ def _graph_error(response: requests.Response) -> tuple[str, str]:
 def _origin(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def _display_origin(url: str) -> str:
+    """``scheme://host[:port]`` of ``url`` for a message: no user info, path, query or fragment."""
+    try:
+        parts = urlsplit(url)
+        scheme, host, port = parts.scheme, parts.hostname, parts.port
+    except ValueError:  # e.g. a bad port or IPv6 literal
+        scheme = host = port = None
+    if not scheme or not host:
+        return "an address that is not a URL"
+    host = f"[{host}]" if ":" in host else host
+    return f"{scheme.lower()}://{host}{f':{port}' if port else ''}"[:200]

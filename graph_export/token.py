@@ -3,17 +3,40 @@
 One :class:`GraphTokenProvider` per app registration lives as long as the warm instance, so MSAL's
 in-memory token cache answers repeated runs and refreshes ahead of expiry on its own; we never keep
 or expire tokens ourselves.
+
+Sign-in has its own small HTTP transport (:func:`make_sign_in_session`): every request times out,
+throttling and 5xx are retried a few times, but a host that cannot be reached is not retried at all,
+so a wrong AUTHORITY_HOST fails in seconds. Whatever goes wrong while signing in (unknown tenant, a
+host that is not Entra ID, nothing listening, a proxy answering HTML) ends in one :class:`AuthError`
+line naming TENANT_ID or AUTHORITY_HOST.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable, TypeVar
+from urllib.parse import urlsplit
 
 import msal
 import msal.exceptions
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import NameResolutionError
+from urllib3.util.retry import Retry
 
 from .credentials import Secret
 from .errors import AuthError, first_line
+from .transport import RETRY_STATUSES
+
+log = logging.getLogger(__name__)
+
+#: Seconds to wait for a connection to the sign-in host; HTTP_TIMEOUT_SECONDS bounds each answer.
+CONNECT_TIMEOUT_S = 10.0
+#: Retries of one sign-in request answered 429 or 5xx (Retry-After is honoured), or cut off mid-answer.
+SIGN_IN_RETRIES = 4
+
+_T = TypeVar("_T")
 
 # What each Entra error code means for the person running the export, and what to do.
 _SIGN_IN_ADVICE = {
@@ -40,11 +63,102 @@ class SecretRejectedError(AuthError):
     """Entra refused the client secret itself (wrong or expired); a rotated secret may fix it."""
 
 
+def make_sign_in_session(backoff_base_s: float = 1.0) -> requests.Session:
+    """The HTTP transport MSAL signs in through (its documented ``http_client`` seam).
+
+    Throttling and transient 5xx are retried with urllib3's ``Retry`` (Retry-After first, then
+    exponential backoff with jitter from ``backoff_base_s``), and so is a connection cut off while
+    answering (a stale keep-alive connection). A connection that cannot be made (refused, DNS, TLS
+    handshake) is not retried: that is a setting to fix, not a blip, and the next run retries anyway.
+    """
+    retry = Retry(
+        total=SIGN_IN_RETRIES,
+        connect=0,
+        read=2,
+        other=0,
+        status=SIGN_IN_RETRIES,
+        status_forcelist=RETRY_STATUSES,
+        allowed_methods=frozenset({"GET", "POST"}),  # discovery and token requests, both safe to repeat
+        backoff_factor=backoff_base_s,
+        backoff_jitter=backoff_base_s,
+        backoff_max=30.0,
+        respect_retry_after_header=True,
+        raise_on_status=False,  # hand the last answer to MSAL, which reports it
+    )
+    session = requests.Session()
+    adapter = HTTPAdapter(max_retries=retry, pool_connections=1, pool_maxsize=2)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return session
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """What the sign-in host last answered: enough to explain a failure, nothing secret."""
+
+    method: str                   # GET: the OpenID configuration; POST: the token request
+    url: str
+    status: int
+    codes: tuple[int, ...] = ()   # Entra's AADSTS error codes, when the answer is an Entra error
+
+    @classmethod
+    def of(cls, method: str, response: Any) -> "_Answer":
+        codes: tuple[int, ...] = ()
+        if response.status_code >= 400:  # error bodies only: a 200 may carry an access token
+            try:
+                body = response.json()
+                codes = tuple(int(c) for c in body.get("error_codes") or () if str(c).isdigit())
+            except (ValueError, AttributeError, TypeError):
+                pass
+        return cls(method=method, url=str(response.url or "").split("?")[0], status=response.status_code,
+                   codes=codes)
+
+
+class _SignInHttp:
+    """What MSAL calls (``get``/``post``/``close``): the session with timeouts, keeping the last answer.
+
+    MSAL applies its ``timeout`` only to a session it builds itself, so every request gets one here.
+    MSAL reports an unusable discovery document as a bare ValueError/KeyError; the last answer's
+    status and Entra error codes say what was wrong with it.
+    """
+
+    def __init__(self, session: Any, read_timeout_s: float | None) -> None:
+        self._session = session
+        self._timeout = (CONNECT_TIMEOUT_S, read_timeout_s)
+        self.last: _Answer | None = None
+
+    def get(self, url: str, **kwargs: Any) -> Any:
+        return self._send("GET", self._session.get, url, kwargs)
+
+    def post(self, url: str, **kwargs: Any) -> Any:
+        return self._send("POST", self._session.post, url, kwargs)
+
+    def close(self) -> None:
+        self._session.close()
+
+    def _send(self, name: str, method: Callable[..., Any], url: str, kwargs: dict[str, Any]) -> Any:
+        kwargs.setdefault("timeout", self._timeout)
+        # Never followed: a 307/308 would post the form, client secret and all, to wherever it points.
+        kwargs["allow_redirects"] = False
+        self.last = None
+        response = method(url, **kwargs)
+        self.last = _Answer.of(name, response)
+        if response.is_redirect or 300 <= response.status_code < 400:
+            response.close()
+            raise AuthError(
+                f"The sign-in service at {_origin(url)} answered HTTP {response.status_code}, a redirect to "
+                f"{_origin(response.headers.get('Location') or '')}: sign-in requests are never redirected (the "
+                "client secret would go along); check AUTHORITY_HOST and any proxy in between."
+            )
+        return response
+
+
 class GraphTokenProvider:
     """Acquires Graph tokens for one app registration with a client secret.
 
-    ``http_client`` is the transport seam MSAL documents (an object with ``get``/``post``, e.g. a
-    ``requests.Session`` with retries and timeouts mounted).
+    Sign-in requests go through :func:`make_sign_in_session` (or ``http_client``, any object with
+    ``get``/``post`` such as a ``requests.Session``), each with a connect timeout of
+    :data:`CONNECT_TIMEOUT_S` and a read timeout of ``timeout_s``.
     """
 
     def __init__(
@@ -54,42 +168,33 @@ class GraphTokenProvider:
         client_id: str,
         scope: str,
         secret: Secret,
-        http_client: Any,
-        timeout_s: float | None = None,
+        timeout_s: float | None = 60.0,
+        backoff_base_s: float = 1.0,
+        http_client: Any = None,
     ) -> None:
         self._scopes = [scope]
         self._client_id = client_id
-        self._authority = authority
-        self._app = msal.ConfidentialClientApplication(
+        self._authority = authority.rstrip("/")
+        parts = urlsplit(self._authority)
+        self._host = f"{parts.scheme}://{parts.netloc}"
+        self._tenant = parts.path.strip("/")
+        self._timeout_s = timeout_s
+        self._http = _SignInHttp(http_client if http_client is not None else make_sign_in_session(backoff_base_s),
+                                 timeout_s)
+        # MSAL reads the authority's OpenID configuration here, in the constructor.
+        self._app = self._signing_in(lambda: msal.ConfidentialClientApplication(
             client_id,
             client_credential=secret.reveal(),
-            authority=authority,
-            http_client=http_client,
-            timeout=timeout_s,
+            authority=self._authority,
+            http_client=self._http,
             # Instance discovery only exists to validate unknown hosts against the public cloud's
             # list, which sovereign clouds and emulators are not on; MSAL skips it for known hosts.
             instance_discovery=False,
-        )
+        ))
 
     def acquire(self) -> str:
         """An access token for Graph; served from MSAL's cache while it is fresh."""
-        try:
-            result: dict = self._app.acquire_token_for_client(scopes=self._scopes)
-        except ValueError as exc:  # MSAL raises ValueError when the authority's metadata cannot be read
-            raise AuthError(
-                f"Could not read the sign-in metadata of authority {self._authority}: check TENANT_ID and "
-                f"AUTHORITY_HOST ({first_line(str(exc))})."
-            ) from None
-        except msal.exceptions.MsalServiceError as exc:  # 429/5xx that outlasted our retries
-            raise AuthError(
-                f"The sign-in service at {self._authority} kept failing ({first_line(str(exc), 120)}): "
-                "nothing was published; run again later."
-            ) from None
-        except OSError as exc:
-            raise AuthError(
-                f"Could not reach the sign-in service at {self._authority}: check AUTHORITY_HOST and the "
-                f"network path ({type(exc).__name__})."
-            ) from None
+        result: dict = self._signing_in(lambda: self._app.acquire_token_for_client(scopes=self._scopes))
         token = result.get("access_token")
         if token:
             return token
@@ -109,6 +214,59 @@ class GraphTokenProvider:
                 cache.remove_at(item)
         return self.acquire()
 
+    def _signing_in(self, call: Callable[[], _T]) -> _T:
+        """Run one MSAL call; whatever it raises becomes one AuthError line naming the setting to fix."""
+        self._http.last = None
+        try:
+            return call()
+        except (msal.exceptions.MsalServiceError, OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            # OSError: requests' errors (no answer); the rest: MSAL could not use what it was answered.
+            log.debug("sign-in at %s failed", self._authority, exc_info=True)
+            raise AuthError(self._explain(exc)) from None
+
+    def _explain(self, exc: Exception) -> str:
+        host, tenant, answer = self._host, self._tenant, self._http.last
+        if isinstance(exc, OSError) and getattr(exc, "response", None) is None:
+            why = _why_unreachable(exc, self._timeout_s)
+            return (f"Could not reach the sign-in service at AUTHORITY_HOST {host}: {why}; check AUTHORITY_HOST "
+                    "(your cloud's Entra ID sign-in host, e.g. https://login.microsoftonline.com) and the network "
+                    "path (DNS, firewall, proxy).")
+        if isinstance(exc, msal.exceptions.MsalServiceError) or (answer is not None and answer.status >= 500):
+            status = f"HTTP {answer.status}" if answer is not None else first_line(str(exc), 120)
+            return (f"The sign-in service at AUTHORITY_HOST {host} kept failing ({status}): nothing was "
+                    "published; run again later, and check AUTHORITY_HOST if it persists.")
+        if answer is not None and 90002 in answer.codes:
+            return (f"Tenant '{tenant}' was not found by the sign-in service at {host} (AADSTS90002): check "
+                    "TENANT_ID, your directory (tenant) ID or a verified domain, and that AUTHORITY_HOST is the "
+                    "sign-in host of the tenant's cloud.")
+        if answer is not None and answer.codes:
+            code = answer.codes[0]
+            advice = _SIGN_IN_ADVICE.get(code, "check TENANT_ID and AUTHORITY_HOST")
+            return f"The sign-in service at {host} refused tenant '{tenant}' with AADSTS{code}: {advice}."
+        if answer is not None and answer.method == "POST":  # the OpenID configuration was fine
+            return (f"The sign-in service at AUTHORITY_HOST {host} answered the token request with HTTP "
+                    f"{answer.status} and something that is not Entra ID's answer, as a proxy or firewall in the "
+                    "way would: check AUTHORITY_HOST and the network path.")
+        seen = (f"{answer.url} answered HTTP {answer.status}" if answer is not None
+                else "it gave no answer MSAL could use")
+        if answer is not None and answer.status < 400:
+            seen += " with something that is not an OpenID configuration"
+        return (f"AUTHORITY_HOST {host} is not an Entra ID sign-in host: {seen}; set AUTHORITY_HOST to your "
+                "cloud's sign-in host (e.g. https://login.microsoftonline.com) and check TENANT_ID.")
+
+
+def _why_unreachable(exc: OSError, read_timeout_s: float | None) -> str:
+    """A few words on why a connection failed; never the request (it may carry the client secret)."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return f"no connection within {CONNECT_TIMEOUT_S:g} s"
+    if isinstance(exc, requests.exceptions.ReadTimeout):
+        return f"no answer within {read_timeout_s:g} s (HTTP_TIMEOUT_SECONDS)"
+    if isinstance(exc, requests.exceptions.SSLError):
+        return "the TLS handshake failed (is its certificate trusted? REQUESTS_CA_BUNDLE)"
+    if any(isinstance(cause, NameResolutionError) for cause in _causes(exc)):
+        return "its name does not resolve"
+    return "the connection was refused or reset"
+
 
 def describe_sign_in_error(result: dict, client_id: str) -> str:
     """One actionable line for an MSAL error dict; carries Entra's codes and correlation id, no secrets."""
@@ -122,3 +280,23 @@ def describe_sign_in_error(result: dict, client_id: str) -> str:
     suffix = f" (correlation id {correlation})" if correlation else ""
     return f"Sign-in for app {client_id} failed with {described} ({error}): {advice}{suffix}."
 
+
+def _origin(url: str) -> str:
+    """``scheme://host[:port]`` of a URL, for messages: never its user info, path or query."""
+    try:
+        parts = urlsplit(url)
+        return f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}" if parts.hostname \
+            else "(no location)"
+    except ValueError:
+        return "(an unreadable location)"
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what it wraps (requests → urllib3's MaxRetryError → its reason), a few levels deep."""
+    chain: list[BaseException] = []
+    current: Any = exc
+    while isinstance(current, BaseException) and len(chain) < 6:
+        chain.append(current)
+        reason = getattr(current, "reason", None)
+        current = reason if isinstance(reason, BaseException) else (current.args[0] if current.args else None)
+    return chain

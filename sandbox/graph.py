@@ -21,6 +21,7 @@ import uuid
 from collections import OrderedDict
 from typing import Any, Iterator
 
+from .faults import FaultRule
 from .server import Request, Response
 from .tenant import DEFAULT_PROPERTIES, USER_PROPERTIES, canonical_properties, make_user, select
 from .tokens import AUDIENCE, EXPIRED, ISSUER, MISSING, NOT_YET_VALID, Resources, TokenError, TokenService, bearer
@@ -45,6 +46,8 @@ _AUTH_MESSAGES = {
 }
 _CHALLENGE = ('Bearer realm="", authorization_uri="https://login.microsoftonline.com/common/oauth2/authorize", '
               'client_id="00000003-0000-0000-c000-000000000000"')
+#: What ``pad_bytes`` streams, a piece at a time: JSON whitespace, so the padded page stays valid JSON.
+_PADDING = b" " * (1024 * 1024)
 _FAULT_CODES = {429: ("TooManyRequests", "Too many requests."),
                 500: ("UnknownError", ""),
                 502: ("BadGateway", "Bad gateway."),
@@ -126,6 +129,29 @@ class Graph:
         code, message = _FAULT_CODES.get(status, ("BadRequest", "Sandbox fault injected."))
         return self._error(status, code, message, ids)
 
+    def fault_page(self, request: Request, response: Response, rule: FaultRule) -> Response:
+        """A normal page (``response``) with a page action of the fault plan applied to it.
+
+        ``value`` replaces the page's users, ``repeat_user`` puts tenant user N first again (shaped by
+        the request's ``$select``), ``pad_bytes`` streams whitespace before the closing brace, and
+        ``chunked`` sends it all without a Content-Length; the page's other keys (context, nextLink)
+        and headers stay as they were.
+        """
+        body = response.body
+        if rule.value is not None or rule.repeat_user is not None:
+            page = json.loads(body)
+            if rule.value is not None:
+                page["value"] = rule.value
+            else:
+                props = self._properties(_selected(_query(request)))
+                page["value"].insert(0, select(make_user(rule.repeat_user, self.tenant_domain), props))
+            body = json.dumps(page, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        pad = rule.pad_bytes or 0
+        if not pad and not rule.chunked:
+            return Response(response.status, body, response.headers)
+        return Response(response.status, b"", response.headers, stream=_padded(body, pad),
+                        length=None if rule.chunked else len(body) + pad)
+
     # --- paging ---------------------------------------------------------------------------------
 
     def encode_skiptoken(self, offset: int) -> str:
@@ -157,8 +183,7 @@ class Graph:
     def _users_page(self, request: Request, ids: tuple[str, str]) -> Response:
         q = _query(request)
         raw_select = q.get("select")
-        props = self._properties([p.strip() for p in raw_select.split(",") if p.strip()]
-                                 if raw_select is not None else None)
+        props = self._properties(_selected(q))
         raw_top = q.get("top")
         max_top = MAX_TOP_SIGN_IN_ACTIVITY if "signInActivity" in props else MAX_TOP
         bad_top = f"Invalid page size specified: '{raw_top}'. Must be between 1 and {max_top} inclusive."
@@ -241,6 +266,22 @@ def _query(request: Request) -> dict[str, str]:
             raise BadRequest(f"The query option '${name}' is not supported by the sandbox.")
         out[name] = values[0]
     return out
+
+
+def _selected(q: dict[str, str]) -> list[str] | None:
+    """The ``$select`` property names, or None without one."""
+    raw = q.get("select")
+    return [p.strip() for p in raw.split(",") if p.strip()] if raw is not None else None
+
+
+def _padded(body: bytes, pad: int) -> Iterator[bytes]:
+    """``body`` with ``pad`` bytes of whitespace before its final ``}``, a piece at a time."""
+    yield body[:-1]
+    while pad > 0:
+        piece = _PADDING if pad >= len(_PADDING) else _PADDING[:pad]
+        yield piece
+        pad -= len(piece)
+    yield body[-1:]
 
 
 def _json(text: str) -> bytes:

@@ -33,6 +33,9 @@ class ManagedIdentityEndpoint:
         self.tokens = tokens
         self.resources = resources
         self.token_lifetime_s = token_lifetime_s
+        #: The resource (audience) of every token issued, in order: what the identity handed out to whom
+        #: asked. Tests check that a vault was never given a token meant for Storage or Graph.
+        self.issued: list[str] = []
 
     def page_of(self, request: Request) -> int | None:
         return None
@@ -62,6 +65,7 @@ class ManagedIdentityEndpoint:
             return _error(500, "An unexpected error occured while fetching the AAD Token.")
         token, exp = self.tokens.issue(aud=resource, tenant_id=self.tenant_id, appid=self.client_id,
                                        oid=self.principal_id, lifetime_s=self.token_lifetime_s)
+        self.issued.append(resource)
         return json_response(200, {
             "access_token": token,
             "expires_on": str(exp),

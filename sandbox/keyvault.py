@@ -4,6 +4,8 @@ The Azure SDK's challenge policy first sends the request *without* a token; the 
 with a ``WWW-Authenticate: Bearer authorization="<authority>/<tenant>", resource="https://vault.azure.net"``
 challenge, and only then does the SDK ask its credential for ``https://vault.azure.net/.default``.
 Reproducing that dance is the point: it is where tenant and audience mistakes show up.
+``challenge_resource`` makes the challenge name another resource (a host that is not a vault asking
+for a Storage or Graph token); ``presented_audiences`` records the audience of every token it was sent.
 Access is RBAC-like: a set of principal object ids allowed to read secrets.
 """
 
@@ -19,7 +21,7 @@ from urllib.parse import unquote
 
 from .server import Request, Response, json_response
 from .tokens import (AUDIENCE, EXPIRED, ISSUER, MISSING, NOT_YET_VALID, Resources, TokenError, TokenService,
-                     bearer)
+                     bearer, peek_claims)
 
 VAULT_RESOURCE = "https://vault.azure.net"
 _NAME = re.compile(r"^[0-9a-zA-Z-]{1,127}$")
@@ -59,6 +61,12 @@ class KeyVault:
         self._secrets: dict[str, list[SecretVersion]] = {}
         self._allowed: set[str] = set()
         self._lock = threading.Lock()
+        #: The resource the 401 challenge names; set another one (e.g. "https://storage.azure.com") to play
+        #: a host that asks clients for a token meant for someone else. Tokens are still only accepted
+        #: for the vault audience.
+        self.challenge_resource = VAULT_RESOURCE
+        #: The ``aud`` of every bearer token presented, valid or not, in order (never the token itself).
+        self.presented_audiences: list[str] = []
 
     # --- Python API for tests -------------------------------------------------------------------
 
@@ -97,15 +105,20 @@ class KeyVault:
         return None
 
     def challenge(self) -> str:
-        return f'Bearer authorization="{self._authority_host()}/{self.tenant_id}", resource="{VAULT_RESOURCE}"'
+        return (f'Bearer authorization="{self._authority_host()}/{self.tenant_id}", '
+                f'resource="{self.challenge_resource}"')
 
     def handle(self, request: Request) -> Response:
         if not request.arg("api-version"):
             return self._error(400, "BadParameter", "The request URI contains an invalid parameter: "
                                                     "api-version is required.")
+        token = bearer(request.header("Authorization"))
+        if token:
+            with self._lock:
+                self.presented_audiences.append(_audience_of(token))
         try:
-            claims = self.tokens.verify(bearer(request.header("Authorization")),
-                                        audiences=self.resources.audiences("keyvault"), tenant_id=self.tenant_id)
+            claims = self.tokens.verify(token, audiences=self.resources.audiences("keyvault"),
+                                        tenant_id=self.tenant_id)
         except TokenError as e:
             return self._unauthorized(e.reason)
 
@@ -178,3 +191,12 @@ class KeyVault:
             f"Vault: {self.vault_name};location=westeurope\r\n")
         return json_response(403, {"error": {"code": "Forbidden", "message": message,
                                              "innererror": {"code": "ForbiddenByRbac"}}}, self._headers())
+
+
+def _audience_of(token: str) -> str:
+    """The ``aud`` claim as presented (unverified), or "" when the token cannot be read."""
+    try:
+        aud = peek_claims(token).get("aud", "")
+    except (ValueError, IndexError, AttributeError):
+        return ""
+    return aud if isinstance(aud, str) else ""

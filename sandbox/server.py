@@ -21,10 +21,10 @@ from email.utils import formatdate
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Iterable, Protocol
 from urllib.parse import parse_qs, urlsplit
 
-from .faults import PARTIAL_BYTES, FaultPlan, FaultRule
+from .faults import PAGE_ACTIONS, PARTIAL_BYTES, FaultPlan, FaultRule
 from .requestlog import RequestLog, RequestRecord
 
 LOOPBACK = "127.0.0.1"
@@ -56,11 +56,17 @@ class Request:
 
 @dataclass
 class Response:
-    """A complete response; the body is already encoded so it is written with one ``sendall``."""
+    """A complete response; the body is already encoded so it is written with one ``sendall``.
+
+    Or, when ``stream`` is set, a body written piece by piece as the iterable yields it (``body`` is
+    then unused): with Content-Length ``length``, or chunked when ``length`` is None.
+    """
 
     status: int
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
+    stream: Iterable[bytes] | None = None
+    length: int | None = None
 
 
 def json_response(status: int, payload: Any, headers: dict[str, str] | None = None,
@@ -84,6 +90,9 @@ class Service(Protocol):
     def page_of(self, request: Request) -> int | None:
         """Graph's 0-based page index for fault rules; None for other services."""
         ...
+
+    # Graph only: ``fault_page(request, response, rule) -> Response`` applies a page action
+    # (value / repeat_user / pad / chunked, see faults.PAGE_ACTIONS) to a normal page.
 
 
 def tls_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
@@ -134,6 +143,8 @@ class _Handler(BaseHTTPRequestHandler):
                 time.sleep(rule.delay_s or 0.0)
             response = self._fault(rule, request) if rule is not None and rule.action == "status" \
                 else self._serve(request)
+            if rule is not None and rule.action in PAGE_ACTIONS and response.status == 200:
+                response = service.fault_page(request, response, rule)  # type: ignore[attr-defined]
         # Record before answering, so a client that has its response always finds it in the log.
         srv.request_log.append(RequestRecord(
             service=service.name, number=number, method=self.command, path=split.path,
@@ -142,6 +153,8 @@ class _Handler(BaseHTTPRequestHandler):
             duration_ms=(time.perf_counter() - started) * 1000.0))
         if response is None:
             self._drop()
+        elif response.stream is not None:
+            self._stream(response, rule)
         elif rule is not None and rule.action in ("stall", "cut"):
             self._send(response, partial=rule)
         else:
@@ -174,18 +187,49 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             pass
 
-    def _send(self, response: Response, partial: FaultRule | None = None) -> None:
+    def _head(self, response: Response, framing: str) -> bytes:
         try:
             reason = HTTPStatus(response.status).phrase
         except ValueError:
             reason = ""
         lines = [f"HTTP/1.1 {response.status} {reason}", f"Date: {formatdate(usegmt=True)}"]
-        lines += [f"{k}: {v}" for k, v in response.headers.items() if k.lower() != "content-length"]
-        body = b"" if self.command == "HEAD" else response.body
-        lines.append(f"Content-Length: {len(response.body)}")
+        lines += [f"{k}: {v}" for k, v in response.headers.items()
+                  if k.lower() not in ("content-length", "transfer-encoding")]
+        lines.append(framing)
         if self.close_connection:
             lines.append("Connection: close")
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+    def _stream(self, response: Response, rule: FaultRule | None) -> None:
+        """Write a streamed body as it is produced; stop quietly when the client hangs up."""
+        assert response.stream is not None
+        chunked = response.length is None
+        self.wfile.write(self._head(response, "Transfer-Encoding: chunked" if chunked
+                                    else f"Content-Length: {response.length}"))
+        if self.command == "HEAD":
+            return
+        sent = 0
+        try:
+            for piece in response.stream:
+                if not piece:
+                    continue
+                if chunked:
+                    self.wfile.write(b"%x\r\n" % len(piece))
+                    self.wfile.write(piece)
+                    self.wfile.write(b"\r\n")
+                else:
+                    self.wfile.write(piece)
+                sent += len(piece)
+                if rule is not None:
+                    rule.sent_bytes = sent
+            if chunked:
+                self.wfile.write(b"0\r\n\r\n")
+        except OSError:  # the client stopped reading (reset, broken pipe, TLS shutdown, timeout)
+            self.close_connection = True
+
+    def _send(self, response: Response, partial: FaultRule | None = None) -> None:
+        body = b"" if self.command == "HEAD" else response.body
+        head = self._head(response, f"Content-Length: {len(response.body)}")
         if partial is None:
             self.wfile.write(head + body)
             return

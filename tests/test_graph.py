@@ -194,3 +194,192 @@ def test_a_rejected_next_link_is_reported_as_such():
     session, _ = session_with({link: (400, {"error": {"code": "Request_BadRequest", "message": "bad skiptoken"}}, {})})
     with pytest.raises(graph.PageLinkRejected):
         pages_of(session, url=link)
+
+
+# --- what a page may hold: redirects, items, size, repeated ids (issue 10) -----------------------
+
+class CountingRaw(io.BytesIO):
+    """A response body that records how much of it was read."""
+
+    def __init__(self, data, log):
+        super().__init__(data)
+        self.log = log
+
+    def read(self, *args, **kwargs):
+        chunk = super().read(*args)
+        self.log.append(len(chunk))
+        return chunk
+
+
+class CountingGraph(CannedGraph):
+    def __init__(self, pages):
+        super().__init__(pages)
+        self.reads = []
+
+    def send(self, request, **kwargs):
+        response = super().send(request, **kwargs)
+        response.raw = CountingRaw(response.raw.getvalue(), self.reads)
+        return response
+
+
+EVIL = "https://evil.example:8443/v1.0/users?$skiptoken=stolen&sig=s3cr3t"
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_a_redirect_is_never_followed_and_only_its_origin_is_named(status):
+    session = requests.Session()
+    adapter = CountingGraph({
+        first_url(): (status, b"x" * 1000, {"Location": EVIL, "request-id": "rid-r"}),
+        EVIL: (200, {"value": [{"id": "from-elsewhere"}]}, {}),   # what following it would publish
+    })
+    session.mount("https://", adapter)
+    with pytest.raises(GraphError) as info:
+        pages_of(session)
+    message = str(info.value)
+    assert f"HTTP {status}" in message and "a redirect to https://evil.example:8443:" in message
+    assert "GRAPH_ENDPOINT" in message and "proxy" in message and "rid-r" in message
+    assert "stolen" not in message and "s3cr3t" not in message and "/v1.0" not in message
+    assert [c[0] for c in adapter.calls] == [first_url()]
+    assert sum(adapter.reads) == 0  # not even the redirect's own body is read
+
+
+@pytest.mark.parametrize("location, named", [
+    ("/v1.0/users?$skiptoken=x", "a redirect to https://graph.example:"),
+    ("https://user:pw@[::1]:9/x", "a redirect to https://[::1]:9:"),
+    ("https://[::1/x", "a redirect to an address that is not a URL:"),
+    (None, "a redirect without a Location:"),
+])
+def test_a_redirect_message_never_carries_user_info_path_or_query(location, named):
+    session, adapter = session_with({first_url(): (302, b"", {"Location": location} if location else {})})
+    with pytest.raises(GraphError) as info:
+        pages_of(session)
+    assert named in str(info.value) and "pw" not in str(info.value)
+    assert len(adapter.calls) == 1
+
+
+BAD_ITEMS = [
+    (7, "value[1] is a number, not a user object"),
+    ("s3cr3t-looking-text", "value[1] is a string, not a user object"),
+    (None, "value[1] is null, not a user object"),
+    (True, "value[1] is a boolean, not a user object"),
+    (["id", "x"], "value[1] is an array, not a user object"),
+    ({"displayName": "Zoë"}, "value[1] is an object without an 'id'"),
+    ({"id": 5}, "value[1] has an 'id' that is a number, not a string"),
+    ({"id": None}, "value[1] has an 'id' that is null, not a string"),
+    ({"id": {"x": 1}}, "value[1] has an 'id' that is an object, not a string"),
+    ({"id": ""}, "value[1] has an empty 'id'"),
+]
+
+
+@pytest.mark.parametrize("item, wrong", BAD_ITEMS)
+def test_an_item_that_is_not_a_user_fails_naming_page_position_and_kind(item, wrong):
+    second = f"{ENDPOINT}/v1.0/users?$skiptoken=b"
+    session, _ = session_with({
+        first_url(): (200, {"value": [{"id": "1"}], "@odata.nextLink": second}, {}),
+        second: (200, {"value": [{"id": "2"}, item, {"id": "3"}]}, {"request-id": "rid-7"}),
+    })
+    with pytest.raises(GraphError) as info:
+        pages_of(session)
+    message = str(info.value)
+    assert f"Graph page 2 holds something that is not a user: {wrong};" in message
+    assert "rid-7" in message and "nothing was published" in message
+    assert "s3cr3t" not in message and "Zoë" not in message  # what was wrong, never the item itself
+
+
+def test_a_bad_item_among_annotated_users_is_a_graph_error_not_an_attribute_error():
+    session, _ = session_with({first_url(): (200, {"value": [{"id": "1", "@odata.type": "#user"}, 7]}, {})})
+    with pytest.raises(GraphError, match=r"value\[1\] is a number"):
+        pages_of(session)
+
+
+def test_a_page_declaring_more_than_the_cap_fails_before_its_body_is_read():
+    session = requests.Session()
+    adapter = CountingGraph({first_url(): (200, {"value": [{"id": "1"}]},
+                                           {"Content-Length": str(graph.MAX_PAGE_BYTES + 1), "request-id": "rid-big"})})
+    session.mount("https://", adapter)
+    with pytest.raises(graph.PageTooLarge) as info:
+        pages_of(session)
+    message = str(info.value)
+    assert "page 1 is larger than the 64 MiB" in message and f"Content-Length {graph.MAX_PAGE_BYTES + 1}" in message
+    assert "rid-big" in message and isinstance(info.value, GraphError)
+    assert sum(adapter.reads) == 0
+
+
+def test_a_page_that_sends_more_than_the_cap_fails_once_the_cap_is_passed(monkeypatch):
+    monkeypatch.setattr(graph, "MAX_PAGE_BYTES", 1024 * 1024)
+    body = b'{"value":[{"id":"1"}]' + b" " * (3 * 1024 * 1024) + b"}"  # valid JSON, no Content-Length
+    session = requests.Session()
+    adapter = CountingGraph({first_url(): (200, body, {})})
+    session.mount("https://", adapter)
+    with pytest.raises(graph.PageTooLarge, match="page 1 is larger than the 1 MiB .*more than 1048576 bytes arrived"):
+        pages_of(session)
+    assert sum(adapter.reads) <= 1024 * 1024 + graph.REST_BYTES  # stopped at the cap, not at the end
+
+
+class BreaksOff:
+    """A raw body that sends some bytes and then breaks off, like a reset connection mid-page."""
+
+    def __init__(self, data):
+        self.data = data
+
+    def stream(self, amt, decode_content=True):
+        from urllib3.exceptions import ProtocolError
+        yield self.data
+        raise ProtocolError("Connection broken")
+
+    def close(self):
+        pass
+
+    def release_conn(self):
+        pass
+
+
+def test_a_page_asked_for_again_is_held_to_the_cap_as_well(monkeypatch):
+    monkeypatch.setattr(graph, "MAX_PAGE_BYTES", 1024 * 1024)
+    big = b'{"value":[{"id":"1"}]' + b" " * (3 * 1024 * 1024) + b"}"
+    answers = iter([BreaksOff(b'{"value":[{"id'), io.BytesIO(big)])
+
+    class Again(CannedGraph):
+        def send(self, request, **kwargs):
+            response = super().send(request, **kwargs)
+            response.raw = next(answers)
+            return response
+
+    session = requests.Session()
+    session.mount("https://", Again({first_url(): (200, b"", {})}))
+    with pytest.raises(graph.PageTooLarge, match="more than 1048576 bytes arrived"):
+        pages_of(session)
+
+
+def test_a_user_id_of_an_earlier_page_fails_before_the_last_page_is_handed_on():
+    second, third = f"{ENDPOINT}/v1.0/users?$skiptoken=b", f"{ENDPOINT}/v1.0/users?$skiptoken=c"
+    session, _ = session_with({
+        first_url(): (200, {"value": [{"id": "a"}, {"id": "b"}], "@odata.nextLink": second}, {}),
+        second: (200, {"value": [{"id": "c"}, {"id": "a"}], "@odata.nextLink": third}, {"request-id": "rid-2"}),
+        third: (200, {"value": [{"id": "d"}]}, {"request-id": "rid-3"}),
+    })
+    pages = graph.iter_user_pages(session, first_url(), ENDPOINT, FixedTokens(), 30.0)
+    assert [next(pages).number, next(pages).number] == [1, 2]
+    with pytest.raises(GraphError, match="same user twice in one listing, on page 1 and again on page 2: .*rid-2"):
+        next(pages)
+
+
+def test_pages_add_their_ids_to_the_given_user_ids_which_catch_a_repeat_across_a_resume():
+    from graph_export.userids import UserIds
+
+    second = f"{ENDPOINT}/v1.0/users?$skiptoken=b"
+    session, _ = session_with({
+        first_url(): (200, {"value": [{"id": "a"}, {"id": "b"}], "@odata.nextLink": second}, {}),
+        second: (200, {"value": [{"id": "c"}]}, {}),
+    })
+    before = UserIds()
+    assert [p.number for p in graph.iter_user_pages(session, first_url(), ENDPOINT, FixedTokens(), 30.0,
+                                                    ids=before)] == [1, 2]
+    assert len(before) == 3
+    # A run resumed at page 2 with the ids saved after page 1: page 2 repeating "a" is caught.
+    saved = UserIds()
+    saved.add_ids(1, ["a", "b"])
+    session, _ = session_with({second: (200, {"value": [{"id": "a"}]}, {})})
+    with pytest.raises(GraphError, match="before the page this run resumed from and again on page 2"):
+        list(graph.iter_user_pages(session, second, ENDPOINT, FixedTokens(), 30.0, 2,
+                                   ids=UserIds.from_bytes(saved.to_bytes())))

@@ -22,7 +22,8 @@ MANIFEST = Manifest(
 
 CHECKPOINT = Checkpoint(
     slot=SLOT, blob=MANIFEST.blob, properties=("id", "mail"), next_link="https://graph.microsoft.com/v1.0/users?x",
-    pages=4, progress=Progress(3996, 12345, ["a-00000000", "a-00000001"], [10, 20]), started=SLOT, saved=SLOT)
+    pages=4, progress=Progress(3996, 12345, ["a-00000000", "a-00000001"], [10, 20]), ids_bytes=8 * 3996,
+    started=SLOT, saved=SLOT)
 
 
 def test_a_manifest_reads_back_as_written():
@@ -57,7 +58,7 @@ def test_anything_but_a_whole_pointer_is_rejected(document):
 
 
 @pytest.mark.parametrize("change", [
-    {"pages": "4"}, {"block_ids": ["a-00000000"]}, {"block_sizes": [10, "20"]}, {"next_link": None},
+    {"pages": "4"}, {"ids_bytes": -8}, {"block_ids": ["a-00000000"]}, {"block_sizes": [10, "20"]}, {"next_link": None},
     {"saved": "yesterday"}, {"format": "graph-users-export-checkpoint/1"},
 ])
 def test_a_malformed_checkpoint_is_rejected(change):

@@ -1,4 +1,14 @@
-from graph_export.token import describe_sign_in_error
+import json
+import socket
+import time
+
+import pytest
+import requests
+from urllib3.exceptions import MaxRetryError, NameResolutionError
+
+from graph_export.credentials import Secret
+from graph_export.errors import AuthError
+from graph_export.token import CONNECT_TIMEOUT_S, GraphTokenProvider, describe_sign_in_error, make_sign_in_session
 
 CLIENT = "11111111-2222-3333-4444-555555555555"
 
@@ -26,3 +36,129 @@ def test_unknown_app_points_at_client_and_tenant_ids():
 def test_unknown_code_falls_back_to_entras_first_line():
     message = describe_sign_in_error(entra_error(12345, "weird"), CLIENT)
     assert "AADSTS12345: something." in message and "Trace ID" not in message
+
+
+# --- every sign-in failure is one AuthError line naming TENANT_ID or AUTHORITY_HOST ---------------
+
+HOST = "https://login.example.test"
+TENANT = "9f4c2b1e-0000-4000-8000-000000000001"
+AUTHORITY = f"{HOST}/{TENANT}"
+SECRET = "s3cr3t~value.for-tests-only"
+DISCOVERY = {
+    "authorization_endpoint": f"{AUTHORITY}/oauth2/v2.0/authorize",
+    "token_endpoint": f"{AUTHORITY}/oauth2/v2.0/token",
+    "issuer": f"{AUTHORITY}/v2.0",
+}
+
+
+def answer(url, status, body, content_type="application/json"):
+    response = requests.Response()
+    response.status_code, response.url = status, url
+    response.headers["Content-Type"] = content_type
+    response._content = (body if isinstance(body, str) else json.dumps(body)).encode()
+    return response
+
+
+class FakeSignIn:
+    """MSAL's http_client: scripted answers (or exceptions) for discovery and the token request."""
+
+    def __init__(self, discovery=(200, DISCOVERY), token=(200, {"access_token": "tok", "token_type": "Bearer",
+                                                                "expires_in": 3600})):
+        self.discovery, self.token = discovery, token
+        self.timeouts = []
+
+    def _reply(self, url, scripted, kwargs):
+        self.timeouts.append(kwargs.get("timeout"))
+        if isinstance(scripted, BaseException):
+            raise scripted
+        status, body = scripted
+        return answer(url, status, body, "application/json" if not isinstance(body, str) else "text/html")
+
+    def get(self, url, **kwargs):
+        return self._reply(url, self.discovery, kwargs)
+
+    def post(self, url, **kwargs):
+        return self._reply(url, self.token, kwargs)
+
+
+def provider(http):
+    return GraphTokenProvider(authority=AUTHORITY, client_id=CLIENT, scope="https://graph.microsoft.com/.default",
+                              secret=Secret(SECRET), timeout_s=42, http_client=http)
+
+
+def sign_in_error(http) -> str:
+    with pytest.raises(AuthError) as raised:
+        provider(http).acquire()
+    message = str(raised.value)
+    assert "\n" not in message and SECRET not in message
+    return message
+
+
+def test_every_sign_in_request_has_a_connect_and_a_read_timeout():
+    http = FakeSignIn()
+    assert provider(http).acquire() == "tok"
+    assert http.timeouts == [(CONNECT_TIMEOUT_S, 42), (CONNECT_TIMEOUT_S, 42)]
+
+
+def test_an_unknown_tenant_names_tenant_id():
+    http = FakeSignIn(discovery=(400, {"error": "invalid_tenant", "error_codes": [90002],
+                                       "error_description": f"AADSTS90002: Tenant '{TENANT}' not found."}))
+    message = sign_in_error(http)
+    assert "AADSTS90002" in message and "TENANT_ID" in message and TENANT in message
+
+
+@pytest.mark.parametrize("status, body", [
+    (404, "<html>Not Found</html>"),
+    (401, {"error": {"code": "InvalidAuthenticationToken", "message": "Access token is empty."}}),
+    (200, "<html>Welcome</html>"),
+    (200, {"issuer": "https://example.com"}),
+    (200, ["a", "list"]),
+])
+def test_a_host_that_is_not_entra_names_authority_host(status, body):
+    message = sign_in_error(FakeSignIn(discovery=(status, body)))
+    assert message.startswith(f"AUTHORITY_HOST {HOST} is not an Entra ID sign-in host")
+    assert f"HTTP {status}" in message and "/v2.0/.well-known/openid-configuration" in message
+
+
+def test_a_sign_in_host_that_keeps_failing_says_run_again_later():
+    message = sign_in_error(FakeSignIn(discovery=(503, {"error": "temporarily_unavailable"})))
+    assert "AUTHORITY_HOST" in message and "kept failing" in message and "run again later" in message
+
+
+def test_a_token_answer_that_is_not_entra_names_authority_host_and_the_network_path():
+    message = sign_in_error(FakeSignIn(token=(403, "<html>Blocked by policy</html>")))
+    assert "AUTHORITY_HOST" in message and "HTTP 403" in message and "network path" in message
+    assert "Blocked" not in message
+
+
+@pytest.mark.parametrize("error, why", [
+    (requests.exceptions.ConnectionError("refused"), "refused"),
+    (requests.exceptions.ConnectTimeout("slow"), f"no connection within {CONNECT_TIMEOUT_S:g} s"),
+    (requests.exceptions.ReadTimeout("slow"), "no answer within 42 s (HTTP_TIMEOUT_SECONDS)"),
+    (requests.exceptions.SSLError("bad certificate"), "TLS"),
+    (requests.exceptions.ConnectionError(MaxRetryError(None, "/", NameResolutionError("login.example.test", None,
+                                                                                       OSError("no such name")))),
+     "does not resolve"),
+])
+def test_an_unreachable_sign_in_host_names_authority_host(error, why):
+    message = sign_in_error(FakeSignIn(discovery=error))
+    assert message.startswith(f"Could not reach the sign-in service at AUTHORITY_HOST {HOST}")
+    assert why in message
+
+
+def test_a_refused_connection_is_not_retried():
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    started = time.monotonic()
+    with pytest.raises(AuthError, match="AUTHORITY_HOST"):
+        GraphTokenProvider(authority=f"https://127.0.0.1:{port}/{TENANT}", client_id=CLIENT, scope="x/.default",
+                           secret=Secret(SECRET), backoff_base_s=1.0)
+    assert time.monotonic() - started < 1.0  # no backoff: with one retry it would sleep >= 1 s
+
+
+def test_the_sign_in_session_retries_throttling_and_cut_answers_but_not_connecting():
+    retry = make_sign_in_session(0.5).get_adapter("https://login.microsoftonline.com").max_retries
+    assert retry.connect == 0 and retry.read >= 1 and retry.status >= 1
+    assert {429, 500, 502, 503, 504} <= set(retry.status_forcelist) and retry.respect_retry_after_header
+    assert {"GET", "POST"} <= set(retry.allowed_methods) and retry.backoff_factor == 0.5

@@ -9,9 +9,10 @@ import pytest
 
 from graph_export import GraphError, load_settings, run_export
 from graph_export.export import warm_clients
+from graph_export.checkpoint import ids_blob_name
 from graph_export.naming import checkpoint_blob_name, export_blob_name
 
-from .helpers import blob_names, read_export, read_json
+from .helpers import blob_names, container, read_bytes, read_export, read_json
 
 SANDBOX_USERS = USERS = 20_000  # 21 pages of 999
 SLOT = datetime(2026, 3, 7, 2, tzinfo=timezone.utc)
@@ -57,12 +58,32 @@ def test_a_failed_run_resumes_from_its_checkpoint(export_env, sandbox):
     saved = read_json(export_env, checkpoint_blob_name(SLOT))
     assert saved["pages"] == 8 and saved["users"] == 8 * 999
     assert export_blob_name(SLOT) not in blob_names(export_env)  # staged, never visible
+    assert len(read_bytes(export_env, ids_blob_name(SLOT))) == 8 * saved["users"] == saved["ids_bytes"]
 
     summary = run_export(load_settings(), SLOT)
     assert summary.users == USERS
     assert graph_pages(sandbox)[0] == 8  # continued after page 8, did not start over
     assert read_json(export_env, summary.manifest)["resumed"] is True
     assert checkpoint_blob_name(SLOT) not in blob_names(export_env)
+    assert ids_blob_name(SLOT) not in blob_names(export_env)
+    assert_identical_to_a_clean_run(export_env, sandbox, summary)
+
+
+def test_a_user_repeated_across_the_resume_point_is_still_caught(export_env, sandbox):
+    interrupted_run(sandbox, page=10)  # the checkpoint counts pages 1-8
+    sandbox.faults.add("graph", page=9, repeat_user=5)  # user 5 came on page 1, before the resume point
+    with pytest.raises(GraphError, match="before the page this run resumed from and again on page 10"):
+        run_export(load_settings(), SLOT)
+    assert graph_pages(sandbox)[0] == 8  # it did resume
+    assert export_blob_name(SLOT) not in blob_names(export_env)
+
+
+def test_saved_user_ids_that_are_gone_restart_the_slot(export_env, sandbox, caplog):
+    interrupted_run(sandbox, page=6)
+    container(export_env).delete_blob(ids_blob_name(SLOT))
+    caplog.set_level(logging.WARNING)
+    summary = run_export(load_settings(), SLOT)
+    assert graph_pages(sandbox)[0] == 0 and "user ids it counted are gone" in caplog.text
     assert_identical_to_a_clean_run(export_env, sandbox, summary)
 
 
