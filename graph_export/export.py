@@ -235,6 +235,15 @@ def _export(settings: Settings, clients: WarmClients, container: ContainerClient
         progress, ids = None, UserIds()
         url, first = graph.first_page_url(settings.graph_endpoint, settings.user_properties, settings.page_size), 1
     pages = first - 1
+
+    def save_checkpoint(next_link: str, pages: int, new_ids: bytes, staged: sink.Progress) -> None:
+        """On the writer's thread, once every page up to ``pages`` is staged: the ids, then the checkpoint."""
+        lease.ensure()
+        checkpoint.save(container, checkpoint.Checkpoint(
+            slot=slot, blob=blob.blob_name, properties=settings.user_properties, next_link=next_link, pages=pages,
+            progress=staged, ids_bytes=saved_ids.append(new_ids), started=started, saved=datetime.now(timezone.utc)))
+        log.debug("checkpoint after page %d: %d users", pages, staged.users)
+
     # Three stages overlap: page k+1 is requested as soon as page k's nextLink arrives, page k is
     # parsed and encoded here, and compression and block uploads trail behind on their own thread.
     fetched = graph.iter_user_pages(clients.http, url, settings.graph_endpoint, clients, settings.http_timeout_s, first,
@@ -245,14 +254,7 @@ def _export(settings: Settings, clients: WarmClients, container: ContainerClient
             writer.write(page.users)
             pages = page.number
             if page.next_link and pages % settings.checkpoint_every_pages == 0:
-                saved = writer.end_segment()
-                lease.ensure()
-                ids_bytes = saved_ids.append(ids.new_bytes())
-                checkpoint.save(container, checkpoint.Checkpoint(
-                    slot=slot, blob=blob.blob_name, properties=settings.user_properties, next_link=page.next_link,
-                    pages=pages, progress=saved, ids_bytes=ids_bytes, started=started,
-                    saved=datetime.now(timezone.utc)))
-                log.debug("checkpoint after page %d: %d users", pages, saved.users)
+                writer.end_segment(functools.partial(save_checkpoint, page.next_link, pages, ids.new_bytes()))
         lease.ensure()
         committed = writer.commit(metadata={"slot": iso(slot)})
     finished = datetime.now(timezone.utc)

@@ -13,7 +13,7 @@ import logging
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 from isal import isal_zlib
@@ -198,11 +198,17 @@ class JsonlGzipBlobWriter:
         self._uncompressed += len(data)
         self._worker.submit(self._compress, data)
 
-    def end_segment(self) -> Progress:
-        """Close the gzip member, stage everything and report what a checkpoint must record."""
+    def end_segment(self, then: Callable[[Progress], None] | None = None) -> None:
+        """Close the gzip member and stage it; then call ``then`` with what a checkpoint must record.
+
+        Both happen on the background thread, in order with the pages written before and after, so
+        saving a checkpoint never holds up the next page; an error in ``then`` fails the next write.
+        """
+        users, uncompressed = self.users, self._uncompressed  # as of this call, not of when it runs
         self._worker.submit(self._end_member)
-        self._worker.wait()
-        return Progress(self.users, self._uncompressed, list(self._block_ids), list(self._block_sizes))
+        if then is not None:
+            self._worker.submit(lambda: then(Progress(users, uncompressed, list(self._block_ids),
+                                                      list(self._block_sizes))))
 
     def commit(self, metadata: dict[str, str] | None = None) -> CommittedBlob:
         """Close the last gzip member, stage what is left and publish the blob in one commit."""
