@@ -19,8 +19,8 @@ from typing import Any
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.storage.blob import BlobClient, ContainerClient
 
-from . import naming, sink
-from .records import Fields, RecordError, iso
+from . import naming, storage
+from .records import Fields, Progress, RecordError, iso
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ class Checkpoint:
     properties: tuple[str, ...]
     next_link: str
     pages: int
-    progress: sink.Progress
+    progress: Progress
     ids_bytes: int
     started: datetime
     saved: datetime
@@ -56,7 +56,7 @@ class Checkpoint:
         block_ids, block_sizes = f.texts("block_ids"), f.counts("block_sizes")
         if len(block_ids) != len(block_sizes):
             raise RecordError("checkpoint lists a different number of block ids and block sizes")
-        progress = sink.Progress(f.count("users"), f.count("uncompressed_bytes"), list(block_ids), list(block_sizes))
+        progress = Progress(f.count("users"), f.count("uncompressed_bytes"), list(block_ids), list(block_sizes))
         return cls(slot=f.time("slot"), blob=f.text("blob"), properties=f.texts("properties"),
                    next_link=f.text("next_link"), pages=f.count("pages"), progress=progress,
                    ids_bytes=f.count("ids_bytes"), started=f.time("started"), saved=f.time("saved"))
@@ -66,7 +66,7 @@ def load(container: ContainerClient, slot: datetime) -> Checkpoint | None:
     """The slot's checkpoint, or None when there is none or it cannot be parsed (logged)."""
     name = naming.checkpoint_blob_name(slot)
     try:
-        document = sink.read_json(container, name)
+        document = storage.read_json(container, name)
         return None if document is None else Checkpoint.parse(document)
     except RecordError as why:
         log.warning("Checkpoint %s is unreadable (%s); starting the slot over", name, why)
@@ -74,13 +74,13 @@ def load(container: ContainerClient, slot: datetime) -> Checkpoint | None:
 
 
 def save(container: ContainerClient, checkpoint: Checkpoint) -> None:
-    sink.write_json(container, naming.checkpoint_blob_name(checkpoint.slot), checkpoint.to_document())
+    storage.write_json(container, naming.checkpoint_blob_name(checkpoint.slot), checkpoint.to_document())
 
 
 def delete(container: ContainerClient, slot: datetime) -> None:
     """Remove the slot's checkpoint and saved user ids (the slot is published)."""
     for name in (naming.checkpoint_blob_name(slot), ids_blob_name(slot)):
-        with sink.storage_errors(f"deleting {name}"):
+        with storage.storage_errors(f"deleting {name}"):
             try:
                 container.delete_blob(name)
             except ResourceNotFoundError:
@@ -100,7 +100,7 @@ class SavedIds:
 
     def start(self, kept: bytes = b"") -> None:
         """Begin the blob anew holding ``kept`` (what the checkpoint being resumed counted)."""
-        with sink.storage_errors(f"creating {self._blob.blob_name}"):
+        with storage.storage_errors(f"creating {self._blob.blob_name}"):
             self._blob.create_append_blob()
         self.size = 0
         self.append(kept)
@@ -109,7 +109,7 @@ class SavedIds:
         """Append ``data``; return the blob's size, which the next checkpoint records."""
         if self.size is None:
             self.start()
-        with sink.storage_errors(f"appending to {self._blob.blob_name}"):
+        with storage.storage_errors(f"appending to {self._blob.blob_name}"):
             for at in range(0, len(data), _APPEND_MAX):
                 piece = data[at:at + _APPEND_MAX]
                 self._blob.append_block(piece, length=len(piece))
@@ -120,7 +120,7 @@ class SavedIds:
         """The first ``size`` bytes, or None when the blob holds fewer (then the checkpoint is unusable)."""
         if size == 0:
             return b""
-        with sink.storage_errors(f"reading {self._blob.blob_name}"):
+        with storage.storage_errors(f"reading {self._blob.blob_name}"):
             try:
                 data = self._blob.download_blob(offset=0, length=size).readall()
             except ResourceNotFoundError:
@@ -145,7 +145,7 @@ def why_unusable(checkpoint: Checkpoint, blob: BlobClient, slot: datetime, prope
         return "USER_PROPERTIES changed since it was saved"
     if not -naming._FUTURE_TOLERANCE <= now - checkpoint.saved <= max_age:
         return f"it is older than CHECKPOINT_MAX_AGE_HOURS ({max_age.total_seconds() / 3600:g} h)"
-    staged = sink.staged_blocks(blob)
+    staged = storage.staged_blocks(blob)
     progress = checkpoint.progress
     if any(staged.get(i) != size for i, size in zip(progress.block_ids, progress.block_sizes)):
         return "its staged blocks are gone (committed or discarded meanwhile)"

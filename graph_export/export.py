@@ -13,18 +13,18 @@ import logging
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable
+from typing import Any
 
 from azure.identity import DefaultAzureCredential
 from azure.storage.blob import BlobClient, ContainerClient
 
-from . import checkpoint, credentials, graph, naming, pipeline, sink, transport
-from .errors import AuthError, ConfigError
+from . import checkpoint, credentials, graph, naming, sink, storage, transport
+from .errors import ConfigError
 from .lease import SlotLease
-from .records import Manifest, RecordError, iso
+from .records import Manifest, Progress, RecordError, iso
 from .settings import Settings
+from .token import GraphTokenProvider, GraphTokens
 from .userids import UserIds
-from .token import GraphTokenProvider, SecretRejectedError
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +56,10 @@ class ExportSummary:
 
 
 class WarmClients:
-    """What is worth keeping between invocations on a warm instance, and the run's token source.
+    """What is worth keeping between invocations on a warm instance.
 
-    Connection pools, the Azure credential's token cache, the secret read from Key Vault and the
-    MSAL application with its token cache. When Entra rejects the secret itself (wrong or expired),
-    the vault is read again once: someone may have rotated it since this instance cached it.
+    The Azure credential (and its token cache), the Graph connection pool, the export container and
+    the Graph token source, which holds the secret read from Key Vault and MSAL's token cache.
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -69,61 +68,29 @@ class WarmClients:
         self.retry_budget = transport.RetryBudget(settings.graph_retries_per_run)
         self.http = transport.make_session(settings.retry_backoff_base_s, settings.graph_retries_per_page,
                                            self.retry_budget)
+        self.tokens = GraphTokens(read_secret=self._read_secret, sign_in=self._sign_in)
         self._container: ContainerClient | None = None
-        self._secret: credentials.Secret | None = None
-        self._tokens: GraphTokenProvider | None = None
 
     def container(self) -> ContainerClient:
         if self._container is None:
             s = self.settings
-            self._container = sink.open_container(s.storage, s.container, self.azure_credential,
+            self._container = storage.open_container(s.storage, s.container, self.azure_credential,
                                                   s.retry_backoff_base_s)
         return self._container
 
-    def get(self) -> str:
-        """An access token for Graph (graph.Tokens)."""
-        return self._signed_in(lambda tokens: tokens.acquire())
+    def _read_secret(self) -> credentials.Secret:
+        """The client secret's latest version, read from Key Vault with the app's own identity."""
+        s = self.settings
+        vault = credentials.make_secret_client(
+            s.key_vault_url, self.azure_credential, authority_host=s.authority_host,
+            retry_total=4, retry_backoff_factor=s.retry_backoff_base_s, connection_timeout=10, read_timeout=30,
+        )
+        return credentials.read_client_secret(vault, s.client_secret_name)
 
-    def refresh(self, rejected: str) -> str:
-        """A new access token after Graph rejected ``rejected`` (graph.Tokens)."""
-        return self._signed_in(lambda tokens: tokens.refresh(rejected))
-
-    def _signed_in(self, call: Callable[[GraphTokenProvider], str]) -> str:
-        try:
-            return call(self._provider())
-        except SecretRejectedError:
-            rejected = self._secret
-            self._secret = self._tokens = None
-            if self._provider_secret() == rejected:
-                raise  # the vault still holds the rejected secret: nothing to retry with
-            log.warning("Entra rejected the cached client secret; retrying once with the vault's latest version")
-            try:
-                return call(self._provider())
-            except AuthError:
-                self._secret = self._tokens = None
-                raise
-        except AuthError:
-            self._secret = self._tokens = None
-            raise
-
-    def _provider_secret(self) -> credentials.Secret:
-        if self._secret is None:
-            s = self.settings
-            vault = credentials.make_secret_client(
-                s.key_vault_url, self.azure_credential, authority_host=s.authority_host,
-                retry_total=4, retry_backoff_factor=s.retry_backoff_base_s,
-                connection_timeout=10, read_timeout=30,
-            )
-            self._secret = credentials.read_client_secret(vault, s.client_secret_name)
-        return self._secret
-
-    def _provider(self) -> GraphTokenProvider:
-        if self._tokens is None:
-            s = self.settings
-            self._tokens = GraphTokenProvider(authority=s.authority, client_id=s.client_id, scope=s.graph_scope,
-                                              secret=self._provider_secret(), timeout_s=s.http_timeout_s,
-                                              backoff_base_s=s.retry_backoff_base_s)
-        return self._tokens
+    def _sign_in(self, secret: credentials.Secret) -> GraphTokenProvider:
+        s = self.settings
+        return GraphTokenProvider(authority=s.authority, client_id=s.client_id, scope=s.graph_scope, secret=secret,
+                                  timeout_s=s.http_timeout_s, backoff_base_s=s.retry_backoff_base_s)
 
 
 @functools.lru_cache(maxsize=4)
@@ -154,7 +121,7 @@ def run_export(settings: Settings, slot: datetime | None = None, *, force: bool 
         if not force and (published := _published(container, slot)) is not None:
             return _summary(published, "skipped", container, clock)  # another run finished it meanwhile
         clients.retry_budget.reset(settings.graph_retries_per_run)
-        clients.get()  # fail on Key Vault or sign-in before staging anything
+        clients.tokens.get()  # fail on Key Vault or sign-in before staging anything
 
         blob = container.get_blob_client(naming.export_blob_name(slot))
         resume = None if force else _resumable(container, blob, settings, slot, started)
@@ -173,7 +140,7 @@ def _published(container: ContainerClient, slot: datetime) -> Manifest | None:
     """The slot's manifest if the slot was exported; a manifest that does not parse means it was not."""
     name = naming.manifest_blob_name(slot)
     try:
-        document = sink.read_json(container, name)
+        document = storage.read_json(container, name)
         if document is None:
             return None
         manifest = Manifest.parse(document)
@@ -236,7 +203,7 @@ def _export(settings: Settings, clients: WarmClients, container: ContainerClient
         url, first = graph.first_page_url(settings.graph_endpoint, settings.user_properties, settings.page_size), 1
     pages = first - 1
 
-    def save_checkpoint(next_link: str, pages: int, new_ids: bytes, staged: sink.Progress) -> None:
+    def save_checkpoint(next_link: str, pages: int, new_ids: bytes, staged: Progress) -> None:
         """On the writer's thread, once every page up to ``pages`` is staged: the ids, then the checkpoint."""
         lease.ensure()
         checkpoint.save(container, checkpoint.Checkpoint(
@@ -246,10 +213,10 @@ def _export(settings: Settings, clients: WarmClients, container: ContainerClient
 
     # Three stages overlap: page k+1 is requested as soon as page k's nextLink arrives, page k is
     # parsed and encoded here, and compression and block uploads trail behind on their own thread.
-    fetched = graph.iter_user_pages(clients.http, url, settings.graph_endpoint, clients, settings.http_timeout_s, first,
-                                    ids=ids)
-    with pipeline.prompt_handoffs(), contextlib.closing(fetched) as pages_ahead, \
-            sink.JsonlGzipBlobWriter(blob, resume_from=progress, replaces=sink.etag_of(blob)) as writer:
+    fetched = graph.iter_user_pages(clients.http, url, settings.graph_endpoint, clients.tokens,
+                                    settings.http_timeout_s, first, ids=ids)
+    with contextlib.closing(fetched) as pages_ahead, \
+            sink.JsonlGzipBlobWriter(blob, resume_from=progress, replaces=storage.etag_of(blob)) as writer:
         for page in pages_ahead:
             writer.write(page.users)
             pages = page.number
@@ -267,9 +234,9 @@ def _export(settings: Settings, clients: WarmClients, container: ContainerClient
         graph_endpoint=settings.graph_endpoint,
     )
     lease.ensure()
-    sink.write_json(container, manifest.manifest, manifest.to_document())
+    storage.write_json(container, manifest.manifest, manifest.to_document())
     lease.ensure()
-    if not sink.point_latest(container, manifest.pointer(), finished):
+    if not storage.point_latest(container, manifest.pointer(), finished):
         log.warning("%s already points at a later slot than %s; left as it is", naming.LATEST_BLOB, iso(slot))
     return manifest
 

@@ -23,7 +23,7 @@ from azure.storage.blob import BlobLeaseClient, ContainerClient
 from . import naming
 from .errors import SlotBusyError, StorageError
 from .records import iso
-from .sink import storage_errors
+from .storage import storage_errors
 
 log = logging.getLogger(__name__)
 

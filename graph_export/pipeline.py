@@ -9,16 +9,11 @@ caller's thread.
 
 from __future__ import annotations
 
-import contextlib
 import queue
-import sys
 import threading
 from typing import Any, Callable, Generic, Iterator, TypeVar
 
 T = TypeVar("T")
-
-#: Seconds a thread may hold the GIL while another waits for it (CPython's default is 0.005).
-SWITCH_INTERVAL_S = 0.0005
 
 _END = object()
 
@@ -88,22 +83,6 @@ class Prefetcher(Generic[T]):
             except queue.Full:
                 continue
         return False
-
-
-@contextlib.contextmanager
-def prompt_handoffs(interval_s: float = SWITCH_INTERVAL_S) -> Iterator[None]:
-    """Shorten the interpreter's thread switch interval while a pipeline runs, then restore it.
-
-    The thread that sends the next Graph request wakes from I/O while the others parse and encode;
-    with the default interval it can wait up to 5 ms for the GIL, and that wait is on the critical
-    path of every page. The setting is process-wide, so it is only changed for the run.
-    """
-    before = sys.getswitchinterval()
-    sys.setswitchinterval(interval_s)
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(before)
 
 
 def _close(item: Any) -> None:

@@ -73,6 +73,16 @@ class Fields:
 
 
 @dataclass(frozen=True)
+class Progress:
+    """What is staged so far, at a segment boundary: what a checkpoint needs to resume."""
+
+    users: int
+    uncompressed_bytes: int
+    block_ids: list[str]
+    block_sizes: list[int]
+
+
+@dataclass(frozen=True)
 class Manifest:
     """What one export published: written once per slot, after the blob, before ``latest.json``."""
 

@@ -189,9 +189,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         check("CLIENT_ID", bool(_GUID.match(client_id)),
               f"is '{client_id}': expected the Application (client) ID GUID")
 
-    key_vault_url = _https_url("KEY_VAULT_URL", get("KEY_VAULT_URL"), problems, allow_path=False)
-    authority_host = _https_url("AUTHORITY_HOST", get("AUTHORITY_HOST"), problems, allow_path=False)
-    graph_endpoint = _https_url("GRAPH_ENDPOINT", get("GRAPH_ENDPOINT"), problems, allow_path=False)
+    key_vault_url = _https_url("KEY_VAULT_URL", get("KEY_VAULT_URL"), problems)
+    authority_host = _https_url("AUTHORITY_HOST", get("AUTHORITY_HOST"), problems)
+    graph_endpoint = _https_url("GRAPH_ENDPOINT", get("GRAPH_ENDPOINT"), problems)
 
     secret_name = get("CLIENT_SECRET_NAME")
     # Not echoed: a value that is no secret name may be the secret itself, pasted in the wrong setting.
@@ -238,7 +238,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     )
 
 
-def _https_url(name: str, value: str, problems: list[str], *, allow_path: bool) -> str:
+def _https_url(name: str, value: str, problems: list[str]) -> str:
     """Validate an https base URL and return it without a trailing slash.
 
     User info (``user:pass@``), a query or a fragment is refused before anything echoes the value:
@@ -253,7 +253,7 @@ def _https_url(name: str, value: str, problems: list[str], *, allow_path: bool) 
     if parts.scheme != "https" or not parts.hostname:
         problems.append(f"{name} is '{value}': expected an https:// URL")
         return ""
-    if not allow_path and parts.path.strip("/"):
+    if parts.path.strip("/"):
         problems.append(f"{name} is '{value}': give the base URL only, without a path such as '{parts.path}'")
         return ""
     return f"https://{parts.netloc}"

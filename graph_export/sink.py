@@ -1,42 +1,27 @@
-"""Blob Storage: the export as one gzip JSON Lines block blob, then its manifest, then ``latest.json``.
+"""The export file: users as one gzip JSON Lines block blob, staged as pages arrive, committed once.
 
-Blocks are staged as pages arrive and committed once at the end. Staged blocks are invisible until
-``commit_block_list``, so a run that fails never leaves a readable half export; Azure discards
-uncommitted blocks after a week. Memory holds at most one block of compressed output.
+Staged blocks are invisible until ``commit_block_list``, so a run that fails never leaves a readable
+half export; Azure discards uncommitted blocks after a week. Memory holds at most one block of
+compressed output. The manifest and ``latest.json`` that follow it are ``storage``'s.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import logging
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Callable
 
 import orjson
 from isal import isal_zlib
 from azure.core import MatchConditions
-from azure.core.credentials import TokenCredential
-from azure.core.exceptions import (
-    ClientAuthenticationError,
-    HttpResponseError,
-    ResourceExistsError,
-    ResourceModifiedError,
-    ResourceNotFoundError,
-    ServiceRequestError,
-)
-from azure.storage.blob import BlobClient, ContainerClient, ContentSettings, ExponentialRetry
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
+from azure.storage.blob import BlobClient, ContentSettings
 
 from . import pipeline
-from .errors import SlotBusyError, StorageError, first_line
-from . import naming
-from .naming import LATEST_BLOB
-from .records import LatestPointer, RecordError
-from .settings import StorageTarget
-
-log = logging.getLogger(__name__)
+from .errors import SlotBusyError
+from .records import Progress
+from .storage import storage_errors
 
 BLOCK_SIZE = 4 * 1024 * 1024
 #: ISA-L's deflate at level 2 compresses sandbox users as well as zlib level 3 (15.7% of the JSON
@@ -45,89 +30,6 @@ GZIP_LEVEL = 2
 _GZIP_WBITS = 16 + isal_zlib.MAX_WBITS  # gzip header and trailer, mtime 0: same input, same bytes
 
 EXPORT_CONTENT = ContentSettings(content_type="application/gzip")
-JSON_CONTENT = ContentSettings(content_type="application/json; charset=utf-8")
-#: Conditional writes of latest.json tried before giving up (each loss means another run published).
-POINTER_ATTEMPTS = 8
-
-
-def open_container(target: StorageTarget, container: str, credential: TokenCredential | None,
-                   backoff_base_s: float) -> ContainerClient:
-    """Connect to the export container, creating it if missing; fail fast with a clear message."""
-    options: dict[str, Any] = {
-        "retry_policy": ExponentialRetry(
-            initial_backoff=backoff_base_s,
-            increment_base=3 * backoff_base_s,
-            retry_total=4,
-            random_jitter_range=backoff_base_s,
-        ),
-        "connection_timeout": 10,
-        "read_timeout": 120,
-    }
-    if target.connection_string:
-        client = ContainerClient.from_connection_string(target.connection_string, container, **options)
-        where = f"container '{container}' (from {target.source})"
-    else:
-        client = ContainerClient(target.blob_service_uri, container, credential=credential, **options)
-        where = f"container '{container}' at {target.blob_service_uri}"
-    with storage_errors(f"opening {where}"):
-        # Look before creating: in Azure the identity's role is scoped to this one container, and
-        # creating (even an existing) container needs rights on the account.
-        try:
-            client.get_container_properties()
-        except ResourceNotFoundError:
-            try:
-                client.create_container()
-            except ResourceExistsError:  # created meanwhile by another run
-                pass
-    return client
-
-
-class storage_errors:
-    """Context manager mapping Azure Storage failures to one actionable :class:`StorageError` line."""
-
-    def __init__(self, doing: str) -> None:
-        self.doing = doing
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: Any) -> bool:
-        if exc is None or isinstance(exc, StorageError):
-            return False
-        if isinstance(exc, ServiceRequestError):
-            raise StorageError(
-                f"Export storage is unreachable while {self.doing}: check EXPORT_STORAGE / "
-                "EXPORT_STORAGE__blobServiceUri (is Azurite running locally?) and the network path."
-            ) from None
-        if isinstance(exc, ClientAuthenticationError) and exc.response is None:
-            # No response: the credential itself failed before storage was asked anything.
-            raise StorageError(
-                f"Could not get a token for the export storage while {self.doing}: enable the function "
-                "app's managed identity, or sign in with 'az login' when running locally "
-                f"({first_line(exc.message, 200)})."
-            ) from None
-        if isinstance(exc, ClientAuthenticationError):
-            raise StorageError(
-                f"Export storage refused our credentials while {self.doing}: give the function's identity "
-                "'Storage Blob Data Contributor' on the export container, or check the connection string."
-            ) from None
-        if isinstance(exc, HttpResponseError):
-            code = getattr(exc, "error_code", None) or ""
-            if exc.status_code == 403:
-                raise StorageError(
-                    f"Export storage denied access ({code or 'HTTP 403'}) while {self.doing}: give the "
-                    "function's identity 'Storage Blob Data Contributor' on the export container and check "
-                    "the storage firewall."
-                ) from None
-            raise StorageError(
-                f"Export storage failed with HTTP {exc.status_code} {code} while {self.doing}: "
-                "nothing was published; run again."
-            ) from None
-        if isinstance(exc, ValueError):  # the SDK's answer to a malformed connection string
-            raise StorageError(
-                f"The export storage settings are not usable while {self.doing}: check EXPORT_STORAGE."
-            ) from None
-        return False
 
 
 @dataclass(frozen=True)
@@ -140,16 +42,6 @@ class CommittedBlob:
     uncompressed_bytes: int
     sha256: str
     blocks: int
-
-
-@dataclass(frozen=True)
-class Progress:
-    """What is staged so far, at a segment boundary: what a checkpoint needs to resume."""
-
-    users: int
-    uncompressed_bytes: int
-    block_ids: list[str]
-    block_sizes: list[int]
 
 
 class JsonlGzipBlobWriter:
@@ -289,91 +181,3 @@ def _sha256_of_blob(blob: BlobClient) -> str:
     return digest.hexdigest()
 
 
-def etag_of(blob: BlobClient) -> str | None:
-    """The blob's current ETag, or None when it does not exist (yet)."""
-    with storage_errors(f"reading the properties of {blob.blob_name}"):
-        try:
-            return blob.get_blob_properties().etag
-        except ResourceNotFoundError:
-            return None
-
-
-def staged_blocks(blob: BlobClient) -> dict[str, int]:
-    """Uncommitted block ids of ``blob`` and their sizes (empty if the blob has none)."""
-    with storage_errors(f"listing staged blocks of {blob.blob_name}"):
-        try:
-            _, uncommitted = blob.get_block_list("uncommitted")
-        except ResourceNotFoundError:
-            return {}
-    return {b.id: b.size for b in uncommitted}
-
-
-def read_json(container: ContainerClient, name: str) -> Any:
-    """A small JSON document as decoded, or None if it does not exist; RecordError if it is not JSON."""
-    with storage_errors(f"reading {name}"):
-        try:
-            data = container.download_blob(name).readall()
-        except ResourceNotFoundError:
-            return None
-    try:
-        return json.loads(data)
-    except ValueError:
-        raise RecordError(f"{name} is not JSON") from None
-
-
-def write_json(container: ContainerClient, name: str, document: dict[str, Any]) -> None:
-    """Write a small JSON document (manifest) in one request, replacing any earlier one."""
-    with storage_errors(f"writing {name}"):
-        container.upload_blob(name, _json_bytes(document), overwrite=True, content_settings=JSON_CONTENT)
-
-
-def point_latest(container: ContainerClient, pointer: LatestPointer, now: datetime) -> bool:
-    """Make ``users/latest.json`` point at this export unless it already points at a newer one.
-
-    Each write is conditional on the ETag just read, so two publishers never interleave a stale
-    pointer; losing that race means reading again, not failing a run that did publish. A pointer
-    that is not valid (unparsable, a slot from the future, naming a blob that does not exist) is
-    replaced, with a warning. Returns False when a newer export is already the latest.
-    """
-    blob = container.get_blob_client(LATEST_BLOB)
-    data = _json_bytes(pointer.to_document())
-    for _ in range(POINTER_ATTEMPTS):
-        with storage_errors(f"updating {LATEST_BLOB}"):
-            try:
-                current = blob.download_blob()
-            except ResourceNotFoundError:
-                current = None
-            if current is None:
-                condition = {"match_condition": MatchConditions.IfMissing}
-            else:
-                standing = _standing_pointer(container, current.readall(), now)
-                if standing is not None and standing.slot > pointer.slot:
-                    return False
-                condition = {"etag": current.properties.etag, "match_condition": MatchConditions.IfNotModified}
-            try:
-                blob.upload_blob(data, overwrite=True, content_settings=JSON_CONTENT, **condition)
-                return True
-            except (ResourceModifiedError, ResourceExistsError):
-                continue  # another run published meanwhile: look at what it wrote
-    raise StorageError(
-        f"{LATEST_BLOB} kept changing while this export tried to update it ({POINTER_ATTEMPTS} attempts): the "
-        "export and its manifest are complete; run again with --force to point at it."
-    )
-
-
-def _standing_pointer(container: ContainerClient, data: bytes, now: datetime) -> LatestPointer | None:
-    """The current pointer if it is one to respect; None (logged) if it must be replaced."""
-    try:
-        standing = LatestPointer.parse(json.loads(data))
-        naming.check_slot(standing.slot, now)
-    except ValueError as why:  # RecordError, undecodable JSON, or a slot out of bounds
-        log.warning("%s is not a valid pointer (%s); replacing it", LATEST_BLOB, why)
-        return None
-    if not container.get_blob_client(standing.blob).exists():
-        log.warning("%s names %s, which does not exist; replacing it", LATEST_BLOB, standing.blob)
-        return None
-    return standing
-
-
-def _json_bytes(document: dict[str, Any]) -> bytes:
-    return json.dumps(document, indent=2, ensure_ascii=False).encode("utf-8")

@@ -255,6 +255,63 @@ class GraphTokenProvider:
                 "cloud's sign-in host (e.g. https://login.microsoftonline.com) and check TENANT_ID.")
 
 
+class GraphTokens:
+    """A valid Graph token for one app registration, re-reading the vault once if Entra rejects the secret.
+
+    What ``graph.iter_user_pages`` asks for tokens (``get``, and ``refresh`` after Graph rejected one).
+    The secret and the signed-in :class:`GraphTokenProvider` are kept for the life of the warm
+    instance. When Entra rejects the secret itself (wrong or expired), someone may have rotated it
+    since it was read: the vault is read again and, if it now holds another value, sign-in is tried
+    once more with it. Any other sign-in failure forgets both, so the next run starts afresh.
+    ``read_secret`` and ``sign_in`` are the seams to Key Vault and Entra.
+    """
+
+    def __init__(self, read_secret: Callable[[], Secret], sign_in: Callable[[Secret], GraphTokenProvider]) -> None:
+        self._read_secret = read_secret
+        self._sign_in = sign_in
+        self._secret: Secret | None = None
+        self._provider: GraphTokenProvider | None = None
+
+    def get(self) -> str:
+        """An access token for Graph, from MSAL's cache while it is fresh."""
+        return self._signed_in(lambda provider: provider.acquire())
+
+    def refresh(self, rejected: str) -> str:
+        """A new access token after Graph rejected ``rejected``."""
+        return self._signed_in(lambda provider: provider.refresh(rejected))
+
+    def _signed_in(self, call: Callable[[GraphTokenProvider], str]) -> str:
+        try:
+            return call(self._current())
+        except SecretRejectedError:
+            rejected = self._secret
+            self._forget()
+            if self._current_secret() == rejected:
+                raise  # the vault still holds the rejected secret: nothing to retry with
+            log.warning("Entra rejected the cached client secret; retrying once with the vault's latest version")
+            try:
+                return call(self._current())
+            except AuthError:
+                self._forget()
+                raise
+        except AuthError:
+            self._forget()
+            raise
+
+    def _current_secret(self) -> Secret:
+        if self._secret is None:
+            self._secret = self._read_secret()
+        return self._secret
+
+    def _current(self) -> GraphTokenProvider:
+        if self._provider is None:
+            self._provider = self._sign_in(self._current_secret())
+        return self._provider
+
+    def _forget(self) -> None:
+        self._secret = self._provider = None
+
+
 def _why_unreachable(exc: OSError, read_timeout_s: float | None) -> str:
     """A few words on why a connection failed; never the request (it may carry the client secret)."""
     if isinstance(exc, requests.exceptions.ConnectTimeout):

@@ -56,10 +56,12 @@ class BudgetedRetry(Retry):
         retry.budget = self.budget
         return retry
 
-    def increment(self, *args: Any, **kwargs: Any) -> "BudgetedRetry":
-        retry = super().increment(*args, **kwargs)  # raises MaxRetryError once this request's retries are spent
-        if self.budget is not None and not self.budget.spend():
-            raise MaxRetryError(kwargs.get("_pool"), kwargs.get("url") or "", RunBudgetExhausted())
+    def increment(self, method: str | None = None, url: str | None = None, response: Any = None,
+                  error: Exception | None = None, _pool: Any = None, _stacktrace: Any = None) -> "BudgetedRetry":
+        # urllib3 passes method and url positionally: name every parameter so the budget sees them.
+        retry = super().increment(method, url, response=response, error=error, _pool=_pool, _stacktrace=_stacktrace)
+        if self.budget is not None and not self.budget.spend():  # super() raised once this request's are spent
+            raise MaxRetryError(_pool, url or "", RunBudgetExhausted())
         return retry
 
 

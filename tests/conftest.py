@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from graph_export.export import warm_clients
-from graph_export.settings import SETTINGS
+from graph_export.settings import SETTINGS, StorageTarget
+from graph_export.storage import open_container
 from sandbox import Sandbox
 from sandbox.azurite import Azurite
 
@@ -34,6 +35,13 @@ def azurite(tmp_path_factory):
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def blob_container(azurite):
+    """A fresh, empty container in Azurite, opened the way the export opens its own."""
+    target = StorageTarget(connection_string=azurite.connection_string, source="EXPORT_STORAGE")
+    return open_container(target, f"t-{uuid.uuid4().hex[:12]}", None, 0.01)
 
 
 @pytest.fixture

@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime, timezone
 
 import pytest
-from azure.storage.blob import BlobLeaseClient, ContainerClient
+from azure.storage.blob import BlobLeaseClient
 
 from graph_export import lease
 from graph_export.errors import SlotBusyError
 from graph_export.lease import SlotLease, lock_blob_name
-from graph_export.settings import StorageTarget
-from graph_export.sink import open_container
 
 SLOT = datetime(2026, 3, 7, 2, tzinfo=timezone.utc)
 
 
 @pytest.fixture
-def container(azurite) -> ContainerClient:
-    target = StorageTarget(connection_string=azurite.connection_string, source="EXPORT_STORAGE")
-    return open_container(target, f"lease-{uuid.uuid4().hex[:10]}", None, 0.01)
+def container(blob_container):
+    return blob_container
 
 
 def test_a_second_run_of_the_slot_is_refused_while_the_first_holds_it(container):

@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from graph_export.pipeline import Prefetcher, SerialWorker, prompt_handoffs
+from graph_export.pipeline import Prefetcher, SerialWorker
 
 
 def test_prefetcher_yields_everything_in_order():
@@ -105,14 +105,3 @@ def test_prefetcher_close_closes_items_it_never_handed_out():
     ahead.close()
     assert not first.closed  # the consumer's item is the consumer's to close
     assert len(made) >= 2 and all(r.closed for r in made[1:])
-
-
-def test_prompt_handoffs_shortens_the_switch_interval_for_the_run_only():
-    import sys
-
-    before = sys.getswitchinterval()
-    with pytest.raises(RuntimeError):
-        with prompt_handoffs(0.0002):
-            assert sys.getswitchinterval() == pytest.approx(0.0002)
-            raise RuntimeError("export failed")
-    assert sys.getswitchinterval() == before

@@ -7,8 +7,7 @@ from datetime import datetime, timezone
 import pytest
 
 from graph_export.checkpoint import Checkpoint
-from graph_export.records import LatestPointer, Manifest, RecordError
-from graph_export.sink import Progress
+from graph_export.records import LatestPointer, Manifest, Progress, RecordError
 
 SLOT = datetime(2026, 3, 7, 2, tzinfo=timezone.utc)
 SHA = "ab" * 32

@@ -8,7 +8,8 @@ from urllib3.exceptions import MaxRetryError, NameResolutionError
 
 from graph_export.credentials import Secret
 from graph_export.errors import AuthError
-from graph_export.token import CONNECT_TIMEOUT_S, GraphTokenProvider, describe_sign_in_error, make_sign_in_session
+from graph_export.token import (CONNECT_TIMEOUT_S, GraphTokenProvider, GraphTokens, SecretRejectedError,
+                                describe_sign_in_error, make_sign_in_session)
 
 CLIENT = "11111111-2222-3333-4444-555555555555"
 
@@ -162,3 +163,61 @@ def test_the_sign_in_session_retries_throttling_and_cut_answers_but_not_connecti
     assert retry.connect == 0 and retry.read >= 1 and retry.status >= 1
     assert {429, 500, 502, 503, 504} <= set(retry.status_forcelist) and retry.respect_retry_after_header
     assert {"GET", "POST"} <= set(retry.allowed_methods) and retry.backoff_factor == 0.5
+
+
+# --- GraphTokens: the vault is read again once when Entra rejects the secret ------------------------
+
+class FakeProvider:
+    """Stands in for Entra: accepts one secret value, rejects any other as AADSTS7000215."""
+
+    def __init__(self, secret: Secret, accepted: str) -> None:
+        self.secret, self.accepted = secret, accepted
+
+    def acquire(self) -> str:
+        if self.secret.reveal() != self.accepted:
+            raise SecretRejectedError("AADSTS7000215 the secret is wrong")
+        return f"token-for-{self.accepted}"
+
+    def refresh(self, rejected: str) -> str:
+        return self.acquire()
+
+
+class Vault:
+    def __init__(self, *values: str) -> None:
+        self.values, self.reads = list(values), 0
+
+    def read(self) -> Secret:
+        self.reads += 1
+        return Secret(self.values[min(self.reads, len(self.values)) - 1])
+
+
+def test_a_rotated_secret_is_read_again_once_and_used():
+    vault = Vault("old", "new")
+    tokens = GraphTokens(vault.read, lambda secret: FakeProvider(secret, accepted="new"))
+    assert tokens.get() == "token-for-new" and vault.reads == 2
+    assert tokens.get() == "token-for-new" and vault.reads == 2  # kept for the warm instance
+
+
+def test_a_rejected_secret_the_vault_still_holds_fails_without_a_second_sign_in():
+    vault = Vault("old")
+    signed_in = []
+    tokens = GraphTokens(vault.read, lambda secret: signed_in.append(1) or FakeProvider(secret, accepted="new"))
+    with pytest.raises(SecretRejectedError):
+        tokens.get()
+    assert vault.reads == 2 and len(signed_in) == 1
+
+
+def test_any_other_sign_in_failure_forgets_the_secret_so_the_next_run_reads_it_again():
+    vault = Vault("s")
+    attempts = []
+
+    def sign_in(secret):
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise AuthError("the tenant was not found")
+        return FakeProvider(secret, accepted="s")
+
+    tokens = GraphTokens(vault.read, sign_in)
+    with pytest.raises(AuthError, match="tenant"):
+        tokens.get()
+    assert tokens.get() == "token-for-s" and vault.reads == 2

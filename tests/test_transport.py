@@ -87,3 +87,12 @@ def test_the_callback_is_for_this_thread_only(server):
         other.join()
         assert calls == [200]  # another thread's request did not run this thread's callback
     assert calls == [200, "mine"]
+
+
+def test_a_spent_run_budget_names_the_request_it_stopped():
+    session = transport.make_session(0.0, 5, transport.RetryBudget(1))
+    with pytest.raises(requests.ConnectionError) as info:
+        session.get("http://127.0.0.1:9/users?page=2", timeout=1)  # refused: retried once, then the budget is out
+    stopped = info.value.args[0]
+    assert isinstance(stopped.reason, transport.RunBudgetExhausted)
+    assert stopped.url == "/users?page=2"  # urllib3 passes the url positionally; it must not be lost

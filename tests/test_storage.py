@@ -1,0 +1,98 @@
+"""Storage access against Azurite: the container, JSON records, the latest.json pointer, error lines."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import datetime, timezone
+
+import pytest
+
+from graph_export.errors import StorageError
+from graph_export.naming import LATEST_BLOB
+from graph_export.records import LatestPointer
+from graph_export.settings import StorageTarget
+from graph_export.storage import open_container, point_latest, write_json
+
+
+@pytest.fixture
+def container(blob_container):
+    return blob_container
+
+
+def test_open_container_creates_it_once_and_reopens(azurite, container):
+    assert container.exists()
+    target = StorageTarget(connection_string=azurite.connection_string, source="EXPORT_STORAGE")
+    assert open_container(target, container.container_name, None, 0.01).exists()
+
+
+def pointer(day: int, blob: str, year: int = 2026) -> LatestPointer:
+    slot = datetime(year, 3, day, 2, tzinfo=timezone.utc)
+    return LatestPointer(slot=slot, blob=blob, manifest=blob + ".manifest.json", users=1, sha256="0" * 64,
+                         finished=slot)
+
+
+def latest(container) -> dict:
+    return json.loads(container.download_blob(LATEST_BLOB).readall())
+
+
+NOW = datetime(2026, 3, 20, tzinfo=timezone.utc)
+
+
+def test_latest_moves_forward_only(container):
+    for name in ("b1", "b2"):
+        container.upload_blob(name, b"x")
+    assert point_latest(container, pointer(7, "b1"), NOW)
+    assert point_latest(container, pointer(8, "b2"), NOW)
+    assert not point_latest(container, pointer(7, "b1"), NOW)
+    assert latest(container)["blob"] == "b2"
+
+
+@pytest.mark.parametrize("standing", [
+    b"not json", b"null", b"[]", b'{"slot": 5}', b'{"slot": "zzz"}',
+    json.dumps(pointer(31, "b9", year=9999).to_document()).encode(),   # a slot from the far future
+    json.dumps(pointer(9, "never-written").to_document()).encode(),     # newer, but its blob does not exist
+])
+def test_a_pointer_that_is_not_valid_is_replaced_with_a_warning(container, standing, caplog):
+    container.upload_blob("b1", b"x")
+    container.upload_blob(LATEST_BLOB, standing)
+    assert point_latest(container, pointer(7, "b1"), NOW)
+    assert latest(container)["blob"] == "b1"
+    assert LATEST_BLOB in caplog.text and "replacing it" in caplog.text
+
+
+def test_concurrent_publishers_all_succeed_and_the_newest_wins(container):
+    days = list(range(1, 17))
+    for day in days:
+        container.upload_blob(f"b{day}", b"x")
+    outcomes: list[object] = []
+
+    def publish(day: int) -> None:
+        try:
+            outcomes.append(point_latest(container, pointer(day, f"b{day}"), NOW))
+        except Exception as error:  # noqa: BLE001 - the assertion below names it
+            outcomes.append(error)
+
+    threads = [threading.Thread(target=publish, args=(day,)) for day in days]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(isinstance(o, bool) for o in outcomes), outcomes  # no run that published fails
+    assert latest(container)["blob"] == "b16"
+
+
+def test_write_json_replaces_the_document(container):
+    write_json(container, "m.json", {"n": 1})
+    write_json(container, "m.json", {"n": 2})
+    assert json.loads(container.download_blob("m.json").readall()) == {"n": 2}
+
+
+def test_unreachable_storage_is_one_actionable_line():
+    target = StorageTarget(connection_string=(
+        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5;"
+        "BlobEndpoint=http://127.0.0.1:9/devstoreaccount1;"), source="EXPORT_STORAGE")
+    with pytest.raises(StorageError) as info:
+        open_container(target, "graph-exports", None, 0.01)
+    assert "unreachable" in str(info.value) and "EXPORT_STORAGE" in str(info.value)
+    assert "a2V5" not in str(info.value)
