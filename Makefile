@@ -11,13 +11,17 @@ IAC    := .venv-iac
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 USERS  ?= 10000
 
-.PHONY: demo test bench install install-iac install-bench sandbox clean
+.PHONY: demo test test-fast bench install install-iac install-bench sandbox clean
 
 demo: install
 	$(PY) -m sandbox demo --users $(USERS)
 
 test: install install-iac install-bench
 	$(PY) -m pytest
+
+# The unit layer only (no Azurite-and-sandbox integration tests, no slow ones): seconds, for the edit loop.
+test-fast: install
+	$(PY) -m pytest -m "not integration and not slow"
 
 # The benchmark matrix of the README's Performance section (takes a while: see bench/run.py).
 bench: install install-bench

@@ -114,19 +114,26 @@ class ArrivingPage:
         self.number = number
         #: Set once the request for the page after this one is out (or will never be): see iter_user_pages.
         self.next_requested = threading.Event()
+        self.request_id: str | None = None
+        self.next_link: str | None = None
         self._fetch = fetch
-        self._response = fetch()
-        self.request_id = self._response.headers.get("request-id")
         self._body: bytes | bytearray | None = None
+        self._head = b""
         self._head_reader: Iterator[bytes] | None = None
+
+    def open(self) -> "ArrivingPage":
+        """Request the page and read until its nextLink is known: its head, or if need be all of it."""
+        self._response = self._fetch()
+        self.request_id = self._response.headers.get("request-id")
         try:
-            self._head = _read(self._read_head, number)
+            self._head = _read(self._read_head, self.number)
         except PageCut as cut:
             self._head = self._body = self._fetch_again(cut)
         self.next_link = next_link_in(self._head)
         if self.next_link is None:
             # Not in the head: the link may come after the users, so this page cannot overlap the next.
             self.next_link = next_link_in(self.body())
+        return self
 
     def body(self) -> bytes | bytearray:
         """The whole response body; waits for whatever has not arrived yet."""
@@ -238,7 +245,7 @@ def _request_pages(session: requests.Session, url: str, graph_endpoint: str, tok
             fetch = functools.partial(_get_page, session, url, tokens, number, timeout,
                                       is_next_link=number > 1 or "skiptoken" in url)
             with transport.on_request_sent(handed_out.next_requested.set if handed_out else _nothing):
-                page = ArrivingPage(number, fetch)
+                page = ArrivingPage(number, fetch).open()
             if page.next_link is None:
                 page.next_requested.set()  # the last page: nothing follows it
             handed_out = page

@@ -68,3 +68,11 @@ def export_env(sandbox, azurite, monkeypatch):
         monkeypatch.setenv(name, value)
     yield env
     warm_clients.cache_clear()
+
+
+def pytest_collection_modifyitems(items):
+    """Everything under tests/integration and tests/infra is the integration layer."""
+    for item in items:
+        layer = Path(str(item.fspath)).resolve().relative_to(REPO / "tests").parts[0]
+        if layer in ("integration", "infra"):
+            item.add_marker(pytest.mark.integration)

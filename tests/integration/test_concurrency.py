@@ -23,6 +23,8 @@ from graph_export.naming import LATEST_BLOB
 
 from .helpers import REPO, read_export, read_json
 
+pytestmark = pytest.mark.slow
+
 SANDBOX_USERS = USERS = 20_000  # 21 pages of 999
 SLOT = "2026-03-07T02:00:00Z"
 BUSY = 6

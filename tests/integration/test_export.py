@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import logging
 import uuid
 from datetime import datetime, timezone
@@ -223,3 +225,15 @@ def test_a_slot_far_in_the_future_is_refused_before_anything_is_written(export_e
     with pytest.raises(ConfigError, match="slot"):
         run_export(load_settings(), datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc))
     assert blob_names(export_env) == []
+
+
+#: What the export of the sandbox's first 2,500 users holds, with the default USER_PROPERTIES: the JSON
+#: Lines, decompressed (the gzip bytes around them depend on the deflate library's version). Computed
+#: independently, as json.dumps(user, ensure_ascii=False, separators=(",", ":")) of each expected user.
+GOLDEN_JSONL_SHA256 = "adf09a64832b371d6e81507edb4b890b87f45c4c76c4da55c0a3c94194538e01"
+
+
+def test_the_export_of_a_fixed_tenant_is_byte_identical_to_the_golden_one(export_env, sandbox):
+    summary = run_export(load_settings(), SLOT)
+    jsonl = gzip.decompress(read_bytes(export_env, summary.blob))
+    assert hashlib.sha256(jsonl).hexdigest() == GOLDEN_JSONL_SHA256
