@@ -17,6 +17,8 @@ demo: install
 	$(PY) -m sandbox demo --users $(USERS)
 
 test: install install-iac install-bench
+	$(VENV)/bin/ruff check .
+	$(PY) -m mypy
 	$(PY) -m pytest
 
 # The unit layer only (no Azurite-and-sandbox integration tests, no slow ones): seconds, for the edit loop.

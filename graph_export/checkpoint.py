@@ -147,6 +147,6 @@ def why_unusable(checkpoint: Checkpoint, blob: BlobClient, slot: datetime, prope
         return f"it is older than CHECKPOINT_MAX_AGE_HOURS ({max_age.total_seconds() / 3600:g} h)"
     staged = storage.staged_blocks(blob)
     progress = checkpoint.progress
-    if any(staged.get(i) != size for i, size in zip(progress.block_ids, progress.block_sizes)):
+    if any(staged.get(i) != size for i, size in zip(progress.block_ids, progress.block_sizes, strict=True)):
         return "its staged blocks are gone (committed or discarded meanwhile)"
     return None

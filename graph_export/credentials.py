@@ -117,12 +117,14 @@ class VaultAudienceCredential:
 
     def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
         self._check(scopes)
-        return self._credential.get_token(self.scope, **kwargs)
+        token: AccessToken = self._credential.get_token(self.scope, **kwargs)
+        return token
 
     def get_token_info(self, *scopes: str, options: TokenRequestOptions | None = None) -> AccessTokenInfo:
         self._check(scopes)
         if hasattr(self._credential, "get_token_info"):
-            return self._credential.get_token_info(self.scope, options=options)
+            info: AccessTokenInfo = self._credential.get_token_info(self.scope, options=options)
+            return info
         token = self._credential.get_token(self.scope, **dict(options or {}))
         return AccessTokenInfo(token.token, token.expires_on)
 

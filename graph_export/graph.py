@@ -16,7 +16,7 @@ import operator
 import re
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, Callable, Generator, Iterator, Protocol, TypeVar
 from urllib.parse import urlencode, urljoin, urlsplit
 
 import orjson
@@ -64,7 +64,7 @@ def first_page_url(graph_endpoint: str, properties: tuple[str, ...], page_size: 
 @dataclass(frozen=True)
 class Page:
     number: int
-    users: list[dict]
+    users: list[dict[str, Any]]
     next_link: str | None
 
 
@@ -76,6 +76,7 @@ HEAD_BYTES = 8 * 1024
 REST_BYTES = 256 * 1024
 #: The longest a page waits for the next page's request to be written before it is parsed.
 NEXT_REQUEST_HEAD_START_S = 0.05
+_Bytes = TypeVar("_Bytes", bytes, bytearray)
 _NEXT_LINK = re.compile(rb'"@odata\.nextLink"\s*:\s*("(?:[^"\\]|\\.)*")')
 
 
@@ -118,7 +119,7 @@ class ArrivingPage:
         self.next_link: str | None = None
         self._fetch = fetch
         self._body: bytes | bytearray | None = None
-        self._head = b""
+        self._head: bytes | bytearray = b""
         self._head_reader: Iterator[bytes] | None = None
 
     def open(self) -> "ArrivingPage":
@@ -159,7 +160,7 @@ class ArrivingPage:
         self._head_reader = self._response.iter_content(HEAD_BYTES)
         return next(self._head_reader, b"")
 
-    def _read_rest(self, head: bytes) -> bytearray:
+    def _read_rest(self, head: bytes | bytearray) -> bytearray:
         """``head`` and the rest of the body, failing as soon as more than MAX_PAGE_BYTES have arrived.
 
         Gathered in one growing buffer (which orjson parses as it is), never as pieces joined at the
@@ -179,7 +180,7 @@ class ArrivingPage:
         self._head_reader = None
 
 
-def next_link_in(raw: bytes) -> str | None:
+def next_link_in(raw: bytes | bytearray) -> str | None:
     """The page-level ``@odata.nextLink`` found in raw JSON bytes, without parsing the users.
 
     A value inside a user cannot match: its quotes would be escaped. The parsed page is compared with
@@ -200,7 +201,7 @@ def iter_user_pages(
     first_number: int = 1,
     *,
     ids: UserIds | None = None,
-) -> Iterator[Page]:
+) -> Generator[Page, None, None]:
     """Yield each page (users without ``@odata.*`` annotations, and its nextLink) until the last one.
 
     ``url`` is the first page's URL or, when resuming, a saved nextLink. Requests run on a background
@@ -341,7 +342,7 @@ def _kind(value: Any) -> str:
     return "an object" if isinstance(value, dict) else type(value).__name__
 
 
-def strip_annotations(user: dict) -> dict:
+def strip_annotations(user: dict[str, Any]) -> dict[str, Any]:
     """Drop ``@odata.*`` keys: they describe the response, not the user."""
     return {k: v for k, v in user.items() if not k.startswith("@odata.")}
 
@@ -407,7 +408,7 @@ def describe_redirect(response: requests.Response, url: str, page_number: int) -
             f"between{where}.")
 
 
-def _read(receive: Callable[[], bytes], number: int) -> bytes:
+def _read(receive: Callable[[], _Bytes], number: int) -> _Bytes:
     try:
         return receive()
     except requests.RequestException as exc:
@@ -465,11 +466,14 @@ def _origin(url: str) -> str:
 
 def _display_origin(url: str) -> str:
     """``scheme://host[:port]`` of ``url`` for a message: no user info, path, query or fragment."""
+    scheme: str | None = None
+    host: str | None = None
+    port: int | None = None
     try:
         parts = urlsplit(url)
         scheme, host, port = parts.scheme, parts.hostname, parts.port
     except ValueError:  # e.g. a bad port or IPv6 literal
-        scheme = host = port = None
+        pass
     if not scheme or not host:
         return "an address that is not a URL"
     host = f"[{host}]" if ":" in host else host

@@ -42,7 +42,8 @@ class Prefetcher(Generic[T]):
             raise StopIteration
         if isinstance(item, _Failure):
             raise item.error
-        return item
+        value: T = item
+        return value
 
     def close(self) -> None:
         """Stop early (the consumer failed): let the producer finish its current item and exit.

@@ -44,14 +44,17 @@ class Fields:
         return value
 
     def text(self, name: str, pattern: re.Pattern[str] | None = None) -> str:
-        return self._get(name, lambda v: isinstance(v, str) and bool(v) and (pattern is None or pattern.match(v)),
-                         "the expected text")
+        value: str = self._get(name, lambda v: isinstance(v, str) and bool(v)
+                               and (pattern is None or pattern.match(v) is not None), "the expected text")
+        return value
 
     def count(self, name: str) -> int:
-        return self._get(name, lambda v: type(v) is int and v >= 0, "a whole number")
+        value: int = self._get(name, lambda v: type(v) is int and v >= 0, "a whole number")
+        return value
 
     def flag(self, name: str) -> bool:
-        return self._get(name, lambda v: type(v) is bool, "true or false")
+        value: bool = self._get(name, lambda v: type(v) is bool, "true or false")
+        return value
 
     def texts(self, name: str) -> tuple[str, ...]:
         return tuple(self._get(name, lambda v: isinstance(v, list) and all(isinstance(x, str) and x for x in v),

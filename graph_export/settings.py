@@ -343,7 +343,7 @@ def _schedule_problem(schedule: str) -> str | None:
     if len(fields) != 6:
         return f"it has {len(fields)} fields, not 6"
     selected: list[set[int]] = []
-    for text, field in zip(fields, _CRON_FIELDS):
+    for text, field in zip(fields, _CRON_FIELDS, strict=True):
         try:
             selected.append(_cron_values(text, field))
         except ValueError as why:

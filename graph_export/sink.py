@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import orjson
-from isal import isal_zlib
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
-from azure.storage.blob import BlobClient, ContentSettings
+from azure.storage.blob import BlobBlock, BlobClient, ContentSettings
+from isal import isal_zlib
 
 from . import pipeline
 from .errors import SlotBusyError
@@ -81,7 +81,7 @@ class JsonlGzipBlobWriter:
     def __exit__(self, *exc: Any) -> None:
         self._worker.close()
 
-    def write(self, users: list[dict]) -> None:
+    def write(self, users: list[dict[str, Any]]) -> None:
         """Encode one page of users as JSON lines; compression and staging follow in the background."""
         if not users:
             return
@@ -114,14 +114,15 @@ class JsonlGzipBlobWriter:
             condition: dict[str, Any] = {"match_condition": MatchConditions.IfMissing}
         else:
             condition = {"etag": self._replaces, "match_condition": MatchConditions.IfNotModified}
+        blocks = [BlobBlock(block_id) for block_id in self._block_ids]  # "latest", as plain ids would be
         with storage_errors(f"committing {name}"):
             try:
                 if self._sha256 is not None:
                     sha256 = self._sha256.hexdigest()
-                    self._blob.commit_block_list(self._block_ids, content_settings=EXPORT_CONTENT,
+                    self._blob.commit_block_list(blocks, content_settings=EXPORT_CONTENT,
                                                  metadata={**metadata, "sha256": sha256}, **condition)
                 else:  # resumed: the bytes staged before the checkpoint are only readable once committed
-                    self._blob.commit_block_list(self._block_ids, content_settings=EXPORT_CONTENT,
+                    self._blob.commit_block_list(blocks, content_settings=EXPORT_CONTENT,
                                                  metadata=metadata, **condition)
                     sha256 = _sha256_of_blob(self._blob)
                     self._blob.set_blob_metadata({**metadata, "sha256": sha256})
@@ -164,7 +165,7 @@ class JsonlGzipBlobWriter:
             self._sha256.update(block)
 
 
-def encode_user(user: dict) -> bytes:
+def encode_user(user: dict[str, Any]) -> bytes:
     """One JSON line's content: compact UTF-8, keys in Graph's order, like
     ``json.dumps(user, ensure_ascii=False, separators=(",", ":"))`` but several times faster."""
     return orjson.dumps(user)

@@ -41,22 +41,22 @@ POINTER_ATTEMPTS = 8
 def open_container(target: StorageTarget, container: str, credential: TokenCredential | None,
                    backoff_base_s: float) -> ContainerClient:
     """Connect to the export container, creating it if missing; fail fast with a clear message."""
+    # The SDK annotates these as int, but computes with them as float: sub-second backoffs are for tests.
+    backoff: dict[str, Any] = {"initial_backoff": backoff_base_s, "increment_base": 3 * backoff_base_s,
+                               "random_jitter_range": backoff_base_s}
     options: dict[str, Any] = {
-        "retry_policy": ExponentialRetry(
-            initial_backoff=backoff_base_s,
-            increment_base=3 * backoff_base_s,
-            retry_total=4,
-            random_jitter_range=backoff_base_s,
-        ),
+        "retry_policy": ExponentialRetry(retry_total=4, **backoff),
         "connection_timeout": 10,
         "read_timeout": 120,
     }
     if target.connection_string:
         client = ContainerClient.from_connection_string(target.connection_string, container, **options)
         where = f"container '{container}' (from {target.source})"
-    else:
+    elif target.blob_service_uri:
         client = ContainerClient(target.blob_service_uri, container, credential=credential, **options)
         where = f"container '{container}' at {target.blob_service_uri}"
+    else:  # settings never make one; a StorageTarget built by hand might
+        raise StorageError("No export storage is configured: set EXPORT_STORAGE or EXPORT_STORAGE__blobServiceUri.")
     with storage_errors(f"opening {where}"):
         # Look before creating: in Azure the identity's role is scoped to this one container, and
         # creating (even an existing) container needs rights on the account.
@@ -166,15 +166,19 @@ def point_latest(container: ContainerClient, pointer: LatestPointer, now: dateti
                 current = blob.download_blob()
             except ResourceNotFoundError:
                 current = None
-            if current is None:
-                condition = {"match_condition": MatchConditions.IfMissing}
-            else:
+            etag: str | None = None
+            if current is not None:
                 standing = _standing_pointer(container, current.readall(), now)
                 if standing is not None and standing.slot > pointer.slot:
                     return False
-                condition = {"etag": current.properties.etag, "match_condition": MatchConditions.IfNotModified}
+                etag = current.properties.etag
             try:
-                blob.upload_blob(data, overwrite=True, content_settings=JSON_CONTENT, **condition)
+                if etag is None:
+                    blob.upload_blob(data, overwrite=True, content_settings=JSON_CONTENT,
+                                     match_condition=MatchConditions.IfMissing)
+                else:
+                    blob.upload_blob(data, overwrite=True, content_settings=JSON_CONTENT, etag=etag,
+                                     match_condition=MatchConditions.IfNotModified)
                 return True
             except (ResourceModifiedError, ResourceExistsError):
                 continue  # another run published meanwhile: look at what it wrote

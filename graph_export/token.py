@@ -194,9 +194,9 @@ class GraphTokenProvider:
 
     def acquire(self) -> str:
         """An access token for Graph; served from MSAL's cache while it is fresh."""
-        result: dict = self._signing_in(lambda: self._app.acquire_token_for_client(scopes=self._scopes))
+        result: dict[str, Any] = self._signing_in(lambda: self._app.acquire_token_for_client(scopes=self._scopes))
         token = result.get("access_token")
-        if token:
+        if isinstance(token, str) and token:
             return token
         codes = {int(c) for c in result.get("error_codes") or [] if str(c).isdigit()}
         error = SecretRejectedError if codes & SECRET_REJECTED_CODES else AuthError
@@ -325,7 +325,7 @@ def _why_unreachable(exc: OSError, read_timeout_s: float | None) -> str:
     return "the connection was refused or reset"
 
 
-def describe_sign_in_error(result: dict, client_id: str) -> str:
+def describe_sign_in_error(result: dict[str, Any], client_id: str) -> str:
     """One actionable line for an MSAL error dict; carries Entra's codes and correlation id, no secrets."""
     codes = [int(c) for c in result.get("error_codes") or [] if str(c).isdigit()]
     advice = next((_SIGN_IN_ADVICE[c] for c in codes if c in _SIGN_IN_ADVICE), None)

@@ -61,7 +61,7 @@ def digest(user_id: str) -> int:
     return int.from_bytes(hashed, "little")
 
 
-def page_digests(ids: Sequence[str]) -> array:
+def page_digests(ids: Sequence[str]) -> array[int]:
     """``digest(i) for i in ids`` as an ``array('Q')``; whole-page operations when every id is a GUID."""
     n = len(ids)
     out = array("Q")
@@ -113,7 +113,7 @@ class UserIds:
         #: After each add: (page number, its request-id, every bucket's length then).
         self._pages: list[int] = []
         self._request_ids: list[str | None] = []
-        self._marks: list[array] = []
+        self._marks: list[array[int]] = []
         self._checked = [0] * len(self._buckets)
         self._handed_out = [0] * len(self._buckets)
 
@@ -216,7 +216,7 @@ class UserIds:
                 f"happens again report it to Microsoft{where}.")
 
 
-def _little_endian(digests: array) -> bytes:
+def _little_endian(digests: array[int]) -> bytes:
     if _LITTLE:
         return digests.tobytes()
     swapped = array("Q", digests)

@@ -20,8 +20,18 @@ from typing import Callable
 from urllib.parse import unquote
 
 from .server import Request, Response, json_response
-from .tokens import (AUDIENCE, EXPIRED, ISSUER, MISSING, NOT_YET_VALID, Resources, TokenError, TokenService,
-                     bearer, peek_claims)
+from .tokens import (
+    AUDIENCE,
+    EXPIRED,
+    ISSUER,
+    MISSING,
+    NOT_YET_VALID,
+    Resources,
+    TokenError,
+    TokenService,
+    bearer,
+    peek_claims,
+)
 
 VAULT_RESOURCE = "https://vault.azure.net"
 _NAME = re.compile(r"^[0-9a-zA-Z-]{1,127}$")

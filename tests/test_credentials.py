@@ -9,8 +9,13 @@ from azure.core.credentials import AccessToken, AccessTokenInfo
 from azure.core.pipeline.transport import RequestsTransport
 from azure.keyvault.secrets._shared import http_challenge_cache
 
-from graph_export.credentials import (Secret, VaultAudienceCredential, make_secret_client, read_client_secret,
-                                      vault_audience)
+from graph_export.credentials import (
+    Secret,
+    VaultAudienceCredential,
+    make_secret_client,
+    read_client_secret,
+    vault_audience,
+)
 from graph_export.errors import AuthError
 
 

@@ -8,8 +8,14 @@ from urllib3.exceptions import MaxRetryError, NameResolutionError
 
 from graph_export.credentials import Secret
 from graph_export.errors import AuthError
-from graph_export.token import (CONNECT_TIMEOUT_S, GraphTokenProvider, GraphTokens, SecretRejectedError,
-                                describe_sign_in_error, make_sign_in_session)
+from graph_export.token import (
+    CONNECT_TIMEOUT_S,
+    GraphTokenProvider,
+    GraphTokens,
+    SecretRejectedError,
+    describe_sign_in_error,
+    make_sign_in_session,
+)
 
 CLIENT = "11111111-2222-3333-4444-555555555555"
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 
 
-
 def first_url() -> str:
     """Built by the orchestrator with graph_export's own function, so every contender asks the same."""
     return os.environ["BENCH_FIRST_URL"]

@@ -151,7 +151,7 @@ class FakeAzure:
         return names
 
     def call(self, command: str) -> dict:
-        matches = [c for c, name in zip(self.calls, self.commands()) if name == command]
+        matches = [c for c, name in zip(self.calls, self.commands(), strict=True) if name == command]
         assert len(matches) == 1, f"expected one '{command}', got {len(matches)}: {self.commands()}"
         return matches[0]
 

@@ -12,7 +12,6 @@ from graph_export.naming import LATEST_BLOB
 
 from .helpers import blob_names, read_json
 
-
 # Indexing is what the Functions host does at start; the app allows it once per process.
 INDEXED = function_app.app.get_functions()
 

@@ -20,8 +20,6 @@ from sandbox.azurite import Azurite
 from .helpers import REPO
 
 
-
-
 @pytest.fixture
 def oauth_azurite(sandbox, tmp_path):
     server = Azurite(tmp_path / "azurite-oauth", REPO, tls=sandbox.tls)
