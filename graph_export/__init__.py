@@ -1,7 +1,8 @@
 """Export every Microsoft Graph user to Azure Blob Storage: Key Vault -> MSAL -> Graph -> Blob."""
 
 from .errors import AuthError, ConfigError, ExportError, GraphError, SlotBusyError, StorageError
-from .export import ExportSummary, run_export
+from .export import run_export
+from .records import ExportSummary
 from .settings import Settings, load_settings
 
 __all__ = [

@@ -11,93 +11,20 @@ import contextlib
 import functools
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any
 
-from azure.identity import DefaultAzureCredential
 from azure.storage.blob import BlobClient, ContainerClient
 
-from . import checkpoint, credentials, graph, naming, sink, storage, transport
+from . import checkpoint, graph, naming, sink, storage
+from .clients import WarmClients, warm_clients
 from .errors import ConfigError
 from .lease import SlotLease
-from .records import Manifest, Progress, RecordError, iso
+from .records import ExportSummary, Manifest, Progress, RecordError, iso
 from .settings import Settings
-from .token import GraphTokenProvider, GraphTokens
 from .userids import UserIds
 
 log = logging.getLogger(__name__)
-
-@dataclass(frozen=True)
-class ExportSummary:
-    """What one successful run published; printed by the CLI and logged by the function."""
-
-    status: str
-    users: int
-    pages: int
-    container: str
-    blob: str
-    manifest: str
-    url: str
-    bytes: int
-    sha256: str
-    slot: str
-    started: str
-    finished: str
-    duration_s: float
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def line(self) -> str:
-        return (f"Export {self.status}: {self.users} users in {self.pages} pages -> "
-                f"{self.container}/{self.blob} ({self.bytes} bytes, sha256 {self.sha256}) "
-                f"in {self.duration_s:.1f} s")
-
-
-class WarmClients:
-    """What is worth keeping between invocations on a warm instance.
-
-    The Azure credential (and its token cache), the Graph connection pool, the export container and
-    the Graph token source, which holds the secret read from Key Vault and MSAL's token cache.
-    """
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.azure_credential = DefaultAzureCredential()
-        self.retry_budget = transport.RetryBudget(settings.graph_retries_per_run)
-        self.http = transport.make_session(settings.retry_backoff_base_s, settings.graph_retries_per_page,
-                                           self.retry_budget)
-        self.tokens = GraphTokens(read_secret=self._read_secret, sign_in=self._sign_in)
-        self._container: ContainerClient | None = None
-
-    def container(self) -> ContainerClient:
-        if self._container is None:
-            s = self.settings
-            self._container = storage.open_container(s.storage, s.container, self.azure_credential,
-                                                  s.retry_backoff_base_s)
-        return self._container
-
-    def _read_secret(self) -> credentials.Secret:
-        """The client secret's latest version, read from Key Vault with the app's own identity."""
-        s = self.settings
-        vault = credentials.make_secret_client(
-            s.key_vault_url, self.azure_credential, authority_host=s.authority_host,
-            retry_total=4, retry_backoff_factor=s.retry_backoff_base_s, connection_timeout=10, read_timeout=30,
-        )
-        return credentials.read_client_secret(vault, s.client_secret_name)
-
-    def _sign_in(self, secret: credentials.Secret) -> GraphTokenProvider:
-        s = self.settings
-        return GraphTokenProvider(authority=s.authority, client_id=s.client_id, scope=s.graph_scope, secret=secret,
-                                  timeout_s=s.http_timeout_s, backoff_base_s=s.retry_backoff_base_s)
-
-
-@functools.lru_cache(maxsize=4)
-def warm_clients(settings: Settings) -> WarmClients:
-    """One set of clients per distinct settings, for the life of the process."""
-    return WarmClients(settings)
-
 
 def run_export(settings: Settings, slot: datetime | None = None, *, force: bool = False) -> ExportSummary:
     """Export every user once for ``slot`` (default: now). Raises an ExportError subclass on failure.
@@ -242,9 +169,5 @@ def _export(settings: Settings, clients: WarmClients, container: ContainerClient
 
 
 def _summary(manifest: Manifest, status: str, container: ContainerClient, clock: float) -> ExportSummary:
-    return ExportSummary(
-        status=status, users=manifest.users, pages=manifest.pages, container=manifest.container,
-        blob=manifest.blob, manifest=manifest.manifest, url=container.get_blob_client(manifest.blob).url,
-        bytes=manifest.bytes, sha256=manifest.sha256, slot=iso(manifest.slot), started=iso(manifest.started),
-        finished=iso(manifest.finished), duration_s=round(time.monotonic() - clock, 3),
-    )
+    url = container.get_blob_client(manifest.blob).url
+    return ExportSummary.of(manifest, status, url, time.monotonic() - clock)

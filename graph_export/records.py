@@ -10,7 +10,7 @@ blob boundary.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
 
@@ -164,3 +164,37 @@ class LatestPointer:
         f = Fields(document, "latest.json")
         return cls(slot=f.time("slot"), blob=f.text("blob"), manifest=f.text("manifest"), users=f.count("users"),
                    sha256=f.text("sha256", _SHA256), finished=f.time("finished"))
+
+
+@dataclass(frozen=True)
+class ExportSummary:
+    """What one successful run published; printed by the CLI and logged by the function."""
+
+    status: str
+    users: int
+    pages: int
+    container: str
+    blob: str
+    manifest: str
+    url: str
+    bytes: int
+    sha256: str
+    slot: str
+    started: str
+    finished: str
+    duration_s: float
+
+    @classmethod
+    def of(cls, manifest: "Manifest", status: str, url: str, duration_s: float) -> "ExportSummary":
+        return cls(status=status, users=manifest.users, pages=manifest.pages, container=manifest.container,
+                   blob=manifest.blob, manifest=manifest.manifest, url=url, bytes=manifest.bytes,
+                   sha256=manifest.sha256, slot=iso(manifest.slot), started=iso(manifest.started),
+                   finished=iso(manifest.finished), duration_s=round(duration_s, 3))
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def line(self) -> str:
+        return (f"Export {self.status}: {self.users} users in {self.pages} pages -> "
+                f"{self.container}/{self.blob} ({self.bytes} bytes, sha256 {self.sha256}) "
+                f"in {self.duration_s:.1f} s")

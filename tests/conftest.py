@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from graph_export.export import warm_clients
+from graph_export.clients import warm_clients
 from graph_export.settings import SETTINGS, StorageTarget
 from graph_export.storage import open_container
 from sandbox import Sandbox

@@ -12,6 +12,7 @@ from azure.keyvault.secrets._shared import http_challenge_cache
 from graph_export.credentials import (
     Secret,
     VaultAudienceCredential,
+    is_vault_host,
     make_secret_client,
     read_client_secret,
     vault_audience,
@@ -38,16 +39,12 @@ def test_secrets_compare_by_value():
     assert Secret("a") == Secret("a", version="2") and Secret("a") != Secret("b")
 
 
-def test_challenge_resource_check_stays_on_for_real_vaults():
+def test_only_hosts_on_a_vault_domain_count_as_real_vaults():
+    # Real vaults keep the SDK's challenge-resource check; it is off only for other hosts (emulators).
     for url in ("https://kv.vault.azure.net", "https://kv.vault.azure.cn/", "https://kv.vault.usgovcloudapi.net"):
-        client = make_secret_client(url, NoCredential())
-        assert client._client._config.authentication_policy._verify_challenge_resource is True, url
-
-
-def test_challenge_resource_check_is_off_only_for_other_hosts():
-    for url in ("https://127.0.0.1:8443", "https://kv.vault.azure.net.example.com"):
-        client = make_secret_client(url, NoCredential())
-        assert client._client._config.authentication_policy._verify_challenge_resource is False, url
+        assert is_vault_host(url), url
+    for url in ("https://127.0.0.1:8443", "https://kv.vault.azure.net.example.com", "https://vault.azure.net.evil"):
+        assert not is_vault_host(url), url
 
 
 # --- the vault only ever gets a token for the vault audience ---------------------------------------

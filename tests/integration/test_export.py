@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 import pytest
 
 from graph_export import AuthError, ConfigError, GraphError, StorageError, load_settings, run_export
-from graph_export.export import warm_clients
+from graph_export.clients import warm_clients
 from graph_export.naming import LATEST_BLOB, checkpoint_blob_name, export_blob_name, manifest_blob_name
 
 from .helpers import blob_names, read_bytes, read_export, read_json

@@ -12,7 +12,7 @@ from email.utils import format_datetime
 import pytest
 
 from graph_export import AuthError, GraphError, StorageError, load_settings, run_export
-from graph_export.export import warm_clients
+from graph_export.clients import warm_clients
 from graph_export.naming import LATEST_BLOB, export_blob_name, manifest_blob_name
 from sandbox.blobproxy import BlobFaultProxy
 

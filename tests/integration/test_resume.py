@@ -9,7 +9,7 @@ import pytest
 
 from graph_export import GraphError, load_settings, run_export
 from graph_export.checkpoint import ids_blob_name
-from graph_export.export import warm_clients
+from graph_export.clients import warm_clients
 from graph_export.naming import checkpoint_blob_name, export_blob_name
 
 from .helpers import blob_names, container, read_bytes, read_export, read_json

@@ -1,0 +1,61 @@
+"""``cli.main``'s contract: one ``error:`` line on stderr, nothing on stdout, the error class's exit code."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from graph_export import cli
+from graph_export.settings import SETTINGS
+
+GUID = "11111111-2222-3333-4444-555555555555"
+VALID = {"TENANT_ID": "contoso.onmicrosoft.com", "CLIENT_ID": GUID, "KEY_VAULT_URL": "https://kv.vault.azure.net",
+         "EXPORT_STORAGE__blobServiceUri": "https://st.blob.core.windows.net"}
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch):
+    for setting in SETTINGS:
+        monkeypatch.delenv(setting.name, raising=False)
+    for name in ("AzureWebJobsStorage", "AzureWebJobsStorage__blobServiceUri"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def run(capsys, *args: str) -> tuple[int, str, str]:
+    code = cli.main(["run", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_missing_settings_exit_2_with_one_line(capsys):
+    code, out, err = run(capsys)
+    assert code == 2 and out == ""
+    assert err.startswith("error: Invalid settings: TENANT_ID is missing") and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("slot", ["yesterday", "9999-12-31T23:59:59Z", "0001-01-01T00:00:00+05:00", "1999-12-31T23:00:00Z"])
+def test_a_slot_that_is_no_slot_exits_2_naming_the_option(capsys, monkeypatch, slot):
+    for name, value in VALID.items():
+        monkeypatch.setenv(name, value)
+    code, out, err = run(capsys, "--slot", slot)  # refused before anything is contacted
+    assert code == 2 and out == "" and err.startswith("error: --slot ")
+
+
+def test_a_settings_file_that_is_not_one_exits_2(capsys, tmp_path):
+    broken = tmp_path / "local.settings.json"
+    broken.write_text("{not json")
+    code, _, err = run(capsys, "--settings", str(broken))
+    assert code == 2 and "local.settings.json" in err
+    broken.write_text(json.dumps({"Values": ["not", "an", "object"]}))
+    code, _, err = run(capsys, "--settings", str(broken))
+    assert code == 2 and "Values" in err
+
+
+def test_a_settings_file_fills_the_environment_like_func_start(capsys, tmp_path, monkeypatch):
+    values = {"TENANT_ID": "contoso.onmicrosoft.com", "CLIENT_ID": GUID, "KEY_VAULT_URL": "kv-without-scheme"}
+    settings_file = tmp_path / "local.settings.json"
+    settings_file.write_text(json.dumps({"IsEncrypted": False, "Values": values}))
+    code, _, err = run(capsys, "--settings", str(settings_file))
+    assert code == 2  # read: the first missing setting is no longer TENANT_ID, the vault URL is named
+    assert "TENANT_ID" not in err and "KEY_VAULT_URL" in err
