@@ -26,6 +26,7 @@ from .userids import UserIds
 
 log = logging.getLogger(__name__)
 
+
 def run_export(settings: Settings, slot: datetime | None = None, *, force: bool = False) -> ExportSummary:
     """Export every user once for ``slot`` (default: now). Raises an ExportError subclass on failure.
 
