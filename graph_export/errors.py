@@ -7,6 +7,8 @@ error codes only.
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 
 class ExportError(Exception):
     """Base class: the export could not complete; ``str(error)`` is the one line to show a human."""
@@ -53,3 +55,19 @@ def first_line(text: str | None, limit: int = 300) -> str:
     """The first line of a service's error text, bounded, for embedding in one of our messages."""
     lines = (text or "").strip().splitlines()
     return lines[0][:limit] if lines else "no detail"
+
+
+def origin_of(url: str) -> str:
+    """``scheme://host[:port]`` of ``url`` for a message: no user info, path, query or fragment."""
+    scheme: str | None = None
+    host: str | None = None
+    port: int | None = None
+    try:
+        parts = urlsplit(url)
+        scheme, host, port = parts.scheme, parts.hostname, parts.port
+    except ValueError:  # e.g. a bad port or IPv6 literal
+        pass
+    if not scheme or not host:
+        return "an address that is not a URL"
+    host = f"[{host}]" if ":" in host else host
+    return f"{scheme.lower()}://{host}{f':{port}' if port else ''}"[:200]

@@ -23,7 +23,7 @@ import orjson
 import requests
 
 from . import pipeline, transport
-from .errors import GraphError, first_line
+from .errors import GraphError, first_line, origin_of
 from .transport import RETRY_STATUSES, RunBudgetExhausted
 from .userids import UserIds
 
@@ -399,7 +399,7 @@ def describe_redirect(response: requests.Response, url: str, page_number: int) -
         resolved = urljoin(url, location) if location else None
     except ValueError:
         resolved = location
-    target = f"a redirect to {_display_origin(resolved)}" if resolved else "a redirect without a Location"
+    target = f"a redirect to {origin_of(resolved)}" if resolved else "a redirect without a Location"
     request_id = response.headers.get("request-id")
     where = f" (request-id {request_id})" if request_id else ""
     return (f"Graph answered page {page_number} with HTTP {response.status_code}, {target}: refused, as users are "
@@ -462,19 +462,3 @@ def _graph_error(response: requests.Response) -> tuple[str, str]:
 def _origin(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}".lower()
-
-
-def _display_origin(url: str) -> str:
-    """``scheme://host[:port]`` of ``url`` for a message: no user info, path, query or fragment."""
-    scheme: str | None = None
-    host: str | None = None
-    port: int | None = None
-    try:
-        parts = urlsplit(url)
-        scheme, host, port = parts.scheme, parts.hostname, parts.port
-    except ValueError:  # e.g. a bad port or IPv6 literal
-        pass
-    if not scheme or not host:
-        return "an address that is not a URL"
-    host = f"[{host}]" if ":" in host else host
-    return f"{scheme.lower()}://{host}{f':{port}' if port else ''}"[:200]

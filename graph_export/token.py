@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import msal
 import msal.exceptions
@@ -26,7 +26,7 @@ from urllib3.exceptions import NameResolutionError
 from urllib3.util.retry import Retry
 
 from .credentials import Secret
-from .errors import AuthError, first_line
+from .errors import AuthError, first_line, origin_of
 from .transport import RETRY_STATUSES
 
 log = logging.getLogger(__name__)
@@ -146,8 +146,8 @@ class _SignInHttp:
         if response.is_redirect or 300 <= response.status_code < 400:
             response.close()
             raise AuthError(
-                f"The sign-in service at {_origin(url)} answered HTTP {response.status_code}, a redirect to "
-                f"{_origin(response.headers.get('Location') or '')}: sign-in requests are never redirected (the "
+                f"The sign-in service at {origin_of(url)} answered HTTP {response.status_code}, a redirect to "
+                f"{origin_of(urljoin(url, response.headers.get('Location') or ''))}: sign-in requests are never redirected (the "
                 "client secret would go along); check AUTHORITY_HOST and any proxy in between."
             )
         return response
@@ -336,16 +336,6 @@ def describe_sign_in_error(result: dict[str, Any], client_id: str) -> str:
     correlation = result.get("correlation_id")
     suffix = f" (correlation id {correlation})" if correlation else ""
     return f"Sign-in for app {client_id} failed with {described} ({error}): {advice}{suffix}."
-
-
-def _origin(url: str) -> str:
-    """``scheme://host[:port]`` of a URL, for messages: never its user info, path or query."""
-    try:
-        parts = urlsplit(url)
-        return f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}" if parts.hostname \
-            else "(no location)"
-    except ValueError:
-        return "(an unreadable location)"
 
 
 def _causes(exc: BaseException) -> list[BaseException]:
