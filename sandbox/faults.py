@@ -1,8 +1,9 @@
 """A scriptable fault plan: make a service fail on chosen requests, the way the real one can.
 
-A rule names a service and *which* requests it hits (the n-th request to that service, a Graph page
-index, every Graph request from page k on, or simply every request), *what* happens and *how often*
-it fires (``count``; default: every time). Exactly one action per rule:
+A rule names a service and *which* requests it hits (the n-th request to that service; a Graph page
+by number, 1 for the first as clients count; every Graph request from page k on; or simply every
+request), *what* happens and *how often* it fires (``count``; default: every time). Exactly one action
+per rule:
 
 - ``status``: answer with that HTTP status, the service's own error body (or ``body``) and any
   ``headers``, e.g. 503 with ``Retry-After``, or 302/307 with a ``Location`` elsewhere;
@@ -25,7 +26,7 @@ out before it ended or the client hung up. Rules come from Python (:meth:`FaultP
 as the tests.
 
 JSON form: a list of objects with the same keys as :meth:`FaultPlan.add`, e.g.
-``[{"service": "graph", "page": 1, "status": 503, "headers": {"Retry-After": "2"}, "count": 1}]`` or
+``[{"service": "graph", "page": 2, "status": 503, "headers": {"Retry-After": "2"}, "count": 1}]`` or
 ``[{"service": "graph", "page": 1, "value": [1, "x", null, [], {"displayName": "no id"}]}]``.
 """
 
@@ -65,7 +66,7 @@ class FaultRule:
     headers: dict[str, str] = field(default_factory=dict)
     body: Any = None                 # None: the service's own error body for ``status``
     request: int | None = None       # 1-based request number for that service
-    page: int | None = None          # Graph: 0-based page index
+    page: int | None = None          # Graph: page number, 1 for the first
     from_page: int | None = None     # Graph: every request for page >= from_page
     path_contains: str | None = None # e.g. "/token" to leave Entra's discovery document alone
     count: int | None = None         # how many times it fires; None (default) = forever

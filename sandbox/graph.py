@@ -89,7 +89,7 @@ class Graph:
     # --- HTTP -----------------------------------------------------------------------------------
 
     def page_of(self, request: Request) -> int | None:
-        """0-based page index of a /users request (for fault rules); None if it cannot be told."""
+        """Page number of a /users request, 1 for the first (as clients count them); None if it cannot be told."""
         if request.path.rstrip("/").lower() != "/v1.0/users":
             return None
         q = _query(request)
@@ -98,7 +98,7 @@ class Graph:
             offset = self.decode_skiptoken(q["skiptoken"]) if q.get("skiptoken") is not None else 0
         except (ValueError, BadRequest):
             return None
-        return offset // top if top > 0 else None
+        return offset // top + 1 if top > 0 else None
 
     def handle(self, request: Request) -> Response:
         ids = (str(uuid.uuid4()), request.header("client-request-id") or str(uuid.uuid4()))

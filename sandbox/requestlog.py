@@ -22,7 +22,7 @@ class RequestRecord:
     path: str             # without the query string
     status: int | None    # None when the connection was dropped by a fault
     fault: str | None     # description of the fault rule applied, if any
-    page: int | None = None   # Graph only: 0-based page index
+    page: int | None = None   # Graph only: page number, 1 for the first
     at: float = 0.0       # time.time() when the request arrived
     duration_ms: float = 0.0
 

@@ -88,7 +88,7 @@ class Service(Protocol):
         ...
 
     def page_of(self, request: Request) -> int | None:
-        """Graph's 0-based page index for fault rules; None for other services."""
+        """Graph's page number (1 for the first) for fault rules; None for other services."""
         ...
 
     # Graph only: ``fault_page(request, response, rule) -> Response`` applies a page action

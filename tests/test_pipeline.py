@@ -10,19 +10,29 @@ def test_prefetcher_yields_everything_in_order():
     assert list(Prefetcher(iter(range(100)), depth=2)) == list(range(100))
 
 
+def wait_until(condition, timeout: float = 5.0) -> None:
+    """Poll for a state the other thread must reach; fail if it never does."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the producer never got there"
+        time.sleep(0.001)
+
+
 def test_prefetcher_stays_at_most_depth_items_ahead():
-    produced = []
+    depth, asked, leads = 2, [0], []
 
     def source():
         for i in range(50):
-            produced.append(i)
+            leads.append(i + 1 - asked[0])  # made but not asked for yet, this one included
             yield i
 
-    ahead = Prefetcher(source(), depth=2)
-    assert next(ahead) == 0
-    time.sleep(0.2)  # give the producer every chance to run ahead
-    # consumed 1; at most 2 queued, plus 1 produced and waiting for room
-    assert len(produced) <= 1 + 2 + 1
+    ahead = Prefetcher(source(), depth=depth)
+    for expected in range(50):
+        # The producer runs until the queue is full and it holds one more, never beyond.
+        wait_until(lambda: len(leads) == min(50, asked[0] + depth + 1))
+        asked[0] += 1
+        assert next(ahead) == expected
+    assert max(leads) == depth + 1  # it did run ahead, by exactly what the bound allows
     ahead.close()
 
 
@@ -101,7 +111,7 @@ def test_prefetcher_close_closes_items_it_never_handed_out():
 
     ahead = Prefetcher(source(), depth=1)
     first = next(ahead)
-    time.sleep(0.2)  # the producer fills the queue and waits with one more in hand
+    wait_until(lambda: len(made) == 3)  # one handed out, one queued (depth 1), one in hand waiting for room
     ahead.close()
     assert not first.closed  # the consumer's item is the consumer's to close
     assert len(made) >= 2 and all(r.closed for r in made[1:])

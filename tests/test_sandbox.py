@@ -266,7 +266,7 @@ def test_graph_pages_all_users_exactly(env, sbx):
     assert users == list(sbx.expected_users(PROPS))
     assert all(list(u) == PROPS for u in users)
     assert len({u["id"] for u in users}) == 2_500
-    assert [r.page for r in sbx.requests.entries("graph")] == [0, 1, 2]
+    assert [r.page for r in sbx.requests.entries("graph")] == [1, 2, 3]
     assert sbx.connections("graph") == 1  # HTTP/1.1 keep-alive: one TLS connection for all pages
 
 
@@ -347,8 +347,8 @@ def test_graph_token_expires_after_configured_lifetime(env, sbx):
 
 # --- faults and the request log --------------------------------------------------------------------
 
-def test_fault_503_with_retry_after_fires_once_on_page_1(env, sbx):
-    rule = sbx.faults.add("graph", page=1, status=503, headers={"Retry-After": "2"}, count=1)
+def test_fault_503_with_retry_after_fires_once_on_page_2(env, sbx):
+    rule = sbx.faults.add("graph", page=2, status=503, headers={"Retry-After": "2"}, count=1)
     token = graph_token(sbx)
     url, users, retry_after = f"/v1.0/users?$select={','.join(PROPS)}&$top=999", [], []
     for _ in range(10):  # bounded: 3 pages + 1 retry expected
@@ -365,7 +365,7 @@ def test_fault_503_with_retry_after_fires_once_on_page_1(env, sbx):
     assert retry_after == ["2"] and rule.fired == 1
     assert users == list(sbx.expected_users(PROPS))
     faulted = [r for r in sbx.requests.entries("graph") if r.fault]
-    assert [(r.page, r.status, r.number, r.fault) for r in faulted] == [(1, 503, 2, "graph page=1 -> 503")]
+    assert [(r.page, r.status, r.number, r.fault) for r in faulted] == [(2, 503, 2, "graph page=2 -> 503")]
     assert [r.status for r in sbx.requests.entries("graph")] == [200, 503, 200, 200]
 
 
@@ -378,8 +378,8 @@ def test_fault_drop_delay_and_from_page(env, sbx):
     started = time.monotonic()
     first = graph_get(sbx, "/v1.0/users?$top=999", token)
     assert first.status_code == 200 and time.monotonic() - started >= 0.3
-    sbx.faults.add("graph", from_page=1, status=429, headers={"Retry-After": "1"}, count=None)
-    for _ in range(3):  # "keeps failing mid-export": every retry of page 1 fails
+    sbx.faults.add("graph", from_page=2, status=429, headers={"Retry-After": "1"}, count=None)
+    for _ in range(3):  # "keeps failing mid-export": every retry of page 2 fails
         r = graph_get(sbx, first.json()["@odata.nextLink"], token)
         assert r.status_code == 429 and r.json()["error"]["code"] == "TooManyRequests"
     log = sbx.requests.entries("graph")

@@ -85,9 +85,9 @@ def test_two_runs_started_together_publish_one_exact_export(export_env, sandbox)
 
 
 def test_the_lease_is_renewed_while_a_slow_run_lives(export_env, sandbox):
-    sandbox.faults.add("graph", page=3, delay_s=LEASE_S + 6, count=1)
+    sandbox.faults.add("graph", page=4, delay_s=LEASE_S + 6, count=1)
     slow = start()
-    wait_for_page(sandbox, 2, slow)  # page 3 is asked for next (the log records a page once it is served)
+    wait_for_page(sandbox, 3, slow)  # page 4 is asked for next (the log records a page once it is served)
     time.sleep(LEASE_S + 1)  # an unrenewed lease would have run out by now
     code, _, err = finish(start())
     assert code == BUSY and "Another run is exporting" in err
@@ -99,7 +99,7 @@ def test_the_lease_is_renewed_while_a_slow_run_lives(export_env, sandbox):
 
 def test_a_killed_run_holds_the_slot_until_its_lease_runs_out_then_the_next_resumes(export_env, sandbox):
     victim = start()
-    wait_for_page(sandbox, 10, victim)  # past the checkpoint after page 8
+    wait_for_page(sandbox, 11, victim)  # past the checkpoint after page 8
     victim.send_signal(signal.SIGKILL)
     victim.wait(timeout=10)
     killed_at = time.monotonic()
@@ -121,7 +121,7 @@ def test_a_killed_run_holds_the_slot_until_its_lease_runs_out_then_the_next_resu
 
 def test_a_run_frozen_past_its_lease_publishes_nothing_when_it_wakes(export_env, sandbox):
     frozen = start()
-    wait_for_page(sandbox, 9, frozen)
+    wait_for_page(sandbox, 10, frozen)
     os.killpg(frozen.pid, signal.SIGSTOP)  # a hung instance: no renewals, no progress
     try:
         time.sleep(LEASE_S + 1)

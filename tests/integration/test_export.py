@@ -49,10 +49,10 @@ def test_export_equals_the_tenant_exactly(export_env, sandbox):
 
 def test_the_next_page_is_requested_while_this_one_is_still_arriving(export_env, sandbox):
     # Page 1 stalls for 2 s after its first 16 KiB, which hold the nextLink: page 2 must not wait for it.
-    sandbox.faults.add("graph", page=0, stall_s=2.0, count=1)
+    sandbox.faults.add("graph", page=1, stall_s=2.0, count=1)
     summary = run_export(load_settings(), SLOT)
     assert summary.users == sandbox.users
-    first, second = (next(r for r in sandbox.requests.entries("graph") if r.page == n) for n in (0, 1))
+    first, second = (next(r for r in sandbox.requests.entries("graph") if r.page == n) for n in (1, 2))
     assert second.at - first.at < 1.0
 
 
@@ -151,7 +151,7 @@ def test_no_access_to_the_vault(export_env, sandbox):
 def test_graph_failing_mid_export_publishes_nothing_and_keeps_latest(export_env, sandbox):
     run_export(load_settings(), SLOT)
     latest_before = read_json(export_env, LATEST_BLOB)
-    sandbox.faults.add(service="graph", from_page=1, status=503)  # first page fine, then down for good
+    sandbox.faults.add(service="graph", from_page=2, status=503)  # first page fine, then down for good
     later = datetime(2026, 3, 8, 2, tzinfo=timezone.utc)
     with pytest.raises(GraphError, match="page 2 with HTTP 503"):
         run_export(load_settings(), later)

@@ -52,7 +52,7 @@ PAGE = "/v1.0/users?$select=id,displayName&$top=999"
 # --- the fault plan can script these answers ----------------------------------------------------
 
 def test_fault_plan_value_replaces_a_pages_users_and_keeps_its_next_link(sandbox):
-    sandbox.faults.load_json('[{"service": "graph", "page": 0, "count": 1,'
+    sandbox.faults.load_json('[{"service": "graph", "page": 1, "count": 1,'
                              ' "value": [1, "x", null, [], {"displayName": "no id"}, {"id": 5}]}]')
     page = graph_get(sandbox, PAGE).json()
     assert page["value"] == [1, "x", None, [], {"displayName": "no id"}, {"id": 5}]
@@ -62,16 +62,16 @@ def test_fault_plan_value_replaces_a_pages_users_and_keeps_its_next_link(sandbox
 
 def test_fault_plan_repeat_user_puts_an_earlier_user_first_again(sandbox):
     expected = list(sandbox.expected_users(["id", "displayName"]))
-    rule = sandbox.faults.add("graph", page=1, repeat_user=7, count=1)
+    rule = sandbox.faults.add("graph", page=2, repeat_user=7, count=1)
     first = graph_get(sandbox, PAGE).json()
     second = graph_get(sandbox, first["@odata.nextLink"].removeprefix(sandbox.settings["GRAPH_ENDPOINT"])).json()
     assert second["value"][0] == expected[7] and second["value"][1:] == expected[999:1998]
-    assert rule.fired == 1 and rule.describe() == "graph page=1 -> repeat user 7"
+    assert rule.fired == 1 and rule.describe() == "graph page=2 -> repeat user 7"
 
 
 @pytest.mark.parametrize("chunked", [False, True])
 def test_fault_plan_pad_bytes_streams_a_huge_page_that_is_still_valid_json(sandbox, chunked):
-    rule = sandbox.faults.add("graph", page=0, pad_bytes=5 * MiB + 3, chunked=chunked, count=1)
+    rule = sandbox.faults.add("graph", page=1, pad_bytes=5 * MiB + 3, chunked=chunked, count=1)
     answer = graph_get(sandbox, PAGE)
     assert len(answer.content) > 5 * MiB and len(answer.json()["value"]) == 999
     if chunked:
@@ -99,7 +99,7 @@ def test_fault_plan_refuses_page_actions_it_cannot_apply(rule, why):
 
 def test_pages_sent_chunked_are_read_whole(export_env, sandbox):
     """No Content-Length: the body is read to its last chunk, not cut short after the nextLink's head."""
-    rule = sandbox.faults.add("graph", from_page=0, chunked=True)
+    rule = sandbox.faults.add("graph", from_page=1, chunked=True)
     summary = run_export(load_settings(), SLOT)
     assert rule.fired == 3 and summary.users == sandbox.users
     users, _ = read_export(export_env, summary.blob)
@@ -134,7 +134,7 @@ def elsewhere(sandbox):
 @pytest.mark.parametrize("status", [302, 307])
 def test_a_redirect_to_another_origin_is_refused_and_publishes_nothing(export_env, sandbox, elsewhere, status):
     server, log = elsewhere
-    sandbox.faults.add("graph", page=1, status=status,
+    sandbox.faults.add("graph", page=2, status=status,
                        headers={"Location": f"{server.base_url}/v1.0/users?$skiptoken=stolen-token"})
     with pytest.raises(GraphError) as info:
         run_export(load_settings(), SLOT)
@@ -155,7 +155,7 @@ def test_a_redirect_to_another_origin_is_refused_and_publishes_nothing(export_en
     ([{"id": ""}], "value[0] has an empty 'id'"),
 ])
 def test_items_that_are_not_users_fail_the_run_and_publish_nothing(export_env, sandbox, value, wrong):
-    sandbox.faults.add("graph", page=1, value=value)
+    sandbox.faults.add("graph", page=2, value=value)
     with pytest.raises(GraphError) as info:
         run_export(load_settings(), SLOT)
     message = str(info.value)
@@ -164,20 +164,20 @@ def test_items_that_are_not_users_fail_the_run_and_publish_nothing(export_env, s
     nothing_published(export_env)
 
 
-@pytest.mark.parametrize("page", [1, 2])  # 2,500 users: page index 2 is the last
+@pytest.mark.parametrize("page", [2, 3])  # 2,500 users: page 3 is the last
 def test_a_user_id_of_an_earlier_page_fails_before_anything_is_committed(export_env, sandbox, page):
     rule = sandbox.faults.add("graph", page=page, repeat_user=0)
     with pytest.raises(GraphError) as info:
         run_export(load_settings(), SLOT)
     assert rule.fired >= 1
     message = str(info.value)
-    assert f"same user twice in one listing, on page 1 and again on page {page + 1}:" in message
+    assert f"same user twice in one listing, on page 1 and again on page {page}:" in message
     assert "request-id " in message
     nothing_published(export_env)
 
 
 def test_an_oversized_page_fails_on_its_content_length_before_it_is_read(export_env, sandbox):
-    rule = sandbox.faults.add("graph", page=1, pad_bytes=200 * MiB)
+    rule = sandbox.faults.add("graph", page=2, pad_bytes=200 * MiB)
     started = time.monotonic()
     with pytest.raises(GraphError, match=r"Graph page 2 is larger than the 64 MiB .*\(Content-Length \d+\)"):
         run_export(load_settings(), SLOT)
@@ -188,7 +188,7 @@ def test_an_oversized_page_fails_on_its_content_length_before_it_is_read(export_
 
 def test_an_oversized_chunked_page_stops_at_the_cap_with_bounded_memory(export_env, sandbox, tmp_path):
     """No Content-Length: the bytes read are counted, and the CLI's peak memory stays near the cap."""
-    rule = sandbox.faults.add("graph", page=1, pad_bytes=400 * MiB, chunked=True)
+    rule = sandbox.faults.add("graph", page=2, pad_bytes=400 * MiB, chunked=True)
     hwm = tmp_path / "hwm"
     # The CLI's own high-water mark, read as it exits: wait4's ru_maxrss would also count the pytest
     # process it was forked from, which Linux carries over exec.

@@ -56,13 +56,13 @@ def fired(rule):
 
 @pytest.mark.parametrize("status", [503, 504, 500, 502])
 def test_graph_server_errors_are_retried(export_env, sandbox, baseline, status):
-    rule = sandbox.faults.add("graph", page=1, status=status, count=2)
+    rule = sandbox.faults.add("graph", page=2, status=status, count=2)
     export_with(sandbox, export_env, baseline)
     assert fired(rule) == 2
 
 
 def test_graph_429_honours_retry_after_seconds(export_env, sandbox, baseline):
-    rule = sandbox.faults.add("graph", page=1, status=429, headers={"Retry-After": "1"}, count=1)
+    rule = sandbox.faults.add("graph", page=2, status=429, headers={"Retry-After": "1"}, count=1)
     export_with(sandbox, export_env, baseline)
     throttled = [r for r in records(sandbox, "graph") if r.status == 429]
     assert fired(rule) == 1 and len(throttled) == 1
@@ -71,7 +71,7 @@ def test_graph_429_honours_retry_after_seconds(export_env, sandbox, baseline):
 
 def test_graph_429_honours_retry_after_as_an_http_date(export_env, sandbox, baseline):
     when = format_datetime(datetime.now(timezone.utc) + timedelta(seconds=3), usegmt=True)
-    rule = sandbox.faults.add("graph", page=0, status=429, headers={"Retry-After": when}, count=1)
+    rule = sandbox.faults.add("graph", page=1, status=429, headers={"Retry-After": when}, count=1)
     export_with(sandbox, export_env, baseline)
     throttled = [r for r in records(sandbox, "graph") if r.status == 429]
     assert fired(rule) == 1
@@ -79,7 +79,7 @@ def test_graph_429_honours_retry_after_as_an_http_date(export_env, sandbox, base
 
 
 def test_graph_429_without_retry_after_backs_off_exponentially(export_env, sandbox, baseline):
-    rule = sandbox.faults.add("graph", page=2, status=429, count=3)
+    rule = sandbox.faults.add("graph", page=3, status=429, count=3)
     export_with(sandbox, export_env, baseline)
     assert fired(rule) == 3
     throttled = [r for r in records(sandbox, "graph") if r.status == 429]
@@ -87,21 +87,21 @@ def test_graph_429_without_retry_after_backs_off_exponentially(export_env, sandb
 
 
 def test_graph_dropped_connection_is_retried(export_env, sandbox, baseline):
-    rule = sandbox.faults.add("graph", page=1, drop=True, count=1)
+    rule = sandbox.faults.add("graph", page=2, drop=True, count=1)
     export_with(sandbox, export_env, baseline)
     assert fired(rule) == 1
 
 
 def test_graph_connection_cut_mid_page_is_asked_again(export_env, sandbox, baseline):
-    head = sandbox.faults.add("graph", page=1, cut=True, count=1)   # breaks while the nextLink is read
-    body = sandbox.faults.add("graph", page=2, cut=True, count=1)   # breaks while the users are read
+    head = sandbox.faults.add("graph", page=2, cut=True, count=1)   # breaks while the nextLink is read
+    body = sandbox.faults.add("graph", page=3, cut=True, count=1)   # breaks while the users are read
     export_with(sandbox, export_env, baseline)
     assert fired(head) == fired(body) == 1
-    assert [r.page for r in records(sandbox, "graph")].count(1) == 2
+    assert [r.page for r in records(sandbox, "graph")].count(2) == 2
 
 
 def test_graph_connection_cut_twice_on_a_page_publishes_nothing(export_env, sandbox, baseline):
-    sandbox.faults.add("graph", page=1, cut=True, count=2)
+    sandbox.faults.add("graph", page=2, cut=True, count=2)
     with pytest.raises(GraphError, match="broke off while page 2 was arriving .*twice"):
         run_export(load_settings(), FAULTY)
     assert export_blob_name(FAULTY) not in blob_names(export_env)
@@ -110,17 +110,17 @@ def test_graph_connection_cut_twice_on_a_page_publishes_nothing(export_env, sand
 
 def test_graph_slow_response_times_out_and_is_retried(export_env, sandbox, baseline, monkeypatch):
     monkeypatch.setenv("HTTP_TIMEOUT_SECONDS", "0.5")
-    rule = sandbox.faults.add("graph", page=1, delay_s=2.0, count=1)
+    rule = sandbox.faults.add("graph", page=2, delay_s=2.0, count=1)
     export_with(sandbox, export_env, baseline)
     assert fired(rule) == 1
     # The retry came after the 0.5 s read timeout, not after the server's 2 s: it gave up, then retried.
-    page0 = next(r for r in records(sandbox, "graph") if r.page == 0)
-    page1 = next(r for r in records(sandbox, "graph") if r.page == 1 and r.fault is None)
-    assert 0.5 <= page1.at - page0.at < 2.0
+    page1 = next(r for r in records(sandbox, "graph") if r.page == 1)
+    page2 = next(r for r in records(sandbox, "graph") if r.page == 2 and r.fault is None)
+    assert 0.5 <= page2.at - page1.at < 2.0
 
 
 def test_graph_401_expired_token_gets_one_fresh_token(export_env, sandbox, baseline):
-    rule = sandbox.faults.add("graph", page=1, status=401, count=1)
+    rule = sandbox.faults.add("graph", page=2, status=401, count=1)
     export_with(sandbox, export_env, baseline)
     assert fired(rule) == 1
     token_posts = [r for r in records(sandbox, "entra") if r.method == "POST" and r.status == 200]
@@ -170,10 +170,10 @@ def test_persistent_503_exhausts_the_page_budget(export_env, sandbox, monkeypatc
     run_export(load_settings(), CLEAN)
     latest = read_json(export_env, LATEST_BLOB)
     sandbox.requests.clear()
-    sandbox.faults.add("graph", page=1, status=503)
+    sandbox.faults.add("graph", page=2, status=503)
     with pytest.raises(GraphError, match="page 2 with HTTP 503.*GRAPH_MAX_RETRIES_PER_PAGE"):
         run_export(load_settings(), FAULTY)
-    assert len([r for r in records(sandbox, "graph") if r.page == 1]) == 1 + 3
+    assert len([r for r in records(sandbox, "graph") if r.page == 2]) == 1 + 3
     assert export_blob_name(FAULTY) not in blob_names(export_env)
     assert manifest_blob_name(FAULTY) not in blob_names(export_env)
     assert read_json(export_env, LATEST_BLOB) == latest
@@ -181,7 +181,7 @@ def test_persistent_503_exhausts_the_page_budget(export_env, sandbox, monkeypatc
 
 def test_scattered_faults_exhaust_the_run_budget(export_env, sandbox, monkeypatch):
     monkeypatch.setenv("GRAPH_MAX_RETRIES_PER_RUN", "2")
-    for page in (0, 1, 2):
+    for page in (1, 2, 3):
         sandbox.faults.add("graph", page=page, status=503, count=1)  # each page alone would be fine
     with pytest.raises(GraphError, match="page 3 with HTTP 503"):
         run_export(load_settings(), FAULTY)

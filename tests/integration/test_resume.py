@@ -37,7 +37,7 @@ def fail_from_page(sandbox, page):
 
 
 def interrupted_run(sandbox, page):
-    """A run that dies on ``page`` (0-based), leaving its checkpoint; then the faults are lifted."""
+    """A run that dies on ``page``, leaving its checkpoint; then the faults are lifted."""
     fail_from_page(sandbox, page)
     with pytest.raises(GraphError):
         run_export(load_settings(), SLOT)
@@ -54,7 +54,7 @@ def assert_identical_to_a_clean_run(export_env, sandbox, resumed_summary):
 
 
 def test_a_failed_run_resumes_from_its_checkpoint(export_env, sandbox):
-    interrupted_run(sandbox, page=10)
+    interrupted_run(sandbox, page=11)
     saved = read_json(export_env, checkpoint_blob_name(SLOT))
     assert saved["pages"] == 8 and saved["users"] == 8 * 999
     assert export_blob_name(SLOT) not in blob_names(export_env)  # staged, never visible
@@ -62,7 +62,7 @@ def test_a_failed_run_resumes_from_its_checkpoint(export_env, sandbox):
 
     summary = run_export(load_settings(), SLOT)
     assert summary.users == USERS
-    assert graph_pages(sandbox)[0] == 8  # continued after page 8, did not start over
+    assert graph_pages(sandbox)[0] == 9  # continued after page 8, did not start over
     assert read_json(export_env, summary.manifest)["resumed"] is True
     assert checkpoint_blob_name(SLOT) not in blob_names(export_env)
     assert ids_blob_name(SLOT) not in blob_names(export_env)
@@ -70,57 +70,57 @@ def test_a_failed_run_resumes_from_its_checkpoint(export_env, sandbox):
 
 
 def test_a_user_repeated_across_the_resume_point_is_still_caught(export_env, sandbox):
-    interrupted_run(sandbox, page=10)  # the checkpoint counts pages 1-8
-    sandbox.faults.add("graph", page=9, repeat_user=5)  # user 5 came on page 1, before the resume point
+    interrupted_run(sandbox, page=11)  # the checkpoint counts pages 1-8
+    sandbox.faults.add("graph", page=10, repeat_user=5)  # user 5 came on page 1, before the resume point
     with pytest.raises(GraphError, match="before the page this run resumed from and again on page 10"):
         run_export(load_settings(), SLOT)
-    assert graph_pages(sandbox)[0] == 8  # it did resume
+    assert graph_pages(sandbox)[0] == 9  # it did resume
     assert export_blob_name(SLOT) not in blob_names(export_env)
 
 
 def test_saved_user_ids_that_are_gone_restart_the_slot(export_env, sandbox, caplog):
-    interrupted_run(sandbox, page=6)
+    interrupted_run(sandbox, page=7)
     container(export_env).delete_blob(ids_blob_name(SLOT))
     caplog.set_level(logging.WARNING)
     summary = run_export(load_settings(), SLOT)
-    assert graph_pages(sandbox)[0] == 0 and "user ids it counted are gone" in caplog.text
+    assert graph_pages(sandbox)[0] == 1 and "user ids it counted are gone" in caplog.text
     assert_identical_to_a_clean_run(export_env, sandbox, summary)
 
 
 def test_a_checkpoint_too_old_restarts_the_slot(export_env, sandbox, monkeypatch, caplog):
-    interrupted_run(sandbox, page=6)
+    interrupted_run(sandbox, page=7)
     monkeypatch.setenv("CHECKPOINT_MAX_AGE_HOURS", "0")
     caplog.set_level(logging.WARNING)
     summary = run_export(load_settings(), SLOT)
-    assert graph_pages(sandbox)[0] == 0
+    assert graph_pages(sandbox)[0] == 1
     assert "older than CHECKPOINT_MAX_AGE_HOURS" in caplog.text
     assert_identical_to_a_clean_run(export_env, sandbox, summary)
 
 
 def test_changed_properties_restart_the_slot(export_env, sandbox, monkeypatch, caplog):
-    interrupted_run(sandbox, page=6)
+    interrupted_run(sandbox, page=7)
     monkeypatch.setenv("USER_PROPERTIES", "id,displayName")
     caplog.set_level(logging.WARNING)
     summary = run_export(load_settings(), SLOT)
-    assert graph_pages(sandbox)[0] == 0 and "USER_PROPERTIES changed" in caplog.text
+    assert graph_pages(sandbox)[0] == 1 and "USER_PROPERTIES changed" in caplog.text
     users, _ = read_export(export_env, summary.blob)
     assert len(users) == USERS and set(users[0]) == {"id", "displayName"}
 
 
 def test_a_rejected_page_link_restarts_the_slot(export_env, sandbox, caplog):
-    interrupted_run(sandbox, page=6)
-    sandbox.faults.add("graph", page=4, status=400, count=1)  # the checkpoint's skiptoken expired
+    interrupted_run(sandbox, page=7)
+    sandbox.faults.add("graph", page=5, status=400, count=1)  # the checkpoint's skiptoken expired
     caplog.set_level(logging.WARNING)
     summary = run_export(load_settings(), SLOT)
-    assert graph_pages(sandbox)[0] == 0
+    assert graph_pages(sandbox)[0] == 1
     assert "no longer accepts the checkpoint's page link" in caplog.text
     assert_identical_to_a_clean_run(export_env, sandbox, summary)
 
 
 def test_force_ignores_the_checkpoint(export_env, sandbox):
-    interrupted_run(sandbox, page=6)
+    interrupted_run(sandbox, page=7)
     summary = run_export(load_settings(), SLOT, force=True)
-    assert graph_pages(sandbox)[0] == 0 and summary.users == USERS
+    assert graph_pages(sandbox)[0] == 1 and summary.users == USERS
     assert read_json(export_env, summary.manifest)["resumed"] is False
 
 
