@@ -21,6 +21,7 @@ from azure.storage.blob import BlobClient, ContainerClient
 
 from . import naming, storage
 from .records import Fields, Progress, RecordError, iso
+from .userids import UserIds
 
 log = logging.getLogger(__name__)
 
@@ -150,3 +151,35 @@ def why_unusable(checkpoint: Checkpoint, blob: BlobClient, slot: datetime, prope
     if any(staged.get(i) != size for i, size in zip(progress.block_ids, progress.block_sizes, strict=True)):
         return "its staged blocks are gone (committed or discarded meanwhile)"
     return None
+
+
+@dataclass(frozen=True)
+class Resume:
+    """A usable checkpoint and the user-id digests it counted."""
+
+    checkpoint: Checkpoint
+    ids: UserIds
+
+
+def resumable(container: ContainerClient, blob: BlobClient, slot: datetime, properties: tuple[str, ...],
+              max_age: timedelta, now: datetime) -> Resume | None:
+    """The slot's checkpoint and its saved ids if the export can continue from them; else None (logged)."""
+    saved = load(container, slot)
+    if saved is None:
+        return None
+    why = why_unusable(saved, blob, slot, properties, max_age, now)
+    ids = None
+    if why is None:
+        data = SavedIds(container, slot).read(saved.ids_bytes)
+        try:
+            ids = UserIds.from_bytes(data) if data is not None else None
+        except ValueError:
+            ids = None
+        if ids is None or len(ids) != saved.progress.users:
+            why = "the user ids it counted are gone or damaged"
+    if why or ids is None:
+        log.warning("Not resuming slot %s from its checkpoint: %s; starting over", iso(slot), why)
+        return None
+    log.info("Resuming slot %s after page %d (%d users already staged)", iso(slot), saved.pages,
+             saved.progress.users)
+    return Resume(saved, ids)

@@ -11,16 +11,15 @@ import contextlib
 import functools
 import logging
 import time
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from azure.storage.blob import BlobClient, ContainerClient
 
-from . import checkpoint, graph, naming, sink, storage
+from . import checkpoint, graph, naming, publish, sink, storage
 from .clients import WarmClients, warm_clients
 from .errors import ConfigError
 from .lease import SlotLease
-from .records import ExportSummary, Manifest, Progress, RecordError, iso
+from .records import ExportSummary, Manifest, Progress, iso
 from .settings import Settings
 from .userids import UserIds
 
@@ -43,16 +42,17 @@ def run_export(settings: Settings, slot: datetime | None = None, *, force: bool 
         raise ConfigError(f"The slot to export is not usable: {why}.") from None
     clients = warm_clients(settings)
     container = clients.container()
-    if not force and (published := _published(container, slot)) is not None:
-        return _summary(published, "skipped", container, clock)
+    if not force and (done := publish.published(container, slot)) is not None:
+        return _summary(done, "skipped", container, clock)
     with SlotLease(container, slot) as lease:
-        if not force and (published := _published(container, slot)) is not None:
-            return _summary(published, "skipped", container, clock)  # another run finished it meanwhile
+        if not force and (done := publish.published(container, slot)) is not None:
+            return _summary(done, "skipped", container, clock)  # another run finished it meanwhile
         clients.retry_budget.reset(settings.graph_retries_per_run)
         clients.tokens.get()  # fail on Key Vault or sign-in before staging anything
 
         blob = container.get_blob_client(naming.export_blob_name(slot))
-        resume = None if force else _resumable(container, blob, settings, slot, started)
+        resume = None if force else checkpoint.resumable(
+            container, blob, slot, settings.user_properties, timedelta(hours=settings.checkpoint_max_age_h), started)
         try:
             manifest = _export(settings, clients, container, blob, slot, resume, started, lease)
         except graph.PageLinkRejected as exc:
@@ -64,58 +64,8 @@ def run_export(settings: Settings, slot: datetime | None = None, *, force: bool 
     return _summary(manifest, "succeeded", container, clock)
 
 
-def _published(container: ContainerClient, slot: datetime) -> Manifest | None:
-    """The slot's manifest if the slot was exported; a manifest that does not parse means it was not."""
-    name = naming.manifest_blob_name(slot)
-    try:
-        document = storage.read_json(container, name)
-        if document is None:
-            return None
-        manifest = Manifest.parse(document)
-    except RecordError as why:
-        log.warning("Manifest %s is not valid (%s); exporting the slot again", name, why)
-        return None
-    if manifest.slot != slot or manifest.blob != naming.export_blob_name(slot) or manifest.manifest != name:
-        log.warning("Manifest %s describes another slot or blob; exporting the slot again", name)
-        return None
-    log.info("Slot %s was already exported; nothing to do (use --force to export it again)", iso(slot))
-    return manifest
-
-
-@dataclass(frozen=True)
-class _Resume:
-    """A usable checkpoint and the user-id digests it counted."""
-
-    checkpoint: checkpoint.Checkpoint
-    ids: UserIds
-
-
-def _resumable(container: ContainerClient, blob: BlobClient, settings: Settings, slot: datetime,
-               now: datetime) -> _Resume | None:
-    saved = checkpoint.load(container, slot)
-    if saved is None:
-        return None
-    why = checkpoint.why_unusable(saved, blob, slot, settings.user_properties,
-                                  timedelta(hours=settings.checkpoint_max_age_h), now)
-    ids = None
-    if why is None:
-        data = checkpoint.SavedIds(container, slot).read(saved.ids_bytes)
-        try:
-            ids = UserIds.from_bytes(data) if data is not None else None
-        except ValueError:
-            ids = None
-        if ids is None or len(ids) != saved.progress.users:
-            why = "the user ids it counted are gone or damaged"
-    if why or ids is None:
-        log.warning("Not resuming slot %s from its checkpoint: %s; starting over", iso(slot), why)
-        return None
-    log.info("Resuming slot %s after page %d (%d users already staged)", iso(slot), saved.pages,
-             saved.progress.users)
-    return _Resume(saved, ids)
-
-
 def _export(settings: Settings, clients: WarmClients, container: ContainerClient, blob: BlobClient,
-            slot: datetime, resume: _Resume | None, started: datetime, lease: SlotLease) -> Manifest:
+            slot: datetime, resume: checkpoint.Resume | None, started: datetime, lease: SlotLease) -> Manifest:
     """Page through every user into ``blob``, checkpointing as it goes; publish; return the manifest.
 
     Every write others could read (checkpoint, blob commit, manifest, pointer) first makes sure this
@@ -161,11 +111,7 @@ def _export(settings: Settings, clients: WarmClients, container: ContainerClient
         finished=finished, resumed=resume is not None, tenant_id=settings.tenant_id,
         graph_endpoint=settings.graph_endpoint,
     )
-    lease.ensure()
-    storage.write_json(container, manifest.manifest, manifest.to_document())
-    lease.ensure()
-    if not storage.point_latest(container, manifest.pointer(), finished):
-        log.warning("%s already points at a later slot than %s; left as it is", naming.LATEST_BLOB, iso(slot))
+    publish.publish(container, manifest, lease)
     return manifest
 
 
