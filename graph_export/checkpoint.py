@@ -39,6 +39,8 @@ class Checkpoint:
     ids_bytes: int
     started: datetime
     saved: datetime
+    #: Delta mode: the deltaLink taken before the export's first page, which the next slot replays.
+    delta_link: str | None = None
 
     def to_document(self) -> dict[str, Any]:
         return {
@@ -46,7 +48,7 @@ class Checkpoint:
             "next_link": self.next_link, "pages": self.pages, "users": self.progress.users,
             "uncompressed_bytes": self.progress.uncompressed_bytes, "block_ids": list(self.progress.block_ids),
             "block_sizes": list(self.progress.block_sizes), "ids_bytes": self.ids_bytes,
-            "started": iso(self.started), "saved": iso(self.saved),
+            "started": iso(self.started), "saved": iso(self.saved), "delta_link": self.delta_link,
         }
 
     @classmethod
@@ -60,7 +62,8 @@ class Checkpoint:
         progress = Progress(f.count("users"), f.count("uncompressed_bytes"), list(block_ids), list(block_sizes))
         return cls(slot=f.time("slot"), blob=f.text("blob"), properties=f.texts("properties"),
                    next_link=f.text("next_link"), pages=f.count("pages"), progress=progress,
-                   ids_bytes=f.count("ids_bytes"), started=f.time("started"), saved=f.time("saved"))
+                   ids_bytes=f.count("ids_bytes"), started=f.time("started"), saved=f.time("saved"),
+                   delta_link=None if document.get("delta_link") is None else f.text("delta_link"))
 
 
 def load(container: ContainerClient, slot: datetime) -> Checkpoint | None:
@@ -162,12 +165,18 @@ class Resume:
 
 
 def resumable(container: ContainerClient, blob: BlobClient, slot: datetime, properties: tuple[str, ...],
-              max_age: timedelta, now: datetime) -> Resume | None:
-    """The slot's checkpoint and its saved ids if the export can continue from them; else None (logged)."""
+              max_age: timedelta, now: datetime, *, needs_delta_link: bool = False) -> Resume | None:
+    """The slot's checkpoint and its saved ids if the export can continue from them; else None (logged).
+
+    In delta mode (``needs_delta_link``) only a checkpoint holding the deltaLink its run began with
+    will do: a link taken later would never replay changes to users read before it.
+    """
     saved = load(container, slot)
     if saved is None:
         return None
     why = why_unusable(saved, blob, slot, properties, max_age, now)
+    if why is None and needs_delta_link and saved.delta_link is None:
+        why = "it was saved without a delta link (EXPORT_MODE changed)"
     ids = None
     if why is None:
         data = SavedIds(container, slot).read(saved.ids_bytes)

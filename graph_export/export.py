@@ -15,11 +15,11 @@ from datetime import datetime, timedelta, timezone
 
 from azure.storage.blob import BlobClient, ContainerClient
 
-from . import checkpoint, graph, naming, publish, sink, storage
+from . import checkpoint, delta, graph, naming, publish, sink, storage
 from .clients import WarmClients, warm_clients
 from .errors import ConfigError
 from .lease import SlotLease
-from .records import ExportSummary, Manifest, Progress, iso
+from .records import DeltaState, ExportSummary, Manifest, Progress, iso
 from .settings import Settings
 from .userids import UserIds
 
@@ -51,25 +51,62 @@ def run_export(settings: Settings, slot: datetime | None = None, *, force: bool 
         clients.tokens.get()  # fail on Key Vault or sign-in before staging anything
 
         blob = container.get_blob_client(naming.export_blob_name(slot))
-        resume = None if force else checkpoint.resumable(
-            container, blob, slot, settings.user_properties, timedelta(hours=settings.checkpoint_max_age_h), started)
-        try:
-            manifest = _export(settings, clients, container, blob, slot, resume, started, lease)
-        except graph.PageLinkRejected as exc:
-            if resume is None:
-                raise
-            log.warning("Graph no longer accepts the checkpoint's page link (%s); restarting the slot", exc)
-            manifest = _export(settings, clients, container, blob, slot, None, started, lease)
+        state: DeltaState | None = None
+        if settings.export_mode == "delta":
+            manifest, state = _delta_slot(settings, clients, container, blob, slot, started, lease, force)
+        else:
+            resume = None if force else _resumable(settings, container, blob, slot, started)
+            manifest = _full_slot(settings, clients, container, blob, slot, started, lease, resume)
+        publish.publish(container, manifest, lease, state)
         checkpoint.delete(container, slot)
     return _summary(manifest, "succeeded", container, clock)
 
 
-def _export(settings: Settings, clients: WarmClients, container: ContainerClient, blob: BlobClient,
-            slot: datetime, resume: checkpoint.Resume | None, started: datetime, lease: SlotLease) -> Manifest:
-    """Page through every user into ``blob``, checkpointing as it goes; publish; return the manifest.
+def _delta_slot(settings: Settings, clients: WarmClients, container: ContainerClient, blob: BlobClient,
+                slot: datetime, started: datetime, lease: SlotLease, force: bool) -> tuple[Manifest, DeltaState]:
+    """The snapshot from the changes since the last one; a full export when that cannot be trusted."""
+    try:
+        return delta.export_slot(settings, clients, container, blob, slot,
+                                 delta.load_base(container, settings, started), started, lease)
+    except delta.FallBack as why:
+        log.warning("Delta mode: exporting slot %s in full, as %s", iso(slot), why)
+    resume = None if force else _resumable(settings, container, blob, slot, started)
+    if resume is not None and resume.checkpoint.delta_link is not None:
+        link, taken = resume.checkpoint.delta_link, resume.checkpoint.started
+    else:
+        resume, link, taken = None, delta.latest_link(clients, settings), datetime.now(timezone.utc)
+    manifest = _full_slot(settings, clients, container, blob, slot, started, lease, resume, delta_link=link)
+    return manifest, DeltaState(delta_link=link, taken=taken, properties=settings.user_properties,
+                                base_manifest=manifest.manifest, base_slot=slot)
 
-    Every write others could read (checkpoint, blob commit, manifest, pointer) first makes sure this
-    run still holds the slot's lease.
+
+def _full_slot(settings: Settings, clients: WarmClients, container: ContainerClient, blob: BlobClient,
+               slot: datetime, started: datetime, lease: SlotLease, resume: checkpoint.Resume | None,
+               delta_link: str | None = None) -> Manifest:
+    """Every user from /users, continuing from ``resume`` (a usable checkpoint) if there is one."""
+    try:
+        return _export(settings, clients, container, blob, slot, resume, started, lease, delta_link)
+    except graph.PageLinkRejected as exc:
+        if resume is None:
+            raise
+        log.warning("Graph no longer accepts the checkpoint's page link (%s); restarting the slot", exc)
+        return _export(settings, clients, container, blob, slot, None, started, lease, delta_link)
+
+
+def _resumable(settings: Settings, container: ContainerClient, blob: BlobClient, slot: datetime,
+               now: datetime) -> checkpoint.Resume | None:
+    return checkpoint.resumable(container, blob, slot, settings.user_properties,
+                                timedelta(hours=settings.checkpoint_max_age_h), now,
+                                needs_delta_link=settings.export_mode == "delta")
+
+
+def _export(settings: Settings, clients: WarmClients, container: ContainerClient, blob: BlobClient,
+            slot: datetime, resume: checkpoint.Resume | None, started: datetime, lease: SlotLease,
+            delta_link: str | None) -> Manifest:
+    """Page through every user into ``blob``, checkpointing as it goes; commit; return the manifest.
+
+    Every write others could read (checkpoint, blob commit) first makes sure this run still holds
+    the slot's lease.
     """
     saved_ids = checkpoint.SavedIds(container, slot)
     if resume is not None:
@@ -86,7 +123,8 @@ def _export(settings: Settings, clients: WarmClients, container: ContainerClient
         lease.ensure()
         checkpoint.save(container, checkpoint.Checkpoint(
             slot=slot, blob=blob.blob_name, properties=settings.user_properties, next_link=next_link, pages=pages,
-            progress=staged, ids_bytes=saved_ids.append(new_ids), started=started, saved=datetime.now(timezone.utc)))
+            progress=staged, ids_bytes=saved_ids.append(new_ids), started=started, saved=datetime.now(timezone.utc),
+            delta_link=delta_link))
         log.debug("checkpoint after page %d: %d users", pages, staged.users)
 
     # Three stages overlap: page k+1 is requested as soon as page k's nextLink arrives, page k is
@@ -103,16 +141,13 @@ def _export(settings: Settings, clients: WarmClients, container: ContainerClient
         lease.ensure()
         committed = writer.commit(metadata={"slot": iso(slot)})
     finished = datetime.now(timezone.utc)
-
-    manifest = Manifest(
+    return Manifest(
         container=settings.container, blob=committed.name, manifest=naming.manifest_blob_name(slot),
         users=committed.users, pages=pages, properties=settings.user_properties, bytes=committed.bytes,
         uncompressed_bytes=committed.uncompressed_bytes, sha256=committed.sha256, slot=slot, started=started,
         finished=finished, resumed=resume is not None, tenant_id=settings.tenant_id,
         graph_endpoint=settings.graph_endpoint,
     )
-    publish.publish(container, manifest, lease)
-    return manifest
 
 
 def _summary(manifest: Manifest, status: str, container: ContainerClient, clock: float) -> ExportSummary:

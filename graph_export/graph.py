@@ -1,4 +1,4 @@
-"""Pages of users from Microsoft Graph ``GET /v1.0/users``.
+"""Pages of users from Microsoft Graph ``GET /v1.0/users`` and its change feed ``/v1.0/users/delta``.
 
 Paging follows each ``@odata.nextLink`` as an opaque, whole URL (Graph has no ``$skip`` for users).
 Throttling and transient failures are retried by the session's transport (``transport.py``).
@@ -61,11 +61,23 @@ def first_page_url(graph_endpoint: str, properties: tuple[str, ...], page_size: 
     return f"{graph_endpoint}/v1.0/users?{query}"
 
 
+def latest_delta_url(graph_endpoint: str, properties: tuple[str, ...]) -> str:
+    """users/delta for "now": no users, only a deltaLink that later rounds start from."""
+    query = urlencode({"$select": ",".join(properties), "$deltatoken": "latest"}, safe="$,")
+    return f"{graph_endpoint}/v1.0/users/delta?{query}"
+
+
+#: users/delta pages hold at most 200 users and refuse $top; the page size is asked for this way.
+DELTA_PREFER = "odata.maxpagesize=200"
+
+
 @dataclass(frozen=True)
 class Page:
     number: int
     users: list[dict[str, Any]]
     next_link: str | None
+    #: users/delta only: on the last page of a round, where the next round starts.
+    delta_link: str | None = None
 
 
 #: How much of a response is read before looking for its nextLink. Graph writes ``@odata.nextLink``
@@ -201,6 +213,7 @@ def iter_user_pages(
     first_number: int = 1,
     *,
     ids: UserIds | None = None,
+    change_feed: bool = False,
 ) -> Generator[Page, None, None]:
     """Yield each page (users without ``@odata.*`` annotations, and its nextLink) until the last one.
 
@@ -213,24 +226,28 @@ def iter_user_pages(
     restored from the checkpoint) before the page is yielded, so then ``ids`` holds the ids of every
     page yielded so far (and whatever it held before): what a checkpoint must save. Before the last
     page is yielded, ``ids.check()`` raises GraphError if any id came twice, so the caller never
-    reaches the end of a listing that holds a duplicate.
+    reaches the end of a listing that holds a duplicate. A ``change_feed`` (users/delta, where an id
+    may come again) has no such check, and asks for its page size with ``Prefer``.
     """
-    ids = UserIds() if ids is None else ids
-    requested = _request_pages(session, url, graph_endpoint, tokens, read_timeout_s, first_number)
+    if not change_feed:
+        ids = UserIds() if ids is None else ids
+    prefer = DELTA_PREFER if change_feed else None
+    requested = _request_pages(session, url, graph_endpoint, tokens, read_timeout_s, first_number, prefer)
     with pipeline.Prefetcher(requested, depth=1, name="graph-requests") as arriving:
         for page in arriving:
             # Let the next request go out before parsing takes the GIL: that request is what every
             # page waits for. Bounded, as it is only a matter of order.
             page.next_requested.wait(NEXT_REQUEST_HEAD_START_S)
-            parsed, page_ids = _parse(page)
-            ids.add_ids(parsed.number, page_ids, page.request_id)
-            if parsed.next_link is None:
-                ids.check()
+            parsed, page_ids = _parse(page, graph_endpoint)
+            if ids is not None and not change_feed:
+                ids.add_ids(parsed.number, page_ids, page.request_id)
+                if parsed.next_link is None:
+                    ids.check()
             yield parsed
 
 
 def _request_pages(session: requests.Session, url: str, graph_endpoint: str, tokens: Tokens,
-                   read_timeout_s: float, first_number: int) -> Iterator[ArrivingPage]:
+                   read_timeout_s: float, first_number: int, prefer: str | None) -> Iterator[ArrivingPage]:
     origin = _origin(graph_endpoint)
     seen: set[str] = set()
     timeout = (CONNECT_TIMEOUT, read_timeout_s)
@@ -243,8 +260,8 @@ def _request_pages(session: requests.Session, url: str, graph_endpoint: str, tok
                     f"Graph page {number} is linked at {_origin(url)}, not {origin}: refusing to follow it; "
                     "check GRAPH_ENDPOINT."
                 )
-            fetch = functools.partial(_get_page, session, url, tokens, number, timeout,
-                                      is_next_link=number > 1 or "skiptoken" in url)
+            fetch = functools.partial(_get_page, session, url, tokens, number, timeout, prefer,
+                                      is_next_link=number > 1 or "skiptoken" in url or _is_saved_delta_link(url))
             with transport.on_request_sent(handed_out.next_requested.set if handed_out else _nothing):
                 page = ArrivingPage(number, fetch).open()
             if page.next_link is None:
@@ -263,11 +280,15 @@ def _request_pages(session: requests.Session, url: str, graph_endpoint: str, tok
             handed_out.next_requested.set()  # stopped early: nobody waits for a request that never comes
 
 
+def _is_saved_delta_link(url: str) -> bool:
+    return "deltatoken=" in url and not url.endswith("deltatoken=latest")
+
+
 def _nothing() -> None:
     pass
 
 
-def _parse(page: ArrivingPage) -> tuple[Page, list[str]]:
+def _parse(page: ArrivingPage, graph_endpoint: str) -> tuple[Page, list[str]]:
     """The page, and its users' ids (checked: every item is an object with a non-empty string id)."""
     number, raw = page.number, page.body()
     try:
@@ -288,7 +309,11 @@ def _parse(page: ArrivingPage) -> tuple[Page, list[str]]:
     page_level = sum(1 for key in body if key.startswith("@odata."))
     if raw.count(b'"@odata.') > page_level:
         users = [strip_annotations(u) for u in users]
-    return Page(number, users, page.next_link), ids
+    delta_link = body.get("@odata.deltaLink") or None
+    if delta_link is not None and (not isinstance(delta_link, str) or _origin(delta_link) != _origin(graph_endpoint)):
+        raise GraphError(f"Graph page {number} carries a deltaLink that is not on {_origin(graph_endpoint)}: "
+                         "refusing to keep it; check GRAPH_ENDPOINT.")
+    return Page(number, users, page.next_link, delta_link), ids
 
 
 _ID = operator.itemgetter("id")
@@ -348,7 +373,7 @@ def strip_annotations(user: dict[str, Any]) -> dict[str, Any]:
 
 
 def _get_page(session: requests.Session, url: str, tokens: Tokens, number: int,
-              timeout: tuple[float, float], *, is_next_link: bool) -> requests.Response:
+              timeout: tuple[float, float], prefer: str | None, *, is_next_link: bool) -> requests.Response:
     """A 200 response for ``url`` whose body has not been read yet; any other outcome raises GraphError."""
     token = tokens.get()
     # Never follow a redirect: requests would fetch the new location (dropping the token if it is
@@ -356,9 +381,10 @@ def _get_page(session: requests.Session, url: str, tokens: Tokens, number: int,
     # looks at the redirect at all: even with allow_redirects=False it reads the whole 3xx body and
     # parses its Location.
     refuse_redirects = {"response": functools.partial(_refuse_redirect, page_url=url, page_number=number)}
+    headers = {"Accept": "application/json", **({"Prefer": prefer} if prefer else {})}
     for attempt in (1, 2):
         try:
-            response = session.get(url, headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+            response = session.get(url, headers={**headers, "Authorization": f"Bearer {token}"},
                                    timeout=timeout, stream=True, allow_redirects=False, hooks=refuse_redirects)
         except requests.RequestException as exc:
             raise GraphError(

@@ -47,6 +47,16 @@ def manifest_blob_name(slot: datetime) -> str:
     return f"users/{slot:%Y/%m/%d}/users-{slot_stamp(slot)}.manifest.json"
 
 
+def changes_blob_name(slot: datetime) -> str:
+    """A delta slot's change records, as Graph sent them, beside its snapshot."""
+    slot = normalize_slot(slot)
+    return f"users/{slot:%Y/%m/%d}/users-{slot_stamp(slot)}.changes.jsonl.gz"
+
+
+#: Where the next delta slot starts (``records.DeltaState``).
+DELTA_STATE_BLOB = "state/delta.json"
+
+
 def parse_slot(text: str) -> datetime:
     """Parse an ISO 8601 time (``Z`` or offset; naive means UTC) into a normalized slot.
 

@@ -13,7 +13,7 @@ from azure.storage.blob import ContainerClient
 
 from . import naming, storage
 from .lease import SlotLease
-from .records import Manifest, RecordError, iso
+from .records import DeltaState, Manifest, RecordError, iso
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +36,30 @@ def published(container: ContainerClient, slot: datetime) -> Manifest | None:
     return manifest
 
 
-def publish(container: ContainerClient, manifest: Manifest, lease: SlotLease) -> None:
-    """Write the manifest, then point ``latest.json`` at it unless a later slot is already there."""
+def publish(container: ContainerClient, manifest: Manifest, lease: SlotLease,
+            delta_state: DeltaState | None = None) -> None:
+    """Write the manifest, advance the delta state (delta mode), then point ``latest.json`` at it.
+
+    The delta state only moves forward: a state already based on a later slot stays.
+    """
     lease.ensure()
     storage.write_json(container, manifest.manifest, manifest.to_document())
+    if delta_state is not None:
+        lease.ensure()
+        _advance(container, delta_state)
     lease.ensure()
     if not storage.point_latest(container, manifest.pointer(), manifest.finished):
         log.warning("%s already points at a later slot than %s; left as it is", naming.LATEST_BLOB,
                     iso(manifest.slot))
+
+
+def _advance(container: ContainerClient, state: DeltaState) -> None:
+    try:
+        standing = DeltaState.parse(storage.read_json(container, naming.DELTA_STATE_BLOB))
+    except RecordError:  # none yet, or not valid: replaced
+        standing = None
+    if standing is not None and standing.base_slot > state.base_slot:
+        log.warning("%s is already based on a later slot than %s; left as it is", naming.DELTA_STATE_BLOB,
+                    iso(state.base_slot))
+        return
+    storage.write_json(container, naming.DELTA_STATE_BLOB, state.to_document())

@@ -14,7 +14,10 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-MANIFEST_FORMAT = "graph-users-export/1"
+MANIFEST_FORMAT = "graph-users-export/2"
+#: Manifests of earlier versions that are still read (a /1 manifest is a full export).
+_OLDER_MANIFESTS = ("graph-users-export/1",)
+DELTA_STATE_FORMAT = "graph-users-export-delta/1"
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -64,6 +67,9 @@ class Fields:
         return tuple(self._get(name, lambda v: isinstance(v, list) and all(type(x) is int and x >= 0 for x in v),
                                "a list of whole numbers"))
 
+    def maybe_count(self, name: str) -> int | None:
+        return None if self._document.get(name) is None else self.count(name)
+
     def time(self, name: str) -> datetime:
         text = self.text(name)
         try:
@@ -86,6 +92,32 @@ class Progress:
 
 
 @dataclass(frozen=True)
+class DeltaApplied:
+    """How a delta slot's snapshot was made: the snapshot it started from and the changes applied."""
+
+    base_manifest: str
+    base_sha256: str
+    changes_blob: str
+    changes_bytes: int
+    changes_sha256: str
+    change_records: int
+    added: int
+    updated: int
+    removed: int
+
+    def to_document(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def parse(cls, document: Any) -> "DeltaApplied":
+        f = Fields(document, "manifest delta")
+        return cls(base_manifest=f.text("base_manifest"), base_sha256=f.text("base_sha256", _SHA256),
+                   changes_blob=f.text("changes_blob"), changes_bytes=f.count("changes_bytes"),
+                   changes_sha256=f.text("changes_sha256", _SHA256), change_records=f.count("change_records"),
+                   added=f.count("added"), updated=f.count("updated"), removed=f.count("removed"))
+
+
+@dataclass(frozen=True)
 class Manifest:
     """What one export published: written once per slot, after the blob, before ``latest.json``."""
 
@@ -104,10 +136,16 @@ class Manifest:
     resumed: bool
     tenant_id: str
     graph_endpoint: str
+    #: "full" (every user read from /users) or "delta" (the previous snapshot with the changes applied).
+    mode: str = "full"
+    delta: DeltaApplied | None = None
+    #: A full export in delta mode: users that differ from what the changes alone would have made.
+    drift: int | None = None
 
     def to_document(self) -> dict[str, Any]:
         return {
             "format": MANIFEST_FORMAT,
+            "mode": self.mode,
             "container": self.container,
             "blob": self.blob,
             "manifest": self.manifest,
@@ -123,20 +161,30 @@ class Manifest:
             "resumed": self.resumed,
             "tenant_id": self.tenant_id,
             "graph_endpoint": self.graph_endpoint,
+            "delta": None if self.delta is None else self.delta.to_document(),
+            "drift": self.drift,
         }
 
     @classmethod
     def parse(cls, document: Any) -> "Manifest":
         f = Fields(document, "manifest")
-        if document.get("format") != MANIFEST_FORMAT:
-            raise RecordError(f"manifest format is {document.get('format')!r}, not {MANIFEST_FORMAT!r}")
+        version = document.get("format")
+        if version != MANIFEST_FORMAT and version not in _OLDER_MANIFESTS:
+            raise RecordError(f"manifest format is {version!r}, not {MANIFEST_FORMAT!r}")
+        mode = "full" if version in _OLDER_MANIFESTS else f.text("mode")
+        if mode not in ("full", "delta"):
+            raise RecordError(f"manifest mode is {mode!r}, not 'full' or 'delta'")
+        delta = document.get("delta")
+        if (mode == "delta") != (delta is not None):
+            raise RecordError("manifest mode and its delta section disagree")
         return cls(
             container=f.text("container"), blob=f.text("blob"), manifest=f.text("manifest"),
             users=f.count("users"), pages=f.count("pages"), properties=f.texts("properties"),
             bytes=f.count("bytes"), uncompressed_bytes=f.count("uncompressed_bytes"),
             sha256=f.text("sha256", _SHA256), slot=f.time("slot"), started=f.time("started"),
             finished=f.time("finished"), resumed=f.flag("resumed"), tenant_id=f.text("tenant_id"),
-            graph_endpoint=f.text("graph_endpoint"),
+            graph_endpoint=f.text("graph_endpoint"), mode=mode,
+            delta=None if delta is None else DeltaApplied.parse(delta), drift=f.maybe_count("drift"),
         )
 
     def pointer(self) -> "LatestPointer":
@@ -167,6 +215,34 @@ class LatestPointer:
 
 
 @dataclass(frozen=True)
+class DeltaState:
+    """``state/delta.json``: where the next delta slot starts. Advanced only when a slot publishes.
+
+    ``delta_link`` is Graph's deltaLink for the moment ``taken``; ``base_manifest`` names the snapshot
+    that already holds every change before it, taken with ``properties``.
+    """
+
+    delta_link: str
+    taken: datetime
+    properties: tuple[str, ...]
+    base_manifest: str
+    base_slot: datetime
+
+    def to_document(self) -> dict[str, Any]:
+        return {"format": DELTA_STATE_FORMAT, "delta_link": self.delta_link, "taken": iso(self.taken),
+                "properties": list(self.properties), "base_manifest": self.base_manifest,
+                "base_slot": iso(self.base_slot)}
+
+    @classmethod
+    def parse(cls, document: Any) -> "DeltaState":
+        f = Fields(document, "delta state")
+        if document.get("format") != DELTA_STATE_FORMAT:
+            raise RecordError(f"delta state format is {document.get('format')!r}, not {DELTA_STATE_FORMAT!r}")
+        return cls(delta_link=f.text("delta_link"), taken=f.time("taken"), properties=f.texts("properties"),
+                   base_manifest=f.text("base_manifest"), base_slot=f.time("base_slot"))
+
+
+@dataclass(frozen=True)
 class ExportSummary:
     """What one successful run published; printed by the CLI and logged by the function."""
 
@@ -183,18 +259,20 @@ class ExportSummary:
     started: str
     finished: str
     duration_s: float
+    mode: str = "full"
 
     @classmethod
     def of(cls, manifest: "Manifest", status: str, url: str, duration_s: float) -> "ExportSummary":
         return cls(status=status, users=manifest.users, pages=manifest.pages, container=manifest.container,
                    blob=manifest.blob, manifest=manifest.manifest, url=url, bytes=manifest.bytes,
                    sha256=manifest.sha256, slot=iso(manifest.slot), started=iso(manifest.started),
-                   finished=iso(manifest.finished), duration_s=round(duration_s, 3))
+                   finished=iso(manifest.finished), duration_s=round(duration_s, 3), mode=manifest.mode)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def line(self) -> str:
-        return (f"Export {self.status}: {self.users} users in {self.pages} pages -> "
+        how = " from changes" if self.mode == "delta" else ""
+        return (f"Export {self.status}{how}: {self.users} users in {self.pages} pages -> "
                 f"{self.container}/{self.blob} ({self.bytes} bytes, sha256 {self.sha256}) "
                 f"in {self.duration_s:.1f} s")

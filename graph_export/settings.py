@@ -65,6 +65,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("HTTP_TIMEOUT_SECONDS", False, "60", "Read timeout of each Graph and sign-in request (connecting times out after 10 s)."),
     Setting("CHECKPOINT_EVERY_PAGES", False, "10", "Save resumable progress every this many pages; a killed run's next invocation for the same slot resumes there."),
     Setting("CHECKPOINT_MAX_AGE_HOURS", False, "24", "A checkpoint older than this is discarded and the slot restarts clean."),
+    Setting("EXPORT_MODE", False, "full", "`full` reads every user each slot; `delta` publishes the same complete snapshot from the changes since the previous one (`/users/delta`), with a full export when it must."),
+    Setting("FULL_SYNC_EVERY_DAYS", False, "6", "Delta mode: a full export (which also measures drift) once the saved delta link is this old; Graph expires directory delta links after 7 days."),
+    Setting("DELTA_MAX_CHANGES", False, "250000", "Delta mode: more changed users than this in one slot means a full export instead (the changes are held in memory)."),
 )
 
 _DEFAULTS = {s.name: s.default for s in SETTINGS}
@@ -79,6 +82,9 @@ _SECRET_NAME = re.compile(r"^[0-9a-zA-Z-]{1,127}$")
 _CONTAINER = re.compile(r"^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$")
 _PROPERTY = re.compile(r"^[A-Za-z][A-Za-z0-9]*$")
 _MULTI_TENANT_ALIASES = {"common", "organizations", "consumers"}
+EXPORT_MODES = ("full", "delta")
+#: User properties users/delta does not return or does not track changes of (lower case).
+_NOT_IN_DELTA = {"signinactivity", "licenseassignmentstates"}
 
 
 class _CronField(NamedTuple):
@@ -143,6 +149,9 @@ class Settings:
     http_timeout_s: float = 60.0
     checkpoint_every_pages: int = 10
     checkpoint_max_age_h: float = 24.0
+    export_mode: str = "full"
+    full_sync_every_days: float = 6.0
+    delta_max_changes: int = 250_000
 
     @property
     def authority(self) -> str:
@@ -215,6 +224,15 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     max_age = _number("CHECKPOINT_MAX_AGE_HOURS", get("CHECKPOINT_MAX_AGE_HOURS"), problems, 0.0, 144.0)
     properties = _user_properties(get("USER_PROPERTIES"), problems)
     storage = _storage_target(env, problems)
+    mode = get("EXPORT_MODE").lower()
+    check("EXPORT_MODE", mode in EXPORT_MODES, f"is '{get('EXPORT_MODE')}': expected 'full' or 'delta'")
+    full_sync = _number("FULL_SYNC_EVERY_DAYS", get("FULL_SYNC_EVERY_DAYS"), problems, 0.0, 7.0)
+    max_changes = _number("DELTA_MAX_CHANGES", get("DELTA_MAX_CHANGES"), problems, 1, 10_000_000, whole=True)
+    if mode == "delta":
+        untracked = [p for p in properties if p.lower() in _NOT_IN_DELTA]
+        check("USER_PROPERTIES", not untracked,
+              f"holds {', '.join(untracked)}, which Graph does not track in users/delta: remove it or set "
+              "EXPORT_MODE=full")
 
     if problems:
         raise ConfigError("Invalid settings: " + "; ".join(problems) + ".")
@@ -235,6 +253,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         http_timeout_s=timeout,
         checkpoint_every_pages=int(every),
         checkpoint_max_age_h=max_age,
+        export_mode=mode,
+        full_sync_every_days=full_sync,
+        delta_max_changes=int(max_changes),
     )
 
 

@@ -83,10 +83,14 @@ class JsonlGzipBlobWriter:
 
     def write(self, users: list[dict[str, Any]]) -> None:
         """Encode one page of users as JSON lines; compression and staging follow in the background."""
-        if not users:
+        self.write_lines(list(map(encode_user, users)))
+
+    def write_lines(self, lines: list[bytes]) -> None:
+        """Users already encoded (:func:`encode_user`), one per item, e.g. copied from an earlier export."""
+        if not lines:
             return
-        data = b"\n".join(map(encode_user, users)) + b"\n"
-        self.users += len(users)
+        data = b"\n".join(lines) + b"\n"
+        self.users += len(lines)
         self._uncompressed += len(data)
         self._worker.submit(self._compress, data)
 

@@ -57,6 +57,10 @@ param exportSchedule string = '0 0 2 * * *'
 @description('USER_PROPERTIES: comma-separated Graph user properties to export; `id` is always included.')
 param userProperties string = 'id,userPrincipalName,displayName,givenName,surname,mail,accountEnabled,userType,createdDateTime,jobTitle,department,companyName,employeeId,officeLocation,usageLocation,onPremisesSyncEnabled'
 
+@description('EXPORT_MODE: full reads every user each slot; delta publishes the same complete snapshot from the changes since the previous one.')
+@allowed(['full', 'delta'])
+param exportMode string = 'full'
+
 @description('RETRY_BACKOFF_BASE_SECONDS: base of the exponential backoff between retries.')
 param retryBackoffBaseSeconds string = '1'
 
@@ -188,6 +192,7 @@ var exportAppSettings = {
   EXPORT_CONTAINER: exportContainerName
   EXPORT_SCHEDULE: exportSchedule
   USER_PROPERTIES: userProperties
+  EXPORT_MODE: exportMode
   RETRY_BACKOFF_BASE_SECONDS: retryBackoffBaseSeconds
 }
 

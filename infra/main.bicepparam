@@ -27,6 +27,9 @@ param exportSchedule = '0 0 2 * * *'
 
 param exportContainerName = 'graph-exports'
 
+// 'delta' publishes each slot's complete snapshot from the changes since the previous one (users/delta).
+param exportMode = 'full'
+
 param clientSecretName = 'graph-client-secret'
 
 // Exports older than this are deleted by the storage lifecycle rule.

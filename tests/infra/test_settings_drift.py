@@ -20,7 +20,8 @@ NOT_SET_IN_AZURE = {
                       "the app uses EXPORT_STORAGE__blobServiceUri with its managed identity instead",
     **{name: "a tuning knob whose code default suits Azure; add it as an app setting only to change it"
        for name in ("GRAPH_MAX_RETRIES_PER_PAGE", "GRAPH_MAX_RETRIES_PER_RUN", "HTTP_TIMEOUT_SECONDS",
-                    "CHECKPOINT_EVERY_PAGES", "CHECKPOINT_MAX_AGE_HOURS")},
+                    "CHECKPOINT_EVERY_PAGES", "CHECKPOINT_MAX_AGE_HOURS",
+                    "FULL_SYNC_EVERY_DAYS", "DELTA_MAX_CHANGES")},
 }
 
 # Settings the platform reads (not the app's contract); added by infra/modules/functionapp.bicep.

@@ -1,0 +1,304 @@
+"""Delta mode: a slot's complete snapshot made from the previous one and the changes since it.
+
+Graph's change feed (``/v1.0/users/delta``) is followed from the deltaLink saved when the previous
+snapshot was published. The changes are held in memory (encoded, capped by DELTA_MAX_CHANGES), then
+the previous snapshot is streamed from storage, each user either copied as it is, merged with its
+change, or dropped; users the snapshot did not hold follow at the end. The result is the same set of
+users a full export would publish, at a cost that grows with the changes, not the tenant.
+
+Whenever a delta slot cannot be trusted to be complete, it does not guess: :class:`FallBack` says
+why, and the caller runs a full export instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Iterable, Iterator
+
+import orjson
+from azure.storage.blob import BlobClient, ContainerClient
+from isal import igzip
+
+from . import graph, naming, storage
+from .clients import WarmClients
+from .errors import GraphError, origin_of
+from .lease import SlotLease
+from .records import DeltaApplied, DeltaState, Manifest, RecordError, iso
+from .settings import Settings
+from .sink import JsonlGzipBlobWriter, encode_user
+
+log = logging.getLogger(__name__)
+
+#: Collection-valued user properties: /users returns ``[]`` for them when empty, and users/delta
+#: omits them when they were never set. Every other property it omits is ``null``.
+COLLECTION_PROPERTIES = frozenset({
+    "businessPhones", "imAddresses", "otherMails", "proxyAddresses", "identities", "assignedLicenses",
+    "assignedPlans", "provisionedPlans", "onPremisesProvisioningErrors", "infoCatalogs", "interests",
+    "pastProjects", "responsibilities", "schools", "skills", "serviceProvisioningErrors",
+})
+#: How much merged output is handed to the writer at a time.
+_FLUSH_BYTES = 1024 * 1024
+_ID_PREFIX = b'{"id":"'
+
+
+class FallBack(Exception):
+    """This slot cannot be made from changes; the text says why (logged), and a full export follows."""
+
+
+@dataclass(frozen=True)
+class Base:
+    """The delta state and the published snapshot it starts from."""
+
+    state: DeltaState
+    manifest: Manifest
+
+
+def load_base(container: ContainerClient, settings: Settings, now: datetime) -> Base:
+    """The saved delta state and its base snapshot, checked; FallBack when either is not usable."""
+    try:
+        document = storage.read_json(container, naming.DELTA_STATE_BLOB)
+        if document is None:
+            raise FallBack("there is no delta state yet")
+        state = DeltaState.parse(document)
+    except RecordError as why:
+        raise FallBack(f"the delta state is not valid ({why})") from None
+    if state.properties != settings.user_properties:
+        raise FallBack("USER_PROPERTIES changed since the delta state was saved")
+    age = now - state.taken
+    if age > timedelta(days=settings.full_sync_every_days) or age < -naming._FUTURE_TOLERANCE:
+        raise FallBack(f"the delta link is {age.total_seconds() / 86400:.1f} days old "
+                       f"(FULL_SYNC_EVERY_DAYS is {settings.full_sync_every_days:g})")
+    if origin_of(state.delta_link).lower() != origin_of(settings.graph_endpoint).lower():
+        raise FallBack("the saved delta link is not on GRAPH_ENDPOINT")
+    try:
+        manifest = Manifest.parse(storage.read_json(container, state.base_manifest))
+    except RecordError as why:
+        raise FallBack(f"the base snapshot's manifest {state.base_manifest} is missing or not valid ({why})") from None
+    if manifest.properties != settings.user_properties:
+        raise FallBack("the base snapshot was exported with other USER_PROPERTIES")
+    if storage.etag_of(container.get_blob_client(manifest.blob)) is None:
+        raise FallBack(f"the base snapshot {manifest.blob} is missing")
+    return Base(state, manifest)
+
+
+def latest_link(clients: WarmClients, settings: Settings) -> str:
+    """A deltaLink for now (``$deltatoken=latest``): taken before a full export, replayed by the next slot."""
+    url = graph.latest_delta_url(settings.graph_endpoint, settings.user_properties)
+    pages = graph.iter_user_pages(clients.http, url, settings.graph_endpoint, clients.tokens,
+                                  settings.http_timeout_s, change_feed=True)
+    with contextlib.closing(pages):
+        return _last_of(pages, lambda page: None)
+
+
+class Changes:
+    """One slot's changes by user id, the last occurrence winning; at most ``limit`` users.
+
+    An update is merged into what came before for the same id (with ``Prefer: return=minimal`` a
+    later record carries only what changed again); a removal replaces it. Kept encoded: ~0.5 KB a user.
+    """
+
+    REMOVED = b""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._by_id: dict[str, bytes] = {}
+        self.records = 0
+
+    def add(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Take one page of change records; return them as published (annotations but @removed dropped)."""
+        published = []
+        for item in items:
+            item = {k: v for k, v in item.items() if not k.startswith("@") or k == "@removed"}
+            published.append(item)
+            user_id = item["id"]
+            if "@removed" in item:
+                self._by_id[user_id] = self.REMOVED
+            else:
+                earlier = self._by_id.get(user_id)
+                merged = {**orjson.loads(earlier), **item} if earlier else item
+                self._by_id[user_id] = orjson.dumps(merged)
+            if len(self._by_id) > self._limit:
+                raise FallBack(f"more than DELTA_MAX_CHANGES ({self._limit}) users changed since the last slot")
+        self.records += len(published)
+        return published
+
+    def pop(self, user_id: str) -> bytes | None:
+        return self._by_id.pop(user_id, None)
+
+    def remaining(self) -> Iterator[bytes]:
+        """What was not popped: users the base did not hold, in the order they first changed."""
+        return iter(self._by_id.values())
+
+
+def read_changes(clients: WarmClients, settings: Settings, delta_link: str, changes: Changes,
+                 feed: JsonlGzipBlobWriter) -> tuple[str, int]:
+    """Follow ``delta_link`` to the end of the round: every change into ``changes`` and ``feed``.
+
+    Returns the round's new deltaLink and the number of pages. FallBack when Graph no longer accepts
+    the link (expired: syncStateNotFound, 410, resyncRequired) or there are too many changes.
+    """
+    pages = graph.iter_user_pages(clients.http, delta_link, settings.graph_endpoint, clients.tokens,
+                                  settings.http_timeout_s, change_feed=True)
+    count = 0
+
+    def take(page: graph.Page) -> None:
+        nonlocal count
+        count = page.number
+        feed.write(changes.add(page.users))
+
+    try:
+        with contextlib.closing(pages):
+            link = _last_of(pages, take)
+    except graph.PageLinkRejected as rejected:
+        raise FallBack(f"Graph no longer accepts the saved delta link ({rejected})") from None
+    return link, count
+
+
+def _last_of(pages: Iterable[graph.Page], each: Any) -> str:
+    """Consume a users/delta round, calling ``each`` per page; the deltaLink its last page carries."""
+    last: graph.Page | None = None
+    for last in pages:
+        each(last)
+    if last is None or last.delta_link is None:
+        raise GraphError("Graph's users/delta ended without an @odata.deltaLink: check GRAPH_ENDPOINT; nothing "
+                         "was published.")
+    return last.delta_link
+
+
+@dataclass(frozen=True)
+class Merged:
+    added: int
+    updated: int
+    removed: int
+
+
+def merge(base: Manifest, base_blob: BlobClient, changes: Changes, properties: tuple[str, ...],
+          writer: JsonlGzipBlobWriter) -> Merged:
+    """Stream the base snapshot through ``changes`` into ``writer``: the slot's complete snapshot.
+
+    Unchanged users are copied byte for byte. The base is checked against its manifest (sha256 and
+    user count) as it streams; a mismatch is a FallBack, and nothing is committed.
+    """
+    digest = hashlib.sha256()
+    added = updated = removed = users = 0
+    out: list[bytes] = []
+    out_size = 0
+    for line in _lines(base_blob, digest):
+        users += 1
+        user_id = _id_of(line)
+        change = changes.pop(user_id)
+        if change is not None:
+            if change == Changes.REMOVED:
+                removed += 1
+                continue
+            updated += 1
+            line = encode_user({**orjson.loads(line), **orjson.loads(change)})
+        out.append(line)
+        out_size += len(line)
+        if out_size >= _FLUSH_BYTES:
+            writer.write_lines(out)
+            out, out_size = [], 0
+    if digest.hexdigest() != base.sha256 or users != base.users:
+        raise FallBack(f"the base snapshot {base.blob} does not match its manifest (sha256 or user count)")
+    for change in changes.remaining():
+        if change == Changes.REMOVED:
+            continue  # removing a user the snapshot does not hold is not an error
+        added += 1
+        arrived = orjson.loads(change)
+        out.append(encode_user({p: arrived.get(p, [] if p in COLLECTION_PROPERTIES else None) for p in properties}))
+    writer.write_lines(out)
+    return Merged(added, updated, removed)
+
+
+def _id_of(line: bytes) -> str:
+    if line.startswith(_ID_PREFIX):
+        end = line.find(b'"', len(_ID_PREFIX))
+        if end > 0 and b"\\" not in line[len(_ID_PREFIX):end]:
+            return line[len(_ID_PREFIX):end].decode("utf-8")
+    user_id = orjson.loads(line).get("id")
+    if not isinstance(user_id, str):
+        raise FallBack("the base snapshot holds a line without a user id")
+    return user_id
+
+
+class _Chunks(io.RawIOBase):
+    """A blob download as a readable stream, hashing the compressed bytes as they pass."""
+
+    def __init__(self, chunks: Iterable[bytes], digest: Any) -> None:
+        self._chunks = iter(chunks)
+        self._digest = digest
+        self._left = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._left:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return 0
+            self._digest.update(chunk)
+            self._left = chunk
+        size = min(len(buffer), len(self._left))
+        buffer[:size] = self._left[:size]
+        self._left = self._left[size:]
+        return size
+
+
+def _lines(blob: BlobClient, digest: Any) -> Iterator[bytes]:
+    """The base snapshot's JSON lines (without their newline), decompressed as they download."""
+    with storage.storage_errors(f"reading {blob.blob_name}"):
+        chunks = blob.download_blob().chunks()
+        raw = io.BufferedReader(_Chunks(chunks, digest), buffer_size=1024 * 1024)
+        try:
+            # isal has no type hints for IGzipFile; it reads every gzip member, as the export has several.
+            with igzip.IGzipFile(fileobj=raw, mode="rb") as stream:  # type: ignore[no-untyped-call]
+                rest = b""
+                while piece := stream.read(_FLUSH_BYTES):
+                    lines = (rest + piece).split(b"\n")
+                    rest = lines.pop()
+                    yield from lines
+        except (OSError, EOFError) as why:
+            raise FallBack(f"the base snapshot {blob.blob_name} is not valid gzip ({why})") from None
+    if rest:
+        raise FallBack(f"the base snapshot {blob.blob_name} ends in the middle of a line")
+
+
+def export_slot(settings: Settings, clients: WarmClients, container: ContainerClient, blob: BlobClient,
+                slot: datetime, base: Base, started: datetime, lease: SlotLease) -> tuple[Manifest, DeltaState]:
+    """This slot's snapshot from ``base`` and the changes since; FallBack when that is not possible.
+
+    Both files are staged, then committed (changes first); the caller publishes the manifest and
+    advances the delta state, so a slot that fails anywhere before leaves the state as it was.
+    """
+    taken = datetime.now(timezone.utc)
+    changes = Changes(settings.delta_max_changes)
+    feed_blob = container.get_blob_client(naming.changes_blob_name(slot))
+    with JsonlGzipBlobWriter(feed_blob, replaces=storage.etag_of(feed_blob)) as feed, \
+            JsonlGzipBlobWriter(blob, replaces=storage.etag_of(blob)) as writer:
+        link, pages = read_changes(clients, settings, base.state.delta_link, changes, feed)
+        counts = merge(base.manifest, container.get_blob_client(base.manifest.blob), changes,
+                       settings.user_properties, writer)
+        lease.ensure()
+        fed = feed.commit(metadata={"slot": iso(slot)})
+        lease.ensure()
+        committed = writer.commit(metadata={"slot": iso(slot)})
+    log.info("Delta slot %s: %d change records in %d pages; %d added, %d updated, %d removed", iso(slot),
+             changes.records, pages, counts.added, counts.updated, counts.removed)
+    applied = DeltaApplied(
+        base_manifest=base.manifest.manifest, base_sha256=base.manifest.sha256, changes_blob=fed.name,
+        changes_bytes=fed.bytes, changes_sha256=fed.sha256, change_records=changes.records,
+        added=counts.added, updated=counts.updated, removed=counts.removed)
+    manifest = Manifest(
+        container=settings.container, blob=committed.name, manifest=naming.manifest_blob_name(slot),
+        users=committed.users, pages=pages, properties=settings.user_properties, bytes=committed.bytes,
+        uncompressed_bytes=committed.uncompressed_bytes, sha256=committed.sha256, slot=slot, started=started,
+        finished=datetime.now(timezone.utc), resumed=False, tenant_id=settings.tenant_id,
+        graph_endpoint=settings.graph_endpoint, mode="delta", delta=applied)
+    return manifest, DeltaState(delta_link=link, taken=taken, properties=settings.user_properties,
+                                base_manifest=manifest.manifest, base_slot=slot)
