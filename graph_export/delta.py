@@ -16,9 +16,10 @@ import contextlib
 import hashlib
 import io
 import logging
+from array import array
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Protocol
 
 import orjson
 from azure.storage.blob import BlobClient, ContainerClient
@@ -50,6 +51,12 @@ class FallBack(Exception):
     """This slot cannot be made from changes; the text says why (logged), and a full export follows."""
 
 
+class LineSink(Protocol):
+    """Where merged users go: the export writer, or :class:`Fingerprints` when only comparing."""
+
+    def write_lines(self, lines: list[bytes]) -> None: ...
+
+
 @dataclass(frozen=True)
 class Base:
     """The delta state and the published snapshot it starts from."""
@@ -58,8 +65,11 @@ class Base:
     manifest: Manifest
 
 
-def load_base(container: ContainerClient, settings: Settings, now: datetime) -> Base:
-    """The saved delta state and its base snapshot, checked; FallBack when either is not usable."""
+def load_base(container: ContainerClient, settings: Settings, now: datetime, *, stale_ok: bool = False) -> Base:
+    """The saved delta state and its base snapshot, checked; FallBack when either is not usable.
+
+    ``stale_ok`` accepts a delta link older than FULL_SYNC_EVERY_DAYS (to measure drift with it).
+    """
     try:
         document = storage.read_json(container, naming.DELTA_STATE_BLOB)
         if document is None:
@@ -70,7 +80,7 @@ def load_base(container: ContainerClient, settings: Settings, now: datetime) -> 
     if state.properties != settings.user_properties:
         raise FallBack("USER_PROPERTIES changed since the delta state was saved")
     age = now - state.taken
-    if age > timedelta(days=settings.full_sync_every_days) or age < -naming._FUTURE_TOLERANCE:
+    if (age > timedelta(days=settings.full_sync_every_days) and not stale_ok) or age < -naming._FUTURE_TOLERANCE:
         raise FallBack(f"the delta link is {age.total_seconds() / 86400:.1f} days old "
                        f"(FULL_SYNC_EVERY_DAYS is {settings.full_sync_every_days:g})")
     if origin_of(state.delta_link).lower() != origin_of(settings.graph_endpoint).lower():
@@ -136,7 +146,7 @@ class Changes:
 
 
 def read_changes(clients: WarmClients, settings: Settings, delta_link: str, changes: Changes,
-                 feed: JsonlGzipBlobWriter) -> tuple[str, int]:
+                 feed: JsonlGzipBlobWriter | None) -> tuple[str, int]:
     """Follow ``delta_link`` to the end of the round: every change into ``changes`` and ``feed``.
 
     Returns the round's new deltaLink and the number of pages. FallBack when Graph no longer accepts
@@ -149,7 +159,9 @@ def read_changes(clients: WarmClients, settings: Settings, delta_link: str, chan
     def take(page: graph.Page) -> None:
         nonlocal count
         count = page.number
-        feed.write(changes.add(page.users))
+        published = changes.add(page.users)
+        if feed is not None:
+            feed.write(published)
 
     try:
         with contextlib.closing(pages):
@@ -178,17 +190,21 @@ class Merged:
 
 
 def merge(base: Manifest, base_blob: BlobClient, changes: Changes, properties: tuple[str, ...],
-          writer: JsonlGzipBlobWriter) -> Merged:
+          writer: LineSink) -> Merged:
     """Stream the base snapshot through ``changes`` into ``writer``: the slot's complete snapshot.
 
-    Unchanged users are copied byte for byte. The base is checked against its manifest (sha256 and
-    user count) as it streams; a mismatch is a FallBack, and nothing is committed.
+    Unchanged users are copied byte for byte; new users get the base's property order. The base is
+    checked against its manifest (sha256 and user count) as it streams; a mismatch is a FallBack,
+    and nothing is committed.
     """
     digest = hashlib.sha256()
     added = updated = removed = users = 0
     out: list[bytes] = []
     out_size = 0
+    order = properties
     for line in _lines(base_blob, digest):
+        if users == 0 and set(first := tuple(orjson.loads(line))) == set(properties):
+            order = first  # Graph's order, which a full export keeps
         users += 1
         user_id = _id_of(line)
         change = changes.pop(user_id)
@@ -210,7 +226,7 @@ def merge(base: Manifest, base_blob: BlobClient, changes: Changes, properties: t
             continue  # removing a user the snapshot does not hold is not an error
         added += 1
         arrived = orjson.loads(change)
-        out.append(encode_user({p: arrived.get(p, [] if p in COLLECTION_PROPERTIES else None) for p in properties}))
+        out.append(encode_user({p: arrived.get(p, [] if p in COLLECTION_PROPERTIES else None) for p in order}))
     writer.write_lines(out)
     return Merged(added, updated, removed)
 
@@ -267,6 +283,62 @@ def _lines(blob: BlobClient, digest: Any) -> Iterator[bytes]:
             raise FallBack(f"the base snapshot {blob.blob_name} is not valid gzip ({why})") from None
     if rest:
         raise FallBack(f"the base snapshot {blob.blob_name} ends in the middle of a line")
+
+
+class Fingerprints:
+    """Each user's id and record as two 64-bit digests (16 bytes a user), to compare two snapshots.
+
+    Python's ``hash`` is enough: both sides are digested in one process, and a collision among
+    64-bit values changes a count by one with negligible probability.
+    """
+
+    _BUCKETS = 64
+
+    def __init__(self) -> None:
+        self._ids = [array("q") for _ in range(self._BUCKETS)]
+        self._records = [array("q") for _ in range(self._BUCKETS)]
+
+    def write_lines(self, lines: Iterable[bytes]) -> None:
+        for line in lines:
+            key = hash(_id_of(line))
+            self._ids[key % self._BUCKETS].append(key)
+            self._records[key % self._BUCKETS].append(hash(line))
+
+    def differing(self, other: "Fingerprints") -> int:
+        """Users in one but not the other, or in both with different records."""
+        count = 0
+        for bucket in range(self._BUCKETS):
+            mine = dict(zip(self._ids[bucket], self._records[bucket], strict=True))
+            for key, record in zip(other._ids[bucket], other._records[bucket], strict=True):
+                if mine.pop(key, None) != record:
+                    count += 1
+            count += len(mine)
+        return count
+
+
+def measure_drift(settings: Settings, clients: WarmClients, container: ContainerClient, exported: Manifest,
+                  now: datetime) -> int | None:
+    """How many users of a full export differ from what the changes since the last snapshot make.
+
+    Run after a full export in delta mode, while the previous state's delta link still works; None
+    (logged) when there is nothing to compare with. Never fails the export it measures.
+    """
+    try:
+        base = load_base(container, settings, now, stale_ok=True)
+        changes = Changes(settings.delta_max_changes)
+        read_changes(clients, settings, base.state.delta_link, changes, None)
+        expected, actual = Fingerprints(), Fingerprints()
+        merge(base.manifest, container.get_blob_client(base.manifest.blob), changes, settings.user_properties,
+              expected)
+        actual.write_lines(_lines(container.get_blob_client(exported.blob), hashlib.sha256()))
+    except (FallBack, GraphError) as why:
+        log.info("Drift not measured: %s", why)
+        return None
+    drift = expected.differing(actual)
+    log.log(logging.WARNING if drift else logging.INFO,
+            "Delta mode drift: %d users differ between the full export and the previous snapshot with its "
+            "changes applied", drift)
+    return drift
 
 
 def export_slot(settings: Settings, clients: WarmClients, container: ContainerClient, blob: BlobClient,

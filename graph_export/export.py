@@ -8,6 +8,7 @@ Both doors (the timer function and ``python -m graph_export run``) call :func:`r
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import time
@@ -76,6 +77,7 @@ def _delta_slot(settings: Settings, clients: WarmClients, container: ContainerCl
     else:
         resume, link, taken = None, delta.latest_link(clients, settings), datetime.now(timezone.utc)
     manifest = _full_slot(settings, clients, container, blob, slot, started, lease, resume, delta_link=link)
+    manifest = dataclasses.replace(manifest, drift=delta.measure_drift(settings, clients, container, manifest, started))
     return manifest, DeltaState(delta_link=link, taken=taken, properties=settings.user_properties,
                                 base_manifest=manifest.manifest, base_slot=slot)
 

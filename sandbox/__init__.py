@@ -8,6 +8,7 @@ Storage is Azurite (:class:`sandbox.azurite.Azurite`), started separately.
         os.environ.update(sb.settings)
         ...                                  # run the export
         assert exported == list(sb.expected_users(properties))
+        sb.directory.update(sb.directory.id_of(7), jobTitle="CFO")   # the tenant changes; delta sees it
 
 Nothing here logs or prints the client secret or any token.
 """
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .ca import TlsFiles, generate_tls
+from .directory import Directory
 from .entra import AppRegistration, Entra, new_client_secret
 from .faults import FaultPlan, FaultRule
 from .graph import Graph
@@ -33,7 +35,7 @@ from .server import ServiceServer, tls_context
 from .tenant import TENANT_DOMAIN, make_user, select
 from .tokens import Resources, TokenService
 
-__all__ = ["Sandbox", "FaultPlan", "FaultRule", "RequestLog", "RequestRecord", "make_user", "select"]
+__all__ = ["Sandbox", "Directory", "FaultPlan", "FaultRule", "RequestLog", "RequestRecord", "make_user", "select"]
 
 GRAPH_RESOURCE = "https://graph.microsoft.com"
 GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
@@ -192,12 +194,19 @@ class Sandbox:
         return self.identity.principal_id
 
     @property
+    def directory(self) -> Directory:
+        """The tenant's users: add, update, delete and restore them (``/users`` and ``/users/delta`` follow)."""
+        return self.graph.directory
+
+    @property
     def users(self) -> int:
-        return self.graph.users
+        """Live users now."""
+        return len(self.graph.directory)
 
     @users.setter
     def users(self, value: int) -> None:
-        self.graph.users = int(value)
+        """Start over with a fresh tenant of ``value`` users and no changes."""
+        self.graph.directory.reset(int(value))
 
     @property
     def token_lifetime_s(self) -> int:
@@ -234,7 +243,8 @@ class Sandbox:
     # --- expectations and knobs for tests -------------------------------------------------------
 
     def expected_users(self, properties: list[str] | tuple[str, ...] | None = None) -> Iterator[dict[str, Any]]:
-        """Exactly what following every nextLink of ``/users?$select=properties`` yields, in order."""
+        """Exactly what following every nextLink of ``/users?$select=properties`` yields now, in order
+        (``directory.users(properties)``)."""
         return self.graph.expected_users(properties)
 
     def rotate_secret(self) -> None:

@@ -1,10 +1,21 @@
-"""Microsoft Graph look-alike: ``GET /v1.0/users`` with ``$select``, ``$top`` and opaque ``$skiptoken``.
+"""Microsoft Graph look-alike: ``GET /v1.0/users`` with ``$select``, ``$top`` and opaque ``$skiptoken``,
+and ``GET /v1.0/users/delta`` with its rounds, ``$deltatoken`` links and ``Prefer`` headers.
 
-Users are computed on demand by :func:`sandbox.tenant.make_user`, so a million-user tenant costs no
-memory. The skiptoken is an HMAC-signed offset: clients must follow ``@odata.nextLink`` as a whole,
+Users come from a :class:`sandbox.directory.Directory`: computed on demand by
+:func:`sandbox.tenant.make_user`, so a million-user tenant costs no memory, plus the changes a test
+made. The skiptoken is an HMAC-signed offset: clients must follow ``@odata.nextLink`` as a whole,
 as Graph requires, and a forged or edited token is refused. Each page's user array is serialized
 once (and kept in a small LRU for retries), then framed with Content-Length on a keep-alive
 connection, so the sandbox is not what limits an export benchmark.
+
+Delta (``/users/delta``): a round without a token is a snapshot of the tenant as of the round's first
+request, paged in /users order; it ends with an ``@odata.deltaLink`` whose token means "from that
+moment". Following it gives the changes since then (see :meth:`Directory.change_page`), again
+ending with a deltaLink. Delta tokens are HMAC-signed too and carry the selection, the round's
+sequence window, the position and the page number; they expire after ``delta_token_lifetime_s``
+(400 ``syncStateNotFound``), or at once with :meth:`Graph.expire_delta_tokens`. Page size is
+``Prefer: odata.maxpagesize=N`` (at most 200, default 100); ``Prefer: return=minimal`` makes updated
+users carry only the properties changed since the token.
 """
 
 from __future__ import annotations
@@ -19,8 +30,10 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
+from dataclasses import dataclass, replace
 from typing import Any, Iterator
 
+from .directory import ALL_PROPERTIES, Directory
 from .faults import FaultRule
 from .server import Request, Response
 from .tenant import DEFAULT_PROPERTIES, USER_PROPERTIES, canonical_properties, make_user, select
@@ -37,6 +50,20 @@ READ_ROLES = frozenset({"User.Read.All", "User.ReadWrite.All", "Directory.Read.A
 _UNSUPPORTED = ("filter", "orderby", "search", "count", "expand", "format", "skip")
 _TOKEN_PREFIX = b"SBX1"
 _SIGNATURE_BYTES = 16
+#: Delta: page size without ``Prefer: odata.maxpagesize``, and the most a page holds whatever is asked.
+DELTA_DEFAULT_PAGE = 100
+DELTA_MAX_PAGE = 200
+#: Directory delta tokens expire after 7 days (then 400 syncStateNotFound and a full resync).
+DELTA_TOKEN_LIFETIME_S = 7 * 86400
+_DELTA_PREFIX = b"SBD1"
+_DELTA_SKIP, _DELTA_LINK = 1, 2                 # token kinds: a $skiptoken within a round, a $deltatoken
+_F_INITIAL, _F_REPEATS, _F_DEFAULT = 1, 2, 4     # token flags
+# prefix, kind, flags, directory epoch, expiry generation, issued (time.time()), since, until, limit,
+# position, page number; then one byte per selected property (an index into ALL_PROPERTIES).
+_DELTA_STRUCT = struct.Struct(">4sBBIIdQQQQI")
+_PROPERTY_NUMBER = {p: n for n, p in enumerate(ALL_PROPERTIES)}
+_SYNC_STATE_NOT_FOUND = ("The sync state generation is not found. The delta token is expired and data must be "
+                         "synchronized again.")
 _AUTH_MESSAGES = {
     MISSING: "Access token is empty.",
     EXPIRED: "Access token has expired or is not yet valid.",
@@ -59,6 +86,35 @@ class BadRequest(ValueError):
     """A query the real Graph would refuse with 400 Request_BadRequest."""
 
 
+class SyncStateNotFound(Exception):
+    """An expired delta token (or one from before the tenant was reset): 400 syncStateNotFound."""
+
+
+@dataclass(frozen=True)
+class DeltaToken:
+    """What a delta ``$skiptoken`` or ``$deltatoken`` carries (signed, so a client cannot change it).
+
+    A round covers the changes in (``since``, ``until``]; the first round of a sync (``initial``) is
+    instead the tenant as of ``until``, users with index below ``limit``, ``position`` being the next
+    index to look at. In a change round ``position`` is the offset in the round's list of changes.
+    A deltaToken only has ``since`` (the round it starts takes ``until`` when it is followed).
+    """
+
+    kind: int
+    properties: tuple[str, ...]
+    default_selection: bool
+    epoch: int
+    generation: int
+    issued: float
+    since: int = 0
+    until: int = 0
+    limit: int = 0
+    position: int = 0
+    page: int = 1
+    initial: bool = False
+    repeats: bool = False
+
+
 class Graph:
     """The ``graph.microsoft.com`` look-alike for one tenant's users."""
 
@@ -70,27 +126,60 @@ class Graph:
         self.tenant_domain = tenant_domain
         self.tokens = tokens
         self.resources = resources
-        self.users = users
+        self.directory = Directory(users, tenant_domain)
         self.page_latency_ms = page_latency_ms
         self.base_url = ""                    # set by the Sandbox once the port is known
+        #: Delta: a user changed k times in a round appears k times (at its changes' places), as Graph may do.
+        self.delta_repeats = False
+        #: Delta tokens (and a round's skiptokens) older than this many seconds are refused as expired.
+        self.delta_token_lifetime_s: float = DELTA_TOKEN_LIFETIME_S
+        self._delta_generation = 0
+        self._delta_requests = 0
         self._skiptoken_key = secrets.token_bytes(32)
         self._cache: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
         self._cache_pages = page_cache_pages
         self._cache_lock = threading.Lock()
 
+    @property
+    def users(self) -> int:
+        """Live users now."""
+        return len(self.directory)
+
+    @users.setter
+    def users(self, value: int) -> None:
+        """A fresh tenant of ``value`` base users, without changes."""
+        self.directory.reset(int(value))
+
+    @property
+    def delta_requests(self) -> int:
+        """Requests for /users/delta that got past the fault plan (the request log has every one)."""
+        return self._delta_requests
+
+    def expire_delta_tokens(self) -> None:
+        """Every delta token (and delta skiptoken) issued so far is expired from now on."""
+        with self._cache_lock:
+            self._delta_generation += 1
+
     # --- what a full paging yields --------------------------------------------------------------
 
     def expected_users(self, properties: list[str] | tuple[str, ...] | None = None) -> Iterator[dict[str, Any]]:
         """Exactly the users a complete paging with ``$select=properties`` returns, in order."""
-        props = self._properties(properties)
-        for i in range(self.users):
-            yield select(make_user(i, self.tenant_domain), props)
+        return self.directory.users(self._properties(properties))
 
     # --- HTTP -----------------------------------------------------------------------------------
 
     def page_of(self, request: Request) -> int | None:
-        """Page number of a /users request, 1 for the first (as clients count them); None if it cannot be told."""
-        if request.path.rstrip("/").lower() != "/v1.0/users":
+        """Page number of a /users or /users/delta request, 1 for the first of a listing or delta round
+        (as clients count them); None if it cannot be told."""
+        path = request.path.rstrip("/").lower()
+        if _is_delta(path):
+            q = _query(request)
+            if q.get("skiptoken") is not None:
+                return self.decode_delta_token(q["skiptoken"], _DELTA_SKIP).page
+            if q.get("deltatoken") is not None and q["deltatoken"].lower() != "latest":
+                self.decode_delta_token(q["deltatoken"], _DELTA_LINK)
+            return 1
+        if path != "/v1.0/users":
             return None
         q = _query(request)
         try:
@@ -113,16 +202,22 @@ class Graph:
             return self._error(403, "Authorization_RequestDenied",
                                "Insufficient privileges to complete the operation.", ids)
         path = request.path.rstrip("/")
-        if path.lower() != "/v1.0/users":
+        delta = _is_delta(path.lower())
+        if delta:
+            with self._cache_lock:
+                self._delta_requests += 1
+        elif path.lower() != "/v1.0/users":
             segment = path.split("/")[-1] or path
             return self._error(400, "BadRequest", f"Resource not found for the segment '{segment}'.", ids)
         if request.method != "GET":
             return self._error(405, "Request_BadRequest",
                                "Specified HTTP method is not allowed for the request target.", ids)
         try:
-            return self._users_page(request, ids)
+            return self._delta_page(request, ids) if delta else self._users_page(request, ids)
         except BadRequest as e:
             return self._error(400, "Request_BadRequest", str(e), ids)
+        except SyncStateNotFound:
+            return self._error(400, "syncStateNotFound", _SYNC_STATE_NOT_FOUND, ids)
 
     def fault_response(self, request: Request, status: int) -> Response:
         ids = (str(uuid.uuid4()), request.header("client-request-id") or str(uuid.uuid4()))
@@ -142,9 +237,12 @@ class Graph:
             page = json.loads(body)
             if rule.value is not None:
                 page["value"] = rule.value
+            elif _is_delta(request.path.rstrip("/").lower()):
+                props = self._delta_selection(request)[0]
+                page["value"].insert(0, self.directory.user_item(rule.repeat_user, props))
             else:
                 props = self._properties(_selected(_query(request)))
-                page["value"].insert(0, select(make_user(rule.repeat_user, self.tenant_domain), props))
+                page["value"].insert(0, select(self.directory.record(rule.repeat_user), props))
             body = json.dumps(page, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         pad = rule.pad_bytes or 0
         if not pad and not rule.chunked:
@@ -195,7 +293,7 @@ class Graph:
             raise BadRequest(bad_top)
         offset = self.decode_skiptoken(q["skiptoken"]) if q.get("skiptoken") is not None else 0
 
-        total = self.users
+        total = len(self.directory)
         end = min(offset + top, total)
         value = self._page_value(tuple(props), offset, end)
         context = f"{self.base_url}/v1.0/$metadata#users" + (f"({','.join(props)})" if raw_select is not None else "")
@@ -215,24 +313,148 @@ class Graph:
             **self._common_headers(ids)})
 
     def _page_value(self, props: tuple[str, ...], start: int, end: int) -> bytes:
-        """The JSON array of users [start, end), built once per distinct page and cached briefly."""
-        key = (props, start, end, self.tenant_domain)
+        """The JSON array of the live users at positions [start, end) of the /users order, built once per
+        distinct page and tenant version and cached briefly."""
+        directory = self.directory
+        version = directory.version
+        key = (props, start, end, self.tenant_domain, directory.epoch, version)
         with self._cache_lock:
             cached = self._cache.get(key)
             if cached is not None:
                 self._cache.move_to_end(key)
                 return cached
         domain = self.tenant_domain
-        if props == USER_PROPERTIES:
-            users = [make_user(i, domain) for i in range(start, end)]
+        if version == 0:  # nothing changed: the computed tenant, position = index
+            if props == USER_PROPERTIES:
+                users = [make_user(i, domain) for i in range(start, end)]
+            else:
+                users = [select(make_user(i, domain), props) for i in range(start, end)]
         else:
-            users = [select(make_user(i, domain), props) for i in range(start, end)]
+            version, rows = directory.live_slice(start, end)
+            key = (props, start, end, self.tenant_domain, directory.epoch, version)
+            users = [select(make_user(i, domain) if record is None else record, props) for i, record in rows]
         value = json.dumps(users, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         with self._cache_lock:
             self._cache[key] = value
             while len(self._cache) > self._cache_pages:
                 self._cache.popitem(last=False)
         return value
+
+    # --- delta ----------------------------------------------------------------------------------
+
+    def encode_delta_token(self, token: DeltaToken) -> str:
+        """Opaque, signed: the fields of ``token``, then a truncated HMAC, base64url without padding."""
+        flags = ((_F_INITIAL if token.initial else 0) | (_F_REPEATS if token.repeats else 0)
+                 | (_F_DEFAULT if token.default_selection else 0))
+        payload = _DELTA_STRUCT.pack(_DELTA_PREFIX, token.kind, flags, token.epoch, token.generation, token.issued,
+                                     token.since, token.until, token.limit, token.position, token.page)
+        payload += bytes(_PROPERTY_NUMBER[p] for p in token.properties)
+        mac = hmac.new(self._skiptoken_key, payload, hashlib.sha256).digest()[:_SIGNATURE_BYTES]
+        return base64.urlsafe_b64encode(payload + mac).rstrip(b"=").decode("ascii")
+
+    def decode_delta_token(self, text: str, kind: int) -> DeltaToken:
+        """The token's fields if it is one this Graph signed, of ``kind``; else BadRequest. Expiry is not
+        checked here (:meth:`_check_alive`)."""
+        invalid = BadRequest("Invalid page token specified.")
+        try:
+            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        except ValueError:
+            raise invalid from None
+        payload, mac = raw[:-_SIGNATURE_BYTES], raw[-_SIGNATURE_BYTES:]
+        expected = hmac.new(self._skiptoken_key, payload, hashlib.sha256).digest()[:_SIGNATURE_BYTES]
+        if len(payload) <= _DELTA_STRUCT.size or not payload.startswith(_DELTA_PREFIX) \
+                or not hmac.compare_digest(mac, expected):
+            raise invalid
+        (_, token_kind, flags, epoch, generation, issued, since, until, limit, position,
+         page) = _DELTA_STRUCT.unpack_from(payload)
+        numbers = payload[_DELTA_STRUCT.size:]
+        if token_kind != kind or any(n >= len(ALL_PROPERTIES) for n in numbers):
+            raise invalid
+        return DeltaToken(kind=kind, properties=tuple(ALL_PROPERTIES[n] for n in numbers),
+                          default_selection=bool(flags & _F_DEFAULT), epoch=epoch, generation=generation,
+                          issued=issued, since=since, until=until, limit=limit, position=position, page=page,
+                          initial=bool(flags & _F_INITIAL), repeats=bool(flags & _F_REPEATS))
+
+    def _check_alive(self, token: DeltaToken) -> None:
+        if token.epoch != self.directory.epoch or token.generation != self._delta_generation \
+                or time.time() - token.issued > self.delta_token_lifetime_s:
+            raise SyncStateNotFound()
+
+    def _delta_selection(self, request: Request) -> tuple[tuple[str, ...], bool]:
+        """The selected properties of a delta request (from its token when it has one) and whether they
+        are the default set (no ``$select``)."""
+        q = _query(request)
+        for name, kind in (("skiptoken", _DELTA_SKIP), ("deltatoken", _DELTA_LINK)):
+            value = q.get(name)
+            if value is not None and value.lower() != "latest":
+                token = self.decode_delta_token(value, kind)
+                return token.properties, token.default_selection
+        selected = _selected(q)
+        props = tuple(self._properties(selected))
+        if "signInActivity" in props:
+            raise BadRequest("Property 'signInActivity' is not supported in delta queries.")
+        return props, selected is None
+
+    def _delta_page(self, request: Request, ids: tuple[str, str]) -> Response:
+        q = _query(request)
+        if "top" in q:
+            raise BadRequest("The query parameter '$top' is not supported with delta queries; "
+                             "use the odata.maxpagesize preference instead.")
+        skip, delta = q.get("skiptoken"), q.get("deltatoken")
+        if skip is not None and delta is not None:
+            raise BadRequest("'$skiptoken' and '$deltatoken' cannot be used together.")
+        size, minimal, applied = _delta_preferences(request)
+        directory = self.directory
+        now = time.time()
+        if skip is not None:
+            token = self.decode_delta_token(skip, _DELTA_SKIP)
+            self._check_alive(token)
+        elif delta is not None and delta.lower() != "latest":
+            link = self.decode_delta_token(delta, _DELTA_LINK)
+            self._check_alive(link)
+            token = replace(link, kind=_DELTA_SKIP, until=directory.position()[0], position=0, page=1,
+                            repeats=self.delta_repeats)
+        else:
+            props, default = self._delta_selection(request)
+            version, limit = directory.position()
+            token = DeltaToken(kind=_DELTA_SKIP, properties=props, default_selection=default, epoch=directory.epoch,
+                               generation=self._delta_generation, issued=now, until=version, limit=limit,
+                               initial=True, repeats=self.delta_repeats)
+            if delta is not None:  # $deltatoken=latest: no users, a link for "from now on"
+                token = replace(token, initial=False, since=token.until, position=0, limit=0)
+                return self._delta_response(request, ids, token, [], None, applied)
+
+        props = token.properties
+        if token.initial:
+            items, position = directory.initial_page(props, token.until, token.limit, token.position, size)
+        else:
+            items, position = directory.change_page(props, token.since, token.until, token.position, size,
+                                                    repeats=token.repeats, minimal=minimal)
+        following = None if position is None else \
+            replace(token, generation=self._delta_generation, issued=now, position=position, page=token.page + 1)
+        return self._delta_response(request, ids, token, items, following, applied)
+
+    def _delta_response(self, request: Request, ids: tuple[str, str], token: DeltaToken, items: list[dict[str, Any]],
+                        following: DeltaToken | None, applied: list[str]) -> Response:
+        props = token.properties
+        context = f"{self.base_url}/v1.0/$metadata#users" + ("" if token.default_selection else f"({','.join(props)})")
+        if following is not None:
+            link_name, link = "@odata.nextLink", f"$skiptoken={self.encode_delta_token(following)}"
+        else:  # the round is complete: the next one starts where this one's window ends
+            after = DeltaToken(kind=_DELTA_LINK, properties=props, default_selection=token.default_selection,
+                               epoch=token.epoch, generation=self._delta_generation, issued=time.time(),
+                               since=token.until)
+            link_name, link = "@odata.deltaLink", f"$deltatoken={self.encode_delta_token(after)}"
+        body = b"".join([b'{"@odata.context":', _json(context), b',"', link_name.encode("ascii"), b'":',
+                         _json(f"{self.base_url}/v1.0/users/delta?{link}"), b',"value":',
+                         json.dumps(items, ensure_ascii=False, separators=(",", ":")).encode("utf-8"), b"}"])
+        if self.page_latency_ms > 0:
+            time.sleep(max(0.0, request.arrived + self.page_latency_ms / 1000.0 - time.monotonic()))
+        headers = {"Content-Type": ODATA_JSON, "OData-Version": "4.0", "Cache-Control": "no-cache",
+                   **self._common_headers(ids)}
+        if applied:
+            headers["Preference-Applied"] = ", ".join(applied)
+        return Response(200, body, headers)
 
     # --- errors ---------------------------------------------------------------------------------
 
@@ -266,6 +488,29 @@ def _query(request: Request) -> dict[str, str]:
             raise BadRequest(f"The query option '${name}' is not supported by the sandbox.")
         out[name] = values[0]
     return out
+
+
+def _is_delta(path: str) -> bool:
+    """``/v1.0/users/delta`` (also written ``delta()``, as the OData function it is), lower-cased path."""
+    return path in ("/v1.0/users/delta", "/v1.0/users/delta()")
+
+
+def _delta_preferences(request: Request) -> tuple[int, bool, list[str]]:
+    """Page size, return=minimal, and the preferences applied (for Preference-Applied), from ``Prefer``
+    headers (one or several, each a comma-separated list). An unreadable page size is ignored."""
+    size, minimal, applied = DELTA_DEFAULT_PAGE, False, []
+    for header in request.headers.get_all("Prefer") or []:
+        for preference in header.split(","):
+            name, _, value = preference.strip().partition("=")
+            name, value = name.strip().lower(), value.strip().strip('"')
+            if name == "odata.maxpagesize" and value.isdigit() and int(value) > 0:
+                size = min(int(value), DELTA_MAX_PAGE)
+                applied = [p for p in applied if not p.startswith("odata.maxpagesize=")]
+                applied.insert(0, f"odata.maxpagesize={size}")
+            elif name == "return" and value.lower() == "minimal" and not minimal:
+                minimal = True
+                applied.append("return=minimal")
+    return size, minimal, applied
 
 
 def _selected(q: dict[str, str]) -> list[str] | None:

@@ -29,7 +29,7 @@ def logging_as_it_was():
     loggers = [logging.getLogger(name) for name in ("", "graph_export", "urllib3", "requests", "azure", "msal")]
     levels, handlers = [lg.level for lg in loggers], list(logging.getLogger().handlers)
     yield
-    for logger, level in zip(loggers, levels):
+    for logger, level in zip(loggers, levels, strict=True):
         logger.setLevel(level)
     logging.getLogger().handlers[:] = handlers
 

@@ -11,9 +11,9 @@ from datetime import datetime, timezone
 
 import pytest
 
-from graph_export.delta import Changes, FallBack, merge
+from graph_export.delta import Changes, FallBack, Fingerprints, merge
 from graph_export.records import Manifest
-from graph_export.sink import JsonlGzipBlobWriter
+from graph_export.sink import JsonlGzipBlobWriter, encode_user
 from tests.test_sink_unit import MemoryBlob, lines
 
 PROPS = ("id", "displayName", "mail", "businessPhones", "accountEnabled")
@@ -161,3 +161,16 @@ def test_random_changes_equal_applying_them_to_a_dict():
     result, _ = apply(base, pages)
     assert {u["id"]: u for u in result} == expected
     assert len(result) == len(expected) and json.dumps(result, ensure_ascii=False)
+
+
+def test_fingerprints_count_users_that_differ_in_either_direction():
+    def prints(users: list[dict]) -> Fingerprints:
+        f = Fingerprints()
+        f.write_lines([encode_user(u) for u in users])
+        return f
+
+    base = [user(i) for i in range(500)]
+    same = prints(base)
+    assert same.differing(prints(list(reversed(base)))) == 0  # order does not matter
+    changed = [*base[:10], user(10, mail=None), *base[11:499], user(9999)]  # one changed, one gone, one new
+    assert prints(base).differing(prints(changed)) == 3

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timezone
 
 import pytest
 
 from graph_export.checkpoint import Checkpoint
-from graph_export.records import LatestPointer, Manifest, Progress, RecordError
+from graph_export.records import DeltaApplied, DeltaState, LatestPointer, Manifest, Progress, RecordError
 
 SLOT = datetime(2026, 3, 7, 2, tzinfo=timezone.utc)
 SHA = "ab" * 32
@@ -63,3 +64,44 @@ def test_anything_but_a_whole_pointer_is_rejected(document):
 def test_a_malformed_checkpoint_is_rejected(change):
     with pytest.raises(RecordError):
         Checkpoint.parse({**CHECKPOINT.to_document(), **change})
+
+
+DELTA = DeltaApplied(base_manifest="users/2026/03/06/users-20260306T020000Z.manifest.json", base_sha256=SHA,
+                     changes_blob="users/2026/03/07/users-20260307T020000Z.changes.jsonl.gz", changes_bytes=99,
+                     changes_sha256=SHA, change_records=7, added=1, updated=5, removed=1)
+
+
+def test_a_delta_manifest_and_the_delta_state_read_back_as_written():
+    manifest = dataclasses.replace(MANIFEST, mode="delta", delta=DELTA)
+    assert Manifest.parse(manifest.to_document()) == manifest
+    drifted = dataclasses.replace(MANIFEST, drift=4)
+    assert Manifest.parse(drifted.to_document()) == drifted
+    state = DeltaState(delta_link="https://graph.microsoft.com/v1.0/users/delta?$deltatoken=x", taken=SLOT,
+                       properties=("id", "mail"), base_manifest=MANIFEST.manifest, base_slot=SLOT)
+    assert DeltaState.parse(state.to_document()) == state
+    with_link = dataclasses.replace(CHECKPOINT, delta_link=state.delta_link)
+    assert Checkpoint.parse(with_link.to_document()) == with_link
+
+
+def test_a_format_1_manifest_still_reads_as_a_full_export():
+    document = MANIFEST.to_document()
+    document["format"] = "graph-users-export/1"
+    for added in ("mode", "delta", "drift"):
+        del document[added]
+    assert Manifest.parse(document) == MANIFEST
+
+
+@pytest.mark.parametrize("change", [{"mode": "partial"}, {"mode": "delta"}, {"delta": {"added": 1}},
+                                    {"drift": -1}, {"drift": "3"}])
+def test_a_manifest_whose_mode_and_delta_disagree_is_rejected(change):
+    with pytest.raises(RecordError):
+        Manifest.parse({**MANIFEST.to_document(), **change})
+
+
+@pytest.mark.parametrize("change", [{"format": "graph-users-export-delta/0"}, {"delta_link": ""},
+                                    {"taken": "yesterday"}, {"properties": "id,mail"}, {"base_slot": None}])
+def test_a_malformed_delta_state_is_rejected(change):
+    state = DeltaState(delta_link="https://g/v1.0/users/delta?$deltatoken=x", taken=SLOT, properties=("id",),
+                       base_manifest="m", base_slot=SLOT)
+    with pytest.raises(RecordError):
+        DeltaState.parse({**state.to_document(), **change})

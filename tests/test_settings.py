@@ -239,3 +239,20 @@ def test_new_checks_still_report_every_problem_in_one_line():
     for name in ("KEY_VAULT_URL", "EXPORT_SCHEDULE", "USER_PROPERTIES"):
         assert name in message
     assert "\n" not in message and "Pa55w0rd" not in message
+
+
+def test_export_mode_is_full_or_delta_and_delta_has_its_defaults():
+    assert load_settings(BASE).export_mode == "full"
+    delta = load_settings({**BASE, "EXPORT_MODE": "Delta"})
+    assert (delta.export_mode, delta.full_sync_every_days, delta.delta_max_changes) == ("delta", 6.0, 250_000)
+    assert "EXPORT_MODE is 'incremental': expected 'full' or 'delta'" in problems({**BASE, "EXPORT_MODE": "incremental"})
+    assert "FULL_SYNC_EVERY_DAYS" in problems({**BASE, "FULL_SYNC_EVERY_DAYS": "8"})  # past Graph's 7-day expiry
+    assert "DELTA_MAX_CHANGES" in problems({**BASE, "DELTA_MAX_CHANGES": "0"})
+
+
+@pytest.mark.parametrize("untracked", ["signInActivity", "licenseAssignmentStates", "SIGNINACTIVITY"])
+def test_properties_users_delta_does_not_track_are_refused_in_delta_mode_only(untracked):
+    env = {**BASE, "USER_PROPERTIES": f"id,displayName,{untracked}"}
+    assert load_settings(env).export_mode == "full"
+    message = problems({**env, "EXPORT_MODE": "delta"})
+    assert f"USER_PROPERTIES holds {untracked}, which Graph does not track in users/delta" in message

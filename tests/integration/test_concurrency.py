@@ -135,3 +135,34 @@ def test_a_run_frozen_past_its_lease_publishes_nothing_when_it_wakes(export_env,
     assert "published nothing" in err and len(err.strip().splitlines()) == 1
     manifest = assert_published_exactly_the_tenant(export_env, sandbox)
     assert manifest["sha256"] == taken_over["sha256"]
+
+
+def test_a_killed_delta_slot_changes_nothing_and_its_retry_applies_the_same_changes(export_env, sandbox,
+                                                                                    monkeypatch):
+    monkeypatch.setenv("EXPORT_MODE", "delta")
+    run_export(load_settings(), datetime(2026, 3, 6, 2, tzinfo=timezone.utc))  # the base, and the delta link
+    state = read_json(export_env, "state/delta.json")
+    for i in range(0, 4000, 2):  # 2,000 changed users: 10 pages of changes
+        sandbox.directory.update(sandbox.directory.id_of(i), jobTitle=f"Changed {i}")
+    sandbox.requests.clear()
+    victim = start()
+    wait_for_page(sandbox, 3, victim)  # mid-way through the changes
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(timeout=10)
+    assert read_json(export_env, "state/delta.json") == state  # nothing advanced
+    killed_at = time.monotonic()
+    while True:
+        code, out, err = finish(start())
+        if code != BUSY:
+            break
+        assert time.monotonic() - killed_at < LEASE_S + 15, "the lease never ran out"
+        time.sleep(1)
+    assert code == 0, err
+    assert json.loads(out)["mode"] == "delta"
+    pointer = read_json(export_env, LATEST_BLOB)
+    manifest = read_json(export_env, pointer["manifest"])
+    users, sha = read_export(export_env, manifest["blob"])
+    assert sha == pointer["sha256"] == manifest["sha256"] and manifest["delta"]["updated"] == 2000
+    assert sorted(users, key=lambda u: u["id"]) == sorted(sandbox.expected_users(load_settings().user_properties),
+                                                         key=lambda u: u["id"])
+    assert read_json(export_env, "state/delta.json")["base_manifest"] == manifest["manifest"]
