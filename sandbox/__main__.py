@@ -40,13 +40,15 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--json", action="store_true", help="print one JSON object instead of export lines")
     demo = sub.add_parser("demo", help="start everything, run one export through the real CLI, verify it, stop")
     demo.add_argument("--users", type=int, default=10_000, help="number of directory users (default 10000)")
+    demo.add_argument("--delta", action="store_true",
+                      help="two slots in EXPORT_MODE=delta, 1%% of the users changed in between")
     demo.add_argument("--workdir", type=Path, default=Path(".sandbox"),
                       help="certificates and Azurite data (default .sandbox/, git-ignored)")
     demo.add_argument("--exports", type=Path, default=Path("exports"),
                       help="where a verified copy of the export goes (default exports/, git-ignored)")
     args = parser.parse_args(argv)
     if args.command == "demo":
-        return run_demo(args.users, args.workdir, args.exports)
+        return run_demo(args.users, args.workdir, args.exports, args.delta)
     return _serve(args)
 
 

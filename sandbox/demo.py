@@ -3,7 +3,8 @@
 Starts the sandbox (Entra ID, managed identity, Key Vault, Graph) and Azurite, runs
 ``python -m graph_export run`` in a child process with only settings pointing at them (the same
 code the timer runs in Azure), checks what it published, copies the export next to the repo so it
-can be opened, and stops everything.
+can be opened, and stops everything. With ``--delta``: two daily slots in delta mode, 1% of the
+tenant changed in between, the second snapshot made from the changes and checked against the tenant.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ import gzip
 import hashlib
 import json
 import os
+import random
 import subprocess
 import sys
+from datetime import datetime, time, timedelta, timezone
 from pathlib import Path
 
 from azure.storage.blob import ContainerClient
@@ -29,7 +32,7 @@ _AMBIENT = ("AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_CLIENT_SECRET", "AZURE_
             "AzureWebJobsStorage__blobServiceUri", "EXPORT_STORAGE__blobServiceUri")
 
 
-def run_demo(users: int, workdir: Path, exports_dir: Path) -> int:
+def run_demo(users: int, workdir: Path, exports_dir: Path, delta: bool = False) -> int:
     """Run the demo; returns the export's exit code (0 on success)."""
     workdir.mkdir(parents=True, exist_ok=True)
     print(f"demo: starting the sandbox tenant ({users:,} users) and Azurite under {workdir}", file=sys.stderr)
@@ -37,16 +40,33 @@ def run_demo(users: int, workdir: Path, exports_dir: Path) -> int:
         env = {k: v for k, v in os.environ.items() if k not in _AMBIENT}
         env.update(sandbox.settings)
         env.update({"EXPORT_STORAGE": azurite.connection_string, "EXPORT_CONTAINER": "graph-exports"})
-        print("demo: running `python -m graph_export run` against it", file=sys.stderr)
-        result = subprocess.run([sys.executable, "-m", "graph_export", "run"], cwd=REPO_ROOT, env=env,
-                                stdout=subprocess.PIPE, text=True, timeout=1800)
-        if result.returncode != 0:
-            print(f"demo: the export failed with exit code {result.returncode} (its error is above)",
-                  file=sys.stderr)
-            return result.returncode
-        summary = json.loads(result.stdout)
+        slots: list[str | None] = [None]
+        if delta:
+            env["EXPORT_MODE"] = "delta"
+            today = datetime.combine(datetime.now(timezone.utc).date(), time(2), timezone.utc)
+            slots = [f"{today - timedelta(days=d):%Y-%m-%dT%H:%M:%SZ}" for d in (2, 1)]
+        for n, slot in enumerate(slots):
+            if n:
+                changed = max(1, users // 100)
+                sandbox.directory.random_changes(random.Random(n), changed)
+                print(f"demo: {changed:,} changes in the tenant (updates, new, deleted and restored users); "
+                      f"the next slot reads only those", file=sys.stderr)
+            print(f"demo: running `python -m graph_export run{f' --slot {slot}' if slot else ''}` against it"
+                  f"{' (EXPORT_MODE=delta)' if delta else ''}", file=sys.stderr)
+            command = [sys.executable, "-m", "graph_export", "run", *(["--slot", slot] if slot else [])]
+            result = subprocess.run(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, text=True, timeout=1800)
+            if result.returncode != 0:
+                print(f"demo: the export failed with exit code {result.returncode} (its error is above)",
+                      file=sys.stderr)
+                return result.returncode
+            summary = json.loads(result.stdout)
+            print(f"demo: {summary['mode']} export of {summary['users']:,} users in {summary['pages']} Graph "
+                  f"pages, {summary['duration_s']} s", file=sys.stderr)
         print(json.dumps(summary, indent=2))
         local = _download_and_check(env, summary, exports_dir)
+        if delta and _users_by_id(local) != {u["id"]: u for u in sandbox.expected_users(
+                json.loads((exports_dir / Path(summary["manifest"]).name).read_text())["properties"])}:
+            raise SystemExit("demo: the snapshot made from changes differs from the tenant")
     print(f"demo: the export blob was {summary['url']} (container {summary['container']} in Azurite; "
           "stopped now)", file=sys.stderr)
     print(f"demo: a verified copy is at {local} ({summary['users']:,} users, sha256 matches the manifest); "
@@ -67,3 +87,8 @@ def _download_and_check(env: dict[str, str], summary: dict, exports_dir: Path) -
     local.write_bytes(data)
     (exports_dir / Path(summary["manifest"]).name).write_bytes(json.dumps(manifest, indent=2).encode())
     return local
+
+
+def _users_by_id(export: Path) -> dict[str, dict]:
+    users = [json.loads(line) for line in gzip.decompress(export.read_bytes()).splitlines()]
+    return {u["id"]: u for u in users}

@@ -24,3 +24,16 @@ def test_demo_exports_and_verifies_a_copy(tmp_path):
     assert len(copies) == 1
     assert gzip.decompress(copies[0].read_bytes()).count(b"\n") == 1200
     assert "verified copy" in result.stderr
+
+
+def test_the_delta_demo_publishes_a_second_slot_from_changes(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "sandbox", "demo", "--delta", "--users", "1200",
+         "--workdir", str(tmp_path / "work"), "--exports", str(tmp_path / "exports")],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["status"] == "succeeded" and summary["mode"] == "delta" and summary["pages"] == 1
+    assert "demo: full export of 1,200 users" in result.stderr and "12 changes in the tenant" in result.stderr
+    assert "verified copy" in result.stderr
