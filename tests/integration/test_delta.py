@@ -317,3 +317,16 @@ def test_a_slot_is_exported_once_and_force_exports_it_again(delta_env, sandbox):
     again = export(1, force=True)
     assert again.status == "succeeded" and again.mode == "delta"
     assert by_id(published(delta_env)[1]) == tenant_now(sandbox)
+
+
+def test_a_delta_link_to_another_host_in_graphs_answer_fails_the_slot_and_is_never_saved(delta_env, sandbox):
+    export(0)
+    state = read_json(delta_env, DELTA_STATE_BLOB)
+    sandbox.faults.add("graph", path_contains="/users/delta", status=200,
+                       body={"@odata.deltaLink": "https://graph.elsewhere.example/v1.0/users/delta?$deltatoken=x",
+                             "value": []})
+    with pytest.raises(GraphError, match="deltaLink that is not on https://127.0.0.1") as info:
+        export(1)
+    assert "deltatoken" not in str(info.value)
+    assert read_json(delta_env, DELTA_STATE_BLOB) == state
+    assert export_blob_name(slot(1)) not in blob_names(delta_env)
