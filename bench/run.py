@@ -3,6 +3,9 @@
 Each contender is its own child process, one at a time, in an order that rotates every repetition;
 the sandbox tenant runs in another process and Azurite in its own. For each run: wall time, users/s,
 CPU time (user + system) and peak RSS of the contender's process, from ``os.wait4``.
+
+After the contender matrix, the delta scenario (bench/delta.py): a delta-mode slot made from 1 % of
+changes against the full slot before it. ``--scenario`` picks one of the two.
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,7 +26,9 @@ from graph_export.graph import first_page_url
 from graph_export.settings import DEFAULT_USER_PROPERTIES
 from sandbox.azurite import Azurite
 
-REPO = Path(__file__).resolve().parent.parent
+from . import delta
+from .measure import REPO, timed
+
 BENCH_PYTHON = REPO / ".venv-bench" / "bin" / "python"
 CONTENDERS = ("floor", "ours", "seed", "msgraph")
 PAGE = 999
@@ -49,26 +53,41 @@ class Run:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.quick:
-        args.users, args.latency_ms, args.repeat = [10_000], [0.0], 1
+        args.users, args.delta_users, args.latency_ms, args.repeat = [10_000], [10_000], [0.0], 1
+    contenders_too, delta_too = args.scenario in ("contenders", "all"), args.scenario in ("delta", "all")
     contenders = [c.strip() for c in args.contenders.split(",") if c.strip()]
     unknown = set(contenders) - set(CONTENDERS)
     if unknown:
         print(f"bench: unknown contenders {sorted(unknown)}; choose from {', '.join(CONTENDERS)}", file=sys.stderr)
         return 2
-    if "msgraph" in contenders and not BENCH_PYTHON.exists():
+    if contenders_too and "msgraph" in contenders and not BENCH_PYTHON.exists():
         print("bench: the msgraph contender needs its own environment: run `make bench` once, or "
               "python3 -m venv .venv-bench && .venv-bench/bin/pip install -r requirements-bench.txt",
               file=sys.stderr)
         return 2
     _compile_sources()
     runs: list[Run] = []
+    delta_runs: list[delta.DeltaRun] = []
     with tempfile.TemporaryDirectory(prefix="bench-") as work, Azurite(Path(work) / "azurite", REPO) as azurite:
-        for users in args.users:
+        for users in args.users if contenders_too else []:
             for latency in args.latency_ms:
                 runs += _measure(users, latency, contenders, args.repeat, azurite)
-    table = summarize(runs)
-    print(format_table(table))
-    Path(args.json).write_text(json.dumps({"runs": [asdict(r) for r in runs], "summary": table}, indent=2))
+        for users in args.delta_users if delta_too else []:
+            for latency in args.latency_ms:
+                delta_runs += delta.measure(users, latency, args.repeat, args.delta_percent,
+                                            azurite.connection_string)
+    results: dict = {}
+    if contenders_too:
+        table = summarize(runs)
+        print(format_table(table))
+        results.update(runs=[asdict(r) for r in runs], summary=table)
+    if delta_too:
+        rows = delta.summarize(delta_runs)
+        print(("\n" if contenders_too else "") + "Delta mode: a delta slot against the full slot before it")
+        print(delta.format_table(rows))
+        print(delta.notes(rows, args.delta_percent))
+        results["delta"] = {"percent": args.delta_percent, "runs": [asdict(r) for r in delta_runs], "summary": rows}
+    Path(args.json).write_text(json.dumps(results, indent=2))
     print(f"\nraw numbers: {args.json}", file=sys.stderr)
     return 0
 
@@ -116,21 +135,13 @@ def _run_one(contender: str, env: dict[str, str], users: int, latency: float, re
     else:
         python = str(BENCH_PYTHON) if contender == "msgraph" else sys.executable
         command = [python, "-m", f"bench.contenders.{contender}"]
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        start = time.perf_counter()
-        child = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=err)
-        _, status, usage = os.wait4(child.pid, 0)
-        wall = time.perf_counter() - start
-        child.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0), err.seek(0)
-        stdout, stderr = out.read().decode(), err.read().decode()
-    if child.returncode != 0:
-        raise SystemExit(f"bench: {contender} failed with exit code {child.returncode}: {stderr.strip()[-2000:]}")
-    reported = json.loads(stdout.strip().splitlines()[-1]).get("users")
+    run = timed(command, env)
+    if run.returncode != 0:
+        raise SystemExit(f"bench: {contender} failed with exit code {run.returncode}: {run.stderr.strip()[-2000:]}")
+    reported = json.loads(run.stdout.strip().splitlines()[-1]).get("users")
     if reported is not None and reported != users:
         raise SystemExit(f"bench: {contender} wrote {reported} users, expected {users}")
-    return Run(users, latency, contender, rep, round(wall, 3), round(usage.ru_utime + usage.ru_stime, 3),
-               round(usage.ru_maxrss / 1024, 1), reported)
+    return Run(users, latency, contender, rep, run.wall_s, run.cpu_s, run.peak_rss_mb, reported)
 
 
 def summarize(runs: list[Run]) -> list[dict]:
@@ -188,5 +199,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeat", type=int, default=3, help="repetitions of each contender (default 3)")
     parser.add_argument("--contenders", default=",".join(CONTENDERS), help="default: all four")
     parser.add_argument("--json", default="bench-results.json", help="raw numbers (default bench-results.json)")
-    parser.add_argument("--quick", action="store_true", help="10,000 users, 0 ms, one repetition (the test smoke)")
+    parser.add_argument("--scenario", choices=("contenders", "delta", "all"), default="all",
+                        help="the contender matrix, the delta scenario (bench/delta.py), or both (default)")
+    parser.add_argument("--delta-users", type=numbers, default=[100_000, 1_000_000],
+                        help="tenant sizes of the delta scenario, comma-separated (default 100000,1000000)")
+    parser.add_argument("--delta-percent", type=float, default=1.0,
+                        help="random changes between the two slots, in %% of the tenant (default 1)")
+    parser.add_argument("--quick", action="store_true",
+                        help="10,000 users, 0 ms, one repetition, for both scenarios (the test smoke)")
     return parser

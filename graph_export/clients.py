@@ -8,28 +8,32 @@ from __future__ import annotations
 
 import functools
 
-from azure.identity import DefaultAzureCredential
+from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
+from azure.keyvault.secrets import SecretClient
 from azure.storage.blob import ContainerClient
 
 from . import credentials, storage, transport
 from .settings import Settings
-from .token import GraphTokenProvider, GraphTokens
+from .token import Credential, GraphTokenProvider, GraphTokens
 
 
 class WarmClients:
     """What is worth keeping between invocations on a warm instance.
 
     The Azure credential (and its token cache), the Graph connection pool, the export container and
-    the Graph token source, which holds the secret read from Key Vault and MSAL's token cache.
+    the Graph token source, which holds the app's credential (read from Key Vault, or the federated
+    assertion) and MSAL's token cache.
     """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.azure_credential = DefaultAzureCredential()
+        # A user-assigned identity must be named; without one, the system-assigned identity (or az login).
+        self.azure_credential = DefaultAzureCredential(managed_identity_client_id=settings.managed_identity_client_id)
         self.retry_budget = transport.RetryBudget(settings.graph_retries_per_run)
         self.http = transport.make_session(settings.retry_backoff_base_s, settings.graph_retries_per_page,
                                            self.retry_budget)
-        self.tokens = GraphTokens(read_secret=self._read_secret, sign_in=self._sign_in)
+        self.tokens = GraphTokens(read_secret=self._read_credential, sign_in=self._sign_in,
+                                  read_older=self._read_older_certificates)
         self._container: ContainerClient | None = None
 
     def container(self) -> ContainerClient:
@@ -39,16 +43,36 @@ class WarmClients:
                                                   s.retry_backoff_base_s)
         return self._container
 
-    def _read_secret(self) -> credentials.Secret:
-        """The client secret's latest version, read from Key Vault with the app's own identity."""
+    def _read_credential(self) -> Credential:
+        """The credential CLIENT_CREDENTIAL names: the latest secret or certificate in Key Vault, read with
+        the app's own identity, or the federated assertion of its user-assigned identity."""
         s = self.settings
-        vault = credentials.make_secret_client(
+        if s.client_credential == "federated":
+            identity = ManagedIdentityCredential(client_id=s.managed_identity_client_id)
+            return credentials.FederatedAssertion(identity, s.federated_token_audience)
+        vault = self._vault()
+        if s.client_credential == "certificate":
+            return credentials.read_client_certificate(vault, s.client_certificate_name,
+                                                       send_x5c=s.certificate_send_x5c)
+        return credentials.read_client_secret(vault, s.client_secret_name)
+
+    def _read_older_certificates(self) -> list[Credential]:
+        """Certificate versions before the newest that are enabled and unexpired, newest first (at most two)."""
+        s = self.settings
+        if s.client_credential != "certificate":
+            return []
+        older = credentials.older_certificate_versions(self._vault(), s.client_certificate_name,
+                                                       send_x5c=s.certificate_send_x5c, limit=2)
+        return list(older)
+
+    def _vault(self) -> SecretClient:
+        s = self.settings
+        return credentials.make_secret_client(
             s.key_vault_url, self.azure_credential, authority_host=s.authority_host,
             retry_total=4, retry_backoff_factor=s.retry_backoff_base_s, connection_timeout=10, read_timeout=30,
         )
-        return credentials.read_client_secret(vault, s.client_secret_name)
 
-    def _sign_in(self, secret: credentials.Secret) -> GraphTokenProvider:
+    def _sign_in(self, secret: Credential) -> GraphTokenProvider:
         s = self.settings
         return GraphTokenProvider(authority=s.authority, client_id=s.client_id, scope=s.graph_scope, secret=secret,
                                   timeout_s=s.http_timeout_s, backoff_base_s=s.retry_backoff_base_s)

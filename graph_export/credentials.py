@@ -1,8 +1,11 @@
-"""The app registration's client secret, read from Azure Key Vault with the app's own identity.
+"""What the app registration proves itself with: a client secret or a certificate read from Azure
+Key Vault with the app's own identity, or a federated assertion from its user-assigned identity.
 
 ``DefaultAzureCredential`` is managed identity in Azure and ``az login`` or environment variables on
-a workstation; the vault is the only place the secret lives. The value is wrapped in
-:class:`Secret` so that a stray ``print`` or log line shows ``Secret(***)``, never the value.
+a workstation; the vault is the only place a secret or private key lives, and neither touches disk.
+Values are wrapped (:class:`Secret`, :class:`ClientCertificate`) so that a stray ``print`` or log
+line shows ``***``, never the value. Each kind says how MSAL takes it (:meth:`msal_credential`),
+which Entra error codes mean "this one is rejected, read the vault again", and when it expires.
 
 The vault is only ever sent a token for the vault audience of its cloud (:func:`vault_audience`):
 whatever resource its 401 challenge names, a host in KEY_VAULT_URL cannot obtain a Storage or Graph
@@ -11,8 +14,12 @@ token from the managed identity.
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
-from typing import Any
+import time
+from datetime import datetime, timezone
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from azure.core.credentials import AccessToken, AccessTokenInfo, TokenCredential, TokenRequestOptions
@@ -23,6 +30,10 @@ from azure.core.exceptions import (
     ServiceRequestError,
 )
 from azure.keyvault.secrets import SecretClient
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.serialization import pkcs12
+from msal.oauth2cli.assertion import JwtAssertionCreator
 
 from .errors import AuthError, first_line
 
@@ -51,17 +62,37 @@ _VAULT_AUDIENCE_BY_AUTHORITY = {
 PUBLIC_VAULT_AUDIENCE = "https://vault.azure.net"
 
 
+#: Entra's codes for a client secret that is wrong or expired, and for a certificate assertion that is
+#: not registered, badly signed or outside its validity: a rotated credential in the vault may fix them.
+SECRET_REJECTED_CODES = frozenset({7000215, 7000222})
+CERTIFICATE_REJECTED_CODES = frozenset({700027, 700024})
+#: What Entra answers when no federated credential of the app matches the presented assertion.
+FEDERATION_MISMATCH_CODES = frozenset({70021, 700211, 700212, 700213})
+#: The lifetime of a certificate assertion (MSAL's default).
+ASSERTION_LIFETIME_S = 600
+
+
 class Secret:
     """A secret string that does not show itself in ``repr``/``str``, logs or tracebacks."""
 
-    __slots__ = ("_value", "version")
+    __slots__ = ("_value", "version", "expires", "described")
+    kind = "secret"
+    rejected_codes = SECRET_REJECTED_CODES
 
-    def __init__(self, value: str, version: str | None = None) -> None:
+    def __init__(self, value: str, version: str | None = None, expires: datetime | None = None,
+                 described: str = "the client secret") -> None:
         self._value = value
         self.version = version
+        #: When the vault says it expires (its ``exp`` attribute), if it says.
+        self.expires = expires
+        #: For messages: which credential this is and where it lives.
+        self.described = described
 
     def reveal(self) -> str:
         """The value itself; call only where it is handed to the library that needs it."""
+        return self._value
+
+    def msal_credential(self, client_id: str, token_endpoint: Callable[[], str]) -> Any:
         return self._value
 
     def __repr__(self) -> str:
@@ -74,6 +105,104 @@ class Secret:
 
     def __hash__(self) -> int:
         return hash(self._value)
+
+
+class ClientCertificate:
+    """A Key Vault certificate's private key and public part: MSAL signs each sign-in assertion with it.
+
+    The assertion is PS256 with the SHA-256 thumbprint (``x5t#S256``), as MSAL does for certificates
+    it can compute that thumbprint for; ``send_x5c`` adds the public certificate chain (``x5c``) for
+    subject name + issuer authentication. The key stays in memory, never in a repr.
+    """
+
+    kind = "certificate"
+    rejected_codes = CERTIFICATE_REJECTED_CODES
+
+    def __init__(self, private_key_pem: bytes, chain: list[x509.Certificate], *, version: str | None = None,
+                 expires: datetime | None = None, send_x5c: bool = False,
+                 described: str = "the client certificate") -> None:
+        self._key = private_key_pem
+        self.certificate = chain[0]
+        self._chain = chain
+        self.version = version
+        self.expires = expires
+        self.send_x5c = send_x5c
+        self.described = described
+        self.thumbprint_sha256 = self.certificate.fingerprint(hashes.SHA256()).hex()
+
+    def msal_credential(self, client_id: str, token_endpoint: Callable[[], str]) -> Any:
+        headers = {"x5c": [base64.b64encode(c.public_bytes(serialization.Encoding.DER)).decode("ascii")
+                           for c in self._chain]} if self.send_x5c else {}
+        creator = JwtAssertionCreator(self._key, "PS256", sha256_thumbprint=self.thumbprint_sha256, headers=headers)
+
+        def assertion() -> str:
+            # The audience is the token endpoint MSAL discovered, known only once the app is built.
+            now = int(time.time())  # Entra's documented claims include nbf, which MSAL leaves out
+            signed = creator.create_normal_assertion(token_endpoint(), client_id, client_id, issued_at=now,
+                                                     not_before=now, expires_at=now + ASSERTION_LIFETIME_S)
+            return signed.decode("ascii") if isinstance(signed, bytes) else str(signed)
+
+        return {"client_assertion": assertion}
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ClientCertificate) and other._key == self._key
+
+    def __hash__(self) -> int:
+        return hash(self._key)
+
+    def __repr__(self) -> str:
+        return f"ClientCertificate(***, thumbprint_sha256={self.thumbprint_sha256!r}, version={self.version!r})"
+
+    __str__ = __repr__
+
+
+class FederatedAssertion:
+    """The app's credential is its trust in the function's user-assigned managed identity.
+
+    Each sign-in presents a fresh token of that identity for the token exchange audience as the
+    client assertion (a callable, so MSAL asks for one whenever it needs a new access token; the
+    identity's own token cache serves repeats). Nothing secret is stored anywhere.
+    """
+
+    kind = "federated"
+    rejected_codes: frozenset[int] = frozenset()
+    expires: datetime | None = None
+    version: str | None = None
+    described = "the federated credential"
+
+    def __init__(self, identity: TokenCredential, audience: str) -> None:
+        self._identity = identity
+        self.audience = audience
+        #: Issuer, subject and audience of the last assertion: what the app registration must trust.
+        self.presented: dict[str, str] = {}
+
+    def msal_credential(self, client_id: str, token_endpoint: Callable[[], str]) -> Any:
+        return {"client_assertion": self.assertion}
+
+    def assertion(self) -> str:
+        try:
+            token = self._identity.get_token(f"{self.audience}/.default").token
+        except ClientAuthenticationError as exc:
+            raise AuthError(
+                f"The function's user-assigned managed identity could not get a token for {self.audience}: "
+                "check MANAGED_IDENTITY_CLIENT_ID (the identity's client ID) and that the identity is assigned "
+                f"to the function app ({first_line(exc.message)})."
+            ) from None
+        self.presented = _claims_of(token)
+        return token
+
+    def __repr__(self) -> str:
+        return f"FederatedAssertion(audience={self.audience!r})"
+
+
+def _claims_of(token: str) -> dict[str, str]:
+    """``iss``, ``sub`` and ``aud`` of a JWT, unverified: only to say what the app registration must trust."""
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        return {k: str(claims[k]) for k in ("iss", "sub", "aud") if k in claims}
+    except (IndexError, ValueError, TypeError, AttributeError):
+        return {}
 
 
 def vault_audience(vault_url: str, authority_host: str | None = None) -> str:
@@ -172,19 +301,90 @@ def make_secret_client(vault_url: str, credential: TokenCredential, *, authority
 def read_client_secret(client: SecretClient, name: str) -> Secret:
     """Read the latest version of ``name``; map every failure to an :class:`AuthError` a human can act on."""
     vault = client.vault_url
+    bundle = _get_secret(client, name, f"secret '{name}'", (
+        "store the app registration's client secret value there (az keyvault secret set --vault-name <vault> "
+        f"--name {name} --file /dev/stdin) or set CLIENT_SECRET_NAME to the secret's name"))
+    if not bundle.value:
+        raise AuthError(f"Secret '{name}' in Key Vault {vault} is empty: store the client secret value in it.")
+    return Secret(bundle.value, bundle.properties.version, _utc(bundle.properties.expires_on),
+                  f"the client secret '{name}' in Key Vault {vault}")
+
+
+def older_certificate_versions(client: SecretClient, name: str, *, send_x5c: bool = False,
+                               limit: int = 2) -> list[ClientCertificate]:
+    """Versions of certificate ``name`` before its newest that are enabled and unexpired, newest first.
+
+    What still signs in while a renewed certificate waits to be registered; an empty list when the
+    vault cannot list them (the role may not allow it): the rejection then stands.
+    """
+    now = datetime.now(timezone.utc)
     try:
-        bundle = client.get_secret(name)
+        versions = [v for v in client.list_properties_of_secret_versions(name)
+                    if v.enabled and v.version and (v.expires_on is None or _utc(v.expires_on) > now)]  # type: ignore[operator]
+        versions.sort(key=lambda v: v.created_on or now, reverse=True)
+        return [read_client_certificate(client, name, send_x5c=send_x5c, version=v.version)
+                for v in versions[1:1 + limit]]
+    except (HttpResponseError, ServiceRequestError, AuthError) as why:
+        log.info("Older versions of certificate '%s' could not be read (%s)", name, first_line(str(why), 120))
+        return []
+
+
+def read_client_certificate(client: SecretClient, name: str, *, send_x5c: bool = False,
+                            version: str | None = None) -> ClientCertificate:
+    """The private key and certificate of Key Vault certificate ``name``, read through its backing secret.
+
+    Key Vault keeps a certificate's key in a secret of the same name: PKCS#12 (base64, no password) or
+    PEM, as its content type says. Any failure is an :class:`AuthError` saying what to fix.
+    """
+    vault = client.vault_url
+    bundle = _get_secret(client, name, f"certificate '{name}'", version=version, create_hint=(
+        f"create it (az keyvault certificate create --vault-name <vault> --name {name} --policy @policy.json), "
+        "or set CLIENT_CERTIFICATE_NAME to its name"))
+    kind = (bundle.properties.content_type or "").lower()
+    where = f"certificate '{name}' in Key Vault {vault}"
+    try:
+        if kind == "application/x-pkcs12":
+            key, certificate, others = pkcs12.load_key_and_certificates(base64.b64decode(bundle.value or ""), None)
+            chain = [c for c in (certificate, *others) if c is not None]
+        elif kind == "application/x-pem-file":
+            data = (bundle.value or "").encode("utf-8")
+            key = serialization.load_pem_private_key(data, None)
+            chain = x509.load_pem_x509_certificates(data)
+        else:
+            raise AuthError(f"The {where} is not a certificate Key Vault manages (its secret's content type is "
+                            f"{kind or 'not set'!r}, not PKCS#12 or PEM): import or create it as a certificate.")
+    except (ValueError, TypeError):
+        raise AuthError(f"The private key of the {where} could not be read (not a PKCS#12 or PEM certificate with "
+                        "an unencrypted key): create or import it again with an exportable key.") from None
+    if key is None or not chain:
+        raise AuthError(f"The {where} has no exportable private key or no certificate: create it with an "
+                        "exportable key (policy keyProperties.exportable=true).")
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    expires = _utc(bundle.properties.expires_on) or chain[0].not_valid_after_utc
+    return ClientCertificate(pem, chain, version=bundle.properties.version, expires=expires, send_x5c=send_x5c,
+                             described=f"the {where}")
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+
+
+def _get_secret(client: SecretClient, name: str, what: str, create_hint: str, version: str | None = None) -> Any:
+    """Secret ``name`` (its latest version unless ``version``; ``what`` it is, for messages); every failure an
+    AuthError."""
+    vault = client.vault_url
+    try:
+        return client.get_secret(name, version)
     except ResourceNotFoundError:
-        raise AuthError(
-            f"Key Vault {vault} has no secret named '{name}': store the app registration's client secret "
-            f"value there (az keyvault secret set --vault-name <vault> --name {name} --file /dev/stdin) "
-            "or set CLIENT_SECRET_NAME to the secret's name."
-        ) from None
+        raise AuthError(f"Key Vault {vault} has no {what}: {create_hint}.") from None
     except ClientAuthenticationError as exc:
         raise AuthError(
-            f"Could not get a token to read Key Vault {vault}: enable the function app's managed identity, "
-            "or sign in with 'az login' when running locally "
-            f"({first_line(exc.message)})."
+            f"Could not get a token to read Key Vault {vault}: enable the function app's managed identity "
+            "(and set MANAGED_IDENTITY_CLIENT_ID for a user-assigned one), or sign in with 'az login' when "
+            f"running locally ({first_line(exc.message)})."
         ) from None
     except ValueError:  # the SDK refuses a challenge naming a resource off the vault's own domain
         raise AuthError(
@@ -197,19 +397,24 @@ def read_client_secret(client: SecretClient, name: str) -> Secret:
             "(private endpoint, firewall, DNS)."
         ) from None
     except HttpResponseError as exc:
+        if exc.status_code == 403 and "disabled" in _inner_code(exc).lower():
+            raise AuthError(f"The {what} in Key Vault {vault} is disabled: enable it, or store a new version.") from None
         if exc.status_code == 403:
             raise AuthError(
-                f"The identity running the export may not read secret '{name}' in Key Vault {vault}: "
+                f"The identity running the export may not read {what} in Key Vault {vault}: "
                 "assign it the 'Key Vault Secrets User' role on the vault or the secret "
                 "(and check the vault firewall)."
             ) from None
         raise AuthError(
-            f"Key Vault {vault} failed reading secret '{name}' with HTTP {exc.status_code} "
+            f"Key Vault {vault} failed reading {what} with HTTP {exc.status_code} "
             f"{_error_code(exc)}: retry later or check the vault's health."
         ) from None
-    if not bundle.value:
-        raise AuthError(f"Secret '{name}' in Key Vault {vault} is empty: store the client secret value in it.")
-    return Secret(bundle.value, bundle.properties.version)
+
+
+def _inner_code(exc: HttpResponseError) -> str:
+    """Key Vault's inner error code (``SecretDisabled`` under an outer ``Forbidden``)."""
+    inner = getattr(exc.error, "innererror", None) if exc.error else None
+    return str(inner.get("code") or "") if isinstance(inner, dict) else ""
 
 
 def _error_code(exc: HttpResponseError) -> str:

@@ -109,14 +109,15 @@ class Changes:
     """One slot's changes by user id, the last occurrence winning; at most ``limit`` users.
 
     An update is merged into what came before for the same id (with ``Prefer: return=minimal`` a
-    later record carries only what changed again); a removal replaces it. Kept encoded: ~0.5 KB a user.
+    later record carries only what changed again); a removal replaces it. Kept encoded and keyed by
+    the id's UTF-8 bytes, as the snapshot's lines hold them: ~0.5 KB a user.
     """
 
     REMOVED = b""
 
     def __init__(self, limit: int) -> None:
         self._limit = limit
-        self._by_id: dict[str, bytes] = {}
+        self._by_id: dict[bytes, bytes] = {}
         self.records = 0
 
     def add(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -125,19 +126,20 @@ class Changes:
         for item in items:
             item = {k: v for k, v in item.items() if not k.startswith("@") or k == "@removed"}
             published.append(item)
-            user_id = item["id"]
+            user_id = item["id"].encode("utf-8")
             if "@removed" in item:
                 self._by_id[user_id] = self.REMOVED
             else:
                 earlier = self._by_id.get(user_id)
                 merged = {**orjson.loads(earlier), **item} if earlier else item
-                self._by_id[user_id] = orjson.dumps(merged)
+                # A copy: orjson's result keeps its whole output buffer (~4 KB) however short the JSON.
+                self._by_id[user_id] = bytes(memoryview(orjson.dumps(merged)))
             if len(self._by_id) > self._limit:
                 raise FallBack(f"more than DELTA_MAX_CHANGES ({self._limit}) users changed since the last slot")
         self.records += len(published)
         return published
 
-    def pop(self, user_id: str) -> bytes | None:
+    def pop(self, user_id: bytes) -> bytes | None:
         return self._by_id.pop(user_id, None)
 
     def remaining(self) -> Iterator[bytes]:
@@ -231,15 +233,16 @@ def merge(base: Manifest, base_blob: BlobClient, changes: Changes, properties: t
     return Merged(added, updated, removed)
 
 
-def _id_of(line: bytes) -> str:
+def _id_of(line: bytes) -> bytes:
+    """A snapshot line's user id as UTF-8 bytes; taken straight from the line when it starts with it."""
     if line.startswith(_ID_PREFIX):
         end = line.find(b'"', len(_ID_PREFIX))
         if end > 0 and b"\\" not in line[len(_ID_PREFIX):end]:
-            return line[len(_ID_PREFIX):end].decode("utf-8")
+            return line[len(_ID_PREFIX):end]
     user_id = orjson.loads(line).get("id")
     if not isinstance(user_id, str):
         raise FallBack("the base snapshot holds a line without a user id")
-    return user_id
+    return user_id.encode("utf-8")
 
 
 class _Chunks(io.RawIOBase):

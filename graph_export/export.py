@@ -1,6 +1,7 @@
-"""One export, end to end: storage → client secret → token → pages of users → blob → manifest → latest.
+"""One export, end to end: storage → credential → token → pages of users → blob → manifest → latest.
 
-It resumes from a checkpoint when an earlier invocation of the same slot was killed.
+It resumes from a checkpoint when an earlier invocation of the same slot was killed; in delta mode
+the pages are the changes since the previous snapshot, applied to it (``delta``).
 
 Both doors (the timer function and ``python -m graph_export run``) call :func:`run_export`.
 """
@@ -49,6 +50,7 @@ def run_export(settings: Settings, slot: datetime | None = None, *, force: bool 
         if not force and (done := publish.published(container, slot)) is not None:
             return _summary(done, "skipped", container, clock)  # another run finished it meanwhile
         clients.retry_budget.reset(settings.graph_retries_per_run)
+        expires = clients.tokens.check_expiry(timedelta(days=settings.credential_expiry_warning_days), started)
         clients.tokens.get()  # fail on Key Vault or sign-in before staging anything
 
         blob = container.get_blob_client(naming.export_blob_name(slot))
@@ -60,7 +62,7 @@ def run_export(settings: Settings, slot: datetime | None = None, *, force: bool 
             manifest = _full_slot(settings, clients, container, blob, slot, started, lease, resume)
         publish.publish(container, manifest, lease, state)
         checkpoint.delete(container, slot)
-    return _summary(manifest, "succeeded", container, clock)
+    return _summary(manifest, "succeeded", container, clock, expires)
 
 
 def _delta_slot(settings: Settings, clients: WarmClients, container: ContainerClient, blob: BlobClient,
@@ -152,6 +154,7 @@ def _export(settings: Settings, clients: WarmClients, container: ContainerClient
     )
 
 
-def _summary(manifest: Manifest, status: str, container: ContainerClient, clock: float) -> ExportSummary:
+def _summary(manifest: Manifest, status: str, container: ContainerClient, clock: float,
+             credential_expires: datetime | None = None) -> ExportSummary:
     url = container.get_blob_client(manifest.blob).url
-    return ExportSummary.of(manifest, status, url, time.monotonic() - clock)
+    return ExportSummary.of(manifest, status, url, time.monotonic() - clock, credential_expires)

@@ -260,13 +260,17 @@ class ExportSummary:
     finished: str
     duration_s: float
     mode: str = "full"
+    #: When the app's secret or certificate in Key Vault expires, if it says (not for federated).
+    credential_expires: str | None = None
 
     @classmethod
-    def of(cls, manifest: "Manifest", status: str, url: str, duration_s: float) -> "ExportSummary":
+    def of(cls, manifest: "Manifest", status: str, url: str, duration_s: float,
+           credential_expires: datetime | None = None) -> "ExportSummary":
         return cls(status=status, users=manifest.users, pages=manifest.pages, container=manifest.container,
                    blob=manifest.blob, manifest=manifest.manifest, url=url, bytes=manifest.bytes,
                    sha256=manifest.sha256, slot=iso(manifest.slot), started=iso(manifest.started),
-                   finished=iso(manifest.finished), duration_s=round(duration_s, 3), mode=manifest.mode)
+                   finished=iso(manifest.finished), duration_s=round(duration_s, 3), mode=manifest.mode,
+                   credential_expires=None if credential_expires is None else iso(credential_expires))
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -50,8 +50,14 @@ DEFAULT_USER_PROPERTIES = (
 SETTINGS: tuple[Setting, ...] = (
     Setting("TENANT_ID", True, None, "Directory (tenant) ID GUID or verified domain of the tenant to export."),
     Setting("CLIENT_ID", True, None, "Application (client) ID of the app registration that has User.Read.All."),
-    Setting("KEY_VAULT_URL", True, None, "Vault holding the client secret, e.g. `https://kv-name.vault.azure.net/`."),
+    Setting("KEY_VAULT_URL", True, None, "Vault holding the client secret or certificate, e.g. `https://kv-name.vault.azure.net/` (not needed when `CLIENT_CREDENTIAL=federated`)."),
+    Setting("CLIENT_CREDENTIAL", False, "secret", "How the app registration proves itself to Entra ID: `secret` (client secret in Key Vault), `certificate` (Key Vault certificate) or `federated` (the function's user-assigned managed identity; no secret at all). See Choosing a credential."),
     Setting("CLIENT_SECRET_NAME", False, "graph-client-secret", "Name of the Key Vault secret holding the client secret value."),
+    Setting("CLIENT_CERTIFICATE_NAME", False, "graph-client-certificate", "`certificate`: name of the Key Vault certificate whose private key signs the sign-in assertion."),
+    Setting("CLIENT_CERTIFICATE_SEND_X5C", False, "false", "`certificate`: also send the certificate chain (`x5c`) with each assertion, for subject name + issuer authentication."),
+    Setting("MANAGED_IDENTITY_CLIENT_ID", False, None, "Client ID of the function's user-assigned managed identity; required when `CLIENT_CREDENTIAL=federated`, and used for Key Vault and Storage too when set."),
+    Setting("FEDERATED_TOKEN_AUDIENCE", False, None, "`federated`: audience of the identity's token for the app (default: `api://AzureADTokenExchange`, or the US Government / China value for those clouds' AUTHORITY_HOST)."),
+    Setting("CREDENTIAL_EXPIRY_WARNING_DAYS", False, "30", "Log a warning (and alert) when the client secret or certificate in Key Vault expires within this many days; an expired one fails the run before sign-in."),
     Setting("AUTHORITY_HOST", False, "https://login.microsoftonline.com", "Entra ID sign-in host (sovereign clouds, emulators)."),
     Setting("GRAPH_ENDPOINT", False, "https://graph.microsoft.com", "Microsoft Graph base URL, without `/v1.0`."),
     Setting("EXPORT_STORAGE", False, None, "Storage connection string (`UseDevelopmentStorage=true` for Azurite). Set this or the next one; if neither, `AzureWebJobsStorage` / `AzureWebJobsStorage__blobServiceUri` is used."),
@@ -83,6 +89,21 @@ _CONTAINER = re.compile(r"^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$")
 _PROPERTY = re.compile(r"^[A-Za-z][A-Za-z0-9]*$")
 _MULTI_TENANT_ALIASES = {"common", "organizations", "consumers"}
 EXPORT_MODES = ("full", "delta")
+CLIENT_CREDENTIALS = ("secret", "certificate", "federated")
+#: The audience a managed identity's token must have to be an app's federated credential, by cloud
+#: (Microsoft's workload identity federation docs): AUTHORITY_HOST names the cloud.
+_FEDERATED_AUDIENCE_BY_AUTHORITY = {
+    "login.microsoftonline.us": "api://AzureADTokenExchangeUSGov",
+    "login.chinacloudapi.cn": "api://AzureADTokenExchangeChina",
+    "login.partner.microsoftonline.cn": "api://AzureADTokenExchangeChina",
+}
+PUBLIC_FEDERATED_AUDIENCE = "api://AzureADTokenExchange"
+
+
+def federated_audience(authority_host: str) -> str:
+    """The token exchange audience of ``authority_host``'s cloud (public unless US Government or China)."""
+    host = (urlsplit(authority_host).hostname or "").lower()
+    return _FEDERATED_AUDIENCE_BY_AUTHORITY.get(host, PUBLIC_FEDERATED_AUDIENCE)
 #: User properties users/delta does not return or does not track changes of (lower case).
 _NOT_IN_DELTA = {"signinactivity", "licenseassignmentstates"}
 
@@ -149,6 +170,12 @@ class Settings:
     http_timeout_s: float = 60.0
     checkpoint_every_pages: int = 10
     checkpoint_max_age_h: float = 24.0
+    client_credential: str = "secret"
+    client_certificate_name: str = "graph-client-certificate"
+    certificate_send_x5c: bool = False
+    managed_identity_client_id: str | None = None
+    federated_token_audience: str = "api://AzureADTokenExchange"
+    credential_expiry_warning_days: float = 30.0
     export_mode: str = "full"
     full_sync_every_days: float = 6.0
     delta_max_changes: int = 250_000
@@ -198,8 +225,29 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         check("CLIENT_ID", bool(_GUID.match(client_id)),
               f"is '{client_id}': expected the Application (client) ID GUID")
 
-    key_vault_url = _https_url("KEY_VAULT_URL", get("KEY_VAULT_URL"), problems)
+    credential = get("CLIENT_CREDENTIAL").lower()
+    check("CLIENT_CREDENTIAL", credential in CLIENT_CREDENTIALS,
+          f"is '{get('CLIENT_CREDENTIAL')}': expected 'secret', 'certificate' or 'federated'")
+    # A federated credential needs no vault; the other two keep their secret or key there.
+    key_vault_url = "" if credential == "federated" and not get("KEY_VAULT_URL") else _https_url(
+        "KEY_VAULT_URL", get("KEY_VAULT_URL"), problems)
     authority_host = _https_url("AUTHORITY_HOST", get("AUTHORITY_HOST"), problems)
+    certificate_name = get("CLIENT_CERTIFICATE_NAME")
+    check("CLIENT_CERTIFICATE_NAME", bool(_SECRET_NAME.match(certificate_name)),
+          f"is '{certificate_name}': Key Vault certificate names are 1-127 letters, digits and hyphens")
+    send_x5c = get("CLIENT_CERTIFICATE_SEND_X5C").lower()
+    check("CLIENT_CERTIFICATE_SEND_X5C", send_x5c in ("true", "false"), f"is '{send_x5c}': expected true or false")
+    identity_client_id = get("MANAGED_IDENTITY_CLIENT_ID").lower() or None
+    if identity_client_id is not None:
+        check("MANAGED_IDENTITY_CLIENT_ID", bool(_GUID.match(identity_client_id)),
+              f"is '{identity_client_id}': expected the user-assigned identity's client ID GUID")
+    elif credential == "federated":
+        problems.append("MANAGED_IDENTITY_CLIENT_ID is missing: CLIENT_CREDENTIAL=federated signs in with the "
+                        "function's user-assigned managed identity; set it to that identity's client ID")
+    audience = get("FEDERATED_TOKEN_AUDIENCE") or federated_audience(authority_host)
+    check("FEDERATED_TOKEN_AUDIENCE", bool(re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:\S+$", audience)),
+          f"is '{audience}': expected a URI such as api://AzureADTokenExchange")
+    warning_days = _number("CREDENTIAL_EXPIRY_WARNING_DAYS", get("CREDENTIAL_EXPIRY_WARNING_DAYS"), problems, 0, 3650)
     graph_endpoint = _https_url("GRAPH_ENDPOINT", get("GRAPH_ENDPOINT"), problems)
 
     secret_name = get("CLIENT_SECRET_NAME")
@@ -253,6 +301,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         http_timeout_s=timeout,
         checkpoint_every_pages=int(every),
         checkpoint_max_age_h=max_age,
+        client_credential=credential,
+        client_certificate_name=certificate_name,
+        certificate_send_x5c=send_x5c == "true",
+        managed_identity_client_id=identity_client_id,
+        federated_token_audience=audience,
+        credential_expiry_warning_days=warning_days,
         export_mode=mode,
         full_sync_every_days=full_sync,
         delta_max_changes=int(max_changes),

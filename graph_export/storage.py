@@ -48,6 +48,10 @@ def open_container(target: StorageTarget, container: str, credential: TokenCrede
         "retry_policy": ExponentialRetry(retry_total=4, **backoff),
         "connection_timeout": 10,
         "read_timeout": 120,
+        # Downloads (a delta slot streams the previous snapshot) in 4 MiB GETs: the SDK's first GET of
+        # 32 MiB would be held, and joined, in memory, a cost that grows with the tenant.
+        "max_single_get_size": 4 * 1024 * 1024,
+        "max_chunk_get_size": 4 * 1024 * 1024,
     }
     if target.connection_string:
         client = ContainerClient.from_connection_string(target.connection_string, container, **options)

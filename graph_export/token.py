@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable, TypeVar
+from datetime import datetime, timedelta
+from typing import Any, Callable, Protocol, TypeVar
 from urllib.parse import urljoin, urlsplit
 
 import msal
@@ -25,7 +26,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import NameResolutionError
 from urllib3.util.retry import Retry
 
-from .credentials import Secret
+from .credentials import FEDERATION_MISMATCH_CODES, FederatedAssertion
 from .errors import AuthError, first_line, origin_of
 from .transport import RETRY_STATUSES
 
@@ -47,7 +48,12 @@ _SIGN_IN_ADVICE = {
     700016: "no application with this CLIENT_ID exists in the tenant: check CLIENT_ID and TENANT_ID, and "
             "that the app registration has a service principal in this tenant (az ad sp create --id <CLIENT_ID>)",
     90002: "the tenant was not found: check TENANT_ID",
-    700024: "the client assertion is not valid: check the app registration's credentials",
+    700024: "the certificate assertion is outside its validity (check the clock, or the certificate has expired): "
+            "renew the certificate in Key Vault and upload its public part to the app registration",
+    700027: "the certificate in Key Vault is not one of the app registration's certificates (or its signature "
+            "does not verify): register its public part (infra/deploy.sh, or az ad app credential reset --id "
+            "<CLIENT_ID> --cert <certificate name> --keyvault <vault> --append) or set CLIENT_CERTIFICATE_NAME "
+            "to the registered one",
     7000112: "the application is disabled in this tenant: enable its service principal",
     65001: "admin consent is missing: grant admin consent for the app's Microsoft Graph permissions",
     1002012: "the requested scope is invalid: check GRAPH_ENDPOINT",
@@ -55,12 +61,23 @@ _SIGN_IN_ADVICE = {
 }
 
 
-#: Entra codes meaning "this secret is not (or no longer) valid": worth re-reading the vault once.
-SECRET_REJECTED_CODES = frozenset({7000215, 7000222})
+class Credential(Protocol):
+    """A client secret, a certificate or a federated assertion (see ``credentials``), as MSAL takes it."""
+
+    kind: str
+    rejected_codes: frozenset[int]
+    expires: datetime | None
+    described: str
+
+    def msal_credential(self, client_id: str, token_endpoint: Callable[[], str]) -> Any: ...
 
 
-class SecretRejectedError(AuthError):
-    """Entra refused the client secret itself (wrong or expired); a rotated secret may fix it."""
+class CredentialRejectedError(AuthError):
+    """Entra refused the secret or certificate itself (wrong, expired, not registered); a rotated one may fix it."""
+
+
+#: The earlier name: a rejected secret is one kind of rejected credential.
+SecretRejectedError = CredentialRejectedError
 
 
 def make_sign_in_session(backoff_base_s: float = 1.0) -> requests.Session:
@@ -167,7 +184,7 @@ class GraphTokenProvider:
         authority: str,
         client_id: str,
         scope: str,
-        secret: Secret,
+        secret: Credential,
         timeout_s: float | None = 60.0,
         backoff_base_s: float = 1.0,
         http_client: Any = None,
@@ -181,10 +198,12 @@ class GraphTokenProvider:
         self._timeout_s = timeout_s
         self._http = _SignInHttp(http_client if http_client is not None else make_sign_in_session(backoff_base_s),
                                  timeout_s)
-        # MSAL reads the authority's OpenID configuration here, in the constructor.
+        self._credential = secret
+        # MSAL reads the authority's OpenID configuration here, in the constructor; an assertion's
+        # audience is the token endpoint it found there.
         self._app = self._signing_in(lambda: msal.ConfidentialClientApplication(
             client_id,
-            client_credential=secret.reveal(),
+            client_credential=secret.msal_credential(client_id, lambda: str(self._app.authority.token_endpoint)),
             authority=self._authority,
             http_client=self._http,
             # Instance discovery only exists to validate unknown hosts against the public cloud's
@@ -199,7 +218,9 @@ class GraphTokenProvider:
         if isinstance(token, str) and token:
             return token
         codes = {int(c) for c in result.get("error_codes") or [] if str(c).isdigit()}
-        error = SecretRejectedError if codes & SECRET_REJECTED_CODES else AuthError
+        if codes & FEDERATION_MISMATCH_CODES and isinstance(self._credential, FederatedAssertion):
+            raise AuthError(describe_federation_mismatch(result, self._client_id, self._credential))
+        error = CredentialRejectedError if codes & self._credential.rejected_codes else AuthError
         raise error(describe_sign_in_error(result, self._client_id))
 
     def refresh(self, rejected: str) -> str:
@@ -256,21 +277,49 @@ class GraphTokenProvider:
 
 
 class GraphTokens:
-    """A valid Graph token for one app registration, re-reading the vault once if Entra rejects the secret.
+    """A valid Graph token for one app registration, re-reading the vault once if Entra rejects its credential.
 
     What ``graph.iter_user_pages`` asks for tokens (``get``, and ``refresh`` after Graph rejected one).
-    The secret and the signed-in :class:`GraphTokenProvider` are kept for the life of the warm
-    instance. When Entra rejects the secret itself (wrong or expired), someone may have rotated it
-    since it was read: the vault is read again and, if it now holds another value, sign-in is tried
-    once more with it. Any other sign-in failure forgets both, so the next run starts afresh.
-    ``read_secret`` and ``sign_in`` are the seams to Key Vault and Entra.
+    The credential (secret, certificate or federated assertion) and the signed-in
+    :class:`GraphTokenProvider` are kept for the life of the warm instance. When Entra rejects the
+    secret or certificate itself (wrong, expired, not registered), someone may have rotated it since
+    it was read: the vault is read again and, if it now holds another one, sign-in is tried once more
+    with it; if Entra knows neither, older versions still valid are tried (``read_older``: a renewed
+    certificate not yet registered). Any other sign-in failure forgets both, so the next run starts
+    afresh. ``read_secret`` (whatever credential the settings name), ``read_older`` and ``sign_in`` are
+    the seams to Key Vault and Entra.
     """
 
-    def __init__(self, read_secret: Callable[[], Secret], sign_in: Callable[[Secret], GraphTokenProvider]) -> None:
+    def __init__(self, read_secret: Callable[[], Credential],
+                 sign_in: Callable[[Credential], GraphTokenProvider],
+                 read_older: Callable[[], list[Credential]] = list) -> None:
         self._read_secret = read_secret
+        self._read_older = read_older
         self._sign_in = sign_in
-        self._secret: Secret | None = None
+        self._secret: Credential | None = None
         self._provider: GraphTokenProvider | None = None
+
+    def check_expiry(self, warning: timedelta, now: datetime) -> datetime | None:
+        """When the credential expires (None if it does not say); AuthError if it has expired.
+
+        Within ``warning`` of its expiry the vault is read again first (it may have been renewed or
+        rotated meanwhile), and a warning line starting ``Credential expiry:`` is logged, which the
+        infrastructure alerts on. An expired credential fails before Entra is asked.
+        """
+        expires = self._current_secret().expires
+        if expires is not None and expires - now <= warning:
+            self._forget()
+            credential = self._current_secret()
+            expires = credential.expires
+            if expires is not None and expires <= now:
+                self._forget()
+                raise AuthError(f"{_capital(credential.described)} expired on {expires:%Y-%m-%d %H:%M} UTC: "
+                                f"{_renew_advice(credential.kind)}; nothing was published.")
+            if expires is not None and expires - now <= warning:
+                days = (expires - now).total_seconds() / 86400
+                log.warning("Credential expiry: %s expires on %s UTC (in %.0f days): %s.", credential.described,
+                            f"{expires:%Y-%m-%d %H:%M}", days, _renew_advice(credential.kind))
+        return expires
 
     def get(self) -> str:
         """An access token for Graph, from MSAL's cache while it is fresh."""
@@ -283,22 +332,50 @@ class GraphTokens:
     def _signed_in(self, call: Callable[[GraphTokenProvider], str]) -> str:
         try:
             return call(self._current())
-        except SecretRejectedError:
+        except CredentialRejectedError as first:
             rejected = self._secret
             self._forget()
-            if self._current_secret() == rejected:
-                raise  # the vault still holds the rejected secret: nothing to retry with
-            log.warning("Entra rejected the cached client secret; retrying once with the vault's latest version")
-            try:
-                return call(self._current())
-            except AuthError:
-                self._forget()
-                raise
+            if self._current_secret() != rejected:
+                log.warning("Entra rejected the cached %s; retrying once with the vault's latest version",
+                            "client secret" if rejected is None else rejected.kind)
+                try:
+                    return call(self._current())
+                except CredentialRejectedError:
+                    pass
+                except AuthError:
+                    self._forget()
+                    raise
+            return self._with_an_older_version(call, first)
         except AuthError:
             self._forget()
             raise
 
-    def _current_secret(self) -> Secret:
+    def _with_an_older_version(self, call: Callable[[GraphTokenProvider], str], rejected: AuthError) -> str:
+        """Entra does not know the vault's newest version: an older one still valid may be registered.
+
+        Key Vault renews a certificate with a new key before the old one expires; until someone registers
+        the new one on the app registration, the old one still signs in. The warning starts with
+        ``Credential expiry:`` so that the expiry alert fires well before the old one runs out.
+        """
+        newest = self._current_secret()
+        for older in self._read_older():
+            self._secret, self._provider = older, None
+            try:
+                token = call(self._current())
+            except CredentialRejectedError:
+                continue
+            except AuthError:
+                self._forget()
+                raise
+            until = f"{older.expires:%Y-%m-%d %H:%M} UTC" if older.expires else "its end"
+            log.warning("Credential expiry: the newest version of %s is not registered on the app registration, so "
+                        "the previous version signed in; it works until %s: %s.", newest.described, until,
+                        _renew_advice(newest.kind))
+            return token
+        self._forget()
+        raise rejected
+
+    def _current_secret(self) -> Credential:
         if self._secret is None:
             self._secret = self._read_secret()
         return self._secret
@@ -310,6 +387,36 @@ class GraphTokens:
 
     def _forget(self) -> None:
         self._secret = self._provider = None
+
+
+def _renew_advice(kind: str) -> str:
+    if kind == "certificate":
+        return ("renew the certificate in Key Vault (or check its rotation policy) and register its public part on "
+                "the app registration (infra/deploy.sh, or az ad app credential reset --id <CLIENT_ID> --cert "
+                "<certificate name> --keyvault <vault> --append)")
+    return ("create a new client secret (az ad app credential reset --id <CLIENT_ID> --append) and store its "
+            "value in Key Vault with its end date as the secret's expiry (az keyvault secret set --expires)")
+
+
+def _capital(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def describe_federation_mismatch(result: dict[str, Any], client_id: str, credential: FederatedAssertion) -> str:
+    """No federated credential of the app trusts the identity: say exactly which one it must trust."""
+    codes = [int(c) for c in result.get("error_codes") or [] if str(c).isdigit()]
+    presented = credential.presented
+    issuer, subject = presented.get("iss", "<issuer>"), presented.get("sub", "<principal id>")
+    audience = presented.get("aud", credential.audience)
+    parameters = ('{"name":"graph-export","issuer":"%s","subject":"%s","audiences":["%s"]}'
+                  % (issuer, subject, audience))
+    correlation = result.get("correlation_id")
+    suffix = f" (correlation id {correlation})" if correlation else ""
+    return (f"Sign-in for app {client_id} failed with AADSTS{codes[0]}: the app registration has no federated "
+            f"credential trusting the function's managed identity (issuer {issuer}, subject {subject}, audience "
+            f"{audience}); add it (az ad app federated-credential create --id {client_id} --parameters "
+            f"'{parameters}'); a new federated credential takes a few minutes to be accepted, so if you just "
+            f"added it, run again shortly{suffix}.")
 
 
 def _why_unreachable(exc: OSError, read_timeout_s: float | None) -> str:

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Deploy the Graph user export to Azure with the az CLI: resource group, app registration with
-# Microsoft Graph User.Read.All (application) and admin consent, the Bicep in infra/, the client
-# secret (piped straight into Key Vault), and the function code. Safe to run again: every step
-# first looks at what exists and changes nothing that is already in place.
+# Microsoft Graph User.Read.All (application) and admin consent, the Bicep in infra/, the app's
+# credential (--credential: a client secret piped straight into Key Vault, a self-renewing Key Vault
+# certificate registered on the app, or a federated credential trusting the function's user-assigned
+# identity), and the function code. Safe to run again: every step first looks at what exists and
+# changes nothing that is already in place.
 #
 # The same steps, one command at a time, are in infra/README.md.
 
@@ -11,6 +13,7 @@ set -euo pipefail
 readonly GRAPH_API_ID='00000003-0000-0000-c000-000000000000'       # Microsoft Graph
 readonly USER_READ_ALL_ROLE='df021288-bdef-4463-88db-98f22de89214' # User.Read.All (application)
 readonly DEPLOYMENT_NAME='graph-export'
+readonly CREDENTIAL_KINDS='secret certificate federated'
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(cd "$SCRIPT_DIR/.." && pwd)"
@@ -24,8 +27,11 @@ location=''
 app_name='graph-user-export'
 name_prefix='graphexp'
 alert_email=''
+credential=''           # secret | certificate | federated; empty = the last deployment's, else secret
+credential_source=''
 secret_years=1
 rotate_secret=false
+rotate_certificate=false
 skip_publish=false
 pending_consent=false
 
@@ -46,9 +52,18 @@ Options:
   -n, --app-name NAME         Display name of the Entra ID app registration
                               (default: graph-user-export). Reused if it exists.
   -p, --prefix PREFIX         Resource name prefix, 3-10 lowercase letters/digits (default: graphexp).
-  -e, --alert-email ADDRESS   E-mail notified when an export fails or none succeeded in 26 hours.
+  -e, --alert-email ADDRESS   E-mail notified when an export fails, none succeeded in 26 hours,
+                              or the client secret or certificate expires within 30 days.
+  -c, --credential KIND       How the app signs in to Entra ID (see "Choosing a credential" in README.md):
+                                secret       a client secret in Key Vault (expires after --secret-years)
+                                certificate  a self-signed Key Vault certificate that renews itself,
+                                             its public key registered on the app registration
+                                federated    a federated credential trusting the function's user-assigned
+                                             managed identity: no secret anywhere, no Key Vault
+                              Default: what the last deployment to the group used, else secret.
       --secret-years N        Lifetime of a new client secret in years (default: 1).
       --rotate-secret         Create a new client secret even if Key Vault already holds one.
+      --rotate-certificate    Create a new version of the certificate now and register it.
       --skip-publish          Provision and configure only; do not upload the code.
   -h, --help                  Show this help.
 
@@ -57,7 +72,8 @@ resource group, and an Entra ID role that can grant admin consent, e.g. Privileg
 Administrator), git and zip (or python3) for packaging.
 
 The client secret never touches the disk or the terminal: it is piped from
-`az ad app credential reset` into `az keyvault secret set --file /dev/stdin`.
+`az ad app credential reset` into `az keyvault secret set --file /dev/stdin`. The certificate's
+private key never leaves Key Vault (except into the function's memory).
 EOF
 }
 
@@ -97,8 +113,10 @@ parse_args() {
       -n | --app-name) app_name="${2:?$1 needs a value}"; shift 2 ;;
       -p | --prefix) name_prefix="${2:?$1 needs a value}"; shift 2 ;;
       -e | --alert-email) alert_email="${2:?$1 needs a value}"; shift 2 ;;
+      -c | --credential) credential="${2:?$1 needs a value}"; credential_source='--credential'; shift 2 ;;
       --secret-years) secret_years="${2:?$1 needs a value}"; shift 2 ;;
       --rotate-secret) rotate_secret=true; shift ;;
+      --rotate-certificate) rotate_certificate=true; shift ;;
       --skip-publish) skip_publish=true; shift ;;
       -h | --help) usage; exit 0 ;;
       *) usage >&2; die "unknown argument: $1" ;;
@@ -107,6 +125,25 @@ parse_args() {
   [[ -n "$resource_group" ]] || die "--resource-group is required (see --help)"
   [[ "$name_prefix" =~ ^[a-z0-9]{3,10}$ ]] || die "--prefix must be 3-10 lowercase letters or digits, got '$name_prefix'"
   [[ "$secret_years" =~ ^[1-9][0-9]?$ ]] || die "--secret-years must be a whole number of years, got '$secret_years'"
+  if [[ -n "$credential" ]] && ! known_credential "$credential"; then
+    die "--credential must be one of: $CREDENTIAL_KINDS (got '$credential')"
+  fi
+  check_rotation_flags
+}
+
+known_credential() { [[ "$1" =~ ^(secret|certificate|federated)$ ]]; }
+
+# check_rotation_flags: --rotate-* must match the credential kind (once it is known).
+check_rotation_flags() {
+  if $rotate_secret && [[ -n "$credential" && "$credential" != secret ]]; then
+    die "--rotate-secret applies to --credential secret, not $credential"
+  fi
+  if $rotate_certificate && [[ -n "$credential" && "$credential" != certificate ]]; then
+    die "--rotate-certificate applies to --credential certificate${credential:+, not $credential}"
+  fi
+  if $rotate_secret && $rotate_certificate; then
+    die "--rotate-secret and --rotate-certificate exclude each other"
+  fi
 }
 
 preflight() {
@@ -138,10 +175,30 @@ ensure_resource_group() {
   fi
 }
 
+# choose_credential: --credential, else the kind the last deployment to this group used (so that a plain
+# re-run never turns a federated or certificate deployment back into one with a client secret), else secret.
+choose_credential() {
+  if [[ -z "$credential" ]]; then
+    credential="$(az deployment group show --resource-group "$resource_group" --name "$DEPLOYMENT_NAME" \
+      --query properties.outputs.clientCredential.value -o tsv 2>/dev/null | tr -d '\r' || true)"
+    if [[ -n "$credential" ]]; then
+      credential_source='the last deployment'
+    else
+      credential='secret'
+      credential_source='default'
+    fi
+  fi
+  known_credential "$credential" ||
+    die "the last deployment used credential '$credential', which this script does not know: pass --credential"
+  check_rotation_flags
+  log "Credential: $credential ($credential_source)"
+}
+
 ensure_app_registration() {
   log "App registration '$app_name'"
   local ids count
-  ids="$(az ad app list --display-name "$app_name" --query '[].appId' -o tsv)"
+  # --display-name matches names that start with it; the filter matches the name exactly.
+  ids="$(az ad app list --filter "displayName eq '${app_name//\'/\'\'}'" --query '[].appId' -o tsv)"
   count="$(printf '%s' "$ids" | grep -c . || true)"
   if ((count > 1)); then
     die "$count app registrations are named '$app_name': pass --app-name with a unique name"
@@ -189,7 +246,8 @@ ensure_app_registration() {
 }
 
 deployer_identity() {
-  # The signed-in user (or service principal) gets Key Vault Secrets Officer to store the client secret.
+  # The signed-in user (or service principal) gets Key Vault Secrets Officer to store the client secret
+  # (or Certificates Officer to create the certificate; federated: no vault role at all).
   local kind
   kind="$(az account show --query user.type -o tsv)"
   if [[ "$kind" == "servicePrincipal" ]]; then
@@ -205,6 +263,7 @@ deploy_bicep() {
   log "Deploying infra/main.bicep (a few minutes; unchanged resources are left as they are)"
   deployer_identity
   export GRAPH_EXPORT_CLIENT_ID="$client_id"
+  export GRAPH_EXPORT_CLIENT_CREDENTIAL="$credential"
   export GRAPH_EXPORT_NAME_PREFIX="$name_prefix"
   export GRAPH_EXPORT_ALERT_EMAIL="$alert_email"
   export GRAPH_EXPORT_DEPLOYER_ID="$deployer_id"
@@ -212,21 +271,36 @@ deploy_bicep() {
   az deployment group create --resource-group "$resource_group" --name "$DEPLOYMENT_NAME" \
     --parameters "$SCRIPT_DIR/main.bicepparam" -o none
 
-  local outputs
-  outputs="$(az deployment group show --resource-group "$resource_group" --name "$DEPLOYMENT_NAME" \
-    --query '[properties.outputs.functionAppName.value, properties.outputs.keyVaultName.value, properties.outputs.clientSecretName.value, properties.outputs.exportStorageAccountName.value, properties.outputs.exportContainerName.value]' \
-    -o tsv)"
-  IFS=$'\t\n' read -r -d '' function_app key_vault secret_name export_account export_container <<<"$outputs" || true
-  [[ -n "$function_app" && -n "$key_vault" && -n "$secret_name" ]] ||
+  # -o tsv prints a list one item per line, an empty string as an empty line (keyVaultName is empty for
+  # federated): mapfile keeps every line in its place, where `read` would skip the empty ones.
+  local raw outputs=()
+  raw="$(az deployment group show --resource-group "$resource_group" --name "$DEPLOYMENT_NAME" \
+    --query '[properties.outputs.functionAppName.value, properties.outputs.keyVaultName.value, properties.outputs.clientSecretName.value, properties.outputs.clientCertificateName.value, properties.outputs.exportStorageAccountName.value, properties.outputs.exportContainerName.value, properties.outputs.identityName.value, properties.outputs.identityPrincipalId.value, properties.outputs.federatedCredentialIssuer.value, properties.outputs.federatedTokenAudience.value]' \
+    -o tsv | tr -d '\r')"
+  mapfile -t outputs <<<"$raw"
+  function_app="${outputs[0]-}" key_vault="${outputs[1]-}" secret_name="${outputs[2]-}"
+  certificate_name="${outputs[3]-}" export_account="${outputs[4]-}" export_container="${outputs[5]-}"
+  identity_name="${outputs[6]-}" identity_principal_id="${outputs[7]-}"
+  federated_issuer="${outputs[8]-}" federated_audience="${outputs[9]-}"
+  [[ -n "$function_app" && -n "$identity_principal_id" ]] ||
     die "could not read the deployment outputs of $DEPLOYMENT_NAME in $resource_group"
-  info "function app $function_app, key vault $key_vault, exports in $export_account/$export_container"
+  if [[ "$credential" != federated && -z "$key_vault" ]]; then
+    die "the deployment $DEPLOYMENT_NAME in $resource_group has no Key Vault output for credential $credential"
+  fi
+  info "function app $function_app (identity $identity_name), exports in $export_account/$export_container"
+  [[ -z "$key_vault" ]] || info "key vault $key_vault"
+}
+
+# wait_for_vault WHAT ROLE: the Officer role assigned by the deployment can take a few minutes to reach
+# the vault's data plane; list WHAT (secret | certificate) until it answers.
+wait_for_vault() {
+  retry "waiting for access to the vault" az keyvault "$1" list --vault-name "$key_vault" -o none ||
+    die "no access to the ${1}s of $key_vault: you need '$2' on it"
 }
 
 store_client_secret() {
   log "Client secret in Key Vault $key_vault (secret '$secret_name')"
-  # The Secrets Officer role assigned by the deployment can take a few minutes to reach the vault.
-  retry "waiting for access to the vault" az keyvault secret list --vault-name "$key_vault" -o none ||
-    die "no access to the secrets of $key_vault: you need 'Key Vault Secrets Officer' on it"
+  wait_for_vault secret 'Key Vault Secrets Officer'
 
   local existing
   existing="$(az keyvault secret list --vault-name "$key_vault" --query "[?name=='$secret_name'].id" -o tsv)"
@@ -238,6 +312,8 @@ store_client_secret() {
   local expires
   expires="$(future_date "$secret_years")"
   # The password goes from Entra ID to Key Vault through a pipe: never a variable, file, argument or echo.
+  # The credential's end date and the secret's expiry are the same instant: the app warns from Key Vault's
+  # `expires` ("Credential expiry: ...") before Entra ID starts refusing the secret.
   az ad app credential reset --id "$client_id" --append --display-name "graph-export $key_vault" \
     --end-date "$expires" --query password -o tsv |
     tr -d '\r\n' |
@@ -248,6 +324,102 @@ store_client_secret() {
     info "older client secrets of the app stay valid until they expire: list them with"
     info "  az ad app credential list --id $client_id"
   fi
+}
+
+# ensure_certificate: the Key Vault certificate (created with infra/certificate-policy.json: self-signed,
+# RSA 2048, exportable key, PKCS#12, renews itself at 80% of its 12-month lifetime) and its current
+# version's public key registered on the app registration. Key Vault's renewal makes a new certificate
+# (new key, new thumbprint) which Entra ID does not know: the app's sign-in fails (AADSTS700027) until it
+# is registered, which every run of this script does. The private key never leaves the vault except into
+# the function's memory: only the public part is read here, by `az ad app credential reset --keyvault`.
+ensure_certificate() {
+  log "Client certificate in Key Vault $key_vault (certificate '$certificate_name')"
+  wait_for_vault certificate 'Key Vault Certificates Officer'
+
+  local existing
+  existing="$(az keyvault certificate list --vault-name "$key_vault" --query "[?name=='$certificate_name'].id" -o tsv)"
+  if [[ -z "$existing" ]] || $rotate_certificate; then
+    az keyvault certificate create --vault-name "$key_vault" --name "$certificate_name" \
+      --policy "@$SCRIPT_DIR/certificate-policy.json" -o none
+    info "new certificate version created (self-signed, RSA 2048; Key Vault renews it at 80% of its lifetime)"
+  else
+    info "exists; keeping it (pass --rotate-certificate for a new version now)"
+  fi
+
+  local raw current=()
+  raw="$(az keyvault certificate show --vault-name "$key_vault" --name "$certificate_name" \
+    --query '[x509ThumbprintHex, attributes.expires]' -o tsv | tr -d '\r')"
+  mapfile -t current <<<"$raw"
+  certificate_thumbprint="${current[0]-}"
+  local expires="${current[1]-}"
+  [[ -n "$certificate_thumbprint" && -n "$expires" ]] ||
+    die "could not read the thumbprint and expiry of certificate $certificate_name in $key_vault"
+
+  # The app registration's key credential is named after the thumbprint, so a version registered before
+  # is recognised (Graph's own customKeyIdentifier encoding differs between tools).
+  local label="graph-export $certificate_thumbprint" registered
+  registered="$(az ad app credential list --id "$client_id" --cert \
+    --query "[?displayName=='$label'].keyId" -o tsv)"
+  if [[ -n "$registered" ]]; then
+    info "public key already registered on the app (thumbprint $certificate_thumbprint, expires $expires)"
+    return
+  fi
+  # --append keeps the earlier certificates (and any secret) valid until they expire; the key credential
+  # ends when the certificate does.
+  az ad app credential reset --id "$client_id" --append --cert "$certificate_name" --keyvault "$key_vault" \
+    --display-name "$label" --end-date "$expires" -o none
+  info "public key registered on the app (thumbprint $certificate_thumbprint, expires $expires)"
+  info "earlier certificates stay registered until they expire: az ad app credential list --id $client_id --cert"
+}
+
+# ensure_federated_credential: the app registration trusts tokens the function's user-assigned identity
+# gets for the token exchange audience. Issuer, subject and audience come from the deployment outputs
+# (this cloud's sign-in host and the identity's tenant; the identity's object id; FEDERATED_TOKEN_AUDIENCE).
+ensure_federated_credential() {
+  local name="graph-export-$identity_name"
+  log "Federated credential '$name' on the app registration (trusts identity $identity_name)"
+  [[ -n "$federated_issuer" && -n "$federated_audience" ]] ||
+    die "the deployment $DEPLOYMENT_NAME in $resource_group has no federated credential outputs"
+
+  local raw current=()
+  raw="$(az ad app federated-credential list --id "$client_id" \
+    --query "[?name=='$name'] | [0].[issuer, subject, join(' ', audiences)]" -o tsv | tr -d '\r')"
+  mapfile -t current <<<"$raw"
+  local trust
+  trust="$(printf '"issuer": "%s", "subject": "%s", "audiences": ["%s"]' \
+    "$federated_issuer" "$identity_principal_id" "$federated_audience")"
+  if [[ -z "${current[0]-}" ]]; then
+    az ad app federated-credential create --id "$client_id" \
+      --parameters "{\"name\": \"$name\", $trust, \"description\": \"Graph user export: function app $function_app\"}" -o none
+    info "created: issuer $federated_issuer, subject $identity_principal_id, audience $federated_audience"
+    info "Entra ID can take a few minutes to honour it: sign-ins fail with AADSTS70021 until then"
+  elif [[ "${current[0]}" == "$federated_issuer" && "${current[1]-}" == "$identity_principal_id" &&
+    "${current[2]-}" == "$federated_audience" ]]; then
+    info "already trusts this identity"
+  else
+    az ad app federated-credential update --id "$client_id" --federated-credential-id "$name" \
+      --parameters "{$trust}" -o none
+    info "updated to issuer $federated_issuer, subject $identity_principal_id, audience $federated_audience"
+  fi
+}
+
+# leftover_secrets_hint: with a certificate or federated credential, client secrets from an earlier
+# deployment still work until they expire; say how to remove them.
+leftover_secrets_hint() {
+  local count
+  count="$(az ad app credential list --id "$client_id" --query 'length(@)' -o tsv | tr -d '\r')"
+  if [[ "$count" =~ ^[1-9] ]]; then
+    warn "the app registration still has $count client secret(s). Once exports succeed with the $credential"
+    warn "credential, delete them: az ad app credential list --id $client_id  /  az ad app credential delete --id $client_id --key-id <keyId>"
+  fi
+}
+
+configure_credential() {
+  case "$credential" in
+    secret) store_client_secret ;;
+    certificate) ensure_certificate; leftover_secrets_hint ;;
+    federated) ensure_federated_credential; leftover_secrets_hint ;;
+  esac
 }
 
 # package ZIP: the repository's files that git sees (tracked, or untracked and not .gitignore'd),
@@ -296,7 +468,13 @@ summary() {
   log "Done"
   info "function app:   $function_app (resource group $resource_group)"
   info "client id:      $client_id"
-  info "key vault:      $key_vault (secret '$secret_name')"
+  info "identity:       $identity_name (user-assigned, object id $identity_principal_id)"
+  case "$credential" in
+    secret) info "credential:     client secret '$secret_name' in key vault $key_vault" ;;
+    certificate) info "credential:     certificate '$certificate_name' in key vault $key_vault (thumbprint $certificate_thumbprint)"
+      info "                after Key Vault renews it, run this script again to register the new one" ;;
+    federated) info "credential:     federated (trusts identity $identity_name; no secret, no key vault)" ;;
+  esac
   info "exports:        container '$export_container' in storage account $export_account"
   if $pending_consent; then
     warn "admin consent is still missing: az ad app permission admin-consent --id $client_id"
@@ -307,9 +485,10 @@ main() {
   parse_args "$@"
   preflight
   ensure_resource_group
+  choose_credential
   ensure_app_registration
   deploy_bicep
-  store_client_secret
+  configure_credential
   if $skip_publish; then
     log "Skipping code publishing (--skip-publish)"
   else

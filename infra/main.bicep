@@ -3,7 +3,10 @@
 //   GRAPH_EXPORT_CLIENT_ID=<app id> az deployment group create -g <rg> --parameters infra/main.bicepparam
 //
 // See infra/README.md for the walkthrough and infra/deploy.sh for the same steps as one script.
-// No secret is a parameter here: the Graph client secret goes straight into Key Vault (deploy.sh).
+// No secret is a parameter here. How the app signs in is `clientCredential`: a client secret (deploy.sh
+// pipes it straight into Key Vault), a Key Vault certificate (deploy.sh creates it: certificates are data
+// plane, which Bicep cannot create), or a federated credential trusting the app's user-assigned identity
+// (deploy.sh adds it to the app registration: no secret anywhere, and no Key Vault).
 
 targetScope = 'resourceGroup'
 
@@ -37,8 +40,25 @@ param tenantId string = tenant().tenantId
 @maxLength(36)
 param clientId string
 
-@description('CLIENT_SECRET_NAME: name of the Key Vault secret that holds the client secret value.')
+@description('CLIENT_CREDENTIAL: how the app registration proves itself to Entra ID. secret: a client secret in Key Vault; certificate: a self-renewing Key Vault certificate; federated: a federated credential trusting the function\'s user-assigned identity (no secret, no Key Vault).')
+@allowed([
+  'secret'
+  'certificate'
+  'federated'
+])
+param clientCredential string = 'secret'
+
+@description('CLIENT_SECRET_NAME: name of the Key Vault secret that holds the client secret value (clientCredential secret).')
 param clientSecretName string = 'graph-client-secret'
+
+@description('CLIENT_CERTIFICATE_NAME: name of the Key Vault certificate whose private key signs the sign-in (clientCredential certificate).')
+param clientCertificateName string = 'graph-client-certificate'
+
+@description('FEDERATED_TOKEN_AUDIENCE: audience of the identity\'s token for the app (clientCredential federated); the federated credential deploy.sh adds uses the same value (output federatedTokenAudience). This cloud\'s token exchange audience.')
+param federatedTokenAudience string = (environment().name == 'AzureUSGovernment') ? 'api://AzureADTokenExchangeUSGov' : ((environment().name == 'AzureChinaCloud') ? 'api://AzureADTokenExchangeChina' : 'api://AzureADTokenExchange')
+
+@description('CREDENTIAL_EXPIRY_WARNING_DAYS: the app logs "Credential expiry: ..." (and the credential-expiry alert fires) when the secret or certificate expires within this many days.')
+param credentialExpiryWarningDays string = '30'
 
 @description('AUTHORITY_HOST: Entra ID sign-in host of this cloud (the app ignores a trailing slash).')
 param authorityHost string = environment().authentication.loginEndpoint
@@ -86,7 +106,7 @@ param logRetentionDays int = 30
 @description('E-mail address notified when an export fails or none succeeded in 26 hours; empty = no e-mail.')
 param alertEmail string = ''
 
-@description('Object ID of the deployer (user or service principal) to grant Key Vault Secrets Officer, so deploy.sh can store the client secret; empty = grant nothing.')
+@description('Object ID of the deployer (user or service principal) to grant Key Vault Secrets Officer (secret) or Certificates Officer (certificate), so deploy.sh can store the client secret or create the certificate; empty = grant nothing.')
 param deployerPrincipalId string = ''
 
 @allowed([
@@ -113,6 +133,7 @@ var compactPrefix = replace(prefix, '-', '') // storage account names allow only
 var suffix = take(uniqueString(resourceGroup().id, prefix), 8)
 var names = {
   functionApp: '${prefix}-func-${suffix}'
+  identity: '${prefix}-id-${suffix}'
   plan: '${prefix}-plan-${suffix}'
   keyVault: 'kv-${prefix}-${suffix}'
   hostStorage: 'st${compactPrefix}fn${suffix}'
@@ -122,9 +143,27 @@ var names = {
 }
 var deploymentContainerName = 'app-package'
 
+// A federated credential needs no vault: nothing secret exists to keep.
+var useKeyVault = (clientCredential != 'federated')
+
+// This cloud's sign-in host without its trailing slash; the issuer of the identity's tokens is
+// <host>/<tenant>/v2.0 (what an app registration's federated credential must name).
+var loginEndpoint = environment().authentication.loginEndpoint
+var loginHost = endsWith(loginEndpoint, '/') ? take(loginEndpoint, length(loginEndpoint) - 1) : loginEndpoint
+
 // ---------------------------------------------------------------------------------------------------
 // Resources
 // ---------------------------------------------------------------------------------------------------
+
+// The app's one identity, created (and granted its roles, below) before the function app.
+module identity 'modules/identity.bicep' = {
+  name: 'identity'
+  params: {
+    name: names.identity
+    location: location
+    tags: tags
+  }
+}
 
 module monitoring 'modules/monitoring.bicep' = {
   name: 'monitoring'
@@ -169,7 +208,7 @@ module exportStorage 'modules/storage.bicep' = {
   }
 }
 
-module keyVault 'modules/keyvault.bicep' = {
+module keyVault 'modules/keyvault.bicep' = if (useKeyVault) {
   name: 'key-vault'
   params: {
     name: names.keyVault
@@ -179,13 +218,19 @@ module keyVault 'modules/keyvault.bicep' = {
   }
 }
 
-// Every setting the app reads (graph_export/settings.py SETTINGS), except EXPORT_STORAGE: a connection
-// string needs the account key, and shared key access is disabled; the identity-based URI is used instead.
+// Every setting the app reads (graph_export/settings.py SETTINGS), except those listed in
+// tests/infra/test_settings_drift.py NOT_SET_IN_AZURE with the reason (EXPORT_STORAGE: a connection
+// string needs the account key, and shared key access is disabled; the identity-based URI is used instead).
 var exportAppSettings = {
   TENANT_ID: tenantId
   CLIENT_ID: clientId
-  KEY_VAULT_URL: keyVault.outputs.uri
+  KEY_VAULT_URL: useKeyVault ? keyVault.outputs.uri : ''
+  CLIENT_CREDENTIAL: clientCredential
   CLIENT_SECRET_NAME: clientSecretName
+  CLIENT_CERTIFICATE_NAME: clientCertificateName
+  MANAGED_IDENTITY_CLIENT_ID: identity.outputs.clientId
+  FEDERATED_TOKEN_AUDIENCE: federatedTokenAudience
+  CREDENTIAL_EXPIRY_WARNING_DAYS: credentialExpiryWarningDays
   AUTHORITY_HOST: authorityHost
   GRAPH_ENDPOINT: graphEndpoint
   EXPORT_STORAGE__blobServiceUri: exportStorage.outputs.blobEndpoint
@@ -194,6 +239,25 @@ var exportAppSettings = {
   USER_PROPERTIES: userProperties
   EXPORT_MODE: exportMode
   RETRY_BACKOFF_BASE_SECONDS: retryBackoffBaseSeconds
+}
+
+// The identity's roles, before the function app exists: its host reaches storage from the first start.
+module roles 'modules/roles.bicep' = {
+  name: 'role-assignments'
+  params: {
+    principalId: identity.outputs.principalId
+    hostStorageName: hostStorage.outputs.name
+    exportStorageName: exportStorage.outputs.name
+    exportContainerName: exportContainerName
+    vaultName: names.keyVault
+    clientCredential: clientCredential
+    appInsightsName: monitoring.outputs.appInsightsName
+    secretsOfficerPrincipalId: deployerPrincipalId
+    secretsOfficerPrincipalType: deployerPrincipalType
+  }
+  dependsOn: [
+    keyVault
+  ]
 }
 
 module functionApp 'modules/functionapp.bicep' = {
@@ -207,22 +271,13 @@ module functionApp 'modules/functionapp.bicep' = {
     deploymentContainerName: deploymentContainerName
     appInsightsConnectionString: monitoring.outputs.connectionString
     appSettings: exportAppSettings
+    identityId: identity.outputs.id
+    identityClientId: identity.outputs.clientId
     maximumInstanceCount: maximumInstanceCount
   }
-}
-
-module roles 'modules/roles.bicep' = {
-  name: 'role-assignments'
-  params: {
-    principalId: functionApp.outputs.principalId
-    hostStorageName: hostStorage.outputs.name
-    exportStorageName: exportStorage.outputs.name
-    exportContainerName: exportContainerName
-    vaultName: keyVault.outputs.name
-    appInsightsName: monitoring.outputs.appInsightsName
-    secretsOfficerPrincipalId: deployerPrincipalId
-    secretsOfficerPrincipalType: deployerPrincipalType
-  }
+  dependsOn: [
+    roles
+  ]
 }
 
 module alerts 'modules/alerts.bicep' = {
@@ -242,10 +297,20 @@ module alerts 'modules/alerts.bicep' = {
 // ---------------------------------------------------------------------------------------------------
 
 output functionAppName string = functionApp.outputs.name
-output functionAppPrincipalId string = functionApp.outputs.principalId
-output keyVaultName string = keyVault.outputs.name
-output keyVaultUri string = keyVault.outputs.uri
+output functionAppPrincipalId string = identity.outputs.principalId
+output clientCredential string = clientCredential
+@description('Empty when clientCredential is federated (no vault).')
+output keyVaultName string = useKeyVault ? keyVault.outputs.name : ''
+output keyVaultUri string = useKeyVault ? keyVault.outputs.uri : ''
 output clientSecretName string = clientSecretName
+output clientCertificateName string = clientCertificateName
+output identityName string = identity.outputs.name
+output identityClientId string = identity.outputs.clientId
+@description('The federated credential\'s subject: the identity\'s object (principal) ID.')
+output identityPrincipalId string = identity.outputs.principalId
+@description('The federated credential\'s issuer: this cloud\'s sign-in host, the identity\'s tenant, v2.0.')
+output federatedCredentialIssuer string = '${loginHost}/${identity.outputs.tenantId}/v2.0'
+output federatedTokenAudience string = federatedTokenAudience
 output hostStorageAccountName string = hostStorage.outputs.name
 output exportStorageAccountName string = exportStorage.outputs.name
 output exportBlobEndpoint string = exportStorage.outputs.blobEndpoint

@@ -10,7 +10,12 @@ Storage is Azurite (:class:`sandbox.azurite.Azurite`), started separately.
         assert exported == list(sb.expected_users(properties))
         sb.directory.update(sb.directory.id_of(7), jobTitle="CFO")   # the tenant changes; delta sees it
 
-Nothing here logs or prints the client secret or any token.
+Besides the client secret the app can sign in with a certificate kept in the vault
+(:meth:`Sandbox.use_certificate`, :meth:`Sandbox.rotate_certificate`) or with a federated credential
+trusting the function's user-assigned managed identity (:meth:`Sandbox.use_federated`); both return
+the settings to merge over :attr:`Sandbox.settings`.
+
+Nothing here logs or prints the client secret, a private key, an assertion or any token.
 """
 
 from __future__ import annotations
@@ -18,13 +23,15 @@ from __future__ import annotations
 import shutil
 import tempfile
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
+from . import certs
 from .ca import TlsFiles, generate_tls
 from .directory import Directory
-from .entra import AppRegistration, Entra, new_client_secret
+from .entra import TOKEN_EXCHANGE_AUDIENCES, AppRegistration, Entra, new_client_secret
 from .faults import FaultPlan, FaultRule
 from .graph import Graph
 from .identity import PATH as IDENTITY_PATH
@@ -41,6 +48,8 @@ GRAPH_RESOURCE = "https://graph.microsoft.com"
 GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
 KEY_VAULT_APP_ID = "cfa8b339-82a2-471a-a3c9-0fc0be7a4093"
 SECRET_NAME = "graph-client-secret"
+CERTIFICATE_NAME = "graph-client-certificate"
+TOKEN_EXCHANGE_AUDIENCE = TOKEN_EXCHANGE_AUDIENCES[0]
 GRAPH_ROLES = ["User.Read.All"]
 
 
@@ -76,16 +85,24 @@ class Sandbox:
                            resources=self.resources, token_lifetime_s=token_lifetime_s)
         self.app: AppRegistration = self.entra.register_app(roles=list(GRAPH_ROLES))
         self._client_secret = new_client_secret()
-        self.entra.add_secret(self._client_secret)
+        secret = self.entra.add_secret(self._client_secret)
 
+        user_principal_id = str(uuid.uuid4())
         self.identity = ManagedIdentityEndpoint(
             tenant_id=self.tenant_id, principal_id=str(uuid.uuid4()), client_id=str(uuid.uuid4()),
             header_secret=str(uuid.uuid4()), tokens=self.tokens, resources=self.resources,
-            token_lifetime_s=token_lifetime_s)
+            token_lifetime_s=token_lifetime_s, user_client_id=str(uuid.uuid4()), user_principal_id=user_principal_id,
+            user_resource_id=("/subscriptions/00000000-0000-0000-0000-000000000000/resourcegroups/rg-graph-export-sbx"
+                              "/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id-graph-export-sbx"),
+            authority_host=lambda: self._url("entra"))
         self.vault = KeyVault(tenant_id=self.tenant_id, authority_host=lambda: self._url("entra"),
                               tokens=self.tokens, resources=self.resources)
         self.vault.allow(self.identity.principal_id)
-        self.vault.set_secret(self.secret_name, self._client_secret)
+        self.vault.allow(user_principal_id)
+        # The vault copy expires when the app's secret does, as a deployment that sets --expires would.
+        self.vault.set_secret(self.secret_name, self._client_secret, expires=secret.expires_at)
+        #: name -> (private key PEM, cert PEM) of the current version of each certificate made by use_certificate.
+        self._certificates: dict[str, tuple[bytes, bytes]] = {}
 
         self.graph = Graph(tenant_id=self.tenant_id, tenant_domain=tenant_domain, tokens=self.tokens,
                            resources=self.resources, users=users, page_latency_ms=page_latency_ms)
@@ -194,6 +211,24 @@ class Sandbox:
         return self.identity.principal_id
 
     @property
+    def user_identity_client_id(self) -> str:
+        """Client id of the function app's user-assigned managed identity (MANAGED_IDENTITY_CLIENT_ID)."""
+        assert self.identity.user is not None
+        return self.identity.user.client_id
+
+    @property
+    def user_identity_principal_id(self) -> str:
+        """Object (principal) id of the user-assigned identity: the ``sub`` of its token-exchange tokens."""
+        assert self.identity.user is not None
+        return self.identity.user.principal_id
+
+    @property
+    def federation_issuer(self) -> str:
+        """``{authority}/{tenant}/v2.0``: the issuer of the managed identity's token-exchange tokens."""
+        self._require_started()
+        return self.identity.federation_issuer()
+
+    @property
     def directory(self) -> Directory:
         """The tenant's users: add, update, delete and restore them (``/users`` and ``/users/delta`` follow)."""
         return self.graph.directory
@@ -251,10 +286,71 @@ class Sandbox:
         """New secret in Entra and as a new vault version; the old secret stops working at once."""
         old = self._client_secret
         new = new_client_secret()
-        self.entra.add_secret(new)
-        self.vault.set_secret(self.secret_name, new)
+        secret = self.entra.add_secret(new)
+        self.vault.set_secret(self.secret_name, new, expires=secret.expires_at)
         self.entra.remove_secret(old)
         self._client_secret = new
+
+    def set_secret_expiry(self, days: float) -> float:
+        """Move the end date of the current client secret to ``days`` from now (negative: expired), in
+        Entra and on the vault's latest version (``attributes.exp``); return it as epoch seconds."""
+        expires_at = time.time() + days * 86400
+        for secret in self.entra.app().secrets:
+            if secret.value == self._client_secret:
+                secret.expires_at = expires_at
+        self.vault.update_secret(self.secret_name, expires=expires_at)
+        return expires_at
+
+    # --- certificate and federated credentials ----------------------------------------------------
+
+    def new_certificate(self, *, days: float = 365, common_name: str = "graph-export") -> tuple[bytes, bytes]:
+        """A fresh self-signed RSA 2048 certificate: ``(private key PEM, cert PEM)``, ending ``days`` from now."""
+        return certs.new_certificate(days=days, common_name=common_name)
+
+    def use_certificate(self, *, form: str = "pkcs12", days: float = 365, name: str = CERTIFICATE_NAME,
+                        register: bool = True) -> dict[str, str]:
+        """Sign in with a certificate: make one, import it into the vault as ``name`` (``form`` "pkcs12" or
+        "pem"), register its public part on the app (unless ``register=False``); return the settings of
+        that mode, to merge over :attr:`settings`."""
+        key_pem, cert_pem = self.new_certificate(days=days)
+        self.vault.import_certificate(name, key_pem, cert_pem, form=form)
+        if register:
+            self.entra.add_certificate(cert_pem)
+        self._certificates[name.lower()] = (key_pem, cert_pem)
+        return {"CLIENT_CREDENTIAL": "certificate", "CLIENT_CERTIFICATE_NAME": name}
+
+    def rotate_certificate(self, name: str = CERTIFICATE_NAME, *, keep_old_registered: bool = False,
+                           days: float = 365) -> str:
+        """A new certificate as a new version of ``name`` (same form), registered on the app; the previous
+        one unregistered unless ``keep_old_registered`` (a rotation policy plus a deployment). Returns the
+        new version id."""
+        versions = self.vault.certificate_versions(name)
+        if not versions:
+            raise KeyError(f"no certificate {name!r} in the vault: call use_certificate() first")
+        form = "pem" if versions[-1].content_type == certs.PEM else "pkcs12"
+        key_pem, cert_pem = self.new_certificate(days=days)
+        version = self.vault.import_certificate(name, key_pem, cert_pem, form=form)
+        self.entra.add_certificate(cert_pem)
+        old = self._certificates.get(name.lower())
+        if old is not None and not keep_old_registered:
+            self.entra.remove_certificate(old[1])
+        self._certificates[name.lower()] = (key_pem, cert_pem)
+        return version
+
+    def certificate(self, name: str = CERTIFICATE_NAME) -> tuple[bytes, bytes]:
+        """``(private key PEM, cert PEM)`` of the current version of a certificate made here. Never log it."""
+        return self._certificates[name.lower()]
+
+    def use_federated(self, *, register: bool = True, subject: str | None = None,
+                      audience: str = TOKEN_EXCHANGE_AUDIENCE) -> dict[str, str]:
+        """Sign in with a federated credential: register one on the app trusting the user-assigned identity
+        (issuer :attr:`federation_issuer`, subject its principal id unless ``subject`` is given, audience
+        ``audience``) unless ``register=False``; return the settings of that mode."""
+        if register:
+            self.entra.add_federated_credential(issuer=self.federation_issuer,
+                                                subject=subject or self.user_identity_principal_id,
+                                                audiences=[audience])
+        return {"CLIENT_CREDENTIAL": "federated", "MANAGED_IDENTITY_CLIENT_ID": self.user_identity_client_id}
 
     def issue_token(self, resource: str = "graph", *, roles: list[str] | None = None,
                     lifetime_s: int | None = None, tenant_id: str | None = None,

@@ -4,12 +4,27 @@ MSAL (``ConfidentialClientApplication`` with ``instance_discovery=False``) reads
 ``/{tenant}/v2.0/.well-known/openid-configuration`` and then POSTs to the ``token_endpoint`` it finds
 there. Errors carry Entra's exact JSON shape and AADSTS codes, because production code and runbooks
 key on ``error_codes`` (7000215 wrong secret, 7000222 expired secret, 700016 unknown app).
+
+Besides a client secret, an app proves itself with a client assertion (``client_assertion_type=
+urn:ietf:params:oauth:client-assertion-type:jwt-bearer``), checked offline and for real:
+
+* a certificate assertion (its header names a certificate by ``x5t#S256`` or ``x5t``): the
+  certificate must be one of the app's key credentials and valid now, the PS256/RS256 signature must
+  verify with its public key, ``iss`` == ``sub`` == client_id, ``aud`` the tenant's token endpoint
+  (v2 or v1 form), ``nbf``/``exp`` within 5 minutes of skew;
+* a federated assertion (anything else, e.g. a managed identity token for
+  ``api://AzureADTokenExchange``): (iss, sub, aud) must match one of the app's federated identity
+  credentials, and the token must have been signed by this sandbox's token service and be unexpired.
+
+Where each AADSTS code and text comes from is noted at :data:`ASSERTION_ERRORS`.
 """
 
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import hmac
+import json
 import secrets
 import threading
 import time
@@ -18,13 +33,58 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote_plus
 
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from .certs import CertificateInfo, decode_thumbprint, inspect
 from .server import JSON, Request, Response, json_response
-from .tokens import Resources, TokenService
+from .tokens import Resources, TokenError, TokenService
 
 _NO_CACHE = {"Cache-Control": "no-store, no-cache", "Pragma": "no-cache"}
 
 #: Secrets never expire unless a test says so: ~2 years, like the portal's longest option.
 DEFAULT_SECRET_LIFETIME_S = 730 * 86400
+
+JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+#: Tolerated clock difference for an assertion's ``nbf``/``exp``. Entra documents no value; 5 minutes is
+#: the default of Microsoft.IdentityModel's TokenValidationParameters.ClockSkew, which it is built on.
+ASSERTION_CLOCK_SKEW_S = 300
+#: The audiences a managed identity token for workload identity federation carries, one per cloud
+#: (public, US Government, China), as the Entra docs list them.
+TOKEN_EXCHANGE_AUDIENCES = ("api://AzureADTokenExchange", "api://AzureADTokenExchangeUSGov",
+                            "api://AzureADTokenExchangeChina")
+#: Graph's limit of federated identity credentials on one application.
+MAX_FEDERATED_CREDENTIALS = 20
+
+_CERT_DOCS = "https://learn.microsoft.com/entra/identity-platform/certificate-credentials"
+_FIC_DOCS = "https://learn.microsoft.com/entra/workload-id/workload-identity-federation"
+_GRAPH_KEYS_HELP = (
+    "Please visit the Azure Portal, Graph Explorer or directly use MS Graph to see configured keys for app Id "
+    "'{app}'. Review the documentation at https://docs.microsoft.com/en-us/graph/deployments to determine the "
+    "corresponding service endpoint and https://docs.microsoft.com/en-us/graph/api/application-get?view=graph-rest-"
+    "1.0&tabs=http to build a query request URL, such as 'https://graph.microsoft.com/beta/applications/{app}'")
+
+#: code -> (HTTP status, OAuth error) for every client assertion rejection, with where its wording was seen:
+#: 700027 not registered / key expired / bad signature: responses quoted in AzureAD/microsoft-authentication-
+#:   library-for-js#8339, microsoftgraph/msgraph-sdk-php#1585 and Microsoft's own troubleshooting pages;
+#:   "Client assertion failed signature validation." is the docs table (reference-error-codes.md).
+#: 700024 not within its valid time range: AzureAD/microsoft-authentication-library-for-dotnet#4951, Azure/login#180.
+#: 700021 iss is not the client_id, 700023 aud not the token endpoint ("does not match Realm issuer"),
+#:   50027 "JWT token is invalid or malformed.": azure-identity's TROUBLESHOOTING.md (ClientAssertionCredential);
+#:   the docs table calls 700023 "InvalidResourcelessScope", but real responses carry the audience text
+#:   (AzureAD/microsoft-authentication-library-for-dotnet#2746).
+#: 50048 iss != sub: AzureAD/microsoft-authentication-library-for-java#430 and the docs table.
+#: 70021 (invalid_request, 400) naming Issuer/Subject/Audience: Azure/azure-workload-identity#616;
+#:   700211/700213 (invalid_client): Azure/azure-workload-identity#1200, Azure/login#482; 700212 by analogy.
+#: 90011 "Unexpected client assertion type.": AzureAD/azure-activedirectory-library-for-ruby#53.
+#: 50013 for a reused jti is the sandbox's own choice (see Entra.reject_replayed_assertions).
+ASSERTION_ERRORS: dict[int, tuple[int, str]] = {
+    700027: (401, "invalid_client"), 700024: (401, "invalid_client"), 700021: (401, "invalid_client"),
+    700023: (401, "invalid_client"), 50048: (401, "invalid_client"), 50027: (400, "invalid_request"),
+    70021: (400, "invalid_request"), 700211: (401, "invalid_client"), 700212: (401, "invalid_client"),
+    700213: (401, "invalid_client"), 90011: (400, "invalid_request"), 50013: (401, "invalid_client"),
+}
 
 
 @dataclass
@@ -40,6 +100,60 @@ class ClientSecret:
 
 
 @dataclass
+class KeyCredential:
+    """One certificate credential of an app registration: only the public part, as Entra keeps it."""
+
+    cert_pem: bytes
+    info: CertificateInfo
+    key_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+    @property
+    def thumbprint(self) -> str:
+        """SHA-1 thumbprint, upper-case hex (what the portal shows)."""
+        return self.info.thumbprint
+
+    @property
+    def thumbprint_sha256(self) -> str:
+        return self.info.sha256.hex().upper()
+
+    @property
+    def start(self) -> float:
+        return self.info.not_before
+
+    @property
+    def end(self) -> float:
+        return self.info.not_after
+
+    def __repr__(self) -> str:
+        return f"KeyCredential(thumbprint={self.thumbprint!r}, subject={self.info.subject!r}, end={self.end})"
+
+
+@dataclass
+class FederatedCredential:
+    """One federated identity credential: tokens from ``issuer`` about ``subject`` for ``audiences``."""
+
+    name: str
+    issuer: str
+    subject: str
+    audiences: list[str]
+    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    active_from: float = 0.0      # epoch s; before that it is still "propagating" and matches nothing
+
+
+@dataclass(frozen=True)
+class SignIn:
+    """One token request: which kind of credential it used and, if refused, the AADSTS code.
+
+    Holds no credential material: never the secret, the assertion or the token.
+    """
+
+    kind: str                 # "secret", "certificate", "federated" or "none"
+    client_id: str
+    code: int | None          # None: a token was issued
+    at: float
+
+
+@dataclass
 class AppRegistration:
     """An app registration plus its service principal in this tenant."""
 
@@ -48,6 +162,8 @@ class AppRegistration:
     principal_id: str                       # the service principal's object id (token ``oid``)
     roles: list[str] = field(default_factory=list)   # granted application permissions on Graph
     secrets: list[ClientSecret] = field(default_factory=list)
+    certificates: list[KeyCredential] = field(default_factory=list)
+    federated_credentials: list[FederatedCredential] = field(default_factory=list)
 
 
 def new_client_secret() -> str:
@@ -73,6 +189,14 @@ class Entra:
         self.apps: dict[str, AppRegistration] = {}
         self._default_client_id: str | None = None
         self._lock = threading.Lock()
+        #: Every token request with an app, in order: the kind of credential and the outcome (no values).
+        self.sign_ins: list[SignIn] = []
+        #: Real Entra accepts a client assertion more than once while it is valid (MSAL Python reuses its
+        #: own for 9 minutes, MSAL.NET caches it for 5), so by default a reused ``jti`` is only counted in
+        #: :attr:`reused_assertions`. Set True to refuse it (AADSTS50013) as a strict RFC 7523 server may.
+        self.reject_replayed_assertions = False
+        self.reused_assertions = 0
+        self._seen_jti: dict[tuple[str, str], float] = {}
 
     # --- Python API for tests -------------------------------------------------------------------
 
@@ -115,6 +239,69 @@ class Entra:
         """Replace the app's granted Graph application permissions (affects tokens issued later)."""
         with self._lock:
             self.app(client_id).roles = list(roles)
+
+    def add_certificate(self, cert_pem: bytes, *, client_id: str | None = None) -> KeyCredential:
+        """Upload a certificate's public part (PEM) as a key credential of the app (Certificates & secrets).
+
+        Expired or not-yet-valid certificates are accepted here, as Graph's keyCredentials are; Entra
+        refuses assertions signed with them (AADSTS700027, "The key used is expired").
+        """
+        credential = KeyCredential(cert_pem=bytes(cert_pem), info=inspect(cert_pem))
+        with self._lock:
+            app = self.app(client_id)
+            if any(c.info.sha256 == credential.info.sha256 for c in app.certificates):
+                raise ValueError(f"certificate {credential.thumbprint} is already registered on {app.client_id}")
+            app.certificates.append(credential)
+        return credential
+
+    def remove_certificate(self, thumbprint_or_pem: str | bytes, *, client_id: str | None = None) -> None:
+        """Remove one certificate, named by its SHA-1 thumbprint (hex) or its PEM."""
+        if isinstance(thumbprint_or_pem, bytes):
+            wanted = inspect(thumbprint_or_pem).thumbprint
+        else:
+            wanted = thumbprint_or_pem.replace(":", "").upper()
+        with self._lock:
+            app = self.app(client_id)
+            app.certificates = [c for c in app.certificates if c.thumbprint != wanted]
+
+    def remove_certificates(self, client_id: str | None = None) -> None:
+        """Remove every certificate credential of the app."""
+        with self._lock:
+            self.app(client_id).certificates = []
+
+    def add_federated_credential(self, *, issuer: str, subject: str, audiences: list[str],
+                                 name: str = "graph-export", client_id: str | None = None,
+                                 propagation_s: float = 0.0) -> FederatedCredential:
+        """Add a federated identity credential (Graph's rules: unique name, unique issuer+subject, at most 20).
+
+        ``propagation_s`` > 0 keeps it invisible for that long, as a new credential is in Entra for a
+        while (sign-ins meanwhile answer AADSTS70021).
+        """
+        if not issuer or not subject or not audiences or not all(isinstance(a, str) and a for a in audiences):
+            raise ValueError("issuer, subject and at least one audience are required")
+        credential = FederatedCredential(name=name, issuer=issuer, subject=subject, audiences=list(audiences),
+                                         active_from=time.time() + max(0.0, propagation_s))
+        with self._lock:
+            app = self.app(client_id)
+            if len(app.federated_credentials) >= MAX_FEDERATED_CREDENTIALS:
+                raise ValueError(f"an application has at most {MAX_FEDERATED_CREDENTIALS} federated credentials")
+            if any(f.name.lower() == name.lower() for f in app.federated_credentials):
+                raise ValueError(f"a federated credential named {name!r} already exists on {app.client_id}")
+            if any(f.issuer == issuer and f.subject == subject for f in app.federated_credentials):
+                raise ValueError("a federated credential with this issuer and subject already exists")
+            app.federated_credentials.append(credential)
+        return credential
+
+    def remove_federated_credentials(self, client_id: str | None = None) -> None:
+        """Remove every federated identity credential of the app."""
+        with self._lock:
+            self.app(client_id).federated_credentials = []
+
+    @property
+    def grants(self) -> list[str]:
+        """The credential kind of every token issued, in order: "secret", "certificate" or "federated"."""
+        with self._lock:
+            return [s.kind for s in self.sign_ins if s.code is None]
 
     def knows_tenant(self, tenant: str) -> bool:
         return tenant.lower() in (self.tenant_id.lower(), self.tenant_domain.lower())
@@ -226,20 +413,38 @@ class Entra:
         if not client_id:
             return self.error(400, "invalid_request", 900144,
                               "The request body must contain the following parameter: 'client_id'.", correlation_id)
+        kind = _credential_kind(client_secret, form)
         app = self.apps.get(client_id.lower())
         if app is None:
-            return self.error(400, "unauthorized_client", 700016, (
+            return self._record(kind, client_id, self.error(400, "unauthorized_client", 700016, (
                 f"Application with identifier '{client_id}' was not found in the directory '{tenant}'. "
                 "This can happen if the application has not been installed by the administrator of the "
                 "tenant or consented to by any user in the tenant. You may have sent your authentication "
-                "request to the wrong tenant."), correlation_id)
-        if not client_secret:
-            if form.get("client_assertion"):
-                return self.error(401, "invalid_client", 700027,
-                                  "Client assertion failed signature validation.", correlation_id)
-            return self.error(401, "invalid_client", 7000218, (
+                "request to the wrong tenant."), correlation_id))
+        if client_secret:
+            refusal = self._check_secret(app, client_secret, correlation_id)
+        elif form.get("client_assertion") or form.get("client_assertion_type"):
+            refusal = self._check_assertion(app, form, correlation_id)
+        else:
+            refusal = self.error(401, "invalid_client", 7000218, (
                 "The request body must contain the following parameter: 'client_assertion' or "
                 "'client_secret'."), correlation_id)
+        if refusal is not None:
+            return self._record(kind, app.client_id, refusal)
+        return self._record(kind, app.client_id, self._issue(app, form, correlation_id))
+
+    def _record(self, kind: str, client_id: str, response: Response) -> Response:
+        code = None
+        if response.status != 200:
+            try:
+                code = int(json.loads(response.body)["error_codes"][0])
+            except (ValueError, KeyError, IndexError, TypeError):
+                code = 0
+        with self._lock:
+            self.sign_ins.append(SignIn(kind=kind, client_id=client_id, code=code, at=time.time()))
+        return response
+
+    def _check_secret(self, app: AppRegistration, client_secret: str, correlation_id: str) -> Response | None:
         matched = self._match_secret(app, client_secret)
         if matched is None:
             return self.error(401, "invalid_client", 7000215, (
@@ -251,7 +456,9 @@ class Entra:
                 f"The provided client secret keys for app '{app.client_id}' are expired. Visit the Azure "
                 "portal to create new keys for your app: https://aka.ms/NewClientSecret, or consider using "
                 "certificate credentials for added security: https://aka.ms/certCreds."), correlation_id)
+        return None
 
+    def _issue(self, app: AppRegistration, form: dict[str, str], correlation_id: str) -> Response:
         scope = (form.get("scope") or "").strip()
         resource_or_error = self._resource_for_scope(scope, correlation_id)
         if isinstance(resource_or_error, Response):
@@ -267,6 +474,163 @@ class Entra:
             "ext_expires_in": self.token_lifetime_s,
             "access_token": token,
         }, {**_NO_CACHE, "x-ms-request-id": str(uuid.uuid4()), "client-request-id": correlation_id})
+
+    # --- client assertions ------------------------------------------------------------------------
+
+    def _assertion_error(self, code: int, message: str, correlation_id: str) -> Response:
+        status, error = ASSERTION_ERRORS[code]
+        return self.error(status, error, code, message, correlation_id)
+
+    def _check_assertion(self, app: AppRegistration, form: dict[str, str], correlation_id: str) -> Response | None:
+        """None if the client assertion proves the app; else Entra's refusal. Never echoes the assertion."""
+        assertion_type = form.get("client_assertion_type")
+        if not assertion_type:
+            return self.error(400, "invalid_request", 900144, (
+                "The request body must contain the following parameter: 'client_assertion_type'."), correlation_id)
+        if assertion_type != JWT_BEARER:
+            return self._assertion_error(90011, "Unexpected client assertion type.", correlation_id)
+        if not form.get("client_assertion"):
+            return self.error(401, "invalid_client", 7000218, (
+                "The request body must contain the following parameter: 'client_assertion' or "
+                "'client_secret'."), correlation_id)
+        parsed = _parse_jwt(form["client_assertion"])
+        if parsed is None:
+            return self._assertion_error(50027, "JWT token is invalid or malformed.", correlation_id)
+        header, claims, signing_input, signature = parsed
+        if "x5t#S256" in header or "x5t" in header:
+            return self._check_certificate_assertion(app, header, claims, signing_input, signature, correlation_id)
+        if claims.get("iss") == claims.get("sub") and str(claims.get("iss", "")).lower() == app.client_id:
+            # A private_key_jwt assertion that does not say which certificate signed it.
+            return self._assertion_error(
+                50027, "Invalid JWT token. No certificate thumbprint specified in token header.", correlation_id)
+        return self._check_federated_assertion(app, form["client_assertion"], claims, correlation_id)
+
+    def _check_certificate_assertion(self, app: AppRegistration, header: dict[str, Any],
+                                     claims: dict[str, Any], signing_input: bytes, signature: bytes,
+                                     correlation_id: str) -> Response | None:
+        # 1. Which certificate: SHA-256 thumbprint first (PS256, MSAL >= 1.35), else SHA-1 (RS256).
+        presented = decode_thumbprint(header.get("x5t#S256")) or decode_thumbprint(header.get("x5t"))
+        if presented is None:
+            return self._assertion_error(
+                50027, "Invalid JWT token. No certificate thumbprint specified in token header.", correlation_id)
+        shown = presented.hex().upper()
+        with self._lock:
+            certificates = list(app.certificates)
+        key = next((c for c in certificates if presented in (c.info.sha1, c.info.sha256)), None)
+        if key is None:
+            return self._assertion_error(700027, (
+                "The certificate with identifier used to sign the client assertion is not registered on "
+                f"application. [Reason - The key was not found., Thumbprint of key used by client: '{shown}', "
+                + _GRAPH_KEYS_HELP.format(app=app.client_id) + "]"), correlation_id)
+        found = f"Found key 'Start={_key_date(key.start)}, End={_key_date(key.end)}'"
+        now = time.time()
+        if not key.start <= now <= key.end:
+            return self._assertion_error(700027, (
+                "Client assertion contains an invalid signature. [Reason - The key used is expired., "
+                f"Thumbprint of key used by client: '{shown}', {found}]"), correlation_id)
+        # 2. The signature, with the registered certificate's public key: nothing below is trusted before.
+        if not _verify_rsa(key, header.get("alg"), signing_input, signature):
+            return self._assertion_error(700027, (
+                "Client assertion contains an invalid signature. [Reason - Key was found, but use of the key to "
+                f"verify the signature failed., Thumbprint of key used by client: '{shown}', {found}, "
+                + _GRAPH_KEYS_HELP.format(app=app.client_id) + "]"), correlation_id)
+        # 3. The claims.
+        iss, sub = claims.get("iss"), claims.get("sub")
+        if iss != sub:
+            return self._assertion_error(50048, "Subject must match the issuer claim in the client assertion.",
+                                         correlation_id)
+        if not isinstance(iss, str) or iss.lower() != app.client_id:
+            return self._assertion_error(700021, (
+                "Client assertion application identifier doesn't match 'client_id' parameter. Review the "
+                f"documentation at {_CERT_DOCS} ."), correlation_id)
+        aud = claims.get("aud")
+        if not isinstance(aud, str):  # a list of audiences is refused as malformed (panva/openid-client#348)
+            return self._assertion_error(50027, "JWT token is invalid or malformed.", correlation_id)
+        if aud.rstrip("/").lower() not in self._assertion_audiences():
+            return self._assertion_error(700023, (
+                "Client assertion audience claim does not match Realm issuer. Review the documentation at "
+                f"{_CERT_DOCS} ."), correlation_id)
+        refusal = self._check_lifetime(claims, correlation_id)
+        if refusal is not None:
+            return refusal
+        return self._check_replay(app, claims, correlation_id)
+
+    def _assertion_audiences(self) -> set[str]:
+        """The token endpoint URLs a certificate assertion may name: v2 and v1, by tenant GUID or domain."""
+        return {f"{self.base_url}/{t}/{path}".lower()
+                for t in (self.tenant_id, self.tenant_domain) for path in ("oauth2/v2.0/token", "oauth2/token")}
+
+    def _check_lifetime(self, claims: dict[str, Any], correlation_id: str) -> Response | None:
+        exp, nbf = claims.get("exp"), claims.get("nbf", 0)
+        if not _is_number(exp) or not _is_number(nbf):
+            return self._assertion_error(50027, "JWT token is invalid or malformed.", correlation_id)
+        now = time.time()
+        if now > float(exp) + ASSERTION_CLOCK_SKEW_S or now < float(nbf) - ASSERTION_CLOCK_SKEW_S:
+            return self._assertion_error(700024, (
+                f"Client assertion is not within its valid time range. Current time: {_iso7(now)}, assertion "
+                f"valid from {_iso7(float(nbf))}, expiry time of assertion {_iso7(float(exp))}. Review the "
+                f"documentation at {_CERT_DOCS} ."), correlation_id)
+        return None
+
+    def _check_replay(self, app: AppRegistration, claims: dict[str, Any], correlation_id: str) -> Response | None:
+        jti = claims.get("jti")
+        if not isinstance(jti, str) or not jti:
+            return None
+        now = time.time()
+        key = (app.client_id, jti)
+        with self._lock:
+            for seen, until in list(self._seen_jti.items()):
+                if until < now:
+                    del self._seen_jti[seen]
+            reused = key in self._seen_jti
+            self._seen_jti[key] = float(claims["exp"]) + ASSERTION_CLOCK_SKEW_S
+            if reused:
+                self.reused_assertions += 1
+        if reused and self.reject_replayed_assertions:
+            return self._assertion_error(50013, (
+                f"Assertion is invalid because of various reasons - The client assertion with jti '{jti}' has "
+                f"already been used. Create a new assertion for each request. Review the documentation at "
+                f"{_CERT_DOCS} ."), correlation_id)
+        return None
+
+    def _check_federated_assertion(self, app: AppRegistration, assertion: str, claims: dict[str, Any],
+                                   correlation_id: str) -> Response | None:
+        iss, sub, aud = claims.get("iss"), claims.get("sub"), claims.get("aud")
+        audiences = [aud] if isinstance(aud, str) else aud
+        if not isinstance(iss, str) or not isinstance(sub, str) or not isinstance(audiences, list) \
+                or not audiences or not all(isinstance(a, str) for a in audiences):
+            return self._assertion_error(50027, "JWT token is invalid or malformed.", correlation_id)
+        # 1. Which federated credential trusts (issuer, subject, audience): exact, case-sensitive matches.
+        now = time.time()
+        with self._lock:
+            records = [f for f in app.federated_credentials if f.active_from <= now]
+        if not records:
+            return self._assertion_error(70021, (
+                f"No matching federated identity record found for presented assertion. Assertion Issuer: '{iss}'. "
+                f"Assertion Subject: '{sub}'. Assertion Audience: '{audiences[0]}'. {_FIC_DOCS}"), correlation_id)
+        check = "Check your federated identity credential Subject, Audience and Issuer against the presented " \
+                f"assertion. {_FIC_DOCS}"
+        by_issuer = [f for f in records if f.issuer == iss]
+        if not by_issuer:
+            return self._assertion_error(700211, (
+                f"No matching federated identity record found for presented assertion issuer '{iss}'. {check}"),
+                correlation_id)
+        by_subject = [f for f in by_issuer if f.subject == sub]
+        if not by_subject:
+            return self._assertion_error(700213, (
+                f"No matching federated identity record found for presented assertion subject '{sub}'. {check}"),
+                correlation_id)
+        if not any(a in f.audiences for f in by_subject for a in audiences):
+            return self._assertion_error(700212, (
+                f"No matching federated identity record found for presented assertion audience "
+                f"'{audiences[0]}'. {check}"), correlation_id)
+        # 2. Only this tenant's token service could have signed it (the issuer's keys, in Entra's terms).
+        try:
+            verified = self.tokens.signed_claims(assertion)
+        except TokenError:
+            return self._assertion_error(700027, "Client assertion failed signature validation.", correlation_id)
+        # 3. Its lifetime, from the verified claims (the same token, so the same values).
+        return self._check_lifetime(verified, correlation_id)
 
     def _match_secret(self, app: AppRegistration, presented: str) -> ClientSecret | None:
         with self._lock:
@@ -301,6 +665,74 @@ class Entra:
                 "administrator of the tenant or consented to by any user in the tenant. You might have sent "
                 "your authentication request to the wrong tenant."), correlation_id)
         return resource
+
+
+def _credential_kind(client_secret: str | None, form: dict[str, str]) -> str:
+    """What a token request tried to prove itself with, for :attr:`Entra.sign_ins` (never the value)."""
+    if client_secret:
+        return "secret"
+    assertion = form.get("client_assertion")
+    if not assertion:
+        return "none"
+    parsed = _parse_jwt(assertion)
+    if parsed is None:
+        return "assertion"
+    header, claims = parsed[0], parsed[1]
+    if "x5t#S256" in header or "x5t" in header or claims.get("iss") == claims.get("sub"):
+        return "certificate"
+    return "federated"
+
+
+def _b64url_decode(text: str) -> bytes:
+    if not text or any(c not in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_=" for c in text):
+        raise ValueError("not base64url")
+    text = text.rstrip("=")
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _parse_jwt(token: str) -> tuple[dict[str, Any], dict[str, Any], bytes, bytes] | None:
+    """``(header, claims, signing input, signature)`` of a compact JWS, or None when it is not one."""
+    parts = token.strip().split(".")
+    if len(parts) != 3 or len(token) > 64 * 1024:
+        return None
+    try:
+        header = json.loads(_b64url_decode(parts[0]))
+        claims = json.loads(_b64url_decode(parts[1]))
+        signature = _b64url_decode(parts[2]) if parts[2] else b""
+    except (ValueError, UnicodeError):
+        return None
+    if not isinstance(header, dict) or not isinstance(claims, dict):
+        return None
+    return header, claims, (parts[0] + "." + parts[1]).encode("ascii"), signature
+
+
+def _verify_rsa(key: KeyCredential, alg: object, signing_input: bytes, signature: bytes) -> bool:
+    """PS256 (RSASSA-PSS, MGF1-SHA256, salt = digest length) or RS256 (PKCS#1 v1.5) with the cert's key."""
+    public_key = key.info.certificate.public_key()
+    if not isinstance(public_key, rsa.RSAPublicKey) or alg not in ("PS256", "RS256"):
+        return False
+    pad = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.DIGEST_LENGTH) \
+        if alg == "PS256" else padding.PKCS1v15()
+    try:
+        public_key.verify(signature, signing_input, pad, hashes.SHA256())
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _iso7(epoch: float) -> str:
+    """Entra's timestamps in AADSTS700024: ``2024-10-02T22:05:03.6755165Z`` (seven fractional digits)."""
+    moment = dt.datetime.fromtimestamp(min(max(0.0, epoch), 253402300799.0), dt.timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%f") + "0Z"
+
+
+def _key_date(epoch: float) -> str:
+    """Entra's key dates in AADSTS700027: ``06/29/2021 21:13:15``."""
+    return time.strftime("%m/%d/%Y %H:%M:%S", time.gmtime(min(max(0.0, epoch), 253402300799.0)))
 
 
 def _tenant_not_found(tenant: str) -> str:

@@ -64,27 +64,33 @@ class TokenService:
 
     def issue(self, *, aud: str, tenant_id: str, appid: str, oid: str,
               roles: Iterable[str] = (), lifetime_s: int = 3599, now: float | None = None,
-              app_displayname: str | None = None) -> tuple[str, int]:
-        """Return ``(jwt, exp)`` for an app-only token. A negative lifetime gives an expired token."""
+              app_displayname: str | None = None, issuer: str | None = None,
+              version: str = "1.0") -> tuple[str, int]:
+        """Return ``(jwt, exp)`` for an app-only token. A negative lifetime gives an expired token.
+
+        ``version="2.0"`` gives a v2.0-shaped token (``azp``/``azpacr`` instead of ``appid``/``appidacr``)
+        whose ``iss`` is ``issuer``: what a managed identity gets for ``api://AzureADTokenExchange``.
+        """
         iat = int(time.time() if now is None else now)
         exp = iat + int(lifetime_s)
-        claims: dict[str, Any] = {
-            "aud": aud,
-            "iss": issuer_for(tenant_id),
-            "iat": iat,
-            "nbf": iat,
-            "exp": exp,
-            "appid": appid,
-            "azp": appid,
-            "appidacr": "1",
-            "idp": issuer_for(tenant_id),
-            "idtyp": "app",
-            "oid": oid,
-            "sub": oid,
-            "tid": tenant_id,
-            "uti": _b64(uuid.uuid4().bytes),
-            "ver": "1.0",
-        }
+        iss = issuer or issuer_for(tenant_id)
+        claims: dict[str, Any] = {"aud": aud, "iss": iss, "iat": iat, "nbf": iat, "exp": exp}
+        if version == "2.0":
+            claims.update({"azp": appid, "azpacr": "2", "idtyp": "app", "oid": oid, "sub": oid,
+                           "tid": tenant_id, "uti": _b64(uuid.uuid4().bytes), "ver": "2.0"})
+        else:
+            claims.update({
+                "appid": appid,
+                "azp": appid,
+                "appidacr": "1",
+                "idp": issuer_for(tenant_id),
+                "idtyp": "app",
+                "oid": oid,
+                "sub": oid,
+                "tid": tenant_id,
+                "uti": _b64(uuid.uuid4().bytes),
+                "ver": "1.0",
+            })
         if app_displayname:
             claims["app_displayname"] = app_displayname
         roles = list(roles)
@@ -95,12 +101,11 @@ class TokenService:
             _b64(json.dumps(claims, separators=(",", ":")).encode())
         return signing_input + "." + _b64(self._sign(signing_input)), exp
 
-    def verify(self, token: str | None, *, audiences: Iterable[str], tenant_id: str,
-               now: float | None = None) -> Claims:
-        """Check signature, lifetime, audience and issuer; raise :class:`TokenError` on the first failure.
+    def signed_claims(self, token: str | None) -> dict[str, Any]:
+        """The claims of a token this service signed, after checking the signature (and nothing else).
 
-        The order matches what resource servers report: an expired token says "expired" even if it
-        was also meant for another audience.
+        Raises :class:`TokenError` (MISSING, MALFORMED or SIGNATURE). Lifetime, audience and issuer are
+        the caller's to judge: Entra does that itself for a federated client assertion.
         """
         if not token:
             raise TokenError(MISSING)
@@ -112,10 +117,20 @@ class TokenService:
             if not hmac.compare_digest(expected, _unb64(parts[2])):
                 raise TokenError(SIGNATURE)
             claims = json.loads(_unb64(parts[1]))
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeError):
             raise TokenError(MALFORMED) from None
         if not isinstance(claims, dict):
             raise TokenError(MALFORMED)
+        return claims
+
+    def verify(self, token: str | None, *, audiences: Iterable[str], tenant_id: str,
+               now: float | None = None) -> Claims:
+        """Check signature, lifetime, audience and issuer; raise :class:`TokenError` on the first failure.
+
+        The order matches what resource servers report: an expired token says "expired" even if it
+        was also meant for another audience.
+        """
+        claims = self.signed_claims(token)
         t = time.time() if now is None else now
         if t >= claims.get("exp", 0):
             raise TokenError(EXPIRED)

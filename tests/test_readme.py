@@ -14,7 +14,7 @@ def settings_table() -> dict[str, tuple[str, str]]:
     section = README.split("## Settings", 1)[1].split("\n## ", 1)[0]
     rows = {}
     for line in section.splitlines():
-        match = re.match(r"^\| `([A-Za-z_]+)` \| ([^|]+) \| ([^|]+) \|", line)
+        match = re.match(r"^\| `([A-Za-z0-9_]+)` \| ([^|]+) \| ([^|]+) \|", line)
         if match:
             rows[match.group(1)] = (match.group(2).strip(), match.group(3).strip())
     return rows

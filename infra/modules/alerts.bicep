@@ -2,8 +2,12 @@
 // host.json excludes Request from sampling, so every invocation is there):
 //  1. an export run failed (checked every 15 minutes);
 //  2. no export succeeded in the last 26 hours (checked hourly, over 2 days of data): catches a stopped
-//     app, a broken schedule or a host that cannot start, which produce no failed run at all.
-// Both notify the optional e-mail action group.
+//     app, a broken schedule or a host that cannot start, which produce no failed run at all;
+//  3. the client secret or certificate in Key Vault expires soon: the app logs one warning line starting
+//     with "Credential expiry:" in each run within CREDENTIAL_EXPIRY_WARNING_DAYS of the expiry (the
+//     `traces` table, checked hourly), so this fires once a day, after the daily run, until it is rotated.
+//     An expired one fails the run, which alert 1 reports.
+// All notify the optional e-mail action group.
 
 param namePrefix string
 
@@ -24,6 +28,9 @@ param alertEmail string = ''
 @minValue(1)
 @maxValue(47)
 param staleAfterHours int = 26
+
+@description('Start of the warning line the app logs when its client secret or certificate expires soon.')
+param credentialExpiryPrefix string = 'Credential expiry:'
 
 var notify = !empty(alertEmail)
 
@@ -46,6 +53,13 @@ requests
 | summarize successes = count()
 | where successes == 0
 | where isnull(firstSeen) or firstSeen < ago(window)
+'''
+
+// The app's own warning line, whichever operation logged it (the timer run or the CLI in Azure).
+var credentialExpiryQuery = '''
+traces
+| where message startswith '{0}'
+| project timestamp, severityLevel, message, operation_Name
 '''
 
 resource actionGroup 'Microsoft.Insights/actionGroups@2023-01-01' = if (notify) {
@@ -142,6 +156,45 @@ resource exportStale 'Microsoft.Insights/scheduledQueryRules@2022-06-15' = {
   }
 }
 
+resource credentialExpiry 'Microsoft.Insights/scheduledQueryRules@2022-06-15' = {
+  name: '${namePrefix}-credential-expiry'
+  location: location
+  tags: tags
+  kind: 'LogAlert'
+  properties: {
+    displayName: 'Graph user export credential expires soon'
+    description: 'The app registration\'s client secret or certificate in Key Vault expires soon (the log line "Credential expiry: ..." says which and when). Rotate it before then: infra/deploy.sh --rotate-secret, or --rotate-certificate (see "Choosing a credential" in README.md).'
+    severity: 2
+    enabled: true
+    scopes: [
+      appInsightsId
+    ]
+    evaluationFrequency: 'PT1H'
+    windowSize: 'PT1H'
+    criteria: {
+      allOf: [
+        {
+          query: format(credentialExpiryQuery, credentialExpiryPrefix)
+          timeAggregation: 'Count'
+          operator: 'GreaterThan'
+          threshold: 0
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    autoMitigate: false
+    actions: {
+      actionGroups: notify ? [
+        actionGroup.id
+      ] : []
+    }
+  }
+}
+
 output actionGroupId string = notify ? actionGroup.id : ''
 output failedRuleName string = exportFailed.name
 output staleRuleName string = exportStale.name
+output credentialExpiryRuleName string = credentialExpiry.name

@@ -1,6 +1,8 @@
-// The function app on the Flex Consumption plan (FC1, Linux, Python), with a system-assigned managed
-// identity used for everything: host storage, the deployment package, Key Vault, export storage and
-// Application Insights. No connection strings, keys or secrets appear in its settings.
+// The function app on the Flex Consumption plan (FC1, Linux, Python), running as one user-assigned
+// managed identity (modules/identity.bicep) used for everything: host storage, the deployment package,
+// Key Vault, export storage and Application Insights. No connection strings, keys or secrets appear in
+// its settings. The identity's roles are assigned before this module runs (main.bicep), so the host
+// can reach its storage from its very first start.
 //
 // Flex Consumption does not take FUNCTIONS_WORKER_RUNTIME, FUNCTIONS_EXTENSION_VERSION or
 // WEBSITE_RUN_FROM_PACKAGE: the runtime comes from functionAppConfig.runtime and the code always runs
@@ -26,6 +28,12 @@ param appInsightsConnectionString string
 @description('The app\'s own settings (see graph_export/settings.py); host and telemetry settings are added here.')
 param appSettings object
 
+@description('Resource ID of the app\'s user-assigned managed identity.')
+param identityId string
+
+@description('Client ID of that identity: the host and the telemetry SDK need it to pick the identity.')
+param identityClientId string
+
 @allowed([
   '3.11'
 ])
@@ -48,14 +56,16 @@ var storageSuffix = environment().suffixes.storage
 var hostBlobEndpoint = 'https://${hostStorageName}.blob.${storageSuffix}/'
 
 // Identity-based host storage (AzureWebJobsStorage__*): the timer trigger keeps its schedule status and
-// singleton lease there. Telemetry goes to Application Insights with Entra ID (the app's identity).
+// singleton lease there. Telemetry goes to Application Insights with Entra ID. Both name the user-assigned
+// identity by its client ID (an app with only user-assigned identities has no default identity).
 var hostSettings = {
   AzureWebJobsStorage__credential: 'managedidentity'
+  AzureWebJobsStorage__clientId: identityClientId
   AzureWebJobsStorage__blobServiceUri: hostBlobEndpoint
   AzureWebJobsStorage__queueServiceUri: 'https://${hostStorageName}.queue.${storageSuffix}/'
   AzureWebJobsStorage__tableServiceUri: 'https://${hostStorageName}.table.${storageSuffix}/'
   APPLICATIONINSIGHTS_CONNECTION_STRING: appInsightsConnectionString
-  APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'Authorization=AAD'
+  APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
 }
 
 var allSettings = union(appSettings, hostSettings)
@@ -86,7 +96,10 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
   tags: tags
   kind: 'functionapp,linux'
   identity: {
-    type: 'SystemAssigned'
+    type: 'UserAssigned'
+    userAssignedIdentities: {
+      '${identityId}': {}
+    }
   }
   properties: {
     // checkov:skip=CKV_AZURE_222: code is published from the operator's machine to the app's SCM endpoint, which closing public access would block; the app has no HTTP functions to expose.
@@ -113,7 +126,8 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
           type: 'blobContainer'
           value: '${hostBlobEndpoint}${deploymentContainerName}'
           authentication: {
-            type: 'SystemAssignedIdentity'
+            type: 'UserAssignedIdentity'
+            userAssignedIdentityResourceId: identityId
           }
         }
       }
@@ -148,5 +162,4 @@ resource scmBasicAuth 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@20
 
 output name string = site.name
 output id string = site.id
-output principalId string = site.identity.principalId
 output planName string = plan.name

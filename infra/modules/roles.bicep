@@ -1,8 +1,10 @@
-// Least-privilege role assignments for the function app's managed identity (and, optionally, for the
-// person or pipeline running deploy.sh, who must write the client secret into the vault).
-// Names are guid(scope, principal, role) so a re-deployment finds and keeps the same assignments.
+// Least-privilege role assignments for the function app's user-assigned managed identity (and,
+// optionally, for the person or pipeline running deploy.sh, who writes the client secret or creates the
+// certificate in the vault). main.bicep deploys this before the function app, so the host can reach its
+// storage from its first start. Names are guid(scope, principal, role) so a re-deployment finds and keeps
+// the same assignments.
 
-@description('Object ID of the function app\'s system-assigned managed identity.')
+@description('Object (principal) ID of the function app\'s user-assigned managed identity.')
 param principalId string
 
 param hostStorageName string
@@ -11,11 +13,20 @@ param exportStorageName string
 
 param exportContainerName string
 
+@description('Key Vault of the client secret or certificate (a name even when keyVaultAccess is false).')
 param vaultName string
+
+@description('How the app signs in (CLIENT_CREDENTIAL): secret and certificate keep their credential in the vault; federated uses no vault.')
+@allowed([
+  'secret'
+  'certificate'
+  'federated'
+])
+param clientCredential string = 'secret'
 
 param appInsightsName string
 
-@description('Object ID allowed to write secrets into the vault (the deployer); empty = none.')
+@description('Object ID allowed to write the client secret (secret) or create the certificate (certificate) in the vault: the deployer; empty = none.')
 param secretsOfficerPrincipalId string = ''
 
 @allowed([
@@ -34,7 +45,12 @@ var roleIds = {
   monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'
   keyVaultSecretsUser: '4633458b-17de-408a-b874-0445c86b69e6'
   keyVaultSecretsOfficer: 'b86a8fe4-44ce-4948-aee5-eccb2c155cd7'
+  keyVaultCertificatesOfficer: 'a4417e6f-fecd-4de8-b567-7b0420556985'
 }
+
+// federated: no vault is deployed and nobody gets a role on one.
+var keyVaultAccess = (clientCredential != 'federated')
+var grantDeployer = keyVaultAccess && !empty(secretsOfficerPrincipalId)
 
 resource hostStorage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: hostStorageName
@@ -105,8 +121,12 @@ resource exportContainerContributor 'Microsoft.Authorization/roleAssignments@202
   }
 }
 
-// Key Vault: read secret values. The vault is dedicated to this app and holds only its client secret.
-resource vaultSecretsUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+// Key Vault: read secret values. The vault is dedicated to this app and holds only its client secret, or
+// only its certificate, whose private key the app reads through the certificate's backing secret (same
+// name): "Key Vault Secrets User" is all either needs. Scoped to the vault rather than to
+// `secrets/<name>` (which RBAC also accepts) because the secret does not exist yet when this runs:
+// deploy.sh stores it after the deployment.
+resource vaultSecretsUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (keyVaultAccess) {
   name: guid(vault.id, principalId, roleIds.keyVaultSecretsUser)
   scope: vault
   properties: {
@@ -128,11 +148,23 @@ resource telemetryPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01'
 }
 
 // The deployer: write the client secret (deploy.sh pipes it in). Not needed by the app.
-resource deployerSecretsOfficer 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(secretsOfficerPrincipalId)) {
+resource deployerSecretsOfficer 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (grantDeployer && (clientCredential == 'secret')) {
   name: guid(vault.id, secretsOfficerPrincipalId, roleIds.keyVaultSecretsOfficer)
   scope: vault
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleIds.keyVaultSecretsOfficer)
+    principalId: secretsOfficerPrincipalId
+    principalType: secretsOfficerPrincipalType
+  }
+}
+
+// The deployer: create the certificate and read its public part (deploy.sh registers it on the app). It
+// never needs the private key, so no secrets role.
+resource deployerCertificatesOfficer 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (grantDeployer && (clientCredential == 'certificate')) {
+  name: guid(vault.id, secretsOfficerPrincipalId, roleIds.keyVaultCertificatesOfficer)
+  scope: vault
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleIds.keyVaultCertificatesOfficer)
     principalId: secretsOfficerPrincipalId
     principalType: secretsOfficerPrincipalType
   }

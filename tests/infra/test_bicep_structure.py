@@ -7,6 +7,7 @@ value like 'TLS1_2' is compared as text. checkov covers generic rules; these pin
 from __future__ import annotations
 
 import ast
+import json
 import re
 
 from .bicep_helpers import INFRA, body, condition, dig, mentions, only, param_default, resources_of
@@ -19,7 +20,17 @@ ROLE_IDS = {
     "monitoringMetricsPublisher": "3913510d-42f4-4e42-8a64-420c390055eb",
     "keyVaultSecretsUser": "4633458b-17de-408a-b874-0445c86b69e6",
     "keyVaultSecretsOfficer": "b86a8fe4-44ce-4948-aee5-eccb2c155cd7",
+    "keyVaultCertificatesOfficer": "a4417e6f-fecd-4de8-b567-7b0420556985",
 }
+CREDENTIALS = ["secret", "certificate", "federated"]
+
+
+def _accessor(module: str, *path: str) -> dict:
+    """pycep's shape of `module.outputs.x` (nested property accessors)."""
+    value: object = path[-1]
+    for name in reversed(path[:-1]):
+        value = {"operator": {"type": "property_accessor", "operands": {"operand_1": name, "operand_2": value}}}
+    return {"operator": {"type": "property_accessor", "operands": {"operand_1": module, "operand_2": value}}}
 
 
 # --- storage ------------------------------------------------------------------------------------------
@@ -86,6 +97,19 @@ def test_key_vault_is_rbac_only_with_purge_protection(bicep):
     assert props["enabledForTemplateDeployment"] is False
 
 
+def test_the_vault_is_deployed_only_for_a_secret_or_a_certificate(bicep):
+    main = bicep["main.bicep"]
+    assert main["variables"]["useKeyVault"]["value"] == {"operator": {"type": "not_equals", "operands": {
+        "operand_1": "clientCredential", "operand_2": "federated"}}}
+    assert main["modules"]["keyVault"]["config"]["condition"] == "useKeyVault"
+    settings = main["variables"]["exportAppSettings"]["value"]
+    assert settings["KEY_VAULT_URL"] == {"operator": {"type": "conditional", "operands": {
+        "condition": "useKeyVault", "true_value": _accessor("keyVault", "outputs", "uri"), "false_value": ""}}}
+    for output in ("keyVaultName", "keyVaultUri"):
+        value = main["outputs"][output]["value"]["operator"]["operands"]
+        assert value["condition"] == "useKeyVault" and value["false_value"] == ""
+
+
 def test_no_secret_resource_is_created_by_bicep(bicep):
     for path, doc in bicep.items():
         for rtype in ("Microsoft.KeyVault/vaults/secrets", "Microsoft.KeyVault/vaults/accessPolicies"):
@@ -103,7 +127,8 @@ def test_plan_is_flex_consumption_linux(bicep):
 def test_site_is_locked_down(bicep):
     site = only(bicep["modules/functionapp.bicep"], "Microsoft.Web/sites")
     assert site["kind"] == "functionapp,linux"
-    assert site["identity"]["type"] == "SystemAssigned"
+    # One identity, user-assigned (modules/identity.bicep): no system-assigned one to hold stray rights.
+    assert site["identity"] == {"type": "UserAssigned", "userAssignedIdentities": {"'${identityId}'": {}}}
     props = site["properties"]
     assert props["httpsOnly"] is True
     config = props["siteConfig"]
@@ -123,7 +148,7 @@ def test_flex_config_uses_the_identity_for_the_deployment_package(bicep):
     flex = only(doc, "Microsoft.Web/sites")["properties"]["functionAppConfig"]
     storage = flex["deployment"]["storage"]
     assert storage["type"] == "blobContainer"
-    assert storage["authentication"] == {"type": "SystemAssignedIdentity"}
+    assert storage["authentication"] == {"type": "UserAssignedIdentity", "userAssignedIdentityResourceId": "identityId"}
     assert storage["value"] == "${hostBlobEndpoint}${deploymentContainerName}"
     assert flex["runtime"] == {"name": "python", "version": "pythonVersion"}
     assert param_default(doc, "pythonVersion") == "3.11"
@@ -136,9 +161,10 @@ def test_host_storage_and_telemetry_are_identity_based(bicep):
     doc = bicep["modules/functionapp.bicep"]
     host = doc["variables"]["hostSettings"]["value"]
     assert host["AzureWebJobsStorage__credential"] == "managedidentity"
+    assert host["AzureWebJobsStorage__clientId"] == "identityClientId", "a user-assigned identity is named"
     for service in ("blob", "queue", "table"):
         assert f"AzureWebJobsStorage__{service}ServiceUri" in host
-    assert host["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"] == "Authorization=AAD"
+    assert host["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"] == "ClientId=${identityClientId};Authorization=AAD"
     assert "APPLICATIONINSIGHTS_CONNECTION_STRING" in host
     assert "AzureWebJobsStorage" not in host, "no connection string: shared key access is disabled"
 
@@ -158,6 +184,84 @@ def test_application_insights_has_local_auth_disabled_on_a_workspace(bicep):
     assert props["DisableLocalAuth"] is True
     assert mentions(props["WorkspaceResourceId"], "workspace")
     assert only(doc, "Microsoft.OperationalInsights/workspaces")["properties"]["features"]["disableLocalAuth"] is True
+
+
+# --- the user-assigned identity and the credential kinds --------------------------------------------
+
+def test_the_identity_is_a_user_assigned_identity_in_our_own_module(bicep):
+    doc = bicep["modules/identity.bicep"]
+    assert only(doc, "Microsoft.ManagedIdentity/userAssignedIdentities")["name"] == "name"
+    outputs = doc["outputs"]
+    assert outputs["clientId"]["value"] == _accessor("identity", "properties", "clientId")
+    assert outputs["principalId"]["value"] == _accessor("identity", "properties", "principalId")
+    assert outputs["tenantId"]["value"] == _accessor("identity", "properties", "tenantId")
+    main = bicep["main.bicep"]
+    assert main["modules"]["identity"]["detail"]["path"] == "modules/identity.bicep"
+
+
+def test_the_identity_gets_its_roles_before_the_function_app_exists(bicep):
+    main = bicep["main.bicep"]["modules"]
+    roles = main["roles"]["config"]
+    assert roles["params"]["principalId"] == _accessor("identity", "outputs", "principalId")
+    assert not mentions(roles, "functionApp"), "the roles must not wait for (or depend on) the function app"
+    app = main["functionApp"]["config"]
+    assert "roles" in app["dependsOn"]
+    assert app["params"]["identityId"] == _accessor("identity", "outputs", "id")
+    assert app["params"]["identityClientId"] == _accessor("identity", "outputs", "clientId")
+    assert roles["params"]["clientCredential"] == "clientCredential"
+    assert "keyVault" in roles["dependsOn"], "the vault's role waits for the vault"
+
+
+def test_client_credential_parameter_and_the_settings_it_drives(bicep):
+    main = bicep["main.bicep"]
+    param = main["parameters"]["clientCredential"]
+    assert param["default"] == "secret"
+    assert {"type": "allowed", "argument": CREDENTIALS} in param["decorators"]
+    assert param_default(main, "clientCertificateName") == "graph-client-certificate"
+    settings = main["variables"]["exportAppSettings"]["value"]
+    assert settings["CLIENT_CREDENTIAL"] == "clientCredential"
+    assert settings["CLIENT_CERTIFICATE_NAME"] == "clientCertificateName"
+    assert settings["MANAGED_IDENTITY_CLIENT_ID"] == _accessor("identity", "outputs", "clientId")
+    assert settings["FEDERATED_TOKEN_AUDIENCE"] == "federatedTokenAudience"
+    assert settings["CREDENTIAL_EXPIRY_WARNING_DAYS"] == "credentialExpiryWarningDays"
+    roles = bicep["modules/roles.bicep"]["parameters"]["clientCredential"]
+    assert {"type": "allowed", "argument": CREDENTIALS} in roles["decorators"]
+
+
+def test_the_federated_credential_outputs_name_this_cloud_and_the_identity(bicep):
+    main = bicep["main.bicep"]
+    outputs = main["outputs"]
+    assert outputs["federatedCredentialIssuer"]["value"] == "${loginHost}/${identity.outputs.tenantId}/v2.0"
+    assert main["variables"]["loginEndpoint"]["value"] == {"operator": {"type": "property_accessor", "operands": {
+        "operand_1": {"function": {"type": "environment", "property_name": "authentication"}},
+        "operand_2": "loginEndpoint"}}}
+    host = main["variables"]["loginHost"]["value"]["operator"]["operands"]  # the endpoint without a trailing '/'
+    assert host["condition"]["function"]["type"] == "ends_with" and host["false_value"] == "loginEndpoint"
+    assert outputs["identityPrincipalId"]["value"] == _accessor("identity", "outputs", "principalId")
+    assert outputs["federatedTokenAudience"]["value"] == "federatedTokenAudience"
+    assert outputs["clientCredential"]["value"] == "clientCredential"
+    main_text = (INFRA / "main.bicepparam").read_text()
+    assert "param clientCredential = readEnvironmentVariable('GRAPH_EXPORT_CLIENT_CREDENTIAL', 'secret')" in main_text
+
+
+def test_the_certificate_policy_renews_a_self_signed_exportable_rsa_key():
+    """infra/certificate-policy.json, read by `az keyvault certificate create --policy @file` (camelCase keys,
+    as `az keyvault certificate get-default-policy` prints them)."""
+    policy = json.loads((INFRA / "certificate-policy.json").read_text())
+    assert set(policy) == {"issuerParameters", "keyProperties", "secretProperties", "x509CertificateProperties",
+                           "lifetimeActions"}
+    assert policy["issuerParameters"] == {"name": "Self"}
+    key = policy["keyProperties"]
+    assert key == {"exportable": True, "keyType": "RSA", "keySize": 2048, "reuseKey": False}, \
+        "exportable: the app reads the private key through the backing secret; a new key on each renewal"
+    assert policy["secretProperties"] == {"contentType": "application/x-pkcs12"}
+    x509 = policy["x509CertificateProperties"]
+    assert x509["subject"].startswith("CN=") and "digitalSignature" in x509["keyUsage"]
+    assert 1 <= x509["validityInMonths"] <= 24
+    [action] = policy["lifetimeActions"]
+    assert action["action"] == {"actionType": "AutoRenew"}
+    trigger = action["trigger"]
+    assert set(trigger) == {"lifetimePercentage"} and 50 <= trigger["lifetimePercentage"] <= 90
 
 
 # --- role assignments ---------------------------------------------------------------------------------
@@ -188,6 +292,11 @@ def test_role_guids_are_the_built_in_ones(bicep):
 def test_app_identity_gets_exactly_the_least_privilege_roles(bicep):
     doc, _, found = _assignments(bicep)
     app = {(a["scope"], a["role"]) for a in found.values() if a["principal"] == "principalId"}
+    conditional = {(a["scope"], a["role"]) for a in found.values() if a["principal"] == "principalId" and a["conditional"]}
+    assert conditional == {("vault", ROLE_IDS["keyVaultSecretsUser"])}, "only the vault role depends on the kind"
+    assert condition(doc["resources"]["vaultSecretsUser"]) == "keyVaultAccess"
+    assert doc["variables"]["keyVaultAccess"]["value"] == {"operator": {"type": "not_equals", "operands": {
+        "operand_1": "clientCredential", "operand_2": "federated"}}}
     assert app == {
         ("hostStorage", ROLE_IDS["storageBlobDataOwner"]),
         ("hostStorage", ROLE_IDS["storageQueueDataContributor"]),
@@ -203,12 +312,21 @@ def test_app_identity_gets_exactly_the_least_privilege_roles(bicep):
     assert container["parent"] == "exportBlobService"
 
 
-def test_the_deployer_only_gets_secrets_officer_and_only_when_asked(bicep):
-    _, _, found = _assignments(bicep)
-    deployer = [a for a in found.values() if a["principal"] == "secretsOfficerPrincipalId"]
-    assert len(deployer) == 1
-    assert deployer[0]["role"] == ROLE_IDS["keyVaultSecretsOfficer"] and deployer[0]["scope"] == "vault"
-    assert deployer[0]["conditional"], "granted only when a deployer principal id is given"
+def test_the_deployer_gets_one_officer_role_for_the_kind_and_only_when_asked(bicep):
+    doc, _, found = _assignments(bicep)
+    deployer = {name: a for name, a in found.items() if a["principal"] == "secretsOfficerPrincipalId"}
+    assert {name: (a["role"], a["scope"]) for name, a in deployer.items()} == {
+        "deployerSecretsOfficer": (ROLE_IDS["keyVaultSecretsOfficer"], "vault"),
+        "deployerCertificatesOfficer": (ROLE_IDS["keyVaultCertificatesOfficer"], "vault"),
+    }
+    for name, kind in (("deployerSecretsOfficer", "secret"), ("deployerCertificatesOfficer", "certificate")):
+        assert condition(doc["resources"][name]) == {"operator": {"type": "and", "operands": {
+            "operand_1": "grantDeployer",
+            "operand_2": {"operator": {"type": "equals", "operands": {"operand_1": "clientCredential",
+                                                                       "operand_2": kind}}}}}}
+    grant = doc["variables"]["grantDeployer"]["value"]
+    assert mentions(grant, "keyVaultAccess") and mentions(grant, "secretsOfficerPrincipalId"), \
+        "granted only when a deployer principal id is given, and never for federated"
 
 
 def test_role_assignment_names_are_guid_of_scope_principal_role(bicep):
@@ -233,7 +351,7 @@ def test_no_role_is_assigned_at_resource_group_or_wider(bicep):
 def test_failure_and_staleness_alerts(bicep):
     doc = bicep["modules/alerts.bicep"]
     rules = {n: body(r) for n, r in resources_of(doc, "Microsoft.Insights/scheduledQueryRules").items()}
-    assert len(rules) == 2
+    assert set(rules) == {"exportFailed", "exportStale", "credentialExpiry"}
     queries = doc["variables"]
     assert "success == false" in queries["failedRunQuery"]["value"]
     stale = queries["staleQuery"]["value"]
@@ -246,6 +364,23 @@ def test_failure_and_staleness_alerts(bicep):
         assert props["scopes"] == ["appInsightsId"]
         assert mentions(props["actions"], "actionGroup")
     assert {r["properties"]["evaluationFrequency"] for r in rules.values()} == {"PT15M", "PT1H"}
+
+
+def test_credential_expiry_alert_fires_on_the_apps_warning_line(bicep):
+    doc = bicep["modules/alerts.bicep"]
+    rule = body(doc["resources"]["credentialExpiry"])["properties"]
+    assert param_default(doc, "credentialExpiryPrefix") == "Credential expiry:"
+    query = doc["variables"]["credentialExpiryQuery"]["value"]
+    assert query.lstrip().startswith("traces\n") and "| where message startswith '{0}'" in query
+    [criterion] = rule["criteria"]["allOf"]
+    assert criterion["query"] == {"function": {"type": "format", "parameters": {
+        "format_string": "credentialExpiryQuery", "arg_1": "credentialExpiryPrefix"}}}
+    assert (criterion["operator"], criterion["threshold"], criterion["timeAggregation"]) == ("GreaterThan", 0, "Count")
+    assert rule["enabled"] is True and rule["scopes"] == ["appInsightsId"]
+    assert rule["evaluationFrequency"] == rule["windowSize"] == "PT1H"
+    assert rule["severity"] == 2, "a warning: nothing is broken yet"
+    assert rule["autoMitigate"] is False, "fires again after each daily run until the credential is rotated"
+    assert mentions(rule["actions"], "actionGroup")
     group = resources_of(doc, "Microsoft.Insights/actionGroups")
     assert len(group) == 1 and condition(next(iter(group.values()))) == "notify"
     main = bicep["main.bicep"]
@@ -262,12 +397,27 @@ def test_alerts_watch_the_function_that_exists(bicep):
     assert param_default(bicep["main.bicep"], "functionName") in names
 
 
+def test_the_credential_expiry_alert_matches_a_warning_the_code_logs(bicep):
+    """The alert's prefix is the start of a `log.warning(...)` format string in graph_export/."""
+    prefix = param_default(bicep["modules/alerts.bicep"], "credentialExpiryPrefix")
+    found = []
+    for path in sorted((INFRA.parent / "graph_export").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "warning" and node.args
+                    and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)
+                    and node.args[0].value.startswith(prefix)):
+                found.append(path.name)
+    assert found, f"no log.warning('{prefix} ...') in graph_export/: the credential-expiry alert would never fire"
+
+
 # --- outputs ------------------------------------------------------------------------------------------
 
 def test_outputs_name_what_an_operator_needs(bicep):
     outputs = bicep["main.bicep"]["outputs"]
     for name in ("functionAppName", "keyVaultName", "keyVaultUri", "clientSecretName", "hostStorageAccountName",
-                 "exportStorageAccountName", "exportContainerName"):
+                 "exportStorageAccountName", "exportContainerName", "clientCredential", "clientCertificateName",
+                 "identityName", "identityClientId", "identityPrincipalId", "federatedCredentialIssuer",
+                 "federatedTokenAudience"):
         assert name in outputs, f"main.bicep should output {name}"
 
 

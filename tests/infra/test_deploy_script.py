@@ -1,172 +1,52 @@
-"""infra/deploy.sh: shellcheck-clean, --help works, and — against a fake `az` that records every call
-and answers from a small state file — runs its steps in order, reuses what exists, changes nothing on a
-second run, and pipes the client secret into Key Vault without it ever being an argument, an echo or a file.
+"""infra/deploy.sh: shellcheck-clean, --help works, and — against a fake `az` (fake_az.py) that records
+every call and answers like the real CLI from a small simulated Azure and Entra ID — runs its steps in
+order for each credential kind, reuses what exists, changes nothing on a second run, and keeps secrets
+where they belong: the client secret is piped into Key Vault (never an argument, an echo or a file), the
+certificate's private key is never read, and a federated deployment creates no secret and no vault at all.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
+import re
 import subprocess
-import sys
 import zipfile
-from pathlib import Path
 
 import pytest
 
 from .bicep_helpers import INFRA, require_shellcheck
+from .fake_azure import (
+    CERT_NAME,
+    FAKE_SECRET,
+    IDENTITY_PRINCIPAL,
+    ME,
+    NAMES,
+    NEW_APP,
+    OLD_APP,
+    SECRET_NAME,
+    TENANT,
+    USER_READ_ALL,
+    FakeAzure,
+    app,
+    in_order,
+    opt,
+)
 
 SCRIPT = INFRA / "deploy.sh"
-FAKE_SECRET = "Fake-Secret-Value-0123456789-must-never-leak"
-TENANT = "11111111-1111-1111-1111-111111111111"
-NEW_APP = "22222222-2222-2222-2222-222222222222"
-OLD_APP = "33333333-3333-3333-3333-333333333333"
-SP = "44444444-4444-4444-4444-444444444444"
-ME = "55555555-5555-5555-5555-555555555555"
-USER_READ_ALL = "df021288-bdef-4463-88db-98f22de89214"
-OUTPUTS = ["graphexp-func-abc", "kv-graphexp-abc", "graph-client-secret", "stgraphexpexabc", "graph-exports"]
-
-# A stand-in for the az CLI: records argv, the GRAPH_EXPORT_* environment and (for `keyvault secret set
-# --file /dev/stdin`) what arrived on stdin; answers from state.json and updates it as real Azure would.
-FAKE_AZ = r'''
-import json, os, shutil, sys
-from pathlib import Path
-
-home = Path(os.environ["FAKE_AZ_HOME"])
-state_file = home / "state.json"
-state = json.loads(state_file.read_text())
-args = sys.argv[1:]
-record = {"argv": args, "env": {k: v for k, v in os.environ.items() if k.startswith("GRAPH_EXPORT_")}}
-
-def opt(name, default=None):
-    return args[args.index(name) + 1] if name in args else default
-
-def cmd(*words):
-    return args[:len(words)] == list(words)
-
-def out(text=""):
-    if text:
-        print(text)
-
-def save():
-    state_file.write_text(json.dumps(state))
-
-code = 0
-if cmd("account", "show"):
-    query = opt("--query")
-    out({"tenantId": TENANT, "id": "sub-1", "user.type": "user", "user.name": "me@example.com"}.get(query, ""))
-elif cmd("group", "show"):
-    if state["group"]:
-        out(state["group"])
-    else:
-        sys.stderr.write("ResourceGroupNotFound\n"); code = 3
-elif cmd("group", "create"):
-    state["group"] = opt("--location"); save()
-elif cmd("ad", "app", "list"):
-    out("\n".join(state["apps"]))
-elif cmd("ad", "app", "create"):
-    state["apps"].append(NEW_APP); save(); out(NEW_APP)
-elif cmd("ad", "sp", "list"):
-    out(SP if state["sp"] else "")
-elif cmd("ad", "sp", "create"):
-    state["sp"] = True; save(); out(SP)
-elif cmd("ad", "app", "permission", "list"):
-    out(USER_READ_ALL if state["permission"] else "")
-elif cmd("ad", "app", "permission", "add"):
-    state["permission"] = True; save()
-elif cmd("rest"):
-    out("assignment-1" if state["consented"] else "")
-elif cmd("ad", "app", "permission", "admin-consent"):
-    if state["consent_fails"]:
-        sys.stderr.write("Insufficient privileges to complete the operation.\n"); code = 1
-    else:
-        state["consented"] = True; save()
-elif cmd("ad", "signed-in-user", "show"):
-    out(ME)
-elif cmd("deployment", "group", "create"):
-    state["deployments"] += 1; save()
-elif cmd("deployment", "group", "show"):
-    out("\t".join(OUTPUTS))
-elif cmd("keyvault", "secret", "list"):
-    if opt("--query"):
-        out("https://kv/secrets/graph-client-secret" if state["secret"] else "")
-elif cmd("ad", "app", "credential", "reset"):
-    out(FAKE_SECRET)
-elif cmd("keyvault", "secret", "set"):
-    if opt("--file") == "/dev/stdin":
-        record["stdin"] = sys.stdin.read()
-    state["secret"] = True; save()
-elif cmd("functionapp", "deployment", "source", "config-zip"):
-    shutil.copy(opt("--src"), home / "published.zip")
-else:
-    sys.stderr.write("fake az: unexpected command: %r\n" % (args,)); code = 2
-
-with open(home / "calls.jsonl", "a") as log:
-    log.write(json.dumps(record) + "\n")
-sys.exit(code)
-'''
-
-
-class FakeAzure:
-    def __init__(self, tmp_path: Path, **state):
-        self.home = tmp_path / "az-home"
-        self.bin = tmp_path / "bin"
-        self.tmpdir = tmp_path / "tmp"
-        for d in (self.home, self.bin, self.tmpdir):
-            d.mkdir()
-        consts = "".join(f"{name} = {value!r}\n" for name, value in {
-            "TENANT": TENANT, "NEW_APP": NEW_APP, "SP": SP, "ME": ME, "USER_READ_ALL": USER_READ_ALL,
-            "OUTPUTS": OUTPUTS, "FAKE_SECRET": FAKE_SECRET}.items())
-        az = self.bin / "az"
-        az.write_text(f"#!{sys.executable}\n{consts}{FAKE_AZ}")
-        az.chmod(0o755)
-        initial = {"group": "", "apps": [], "sp": False, "permission": False, "consented": False,
-                   "consent_fails": False, "secret": False, "deployments": 0}
-        initial.update(state)
-        (self.home / "state.json").write_text(json.dumps(initial))
-
-    def run(self, *args: str) -> subprocess.CompletedProcess:
-        (self.home / "calls.jsonl").unlink(missing_ok=True)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GRAPH_EXPORT_")}
-        env.update(PATH=f"{self.bin}{os.pathsep}{env['PATH']}", FAKE_AZ_HOME=str(self.home),
-                   TMPDIR=str(self.tmpdir), DEPLOY_RETRY_DELAY="0", DEPLOY_RETRY_COUNT="3")
-        return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, env=env,
-                              timeout=120, check=False)
-
-    @property
-    def calls(self) -> list[dict]:
-        path = self.home / "calls.jsonl"
-        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-    def commands(self) -> list[str]:
-        """Each call as its leading words (up to the first option), e.g. 'ad app create'."""
-        names = []
-        for call in self.calls:
-            words = []
-            for word in call["argv"]:
-                if word.startswith("-"):
-                    break
-                words.append(word)
-            names.append(" ".join(words))
-        return names
-
-    def call(self, command: str) -> dict:
-        matches = [c for c, name in zip(self.calls, self.commands(), strict=True) if name == command]
-        assert len(matches) == 1, f"expected one '{command}', got {len(matches)}: {self.commands()}"
-        return matches[0]
-
-    @property
-    def state(self) -> dict:
-        return json.loads((self.home / "state.json").read_text())
-
-
-def in_order(sequence: list[str], expected: list[str]) -> bool:
-    it = iter(sequence)
-    return all(any(item == wanted for item in it) for wanted in expected)
-
+POLICY = INFRA / "certificate-policy.json"
 
 CREATES = ["group create", "ad app create", "ad sp create", "ad app permission add",
-           "ad app permission admin-consent", "ad app credential reset", "keyvault secret set"]
+           "ad app permission admin-consent", "ad app credential reset", "keyvault secret set",
+           "keyvault certificate create", "ad app federated-credential create", "ad app federated-credential update"]
+VAULT_COMMANDS = ("keyvault ",)
+
+
+def first_run(fake: FakeAzure, *args: str) -> subprocess.CompletedProcess[str]:
+    proc = fake.run("-g", "rg-export", "-l", "westeurope", "--skip-publish", *args)
+    assert proc.returncode == 0, proc.stderr
+    return proc
 
 
 # --- static ---------------------------------------------------------------------------------------------
@@ -190,7 +70,8 @@ def test_help_prints_usage_and_touches_nothing(tmp_path):
     proc = fake.run("--help")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("Usage: infra/deploy.sh --resource-group NAME")
-    for option in ("--location", "--app-name", "--prefix", "--alert-email", "--skip-publish", "--rotate-secret"):
+    for option in ("--location", "--app-name", "--prefix", "--alert-email", "--skip-publish", "--rotate-secret",
+                   "--credential KIND", "secret", "certificate", "federated", "--rotate-certificate"):
         assert option in proc.stdout
     assert fake.calls == []
 
@@ -203,6 +84,12 @@ def test_bad_arguments_fail_clearly(tmp_path):
     assert proc.returncode != 0 and "unknown argument: --bogus" in proc.stderr
     proc = fake.run("-g", "rg", "--prefix", "Bad-Prefix")
     assert proc.returncode != 0 and "--prefix" in proc.stderr
+    proc = fake.run("-g", "rg", "--credential", "password")
+    assert proc.returncode != 0 and "--credential must be one of: secret certificate federated" in proc.stderr
+    proc = fake.run("-g", "rg", "--credential", "federated", "--rotate-secret")
+    assert proc.returncode != 0 and "--rotate-secret applies to --credential secret" in proc.stderr
+    proc = fake.run("-g", "rg", "-c", "secret", "--rotate-certificate")
+    assert proc.returncode != 0 and "--rotate-certificate applies to --credential certificate" in proc.stderr
     assert fake.calls == []
 
 
@@ -214,19 +101,19 @@ def test_new_group_needs_a_location(tmp_path):
     assert not set(CREATES) & set(fake.commands())
 
 
-# --- a first run from nothing, then a second run -----------------------------------------------------
+# --- secret (the default): a first run from nothing, then a second run -------------------------------------
 
 def test_first_run_creates_everything_in_order(tmp_path):
     fake = FakeAzure(tmp_path)
-    proc = fake.run("-g", "rg-export", "-l", "westeurope", "-e", "ops@example.com", "--skip-publish")
-    assert proc.returncode == 0, proc.stderr
+    proc = first_run(fake, "-e", "ops@example.com")
     assert in_order(fake.commands(), [
-        "account show", "group show", "group create",
+        "account show", "group show", "group create", "deployment group show",
         "ad app list", "ad app create", "ad sp list", "ad sp create",
         "ad app permission list", "ad app permission add", "rest", "ad app permission admin-consent",
         "ad signed-in-user show", "deployment group create", "deployment group show",
         "keyvault secret list", "ad app credential reset", "keyvault secret set",
     ]), fake.commands()
+    assert "Credential: secret (default)" in proc.stderr
 
     add = fake.call("ad app permission add")["argv"]
     assert add[add.index("--api") + 1] == "00000003-0000-0000-c000-000000000000"
@@ -237,19 +124,19 @@ def test_first_run_creates_everything_in_order(tmp_path):
     assert argv[argv.index("--resource-group") + 1] == "rg-export"
     assert argv[argv.index("--parameters") + 1] == str(INFRA / "main.bicepparam")
     assert deploy["env"] == {
-        "GRAPH_EXPORT_CLIENT_ID": NEW_APP, "GRAPH_EXPORT_NAME_PREFIX": "graphexp",
-        "GRAPH_EXPORT_ALERT_EMAIL": "ops@example.com", "GRAPH_EXPORT_DEPLOYER_ID": ME,
-        "GRAPH_EXPORT_DEPLOYER_TYPE": "User",
+        "GRAPH_EXPORT_CLIENT_ID": NEW_APP, "GRAPH_EXPORT_CLIENT_CREDENTIAL": "secret",
+        "GRAPH_EXPORT_NAME_PREFIX": "graphexp", "GRAPH_EXPORT_ALERT_EMAIL": "ops@example.com",
+        "GRAPH_EXPORT_DEPLOYER_ID": ME, "GRAPH_EXPORT_DEPLOYER_TYPE": "User",
     }
+    assert not any(c.startswith(("keyvault certificate", "ad app federated-credential")) for c in fake.commands())
     assert "config-zip" not in " ".join(fake.commands())
     assert "Skipping code publishing" in proc.stderr
-    assert OUTPUTS[0] in proc.stderr and OUTPUTS[1] in proc.stderr
+    assert NAMES["functionApp"] in proc.stderr and NAMES["keyVault"] in proc.stderr
 
 
 def test_client_secret_is_piped_never_an_argument_echo_or_file(tmp_path):
     fake = FakeAzure(tmp_path)
-    proc = fake.run("-g", "rg-export", "-l", "westeurope", "--skip-publish")
-    assert proc.returncode == 0, proc.stderr
+    proc = first_run(fake)
 
     reset = fake.call("ad app credential reset")["argv"]
     assert "--append" in reset, "other credentials of the app must survive"
@@ -258,7 +145,6 @@ def test_client_secret_is_piped_never_an_argument_echo_or_file(tmp_path):
     assert stored["argv"][stored["argv"].index("--file") + 1] == "/dev/stdin"
     assert "--value" not in stored["argv"]
     assert stored["stdin"] == FAKE_SECRET, "the secret arrives on stdin, without the trailing newline"
-    assert "--expires" in stored["argv"]
 
     for call in fake.calls:
         assert not any(FAKE_SECRET in arg for arg in call["argv"]), f"secret passed as an argument: {call['argv'][:4]}"
@@ -268,10 +154,27 @@ def test_client_secret_is_piped_never_an_argument_echo_or_file(tmp_path):
     assert "FAKE_SECRET" not in SCRIPT.read_text()
 
 
+def test_the_secret_expires_in_key_vault_when_the_credential_does(tmp_path):
+    """The app's expiry warning reads Key Vault's `expires`: it must be the credential's own end date,
+    in the form `az keyvault secret set --expires` takes (Y-m-d'T'H:M:S'Z'; the fake refuses others)."""
+    fake = FakeAzure(tmp_path)
+    first_run(fake, "--secret-years", "2")
+    end_date = opt(fake.call("ad app credential reset"), "--end-date")
+    expires = opt(fake.call("keyvault secret set"), "--expires")
+    assert expires == end_date
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", expires)
+    when = dt.datetime.strptime(expires, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
+    assert 729 <= (when - dt.datetime.now(dt.timezone.utc)).days <= 731
+    # What Entra ID and Key Vault now hold agree.
+    [password] = fake.the_app()["passwordCredentials"]
+    vault_secret = fake.state["vaults"][NAMES["keyVault"]]["secrets"][SECRET_NAME]
+    assert password["endDateTime"] == expires
+    assert dt.datetime.fromisoformat(vault_secret["expires"]) == when
+
+
 def test_second_run_changes_nothing(tmp_path):
     fake = FakeAzure(tmp_path)
-    first = fake.run("-g", "rg-export", "-l", "westeurope", "--skip-publish")
-    assert first.returncode == 0, first.stderr
+    first_run(fake)
     before = fake.state
 
     second = fake.run("-g", "rg-export", "-l", "westeurope", "--skip-publish")
@@ -279,23 +182,34 @@ def test_second_run_changes_nothing(tmp_path):
     created = set(CREATES) & set(fake.commands())
     assert not created, f"a second run must not create anything, but ran: {sorted(created)}"
     after = fake.state
-    assert {k: v for k, v in after.items() if k != "deployments"} == {k: v for k, v in before.items() if k != "deployments"}
+    ignore = ("deployments", "deployment")
+    assert {k: v for k, v in after.items() if k not in ignore} == {k: v for k, v in before.items() if k not in ignore}
     # The Bicep deployment is re-applied (ARM incremental mode: unchanged resources stay as they are).
     assert fake.call("deployment group create")["env"]["GRAPH_EXPORT_CLIENT_ID"] == NEW_APP
     assert "already set; keeping it" in second.stderr
     assert "admin consent already granted" in second.stderr
+    assert "Credential: secret (the last deployment)" in second.stderr
 
 
 def test_reuses_an_existing_app_registration(tmp_path):
-    fake = FakeAzure(tmp_path, group="westeurope", apps=[OLD_APP])
+    fake = FakeAzure(tmp_path, group="westeurope", apps=[OLD_APP], app_name="my-export-app")
     proc = fake.run("-g", "rg-export", "-n", "my-export-app", "--skip-publish")
     assert proc.returncode == 0, proc.stderr
     assert "ad app create" not in fake.commands()
     listed = fake.call("ad app list")["argv"]
-    assert listed[listed.index("--display-name") + 1] == "my-export-app"
+    assert opt(fake.call("ad app list"), "--filter") == "displayName eq 'my-export-app'"
+    assert "--display-name" not in listed, "--display-name matches every name that starts with it"
     assert fake.call("deployment group create")["env"]["GRAPH_EXPORT_CLIENT_ID"] == OLD_APP
     assert "reusing existing registration" in proc.stderr
     assert "group create" not in fake.commands()
+
+
+def test_an_app_whose_name_only_starts_with_the_name_is_not_reused(tmp_path):
+    fake = FakeAzure(tmp_path, group="westeurope", apps=[app(OLD_APP, "graph-user-export-test")])
+    proc = fake.run("-g", "rg-export", "--skip-publish")
+    assert proc.returncode == 0, proc.stderr
+    assert "ad app create" in fake.commands()
+    assert fake.call("deployment group create")["env"]["GRAPH_EXPORT_CLIENT_ID"] == NEW_APP
 
 
 def test_ambiguous_app_name_stops_before_changing_anything(tmp_path):
@@ -326,6 +240,176 @@ def test_missing_admin_rights_warn_with_the_command_to_hand_over(tmp_path):
     assert "deployment group create" in fake.commands()
 
 
+def test_waits_for_a_new_vault_role_to_apply(tmp_path):
+    fake = FakeAzure(tmp_path, vault_denials=2)
+    proc = fake.run("-g", "rg-export", "-l", "westeurope", "--skip-publish")
+    assert proc.returncode == 0, proc.stderr
+    assert fake.commands().count("keyvault secret list") == 4  # 2 refused, 1 allowed, then the lookup
+    assert "waiting for access to the vault: not yet" in proc.stderr
+    assert fake.call("keyvault secret set")["stdin"] == FAKE_SECRET
+
+
+# --- certificate ---------------------------------------------------------------------------------------------
+
+def test_certificate_first_run_creates_the_certificate_and_registers_its_public_key(tmp_path):
+    fake = FakeAzure(tmp_path)
+    proc = first_run(fake, "--credential", "certificate")
+    assert "Credential: certificate (--credential)" in proc.stderr
+    assert in_order(fake.commands(), [
+        "deployment group create", "deployment group show", "keyvault certificate list", "keyvault certificate list",
+        "keyvault certificate create", "keyvault certificate show", "ad app credential list",
+        "ad app credential reset",
+    ]), fake.commands()
+    assert fake.call("deployment group create")["env"]["GRAPH_EXPORT_CLIENT_CREDENTIAL"] == "certificate"
+
+    create = fake.call("keyvault certificate create")
+    assert opt(create, "--vault-name") == NAMES["keyVault"] and opt(create, "--name") == CERT_NAME
+    assert opt(create, "--policy") == f"@{POLICY}"
+    [policy] = fake.state["certificate_policies"]
+    assert policy["lifetime_actions"][0]["action"]["action_type"] == "AutoRenew"
+
+    cert = fake.state["vaults"][NAMES["keyVault"]]["certificates"][CERT_NAME]["versions"][-1]
+    reset = fake.call("ad app credential reset")
+    assert "--append" in reset["argv"], "earlier certificates and secrets stay valid"
+    assert opt(reset, "--cert") == CERT_NAME and opt(reset, "--keyvault") == NAMES["keyVault"]
+    assert opt(reset, "--end-date") == cert["expires"], "the key credential ends when the certificate does"
+    assert opt(reset, "--display-name") == f"graph-export {cert['thumbprint']}"
+    assert "--query" not in reset["argv"] and "--create-cert" not in reset["argv"]
+    [key] = fake.the_app()["keyCredentials"]
+    assert key["customKeyIdentifier"] == cert["thumbprint"]
+    assert key["endDateTime"] == dt.datetime.fromisoformat(cert["expires"]).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    # No client secret anywhere, and nothing reads a secret (the private key stays in the vault).
+    assert not fake.the_app()["passwordCredentials"]
+    assert not any(c.startswith(("keyvault secret", "ad app federated-credential")) for c in fake.commands())
+    assert cert["thumbprint"] in proc.stderr
+
+
+def test_certificate_second_run_changes_nothing(tmp_path):
+    fake = FakeAzure(tmp_path)
+    first_run(fake, "--credential", "certificate")
+    before = fake.state
+    second = fake.run("-g", "rg-export", "--skip-publish")
+    assert second.returncode == 0, second.stderr
+    assert "Credential: certificate (the last deployment)" in second.stderr
+    assert not set(CREATES) & set(fake.commands()), fake.commands()
+    assert fake.state["vaults"] == before["vaults"] and fake.state["apps"] == before["apps"]
+    assert "public key already registered" in second.stderr
+
+
+def test_a_renewed_certificate_is_registered_on_the_next_run(tmp_path):
+    fake = FakeAzure(tmp_path)
+    first_run(fake, "--credential", "certificate")
+    thumbprint = fake.renew_certificate()  # Key Vault's AutoRenew: a new key the app registration does not know
+    proc = fake.run("-g", "rg-export", "--skip-publish")
+    assert proc.returncode == 0, proc.stderr
+    assert "keyvault certificate create" not in fake.commands()
+    reset = fake.call("ad app credential reset")
+    assert "--append" in reset["argv"] and opt(reset, "--display-name") == f"graph-export {thumbprint}"
+    assert [k["customKeyIdentifier"] for k in fake.the_app()["keyCredentials"]][-1] == thumbprint
+    assert len(fake.the_app()["keyCredentials"]) == 2, "the previous certificate stays valid until it expires"
+
+
+def test_rotate_certificate_creates_and_registers_a_new_version(tmp_path):
+    fake = FakeAzure(tmp_path)
+    first_run(fake, "--credential", "certificate")
+    proc = fake.run("-g", "rg-export", "--skip-publish", "--rotate-certificate")
+    assert proc.returncode == 0, proc.stderr
+    assert fake.commands().count("keyvault certificate create") == 1
+    assert fake.commands().count("ad app credential reset") == 1
+    versions = fake.state["vaults"][NAMES["keyVault"]]["certificates"][CERT_NAME]["versions"]
+    assert len(versions) == 2
+    assert opt(fake.call("ad app credential reset"), "--display-name") == f"graph-export {versions[-1]['thumbprint']}"
+
+
+def test_switching_from_secret_to_certificate_says_how_to_remove_the_old_secret(tmp_path):
+    fake = FakeAzure(tmp_path)
+    first_run(fake)
+    proc = fake.run("-g", "rg-export", "--skip-publish", "--credential", "certificate")
+    assert proc.returncode == 0, proc.stderr
+    assert "Credential: certificate (--credential)" in proc.stderr
+    assert "still has 1 client secret(s)" in proc.stderr
+    assert f"az ad app credential delete --id {NEW_APP} --key-id <keyId>" in proc.stderr
+    assert "ad app credential delete" not in fake.commands(), "deleting is left to the operator"
+
+
+# --- federated -----------------------------------------------------------------------------------------------
+
+def _federated_parameters(fake: FakeAzure) -> dict:
+    return json.loads(opt(fake.call("ad app federated-credential create"), "--parameters"))
+
+
+def test_federated_first_run_trusts_the_identity_and_creates_no_secret(tmp_path):
+    fake = FakeAzure(tmp_path)
+    proc = first_run(fake, "--credential", "federated")
+    assert in_order(fake.commands(), [
+        "deployment group create", "deployment group show", "ad app federated-credential list",
+        "ad app federated-credential create",
+    ]), fake.commands()
+    assert fake.call("deployment group create")["env"]["GRAPH_EXPORT_CLIENT_CREDENTIAL"] == "federated"
+    assert _federated_parameters(fake) | {"description": None} == {
+        "name": f"graph-export-{NAMES['identity']}",
+        "issuer": f"https://login.microsoftonline.com/{TENANT}/v2.0",
+        "subject": IDENTITY_PRINCIPAL,
+        "audiences": ["api://AzureADTokenExchange"],
+        "description": None,
+    }
+    # No secret anywhere: no credential made, no vault touched.
+    assert "ad app credential reset" not in fake.commands()
+    assert not [c for c in fake.commands() if c.startswith(VAULT_COMMANDS)], fake.commands()
+    assert not fake.the_app()["passwordCredentials"] and not fake.the_app()["keyCredentials"]
+    assert fake.state["vaults"] == {}
+    assert "AADSTS70021" in proc.stderr, "says that a new federated credential takes minutes to apply"
+    assert "no secret, no key vault" in proc.stderr
+
+
+def test_federated_second_run_changes_nothing(tmp_path):
+    fake = FakeAzure(tmp_path)
+    first_run(fake, "--credential", "federated")
+    before = fake.the_app()
+    second = fake.run("-g", "rg-export", "--skip-publish")
+    assert second.returncode == 0, second.stderr
+    assert "Credential: federated (the last deployment)" in second.stderr
+    assert not set(CREATES) & set(fake.commands()), fake.commands()
+    assert fake.the_app() == before
+    assert "already trusts this identity" in second.stderr
+
+
+def test_a_plain_rerun_never_turns_a_federated_deployment_back_into_a_secret(tmp_path):
+    fake = FakeAzure(tmp_path, deployment_credential="federated", apps=[OLD_APP], sp=True, permission=True,
+                     consented=True)
+    proc = fake.run("-g", "rg-export", "--skip-publish")
+    assert proc.returncode == 0, proc.stderr
+    assert fake.call("deployment group create")["env"]["GRAPH_EXPORT_CLIENT_CREDENTIAL"] == "federated"
+    assert "ad app credential reset" not in fake.commands()
+    assert not [c for c in fake.commands() if c.startswith(VAULT_COMMANDS)]
+
+
+def test_a_recreated_identity_is_trusted_in_place_of_the_old_one(tmp_path):
+    fake = FakeAzure(tmp_path)
+    first_run(fake, "--credential", "federated")
+    fake.recreate_identity("88888888-8888-8888-8888-888888888888")
+    proc = fake.run("-g", "rg-export", "--skip-publish")
+    assert proc.returncode == 0, proc.stderr
+    update = fake.call("ad app federated-credential update")
+    assert opt(update, "--federated-credential-id") == f"graph-export-{NAMES['identity']}"
+    assert json.loads(opt(update, "--parameters"))["subject"] == "88888888-8888-8888-8888-888888888888"
+    [fic] = fake.the_app()["federatedIdentityCredentials"]
+    assert fic["subject"] == "88888888-8888-8888-8888-888888888888"
+
+
+@pytest.mark.parametrize(("cloud", "issuer_host", "audience"), [
+    ("AzureUSGovernment", "https://login.microsoftonline.us", "api://AzureADTokenExchangeUSGov"),
+    ("AzureChinaCloud", "https://login.chinacloudapi.cn", "api://AzureADTokenExchangeChina"),
+])
+def test_federated_issuer_and_audience_follow_the_cloud(tmp_path, cloud, issuer_host, audience):
+    fake = FakeAzure(tmp_path, cloud=cloud)
+    first_run(fake, "--credential", "federated")
+    parameters = _federated_parameters(fake)
+    assert parameters["issuer"] == f"{issuer_host}/{TENANT}/v2.0"
+    assert parameters["audiences"] == [audience]
+
+
 # --- publishing -------------------------------------------------------------------------------------------
 
 def test_publish_uploads_a_funcignore_filtered_package_with_remote_build(tmp_path):
@@ -334,7 +418,7 @@ def test_publish_uploads_a_funcignore_filtered_package_with_remote_build(tmp_pat
     proc = fake.run("-g", "rg-export")
     assert proc.returncode == 0, proc.stderr
     argv = fake.call("functionapp deployment source config-zip")["argv"]
-    assert argv[argv.index("--name") + 1] == OUTPUTS[0]
+    assert argv[argv.index("--name") + 1] == NAMES["functionApp"]
     assert argv[argv.index("--build-remote") + 1] == "true"
     with zipfile.ZipFile(fake.home / "published.zip") as package:
         names = set(package.namelist())

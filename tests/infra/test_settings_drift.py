@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import pytest
 
-from graph_export.settings import SETTINGS
+from graph_export.settings import PUBLIC_FEDERATED_AUDIENCE, SETTINGS, federated_audience
 
-from .bicep_helpers import only
+from .bicep_helpers import mentions, only, param_default
 
 # Settings the code reads that the deployed app deliberately does not get, and why.
 NOT_SET_IN_AZURE = {
@@ -22,11 +22,15 @@ NOT_SET_IN_AZURE = {
        for name in ("GRAPH_MAX_RETRIES_PER_PAGE", "GRAPH_MAX_RETRIES_PER_RUN", "HTTP_TIMEOUT_SECONDS",
                     "CHECKPOINT_EVERY_PAGES", "CHECKPOINT_MAX_AGE_HOURS",
                     "FULL_SYNC_EVERY_DAYS", "DELTA_MAX_CHANGES")},
+    "CLIENT_CERTIFICATE_SEND_X5C": "only for subject name + issuer authentication, which needs a certificate from a "
+                                   "CA Entra ID trusts for that; the Key Vault certificate here is self-signed and "
+                                   "its public key is registered on the app (deploy.sh), so the code default (false) "
+                                   "is right",
 }
 
 # Settings the platform reads (not the app's contract); added by infra/modules/functionapp.bicep.
 PLATFORM_SETTINGS = {
-    "AzureWebJobsStorage__credential", "AzureWebJobsStorage__blobServiceUri",
+    "AzureWebJobsStorage__credential", "AzureWebJobsStorage__clientId", "AzureWebJobsStorage__blobServiceUri",
     "AzureWebJobsStorage__queueServiceUri", "AzureWebJobsStorage__tableServiceUri",
     "APPLICATIONINSIGHTS_CONNECTION_STRING", "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
 }
@@ -94,3 +98,21 @@ def test_parameter_defaults_equal_the_code_defaults(bicep, setting):
                 f"is {setting.default!r}")
     else:  # wired from a resource (vault URI, storage endpoint)
         assert not isinstance(value, str), f"{setting.name} is a hard-coded literal {value!r}: use a parameter"
+
+
+def test_the_federated_audience_is_the_one_the_code_derives_for_each_cloud(bicep):
+    """FEDERATED_TOKEN_AUDIENCE is set explicitly (the federated credential deploy.sh adds uses the same
+    Bicep value), so it must agree with the code's own per-cloud default for each cloud's sign-in host."""
+    default = param_default(bicep["main.bicep"], "federatedTokenAudience")
+    expected = {
+        "AzureUSGovernment": federated_audience("https://login.microsoftonline.us"),
+        "AzureChinaCloud": federated_audience("https://login.chinacloudapi.cn"),
+    }
+    assert expected == {"AzureUSGovernment": "api://AzureADTokenExchangeUSGov",
+                        "AzureChinaCloud": "api://AzureADTokenExchangeChina"}
+    # environment().name == 'AzureUSGovernment' ? <USGov> : (environment().name == 'AzureChinaCloud' ? <China> : <public>)
+    outer = default["operator"]["operands"]
+    assert mentions(outer["condition"], "AzureUSGovernment") and outer["true_value"] == expected["AzureUSGovernment"]
+    inner = outer["false_value"]["operator"]["operands"]
+    assert mentions(inner["condition"], "AzureChinaCloud") and inner["true_value"] == expected["AzureChinaCloud"]
+    assert inner["false_value"] == PUBLIC_FEDERATED_AUDIENCE == federated_audience("https://login.microsoftonline.com")
