@@ -41,6 +41,8 @@ class Checkpoint:
     saved: datetime
     #: Delta mode: the deltaLink taken before the export's first page, which the next slot replays.
     delta_link: str | None = None
+    #: EXPORT_FORMATS with csv: what is staged of the CSV copy, at the same page.
+    csv_progress: Progress | None = None
 
     def to_document(self) -> dict[str, Any]:
         return {
@@ -49,6 +51,9 @@ class Checkpoint:
             "uncompressed_bytes": self.progress.uncompressed_bytes, "block_ids": list(self.progress.block_ids),
             "block_sizes": list(self.progress.block_sizes), "ids_bytes": self.ids_bytes,
             "started": iso(self.started), "saved": iso(self.saved), "delta_link": self.delta_link,
+            "csv": None if self.csv_progress is None else {
+                "users": self.csv_progress.users, "uncompressed_bytes": self.csv_progress.uncompressed_bytes,
+                "block_ids": list(self.csv_progress.block_ids), "block_sizes": list(self.csv_progress.block_sizes)},
         }
 
     @classmethod
@@ -56,14 +61,20 @@ class Checkpoint:
         f = Fields(document, "checkpoint")
         if document.get("format") != FORMAT:
             raise RecordError(f"checkpoint format is {document.get('format')!r}, not {FORMAT!r}")
-        block_ids, block_sizes = f.texts("block_ids"), f.counts("block_sizes")
-        if len(block_ids) != len(block_sizes):
-            raise RecordError("checkpoint lists a different number of block ids and block sizes")
-        progress = Progress(f.count("users"), f.count("uncompressed_bytes"), list(block_ids), list(block_sizes))
+        progress = _progress(f)
+        csv = document.get("csv")
         return cls(slot=f.time("slot"), blob=f.text("blob"), properties=f.texts("properties"),
                    next_link=f.text("next_link"), pages=f.count("pages"), progress=progress,
                    ids_bytes=f.count("ids_bytes"), started=f.time("started"), saved=f.time("saved"),
-                   delta_link=None if document.get("delta_link") is None else f.text("delta_link"))
+                   delta_link=None if document.get("delta_link") is None else f.text("delta_link"),
+                   csv_progress=None if csv is None else _progress(Fields(csv, "checkpoint csv")))
+
+
+def _progress(f: Fields) -> Progress:
+    block_ids, block_sizes = f.texts("block_ids"), f.counts("block_sizes")
+    if len(block_ids) != len(block_sizes):
+        raise RecordError("checkpoint lists a different number of block ids and block sizes")
+    return Progress(f.count("users"), f.count("uncompressed_bytes"), list(block_ids), list(block_sizes))
 
 
 def load(container: ContainerClient, slot: datetime) -> Checkpoint | None:
@@ -141,7 +152,7 @@ _APPEND_MAX = 4 * 1024 * 1024
 
 
 def why_unusable(checkpoint: Checkpoint, blob: BlobClient, slot: datetime, properties: tuple[str, ...],
-                 max_age: timedelta, now: datetime) -> str | None:
+                 max_age: timedelta, now: datetime, csv_blob: BlobClient | None = None) -> str | None:
     """Why the checkpoint cannot be resumed (then the slot restarts clean), or None if it can."""
     if checkpoint.slot != slot or checkpoint.blob != blob.blob_name:
         return "it belongs to another slot or blob"
@@ -149,10 +160,14 @@ def why_unusable(checkpoint: Checkpoint, blob: BlobClient, slot: datetime, prope
         return "USER_PROPERTIES changed since it was saved"
     if not -naming._FUTURE_TOLERANCE <= now - checkpoint.saved <= max_age:
         return f"it is older than CHECKPOINT_MAX_AGE_HOURS ({max_age.total_seconds() / 3600:g} h)"
-    staged = storage.staged_blocks(blob)
-    progress = checkpoint.progress
-    if any(staged.get(i) != size for i, size in zip(progress.block_ids, progress.block_sizes, strict=True)):
-        return "its staged blocks are gone (committed or discarded meanwhile)"
+    if (csv_blob is None) != (checkpoint.csv_progress is None):
+        return "EXPORT_FORMATS changed since it was saved"
+    for staged_in, progress in ((blob, checkpoint.progress), (csv_blob, checkpoint.csv_progress)):
+        if staged_in is None or progress is None:
+            continue
+        staged = storage.staged_blocks(staged_in)
+        if any(staged.get(i) != size for i, size in zip(progress.block_ids, progress.block_sizes, strict=True)):
+            return "its staged blocks are gone (committed or discarded meanwhile)"
     return None
 
 
@@ -165,7 +180,8 @@ class Resume:
 
 
 def resumable(container: ContainerClient, blob: BlobClient, slot: datetime, properties: tuple[str, ...],
-              max_age: timedelta, now: datetime, *, needs_delta_link: bool = False) -> Resume | None:
+              max_age: timedelta, now: datetime, *, needs_delta_link: bool = False,
+              csv_blob: BlobClient | None = None) -> Resume | None:
     """The slot's checkpoint and its saved ids if the export can continue from them; else None (logged).
 
     In delta mode (``needs_delta_link``) only a checkpoint holding the deltaLink its run began with
@@ -174,7 +190,7 @@ def resumable(container: ContainerClient, blob: BlobClient, slot: datetime, prop
     saved = load(container, slot)
     if saved is None:
         return None
-    why = why_unusable(saved, blob, slot, properties, max_age, now)
+    why = why_unusable(saved, blob, slot, properties, max_age, now, csv_blob)
     if why is None and needs_delta_link and saved.delta_link is None:
         why = "it was saved without a delta link (EXPORT_MODE changed)"
     ids = None

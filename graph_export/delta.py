@@ -31,7 +31,7 @@ from .errors import GraphError, origin_of
 from .lease import SlotLease
 from .records import DeltaApplied, DeltaState, Manifest, RecordError, iso
 from .settings import Settings
-from .sink import JsonlGzipBlobWriter, encode_user
+from .sink import GzipBlobWriter, encode_user, open_files
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ class Changes:
 
 
 def read_changes(clients: WarmClients, settings: Settings, delta_link: str, changes: Changes,
-                 feed: JsonlGzipBlobWriter | None) -> tuple[str, int]:
+                 feed: GzipBlobWriter | None) -> tuple[str, int]:
     """Follow ``delta_link`` to the end of the round: every change into ``changes`` and ``feed``.
 
     Returns the round's new deltaLink and the number of pages. FallBack when Graph no longer accepts
@@ -354,15 +354,15 @@ def export_slot(settings: Settings, clients: WarmClients, container: ContainerCl
     taken = datetime.now(timezone.utc)
     changes = Changes(settings.delta_max_changes)
     feed_blob = container.get_blob_client(naming.changes_blob_name(slot))
-    with JsonlGzipBlobWriter(feed_blob, replaces=storage.etag_of(feed_blob)) as feed, \
-            JsonlGzipBlobWriter(blob, replaces=storage.etag_of(blob)) as writer:
+    with GzipBlobWriter(feed_blob, replaces=storage.etag_of(feed_blob)) as feed, \
+            open_files(settings, container, blob, slot) as writer:
         link, pages = read_changes(clients, settings, base.state.delta_link, changes, feed)
         counts = merge(base.manifest, container.get_blob_client(base.manifest.blob), changes,
                        settings.user_properties, writer)
         lease.ensure()
         fed = feed.commit(metadata={"slot": iso(slot)})
         lease.ensure()
-        committed = writer.commit(metadata={"slot": iso(slot)})
+        committed, csv = writer.commit(metadata={"slot": iso(slot)})
     log.info("Delta slot %s: %d change records in %d pages; %d added, %d updated, %d removed", iso(slot),
              changes.records, pages, counts.added, counts.updated, counts.removed)
     applied = DeltaApplied(
@@ -374,6 +374,6 @@ def export_slot(settings: Settings, clients: WarmClients, container: ContainerCl
         users=committed.users, pages=pages, properties=settings.user_properties, bytes=committed.bytes,
         uncompressed_bytes=committed.uncompressed_bytes, sha256=committed.sha256, slot=slot, started=started,
         finished=datetime.now(timezone.utc), resumed=False, tenant_id=settings.tenant_id,
-        graph_endpoint=settings.graph_endpoint, mode="delta", delta=applied)
+        graph_endpoint=settings.graph_endpoint, mode="delta", delta=applied, csv=csv)
     return manifest, DeltaState(delta_link=link, taken=taken, properties=settings.user_properties,
                                 base_manifest=manifest.manifest, base_slot=slot)

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta, timezone
 
 from azure.storage.blob import BlobClient, ContainerClient
 
-from . import checkpoint, delta, graph, naming, publish, sink, storage
+from . import checkpoint, delta, graph, naming, publish, sink
 from .clients import WarmClients, warm_clients
 from .errors import ConfigError
 from .lease import SlotLease
@@ -101,7 +101,8 @@ def _resumable(settings: Settings, container: ContainerClient, blob: BlobClient,
                now: datetime) -> checkpoint.Resume | None:
     return checkpoint.resumable(container, blob, slot, settings.user_properties,
                                 timedelta(hours=settings.checkpoint_max_age_h), now,
-                                needs_delta_link=settings.export_mode == "delta")
+                                needs_delta_link=settings.export_mode == "delta",
+                                csv_blob=sink.csv_blob(settings, container, slot))
 
 
 def _export(settings: Settings, clients: WarmClients, container: ContainerClient, blob: BlobClient,
@@ -114,21 +115,21 @@ def _export(settings: Settings, clients: WarmClients, container: ContainerClient
     """
     saved_ids = checkpoint.SavedIds(container, slot)
     if resume is not None:
-        progress, ids = resume.checkpoint.progress, resume.ids
+        ids = resume.ids
         url, first, started = resume.checkpoint.next_link, resume.checkpoint.pages + 1, resume.checkpoint.started
         saved_ids.start(ids.to_bytes())  # drops digests appended after that checkpoint was saved
     else:
-        progress, ids = None, UserIds()
+        ids = UserIds()
         url, first = graph.first_page_url(settings.graph_endpoint, settings.user_properties, settings.page_size), 1
     pages = first - 1
 
-    def save_checkpoint(next_link: str, pages: int, new_ids: bytes, staged: Progress) -> None:
-        """On the writer's thread, once every page up to ``pages`` is staged: the ids, then the checkpoint."""
+    def save_checkpoint(next_link: str, pages: int, new_ids: bytes, staged: Progress, csv: Progress | None) -> None:
+        """On a writer's thread, once every page up to ``pages`` is staged: the ids, then the checkpoint."""
         lease.ensure()
         checkpoint.save(container, checkpoint.Checkpoint(
             slot=slot, blob=blob.blob_name, properties=settings.user_properties, next_link=next_link, pages=pages,
             progress=staged, ids_bytes=saved_ids.append(new_ids), started=started, saved=datetime.now(timezone.utc),
-            delta_link=delta_link))
+            delta_link=delta_link, csv_progress=csv))
         log.debug("checkpoint after page %d: %d users", pages, staged.users)
 
     # Three stages overlap: page k+1 is requested as soon as page k's nextLink arrives, page k is
@@ -136,21 +137,21 @@ def _export(settings: Settings, clients: WarmClients, container: ContainerClient
     fetched = graph.iter_user_pages(clients.http, url, settings.graph_endpoint, clients.tokens,
                                     settings.http_timeout_s, first, ids=ids)
     with contextlib.closing(fetched) as pages_ahead, \
-            sink.JsonlGzipBlobWriter(blob, resume_from=progress, replaces=storage.etag_of(blob)) as writer:
+            sink.open_files(settings, container, blob, slot, resume.checkpoint if resume else None) as writer:
         for page in pages_ahead:
             writer.write(page.users)
             pages = page.number
             if page.next_link and pages % settings.checkpoint_every_pages == 0:
                 writer.end_segment(functools.partial(save_checkpoint, page.next_link, pages, ids.new_bytes()))
         lease.ensure()
-        committed = writer.commit(metadata={"slot": iso(slot)})
+        committed, csv = writer.commit(metadata={"slot": iso(slot)})
     finished = datetime.now(timezone.utc)
     return Manifest(
         container=settings.container, blob=committed.name, manifest=naming.manifest_blob_name(slot),
         users=committed.users, pages=pages, properties=settings.user_properties, bytes=committed.bytes,
         uncompressed_bytes=committed.uncompressed_bytes, sha256=committed.sha256, slot=slot, started=started,
         finished=finished, resumed=resume is not None, tenant_id=settings.tenant_id,
-        graph_endpoint=settings.graph_endpoint,
+        graph_endpoint=settings.graph_endpoint, csv=csv,
     )
 
 

@@ -47,6 +47,12 @@ def manifest_blob_name(slot: datetime) -> str:
     return f"users/{slot:%Y/%m/%d}/users-{slot_stamp(slot)}.manifest.json"
 
 
+def csv_blob_name(slot: datetime) -> str:
+    """The CSV copy of a slot's export (EXPORT_FORMATS holds csv), beside it."""
+    slot = normalize_slot(slot)
+    return f"users/{slot:%Y/%m/%d}/users-{slot_stamp(slot)}.csv.gz"
+
+
 def changes_blob_name(slot: datetime) -> str:
     """A delta slot's change records, as Graph sent them, beside its snapshot."""
     slot = normalize_slot(slot)

@@ -92,6 +92,25 @@ class Progress:
 
 
 @dataclass(frozen=True)
+class CsvFile:
+    """The CSV copy of an export (EXPORT_FORMATS holds ``csv``): the same users, its own bytes and digest."""
+
+    blob: str
+    bytes: int
+    uncompressed_bytes: int
+    sha256: str
+
+    def to_document(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def parse(cls, document: Any) -> "CsvFile":
+        f = Fields(document, "manifest csv")
+        return cls(blob=f.text("blob"), bytes=f.count("bytes"), uncompressed_bytes=f.count("uncompressed_bytes"),
+                   sha256=f.text("sha256", _SHA256))
+
+
+@dataclass(frozen=True)
 class DeltaApplied:
     """How a delta slot's snapshot was made: the snapshot it started from and the changes applied."""
 
@@ -141,6 +160,7 @@ class Manifest:
     delta: DeltaApplied | None = None
     #: A full export in delta mode: users that differ from what the changes alone would have made.
     drift: int | None = None
+    csv: CsvFile | None = None
 
     def to_document(self) -> dict[str, Any]:
         return {
@@ -163,6 +183,7 @@ class Manifest:
             "graph_endpoint": self.graph_endpoint,
             "delta": None if self.delta is None else self.delta.to_document(),
             "drift": self.drift,
+            "csv": None if self.csv is None else self.csv.to_document(),
         }
 
     @classmethod
@@ -185,6 +206,7 @@ class Manifest:
             finished=f.time("finished"), resumed=f.flag("resumed"), tenant_id=f.text("tenant_id"),
             graph_endpoint=f.text("graph_endpoint"), mode=mode,
             delta=None if delta is None else DeltaApplied.parse(delta), drift=f.maybe_count("drift"),
+            csv=None if document.get("csv") is None else CsvFile.parse(document["csv"]),
         )
 
     def pointer(self) -> "LatestPointer":

@@ -71,6 +71,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("HTTP_TIMEOUT_SECONDS", False, "60", "Read timeout of each Graph and sign-in request (connecting times out after 10 s)."),
     Setting("CHECKPOINT_EVERY_PAGES", False, "10", "Save resumable progress every this many pages; a killed run's next invocation for the same slot resumes there."),
     Setting("CHECKPOINT_MAX_AGE_HOURS", False, "24", "A checkpoint older than this is discarded and the slot restarts clean."),
+    Setting("EXPORT_FORMATS", False, "jsonl", "Comma-separated: `jsonl` (gzip JSON Lines, always) and `csv` (also `users-<slot>.csv.gz`, from the same pages: one pass over Graph)."),
+    Setting("CSV_EXCEL", False, "false", "`csv`: start the file with a UTF-8 byte order mark, so Excel shows non-ASCII names correctly."),
     Setting("EXPORT_MODE", False, "full", "`full` reads every user each slot; `delta` publishes the same complete snapshot from the changes since the previous one (`/users/delta`), with a full export when it must."),
     Setting("FULL_SYNC_EVERY_DAYS", False, "6", "Delta mode: a full export (which also measures drift) once the saved delta link is this old; Graph expires directory delta links after 7 days."),
     Setting("DELTA_MAX_CHANGES", False, "250000", "Delta mode: more changed users than this in one slot means a full export instead (the changes are held in memory)."),
@@ -89,6 +91,7 @@ _CONTAINER = re.compile(r"^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$")
 _PROPERTY = re.compile(r"^[A-Za-z][A-Za-z0-9]*$")
 _MULTI_TENANT_ALIASES = {"common", "organizations", "consumers"}
 EXPORT_MODES = ("full", "delta")
+EXPORT_FORMATS = ("jsonl", "csv")
 CLIENT_CREDENTIALS = ("secret", "certificate", "federated")
 #: The audience a managed identity's token must have to be an app's federated credential, by cloud
 #: (Microsoft's workload identity federation docs): AUTHORITY_HOST names the cloud.
@@ -176,6 +179,8 @@ class Settings:
     managed_identity_client_id: str | None = None
     federated_token_audience: str = "api://AzureADTokenExchange"
     credential_expiry_warning_days: float = 30.0
+    export_formats: tuple[str, ...] = ("jsonl",)
+    csv_excel: bool = False
     export_mode: str = "full"
     full_sync_every_days: float = 6.0
     delta_max_changes: int = 250_000
@@ -272,6 +277,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     max_age = _number("CHECKPOINT_MAX_AGE_HOURS", get("CHECKPOINT_MAX_AGE_HOURS"), problems, 0.0, 144.0)
     properties = _user_properties(get("USER_PROPERTIES"), problems)
     storage = _storage_target(env, problems)
+    formats = tuple(dict.fromkeys(f.strip().lower() for f in get("EXPORT_FORMATS").split(",") if f.strip()))
+    check("EXPORT_FORMATS", bool(formats) and set(formats) <= set(EXPORT_FORMATS) and "jsonl" in formats,
+          f"is '{get('EXPORT_FORMATS')}': expected 'jsonl' or 'jsonl,csv' (JSON Lines is the snapshot every "
+          "other format and delta mode are made from)")
+    csv_excel = get("CSV_EXCEL").lower()
+    check("CSV_EXCEL", csv_excel in ("true", "false"), f"is '{csv_excel}': expected true or false")
     mode = get("EXPORT_MODE").lower()
     check("EXPORT_MODE", mode in EXPORT_MODES, f"is '{get('EXPORT_MODE')}': expected 'full' or 'delta'")
     full_sync = _number("FULL_SYNC_EVERY_DAYS", get("FULL_SYNC_EVERY_DAYS"), problems, 0.0, 7.0)
@@ -307,6 +318,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         managed_identity_client_id=identity_client_id,
         federated_token_audience=audience,
         credential_expiry_warning_days=warning_days,
+        export_formats=formats,
+        csv_excel=csv_excel == "true",
         export_mode=mode,
         full_sync_every_days=full_sync,
         delta_max_changes=int(max_changes),

@@ -1,4 +1,5 @@
-"""The export file: users as one gzip JSON Lines block blob, staged as pages arrive, committed once.
+"""The export files: users as one gzip block blob each (JSON Lines, and CSV when asked for), staged as
+pages arrive, committed once.
 
 Staged blocks are invisible until ``commit_block_list``, so a run that fails never leaves a readable
 half export; Azure discards uncommitted blocks after a week. Memory holds at most one block of
@@ -9,19 +10,24 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import threading
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Callable
 
 import orjson
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
-from azure.storage.blob import BlobBlock, BlobClient, ContentSettings
+from azure.storage.blob import BlobBlock, BlobClient, ContainerClient, ContentSettings
 from isal import isal_zlib
 
-from . import pipeline
+from . import naming, pipeline
+from .checkpoint import Checkpoint
+from .csvfile import CsvEncoder
 from .errors import SlotBusyError
-from .records import Progress
-from .storage import storage_errors
+from .records import CsvFile, Progress
+from .settings import Settings
+from .storage import etag_of, storage_errors
 
 BLOCK_SIZE = 4 * 1024 * 1024
 #: ISA-L's deflate at level 2 compresses sandbox users as well as zlib level 3 (15.7% of the JSON
@@ -44,8 +50,8 @@ class CommittedBlob:
     blocks: int
 
 
-class JsonlGzipBlobWriter:
-    """Streams user objects into one block blob as gzip JSON Lines.
+class GzipBlobWriter:
+    """Streams users into one block blob as gzip: JSON Lines (:meth:`write`) or already encoded text.
 
     Encoding happens in the caller's thread; compressing and staging run on one background thread
     (ISA-L and socket writes release the GIL), at most a few pages behind. Nothing is visible in the
@@ -75,7 +81,7 @@ class JsonlGzipBlobWriter:
         self._run_id = secrets.token_hex(6)
         self._worker = pipeline.SerialWorker(depth=4, name="gzip-stage")
 
-    def __enter__(self) -> "JsonlGzipBlobWriter":
+    def __enter__(self) -> "GzipBlobWriter":
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -87,10 +93,14 @@ class JsonlGzipBlobWriter:
 
     def write_lines(self, lines: list[bytes]) -> None:
         """Users already encoded (:func:`encode_user`), one per item, e.g. copied from an earlier export."""
-        if not lines:
+        if lines:
+            self.write_encoded(b"\n".join(lines) + b"\n", len(lines))
+
+    def write_encoded(self, data: bytes, users: int) -> None:
+        """Bytes that hold ``users`` users (a CSV header holds none); compressed and staged behind."""
+        if not data:
             return
-        data = b"\n".join(lines) + b"\n"
-        self.users += len(lines)
+        self.users += users
         self._uncompressed += len(data)
         self._worker.submit(self._compress, data)
 
@@ -167,6 +177,96 @@ class JsonlGzipBlobWriter:
         self._block_sizes.append(len(block))
         if self._sha256 is not None:
             self._sha256.update(block)
+
+
+class ExportFiles:
+    """A slot's export file and, when EXPORT_FORMATS asks for it, its CSV copy, written together.
+
+    Every page goes into both, so the CSV holds exactly the users of the JSON Lines file, from one
+    pass over Graph. Segments end in both at once (a checkpoint records both), and the CSV is
+    committed first, so a committed JSON Lines file always has its CSV beside it.
+    """
+
+    def __init__(self, blob: BlobClient, csv_blob: BlobClient | None = None, encoder: CsvEncoder | None = None, *,
+                 resume_from: Progress | None = None, csv_resume_from: Progress | None = None) -> None:
+        self.jsonl = GzipBlobWriter(blob, resume_from=resume_from, replaces=etag_of(blob))
+        self.csv: GzipBlobWriter | None = None
+        self._encoder = encoder
+        if csv_blob is not None and encoder is not None:
+            self.csv = GzipBlobWriter(csv_blob, resume_from=csv_resume_from, replaces=etag_of(csv_blob))
+            if csv_resume_from is None:
+                self.csv.write_encoded(encoder.header(), 0)
+
+    def __enter__(self) -> "ExportFiles":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.jsonl.__exit__(*exc)
+        if self.csv is not None:
+            self.csv.__exit__(*exc)
+
+    def write(self, users: list[dict[str, Any]]) -> None:
+        self.jsonl.write(users)
+        if self.csv is not None and self._encoder is not None:
+            self.csv.write_encoded(self._encoder.rows(users), len(users))
+
+    def write_lines(self, lines: list[bytes]) -> None:
+        """Users already encoded as JSON lines (a delta slot's merge); the CSV rows are made from them."""
+        self.jsonl.write_lines(lines)
+        if self.csv is not None and self._encoder is not None and lines:
+            self.csv.write_encoded(self._encoder.rows(list(map(orjson.loads, lines))), len(lines))
+
+    def end_segment(self, then: Callable[[Progress, Progress | None], None]) -> None:
+        """End a segment in both files; ``then`` gets both progresses once both are staged."""
+        if self.csv is None:
+            self.jsonl.end_segment(lambda progress: then(progress, None))
+            return
+        both = _Both(then)
+        self.jsonl.end_segment(both.jsonl)
+        self.csv.end_segment(both.csv)
+
+    def commit(self, metadata: dict[str, str]) -> tuple[CommittedBlob, CsvFile | None]:
+        """Commit the CSV copy, then the export file; what the manifest says of each."""
+        c = None if self.csv is None else self.csv.commit(metadata)
+        csv = None if c is None else CsvFile(blob=c.name, bytes=c.bytes, uncompressed_bytes=c.uncompressed_bytes,
+                                            sha256=c.sha256)
+        return self.jsonl.commit(metadata), csv
+
+
+class _Both:
+    """Calls ``then`` once both writers' threads have reported their progress for one segment."""
+
+    def __init__(self, then: Callable[[Progress, Progress | None], None]) -> None:
+        self._then = then
+        self._lock = threading.Lock()
+        self._seen: dict[str, Progress] = {}
+
+    def jsonl(self, progress: Progress) -> None:
+        self._arrive("jsonl", progress)
+
+    def csv(self, progress: Progress) -> None:
+        self._arrive("csv", progress)
+
+    def _arrive(self, which: str, progress: Progress) -> None:
+        with self._lock:
+            self._seen[which] = progress
+            ready = len(self._seen) == 2
+        if ready:
+            self._then(self._seen["jsonl"], self._seen["csv"])
+
+
+def csv_blob(settings: Settings, container: ContainerClient, slot: datetime) -> BlobClient | None:
+    """The CSV copy's blob when EXPORT_FORMATS asks for one."""
+    return container.get_blob_client(naming.csv_blob_name(slot)) if "csv" in settings.export_formats else None
+
+
+def open_files(settings: Settings, container: ContainerClient, blob: BlobClient, slot: datetime,
+               resume: Checkpoint | None = None) -> ExportFiles:
+    """The export file and, if EXPORT_FORMATS asks for it, its CSV copy; continuing what ``resume`` staged."""
+    return ExportFiles(blob, csv_blob(settings, container, slot),
+                       CsvEncoder(settings.user_properties, excel=settings.csv_excel),
+                       resume_from=None if resume is None else resume.progress,
+                       csv_resume_from=None if resume is None else resume.csv_progress)
 
 
 def encode_user(user: dict[str, Any]) -> bytes:

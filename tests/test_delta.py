@@ -13,7 +13,7 @@ import pytest
 
 from graph_export.delta import Changes, FallBack, Fingerprints, merge
 from graph_export.records import Manifest
-from graph_export.sink import JsonlGzipBlobWriter, encode_user
+from graph_export.sink import GzipBlobWriter, encode_user
 from tests.test_sink_unit import MemoryBlob, lines
 
 PROPS = ("id", "displayName", "mail", "businessPhones", "accountEnabled")
@@ -28,7 +28,7 @@ def user(i: int, **changed) -> dict:
 def snapshot(users: list[dict], *, segments: int = 3) -> tuple[MemoryBlob, Manifest]:
     """A base export written by the real writer (several gzip members), and its manifest."""
     blob = MemoryBlob("users/base.jsonl.gz")
-    with JsonlGzipBlobWriter(blob, block_size=4096) as writer:  # type: ignore[arg-type]
+    with GzipBlobWriter(blob, block_size=4096) as writer:  # type: ignore[arg-type]
         step = max(1, len(users) // segments)
         for at in range(0, len(users), step):
             writer.write(users[at:at + step])
@@ -47,7 +47,7 @@ def apply(base: list[dict], pages: list[list[dict]], *, limit: int = 1000) -> tu
     for page in pages:
         changes.add(page)
     out = MemoryBlob("users/new.jsonl.gz")
-    with JsonlGzipBlobWriter(out) as writer:  # type: ignore[arg-type]
+    with GzipBlobWriter(out) as writer:  # type: ignore[arg-type]
         counts = merge(manifest, blob, changes, PROPS, writer)  # type: ignore[arg-type]
         committed = writer.commit()
     assert out.committed is not None and committed.users == len(lines(out.committed))
@@ -99,7 +99,7 @@ def test_unchanged_users_are_copied_byte_for_byte():
     base = [user(i) for i in range(50)]
     blob, manifest = snapshot(base)
     out = MemoryBlob("users/new.jsonl.gz")
-    with JsonlGzipBlobWriter(out) as writer:  # type: ignore[arg-type]
+    with GzipBlobWriter(out) as writer:  # type: ignore[arg-type]
         merge(manifest, blob, Changes(10), PROPS, writer)  # type: ignore[arg-type]
         writer.commit()
     assert blob.committed is not None and out.committed is not None
@@ -110,7 +110,7 @@ def test_unchanged_users_are_copied_byte_for_byte():
 def test_a_base_that_does_not_match_its_manifest_falls_back(damage):
     blob, manifest = snapshot([user(i) for i in range(20)])
     wrong = dataclasses.replace(manifest, **({"sha256": "0" * 64} if damage == "sha256" else {"users": 19}))
-    with JsonlGzipBlobWriter(MemoryBlob()) as writer, pytest.raises(FallBack, match="does not match its manifest"):  # type: ignore[arg-type]
+    with GzipBlobWriter(MemoryBlob()) as writer, pytest.raises(FallBack, match="does not match its manifest"):  # type: ignore[arg-type]
         merge(wrong, blob, Changes(10), PROPS, writer)  # type: ignore[arg-type]
 
 
@@ -118,7 +118,7 @@ def test_a_base_that_is_not_gzip_falls_back():
     blob, manifest = snapshot([user(i) for i in range(20)])
     blob.committed = b"not gzip at all" * 10
     manifest = dataclasses.replace(manifest, sha256=hashlib.sha256(blob.committed).hexdigest())
-    with JsonlGzipBlobWriter(MemoryBlob()) as writer, pytest.raises(FallBack, match="not valid gzip"):  # type: ignore[arg-type]
+    with GzipBlobWriter(MemoryBlob()) as writer, pytest.raises(FallBack, match="not valid gzip"):  # type: ignore[arg-type]
         merge(manifest, blob, Changes(10), PROPS, writer)  # type: ignore[arg-type]
 
 

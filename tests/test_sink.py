@@ -9,7 +9,7 @@ import json
 import pytest
 
 from graph_export.errors import SlotBusyError
-from graph_export.sink import JsonlGzipBlobWriter, encode_user
+from graph_export.sink import GzipBlobWriter, encode_user
 
 USERS = [{"id": str(i), "displayName": f"Zoë {i}", "mail": None, "tags": ["a", i]} for i in range(3000)]
 
@@ -20,7 +20,7 @@ def container(blob_container):
 
 
 def test_staged_blocks_stay_invisible_until_commit(container):
-    writer = JsonlGzipBlobWriter(container.get_blob_client("users/x.jsonl.gz"), block_size=1024)
+    writer = GzipBlobWriter(container.get_blob_client("users/x.jsonl.gz"), block_size=1024)
     with writer:
         for start in range(0, len(USERS), 999):
             writer.write(USERS[start:start + 999])
@@ -44,7 +44,7 @@ def test_staged_blocks_stay_invisible_until_commit(container):
 def test_same_input_gives_the_same_bytes(container):
     digests = set()
     for name in ("a.jsonl.gz", "b.jsonl.gz"):
-        with JsonlGzipBlobWriter(container.get_blob_client(name)) as writer:
+        with GzipBlobWriter(container.get_blob_client(name)) as writer:
             writer.write(USERS)
             digests.add(writer.commit().sha256)
     assert len(digests) == 1
@@ -53,7 +53,7 @@ def test_same_input_gives_the_same_bytes(container):
 def test_two_runs_staging_one_blob_never_mix_their_blocks(container):
     blob = container.get_blob_client("users/same-slot.jsonl.gz")
     first_users, second_users = USERS[:1500], [{"id": f"other-{i}"} for i in range(1500)]
-    with JsonlGzipBlobWriter(blob, block_size=1024) as first, JsonlGzipBlobWriter(blob, block_size=1024) as second:
+    with GzipBlobWriter(blob, block_size=1024) as first, GzipBlobWriter(blob, block_size=1024) as second:
         for start in range(0, 1500, 500):  # interleaved, as two runs of one slot would stage
             first.write(first_users[start:start + 500])
             second.write(second_users[start:start + 500])
@@ -69,7 +69,7 @@ def test_two_runs_staging_one_blob_never_mix_their_blocks(container):
 
 
 def test_an_empty_tenant_is_a_valid_empty_export(container):
-    with JsonlGzipBlobWriter(container.get_blob_client("empty.jsonl.gz")) as writer:
+    with GzipBlobWriter(container.get_blob_client("empty.jsonl.gz")) as writer:
         committed = writer.commit()
     assert committed.users == 0
     assert gzip.decompress(container.download_blob("empty.jsonl.gz").readall()) == b""

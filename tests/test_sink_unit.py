@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 from graph_export.records import Progress
-from graph_export.sink import JsonlGzipBlobWriter
+from graph_export.sink import GzipBlobWriter
 
 USERS = [{"id": f"{i:08d}", "displayName": f"Zoë {i}", "mail": None} for i in range(2000)]
 
@@ -49,7 +49,7 @@ def lines(data: bytes) -> list[dict[str, Any]]:
 
 def test_pages_and_segments_commit_as_one_gzip_stream_with_its_sha256():
     blob = MemoryBlob()
-    with JsonlGzipBlobWriter(blob, block_size=2048) as writer:  # type: ignore[arg-type]
+    with GzipBlobWriter(blob, block_size=2048) as writer:  # type: ignore[arg-type]
         writer.write(USERS[:1000])
         saved: list[Progress] = []
         writer.end_segment(saved.append)
@@ -64,7 +64,7 @@ def test_pages_and_segments_commit_as_one_gzip_stream_with_its_sha256():
 
 def test_two_writers_never_share_a_block_id():
     blob = MemoryBlob()
-    first, second = JsonlGzipBlobWriter(blob, block_size=1024), JsonlGzipBlobWriter(blob, block_size=1024)  # type: ignore[arg-type]
+    first, second = GzipBlobWriter(blob, block_size=1024), GzipBlobWriter(blob, block_size=1024)  # type: ignore[arg-type]
     with first, second:
         first.write(USERS)
         second.write(USERS)
@@ -80,11 +80,11 @@ def test_two_writers_never_share_a_block_id():
 
 def test_a_resumed_writer_continues_the_same_stream_and_hashes_it_from_storage():
     blob = MemoryBlob()
-    with JsonlGzipBlobWriter(blob) as writer:  # type: ignore[arg-type]
+    with GzipBlobWriter(blob) as writer:  # type: ignore[arg-type]
         writer.write(USERS[:1000])
         saved: list[Progress] = []
         writer.end_segment(saved.append)
-    with JsonlGzipBlobWriter(blob, resume_from=saved[0]) as resumed:  # type: ignore[arg-type]
+    with GzipBlobWriter(blob, resume_from=saved[0]) as resumed:  # type: ignore[arg-type]
         resumed.write(USERS[1000:])
         committed = resumed.commit()
     assert blob.committed is not None and lines(blob.committed) == USERS
