@@ -2,7 +2,8 @@
 
 Binding and logging only; the work is in ``graph_export.export.run_export``. Settings are read at
 invocation time, not import time, so a misconfigured app still indexes and each failed run says
-exactly which setting to fix.
+exactly which setting to fix. Each run's outcome is one record on the ``graph_export.runs`` logger,
+whose fields reach Application Insights as ``customDimensions`` (``graph_export.telemetry``).
 """
 
 from __future__ import annotations
@@ -12,10 +13,13 @@ from datetime import datetime, timezone
 
 import azure.functions as func
 
-from graph_export import ExportError, load_settings, run_export
+from graph_export import ExportError, load_settings, run_export, telemetry
 from graph_export.naming import slot_from_schedule_status
+from graph_export.records import iso
 
 app = func.FunctionApp()
+runs = logging.getLogger(telemetry.RUNS_LOGGER)
+runs.setLevel(logging.INFO)  # a succeeded run's record is information, whatever the root logger lets through
 
 
 # A failed or timed-out invocation is retried with the same trigger data, so the same slot, which
@@ -25,6 +29,7 @@ app = func.FunctionApp()
            minimum_interval="00:01:00", maximum_interval="00:15:00")
 def export_users(timer: func.TimerRequest) -> None:
     """Export every user for the slot this invocation was scheduled for."""
+    telemetry.configure()
     now = datetime.now(timezone.utc)
     slot = slot_from_schedule_status(timer.schedule_status, now)
     if timer.past_due:
@@ -33,10 +38,10 @@ def export_users(timer: func.TimerRequest) -> None:
         summary = run_export(load_settings(), slot)
     except ExportError as exc:
         # One actionable line for the log and the failure alert; re-raised so the run counts as failed.
-        logging.error("Export failed: %s", exc)
+        runs.error("Export failed: %s", exc, extra=telemetry.failure_fields(exc, iso(slot)))
         raise
     except Exception as exc:  # a bug or an unmapped failure: still one line, then the host's traceback
-        logging.error("Export failed: unexpected %s; nothing was published. Report it with this "
-                      "invocation's traceback.", type(exc).__name__)
+        runs.error("Export failed: unexpected %s; nothing was published. Report it with this "
+                   "invocation's traceback.", type(exc).__name__, extra=telemetry.failure_fields(exc, iso(slot)))
         raise
-    logging.info(summary.line())
+    runs.info(summary.line(), extra=summary.fields())

@@ -11,9 +11,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
+from tqdm import tqdm
+
 from . import naming
 from .errors import ConfigError, ExportError
 from .export import run_export
+from .progress import Snapshot
 from .settings import load_settings
 
 log = logging.getLogger("graph_export")
@@ -27,7 +30,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             apply_settings_file(args.settings)
         settings = load_settings()
         slot = _parse_slot(args.slot) if args.slot else None
-        summary = run_export(settings, slot, force=args.force)
+        if args.quiet:
+            summary = run_export(settings, slot, force=args.force, on_progress=_silent)
+        elif sys.stderr.isatty():
+            with LiveProgress() as live:
+                summary = run_export(settings, slot, force=args.force, on_progress=live.show,
+                                     progress_every_s=LiveProgress.EVERY_S)
+        else:
+            summary = run_export(settings, slot, force=args.force)
     except ExportError as exc:
         if args.debug:
             log.exception("export failed")
@@ -44,6 +54,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     print(json.dumps(summary.as_dict()))
     return 0
+
+
+class LiveProgress:
+    """The run's progress on a terminal (tqdm): users so far, users/s, pages, retries, throttled waits."""
+
+    EVERY_S = 0.25
+
+    def __init__(self) -> None:
+        self._bar = tqdm(unit=" users", unit_scale=True, file=sys.stderr, dynamic_ncols=True, leave=True,
+                         desc="export")
+
+    def show(self, snapshot: Snapshot) -> None:
+        self._bar.update(snapshot.users - self._bar.n)
+        self._bar.set_postfix(pages=snapshot.pages, retries=snapshot.retries,
+                              throttled=f"{snapshot.throttled_s:.0f}s", refresh=snapshot.final)
+
+    def __enter__(self) -> "LiveProgress":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._bar.close()
+
+
+def _silent(snapshot: Snapshot) -> None:
+    """--quiet: no progress, only the summary (or the error)."""
 
 
 def apply_settings_file(path: Path) -> None:
@@ -83,6 +118,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true",
                      help="export the slot again even if it was already exported, ignoring any checkpoint")
     run.add_argument("--debug", action="store_true", help="verbose logs and tracebacks on failure")
+    run.add_argument("--quiet", action="store_true",
+                     help="no progress (a live display on a terminal, else a line every PROGRESS_EVERY_SECONDS)")
     return parser
 
 

@@ -56,12 +56,12 @@ class WarmClients:
                                                        send_x5c=s.certificate_send_x5c)
         return credentials.read_client_secret(vault, s.client_secret_name)
 
-    def _read_older_certificates(self) -> list[Credential]:
-        """Certificate versions before the newest that are enabled and unexpired, newest first (at most two)."""
+    def _read_older_certificates(self, newest: Credential) -> list[Credential]:
+        """Certificate versions other than ``newest`` that are enabled and unexpired, newest first (at most two)."""
         s = self.settings
         if s.client_credential != "certificate":
             return []
-        older = credentials.older_certificate_versions(self._vault(), s.client_certificate_name,
+        older = credentials.older_certificate_versions(self._vault(), s.client_certificate_name, newest.version,
                                                        send_x5c=s.certificate_send_x5c, limit=2)
         return list(older)
 

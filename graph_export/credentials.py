@@ -310,9 +310,9 @@ def read_client_secret(client: SecretClient, name: str) -> Secret:
                   f"the client secret '{name}' in Key Vault {vault}")
 
 
-def older_certificate_versions(client: SecretClient, name: str, *, send_x5c: bool = False,
+def older_certificate_versions(client: SecretClient, name: str, newest: str | None, *, send_x5c: bool = False,
                                limit: int = 2) -> list[ClientCertificate]:
-    """Versions of certificate ``name`` before its newest that are enabled and unexpired, newest first.
+    """Versions of certificate ``name`` other than ``newest`` that are enabled and unexpired, newest first.
 
     What still signs in while a renewed certificate waits to be registered; an empty list when the
     vault cannot list them (the role may not allow it): the rejection then stands.
@@ -320,10 +320,11 @@ def older_certificate_versions(client: SecretClient, name: str, *, send_x5c: boo
     now = datetime.now(timezone.utc)
     try:
         versions = [v for v in client.list_properties_of_secret_versions(name)
-                    if v.enabled and v.version and (v.expires_on is None or _utc(v.expires_on) > now)]  # type: ignore[operator]
+                    if v.enabled and v.version and v.version != newest
+                    and (v.expires_on is None or _utc(v.expires_on) > now)]  # type: ignore[operator]
         versions.sort(key=lambda v: v.created_on or now, reverse=True)
         return [read_client_certificate(client, name, send_x5c=send_x5c, version=v.version)
-                for v in versions[1:1 + limit]]
+                for v in versions[:limit]]
     except (HttpResponseError, ServiceRequestError, AuthError) as why:
         log.info("Older versions of certificate '%s' could not be read (%s)", name, first_line(str(why), 120))
         return []

@@ -29,6 +29,7 @@ from . import graph, naming, storage
 from .clients import WarmClients
 from .errors import GraphError, origin_of
 from .lease import SlotLease
+from .progress import RunProgress
 from .records import DeltaApplied, DeltaState, Manifest, RecordError, iso
 from .settings import Settings
 from .sink import GzipBlobWriter, encode_user, open_files
@@ -148,7 +149,7 @@ class Changes:
 
 
 def read_changes(clients: WarmClients, settings: Settings, delta_link: str, changes: Changes,
-                 feed: GzipBlobWriter | None) -> tuple[str, int]:
+                 feed: GzipBlobWriter | None, progress: RunProgress | None = None) -> tuple[str, int]:
     """Follow ``delta_link`` to the end of the round: every change into ``changes`` and ``feed``.
 
     Returns the round's new deltaLink and the number of pages. FallBack when Graph no longer accepts
@@ -161,6 +162,8 @@ def read_changes(clients: WarmClients, settings: Settings, delta_link: str, chan
     def take(page: graph.Page) -> None:
         nonlocal count
         count = page.number
+        if progress is not None:
+            progress.add(len(page.users))
         published = changes.add(page.users)
         if feed is not None:
             feed.write(published)
@@ -345,7 +348,8 @@ def measure_drift(settings: Settings, clients: WarmClients, container: Container
 
 
 def export_slot(settings: Settings, clients: WarmClients, container: ContainerClient, blob: BlobClient,
-                slot: datetime, base: Base, started: datetime, lease: SlotLease) -> tuple[Manifest, DeltaState]:
+                slot: datetime, base: Base, started: datetime, lease: SlotLease,
+                progress: RunProgress | None = None) -> tuple[Manifest, DeltaState]:
     """This slot's snapshot from ``base`` and the changes since; FallBack when that is not possible.
 
     Both files are staged, then committed (changes first); the caller publishes the manifest and
@@ -356,7 +360,7 @@ def export_slot(settings: Settings, clients: WarmClients, container: ContainerCl
     feed_blob = container.get_blob_client(naming.changes_blob_name(slot))
     with GzipBlobWriter(feed_blob, replaces=storage.etag_of(feed_blob)) as feed, \
             open_files(settings, container, blob, slot) as writer:
-        link, pages = read_changes(clients, settings, base.state.delta_link, changes, feed)
+        link, pages = read_changes(clients, settings, base.state.delta_link, changes, feed, progress)
         counts = merge(base.manifest, container.get_blob_client(base.manifest.blob), changes,
                        settings.user_properties, writer)
         lease.ensure()

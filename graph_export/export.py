@@ -14,6 +14,7 @@ import functools
 import logging
 import time
 from datetime import datetime, timedelta, timezone
+from typing import Callable
 
 from azure.storage.blob import BlobClient, ContainerClient
 
@@ -21,6 +22,7 @@ from . import checkpoint, delta, graph, naming, publish, sink
 from .clients import WarmClients, warm_clients
 from .errors import ConfigError
 from .lease import SlotLease
+from .progress import RunProgress, Snapshot, log_line
 from .records import DeltaState, ExportSummary, Manifest, Progress, iso
 from .settings import Settings
 from .userids import UserIds
@@ -28,13 +30,16 @@ from .userids import UserIds
 log = logging.getLogger(__name__)
 
 
-def run_export(settings: Settings, slot: datetime | None = None, *, force: bool = False) -> ExportSummary:
+def run_export(settings: Settings, slot: datetime | None = None, *, force: bool = False,
+               on_progress: Callable[[Snapshot], None] = log_line, progress_every_s: float | None = None,
+               ) -> ExportSummary:
     """Export every user once for ``slot`` (default: now). Raises an ExportError subclass on failure.
 
     A slot that already has a published export is left alone unless ``force``; a slot with a usable
     checkpoint resumes from it. Only one run exports a slot at a time (``lease``). Storage and sign-in
     are checked before any user is read, nothing becomes visible until the blob commit, and the
-    manifest and then ``latest.json`` follow it.
+    manifest and then ``latest.json`` follow it. ``on_progress`` hears how far it has got at most
+    every PROGRESS_EVERY_SECONDS (or ``progress_every_s``), and at the end (default: a log line).
     """
     started = datetime.now(timezone.utc)
     clock = time.monotonic()
@@ -50,27 +55,30 @@ def run_export(settings: Settings, slot: datetime | None = None, *, force: bool 
         if not force and (done := publish.published(container, slot)) is not None:
             return _summary(done, "skipped", container, clock)  # another run finished it meanwhile
         clients.retry_budget.reset(settings.graph_retries_per_run)
+        progress = RunProgress(clients.retry_budget, progress_every_s or settings.progress_every_s, on_progress)
         expires = clients.tokens.check_expiry(timedelta(days=settings.credential_expiry_warning_days), started)
         clients.tokens.get()  # fail on Key Vault or sign-in before staging anything
 
         blob = container.get_blob_client(naming.export_blob_name(slot))
         state: DeltaState | None = None
         if settings.export_mode == "delta":
-            manifest, state = _delta_slot(settings, clients, container, blob, slot, started, lease, force)
+            manifest, state = _delta_slot(settings, clients, container, blob, slot, started, lease, force, progress)
         else:
             resume = None if force else _resumable(settings, container, blob, slot, started)
-            manifest = _full_slot(settings, clients, container, blob, slot, started, lease, resume)
+            manifest = _full_slot(settings, clients, container, blob, slot, started, lease, resume, progress)
         publish.publish(container, manifest, lease, state)
         checkpoint.delete(container, slot)
-    return _summary(manifest, "succeeded", container, clock, expires)
+    finished = progress.finish()
+    return _summary(manifest, "succeeded", container, clock, expires, finished)
 
 
 def _delta_slot(settings: Settings, clients: WarmClients, container: ContainerClient, blob: BlobClient,
-                slot: datetime, started: datetime, lease: SlotLease, force: bool) -> tuple[Manifest, DeltaState]:
+                slot: datetime, started: datetime, lease: SlotLease, force: bool,
+                progress: RunProgress) -> tuple[Manifest, DeltaState]:
     """The snapshot from the changes since the last one; a full export when that cannot be trusted."""
     try:
         return delta.export_slot(settings, clients, container, blob, slot,
-                                 delta.load_base(container, settings, started), started, lease)
+                                 delta.load_base(container, settings, started), started, lease, progress)
     except delta.FallBack as why:
         log.warning("Delta mode: exporting slot %s in full, as %s", iso(slot), why)
     resume = None if force else _resumable(settings, container, blob, slot, started)
@@ -78,7 +86,7 @@ def _delta_slot(settings: Settings, clients: WarmClients, container: ContainerCl
         link, taken = resume.checkpoint.delta_link, resume.checkpoint.started
     else:
         resume, link, taken = None, delta.latest_link(clients, settings), datetime.now(timezone.utc)
-    manifest = _full_slot(settings, clients, container, blob, slot, started, lease, resume, delta_link=link)
+    manifest = _full_slot(settings, clients, container, blob, slot, started, lease, resume, progress, link)
     manifest = dataclasses.replace(manifest, drift=delta.measure_drift(settings, clients, container, manifest, started))
     return manifest, DeltaState(delta_link=link, taken=taken, properties=settings.user_properties,
                                 base_manifest=manifest.manifest, base_slot=slot)
@@ -86,15 +94,15 @@ def _delta_slot(settings: Settings, clients: WarmClients, container: ContainerCl
 
 def _full_slot(settings: Settings, clients: WarmClients, container: ContainerClient, blob: BlobClient,
                slot: datetime, started: datetime, lease: SlotLease, resume: checkpoint.Resume | None,
-               delta_link: str | None = None) -> Manifest:
+               progress: RunProgress, delta_link: str | None = None) -> Manifest:
     """Every user from /users, continuing from ``resume`` (a usable checkpoint) if there is one."""
     try:
-        return _export(settings, clients, container, blob, slot, resume, started, lease, delta_link)
+        return _export(settings, clients, container, blob, slot, resume, started, lease, progress, delta_link)
     except graph.PageLinkRejected as exc:
         if resume is None:
             raise
         log.warning("Graph no longer accepts the checkpoint's page link (%s); restarting the slot", exc)
-        return _export(settings, clients, container, blob, slot, None, started, lease, delta_link)
+        return _export(settings, clients, container, blob, slot, None, started, lease, progress, delta_link)
 
 
 def _resumable(settings: Settings, container: ContainerClient, blob: BlobClient, slot: datetime,
@@ -107,7 +115,7 @@ def _resumable(settings: Settings, container: ContainerClient, blob: BlobClient,
 
 def _export(settings: Settings, clients: WarmClients, container: ContainerClient, blob: BlobClient,
             slot: datetime, resume: checkpoint.Resume | None, started: datetime, lease: SlotLease,
-            delta_link: str | None) -> Manifest:
+            progress: RunProgress, delta_link: str | None) -> Manifest:
     """Page through every user into ``blob``, checkpointing as it goes; commit; return the manifest.
 
     Every write others could read (checkpoint, blob commit) first makes sure this run still holds
@@ -134,8 +142,8 @@ def _export(settings: Settings, clients: WarmClients, container: ContainerClient
 
     # Three stages overlap: page k+1 is requested as soon as page k's nextLink arrives, page k is
     # parsed and encoded here, and compression and block uploads trail behind on their own thread.
-    fetched = graph.iter_user_pages(clients.http, url, settings.graph_endpoint, clients.tokens,
-                                    settings.http_timeout_s, first, ids=ids)
+    fetched = progress.watch(graph.iter_user_pages(clients.http, url, settings.graph_endpoint, clients.tokens,
+                                                   settings.http_timeout_s, first, ids=ids))
     with contextlib.closing(fetched) as pages_ahead, \
             sink.open_files(settings, container, blob, slot, resume.checkpoint if resume else None) as writer:
         for page in pages_ahead:
@@ -156,6 +164,7 @@ def _export(settings: Settings, clients: WarmClients, container: ContainerClient
 
 
 def _summary(manifest: Manifest, status: str, container: ContainerClient, clock: float,
-             credential_expires: datetime | None = None) -> ExportSummary:
+             credential_expires: datetime | None = None, done: Snapshot | None = None) -> ExportSummary:
     url = container.get_blob_client(manifest.blob).url
-    return ExportSummary.of(manifest, status, url, time.monotonic() - clock, credential_expires)
+    return ExportSummary.of(manifest, status, url, time.monotonic() - clock, credential_expires,
+                            retries=done.retries if done else 0, throttled_s=done.throttled_s if done else 0.0)

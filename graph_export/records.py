@@ -284,18 +284,27 @@ class ExportSummary:
     mode: str = "full"
     #: When the app's secret or certificate in Key Vault expires, if it says (not for federated).
     credential_expires: str | None = None
+    #: Graph requests retried, and seconds spent waiting on throttling (429), in this run.
+    retries: int = 0
+    throttled_s: float = 0.0
 
     @classmethod
     def of(cls, manifest: "Manifest", status: str, url: str, duration_s: float,
-           credential_expires: datetime | None = None) -> "ExportSummary":
+           credential_expires: datetime | None = None, *, retries: int = 0,
+           throttled_s: float = 0.0) -> "ExportSummary":
         return cls(status=status, users=manifest.users, pages=manifest.pages, container=manifest.container,
                    blob=manifest.blob, manifest=manifest.manifest, url=url, bytes=manifest.bytes,
                    sha256=manifest.sha256, slot=iso(manifest.slot), started=iso(manifest.started),
                    finished=iso(manifest.finished), duration_s=round(duration_s, 3), mode=manifest.mode,
-                   credential_expires=None if credential_expires is None else iso(credential_expires))
+                   credential_expires=None if credential_expires is None else iso(credential_expires),
+                   retries=retries, throttled_s=round(throttled_s, 3))
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def fields(self) -> dict[str, Any]:
+        """The summary as telemetry fields (``customDimensions`` in Application Insights), prefixed ``export_``."""
+        return {f"export_{name}": value for name, value in asdict(self).items() if value is not None}
 
     def line(self) -> str:
         how = " from changes" if self.mode == "delta" else ""

@@ -71,6 +71,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("HTTP_TIMEOUT_SECONDS", False, "60", "Read timeout of each Graph and sign-in request (connecting times out after 10 s)."),
     Setting("CHECKPOINT_EVERY_PAGES", False, "10", "Save resumable progress every this many pages; a killed run's next invocation for the same slot resumes there."),
     Setting("CHECKPOINT_MAX_AGE_HOURS", False, "24", "A checkpoint older than this is discarded and the slot restarts clean."),
+    Setting("PROGRESS_EVERY_SECONDS", False, "30", "Log a progress line (users, pages, users/s, retries, throttled waits) at most this often during a run."),
     Setting("EXPORT_FORMATS", False, "jsonl", "Comma-separated: `jsonl` (gzip JSON Lines, always) and `csv` (also `users-<slot>.csv.gz`, from the same pages: one pass over Graph)."),
     Setting("CSV_EXCEL", False, "false", "`csv`: start the file with a UTF-8 byte order mark, so Excel shows non-ASCII names correctly."),
     Setting("EXPORT_MODE", False, "full", "`full` reads every user each slot; `delta` publishes the same complete snapshot from the changes since the previous one (`/users/delta`), with a full export when it must."),
@@ -179,6 +180,7 @@ class Settings:
     managed_identity_client_id: str | None = None
     federated_token_audience: str = "api://AzureADTokenExchange"
     credential_expiry_warning_days: float = 30.0
+    progress_every_s: float = 30.0
     export_formats: tuple[str, ...] = ("jsonl",)
     csv_excel: bool = False
     export_mode: str = "full"
@@ -281,6 +283,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     check("EXPORT_FORMATS", bool(formats) and set(formats) <= set(EXPORT_FORMATS) and "jsonl" in formats,
           f"is '{get('EXPORT_FORMATS')}': expected 'jsonl' or 'jsonl,csv' (JSON Lines is the snapshot every "
           "other format and delta mode are made from)")
+    progress_every = _number("PROGRESS_EVERY_SECONDS", get("PROGRESS_EVERY_SECONDS"), problems, 1, 3600)
     csv_excel = get("CSV_EXCEL").lower()
     check("CSV_EXCEL", csv_excel in ("true", "false"), f"is '{csv_excel}': expected true or false")
     mode = get("EXPORT_MODE").lower()
@@ -318,6 +321,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         managed_identity_client_id=identity_client_id,
         federated_token_audience=audience,
         credential_expiry_warning_days=warning_days,
+        progress_every_s=progress_every,
         export_formats=formats,
         csv_excel=csv_excel == "true",
         export_mode=mode,

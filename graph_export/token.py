@@ -67,6 +67,7 @@ class Credential(Protocol):
     kind: str
     rejected_codes: frozenset[int]
     expires: datetime | None
+    version: str | None
     described: str
 
     def msal_credential(self, client_id: str, token_endpoint: Callable[[], str]) -> Any: ...
@@ -292,7 +293,7 @@ class GraphTokens:
 
     def __init__(self, read_secret: Callable[[], Credential],
                  sign_in: Callable[[Credential], GraphTokenProvider],
-                 read_older: Callable[[], list[Credential]] = list) -> None:
+                 read_older: Callable[[Credential], list[Credential]] = lambda newest: []) -> None:
         self._read_secret = read_secret
         self._read_older = read_older
         self._sign_in = sign_in
@@ -358,7 +359,7 @@ class GraphTokens:
         ``Credential expiry:`` so that the expiry alert fires well before the old one runs out.
         """
         newest = self._current_secret()
-        for older in self._read_older():
+        for older in self._read_older(newest):
             self._secret, self._provider = older, None
             try:
                 token = call(self._current())

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from typing import Any, Callable, Iterator
 
 import requests
@@ -25,13 +26,15 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
 class RetryBudget:
-    """Retries left for the whole run, shared by every request of a session."""
+    """Retries left for the whole run, shared by every request of a session; and time spent throttled."""
 
     def __init__(self, limit: int) -> None:
         self.reset(limit)
 
     def reset(self, limit: int) -> None:
         self.limit, self.used = limit, 0
+        #: Seconds slept after 429 answers (Retry-After or backoff), for progress and the run summary.
+        self.throttled_s = 0.0
 
     @property
     def exhausted(self) -> bool:
@@ -55,6 +58,12 @@ class BudgetedRetry(Retry):
         retry = super().new(**kwargs)
         retry.budget = self.budget
         return retry
+
+    def sleep(self, response: Any = None) -> None:
+        started = time.monotonic()
+        super().sleep(response)
+        if self.budget is not None and response is not None and response.status == 429:
+            self.budget.throttled_s += time.monotonic() - started
 
     def increment(self, method: str | None = None, url: str | None = None, response: Any = None,
                   error: Exception | None = None, _pool: Any = None, _stacktrace: Any = None) -> "BudgetedRetry":

@@ -232,7 +232,7 @@ def test_any_other_sign_in_failure_forgets_the_secret_so_the_next_run_reads_it_a
 def test_when_entra_knows_no_newest_version_an_older_one_still_valid_signs_in_and_warns(caplog):
     vault = Vault("renewed")
     tokens = GraphTokens(vault.read, lambda secret: FakeProvider(secret, accepted="previous"),
-                         read_older=lambda: [Secret("older"), Secret("previous")])
+                         read_older=lambda newest: [Secret("older"), Secret("previous")])
     assert tokens.get() == "token-for-previous"
     assert tokens.get() == "token-for-previous" and vault.reads == 2  # kept for the warm instance
     assert [r.getMessage()[:40] for r in caplog.records if r.levelname == "WARNING"] == [
@@ -241,6 +241,6 @@ def test_when_entra_knows_no_newest_version_an_older_one_still_valid_signs_in_an
 
 def test_when_no_version_is_known_the_first_rejection_is_what_fails():
     tokens = GraphTokens(Vault("renewed").read, lambda secret: FakeProvider(secret, accepted="none of them"),
-                         read_older=lambda: [Secret("older")])
+                         read_older=lambda newest: [Secret("older")])
     with pytest.raises(SecretRejectedError, match="AADSTS7000215"):
         tokens.get()

@@ -21,7 +21,8 @@ NOT_SET_IN_AZURE = {
     **{name: "a tuning knob whose code default suits Azure; add it as an app setting only to change it"
        for name in ("GRAPH_MAX_RETRIES_PER_PAGE", "GRAPH_MAX_RETRIES_PER_RUN", "HTTP_TIMEOUT_SECONDS",
                     "CHECKPOINT_EVERY_PAGES", "CHECKPOINT_MAX_AGE_HOURS",
-                    "FULL_SYNC_EVERY_DAYS", "DELTA_MAX_CHANGES", "EXPORT_FORMATS", "CSV_EXCEL")},
+                    "FULL_SYNC_EVERY_DAYS", "DELTA_MAX_CHANGES", "EXPORT_FORMATS", "CSV_EXCEL",
+                    "PROGRESS_EVERY_SECONDS")},
     "CLIENT_CERTIFICATE_SEND_X5C": "only for subject name + issuer authentication, which needs a certificate from a "
                                    "CA Entra ID trusts for that; the Key Vault certificate here is self-signed and "
                                    "its public key is registered on the app (deploy.sh), so the code default (false) "

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
 
 from azure.functions.timer import TimerRequest
 
 import function_app
 from graph_export.naming import LATEST_BLOB
 
-from .helpers import blob_names, read_json
+from .helpers import REPO, blob_names, read_json
 
 # Indexing is what the Functions host does at start; the app allows it once per process.
 INDEXED = function_app.app.get_functions()
@@ -77,3 +80,59 @@ def test_a_failure_no_error_class_maps_still_logs_one_line_before_failing(export
         raise AssertionError("the invocation did not fail")
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and errors[0].startswith("Export failed: unexpected KeyError")
+
+
+# --- each run's fields reach Application Insights (through a local ingestion endpoint) -----------------
+
+_RUN_WITH_TELEMETRY = r"""
+import gzip, json, os, sys, threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from azure.functions.timer import TimerRequest
+
+received = []
+
+class Ingestion(BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.headers.get("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
+        received.extend(json.loads(body))
+        answer = json.dumps({"itemsReceived": 1, "itemsAccepted": 1, "errors": []}).encode()
+        self.send_response(200); self.send_header("Content-Length", str(len(answer))); self.end_headers()
+        self.wfile.write(answer)
+    def log_message(self, *args):
+        pass
+
+server = ThreadingHTTPServer(("127.0.0.1", 0), Ingestion)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+os.environ["APPLICATIONINSIGHTS_CONNECTION_STRING"] = (
+    "InstrumentationKey=00000000-0000-0000-0000-000000000000;"
+    f"IngestionEndpoint=http://127.0.0.1:{server.server_address[1]}/")
+import function_app
+from opentelemetry._logs import get_logger_provider
+function = function_app.app.get_functions()[0].get_user_function()
+function(TimerRequest(schedule_status={"Next": "2026-03-07T02:00:00+00:00"}))
+os.environ["CLIENT_SECRET_NAME"] = "no-such-secret"
+try:
+    function(TimerRequest(schedule_status={"Next": "2026-03-08T02:00:00+00:00"}))
+except Exception:
+    pass
+get_logger_provider().force_flush()
+print(json.dumps([e["data"]["baseData"] for e in received if e.get("data", {}).get("baseType") == "MessageData"]))
+"""
+
+
+def test_each_runs_fields_reach_application_insights_as_custom_dimensions(export_env):
+    env = {**os.environ, "APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL": "true", "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-c", _RUN_WITH_TELEMETRY], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    messages = json.loads(done.stdout.strip().splitlines()[-1])
+    succeeded = next(m for m in messages if m["properties"].get("export_status") == "succeeded")
+    failed = next(m for m in messages if m["properties"].get("export_status") == "failed")
+    fields = succeeded["properties"]
+    assert fields["export_users"] == "2500" and fields["export_mode"] == "full" and "export_duration_s" in fields
+    assert fields["export_slot"] == "2026-03-07T02:00:00Z" and fields["export_retries"] == "0"
+    assert failed["properties"]["export_error"] == "AuthError" and failed["properties"]["export_exit_code"] == "3"
+    assert failed["message"].startswith("Export failed: ") and "no-such-secret" in failed["message"]
+    assert len(messages) == 2  # only the runs' records: nothing else is exported this way
