@@ -61,6 +61,19 @@ def wait_for_page(sandbox, page: int, process: subprocess.Popen, timeout: float 
         time.sleep(0.02)
 
 
+def run_once_the_lease_runs_out(killed_at: float) -> str:
+    """Run the slot again every second, as the function's retry policy would, until the killed run's
+    lease runs out; the run that then gets the slot must succeed. Its stdout."""
+    while True:
+        code, out, err = finish(start())
+        if code != BUSY:
+            break
+        assert time.monotonic() - killed_at < LEASE_S + 15, "the lease never ran out"
+        time.sleep(1)
+    assert code == 0, err
+    return out
+
+
 def assert_published_exactly_the_tenant(env: dict, sandbox) -> dict:
     """latest.json -> manifest -> blob: every count, size and digest agrees, and the users are the tenant."""
     pointer = read_json(env, LATEST_BLOB)
@@ -106,13 +119,7 @@ def test_a_killed_run_holds_the_slot_until_its_lease_runs_out_then_the_next_resu
 
     code, _, err = finish(start())
     assert code == BUSY and "lease" in err
-    while True:  # as the function's retry policy would, a little later
-        code, out, err = finish(start())
-        if code != BUSY:
-            break
-        assert time.monotonic() - killed_at < LEASE_S + 15, "the lease never ran out"
-        time.sleep(1)
-    assert code == 0, err
+    out = run_once_the_lease_runs_out(killed_at)
     manifest = assert_published_exactly_the_tenant(export_env, sandbox)
     assert manifest["resumed"] is True and json.loads(out)["sha256"] == manifest["sha256"]
     clean = run_export(load_settings(), datetime(2026, 3, 1, 2, tzinfo=timezone.utc))
@@ -151,13 +158,7 @@ def test_a_killed_delta_slot_changes_nothing_and_its_retry_applies_the_same_chan
     victim.wait(timeout=10)
     assert read_json(export_env, "state/delta.json") == state  # nothing advanced
     killed_at = time.monotonic()
-    while True:
-        code, out, err = finish(start())
-        if code != BUSY:
-            break
-        assert time.monotonic() - killed_at < LEASE_S + 15, "the lease never ran out"
-        time.sleep(1)
-    assert code == 0, err
+    out = run_once_the_lease_runs_out(killed_at)
     assert json.loads(out)["mode"] == "delta"
     pointer = read_json(export_env, LATEST_BLOB)
     manifest = read_json(export_env, pointer["manifest"])
