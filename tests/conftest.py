@@ -6,13 +6,17 @@ Entra ID, managed identity, Key Vault and Graph over HTTPS with a CA generated f
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from pathlib import Path
 
 import pytest
+from azure.core.exceptions import AzureError
+from azure.storage.blob import ContainerClient
 
 from graph_export.clients import warm_clients
+from graph_export.naming import LATEST_BLOB
 from graph_export.settings import SETTINGS, StorageTarget
 from graph_export.storage import open_container
 from sandbox import Sandbox
@@ -54,8 +58,12 @@ def sandbox(tmp_path, request):
 
 
 @pytest.fixture
-def export_env(sandbox, azurite, monkeypatch):
-    """The environment a deployed function would have, pointing at the sandbox and Azurite."""
+def export_env(sandbox, azurite, monkeypatch, request):
+    """The environment a deployed function would have, pointing at the sandbox and Azurite.
+
+    Afterwards every manifest and ``users/latest.json`` the test left in its container must match the
+    published JSON Schemas (schemas/), unless the test is marked ``writes_invalid_records``.
+    """
     for name in _AMBIENT & set(os.environ):
         monkeypatch.delenv(name)
     env = {
@@ -68,6 +76,58 @@ def export_env(sandbox, azurite, monkeypatch):
         monkeypatch.setenv(name, value)
     yield env
     warm_clients.cache_clear()
+    if request.node.get_closest_marker("writes_invalid_records") is None:
+        # A test may have moved the export elsewhere (monkeypatch, still in force here) or to a dead port.
+        _check_published_records([(os.environ.get("EXPORT_STORAGE"), os.environ.get("EXPORT_CONTAINER")),
+                                  (env["EXPORT_STORAGE"], env["EXPORT_CONTAINER"])])
+
+
+def _schema_validator(name: str):
+    import jsonschema
+
+    schema = json.loads((REPO / "schemas" / name).read_text(encoding="utf-8"))
+    cls = jsonschema.validators.validator_for(schema)
+    return cls(schema, format_checker=cls.FORMAT_CHECKER)
+
+
+def _check_published_records(targets: list[tuple[str | None, str | None]]) -> None:
+    """Validate every ``*.manifest.json`` (format 2: the export writes no other) and ``users/latest.json``
+    in each reachable (connection string, container); storage that is unreachable or not set is skipped."""
+    validators = {"manifest": _schema_validator("manifest.schema.json"),
+                  "latest": _schema_validator("latest.schema.json")}
+    problems = []
+    for connection_string, name in dict.fromkeys(targets):
+        if not connection_string or not name:
+            continue
+        try:
+            container = ContainerClient.from_connection_string(connection_string, name, retry_total=0,
+                                                               connection_timeout=2, read_timeout=10)
+            records = [b.name for b in container.list_blobs()
+                       if b.name.endswith(".manifest.json") or b.name == LATEST_BLOB] if container.exists() else []
+        except (AzureError, ValueError):  # a dead port, a deliberately broken setting: nothing to check
+            continue
+        for blob in records:
+            kind = "latest" if blob == LATEST_BLOB else "manifest"
+            try:
+                document = json.loads(container.download_blob(blob).readall())
+            except AzureError:  # gone since it was listed
+                continue
+            except ValueError as why:
+                problems.append(f"{name}/{blob}: not JSON ({why})")
+                continue
+            for error in validators[kind].iter_errors(document):
+                where = "/".join(str(p) for p in error.absolute_path) or "(document)"
+                problems.append(f"{name}/{blob}: {where}: {error.message}")
+    if problems:
+        pytest.fail("Published records do not match schemas/ (a field changed without a schema change? or mark "
+                    "the test writes_invalid_records if it wrote them itself):\n  " + "\n  ".join(problems),
+                    pytrace=False)
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "writes_invalid_records: the test writes a manifest or users/latest.json the export did not "
+        "(export_env then skips checking its container against schemas/)")
 
 
 def pytest_collection_modifyitems(items):

@@ -190,6 +190,7 @@ def existing_container(env: dict):
     return client
 
 
+@pytest.mark.writes_invalid_records
 @pytest.mark.parametrize("pointer", [b"null", b'{"slot": 5}', b'{"slot": "zzz"}', b"not json",
                                      b'{"slot": "9999-12-31T23:59:59Z", "blob": "users/x", "manifest": "m", '
                                      b'"users": 1, "sha256": "' + b"0" * 64 + b'", "finished": "9999-12-31T23:59:59Z"}'])
@@ -201,6 +202,7 @@ def test_a_pointer_that_is_not_valid_is_repaired_by_the_next_run(export_env, poi
     assert "is not a valid pointer" in caplog.text
 
 
+@pytest.mark.writes_invalid_records
 @pytest.mark.parametrize("manifest", [b"{}", b"[]", b"not json", b'{"format": "graph-users-export/1", "users": "many"}'])
 def test_a_corrupt_manifest_means_the_slot_was_not_exported(export_env, sandbox, manifest, caplog):
     run_export(load_settings(), SLOT)
