@@ -2,7 +2,7 @@
 #                                   make test  (the test suite)
 # Both install what they need first: a virtualenv from requirements-dev.txt and Azurite from
 # package-lock.json; `make test` also installs the infra checkers (checkov in .venv-iac, shellcheck)
-# and the benchmark's msgraph-sdk contender (.venv-bench).
+# and the benchmark's msgraph-sdk contender and chart plotter (.venv-bench).
 
 PYTHON ?= python3
 VENV   := .venv
@@ -25,7 +25,8 @@ test: install install-iac install-bench
 test-fast: install
 	$(PY) -m pytest -m "not integration and not slow"
 
-# The benchmark matrix of the README's Performance section (takes a while: see bench/run.py).
+# The benchmark matrix of the README's Performance section (takes a while: see bench/run.py): the table,
+# bench-results.json and the charts in docs/bench/ (bench/plot.py, run with .venv-bench's matplotlib).
 bench: install install-bench
 	$(PY) -m bench
 
@@ -40,7 +41,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
-# msgraph-sdk (a benchmark contender only) gets its own virtualenv too.
+# msgraph-sdk (a benchmark contender only) and matplotlib (the benchmark's charts) get their own virtualenv too.
 install-bench: .venv-bench/.installed
 
 .venv-bench/.installed: requirements-bench.txt requirements.txt

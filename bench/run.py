@@ -6,6 +6,9 @@ CPU time (user + system) and peak RSS of the contender's process, from ``os.wait
 
 After the contender matrix, the delta scenario (bench/delta.py): a delta-mode slot made from 1 % of
 changes against the full slot before it. ``--scenario`` picks one of the two.
+
+Then the charts: bench/plot.py draws the JSON as PNGs (docs/bench/ by default), run with .venv-bench's
+Python, where matplotlib is (the app's environment does not have it).
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from . import delta
 from .measure import REPO, timed
 
 BENCH_PYTHON = REPO / ".venv-bench" / "bin" / "python"
+INSTALL_BENCH = "python3 -m venv .venv-bench && .venv-bench/bin/pip install -r requirements-bench.txt"
+DEFAULT_PLOTS = "docs/bench"
 CONTENDERS = ("floor", "ours", "seed", "msgraph")
 PAGE = 999
 #: msgraph-sdk deserializes each user into a model at ~4 ms of CPU per user here: it runs once per
@@ -62,8 +67,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if contenders_too and "msgraph" in contenders and not BENCH_PYTHON.exists():
         print("bench: the msgraph contender needs its own environment: run `make bench` once, or "
-              "python3 -m venv .venv-bench && .venv-bench/bin/pip install -r requirements-bench.txt",
-              file=sys.stderr)
+              f"{INSTALL_BENCH}", file=sys.stderr)
+        return 2
+    plots = None if args.no_plots or (args.quick and args.plots is None) else Path(args.plots or REPO / DEFAULT_PLOTS)
+    if plots is not None and not _can_plot():
+        print(f"bench: the charts need matplotlib in .venv-bench: run `make bench` once, or {INSTALL_BENCH} "
+              "(or pass --no-plots)", file=sys.stderr)
         return 2
     _compile_sources()
     runs: list[Run] = []
@@ -89,7 +98,21 @@ def main(argv: list[str] | None = None) -> int:
         results["delta"] = {"percent": args.delta_percent, "runs": [asdict(r) for r in delta_runs], "summary": rows}
     Path(args.json).write_text(json.dumps(results, indent=2))
     print(f"\nraw numbers: {args.json}", file=sys.stderr)
+    if plots is not None:
+        drawn = subprocess.run([str(BENCH_PYTHON), "-m", "bench.plot", str(Path(args.json).resolve()),
+                                str(plots.resolve())], cwd=REPO)
+        if drawn.returncode != 0:
+            print(f"bench: drawing the charts failed (exit code {drawn.returncode}); the numbers are in {args.json}",
+                  file=sys.stderr)
+            return 1
     return 0
+
+
+def _can_plot() -> bool:
+    """Whether .venv-bench has matplotlib: checked before the runs, not after twenty minutes of them."""
+    if not BENCH_PYTHON.exists():
+        return False
+    return subprocess.run([str(BENCH_PYTHON), "-c", "import matplotlib"], cwd=REPO, capture_output=True).returncode == 0
 
 
 def _compile_sources() -> None:
@@ -206,5 +229,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--delta-percent", type=float, default=1.0,
                         help="random changes between the two slots, in %% of the tenant (default 1)")
     parser.add_argument("--quick", action="store_true",
-                        help="10,000 users, 0 ms, one repetition, for both scenarios (the test smoke)")
+                        help="10,000 users, 0 ms, one repetition, for both scenarios (the test smoke); "
+                             "draws no charts unless --plots is given")
+    parser.add_argument("--plots", metavar="DIR", default=None,
+                        help=f"where bench/plot.py writes the PNG charts (default {DEFAULT_PLOTS})")
+    parser.add_argument("--no-plots", action="store_true", help="write the table and the JSON only")
     return parser

@@ -1,5 +1,5 @@
-"""Keep the benchmark script working: a 10,000-user smoke of every contender and of the delta scenario
-(no timing asserted)."""
+"""Keep the benchmark script working: a 10,000-user smoke of every contender and of the delta scenario,
+and of the charts drawn from them (no timing asserted)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,9 @@ import pytest
 
 from bench.run import BENCH_PYTHON, CONTENDERS, Run, summarize
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+CHARTS = ("wall-time.png", "peak-rss.png", "delta.png")
+
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
@@ -21,10 +24,13 @@ REPO = Path(__file__).resolve().parents[1]
 def test_quick_bench_prints_a_well_formed_table_and_json(tmp_path):
     assert BENCH_PYTHON.exists(), ("the msgraph contender needs .venv-bench: python3 -m venv .venv-bench && "
                                    ".venv-bench/bin/pip install -r requirements-bench.txt (make test does this)")
-    results = tmp_path / "bench.json"
-    run = subprocess.run([sys.executable, "-m", "bench", "--quick", "--json", str(results)], cwd=REPO,
-                         capture_output=True, text=True, timeout=600)
+    results, charts = tmp_path / "bench.json", tmp_path / "charts"
+    run = subprocess.run([sys.executable, "-m", "bench", "--quick", "--json", str(results), "--plots", str(charts)],
+                         cwd=REPO, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
+    assert sorted(p.name for p in charts.iterdir()) == sorted(CHARTS)
+    for name in CHARTS:
+        assert_chart(charts / name)
     document = json.loads(results.read_text())
     rows = document["summary"]
     assert {r["contender"] for r in rows} == set(CONTENDERS)
@@ -66,3 +72,33 @@ def test_ratios_pair_the_runs_of_each_repetition():
             run("floor", 2, 2.0), run("ours", 2, 2.4), run("msgraph", 0, 11.0)]
     ratios = {row["contender"]: row.get("ours_over_this") for row in summarize(runs)}
     assert ratios == {"floor": 1.1, "ours": None, "msgraph": 0.1}
+
+
+def assert_chart(path: Path) -> None:
+    """A PNG (its signature), at least 800 px wide (its IHDR chunk), not an empty canvas, no software tag."""
+    data = path.read_bytes()
+    assert data[:8] == PNG_SIGNATURE, path
+    assert data[12:16] == b"IHDR" and int.from_bytes(data[16:20], "big") >= 800, path
+    assert len(data) > 20_000, (path, len(data))
+    assert b"Software" not in data, path
+
+
+def test_charts_are_deterministic_and_only_for_the_scenarios_measured(tmp_path):
+    """The plotter on a contender matrix without the delta scenario: two charts, byte-identical when drawn again."""
+    runs = [Run(users, latency, contender, 0, wall_s=users / speed + latency / 10, cpu_s=1.0, peak_rss_mb=rss,
+                users_out=users)
+            for users in (10_000, 100_000) for latency in (0.0, 100.0)
+            for contender, speed, rss in (("floor", 60_000, 54.0), ("ours", 50_000, 69.0), ("seed", 30_000, 290.0),
+                                          ("msgraph", 200, 160.0))]
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps({"runs": [vars(r) for r in runs], "summary": summarize(runs)}))
+    drawn = []
+    for attempt in ("first", "second"):
+        plot = subprocess.run([str(BENCH_PYTHON), "-m", "bench.plot", str(results), str(tmp_path / attempt)],
+                              cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert plot.returncode == 0, plot.stderr[-3000:]
+        drawn.append({p.name: p.read_bytes() for p in (tmp_path / attempt).iterdir()})
+    assert sorted(drawn[0]) == ["peak-rss.png", "wall-time.png"]
+    assert drawn[0] == drawn[1]
+    for name in drawn[0]:
+        assert_chart(tmp_path / "first" / name)
