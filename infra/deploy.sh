@@ -6,12 +6,16 @@
 # identity), and the function code. Safe to run again: every step first looks at what exists and
 # changes nothing that is already in place.
 #
+# Also: --what-if (preview, changes nothing), --destroy (teardown), --package FILE (the code package only).
 # The same steps, one command at a time, are in infra/README.md.
 
-set -euo pipefail
+set -Eeuo pipefail
 
 readonly GRAPH_API_ID='00000003-0000-0000-c000-000000000000'       # Microsoft Graph
 readonly USER_READ_ALL_ROLE='df021288-bdef-4463-88db-98f22de89214' # User.Read.All (application)
+readonly SECRETS_OFFICER='b86a8fe4-44ce-4948-aee5-eccb2c155cd7'     # Key Vault Secrets Officer
+readonly CERTIFICATES_OFFICER='a4417e6f-fecd-4de8-b567-7b0420556985' # Key Vault Certificates Officer
+readonly PLACEHOLDER_CLIENT_ID='00000000-0000-0000-0000-000000000000'
 readonly DEPLOYMENT_NAME='graph-export'
 readonly CREDENTIAL_KINDS='secret certificate federated'
 
@@ -22,6 +26,7 @@ readonly SCRIPT_DIR REPO_ROOT
 RETRY_DELAY="${DEPLOY_RETRY_DELAY:-10}" # seconds between retries while Entra ID / RBAC changes propagate
 RETRY_COUNT="${DEPLOY_RETRY_COUNT:-30}"
 
+mode=deploy             # deploy | what-if | destroy | package
 resource_group=''
 location=''
 app_name='graph-user-export'
@@ -29,15 +34,27 @@ name_prefix='graphexp'
 alert_email=''
 credential=''           # secret | certificate | federated; empty = the last deployment's, else secret
 credential_source=''
+vnet=''                 # true | false; empty = the last deployment's, else false
+vnet_source=''
 secret_years=1
 rotate_secret=false
 rotate_certificate=false
 skip_publish=false
+publish_timeout=600
+delete_app=false
+assume_yes=false
+package_path=''
+
 pending_consent=false
+workdir=''
+temporary_role_id=''    # the deployer's vault-wide role while a secret or certificate is created
 
 usage() {
   cat <<'EOF'
 Usage: infra/deploy.sh --resource-group NAME [options]
+       infra/deploy.sh --resource-group NAME --what-if [options]
+       infra/deploy.sh --resource-group NAME --destroy [--delete-app-registration] [--yes]
+       infra/deploy.sh --package FILE
 
 Deploys the Graph user export into one resource group and publishes the function code.
 Idempotent: run it again to apply changes; it reuses what already exists.
@@ -46,14 +63,15 @@ Required:
   -g, --resource-group NAME   Resource group to deploy into (created if missing).
 
 Options:
-  -l, --location REGION       Region for a new resource group (must offer Flex Consumption,
-                              see: az functionapp list-flexconsumption-locations).
-                              Default: the existing group's region.
+  -l, --location REGION       Region for a new resource group; it must offer Flex Consumption (checked
+                              against az functionapp list-flexconsumption-locations before anything is
+                              created). Default: the existing group's region.
   -n, --app-name NAME         Display name of the Entra ID app registration
-                              (default: graph-user-export). Reused if it exists.
+                              (default: graph-user-export). Reused if one has exactly this name.
   -p, --prefix PREFIX         Resource name prefix, 3-10 lowercase letters/digits (default: graphexp).
   -e, --alert-email ADDRESS   E-mail notified when an export fails, none succeeded in 26 hours,
-                              or the client secret or certificate expires within 30 days.
+                              the client secret or certificate expires within 30 days, or access
+                              (role assignments, the Key Vault) changes.
   -c, --credential KIND       How the app signs in to Entra ID (see "Choosing a credential" in README.md):
                                 secret       a client secret in Key Vault (expires after --secret-years)
                                 certificate  a self-signed Key Vault certificate that renews itself,
@@ -61,19 +79,45 @@ Options:
                                 federated    a federated credential trusting the function's user-assigned
                                              managed identity: no secret anywhere, no Key Vault
                               Default: what the last deployment to the group used, else secret.
+      --vnet                  Private networking: VNet integration for the app, private endpoints for
+                              both storage accounts and the vault, their public network access disabled.
+                              With secret or certificate, run this script from inside that VNet (the
+                              vault then answers only there), or use --credential federated.
+      --no-vnet               Public endpoints (Entra ID + RBAC being the gate).
+                              Default: what the last deployment to the group used, else --no-vnet.
       --secret-years N        Lifetime of a new client secret in years (default: 1).
-      --rotate-secret         Create a new client secret even if Key Vault already holds one.
+      --rotate-secret         Create a new client secret even if Key Vault already holds a valid one.
       --rotate-certificate    Create a new version of the certificate now and register it.
       --skip-publish          Provision and configure only; do not upload the code.
+      --publish-timeout SEC   How long to wait for the remote build and deployment (default: 600);
+                              then the host's health is checked for about two more minutes.
+      --what-if               Preview: the region check, what exists, and `az deployment group what-if`;
+                              creates and changes nothing.
+      --destroy               Delete the resource group and the credentials this script put on the app
+                              registration (the client secrets named after the vault, the certificates'
+                              public keys, the federated credential). Asks first unless --yes.
+      --delete-app-registration  With --destroy: delete the app registration too.
+      --yes                   With --destroy: do not ask for confirmation.
+      --package FILE          Write the code package (what .funcignore lets through) to FILE and stop.
   -h, --help                  Show this help.
 
-Needs: az CLI (logged in with `az login`; Contributor + User Access Administrator on the
-resource group, and an Entra ID role that can grant admin consent, e.g. Privileged Role
-Administrator), git and zip (or python3) for packaging.
+Needs: the az CLI, signed in as a user (az login), a service principal (az login --service-principal)
+or a managed identity (az login --identity); git and zip (or python3) to package the code.
+  Azure:    Owner, or Contributor + User Access Administrator (or Role Based Access Control Administrator),
+            on the resource group (on the subscription to create it; --vnet also registers the
+            Microsoft.App resource provider once, which needs Contributor on the subscription).
+  Entra ID: to create the app registration and its credentials: a user needs Application Administrator,
+            Cloud Application Administrator or Application Developer (or ownership of an existing
+            registration); a service principal or managed identity needs the Microsoft Graph application
+            permission Application.ReadWrite.OwnedBy (as the registration's owner) or Application.ReadWrite.All.
+            To grant User.Read.All (admin consent): a user needs Privileged Role Administrator or Global
+            Administrator; a service principal or managed identity needs AppRoleAssignment.ReadWrite.All.
+            Without it the script finishes and prints the one command an administrator must run.
 
 The client secret never touches the disk or the terminal: it is piped from
-`az ad app credential reset` into `az keyvault secret set --file /dev/stdin`. The certificate's
-private key never leaves Key Vault (except into the function's memory).
+`az ad app credential reset` into `az keyvault secret set --file /dev/stdin` (and refused when empty).
+The certificate's private key never leaves Key Vault (except into the function's memory). You keep
+Key Vault Secrets (or Certificates) Officer on that one secret (or certificate) only, not on the vault.
 EOF
 }
 
@@ -84,6 +128,30 @@ die() {
   printf 'ERROR: %s\n' "$*" >&2
   exit 1
 }
+
+# on_error: any command that fails unexpectedly (set -e) says which one, so that the script never stops
+# without a message. Commands in subshells leave it to the script itself.
+on_error() {
+  local rc="$1" line="$2" command="$3"
+  ((BASH_SUBSHELL == 0)) || return 0
+  printf 'ERROR: stopped at infra/deploy.sh line %s (exit %s) in: %s\n' "$line" "$rc" "$command" >&2
+  printf '       The az message above says why; "Needs" in infra/deploy.sh --help lists the roles and\n' >&2
+  printf '       permissions each step requires.\n' >&2
+}
+trap 'on_error $? $LINENO "$BASH_COMMAND"' ERR
+
+# on_exit: a temporary vault-wide role never outlives the script, and the work directory goes.
+on_exit() {
+  if [[ -n "$temporary_role_id" ]]; then
+    if az role assignment delete --ids "$temporary_role_id" -o none 2>/dev/null; then
+      info "removed your temporary role on the vault"
+    else
+      warn "could not remove your temporary role on the vault: az role assignment delete --ids $temporary_role_id"
+    fi
+  fi
+  [[ -z "$workdir" ]] || rm -rf "$workdir"
+}
+trap on_exit EXIT
 
 # retry DESCRIPTION COMMAND...: run COMMAND until it succeeds (Entra ID and RBAC are eventually consistent).
 # RETRIES (default RETRY_COUNT) bounds the attempts.
@@ -105,6 +173,11 @@ future_date() {
   date -u -d "+$1 years" '+%Y-%m-%dT%H:%M:%SZ' 2>/dev/null || date -u -v "+$1y" '+%Y-%m-%dT%H:%M:%SZ'
 }
 
+# in_the_past TIMESTAMP: whether an ISO 8601 UTC timestamp (as az prints one) lies before now.
+in_the_past() {
+  [[ "${1:0:19}" < "$(date -u '+%Y-%m-%dT%H:%M:%S')" ]]
+}
+
 parse_args() {
   while (($#)); do
     case "$1" in
@@ -114,21 +187,45 @@ parse_args() {
       -p | --prefix) name_prefix="${2:?$1 needs a value}"; shift 2 ;;
       -e | --alert-email) alert_email="${2:?$1 needs a value}"; shift 2 ;;
       -c | --credential) credential="${2:?$1 needs a value}"; credential_source='--credential'; shift 2 ;;
+      --vnet) vnet=true; vnet_source='--vnet'; shift ;;
+      --no-vnet) vnet=false; vnet_source='--no-vnet'; shift ;;
       --secret-years) secret_years="${2:?$1 needs a value}"; shift 2 ;;
       --rotate-secret) rotate_secret=true; shift ;;
       --rotate-certificate) rotate_certificate=true; shift ;;
       --skip-publish) skip_publish=true; shift ;;
+      --publish-timeout) publish_timeout="${2:?$1 needs a value}"; shift 2 ;;
+      --what-if) set_mode what-if "$1"; shift ;;
+      --destroy) set_mode destroy "$1"; shift ;;
+      --delete-app-registration) delete_app=true; shift ;;
+      --yes) assume_yes=true; shift ;;
+      --package) set_mode package "$1"; package_path="${2:?$1 needs a value}"; shift 2 ;;
       -h | --help) usage; exit 0 ;;
       *) usage >&2; die "unknown argument: $1" ;;
     esac
   done
+  if [[ "$mode" == package ]]; then
+    return
+  fi
   [[ -n "$resource_group" ]] || die "--resource-group is required (see --help)"
   [[ "$name_prefix" =~ ^[a-z0-9]{3,10}$ ]] || die "--prefix must be 3-10 lowercase letters or digits, got '$name_prefix'"
   [[ "$secret_years" =~ ^[1-9][0-9]?$ ]] || die "--secret-years must be a whole number of years, got '$secret_years'"
+  if ! [[ "$publish_timeout" =~ ^[1-9][0-9]{1,4}$ ]] || ((publish_timeout < 60)); then
+    die "--publish-timeout must be a number of seconds, at least 60, got '$publish_timeout'"
+  fi
   if [[ -n "$credential" ]] && ! known_credential "$credential"; then
     die "--credential must be one of: $CREDENTIAL_KINDS (got '$credential')"
   fi
+  if [[ "$mode" != destroy ]] && { $delete_app || $assume_yes; }; then
+    die "--delete-app-registration and --yes apply to --destroy only"
+  fi
+  # Azure names regions in lower case without spaces ("West Europe" is westeurope).
+  location="$(printf '%s' "${location// /}" | tr '[:upper:]' '[:lower:]')"
   check_rotation_flags
+}
+
+set_mode() {
+  [[ "$mode" == deploy ]] || die "$2 cannot be combined with --$mode"
+  mode="$1"
 }
 
 known_credential() { [[ "$1" =~ ^(secret|certificate|federated)$ ]]; }
@@ -146,41 +243,117 @@ check_rotation_flags() {
   fi
 }
 
+# --- sign-in -------------------------------------------------------------------------------------------
+
 preflight() {
   log "Checking tools and sign-in"
   command -v az >/dev/null || die "the az CLI is not installed: https://learn.microsoft.com/cli/azure/install-azure-cli"
-  if ! $skip_publish; then
+  if [[ "$mode" == deploy ]] && ! $skip_publish; then
     command -v git >/dev/null || die "git is needed to package the code (or pass --skip-publish)"
     command -v zip >/dev/null || command -v python3 >/dev/null || die "zip or python3 is needed to package the code"
   fi
-  az account show -o none 2>/dev/null || die "not signed in: run 'az login' (and 'az account set -s <subscription>')"
-  tenant_id="$(az account show --query tenantId -o tsv)"
-  subscription_id="$(az account show --query id -o tsv)"
-  info "tenant $tenant_id, subscription $subscription_id"
+  local raw account=()
+  raw="$(az account show --query '[tenantId, id, user.name, user.type]' -o tsv 2>/dev/null | tr -d '\r')" ||
+    die "not signed in: run 'az login' (a user), 'az login --service-principal ...' or 'az login --identity' (a managed identity), then 'az account set -s <subscription>'"
+  mapfile -t account <<<"$raw"
+  tenant_id="${account[0]-}" subscription_id="${account[1]-}"
+  local user_name="${account[2]-}" user_type="${account[3]-}"
+  if [[ "$user_type" == user ]]; then
+    deployer_kind='user' deployer_type='User' deployer_label="user $user_name"
+  elif [[ "$user_name" == systemAssignedIdentity || "$user_name" == userAssignedIdentity ]]; then
+    deployer_kind='managed identity' deployer_type='ServicePrincipal' deployer_label="managed identity ($user_name)"
+  else
+    deployer_kind='service principal' deployer_type='ServicePrincipal' deployer_label="service principal $user_name"
+  fi
+
+  # This cloud's Microsoft Graph: the consent request goes there, and the app reads users from it.
+  raw="$(az cloud show --query '[name, endpoints.microsoftGraphResourceId]' -o tsv | tr -d '\r')"
+  local cloud=()
+  mapfile -t cloud <<<"$raw"
+  cloud_name="${cloud[0]-}" graph_url="${cloud[1]-}"
+  graph_url="${graph_url%/}"
+  [[ "$graph_url" == https://* ]] || die "az cloud show names no Microsoft Graph endpoint for cloud '$cloud_name'"
+
+  deployer_identity
+  info "tenant $tenant_id, subscription $subscription_id, cloud $cloud_name (Graph $graph_url)"
+  info "signed in as $deployer_label, object id $deployer_id"
+}
+
+# deployer_identity: the object id of whoever runs this (it gets Key Vault roles on the secret or
+# certificate). A user's comes from Graph; a service principal's or managed identity's from the `oid` claim
+# of its own access token (`az login --identity` names no object id: the account is "systemAssignedIdentity").
+deployer_identity() {
+  if [[ "$deployer_kind" == user ]]; then
+    deployer_id="$(az ad signed-in-user show --query id -o tsv | tr -d '\r')" ||
+      die "could not read your user object from Microsoft Graph (az ad signed-in-user show)"
+  else
+    deployer_id="$(token_object_id)"
+  fi
+  [[ "$deployer_id" =~ ^[0-9a-fA-F-]{36}$ ]] || die "could not determine the object id of the signed-in $deployer_kind"
+}
+
+token_object_id() {
+  local payload
+  # The token's middle part (its claims, base64url) only: the signature never leaves the pipe.
+  payload="$(az account get-access-token --query accessToken -o tsv | cut -d. -f2 | tr '_-' '/+')"
+  while ((${#payload} % 4)); do payload+='='; done
+  printf '%s' "$payload" | base64 -d 2>/dev/null | tr ',{}' '[\n*]' |
+    sed -n 's/^ *"oid" *: *"\([0-9a-fA-F-]*\)" *$/\1/p' | head -n 1
+}
+
+# --- region, resource group, previous deployment --------------------------------------------------------
+
+# check_region: before anything is created, the group's region (or --location for a new group) must
+# offer Flex Consumption to this subscription.
+check_region() {
+  log "Region"
+  existing_location="$(az group show --name "$resource_group" --query location -o tsv 2>/dev/null | tr -d '\r' || true)"
+  local region="${existing_location:-$location}"
+  if [[ -z "$region" ]]; then
+    die "resource group $resource_group does not exist: pass --location to create it"
+  fi
+  if [[ -n "$existing_location" && -n "$location" && "$location" != "$existing_location" ]]; then
+    warn "--location $location ignored: the group already exists in $existing_location"
+  fi
+  local offered
+  offered="$(az functionapp list-flexconsumption-locations --query '[].name' -o tsv | tr -d '\r')"
+  if ! grep -qx "$region" <<<"$offered"; then
+    die "region '$region' does not offer the Flex Consumption plan to this subscription. Regions that do: $(tr '\n' ' ' <<<"$offered")(az functionapp list-flexconsumption-locations -o table)"
+  fi
+  info "$region offers Flex Consumption"
 }
 
 ensure_resource_group() {
   log "Resource group $resource_group"
-  local existing
-  existing="$(az group show --name "$resource_group" --query location -o tsv 2>/dev/null || true)"
-  if [[ -n "$existing" ]]; then
-    info "exists in $existing"
-    if [[ -n "$location" && "$location" != "$existing" ]]; then
-      warn "--location $location ignored: the group already exists in $existing"
-    fi
+  if [[ -n "$existing_location" ]]; then
+    info "exists in $existing_location"
   else
-    [[ -n "$location" ]] || die "resource group $resource_group does not exist: pass --location to create it"
     az group create --name "$resource_group" --location "$location" -o none
     info "created in $location"
   fi
 }
 
+# previous_deployment: what the last deployment to this group used (credential kind, private networking),
+# so that a plain re-run keeps both. An older deployment without an output prints "None" for it.
+previous_deployment() {
+  previous_credential='' previous_vnet=''
+  [[ -n "$existing_location" ]] || return 0
+  local raw previous=()
+  raw="$(az deployment group show --resource-group "$resource_group" --name "$DEPLOYMENT_NAME" \
+    --query '[properties.outputs.clientCredential.value, properties.outputs.vnetEnabled.value]' \
+    -o tsv 2>/dev/null | tr -d '\r' || true)"
+  mapfile -t previous <<<"$raw"
+  previous_credential="${previous[0]-}" previous_vnet="${previous[1]-}"
+  [[ "$previous_credential" != None ]] || previous_credential=''
+  [[ "$previous_vnet" =~ ^(true|false)$ ]] || previous_vnet=''
+}
+
 # choose_credential: --credential, else the kind the last deployment to this group used (so that a plain
 # re-run never turns a federated or certificate deployment back into one with a client secret), else secret.
+# choose_network likewise for --vnet / --no-vnet.
 choose_credential() {
   if [[ -z "$credential" ]]; then
-    credential="$(az deployment group show --resource-group "$resource_group" --name "$DEPLOYMENT_NAME" \
-      --query properties.outputs.clientCredential.value -o tsv 2>/dev/null | tr -d '\r' || true)"
+    credential="$previous_credential"
     if [[ -n "$credential" ]]; then
       credential_source='the last deployment'
     else
@@ -194,25 +367,64 @@ choose_credential() {
   log "Credential: $credential ($credential_source)"
 }
 
+choose_network() {
+  if [[ -z "$vnet" ]]; then
+    vnet="${previous_vnet:-false}"
+    vnet_source="$([[ -n "$previous_vnet" ]] && echo 'the last deployment' || echo 'default')"
+  fi
+  if $vnet; then
+    log "Network: private endpoints, public network access disabled ($vnet_source)"
+    [[ "$credential" == federated ]] ||
+      info "the vault will answer only inside the VNet: run this script from there (or use --credential federated)"
+  else
+    log "Network: public endpoints, Entra ID + RBAC ($vnet_source)"
+  fi
+}
+
+# --- app registration and consent -------------------------------------------------------------------------
+
+# find_app: the app registrations named exactly $app_name (--display-name would match every name that
+# starts with it). Sets app_ids (one per line) and app_count.
+find_app() {
+  app_ids="$(az ad app list --filter "displayName eq '${app_name//\'/\'\'}'" --query '[].appId' -o tsv | tr -d '\r')"
+  app_count="$(printf '%s' "$app_ids" | grep -c . || true)"
+  if ((app_count > 1)); then
+    die "$app_count app registrations are named '$app_name': pass --app-name with a unique name"
+  fi
+}
+
+app_permission_help() {
+  if [[ "$deployer_kind" == user ]]; then
+    printf 'a user needs Application Administrator, Cloud Application Administrator or Application Developer'
+  else
+    printf 'a %s needs the Microsoft Graph application permission Application.ReadWrite.OwnedBy (owning the registration) or Application.ReadWrite.All' "$deployer_kind"
+  fi
+}
+
+consent_help() {
+  if [[ "$deployer_kind" == user ]]; then
+    printf 'it needs Privileged Role Administrator or Global Administrator'
+  else
+    printf 'a %s needs the Microsoft Graph application permission AppRoleAssignment.ReadWrite.All' "$deployer_kind"
+  fi
+}
+
 ensure_app_registration() {
   log "App registration '$app_name'"
-  local ids count
-  # --display-name matches names that start with it; the filter matches the name exactly.
-  ids="$(az ad app list --filter "displayName eq '${app_name//\'/\'\'}'" --query '[].appId' -o tsv)"
-  count="$(printf '%s' "$ids" | grep -c . || true)"
-  if ((count > 1)); then
-    die "$count app registrations are named '$app_name': pass --app-name with a unique name"
-  elif ((count == 1)); then
-    client_id="$ids"
+  find_app
+  if ((app_count == 1)); then
+    client_id="$app_ids"
     info "reusing existing registration, client id $client_id"
   else
-    client_id="$(az ad app create --display-name "$app_name" --sign-in-audience AzureADMyOrg --query appId -o tsv)"
+    client_id="$(az ad app create --display-name "$app_name" --sign-in-audience AzureADMyOrg --query appId -o tsv |
+      tr -d '\r')" || die "could not create the app registration: $(app_permission_help)"
     info "created, client id $client_id"
   fi
 
-  sp_id="$(az ad sp list --filter "appId eq '$client_id'" --query '[].id' -o tsv)"
+  sp_id="$(az ad sp list --filter "appId eq '$client_id'" --query '[].id' -o tsv | tr -d '\r')"
   if [[ -z "$sp_id" ]]; then
-    sp_id="$(retry "creating the service principal" az ad sp create --id "$client_id" --query id -o tsv)"
+    sp_id="$(retry "creating the service principal" az ad sp create --id "$client_id" --query id -o tsv | tr -d '\r')" ||
+      die "could not create the service principal of app $client_id: $(app_permission_help)"
     info "service principal created"
   else
     info "service principal exists"
@@ -220,110 +432,272 @@ ensure_app_registration() {
 
   local granted
   granted="$(az ad app permission list --id "$client_id" \
-    --query "[?resourceAppId=='$GRAPH_API_ID'].resourceAccess[].id" -o tsv)"
+    --query "[?resourceAppId=='$GRAPH_API_ID'].resourceAccess[].id" -o tsv | tr -d '\r')"
   if grep -qx "$USER_READ_ALL_ROLE" <<<"$granted"; then
     info "Microsoft Graph User.Read.All (application) already requested"
   else
+    # --only-show-errors: its warning to run `az ad app permission grant` is about delegated permissions.
     az ad app permission add --id "$client_id" --api "$GRAPH_API_ID" \
-      --api-permissions "$USER_READ_ALL_ROLE=Role" -o none
+      --api-permissions "$USER_READ_ALL_ROLE=Role" --only-show-errors -o none ||
+      die "could not add the Graph permission to app $client_id: $(app_permission_help)"
     info "requested Microsoft Graph User.Read.All (application)"
   fi
+  grant_consent
+}
 
-  local consented
-  consented="$(az rest --method GET \
-    --uri "https://graph.microsoft.com/v1.0/servicePrincipals/$sp_id/appRoleAssignments" \
-    --query "value[?appRoleId=='$USER_READ_ALL_ROLE'].id" -o tsv)"
+# grant_consent: admin consent for an application permission is an app role assignment on the app's
+# service principal, made through this cloud's Graph (`az ad app permission admin-consent` uses an internal
+# portal API that only the public cloud has, and that refuses service principals).
+grant_consent() {
+  graph_sp_id="$(az ad sp show --id "$GRAPH_API_ID" --query id -o tsv | tr -d '\r')" ||
+    die "could not read Microsoft Graph's service principal in tenant $tenant_id"
+  local consented body
+  consented="$(az rest --method GET --uri "$graph_url/v1.0/servicePrincipals/$sp_id/appRoleAssignments" \
+    --query "value[?appRoleId=='$USER_READ_ALL_ROLE' && resourceId=='$graph_sp_id'].id" -o tsv | tr -d '\r')"
   if [[ -n "$consented" ]]; then
     info "admin consent already granted"
-  elif RETRIES=3 retry "granting admin consent" az ad app permission admin-consent --id "$client_id"; then
-    info "admin consent granted"
+    return
+  fi
+  body="$(printf '{"principalId": "%s", "resourceId": "%s", "appRoleId": "%s"}' "$sp_id" "$graph_sp_id" "$USER_READ_ALL_ROLE")"
+  consent_command="az rest --method POST --uri $graph_url/v1.0/servicePrincipals/$graph_sp_id/appRoleAssignedTo --body '$body'"
+  if RETRIES=3 retry "granting admin consent" az rest --method POST \
+    --uri "$graph_url/v1.0/servicePrincipals/$graph_sp_id/appRoleAssignedTo" --body "$body" -o none; then
+    info "admin consent granted (User.Read.All for service principal $sp_id)"
   else
     pending_consent=true
-    warn "could not grant admin consent (it needs e.g. Privileged Role Administrator). Ask an administrator to run:"
-    warn "  az ad app permission admin-consent --id $client_id"
+    warn "could not grant admin consent: $(consent_help). Ask an administrator to run:"
+    warn "  $consent_command"
     warn "Exports fail with 403 Authorization_RequestDenied until then."
   fi
 }
 
-deployer_identity() {
-  # The signed-in user (or service principal) gets Key Vault Secrets Officer to store the client secret
-  # (or Certificates Officer to create the certificate; federated: no vault role at all).
-  local kind
-  kind="$(az account show --query user.type -o tsv)"
-  if [[ "$kind" == "servicePrincipal" ]]; then
-    deployer_type='ServicePrincipal'
-    deployer_id="$(az ad sp show --id "$(az account show --query user.name -o tsv)" --query id -o tsv)"
-  else
-    deployer_type='User'
-    deployer_id="$(az ad signed-in-user show --query id -o tsv)"
-  fi
-}
+# --- Bicep ----------------------------------------------------------------------------------------------
 
-deploy_bicep() {
-  log "Deploying infra/main.bicep (a few minutes; unchanged resources are left as they are)"
-  deployer_identity
+export_parameters() {
   export GRAPH_EXPORT_CLIENT_ID="$client_id"
   export GRAPH_EXPORT_CLIENT_CREDENTIAL="$credential"
   export GRAPH_EXPORT_NAME_PREFIX="$name_prefix"
   export GRAPH_EXPORT_ALERT_EMAIL="$alert_email"
-  export GRAPH_EXPORT_DEPLOYER_ID="$deployer_id"
-  export GRAPH_EXPORT_DEPLOYER_TYPE="$deployer_type"
+  export GRAPH_EXPORT_VNET_ENABLED="$vnet"
+  export GRAPH_EXPORT_GRAPH_ENDPOINT="$graph_url"
+}
+
+# ensure_app_provider: Flex Consumption VNet integration delegates a subnet to Microsoft.App/environments,
+# which needs the Microsoft.App resource provider registered in the subscription (once).
+ensure_app_provider() {
+  local state
+  state="$(az provider show --namespace Microsoft.App --query registrationState -o tsv 2>/dev/null | tr -d '\r' || true)"
+  if [[ "$state" == Registered ]]; then
+    return
+  fi
+  info "registering the Microsoft.App resource provider (VNet integration needs it; once per subscription)"
+  az provider register --namespace Microsoft.App --wait -o none ||
+    die "could not register Microsoft.App: it needs Contributor on subscription $subscription_id (or ask an administrator: az provider register --namespace Microsoft.App)"
+}
+
+deploy_bicep() {
+  log "Deploying infra/main.bicep (a few minutes; unchanged resources are left as they are)"
+  export_parameters
+  if $vnet; then
+    ensure_app_provider
+  fi
   az deployment group create --resource-group "$resource_group" --name "$DEPLOYMENT_NAME" \
     --parameters "$SCRIPT_DIR/main.bicepparam" -o none
-
-  # -o tsv prints a list one item per line, an empty string as an empty line (keyVaultName is empty for
-  # federated): mapfile keeps every line in its place, where `read` would skip the empty ones.
-  local raw outputs=()
-  raw="$(az deployment group show --resource-group "$resource_group" --name "$DEPLOYMENT_NAME" \
-    --query '[properties.outputs.functionAppName.value, properties.outputs.keyVaultName.value, properties.outputs.clientSecretName.value, properties.outputs.clientCertificateName.value, properties.outputs.exportStorageAccountName.value, properties.outputs.exportContainerName.value, properties.outputs.identityName.value, properties.outputs.identityPrincipalId.value, properties.outputs.federatedCredentialIssuer.value, properties.outputs.federatedTokenAudience.value]' \
-    -o tsv | tr -d '\r')"
-  mapfile -t outputs <<<"$raw"
-  function_app="${outputs[0]-}" key_vault="${outputs[1]-}" secret_name="${outputs[2]-}"
-  certificate_name="${outputs[3]-}" export_account="${outputs[4]-}" export_container="${outputs[5]-}"
-  identity_name="${outputs[6]-}" identity_principal_id="${outputs[7]-}"
-  federated_issuer="${outputs[8]-}" federated_audience="${outputs[9]-}"
+  read_outputs
   [[ -n "$function_app" && -n "$identity_principal_id" ]] ||
     die "could not read the deployment outputs of $DEPLOYMENT_NAME in $resource_group"
-  if [[ "$credential" != federated && -z "$key_vault" ]]; then
+  if [[ "$credential" != federated && ( -z "$key_vault" || -z "$key_vault_id" ) ]]; then
     die "the deployment $DEPLOYMENT_NAME in $resource_group has no Key Vault output for credential $credential"
   fi
   info "function app $function_app (identity $identity_name), exports in $export_account/$export_container"
   [[ -z "$key_vault" ]] || info "key vault $key_vault"
+  [[ -z "$vnet_name" ]] || info "VNet $vnet_name: private endpoints for $host_account, $export_account${key_vault:+ and $key_vault}"
 }
 
-# wait_for_vault WHAT ROLE: the Officer role assigned by the deployment can take a few minutes to reach
-# the vault's data plane; list WHAT (secret | certificate) until it answers.
-wait_for_vault() {
-  retry "waiting for access to the vault" az keyvault "$1" list --vault-name "$key_vault" -o none ||
-    die "no access to the ${1}s of $key_vault: you need '$2' on it"
+# read_outputs: -o tsv prints a list one item per line, an empty string as an empty line (keyVaultName is
+# empty for federated): mapfile keeps every line in its place, where `read` would skip the empty ones.
+read_outputs() {
+  local raw outputs=()
+  raw="$(az deployment group show --resource-group "$resource_group" --name "$DEPLOYMENT_NAME" \
+    --query '[properties.outputs.functionAppName.value, properties.outputs.keyVaultName.value, properties.outputs.keyVaultId.value, properties.outputs.clientSecretName.value, properties.outputs.clientCertificateName.value, properties.outputs.exportStorageAccountName.value, properties.outputs.exportContainerName.value, properties.outputs.identityName.value, properties.outputs.identityPrincipalId.value, properties.outputs.federatedCredentialIssuer.value, properties.outputs.federatedTokenAudience.value, properties.outputs.hostStorageAccountName.value, properties.outputs.vnetName.value, properties.outputs.appInsightsName.value]' \
+    -o tsv | tr -d '\r')"
+  mapfile -t outputs <<<"$raw"
+  function_app="${outputs[0]-}" key_vault="${outputs[1]-}" key_vault_id="${outputs[2]-}" secret_name="${outputs[3]-}"
+  certificate_name="${outputs[4]-}" export_account="${outputs[5]-}" export_container="${outputs[6]-}"
+  identity_name="${outputs[7]-}" identity_principal_id="${outputs[8]-}"
+  federated_issuer="${outputs[9]-}" federated_audience="${outputs[10]-}" host_account="${outputs[11]-}"
+  vnet_name="${outputs[12]-}" app_insights="${outputs[13]-}"
+  local name
+  for name in function_app key_vault key_vault_id secret_name certificate_name export_account export_container \
+    identity_name identity_principal_id federated_issuer federated_audience host_account vnet_name app_insights; do
+    [[ "${!name}" != None ]] || printf -v "$name" '%s' ''
+  done
+}
+
+# --- Key Vault access for the deployer -----------------------------------------------------------------------
+#
+# Whoever runs this script holds Key Vault Secrets Officer (secret) or Certificates Officer (certificate) on
+# the one item it manages, so that later runs can check and rotate it. Only while that item does not exist
+# yet (or the caller has no access to it) does it get the role on the whole vault, removed again as soon as
+# the item exists (and on any failure).
+
+# vault_probe KIND NAME QUERY: one data-plane read of the KIND (secret | certificate) NAME, printing only
+# QUERY (never a secret value). Sets probe (ok | missing | disabled | denied) and probe_fields (QUERY's
+# values, one per line). Dies when the vault refuses this network (--vnet: public network access disabled).
+vault_probe() {
+  local kind="$1" name="$2" query="$3" out rc=0 errors="$workdir/vault-error"
+  out="$(az keyvault "$kind" show --vault-name "$key_vault" --name "$name" --query "$query" -o tsv \
+    2>"$errors" | tr -d '\r')" || rc=$?
+  probe_fields=()
+  if ((rc == 0)); then
+    probe=ok
+    mapfile -t probe_fields <<<"$out"
+  elif grep -qiE 'ForbiddenByConnection|ForbiddenByFirewall|public network access is disabled|not a trusted service' "$errors"; then
+    die "Key Vault $key_vault refuses requests from this network: with --vnet it answers only through its private endpoint in VNet ${vnet_name:-of the deployment}. Run infra/deploy.sh from a machine in that VNet (or a network peered or connected to it), or use --credential federated, which needs no vault."
+  elif grep -qiE 'SecretDisabled|disabled secret' "$errors"; then
+    probe=disabled
+  elif ((rc == 3)) || grep -qiE 'SecretNotFound|CertificateNotFound' "$errors"; then
+    probe=missing
+  else
+    probe=denied
+  fi
+}
+
+# role_assignment ROLE SCOPE: the id of the deployer's assignment of ROLE at exactly SCOPE (empty if none).
+role_assignment() {
+  az role assignment list --assignee-object-id "$deployer_id" --role "$1" --scope "$2" --query '[].id' -o tsv | tr -d '\r'
+}
+
+# ensure_role ROLE SCOPE: assign ROLE at SCOPE to the deployer unless it has it; prints the assignment id.
+ensure_role() {
+  local existing
+  existing="$(role_assignment "$1" "$2")"
+  if [[ -n "$existing" ]]; then
+    printf '%s\n' "$existing" | head -n 1
+    return
+  fi
+  az role assignment create --assignee-object-id "$deployer_id" --assignee-principal-type "$deployer_type" \
+    --role "$1" --scope "$2" --query id -o tsv | tr -d '\r'
+}
+
+# vault_access KIND NAME ROLE ROLE_NAME QUERY: make sure the deployer can read (and write) the KIND NAME, and
+# probe it (vault_probe). Without access: ROLE on the whole vault until vault_access_narrow.
+vault_access() {
+  local kind="$1" name="$2" role="$3" role_name="$4" query="$5" attempt=1
+  vault_probe "$kind" "$name" "$query"
+  [[ "$probe" == denied ]] || return 0
+  temporary_role_id="$(ensure_role "$role" "$key_vault_id")" ||
+    die "could not give you $role_name on $key_vault: assigning roles needs Owner or User Access Administrator on the resource group"
+  info "gave you $role_name on the vault until the $kind exists (then only on the $kind itself)"
+  while vault_probe "$kind" "$name" "$query" && [[ "$probe" == denied ]]; do
+    if ((attempt >= RETRY_COUNT)); then
+      die "still no access to the ${kind}s of $key_vault after $attempt tries: you need '$role_name' on it. Last error: $(tr '\n' ' ' <"$workdir/vault-error")"
+    fi
+    info "waiting for the role to apply: retrying in ${RETRY_DELAY}s ($attempt/$RETRY_COUNT)"
+    sleep "$RETRY_DELAY"
+    attempt=$((attempt + 1))
+  done
+}
+
+# vault_access_narrow KIND NAME ROLE ROLE_NAME: the deployer keeps ROLE on the KIND NAME only; any
+# vault-wide assignment of ROLE it has (the temporary one, or one an older version of this template made)
+# is removed.
+vault_access_narrow() {
+  local kind="$1" name="$2" role="$3" role_name="$4" ids id
+  ensure_role "$role" "$key_vault_id/${kind}s/$name" >/dev/null ||
+    die "could not give you $role_name on the $kind $name: assigning roles needs Owner or User Access Administrator on the resource group"
+  ids="$(role_assignment "$role" "$key_vault_id")"
+  for id in $ids; do
+    az role assignment delete --ids "$id" -o none
+    info "removed your $role_name on the whole vault: you keep it on the $kind $name only"
+  done
+  temporary_role_id=''
+}
+
+# --- the credential -------------------------------------------------------------------------------------
+
+# if_stdin COMMAND...: run COMMAND with this stdin only if there is at least one byte of it, else fail without
+# running it: a failed `az ad app credential reset` prints nothing, and `az keyvault secret set --file
+# /dev/stdin` would store that empty string. The first character passes through a local variable, never a
+# file, an argument or the terminal.
+if_stdin() {
+  local first=''
+  if ! IFS= read -r -n 1 first || [[ -z "$first" ]]; then
+    printf 'ERROR: no client secret to store: refusing to write an empty secret\n' >&2
+    return 1
+  fi
+  { printf '%s' "$first"; cat; } | "$@"
+}
+
+# password_ids LABEL: key ids of the app's client secrets named LABEL.
+password_ids() {
+  az ad app credential list --id "$client_id" --query "[?displayName=='$1'].keyId" -o tsv | tr -d '\r'
 }
 
 store_client_secret() {
   log "Client secret in Key Vault $key_vault (secret '$secret_name')"
-  wait_for_vault secret 'Key Vault Secrets Officer'
+  vault_access secret "$secret_name" "$SECRETS_OFFICER" 'Key Vault Secrets Officer' \
+    '[attributes.enabled, attributes.expires, length(value)]'
 
-  local existing
-  existing="$(az keyvault secret list --vault-name "$key_vault" --query "[?name=='$secret_name'].id" -o tsv)"
-  if [[ -n "$existing" ]] && ! $rotate_secret; then
-    info "already set; keeping it (pass --rotate-secret for a new one)"
-    return
-  fi
-
-  local expires
-  expires="$(future_date "$secret_years")"
-  # The password goes from Entra ID to Key Vault through a pipe: never a variable, file, argument or echo.
-  # The credential's end date and the secret's expiry are the same instant: the app warns from Key Vault's
-  # `expires` ("Credential expiry: ...") before Entra ID starts refusing the secret.
-  az ad app credential reset --id "$client_id" --append --display-name "graph-export $key_vault" \
-    --end-date "$expires" --query password -o tsv |
-    tr -d '\r\n' |
-    az keyvault secret set --vault-name "$key_vault" --name "$secret_name" --file /dev/stdin \
-      --encoding utf-8 --expires "$expires" --content-type "client secret of app $client_id" -o none
-  info "new client secret stored (expires $expires)"
-  if [[ -n "$existing" ]]; then
+  local problem=''
+  case "$probe" in
+    missing) ;;
+    disabled) problem='it is disabled' ;;
+    ok)
+      local expires="${probe_fields[1]-}" length="${probe_fields[2]-}"
+      if [[ "${probe_fields[0]-}" != true ]]; then
+        problem='it is disabled'
+      elif [[ "$length" == 0 ]]; then
+        problem='it is empty'
+      elif [[ -n "$expires" && "$expires" != None ]] && in_the_past "$expires"; then
+        problem="it expired on $expires"
+      elif ! $rotate_secret; then
+        info "already set; keeping it (pass --rotate-secret for a new one)"
+        vault_access_narrow secret "$secret_name" "$SECRETS_OFFICER" 'Key Vault Secrets Officer'
+        return
+      fi
+      ;;
+  esac
+  [[ -z "$problem" ]] || info "the vault holds secret '$secret_name', but $problem: replacing it"
+  write_client_secret
+  vault_access_narrow secret "$secret_name" "$SECRETS_OFFICER" 'Key Vault Secrets Officer'
+  if [[ "$probe" != missing ]]; then
     info "older client secrets of the app stay valid until they expire: list them with"
     info "  az ad app credential list --id $client_id"
   fi
+}
+
+write_client_secret() {
+  local expires label before after created
+  expires="$(future_date "$secret_years")"
+  label="graph-export $key_vault"
+  before="$(password_ids "$label")"
+  # The password goes from Entra ID to Key Vault through a pipe: never a variable, file, argument or echo.
+  # The credential's end date and the secret's expiry are the same instant: the app warns from Key Vault's
+  # `expires` ("Credential expiry: ...") before Entra ID starts refusing the secret.
+  if az ad app credential reset --id "$client_id" --append --display-name "$label" \
+    --end-date "$expires" --query password -o tsv |
+    tr -d '\r\n' |
+    if_stdin az keyvault secret set --vault-name "$key_vault" --name "$secret_name" --file /dev/stdin \
+      --encoding utf-8 --expires "$expires" --content-type "client secret of app $client_id" -o none; then
+    info "new client secret stored (expires $expires)"
+    return
+  fi
+  # Nothing valid may exist outside the vault: delete a credential the reset made but the vault did not take.
+  after="$(password_ids "$label")"
+  created="$(comm -13 <(sort <<<"$before") <(sort <<<"$after") | grep . || true)"
+  if [[ -z "$created" ]]; then
+    die "no client secret was created (az ad app credential reset failed, see above: $(app_permission_help)); nothing was stored in Key Vault"
+  fi
+  local id
+  for id in $created; do
+    if az ad app credential delete --id "$client_id" --key-id "$id" -o none; then
+      info "deleted the new client secret $id from the app registration: the vault did not take it"
+    else
+      warn "could not delete the new client secret $id, which is not in the vault: az ad app credential delete --id $client_id --key-id $id"
+    fi
+  done
+  die "the new client secret could not be stored in Key Vault $key_vault (see the error above); the previous secret, if any, is unchanged"
 }
 
 # ensure_certificate: the Key Vault certificate (created with infra/certificate-policy.json: self-signed,
@@ -334,42 +708,39 @@ store_client_secret() {
 # the function's memory: only the public part is read here, by `az ad app credential reset --keyvault`.
 ensure_certificate() {
   log "Client certificate in Key Vault $key_vault (certificate '$certificate_name')"
-  wait_for_vault certificate 'Key Vault Certificates Officer'
+  vault_access certificate "$certificate_name" "$CERTIFICATES_OFFICER" 'Key Vault Certificates Officer' \
+    '[x509ThumbprintHex, attributes.expires]'
 
-  local existing
-  existing="$(az keyvault certificate list --vault-name "$key_vault" --query "[?name=='$certificate_name'].id" -o tsv)"
-  if [[ -z "$existing" ]] || $rotate_certificate; then
+  if [[ "$probe" == missing ]] || $rotate_certificate; then
     az keyvault certificate create --vault-name "$key_vault" --name "$certificate_name" \
       --policy "@$SCRIPT_DIR/certificate-policy.json" -o none
     info "new certificate version created (self-signed, RSA 2048; Key Vault renews it at 80% of its lifetime)"
+    vault_probe certificate "$certificate_name" '[x509ThumbprintHex, attributes.expires]'
   else
     info "exists; keeping it (pass --rotate-certificate for a new version now)"
   fi
-
-  local raw current=()
-  raw="$(az keyvault certificate show --vault-name "$key_vault" --name "$certificate_name" \
-    --query '[x509ThumbprintHex, attributes.expires]' -o tsv | tr -d '\r')"
-  mapfile -t current <<<"$raw"
-  certificate_thumbprint="${current[0]-}"
-  local expires="${current[1]-}"
-  [[ -n "$certificate_thumbprint" && -n "$expires" ]] ||
+  certificate_thumbprint="${probe_fields[0]-}"
+  local expires="${probe_fields[1]-}"
+  [[ "$probe" == ok && -n "$certificate_thumbprint" && -n "$expires" ]] ||
     die "could not read the thumbprint and expiry of certificate $certificate_name in $key_vault"
 
-  # The app registration's key credential is named after the thumbprint, so a version registered before
-  # is recognised (Graph's own customKeyIdentifier encoding differs between tools).
-  local label="graph-export $certificate_thumbprint" registered
+  # The app registration's key credential is named after the vault and the thumbprint, so a version
+  # registered before is recognised (Graph's own customKeyIdentifier encoding differs between tools) and
+  # --destroy finds this deployment's keys. "graph-export <thumbprint>" is the name older runs gave.
+  local label="graph-export $key_vault $certificate_thumbprint" registered
   registered="$(az ad app credential list --id "$client_id" --cert \
-    --query "[?displayName=='$label'].keyId" -o tsv)"
+    --query "[?displayName=='$label' || displayName=='graph-export $certificate_thumbprint'].keyId" -o tsv | tr -d '\r')"
   if [[ -n "$registered" ]]; then
     info "public key already registered on the app (thumbprint $certificate_thumbprint, expires $expires)"
-    return
+  else
+    # --append keeps the earlier certificates (and any secret) valid until they expire; the key credential
+    # ends when the certificate does.
+    az ad app credential reset --id "$client_id" --append --cert "$certificate_name" --keyvault "$key_vault" \
+      --display-name "$label" --end-date "$expires" -o none
+    info "public key registered on the app (thumbprint $certificate_thumbprint, expires $expires)"
+    info "earlier certificates stay registered until they expire: az ad app credential list --id $client_id --cert"
   fi
-  # --append keeps the earlier certificates (and any secret) valid until they expire; the key credential
-  # ends when the certificate does.
-  az ad app credential reset --id "$client_id" --append --cert "$certificate_name" --keyvault "$key_vault" \
-    --display-name "$label" --end-date "$expires" -o none
-  info "public key registered on the app (thumbprint $certificate_thumbprint, expires $expires)"
-  info "earlier certificates stay registered until they expire: az ad app credential list --id $client_id --cert"
+  vault_access_narrow certificate "$certificate_name" "$CERTIFICATES_OFFICER" 'Key Vault Certificates Officer'
 }
 
 # ensure_federated_credential: the app registration trusts tokens the function's user-assigned identity
@@ -422,11 +793,14 @@ configure_credential() {
   esac
 }
 
+# --- the code -------------------------------------------------------------------------------------------
+
 # package ZIP: the repository's files that git sees (tracked, or untracked and not .gitignore'd),
 # minus those matched by .funcignore (gitignore syntax, so git applies it).
 package() {
   local zip_path="$1" list
-  list="$(dirname "$zip_path")/files.txt"
+  list="$workdir/files.txt"
+  command -v git >/dev/null || die "git is needed to package the code (it applies .funcignore)"
   (
     cd "$REPO_ROOT"
     git rev-parse --is-inside-work-tree >/dev/null 2>&1 || die "$REPO_ROOT is not a git work tree"
@@ -439,6 +813,7 @@ package() {
     [[ -s "$list" ]] || die "nothing to package in $REPO_ROOT"
     grep -qx 'function_app.py' "$list" || die "function_app.py is missing from the package"
     grep -qx 'host.json' "$list" || die "host.json is missing from the package"
+    rm -f "$zip_path"
     if command -v zip >/dev/null; then
       zip -q -X "$zip_path" -@ <"$list"
     else
@@ -451,17 +826,36 @@ with zipfile.ZipFile(sys.argv[1], "w", zipfile.ZIP_DEFLATED) as z:
   )
 }
 
+# publish: one upload with a bounded wait. For Flex Consumption, config-zip waits (--timeout) for the remote
+# build and deployment, then for about two minutes for the Functions host to report healthy; it is not
+# retried, because a host that cannot start would make every retry wait the same way.
 publish() {
-  log "Publishing the code to $function_app (remote build installs requirements.txt)"
-  local workdir
-  workdir="$(mktemp -d)"
-  # shellcheck disable=SC2064 # expand now: workdir is local
-  trap "rm -rf '$workdir'" EXIT
+  log "Publishing the code to $function_app (remote build installs requirements.txt; waits at most ${publish_timeout}s + the health check)"
   package "$workdir/app.zip"
-  retry "publishing" az functionapp deployment source config-zip --resource-group "$resource_group" \
-    --name "$function_app" --src "$workdir/app.zip" --build-remote true -o none ||
-    die "publishing failed: see the deployment log in the portal (Deployment Center) and retry"
-  info "published"
+  local errors="$workdir/publish-error"
+  if az functionapp deployment source config-zip --resource-group "$resource_group" --name "$function_app" \
+    --src "$workdir/app.zip" --build-remote true --timeout "$publish_timeout" -o none 2>&1 | tee "$errors" >&2; then
+    info "published"
+    return
+  fi
+  if grep -q 'appears to be unhealthy' "$errors"; then
+    printf 'ERROR: the code reached %s, but its Functions host did not report healthy. Check, in this order:\n' "$function_app" >&2
+    printf '  - host storage %s: identity %s needs Storage Blob Data Owner, Storage Queue Data Contributor and\n' "$host_account" "$identity_name" >&2
+    printf '    Storage Table Data Contributor on it (a new role assignment can take up to 10 minutes to apply);\n' >&2
+    printf '  - the app settings AzureWebJobsStorage__blobServiceUri/__queueServiceUri/__tableServiceUri,\n' >&2
+    printf '    __credential=managedidentity and __clientId (the client id of %s);\n' "$identity_name" >&2
+    if [[ -n "$vnet_name" ]]; then
+      printf '  - --vnet: the private endpoints of %s (blob, queue, table) and their privatelink DNS zones, linked to %s;\n' "$host_account" "$vnet_name" >&2
+    fi
+    printf '  - the host'"'"'s own log: Application Insights %s (traces), or\n' "${app_insights:-of the app}" >&2
+    printf '    az functionapp log deployment show --resource-group %s --name %s\n' "$resource_group" "$function_app" >&2
+    die "fix the first of these that applies, then run infra/deploy.sh --resource-group $resource_group again (it republishes; nothing else changes)"
+  elif grep -q 'Timeout reached' "$errors"; then
+    die "the deployment to $function_app did not finish within --publish-timeout ${publish_timeout}s and may still be running: az functionapp log deployment show --resource-group $resource_group --name $function_app. Run this script again once it is done (or with a longer --publish-timeout)."
+  elif grep -q 'ongoing deployment' "$errors"; then
+    die "another deployment to $function_app is still running: wait for it (az functionapp log deployment show --resource-group $resource_group --name $function_app), then run this script again"
+  fi
+  die "publishing to $function_app failed (see the az error above); run this script again to retry"
 }
 
 summary() {
@@ -476,16 +870,151 @@ summary() {
     federated) info "credential:     federated (trusts identity $identity_name; no secret, no key vault)" ;;
   esac
   info "exports:        container '$export_container' in storage account $export_account"
-  if $pending_consent; then
-    warn "admin consent is still missing: az ad app permission admin-consent --id $client_id"
+  if [[ -n "$vnet_name" ]]; then
+    info "network:        VNet $vnet_name, private endpoints; public network access disabled"
   fi
+  if $pending_consent; then
+    warn "admin consent is still missing: $consent_command"
+  fi
+}
+
+# --- preview and teardown ---------------------------------------------------------------------------------
+
+preview() {
+  log "Preview (--what-if): nothing is created or changed"
+  if [[ -z "$existing_location" ]]; then
+    info "would create resource group $resource_group in $location"
+  fi
+  find_app
+  if ((app_count == 1)); then
+    client_id="$app_ids"
+    info "would reuse app registration '$app_name' (client id $client_id)"
+  else
+    client_id="$PLACEHOLDER_CLIENT_ID"
+    info "would create app registration '$app_name', request User.Read.All and grant admin consent"
+  fi
+  if [[ -z "$existing_location" ]]; then
+    info "ARM what-if needs an existing resource group: every resource of infra/main.bicep would be created"
+  else
+    export_parameters
+    log "az deployment group what-if (client id $client_id)"
+    az deployment group what-if --resource-group "$resource_group" --name "$DEPLOYMENT_NAME" \
+      --parameters "$SCRIPT_DIR/main.bicepparam"
+  fi
+  case "$credential" in
+    secret) info "then: a client secret in the vault, unless a valid one is there (--rotate-secret: a new one)" ;;
+    certificate) info "then: the certificate in the vault and its public key on the app registration" ;;
+    federated) info "then: the federated credential on the app registration" ;;
+  esac
+  $skip_publish || info "then: publish the code (infra/deploy.sh --package FILE shows what it contains)"
+  log "Preview done: nothing was changed"
+}
+
+confirm_destroy() {
+  $assume_yes && return
+  [[ -t 0 ]] || die "--destroy deletes resource group $resource_group and everything in it: pass --yes to confirm when not running interactively"
+  printf 'This deletes resource group %s and everything in it. Type its name to confirm: ' "$resource_group" >&2
+  local answer=''
+  IFS= read -r answer || true
+  [[ "$answer" == "$resource_group" ]] || die "not confirmed: nothing was deleted"
+}
+
+# remove_app_credentials: what this deployment put on the app registration: its client secrets (named
+# after its vault), its certificates' public keys (named after the vault), and its federated credential
+# (named after its identity). Other deployments' credentials on the same registration stay.
+remove_app_credentials() {
+  local ids id
+  if [[ -n "$key_vault" ]]; then
+    ids="$(az ad app credential list --id "$client_id" \
+      --query "[?displayName=='graph-export $key_vault'].keyId" -o tsv | tr -d '\r')"
+    for id in $ids; do
+      az ad app credential delete --id "$client_id" --key-id "$id" -o none
+      info "deleted client secret $id"
+    done
+    ids="$(az ad app credential list --id "$client_id" --cert \
+      --query "[?starts_with(displayName || '', 'graph-export $key_vault ')].keyId" -o tsv | tr -d '\r')"
+    for id in $ids; do
+      az ad app credential delete --id "$client_id" --key-id "$id" --cert -o none
+      info "deleted certificate key $id"
+    done
+  fi
+  if [[ -n "$identity_name" ]]; then
+    ids="$(az ad app federated-credential list --id "$client_id" \
+      --query "[?name=='graph-export-$identity_name'].id" -o tsv | tr -d '\r')"
+    for id in $ids; do
+      az ad app federated-credential delete --id "$client_id" --federated-credential-id "$id" -o none
+      info "deleted federated credential graph-export-$identity_name"
+    done
+  fi
+}
+
+destroy() {
+  log "Removing the deployment in resource group $resource_group (--destroy)"
+  confirm_destroy
+  existing_location="$(az group show --name "$resource_group" --query location -o tsv 2>/dev/null | tr -d '\r' || true)"
+  key_vault='' identity_name=''
+  if [[ -n "$existing_location" ]] &&
+    az deployment group show --resource-group "$resource_group" --name "$DEPLOYMENT_NAME" -o none 2>/dev/null; then
+    read_outputs
+  fi
+
+  find_app
+  if ((app_count == 1)); then
+    client_id="$app_ids"
+    log "App registration '$app_name' ($client_id)"
+    if $delete_app; then
+      az ad app delete --id "$client_id" -o none
+      info "deleted, with all its credentials and its service principal"
+    elif [[ -z "$key_vault$identity_name" ]]; then
+      warn "no deployment '$DEPLOYMENT_NAME' in $resource_group: its credentials on the app registration cannot be told apart from others, so none are removed (az ad app credential list --id $client_id)"
+    else
+      remove_app_credentials
+      info "the registration itself stays (pass --delete-app-registration to delete it)"
+    fi
+  else
+    info "no app registration named '$app_name'"
+  fi
+
+  if [[ -n "$existing_location" ]]; then
+    log "Deleting resource group $resource_group (several minutes)"
+    az group delete --name "$resource_group" --yes -o none
+    info "deleted"
+  else
+    info "resource group $resource_group does not exist"
+  fi
+  if [[ -n "$key_vault" ]]; then
+    warn "Key Vault $key_vault is now soft-deleted with purge protection: its name stays reserved for 90 days and"
+    warn "nobody can purge it earlier. A new deployment with the same resource group name and --prefix reuses that"
+    warn "name and fails until you either recover it (az keyvault recover --name $key_vault, then deploy: it is"
+    warn "reused with its contents) or deploy with another --prefix."
+  fi
+  log "Done"
 }
 
 main() {
   parse_args "$@"
+  workdir="$(mktemp -d)"
+  if [[ "$mode" == package ]]; then
+    log "Packaging the code into $package_path"
+    local target
+    target="$(cd "$(dirname "$package_path")" && pwd)/$(basename "$package_path")"
+    package "$target"
+    return
+  fi
   preflight
-  ensure_resource_group
+  if [[ "$mode" == destroy ]]; then
+    destroy
+    return
+  fi
+  check_region
+  previous_deployment
   choose_credential
+  choose_network
+  if [[ "$mode" == what-if ]]; then
+    preview
+    return
+  fi
+  ensure_resource_group
   ensure_app_registration
   deploy_bicep
   configure_credential

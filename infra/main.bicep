@@ -7,6 +7,8 @@
 // pipes it straight into Key Vault), a Key Vault certificate (deploy.sh creates it: certificates are data
 // plane, which Bicep cannot create), or a federated credential trusting the app's user-assigned identity
 // (deploy.sh adds it to the app registration: no secret anywhere, and no Key Vault).
+// `vnetEnabled` switches to private networking: VNet integration for the app, private endpoints for both
+// storage accounts and the vault, and public network access disabled on all three.
 
 targetScope = 'resourceGroup'
 
@@ -63,7 +65,7 @@ param credentialExpiryWarningDays string = '30'
 @description('AUTHORITY_HOST: Entra ID sign-in host of this cloud (the app ignores a trailing slash).')
 param authorityHost string = environment().authentication.loginEndpoint
 
-@description('GRAPH_ENDPOINT: Microsoft Graph base URL, without /v1.0 (national clouds differ).')
+@description('GRAPH_ENDPOINT: Microsoft Graph base URL, without /v1.0 (national clouds differ: deploy.sh passes the one of `az cloud show`).')
 param graphEndpoint string = 'https://graph.microsoft.com'
 
 @description('EXPORT_CONTAINER: blob container, in the export storage account, that receives the exports.')
@@ -106,20 +108,29 @@ param logRetentionDays int = 30
 @description('E-mail address notified when an export fails or none succeeded in 26 hours; empty = no e-mail.')
 param alertEmail string = ''
 
-@description('Object ID of the deployer (user or service principal) to grant Key Vault Secrets Officer (secret) or Certificates Officer (certificate), so deploy.sh can store the client secret or create the certificate; empty = grant nothing.')
-param deployerPrincipalId string = ''
-
-@allowed([
-  'User'
-  'Group'
-  'ServicePrincipal'
-])
-param deployerPrincipalType string = 'User'
-
-@description('Scale-out ceiling of the Flex Consumption plan (the timer runs on one instance at a time).')
-@minValue(1)
+@description('Scale-out ceiling of the Flex Consumption plan: 40 to 1000, the range Flex accepts (the timer runs on one instance at a time, so this only bounds cost).')
+@minValue(40)
 @maxValue(1000)
 param maximumInstanceCount int = 40
+
+@description('When this deployment runs (UTC; leave the default): the staleness alert stays quiet while a new app has sent no telemetry yet and the deployment is younger than its window.')
+param deployedAt string = utcNow('yyyy-MM-ddTHH:mm:ssZ')
+
+// ---------------------------------------------------------------------------------------------------
+// Private networking
+// ---------------------------------------------------------------------------------------------------
+
+@description('Private networking: a VNet with a subnet delegated for Flex Consumption VNet integration, private endpoints (and private DNS zones) for the host storage (blob, queue, table), the export storage (blob) and the Key Vault, and public network access disabled on all three. Off: they are reached over their public endpoints, Entra ID + RBAC being the gate.')
+param vnetEnabled bool = false
+
+@description('Address space of the VNet (vnetEnabled).')
+param vnetAddressPrefix string = '10.0.0.0/16'
+
+@description('Subnet for the function app\'s VNet integration, delegated to Microsoft.App/environments (vnetEnabled).')
+param appSubnetPrefix string = '10.0.1.0/24'
+
+@description('Subnet for the private endpoints (vnetEnabled).')
+param privateEndpointSubnetPrefix string = '10.0.2.0/24'
 
 @description('Name of the timer function in function_app.py (the alerts query its invocations).')
 param functionName string = 'export_users'
@@ -145,6 +156,10 @@ var deploymentContainerName = 'app-package'
 
 // A federated credential needs no vault: nothing secret exists to keep.
 var useKeyVault = (clientCredential != 'federated')
+
+// Storage accounts and vault: public endpoint (Entra ID + RBAC) or private endpoints only.
+var publicNetworkAccess = vnetEnabled ? 'Disabled' : 'Enabled'
+var networkDefaultAction = vnetEnabled ? 'Deny' : 'Allow'
 
 // This cloud's sign-in host without its trailing slash; the issuer of the identity's tokens is
 // <host>/<tenant>/v2.0 (what an app registration's federated credential must name).
@@ -188,6 +203,9 @@ module hostStorage 'modules/storage.bicep' = {
       deploymentContainerName
     ]
     softDeleteRetentionDays: softDeleteRetentionDays
+    auditWorkspaceId: monitoring.outputs.workspaceId
+    publicNetworkAccess: publicNetworkAccess
+    networkDefaultAction: networkDefaultAction
   }
 }
 
@@ -205,6 +223,8 @@ module exportStorage 'modules/storage.bicep' = {
     deleteAfterDays: exportRetentionDays
     lifecycleContainerName: exportContainerName
     auditWorkspaceId: monitoring.outputs.workspaceId
+    publicNetworkAccess: publicNetworkAccess
+    networkDefaultAction: networkDefaultAction
   }
 }
 
@@ -215,6 +235,25 @@ module keyVault 'modules/keyvault.bicep' = if (useKeyVault) {
     location: location
     tags: tags
     auditWorkspaceId: monitoring.outputs.workspaceId
+    publicNetworkAccess: publicNetworkAccess
+    networkDefaultAction: networkDefaultAction
+  }
+}
+
+// Private endpoints for both storage accounts and the vault, in a VNet the app is integrated with.
+module network 'modules/network.bicep' = if (vnetEnabled) {
+  name: 'network'
+  params: {
+    namePrefix: prefix
+    nameSuffix: suffix
+    location: location
+    tags: tags
+    addressPrefix: vnetAddressPrefix
+    appSubnetPrefix: appSubnetPrefix
+    privateEndpointSubnetPrefix: privateEndpointSubnetPrefix
+    hostStorageId: hostStorage.outputs.id
+    exportStorageId: exportStorage.outputs.id
+    keyVaultId: useKeyVault ? keyVault.outputs.id : ''
   }
 }
 
@@ -252,8 +291,6 @@ module roles 'modules/roles.bicep' = {
     vaultName: names.keyVault
     clientCredential: clientCredential
     appInsightsName: monitoring.outputs.appInsightsName
-    secretsOfficerPrincipalId: deployerPrincipalId
-    secretsOfficerPrincipalType: deployerPrincipalType
   }
   dependsOn: [
     keyVault
@@ -274,9 +311,13 @@ module functionApp 'modules/functionapp.bicep' = {
     identityId: identity.outputs.id
     identityClientId: identity.outputs.clientId
     maximumInstanceCount: maximumInstanceCount
+    virtualNetworkSubnetId: vnetEnabled ? network.outputs.appSubnetId : ''
+    diagnosticsWorkspaceId: monitoring.outputs.workspaceId
   }
+  // Roles and (vnetEnabled) private endpoints first: the host reaches its storage from its first start.
   dependsOn: [
     roles
+    network
   ]
 }
 
@@ -289,6 +330,7 @@ module alerts 'modules/alerts.bicep' = {
     appInsightsId: monitoring.outputs.appInsightsId
     functionName: functionName
     alertEmail: alertEmail
+    deployedAt: deployedAt
   }
 }
 
@@ -302,6 +344,8 @@ output clientCredential string = clientCredential
 @description('Empty when clientCredential is federated (no vault).')
 output keyVaultName string = useKeyVault ? keyVault.outputs.name : ''
 output keyVaultUri string = useKeyVault ? keyVault.outputs.uri : ''
+@description('Scope of the deployer\'s temporary vault-wide role (deploy.sh); empty when clientCredential is federated.')
+output keyVaultId string = useKeyVault ? keyVault.outputs.id : ''
 output clientSecretName string = clientSecretName
 output clientCertificateName string = clientCertificateName
 output identityName string = identity.outputs.name
@@ -317,3 +361,6 @@ output exportBlobEndpoint string = exportStorage.outputs.blobEndpoint
 output exportContainerName string = exportContainerName
 output appInsightsName string = monitoring.outputs.appInsightsName
 output logAnalyticsWorkspaceName string = monitoring.outputs.workspaceName
+output vnetEnabled bool = vnetEnabled
+@description('Empty when vnetEnabled is false.')
+output vnetName string = vnetEnabled ? network.outputs.vnetName : ''

@@ -3,7 +3,8 @@
 //   export GRAPH_EXPORT_CLIENT_ID=<application (client) id>     # required
 //   export GRAPH_EXPORT_CLIENT_CREDENTIAL=certificate           # optional: secret (default), certificate, federated
 //   export GRAPH_EXPORT_ALERT_EMAIL=<you@example.com>           # optional
-//   export GRAPH_EXPORT_DEPLOYER_ID=<your object id>            # optional: lets you store the secret / create the certificate
+//   export GRAPH_EXPORT_VNET_ENABLED=true                       # optional: private networking (default false)
+//   export GRAPH_EXPORT_GRAPH_ENDPOINT=https://graph.microsoft.us  # optional: this cloud's Microsoft Graph
 //   az deployment group create -g <rg> --name graph-export --parameters infra/main.bicepparam
 //
 // deploy.sh sets these variables for you. Values that differ per deployment come from the environment;
@@ -25,9 +26,15 @@ param clientCredential = readEnvironmentVariable('GRAPH_EXPORT_CLIENT_CREDENTIAL
 
 param alertEmail = readEnvironmentVariable('GRAPH_EXPORT_ALERT_EMAIL', '')
 
-param deployerPrincipalId = readEnvironmentVariable('GRAPH_EXPORT_DEPLOYER_ID', '')
+// Private networking: VNet integration, private endpoints for both storage accounts and the vault, their
+// public network access disabled (deploy.sh --vnet). Anything but 'true' is off.
+param vnetEnabled = readEnvironmentVariable('GRAPH_EXPORT_VNET_ENABLED', 'false') == 'true'
 
-param deployerPrincipalType = readEnvironmentVariable('GRAPH_EXPORT_DEPLOYER_TYPE', 'User')
+// Microsoft Graph of the cloud deployed to, without /v1.0 (deploy.sh passes the one `az cloud show` names).
+param graphEndpoint = readEnvironmentVariable('GRAPH_EXPORT_GRAPH_ENDPOINT', 'https://graph.microsoft.com')
+
+// Scale-out ceiling; Flex Consumption accepts 40 to 1000.
+param maximumInstanceCount = 40
 
 // Daily at 02:00 UTC. NCRONTAB: second minute hour day month day-of-week.
 param exportSchedule = '0 0 2 * * *'

@@ -6,7 +6,10 @@
 //  3. the client secret or certificate in Key Vault expires soon: the app logs one warning line starting
 //     with "Credential expiry:" in each run within CREDENTIAL_EXPIRY_WARNING_DAYS of the expiry (the
 //     `traces` table, checked hourly), so this fires once a day, after the daily run, until it is rotated.
-//     An expired one fails the run, which alert 1 reports.
+//     An expired one fails the run, which alert 1 reports;
+//  4. access changed: an activity-log alert on role assignments made or removed anywhere in the resource
+//     group (the vault, its secret, the storage accounts, ...) and on changes to the Key Vault itself
+//     (network rules, access policies, deletion). deploy.sh's own runs show up here too.
 // All notify the optional e-mail action group.
 
 param namePrefix string
@@ -32,6 +35,18 @@ param staleAfterHours int = 26
 @description('Start of the warning line the app logs when its client secret or certificate expires soon.')
 param credentialExpiryPrefix string = 'Credential expiry:'
 
+@description('When this deployment ran (UTC, ISO 8601): an app without any telemetry yet stays quiet for staleAfterHours after it.')
+param deployedAt string
+
+@description('Operations the access-change alert watches (activity log operationName).')
+param accessChangeOperations array = [
+  'Microsoft.Authorization/roleAssignments/write'
+  'Microsoft.Authorization/roleAssignments/delete'
+  'Microsoft.KeyVault/vaults/write'
+  'Microsoft.KeyVault/vaults/delete'
+  'Microsoft.KeyVault/vaults/accessPolicies/write'
+]
+
 var notify = !empty(alertEmail)
 
 var failedRunQuery = '''
@@ -41,10 +56,13 @@ requests
 | project timestamp, id, resultCode, duration
 '''
 
-// No success within the window, unless the app's first telemetry is younger than the window (a fresh
-// deployment waiting for its first scheduled run). An app with no telemetry at all alerts too.
+// No success within the window, unless the app is new: its first telemetry (the host logs as soon as it
+// starts) is younger than the window, or it has none yet and the deployment is younger than the window (a
+// fresh deployment waiting for its first scheduled run). An app that never sent any telemetry alerts once
+// the deployment is older than the window; one that stopped sending alerts once its last data is.
 var staleQuery = '''
 let window = {1}h;
+let deployedAt = datetime({2});
 let firstSeen = toscalar(union requests, traces, exceptions | summarize min(timestamp));
 requests
 | where timestamp > ago(window)
@@ -52,7 +70,7 @@ requests
 | where success == true
 | summarize successes = count()
 | where successes == 0
-| where isnull(firstSeen) or firstSeen < ago(window)
+| where iff(isnull(firstSeen), deployedAt < ago(window), firstSeen < ago(window))
 '''
 
 // The app's own warning line, whichever operation logged it (the timer run or the CLI in Azure).
@@ -136,7 +154,7 @@ resource exportStale 'Microsoft.Insights/scheduledQueryRules@2022-06-15' = {
     criteria: {
       allOf: [
         {
-          query: format(staleQuery, functionName, staleAfterHours)
+          query: format(staleQuery, functionName, staleAfterHours, deployedAt)
           timeAggregation: 'Count'
           operator: 'GreaterThan'
           threshold: 0
@@ -194,7 +212,47 @@ resource credentialExpiry 'Microsoft.Insights/scheduledQueryRules@2022-06-15' = 
   }
 }
 
+// Who changed access to the export, its credential or its data (Administrative events, succeeded only).
+resource accessChanged 'Microsoft.Insights/activityLogAlerts@2020-10-01' = {
+  name: '${namePrefix}-access-changed'
+  location: 'global'
+  tags: tags
+  properties: {
+    description: 'A role assignment in resource group ${resourceGroup().name} was created or deleted, or its Key Vault was changed (network rules, access policies, deletion). Check the caller in the activity log; a run of infra/deploy.sh causes this too.'
+    enabled: true
+    scopes: [
+      resourceGroup().id
+    ]
+    condition: {
+      allOf: [
+        {
+          field: 'category'
+          equals: 'Administrative'
+        }
+        {
+          field: 'status'
+          equals: 'Succeeded'
+        }
+        {
+          anyOf: [for operation in accessChangeOperations: {
+            field: 'operationName'
+            equals: operation
+          }]
+        }
+      ]
+    }
+    actions: {
+      actionGroups: notify ? [
+        {
+          actionGroupId: actionGroup.id
+        }
+      ] : []
+    }
+  }
+}
+
 output actionGroupId string = notify ? actionGroup.id : ''
 output failedRuleName string = exportFailed.name
 output staleRuleName string = exportStale.name
 output credentialExpiryRuleName string = credentialExpiry.name
+output accessChangedAlertName string = accessChanged.name

@@ -1,8 +1,8 @@
 // The function app on the Flex Consumption plan (FC1, Linux, Python), running as one user-assigned
 // managed identity (modules/identity.bicep) used for everything: host storage, the deployment package,
 // Key Vault, export storage and Application Insights. No connection strings, keys or secrets appear in
-// its settings. The identity's roles are assigned before this module runs (main.bicep), so the host
-// can reach its storage from its very first start.
+// its settings. The identity's roles (and, with vnetEnabled, the private endpoints) are in place before this
+// module runs (main.bicep), so the host can reach its storage from its very first start.
 //
 // Flex Consumption does not take FUNCTIONS_WORKER_RUNTIME, FUNCTIONS_EXTENSION_VERSION or
 // WEBSITE_RUN_FROM_PACKAGE: the runtime comes from functionAppConfig.runtime and the code always runs
@@ -46,10 +46,16 @@ param pythonVersion string = '3.11'
 ])
 param instanceMemoryMB int = 2048
 
-@description('Scale-out ceiling. A timer function runs on one instance at a time (blob lease), so this only bounds cost.')
-@minValue(1)
+@description('Scale-out ceiling: Flex Consumption accepts 40 to 1000 (40 is the samples\' default). A timer function runs on one instance at a time (blob lease), so this only bounds cost.')
+@minValue(40)
 @maxValue(1000)
 param maximumInstanceCount int = 40
+
+@description('Subnet (delegated to Microsoft.App/environments) for VNet integration; empty = none (main.bicep vnetEnabled=false).')
+param virtualNetworkSubnetId string = ''
+
+@description('Log Analytics workspace that receives the app\'s platform logs and metrics; empty = no diagnostic setting.')
+param diagnosticsWorkspaceId string = ''
 
 // Endpoints built from the account name (known when the deployment starts, which the settings loop needs).
 var storageSuffix = environment().suffixes.storage
@@ -107,6 +113,8 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
     // checkov:skip=CKV_AZURE_212: numberOfWorkers does not apply to Flex Consumption (the platform scales instances), and the timer runs on one instance at a time by design.
     // checkov:skip=CKV_AZURE_213: a health check probes an HTTP path and this app serves none (timer trigger only).
     serverFarmId: plan.id
+    // Outbound traffic through the VNet (storage, Key Vault over their private endpoints) when vnetEnabled.
+    virtualNetworkSubnetId: empty(virtualNetworkSubnetId) ? null : virtualNetworkSubnetId
     httpsOnly: true
     clientAffinityEnabled: false
     siteConfig: {
@@ -157,6 +165,27 @@ resource scmBasicAuth 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@20
   name: 'scm'
   properties: {
     allow: false
+  }
+}
+
+// Platform logs (the host's FunctionAppLogs) and metrics in the same workspace as the audit logs.
+resource siteDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = if (!empty(diagnosticsWorkspaceId)) {
+  name: 'to-log-analytics'
+  scope: site
+  properties: {
+    workspaceId: diagnosticsWorkspaceId
+    logs: [
+      {
+        categoryGroup: 'allLogs'
+        enabled: true
+      }
+    ]
+    metrics: [
+      {
+        category: 'AllMetrics'
+        enabled: true
+      }
+    ]
   }
 }
 

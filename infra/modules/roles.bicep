@@ -1,8 +1,10 @@
-// Least-privilege role assignments for the function app's user-assigned managed identity (and,
-// optionally, for the person or pipeline running deploy.sh, who writes the client secret or creates the
-// certificate in the vault). main.bicep deploys this before the function app, so the host can reach its
-// storage from its first start. Names are guid(scope, principal, role) so a re-deployment finds and keeps
-// the same assignments.
+// Least-privilege role assignments for the function app's user-assigned managed identity. main.bicep
+// deploys this before the function app, so the host can reach its storage from its first start. Names are
+// guid(scope, principal, role) so a re-deployment finds and keeps the same assignments.
+//
+// The person or pipeline running deploy.sh gets no role here: deploy.sh gives it Key Vault Secrets Officer
+// (or Certificates Officer) on the one secret (or certificate) it manages, and on the whole vault only for
+// as long as that item does not exist yet (see "Least privilege" in infra/README.md).
 
 @description('Object (principal) ID of the function app\'s user-assigned managed identity.')
 param principalId string
@@ -26,16 +28,6 @@ param clientCredential string = 'secret'
 
 param appInsightsName string
 
-@description('Object ID allowed to write the client secret (secret) or create the certificate (certificate) in the vault: the deployer; empty = none.')
-param secretsOfficerPrincipalId string = ''
-
-@allowed([
-  'User'
-  'Group'
-  'ServicePrincipal'
-])
-param secretsOfficerPrincipalType string = 'User'
-
 // Built-in role definition IDs (the same in every Azure cloud and tenant).
 var roleIds = {
   storageBlobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
@@ -44,13 +36,10 @@ var roleIds = {
   storageTableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
   monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'
   keyVaultSecretsUser: '4633458b-17de-408a-b874-0445c86b69e6'
-  keyVaultSecretsOfficer: 'b86a8fe4-44ce-4948-aee5-eccb2c155cd7'
-  keyVaultCertificatesOfficer: 'a4417e6f-fecd-4de8-b567-7b0420556985'
 }
 
 // federated: no vault is deployed and nobody gets a role on one.
 var keyVaultAccess = (clientCredential != 'federated')
-var grantDeployer = keyVaultAccess && !empty(secretsOfficerPrincipalId)
 
 resource hostStorage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: hostStorageName
@@ -144,28 +133,5 @@ resource telemetryPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01'
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleIds.monitoringMetricsPublisher)
     principalId: principalId
     principalType: 'ServicePrincipal'
-  }
-}
-
-// The deployer: write the client secret (deploy.sh pipes it in). Not needed by the app.
-resource deployerSecretsOfficer 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (grantDeployer && (clientCredential == 'secret')) {
-  name: guid(vault.id, secretsOfficerPrincipalId, roleIds.keyVaultSecretsOfficer)
-  scope: vault
-  properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleIds.keyVaultSecretsOfficer)
-    principalId: secretsOfficerPrincipalId
-    principalType: secretsOfficerPrincipalType
-  }
-}
-
-// The deployer: create the certificate and read its public part (deploy.sh registers it on the app). It
-// never needs the private key, so no secrets role.
-resource deployerCertificatesOfficer 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (grantDeployer && (clientCredential == 'certificate')) {
-  name: guid(vault.id, secretsOfficerPrincipalId, roleIds.keyVaultCertificatesOfficer)
-  scope: vault
-  properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleIds.keyVaultCertificatesOfficer)
-    principalId: secretsOfficerPrincipalId
-    principalType: secretsOfficerPrincipalType
   }
 }

@@ -1,6 +1,9 @@
 // One storage account with the project's security baseline: Entra ID only (no shared key, no SAS
 // signed with account keys), no public blob access, TLS 1.2 over HTTPS, soft delete for blobs and
-// containers. Used twice: the Functions host's working storage and the export data storage.
+// containers, metrics and blob read/write/delete logs to Log Analytics. Used twice: the Functions host's
+// working storage and the export data storage. With private networking (main.bicep vnetEnabled) the
+// caller passes publicNetworkAccess 'Disabled' and networkDefaultAction 'Deny': the account is then
+// reachable only through its private endpoints (modules/network.bicep).
 
 @description('Storage account name: 3-24 lowercase letters and digits, globally unique.')
 @minLength(3)
@@ -27,8 +30,22 @@ param deleteAfterDays int = 0
 @description('Container the lifecycle rule applies to (required when deleteAfterDays > 0).')
 param lifecycleContainerName string = ''
 
-@description('Log Analytics workspace that receives the blob read/write/delete audit logs; empty = no diagnostic setting.')
+@description('Log Analytics workspace that receives the account\'s metrics and the blob read/write/delete audit logs; empty = no diagnostic settings.')
 param auditWorkspaceId string = ''
+
+@description('Enabled: reachable over the public endpoint (Entra ID + RBAC is the gate). Disabled: only through private endpoints (main.bicep vnetEnabled).')
+@allowed([
+  'Enabled'
+  'Disabled'
+])
+param publicNetworkAccess string = 'Enabled'
+
+@description('Firewall default for the public endpoint: Allow with public access, Deny with private endpoints only.')
+@allowed([
+  'Allow'
+  'Deny'
+])
+param networkDefaultAction string = 'Allow'
 
 resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   name: name
@@ -51,11 +68,11 @@ resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
     isHnsEnabled: false
     minimumTlsVersion: 'TLS1_2'
     supportsHttpsTrafficOnly: true
-    // checkov:skip=CKV_AZURE_59: the Flex Consumption app has no VNet integration and reaches storage over its public endpoint; every request needs Entra ID + RBAC (shared key is disabled).
-    publicNetworkAccess: 'Enabled'
+    // checkov:skip=CKV_AZURE_59: public only with vnetEnabled=false (the default: no VNet integration, the app reaches storage over the public endpoint, every request needs Entra ID + RBAC, shared key is off); vnetEnabled=true passes Disabled.
+    publicNetworkAccess: publicNetworkAccess
     networkAcls: {
-      // checkov:skip=CKV_AZURE_35: no VNet to allow-list, so the firewall default stays Allow and RBAC is the gate.
-      defaultAction: 'Allow'
+      // checkov:skip=CKV_AZURE_35: Allow only with vnetEnabled=false (no VNet to allow-list, RBAC is the gate); vnetEnabled=true passes Deny and private endpoints.
+      defaultAction: networkDefaultAction
       bypass: 'AzureServices'
     }
     encryption: {
@@ -140,6 +157,20 @@ resource lifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05
   dependsOn: [
     containers
   ]
+}
+
+resource accountMetrics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = if (!empty(auditWorkspaceId)) {
+  name: 'metrics-to-log-analytics'
+  scope: account
+  properties: {
+    workspaceId: auditWorkspaceId
+    metrics: [
+      {
+        category: 'Transaction'
+        enabled: true
+      }
+    ]
+  }
 }
 
 resource blobAudit 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = if (!empty(auditWorkspaceId)) {

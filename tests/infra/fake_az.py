@@ -1,8 +1,12 @@
 """A stand-in for the az CLI (2.91) for the deploy.sh and README tests: records every call and answers like
 the real CLI from a small simulated Azure + Entra ID kept in ``$FAKE_AZ_HOME/state.json``.
 
-Run by the infrastructure virtualenv's Python (``.venv-iac``), which has ``jmespath``, the library az
-evaluates ``--query`` with. What it copies from the real CLI (azure-cli 2.91 source and ``--help``):
+Runs in the infrastructure virtualenv's Python (``.venv-iac``), which has ``jmespath``, the library az
+evaluates ``--query`` with: as one server process for the whole test session (``--serve SOCKET``), which the
+`az` on the tests' PATH (fake_az_client.py) sends each call to — a deploy.sh run makes dozens, and starting
+an interpreter with jmespath for each would cost most of the suite's time — or, for one call by hand,
+``FAKE_AZ_HOME=... python fake_az.py <az arguments>``. What it copies from the real CLI (azure-cli 2.91
+source and ``--help``):
 
 - the options each command accepts, their aliases and which are required: an unknown option, a missing
   value or a missing required option fails with exit 2 as az's parser does;
@@ -10,50 +14,79 @@ evaluates ``--query`` with. What it copies from the real CLI (azure-cli 2.91 sou
   ``-o tsv`` (knack's rules: a list prints one item per line, a dict's values tab-separated in key order,
   ``null`` inside a list prints ``None``, a ``null`` result prints nothing) or ``-o none``;
 - exit codes: 0, 1 (service error), 2 (usage error), 3 (resource not found);
+- sign-in: ``account show`` as a user, a service principal (``user.name`` is its app id) or a managed identity
+  (``user.name`` is ``systemAssignedIdentity``, which names no object id; ``ad signed-in-user show`` fails for
+  both); ``account get-access-token`` returns a JWT whose ``oid`` claim is the caller's object id;
+- clouds: ``cloud show`` with the real endpoints of AzureCloud, AzureUSGovernment and AzureChinaCloud;
+  ``rest`` sends a token only to the active cloud's Microsoft Graph (any other host: 401), the consent
+  ``POST .../servicePrincipals/{graph}/appRoleAssignedTo`` checks its body and refuses a duplicate;
+  ``ad app permission admin-consent`` works only for a user in the public cloud (an internal portal API);
 - behaviours deploy.sh relies on: ``ad app list --display-name`` matches names that *start with* it,
   ``--filter "displayName eq '…'"`` exactly; ``ad app credential reset`` returns only
-  ``{appId, password, tenant}`` (no end date), refuses ``--years`` with ``--end-date``, drops the other
+  ``{appId, password, tenant}`` (no key id), refuses ``--years`` with ``--end-date``, drops the other
   passwords without ``--append``, and with ``--cert NAME --keyvault VAULT`` registers that certificate's
   public key with the key credential's end clamped to the certificate's expiry;
+  ``keyvault secret set --file /dev/stdin`` stores whatever arrives, an empty string included;
   ``keyvault secret set --expires`` takes only ``Y-m-d'T'H:M:S'Z'`` and the shorter forms az accepts;
+  ``keyvault secret show`` of a disabled secret is refused (SecretDisabled), of a missing one exits 3;
   ``keyvault certificate create --policy @file`` reads camelCase JSON (keys converted to snake case as
   az does); ``ad app federated-credential create`` needs name, issuer, subject and exactly one audience,
-  and refuses a name that exists.
+  and refuses a name that exists; ``role assignment create`` returns the existing assignment instead of a
+  duplicate; ``functionapp deployment source config-zip`` on Flex fails after the upload when the host
+  does not become healthy;
+- Key Vault's data plane: RBAC (Secrets / Certificates Officer at the vault or at the item, which must
+  exist), with ``rbac_delay`` refusals after each new role assignment (propagation), and, after a
+  ``vnetEnabled`` deployment, a refusal of every caller outside the VNet (public network access disabled).
 """
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import fcntl
 import hashlib
+import io
 import json
 import os
 import re
 import shutil
+import socketserver
 import sys
+import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import jmespath
 
-HOME = Path(os.environ["FAKE_AZ_HOME"])
-STATE_FILE = HOME / "state.json"
-# Loaded under a lock in main(): the two ends of a pipe (credential reset | secret set) run at once.
+# The call being answered (set by run_call; calls are answered one at a time, under a lock on the state).
+HOME = Path(".")
+CWD = Path(".")
 STATE: dict[str, Any] = {}
 CFG: dict[str, Any] = {}
 STDIN: str | None = None
-ARGS = sys.argv[1:]
-RECORD: dict[str, Any] = {"argv": ARGS, "env": {k: v for k, v in os.environ.items() if k.startswith("GRAPH_EXPORT_")}}
+RECORD: dict[str, Any] = {}
+OUT = io.StringIO()
+ERR = io.StringIO()
 
 GLOBAL = "--query --output|-o --only-show-errors! --debug! --verbose! --help|-h!"
 # Per command: options (aliases joined by |), * = required, ! = takes no value. From `az <cmd> --help`.
 SPEC = {
-    "account show": "",
+    "login": "--identity|-i! --service-principal! --username|-u --password|-p --tenant|-t --federated-token "
+             "--certificate --use-device-code! --allow-no-subscriptions! --client-id --object-id --resource-id "
+             "--scope --skip-subscription-discovery|--skip-sub! --subscription|-s",
+    "account show": "--subscription|--name|-n|-s",
+    "account get-access-token": "--resource --resource-type --scope --tenant|-t --subscription|--name|-n|-s",
     "cloud show": "--name|-n",
     "group show": "--name|-n|--resource-group|-g* --subscription",
     "group create": "--name|-n|--resource-group|-g* --location|-l* --managed-by --tags --subscription",
+    "group delete": "--name|-n|--resource-group|-g* --yes|-y! --no-wait! --force-deletion-types|-f --subscription",
+    "provider show": "--namespace|-n* --expand --subscription",
+    "provider register": "--namespace|-n* --wait! --consent-to-permissions|-c! --management-group-id|-m "
+                         "--subscription",
+    "functionapp list-flexconsumption-locations": "--runtime --show-details --zone-redundant!",
     "ad app list": "--all! --app-id --display-name --filter --identifier-uri --show-mine!",
     "ad app create": "--display-name* --sign-in-audience --identifier-uris --required-resource-accesses",
+    "ad app delete": "--id*",
     "ad sp list": "--all! --display-name --filter --show-mine! --spn",
     "ad sp show": "--id*",
     "ad sp create": "--id*",
@@ -68,14 +101,24 @@ SPEC = {
     "ad app federated-credential list": "--id*",
     "ad app federated-credential show": "--id* --federated-credential-id*",
     "ad app federated-credential update": "--id* --federated-credential-id* --parameters*",
+    "ad app federated-credential delete": "--id* --federated-credential-id*",
     "rest": "--method|-m --uri|--url|-u* --body|-b --headers --resource --uri-parameters|--url-parameters "
             "--output-file --skip-authorization-header! --subscription",
+    "role assignment create": "--role* --scope* --assignee --assignee-object-id --assignee-principal-type "
+                              "--description --name|-n --condition --condition-version",
+    "role assignment list": "--all! --assignee --assignee-object-id --fill-principal-name --fill-role-definition-name "
+                            "--include-groups! --include-inherited! --resource-group|-g --role --scope",
+    "role assignment delete": "--ids --assignee --assignee-object-id --include-inherited! --resource-group|-g "
+                              "--role --scope --yes|-y!",
     "deployment group create": "--resource-group|-g* --name|-n --parameters|-p --template-file|-f --mode "
                                "--no-wait! --subscription",
+    "deployment group what-if": "--resource-group|-g* --name|-n --parameters|-p --template-file|-f --mode "
+                                "--no-pretty-print! --result-format|-r --exclude-change-types|-x --subscription",
     "deployment group show": "--resource-group|-g* --name|-n* --subscription",
     "identity show": "--name|--resource-name|-n --resource-group|-g --ids --subscription",
     "keyvault show": "--name|-n --resource-group|-g --subscription",
     "keyvault secret list": "--vault-name --id --maxresults --include-managed --subscription",
+    "keyvault secret show": "--vault-name --name|-n --id --version|-v --subscription",
     "keyvault secret set": "--vault-name* --name|-n* --value --file|-f --encoding|-e --expires --not-before "
                            "--content-type|--description --disabled --tags --subscription",
     "keyvault certificate create": "--vault-name* --name|-n* --policy|-p* --disabled --tags --validity --subscription",
@@ -86,11 +129,25 @@ SPEC = {
 }
 
 GRAPH_API = "00000003-0000-0000-c000-000000000000"
+ROLES = {  # built-in role definitions az resolves --role to (by GUID or by name)
+    "b86a8fe4-44ce-4948-aee5-eccb2c155cd7": "Key Vault Secrets Officer",
+    "a4417e6f-fecd-4de8-b567-7b0420556985": "Key Vault Certificates Officer",
+    "4633458b-17de-408a-b874-0445c86b69e6": "Key Vault Secrets User",
+}
+OFFICER = {"secrets": "b86a8fe4-44ce-4948-aee5-eccb2c155cd7", "certificates": "a4417e6f-fecd-4de8-b567-7b0420556985"}
+# From `az cloud show -n <cloud>` (azure-cli 2.91): sign-in host, Microsoft Graph, Key Vault DNS suffix,
+# storage suffix; and the token exchange audience main.bicep picks for the cloud.
 CLOUDS = {
-    "AzureCloud": ("https://login.microsoftonline.com", "api://AzureADTokenExchange", ".vault.azure.net"),
-    "AzureUSGovernment": ("https://login.microsoftonline.us", "api://AzureADTokenExchangeUSGov",
-                          ".vault.usgovcloudapi.net"),
-    "AzureChinaCloud": ("https://login.chinacloudapi.cn", "api://AzureADTokenExchangeChina", ".vault.azure.cn"),
+    "AzureCloud": {"login": "https://login.microsoftonline.com", "graph": "https://graph.microsoft.com/",
+                   "vault": ".vault.azure.net", "storage": "core.windows.net",
+                   "audience": "api://AzureADTokenExchange", "rm": "https://management.azure.com/"},
+    "AzureUSGovernment": {"login": "https://login.microsoftonline.us", "graph": "https://graph.microsoft.us/",
+                          "vault": ".vault.usgovcloudapi.net", "storage": "core.usgovcloudapi.net",
+                          "audience": "api://AzureADTokenExchangeUSGov",
+                          "rm": "https://management.usgovcloudapi.net/"},
+    "AzureChinaCloud": {"login": "https://login.chinacloudapi.cn", "graph": "https://microsoftgraph.chinacloudapi.cn",
+                        "vault": ".vault.azure.cn", "storage": "core.chinacloudapi.cn",
+                        "audience": "api://AzureADTokenExchangeChina", "rm": "https://management.chinacloudapi.cn"},
 }
 
 
@@ -179,7 +236,7 @@ def parse_command(args: list[str]) -> tuple[str, dict[str, Any]]:
         if i + 1 >= len(rest) or (rest[i + 1].startswith("--") and rest[i + 1] != "--"):
             raise AzError(f"argument {word}: expected one argument", 2)
         value = rest[i + 1]
-        if name == "--parameters" and command == "deployment group create":
+        if name == "--parameters" and command.startswith("deployment group"):
             opts.setdefault(name, []).append(value)
         else:
             opts[name] = value
@@ -192,10 +249,15 @@ def parse_command(args: list[str]) -> tuple[str, dict[str, Any]]:
     return command, opts
 
 
+def local(path: str) -> Path:
+    """A path as the caller (in its own working directory) means it."""
+    return CWD / Path(path).expanduser()
+
+
 def load_file_arg(value: str) -> str:
     """az reads an argument that starts with @ from that file."""
     if value.startswith("@"):
-        path = Path(value[1:]).expanduser()
+        path = local(value[1:])
         if not path.is_file():
             raise AzError(f"[Errno 2] No such file or directory: '{value[1:]}'", 2)
         return path.read_text()
@@ -244,15 +306,24 @@ def emit(result: Any, opts: dict[str, Any]) -> None:
     if fmt == "none":
         return
     if fmt == "tsv":
-        sys.stdout.write(tsv(result))
+        OUT.write(tsv(result))
     else:
-        sys.stdout.write(json.dumps(result, indent=2, sort_keys=True) + "\n")
+        OUT.write(json.dumps(result, indent=2, sort_keys=True) + "\n")
 
 
 # --- the simulated tenant and subscription ---------------------------------------------------------------
 
 def save() -> None:
-    STATE_FILE.write_text(json.dumps(STATE, indent=1))
+    (HOME / "state.json").write_text(json.dumps(STATE, indent=1))
+
+
+def cloud() -> dict[str, str]:
+    return CLOUDS[CFG["cloud"]]
+
+
+def caller() -> str:
+    """Object id of the signed-in principal."""
+    return CFG["me"] if CFG["login"] == "user" else CFG["deployer_sp"]
 
 
 def app(identifier: str) -> dict[str, Any]:
@@ -269,13 +340,25 @@ def new_app(app_id: str, name: str) -> dict[str, Any]:
             "federatedIdentityCredentials": []}
 
 
+def group_id(name: str | None = None) -> str:
+    return f"/subscriptions/{CFG['subscription']}/resourceGroups/{name or STATE['rg_name']}"
+
+
+def vault_id(name: str) -> str:
+    return f"{group_id()}/providers/Microsoft.KeyVault/vaults/{name}"
+
+
 def deployment_outputs(env: dict[str, str]) -> dict[str, Any]:
     """What main.bicep outputs for these GRAPH_EXPORT_* values (main.bicepparam reads them)."""
     credential = env.get("GRAPH_EXPORT_CLIENT_CREDENTIAL") or "secret"
     if credential not in ("secret", "certificate", "federated"):
         raise AzError(f"InvalidTemplate: The provided value '{credential}' for the template parameter "
                       "'clientCredential' is not valid. The value must be one of: secret, certificate, federated.", 1)
-    login, audience, vault_dns = CLOUDS[CFG["cloud"]]
+    client_id = env.get("GRAPH_EXPORT_CLIENT_ID", "")
+    if len(client_id) != 36:
+        raise AzError("InvalidTemplate: The provided value for the template parameter 'clientId' is not valid. "
+                      "Length of the value should be greater than or equal to '36'.", 1)
+    vnet = env.get("GRAPH_EXPORT_VNET_ENABLED", "false") == "true"  # main.bicepparam: == 'true'
     names = CFG["names"]
     vault = "" if credential == "federated" else names["keyVault"]
     values = {
@@ -283,38 +366,63 @@ def deployment_outputs(env: dict[str, str]) -> dict[str, Any]:
         "functionAppPrincipalId": STATE["identity_principal"],
         "clientCredential": credential,
         "keyVaultName": vault,
-        "keyVaultUri": f"https://{vault}{vault_dns}/" if vault else "",
+        "keyVaultUri": f"https://{vault}{cloud()['vault']}/" if vault else "",
+        "keyVaultId": vault_id(vault) if vault else "",
         "clientSecretName": "graph-client-secret",
         "clientCertificateName": "graph-client-certificate",
         "identityName": names["identity"],
         "identityClientId": CFG["identity_client"],
         "identityPrincipalId": STATE["identity_principal"],
-        "federatedCredentialIssuer": f"{login}/{CFG['tenant']}/v2.0",
-        "federatedTokenAudience": audience,
+        "federatedCredentialIssuer": f"{cloud()['login']}/{CFG['tenant']}/v2.0",
+        "federatedTokenAudience": cloud()["audience"],
         "hostStorageAccountName": names["hostStorage"],
         "exportStorageAccountName": names["exportStorage"],
-        "exportBlobEndpoint": f"https://{names['exportStorage']}.blob.core.windows.net/",
+        "exportBlobEndpoint": f"https://{names['exportStorage']}.blob.{cloud()['storage']}/",
         "exportContainerName": "graph-exports",
         "appInsightsName": "graphexp-appi-abc",
         "logAnalyticsWorkspaceName": "graphexp-log-abc",
+        "vnetEnabled": vnet,
+        "vnetName": "graphexp-vnet-abc" if vnet else "",
     }
-    return {k: {"type": "String", "value": v} for k, v in values.items()}
+    return {k: {"type": "Bool" if isinstance(v, bool) else "String", "value": v} for k, v in values.items()}
 
 
-def vault(opts: dict[str, Any]) -> dict[str, Any]:
+# --- Key Vault data plane ----------------------------------------------------------------------------
+
+def vault(opts: dict[str, Any], kind: str, item: str | None = None) -> dict[str, Any]:
+    """The vault named by --vault-name, after Key Vault's network and RBAC checks for an operation on the
+    item (a secret or certificate name) or, without one, on the whole vault (listing, creating a new item)."""
     name = opts.get("--vault-name")
     if not name:
         raise AzError("usage error: --vault-name VAULT | --id ID", 2)
+    return vault_by_name(name, kind, item)
+
+
+def vault_by_name(name: str, kind: str, item: str | None) -> dict[str, Any]:
     vaults = STATE["vaults"]
     deployed = STATE["deployment"] and STATE["deployment"]["outputs"]["keyVaultName"]["value"]
     if name not in vaults and name != deployed and name not in CFG["existing_vaults"]:
-        raise AzError(f"Failed to resolve '{name}.vault.azure.net'", 1)
-    if STATE["vault_denials"] > 0:
-        STATE["vault_denials"] -= 1
+        raise AzError(f"Failed to resolve '{name}{cloud()['vault']}'", 1)
+    kv = vaults.setdefault(name, {"secrets": {}, "certificates": {}})
+    if STATE["deployment"] and STATE["deployment"]["outputs"]["vnetEnabled"]["value"] and not STATE["inside_vnet"]:
+        raise AzError("(Forbidden) Public network access is disabled and request is not from a trusted service nor "
+                      "via an approved private link.\nCaller: appid=...\nVault: " + name + "\nCode: Forbidden\n"
+                      'Inner error: {\n    "code": "ForbiddenByConnection"\n}', 1)
+    scopes = {vault_id(name).lower()}
+    if item is not None and item in kv[kind]:
+        scopes.add(f"{vault_id(name)}/{kind}/{item}".lower())
+    allowed = any(a["principalId"] == caller() and a["roleDefinitionId"].endswith(OFFICER[kind])
+                  and a["scope"].lower() in scopes for a in STATE["role_assignments"])
+    if STATE["rbac_pending"] > 0:  # a new role assignment is still propagating
+        STATE["rbac_pending"] -= 1
+        allowed = False
+    if not allowed and not STATE["vault_open"]:
         save()
-        raise AzError("(Forbidden) Caller is not authorized to perform action on resource. "
-                      "Inner error: ForbiddenByRbac", 1)
-    return vaults.setdefault(name, {"secrets": {}, "certificates": {}})
+        raise AzError("(Forbidden) Caller is not authorized to perform action on resource.\nIf role assignments, "
+                      "deny assignments or role definitions were changed recently, please observe propagation "
+                      "time.\nCode: Forbidden\n"
+                      'Inner error: {\n    "code": "ForbiddenByRbac"\n}', 1)
+    return kv
 
 
 def certificate_view(name: str, cert: dict[str, Any], vault_name: str) -> dict[str, Any]:
@@ -322,7 +430,7 @@ def certificate_view(name: str, cert: dict[str, Any], vault_name: str) -> dict[s
     return {
         "attributes": {"created": version["created"], "enabled": True, "expires": version["expires"],
                        "notBefore": version["notBefore"], "recoveryLevel": "Recoverable", "updated": version["created"]},
-        "id": f"https://{vault_name}.vault.azure.net/certificates/{name}/{version['version']}",
+        "id": f"https://{vault_name}{cloud()['vault']}/certificates/{name}/{version['version']}",
         "name": name,
         "subject": "",
         "tags": None,
@@ -347,8 +455,8 @@ def new_certificate_version(cert: dict[str, Any], name: str) -> None:
 
 def federated_body(opts: dict[str, Any], *, create: bool) -> dict[str, Any]:
     text = load_file_arg(opts["--parameters"])
-    if os.path.isfile(text):
-        text = Path(text).read_text()
+    if text and local(text).is_file():
+        text = local(text).read_text()
     try:
         body = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -369,255 +477,654 @@ def federated_body(opts: dict[str, Any], *, create: bool) -> dict[str, Any]:
     return body
 
 
-def run(command: str, opts: dict[str, Any]) -> Any:  # noqa: C901 - one branch per command, as a table
-    if command == "account show":
-        return {"environmentName": CFG["cloud"], "id": "sub-1", "isDefault": True, "name": "Subscription 1",
-                "tenantId": CFG["tenant"], "user": {"name": "me@example.com", "type": "user"}}
-    if command == "cloud show":
-        login = CLOUDS[CFG["cloud"]][0]
-        return {"name": CFG["cloud"], "isActive": True, "endpoints": {"activeDirectory": login}}
-    if command == "group show":
-        if not STATE["group"]:
-            raise AzError(f"(ResourceGroupNotFound) Resource group '{opts['--name']}' could not be found.", 3)
-        return {"name": opts["--name"], "location": STATE["group"], "properties": {"provisioningState": "Succeeded"}}
-    if command == "group create":
-        STATE["group"] = opts["--location"]
-        return {"name": opts["--name"], "location": STATE["group"]}
-    if command == "ad app list":
-        apps = STATE["apps"]
-        if "--filter" in opts:
-            match = re.fullmatch(r"displayName eq '((?:[^']|'')*)'", opts["--filter"])
-            if not match:
-                raise AzError(f"Unsupported filter in fake az: {opts['--filter']}", 1)
-            name = match.group(1).replace("''", "'")
-            apps = [a for a in apps if a["displayName"] == name]
-        elif "--display-name" in opts:
-            apps = [a for a in apps if a["displayName"].startswith(opts["--display-name"])]
-        return apps
-    if command == "ad app create":
-        created = new_app(CFG["new_app"], opts["--display-name"])
-        STATE["apps"].append(created)
-        return created
-    if command == "ad sp list":
-        match = re.fullmatch(r"appId eq '([0-9a-f-]+)'", opts.get("--filter", ""))
-        return [{"id": CFG["sp"], "appId": match.group(1)}] if match and STATE["sp"] else []
-    if command in ("ad sp show", "ad sp create"):
-        if command == "ad sp create":
-            app(opts["--id"])
-            STATE["sp"] = True
+# --- commands ------------------------------------------------------------------------------------------
+
+HANDLERS: dict[str, Callable[[dict[str, Any]], Any]] = {}
+
+
+def handles(*commands: str) -> Callable[[Callable[[dict[str, Any]], Any]], Callable[[dict[str, Any]], Any]]:
+    def register(function: Callable[[dict[str, Any]], Any]) -> Callable[[dict[str, Any]], Any]:
+        for command in commands:
+            HANDLERS[command] = function
+        return function
+    return register
+
+
+@handles("login")
+def login(opts: dict[str, Any]) -> Any:
+    return [{"cloudName": CFG["cloud"], "id": CFG["subscription"], "tenantId": CFG["tenant"]}]
+
+
+@handles("account show")
+def account_show(opts: dict[str, Any]) -> Any:
+    user = {
+        "user": {"name": "me@example.com", "type": "user"},
+        "sp": {"name": CFG["deployer_app"], "type": "servicePrincipal"},
+        "mi": {"name": "systemAssignedIdentity", "type": "servicePrincipal", "assignedIdentityInfo": "MSI"},
+    }[CFG["login"]]
+    return {"environmentName": CFG["cloud"], "id": CFG["subscription"], "isDefault": True,
+            "name": "Subscription 1", "tenantId": CFG["tenant"], "user": user}
+
+
+@handles("account get-access-token")
+def access_token(opts: dict[str, Any]) -> Any:
+    def part(value: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+    claims = {"aud": "https://management.core.windows.net/", "iss": f"https://sts.windows.net/{CFG['tenant']}/",
+              "oid": caller(), "tid": CFG["tenant"], "idtyp": "user" if CFG["login"] == "user" else "app"}
+    token = f"{part({'alg': 'RS256', 'typ': 'JWT'})}.{part(claims)}.{CFG['token_signature']}"
+    return {"accessToken": token, "expiresOn": "2030-01-01 00:00:00.000000", "expires_on": 1893456000,
+            "subscription": CFG["subscription"], "tenant": CFG["tenant"], "tokenType": "Bearer"}
+
+
+@handles("cloud show")
+def cloud_show(opts: dict[str, Any]) -> Any:
+    name = opts.get("--name", CFG["cloud"])
+    if name not in CLOUDS:
+        raise AzError(f"The cloud '{name}' is not registered.", 3)
+    c = CLOUDS[name]
+    return {"name": name, "isActive": name == CFG["cloud"], "profile": "latest",
+            "endpoints": {"activeDirectory": c["login"], "microsoftGraphResourceId": c["graph"],
+                          "resourceManager": c["rm"]},
+            "suffixes": {"keyvaultDns": c["vault"], "storageEndpoint": c["storage"]}}
+
+
+@handles("group show")
+def group_show(opts: dict[str, Any]) -> Any:
+    if not STATE["group"] or opts["--name"] != STATE["rg_name"]:
+        raise AzError(f"(ResourceGroupNotFound) Resource group '{opts['--name']}' could not be found.", 3)
+    return {"id": group_id(), "name": opts["--name"], "location": STATE["group"],
+            "properties": {"provisioningState": "Succeeded"}}
+
+
+@handles("group create")
+def group_create(opts: dict[str, Any]) -> Any:
+    STATE["group"] = opts["--location"]
+    STATE["rg_name"] = opts["--name"]
+    return {"id": group_id(), "name": opts["--name"], "location": STATE["group"]}
+
+
+@handles("group delete")
+def group_delete(opts: dict[str, Any]) -> Any:
+    group_show(opts)
+    if "--yes" not in opts:
+        raise AzError("Are you sure you want to perform this operation? (y/n): (no terminal to ask)", 1)
+    deployed = STATE["deployment"] and STATE["deployment"]["outputs"]["keyVaultName"]["value"]
+    if deployed:
+        STATE["deleted_vaults"].append(deployed)
+        STATE["vaults"].pop(deployed, None)
+    STATE["role_assignments"] = [a for a in STATE["role_assignments"] if not a["scope"].startswith(group_id())]
+    STATE.update(group="", deployment=None)
+    return None
+
+
+@handles("provider show")
+def provider_show(opts: dict[str, Any]) -> Any:
+    registered = opts["--namespace"] != "Microsoft.App" or STATE["app_provider_registered"]
+    return {"namespace": opts["--namespace"], "registrationState": "Registered" if registered else "NotRegistered"}
+
+
+@handles("provider register")
+def provider_register(opts: dict[str, Any]) -> Any:
+    if STATE["provider_register_fails"]:
+        raise AzError(f"(AuthorizationFailed) The client '{caller()}' does not have authorization to perform action "
+                      "'Microsoft.App/register/action' over scope '/subscriptions/sub-1'.", 1)
+    if opts["--namespace"] == "Microsoft.App":
+        STATE["app_provider_registered"] = True
+    return None
+
+
+@handles("functionapp list-flexconsumption-locations")
+def flex_locations(opts: dict[str, Any]) -> Any:
+    return [{"name": region} for region in CFG["flex_regions"]]
+
+
+@handles("ad app list")
+def app_list(opts: dict[str, Any]) -> Any:
+    apps = STATE["apps"]
+    if "--filter" in opts:
+        match = re.fullmatch(r"displayName eq '((?:[^']|'')*)'", opts["--filter"])
+        if not match:
+            raise AzError(f"Unsupported filter in fake az: {opts['--filter']}", 1)
+        name = match.group(1).replace("''", "'")
+        apps = [a for a in apps if a["displayName"] == name]
+    elif "--display-name" in opts:
+        apps = [a for a in apps if a["displayName"].startswith(opts["--display-name"])]
+    return apps
+
+
+@handles("ad app create")
+def app_create(opts: dict[str, Any]) -> Any:
+    if STATE["app_create_fails"]:
+        raise AzError("Insufficient privileges to complete the operation.", 1)
+    created = new_app(CFG["new_app"], opts["--display-name"])
+    STATE["apps"].append(created)
+    return created
+
+
+@handles("ad app delete")
+def app_delete(opts: dict[str, Any]) -> Any:
+    target = app(opts["--id"])
+    STATE["apps"].remove(target)
+    STATE["sp"] = False
+    STATE["consented"] = False
+    return None
+
+
+@handles("ad sp list")
+def sp_list(opts: dict[str, Any]) -> Any:
+    match = re.fullmatch(r"appId eq '([0-9a-f-]+)'", opts.get("--filter", ""))
+    return [{"id": CFG["sp"], "appId": match.group(1)}] if match and STATE["sp"] else []
+
+
+@handles("ad sp show", "ad sp create")
+def sp_show(opts: dict[str, Any]) -> Any:
+    if opts["--id"] == GRAPH_API and RECORD["command"] == "ad sp show":
+        return {"id": CFG["graph_sp"], "appId": GRAPH_API, "displayName": "Microsoft Graph"}
+    if RECORD["command"] == "ad sp create":
+        app(opts["--id"])
+        STATE["sp"] = True
+    if not STATE["sp"]:
+        raise AzError(f"Service principal '{opts['--id']}' doesn't exist", 3)
+    return {"id": CFG["sp"], "appId": opts["--id"]}
+
+
+@handles("ad signed-in-user show")
+def signed_in_user(opts: dict[str, Any]) -> Any:
+    if CFG["login"] != "user":
+        raise AzError("/me request is only valid with delegated authentication flow.", 1)
+    return {"id": CFG["me"], "userPrincipalName": "me@example.com"}
+
+
+@handles("ad app permission list")
+def permission_list(opts: dict[str, Any]) -> Any:
+    app(opts["--id"])
+    return ([{"resourceAppId": GRAPH_API, "resourceAccess": [{"id": CFG["user_read_all"], "type": "Role"}]}]
+            if STATE["permission"] else [])
+
+
+@handles("ad app permission add")
+def permission_add(opts: dict[str, Any]) -> Any:
+    app(opts["--id"])
+    STATE["permission"] = True
+    return None
+
+
+@handles("ad app permission admin-consent")
+def admin_consent(opts: dict[str, Any]) -> Any:
+    # An internal portal API (main.iam.ad.ext.azure.com): public cloud only, and not for service principals.
+    if CFG["cloud"] != "AzureCloud":
+        raise AzError("admin-consent is not supported in this cloud: the portal API it uses exists only in AzureCloud",
+                      1)
+    if CFG["login"] != "user":
+        raise AzError("Operation failed: service principals cannot use the portal API behind admin-consent", 1)
+    if STATE["consent_fails"]:
+        raise AzError("Insufficient privileges to complete the operation.", 1)
+    STATE["consented"] = True
+    return None
+
+
+@handles("rest")
+def rest(opts: dict[str, Any]) -> Any:
+    method = opts.get("--method", "get").lower()
+    url = opts["--uri"]
+    graph = cloud()["graph"].rstrip("/")
+    if not url.startswith(graph + "/"):
+        # az sends a token only to the active cloud's endpoints: another cloud's Graph gets none.
+        raise AzError('Unauthorized({"error":{"code":"InvalidAuthenticationToken","message":"Access token is '
+                      'empty."}})', 1)
+    path = url[len(graph):]
+    if method == "get" and path == f"/v1.0/servicePrincipals/{CFG['sp']}/appRoleAssignments":
+        assignment = {"id": "assignment-1", "appRoleId": CFG["user_read_all"], "resourceId": CFG["graph_sp"],
+                      "principalId": CFG["sp"]}
+        return {"value": [assignment] if STATE["consented"] else []}
+    if method == "post" and path == f"/v1.0/servicePrincipals/{CFG['graph_sp']}/appRoleAssignedTo":
+        body = json.loads(load_file_arg(opts.get("--body", "{}")))
+        expected = {"principalId": CFG["sp"], "resourceId": CFG["graph_sp"], "appRoleId": CFG["user_read_all"]}
+        if body != expected:
+            raise AzError(f"Bad Request({{\"error\":{{\"code\":\"Request_BadRequest\",\"message\":\"unexpected body "
+                          f"{body}, expected {expected}\"}}}})", 1)
         if not STATE["sp"]:
-            raise AzError(f"Service principal '{opts['--id']}' doesn't exist", 3)
-        return {"id": CFG["sp"], "appId": opts["--id"]}
-    if command == "ad signed-in-user show":
-        return {"id": CFG["me"], "userPrincipalName": "me@example.com"}
-    if command == "ad app permission list":
-        app(opts["--id"])
-        return ([{"resourceAppId": GRAPH_API, "resourceAccess": [{"id": CFG["user_read_all"], "type": "Role"}]}]
-                if STATE["permission"] else [])
-    if command == "ad app permission add":
-        app(opts["--id"])
-        STATE["permission"] = True
-        return None
-    if command == "ad app permission admin-consent":
+            raise AzError('Not Found({"error":{"code":"Request_ResourceNotFound","message":"Resource does not '
+                          'exist."}})', 1)
         if STATE["consent_fails"]:
-            raise AzError("Insufficient privileges to complete the operation.", 1)
+            raise AzError('Forbidden({"error":{"code":"Authorization_RequestDenied","message":"Insufficient '
+                          'privileges to complete the operation."}})', 1)
+        if STATE["consented"]:
+            raise AzError('Bad Request({"error":{"code":"Request_BadRequest","message":"Permission being assigned '
+                          'already exists on the object"}})', 1)
         STATE["consented"] = True
+        return {"id": "assignment-1", **expected, "principalType": "ServicePrincipal"}
+    raise AzError(f"fake az rest: unexpected request {method} {url}", 1)
+
+
+def role_id(role: str) -> str:
+    for guid, name in ROLES.items():
+        if role in (guid, name):
+            return f"/subscriptions/{CFG['subscription']}/providers/Microsoft.Authorization/roleDefinitions/{guid}"
+    raise AzError(f"Role '{role}' doesn't exist.", 3)
+
+
+def role_view(assignment: dict[str, Any]) -> dict[str, Any]:
+    return {**assignment, "name": assignment["id"].rsplit("/", 1)[-1], "condition": None,
+            "roleDefinitionName": ROLES[assignment["roleDefinitionId"].rsplit("/", 1)[-1]],
+            "type": "Microsoft.Authorization/roleAssignments"}
+
+
+def matching_assignments(opts: dict[str, Any]) -> list[dict[str, Any]]:
+    if "--assignee" in opts and "--assignee-object-id" in opts:
+        raise AzError("Usage error: Provide only one of --assignee or --assignee-object-id.", 1)
+    found = STATE["role_assignments"]
+    if "--scope" in opts:  # atScope(): exactly this scope unless --include-inherited
+        found = [a for a in found if a["scope"].lower() == opts["--scope"].lower()]
+    principal = opts.get("--assignee-object-id") or opts.get("--assignee")
+    if principal:
+        found = [a for a in found if a["principalId"] == principal]
+    if "--role" in opts:
+        found = [a for a in found if a["roleDefinitionId"] == role_id(opts["--role"])]
+    return found
+
+
+def check_scope(scope: str) -> None:
+    """The fake is strict: a scope below a vault (secrets/<name>, certificates/<name>) must exist."""
+    match = re.fullmatch(r"(.*/providers/Microsoft\.KeyVault/vaults/([^/]+))/(secrets|certificates)/([^/]+)", scope,
+                         re.I)
+    if match:
+        kv = STATE["vaults"].get(match.group(2), {}).get(match.group(3), {})
+        if match.group(4) not in kv:
+            raise AzError(f"(InvalidResourceNamespace) The scope '{scope}' is not valid: the resource does not "
+                          "exist.", 1)
+
+
+@handles("role assignment create")
+def role_create(opts: dict[str, Any]) -> Any:
+    if bool(opts.get("--assignee")) == bool(opts.get("--assignee-object-id")):
+        raise AzError("usage error: --assignee STRING | --assignee-object-id GUID", 1)
+    if "--assignee-principal-type" in opts and "--assignee-object-id" not in opts:
+        raise AzError("usage error: --assignee-object-id GUID --assignee-principal-type TYPE", 1)
+    principal = opts.get("--assignee-object-id") or opts["--assignee"]
+    existing = matching_assignments({"--scope": opts["--scope"], "--assignee-object-id": principal,
+                                     "--role": opts["--role"]})
+    if existing:  # az answers RoleAssignmentExists with the existing assignment
+        return role_view(existing[0])
+    check_scope(opts["--scope"])
+    number = STATE["role_assignment_counter"] = STATE["role_assignment_counter"] + 1
+    assignment = {"id": f"{opts['--scope']}/providers/Microsoft.Authorization/roleAssignments/ra-{number:04d}",
+                  "principalId": principal, "principalType": opts.get("--assignee-principal-type", "User"),
+                  "roleDefinitionId": role_id(opts["--role"]), "scope": opts["--scope"]}
+    STATE["role_assignments"].append(assignment)
+    STATE["rbac_pending"] = CFG["rbac_delay"]
+    return role_view(assignment)
+
+
+@handles("role assignment list")
+def role_list(opts: dict[str, Any]) -> Any:
+    return [role_view(a) for a in matching_assignments(opts)]
+
+
+@handles("role assignment delete")
+def role_delete(opts: dict[str, Any]) -> Any:
+    if "--ids" in opts:
+        STATE["role_assignments"] = [a for a in STATE["role_assignments"] if a["id"] not in opts["--ids"].split()]
         return None
-    if command == "rest":
-        if opts.get("--method", "get").lower() == "get" and opts["--uri"].endswith("/appRoleAssignments"):
-            return {"value": [{"id": "assignment-1", "appRoleId": CFG["user_read_all"]}] if STATE["consented"] else []}
-        raise AzError(f"fake az rest: unexpected request {opts.get('--method')} {opts['--uri']}", 1)
-    if command == "deployment group create":
-        if not STATE["group"]:
-            raise AzError(f"(ResourceGroupNotFound) Resource group '{opts['--resource-group']}' could not be found.", 3)
-        for value in opts.get("--parameters", []):
-            if value.endswith(".bicepparam") and not Path(value).is_file():
-                raise AzError(f"Unable to find the parameters file '{value}'", 2)
-        outputs = deployment_outputs(RECORD["env"])
-        STATE["deployments"] += 1
-        STATE["deployment"] = {"name": opts.get("--name", "main"), "outputs": outputs}
-        return {"name": STATE["deployment"]["name"], "properties": {"outputs": outputs, "provisioningState": "Succeeded"}}
-    if command == "deployment group show":
-        deployment = STATE["deployment"]
-        if not deployment or deployment["name"] != opts["--name"]:
-            raise AzError(f"(DeploymentNotFound) Deployment '{opts['--name']}' could not be found.", 3)
-        return {"id": f"/subscriptions/sub-1/resourceGroups/{opts['--resource-group']}/providers/"
-                      f"Microsoft.Resources/deployments/{deployment['name']}",
-                "name": deployment["name"],
-                "properties": {"outputs": deployment["outputs"], "provisioningState": "Succeeded"}}
-    if command == "identity show":
-        names = CFG["names"]
-        if opts.get("--name") != names["identity"]:
-            raise AzError(f"(ResourceNotFound) The Resource '{opts.get('--name')}' was not found.", 3)
-        return {"clientId": CFG["identity_client"], "principalId": STATE["identity_principal"],
-                "tenantId": CFG["tenant"], "name": names["identity"],
-                "type": "Microsoft.ManagedIdentity/userAssignedIdentities",
-                "id": f"/subscriptions/sub-1/resourceGroups/rg/providers/Microsoft.ManagedIdentity/"
-                      f"userAssignedIdentities/{names['identity']}"}
-    if command == "keyvault secret list":
-        kv = vault(opts)
-        return [{"id": f"https://{opts['--vault-name']}.vault.azure.net/secrets/{name}", "name": name,
-                 "attributes": {"enabled": True, "expires": s.get("expires")}} for name, s in kv["secrets"].items()]
-    if command == "keyvault secret set":
-        if ("--value" in opts) == ("--file" in opts):
-            raise AzError("usage error: --value VALUE | --file PATH", 2)
-        expires = keyvault_datetime("--expires", opts["--expires"]) if "--expires" in opts else None
-        kv = vault(opts)
-        if "--file" in opts:
-            if opts["--file"] == "/dev/stdin":
-                value = STDIN or ""
-            else:
-                value = Path(opts["--file"]).read_text()
-            RECORD["stdin"] = value
-        else:
-            value = opts["--value"]
-        kv["secrets"][opts["--name"]] = {"expires": iso(expires) if expires else None,
-                                         "contentType": opts.get("--content-type")}
-        STATE["secret_values"][opts["--name"]] = hashlib.sha256(value.encode()).hexdigest()
-        return {"id": f"https://{opts['--vault-name']}.vault.azure.net/secrets/{opts['--name']}/v1",
-                "name": opts["--name"], "value": value,
-                "attributes": {"enabled": True, "expires": iso(expires) if expires else None}}
-    if command == "keyvault certificate list":
-        kv = vault(opts)
-        return [certificate_view(name, cert, opts["--vault-name"]) for name, cert in kv["certificates"].items()]
-    if command == "keyvault certificate show":
-        kv = vault(opts)
-        cert = kv["certificates"].get(opts.get("--name", ""))
+    if not any(k in opts for k in ("--assignee", "--assignee-object-id", "--role", "--scope", "--resource-group")):
+        raise AzError("Please provide at least one of these arguments: --ids, --assignee, --assignee-object-id, "
+                      "--role, --resource-group, --scope", 2)
+    found = matching_assignments(opts)
+    if not found:
+        raise AzError("No matched assignments were found to delete", 1)
+    STATE["role_assignments"] = [a for a in STATE["role_assignments"] if a not in found]
+    return None
+
+
+@handles("deployment group create", "deployment group what-if")
+def deployment_create(opts: dict[str, Any]) -> Any:
+    if not STATE["group"] or opts["--resource-group"] != STATE["rg_name"]:
+        raise AzError(f"(ResourceGroupNotFound) Resource group '{opts['--resource-group']}' could not be found.", 3)
+    for value in opts.get("--parameters", []):
+        if value.endswith(".bicepparam") and not local(value).is_file():
+            raise AzError(f"Unable to find the parameters file '{value}'", 2)
+    outputs = deployment_outputs(RECORD["env"])
+    if RECORD["command"] == "deployment group what-if":
+        STATE["what_ifs"] += 1
+        OUT.write("Note: The result may contain false positive predictions (noise).\n\n"
+                         "Resource and property changes are indicated with these symbols:\n  + Create\n  ~ Modify\n\n"
+                         f"The deployment will update the following scope:\n\nScope: {group_id()}\n\n"
+                         f"  ~ Microsoft.Web/sites/{CFG['names']['functionApp']}\n\n"
+                         "Resource changes: 1 to modify.\n")
+        return None
+    STATE["deployments"] += 1
+    STATE["deployment"] = {"name": opts.get("--name", "main"), "outputs": outputs}
+    return {"name": STATE["deployment"]["name"], "properties": {"outputs": outputs, "provisioningState": "Succeeded"}}
+
+
+@handles("deployment group show")
+def deployment_show(opts: dict[str, Any]) -> Any:
+    deployment = STATE["deployment"]
+    if not STATE["group"] or opts["--resource-group"] != STATE["rg_name"]:
+        raise AzError(f"(ResourceGroupNotFound) Resource group '{opts['--resource-group']}' could not be found.", 3)
+    if not deployment or deployment["name"] != opts["--name"]:
+        raise AzError(f"(DeploymentNotFound) Deployment '{opts['--name']}' could not be found.", 3)
+    outputs = {k: v for k, v in deployment["outputs"].items() if k not in STATE["missing_outputs"]}
+    return {"id": f"{group_id()}/providers/Microsoft.Resources/deployments/{deployment['name']}",
+            "name": deployment["name"], "properties": {"outputs": outputs, "provisioningState": "Succeeded"}}
+
+
+@handles("identity show")
+def identity_show(opts: dict[str, Any]) -> Any:
+    names = CFG["names"]
+    if opts.get("--name") != names["identity"]:
+        raise AzError(f"(ResourceNotFound) The Resource '{opts.get('--name')}' was not found.", 3)
+    return {"clientId": CFG["identity_client"], "principalId": STATE["identity_principal"],
+            "tenantId": CFG["tenant"], "name": names["identity"],
+            "type": "Microsoft.ManagedIdentity/userAssignedIdentities",
+            "id": f"{group_id()}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{names['identity']}"}
+
+
+@handles("keyvault show")
+def keyvault_show(opts: dict[str, Any]) -> Any:
+    name = opts.get("--name")
+    deployed = STATE["deployment"] and STATE["deployment"]["outputs"]["keyVaultName"]["value"]
+    if name != deployed and name not in CFG["existing_vaults"]:
+        raise AzError(f"(ResourceNotFound) The Resource 'Microsoft.KeyVault/vaults/{name}' was not found.", 3)
+    return {"id": vault_id(name), "name": name, "properties": {"vaultUri": f"https://{name}{cloud()['vault']}/"}}
+
+
+@handles("keyvault secret list")
+def secret_list(opts: dict[str, Any]) -> Any:
+    kv = vault(opts, "secrets")
+    return [{"id": f"https://{opts['--vault-name']}{cloud()['vault']}/secrets/{name}", "name": name,
+             "attributes": {"enabled": s["enabled"], "expires": s.get("expires")}, "contentType": s.get("contentType")}
+            for name, s in kv["secrets"].items()]
+
+
+@handles("keyvault secret show")
+def secret_show(opts: dict[str, Any]) -> Any:
+    name = opts.get("--name", "")
+    kv = vault(opts, "secrets", name)
+    secret = kv["secrets"].get(name)
+    if secret is None:
+        raise AzError(f"(SecretNotFound) A secret with (name/id) {name} was not found in this key vault. If you "
+                      "recently deleted this secret you may be able to recover it using the correct recovery "
+                      "command.\nCode: SecretNotFound", 3)
+    if not secret["enabled"]:
+        raise AzError("(Forbidden) Operation get is not allowed on a disabled secret.\nCode: Forbidden\n"
+                      'Inner error: {\n    "code": "SecretDisabled"\n}', 1)
+    return {"attributes": {"enabled": True, "expires": secret.get("expires"), "recoveryLevel": "Recoverable+Purgeable"},
+            "contentType": secret.get("contentType"), "id": f"https://{opts['--vault-name']}{cloud()['vault']}/secrets/"
+            f"{name}/v{secret.get('versions', 1)}", "kid": None, "managed": None, "name": name, "tags": None,
+            "value": "*" * secret.get("length", 40)}
+
+
+@handles("keyvault secret set")
+def secret_set(opts: dict[str, Any]) -> Any:
+    if ("--value" in opts) == ("--file" in opts):
+        raise AzError("usage error: --value VALUE | --file PATH", 2)
+    expires = keyvault_datetime("--expires", opts["--expires"]) if "--expires" in opts else None
+    if "--file" in opts:
+        value = (STDIN or "") if opts["--file"] == "/dev/stdin" else local(opts["--file"]).read_text()
+        RECORD["stdin"] = value
+    else:
+        value = opts["--value"]
+    kv = vault(opts, "secrets", opts["--name"])
+    if STATE["secret_set_fails"]:
+        raise AzError("(Forbidden) The user, group or application does not have secrets set permission on key "
+                      "vault.\nCode: Forbidden", 1)
+    previous = kv["secrets"].get(opts["--name"], {})
+    kv["secrets"][opts["--name"]] = {"expires": iso(expires) if expires else None, "enabled": True,
+                                     "contentType": opts.get("--content-type"), "length": len(value),
+                                     "versions": previous.get("versions", 0) + 1}
+    STATE["secret_values"][opts["--name"]] = hashlib.sha256(value.encode()).hexdigest()
+    return {"id": f"https://{opts['--vault-name']}{cloud()['vault']}/secrets/{opts['--name']}/v1",
+            "name": opts["--name"], "value": value,
+            "attributes": {"enabled": True, "expires": iso(expires) if expires else None}}
+
+
+@handles("keyvault certificate list")
+def certificate_list(opts: dict[str, Any]) -> Any:
+    kv = vault(opts, "certificates")
+    return [certificate_view(name, cert, opts["--vault-name"]) for name, cert in kv["certificates"].items()]
+
+
+@handles("keyvault certificate show")
+def certificate_show(opts: dict[str, Any]) -> Any:
+    name = opts.get("--name", "")
+    kv = vault(opts, "certificates", name)
+    cert = kv["certificates"].get(name)
+    if cert is None:
+        raise AzError(f"(CertificateNotFound) A certificate with (name/id) {name} was not found in this key vault.",
+                      3)
+    shown = certificate_view(name, cert, opts["--vault-name"])
+    del shown["subject"]
+    shown.update({"cer": "(base64 DER)", "contentType": cert["policy"].get("secret_properties", {})
+                  .get("content_type"), "policy": cert["policy_camel"]})
+    return shown
+
+
+@handles("keyvault certificate create")
+def certificate_create(opts: dict[str, Any]) -> Any:
+    text = load_file_arg(opts["--policy"])
+    try:
+        policy_camel = json.loads(text)
+    except json.JSONDecodeError:
+        raise AzError("incorrect usage: policy should be a JSON encoded string or can use @{file} to load "
+                      "from a file(e.g.@my_policy.json).", 2) from None
+    kv = vault(opts, "certificates", opts["--name"])
+    cert = kv["certificates"].setdefault(opts["--name"], {"versions": []})
+    cert["policy_camel"] = policy_camel
+    cert["policy"] = snake(policy_camel)
+    STATE["certificate_policies"].append(cert["policy"])
+    new_certificate_version(cert, opts["--name"])
+    return {"id": f"https://{opts['--vault-name']}{cloud()['vault']}/certificates/{opts['--name']}/pending",
+            "name": opts["--name"], "status": "completed", "issuerParameters": {"name": "Self"}}
+
+
+@handles("ad app credential reset")
+def credential_reset(opts: dict[str, Any]) -> Any:
+    target = app(opts["--id"])
+    if "--years" in opts and "--end-date" in opts:
+        raise AzError("usage error: --years | --end-date", 1)
+    if STATE["reset_fails"]:
+        raise AzError("Insufficient privileges to complete the operation.", 1)
+    start = now()
+    end = (parse_any_date(opts["--end-date"]) if "--end-date" in opts
+           else add_years(start, int(opts.get("--years", "1"))))
+    if "--append" not in opts:
+        target["passwordCredentials"] = []
+    cert_name, keyvault_name = opts.get("--cert"), opts.get("--keyvault")
+    if cert_name or "--create-cert" in opts:
+        if not (cert_name and keyvault_name):
+            raise AzError("fake az: only --cert NAME --keyvault VAULT is simulated", 2)
+        kv = vault_by_name(keyvault_name, "certificates", cert_name)
+        cert = kv["certificates"].get(cert_name)
         if cert is None:
-            raise AzError(f"(CertificateNotFound) A certificate with (name/id) {opts.get('--name')} was not found "
-                          "in this key vault.", 3)
-        shown = certificate_view(opts["--name"], cert, opts["--vault-name"])
-        del shown["subject"]
-        shown.update({"cer": "(base64 DER)", "contentType": cert["policy"].get("secret_properties", {})
-                      .get("content_type"), "policy": cert["policy_camel"]})
-        return shown
-    if command == "keyvault certificate create":
-        text = load_file_arg(opts["--policy"])
-        try:
-            policy_camel = json.loads(text)
-        except json.JSONDecodeError:
-            raise AzError("incorrect usage: policy should be a JSON encoded string or can use @{file} to load "
-                          "from a file(e.g.@my_policy.json).", 2) from None
-        kv = vault(opts)
-        cert = kv["certificates"].setdefault(opts["--name"], {"versions": []})
-        cert["policy_camel"] = policy_camel
-        cert["policy"] = snake(policy_camel)
-        STATE["certificate_policies"].append(cert["policy"])
-        new_certificate_version(cert, opts["--name"])
-        return {"id": f"https://{opts['--vault-name']}.vault.azure.net/certificates/{opts['--name']}/pending",
-                "name": opts["--name"], "status": "completed", "issuerParameters": {"name": "Self"}}
-    if command == "ad app credential reset":
-        target = app(opts["--id"])
-        if "--years" in opts and "--end-date" in opts:
-            raise AzError("usage error: --years | --end-date", 1)
-        start = now()
-        end = (parse_any_date(opts["--end-date"]) if "--end-date" in opts
-               else add_years(start, int(opts.get("--years", "1"))))
-        if "--append" not in opts:
-            target["passwordCredentials"] = []
-        cert_name, keyvault_name = opts.get("--cert"), opts.get("--keyvault")
-        if cert_name or "--create-cert" in opts:
-            if not (cert_name and keyvault_name):
-                raise AzError("fake az: only --cert NAME --keyvault VAULT is simulated", 2)
-            kv = STATE["vaults"].get(keyvault_name, {"certificates": {}})
-            cert = kv["certificates"].get(cert_name)
-            if cert is None:
-                raise AzError(f"(CertificateNotFound) A certificate with (name/id) {cert_name} was not found "
-                              "in this key vault.", 1)
-            version = cert["versions"][-1]
-            cert_end = dt.datetime.fromisoformat(version["expires"])
-            if cert_end < end:  # azure-cli's _validate_app_dates
-                sys.stderr.write(f"WARNING: Certificate expires {cert_end}. Adjusting key credential end date "
-                                 "to match.\n")
-                end = cert_end - dt.timedelta(seconds=1)
-            keys = target["keyCredentials"] if "--append" in opts else []
-            keys.append({"customKeyIdentifier": version["thumbprint"], "displayName": opts.get("--display-name"),
-                         "endDateTime": graph_time(end), "key": None, "keyId": f"key-{len(keys) + 1}",
-                         "startDateTime": graph_time(start), "type": "AsymmetricX509Cert", "usage": "Verify"})
-            target["keyCredentials"] = keys
-            password = None
-        else:
-            target["passwordCredentials"].append({
-                "displayName": opts.get("--display-name"), "endDateTime": graph_time(end),
-                "keyId": f"pwd-{len(target['passwordCredentials']) + 1}", "startDateTime": graph_time(start),
-                "hint": CFG["secret"][:3], "secretText": None})
-            password = CFG["secret"]
-        sys.stderr.write("WARNING: The output includes credentials that you must protect. Be sure that you do "
-                         "not include these credentials in your code or check the credentials into your source "
-                         "control. For more information, see https://aka.ms/azadsp-cli-creds\n")
-        return {"appId": target["appId"], "password": password, "tenant": CFG["tenant"]}
-    if command == "ad app credential list":
-        target = app(opts["--id"])
-        return target["keyCredentials"] if "--cert" in opts else target["passwordCredentials"]
-    if command == "ad app credential delete":
-        target = app(opts["--id"])
-        kind = "keyCredentials" if "--cert" in opts else "passwordCredentials"
-        target[kind] = [c for c in target[kind] if c["keyId"] != opts["--key-id"]]
-        return None
-    if command == "ad app federated-credential list":
-        return app(opts["--id"])["federatedIdentityCredentials"]
-    if command == "ad app federated-credential show":
-        for fic in app(opts["--id"])["federatedIdentityCredentials"]:
-            if opts["--federated-credential-id"] in (fic["id"], fic["name"]):
-                return fic
-        raise AzError("Request_ResourceNotFound: Resource does not exist", 3)
-    if command == "ad app federated-credential create":
-        target = app(opts["--id"])
-        body = federated_body(opts, create=True)
-        if any(f["name"] == body["name"] for f in target["federatedIdentityCredentials"]):
-            raise AzError(f"Request_BadRequest: FederatedIdentityCredential with name {body['name']} already exists.", 1)
-        if len(target["federatedIdentityCredentials"]) >= 20:
-            raise AzError("Request_BadRequest: Maximum number of federated identity credentials (20) reached.", 1)
-        fic = {"id": f"fic-{len(target['federatedIdentityCredentials']) + 1}", "description": None, **body}
-        target["federatedIdentityCredentials"].append(fic)
-        return fic
-    if command == "ad app federated-credential update":
-        target = app(opts["--id"])
-        body = federated_body(opts, create=False)
-        for fic in target["federatedIdentityCredentials"]:
-            if opts["--federated-credential-id"] in (fic["id"], fic["name"]):
-                if "name" in body and body["name"] != fic["name"]:
-                    raise AzError("Request_BadRequest: Property 'name' is read-only and cannot be updated.", 1)
-                fic.update(body)
-                return None
-        raise AzError("Request_ResourceNotFound: Resource does not exist", 3)
-    if command == "functionapp deployment source config-zip":
-        shutil.copy(opts["--src"], HOME / "published.zip")
-        return {"status": 4, "complete": True}
-    raise AzError(f"fake az: no behaviour for {command}", 2)
+            raise AzError(f"(CertificateNotFound) A certificate with (name/id) {cert_name} was not found "
+                          "in this key vault.", 1)
+        version = cert["versions"][-1]
+        cert_end = dt.datetime.fromisoformat(version["expires"])
+        if cert_end < end:  # azure-cli's _validate_app_dates
+            ERR.write(f"WARNING: Certificate expires {cert_end}. Adjusting key credential end date "
+                             "to match.\n")
+            end = cert_end - dt.timedelta(seconds=1)
+        keys = target["keyCredentials"] if "--append" in opts else []
+        STATE["key_counter"] += 1
+        keys.append({"customKeyIdentifier": version["thumbprint"], "displayName": opts.get("--display-name"),
+                     "endDateTime": graph_time(end), "key": None, "keyId": f"key-{STATE['key_counter']}",
+                     "startDateTime": graph_time(start), "type": "AsymmetricX509Cert", "usage": "Verify"})
+        target["keyCredentials"] = keys
+        password = None
+    else:
+        STATE["key_counter"] += 1
+        target["passwordCredentials"].append({
+            "displayName": opts.get("--display-name"), "endDateTime": graph_time(end),
+            "keyId": f"pwd-{STATE['key_counter']}", "startDateTime": graph_time(start),
+            "hint": CFG["secret"][:3], "secretText": None})
+        password = CFG["secret"]
+    ERR.write("WARNING: The output includes credentials that you must protect. Be sure that you do "
+                     "not include these credentials in your code or check the credentials into your source "
+                     "control. For more information, see https://aka.ms/azadsp-cli-creds\n")
+    return {"appId": target["appId"], "password": password, "tenant": CFG["tenant"]}
 
 
-def main() -> int:
-    global STDIN
+@handles("ad app credential list")
+def credential_list(opts: dict[str, Any]) -> Any:
+    target = app(opts["--id"])
+    return target["keyCredentials"] if "--cert" in opts else target["passwordCredentials"]
+
+
+@handles("ad app credential delete")
+def credential_delete(opts: dict[str, Any]) -> Any:
+    target = app(opts["--id"])
+    kind = "keyCredentials" if "--cert" in opts else "passwordCredentials"
+    if not any(c["keyId"] == opts["--key-id"] for c in target[kind]):
+        raise AzError(f"No key credential found with keyId as '{opts['--key-id']}'", 1)
+    target[kind] = [c for c in target[kind] if c["keyId"] != opts["--key-id"]]
+    return None
+
+
+@handles("ad app federated-credential list")
+def federated_list(opts: dict[str, Any]) -> Any:
+    return app(opts["--id"])["federatedIdentityCredentials"]
+
+
+def federated_find(opts: dict[str, Any]) -> dict[str, Any]:
+    for fic in app(opts["--id"])["federatedIdentityCredentials"]:
+        if opts["--federated-credential-id"] in (fic["id"], fic["name"]):
+            return fic
+    raise AzError("Request_ResourceNotFound: Resource does not exist", 3)
+
+
+@handles("ad app federated-credential show")
+def federated_show(opts: dict[str, Any]) -> Any:
+    return federated_find(opts)
+
+
+@handles("ad app federated-credential delete")
+def federated_delete(opts: dict[str, Any]) -> Any:
+    fic = federated_find(opts)
+    app(opts["--id"])["federatedIdentityCredentials"].remove(fic)
+    return None
+
+
+@handles("ad app federated-credential create")
+def federated_create(opts: dict[str, Any]) -> Any:
+    target = app(opts["--id"])
+    body = federated_body(opts, create=True)
+    if any(f["name"] == body["name"] for f in target["federatedIdentityCredentials"]):
+        raise AzError(f"Request_BadRequest: FederatedIdentityCredential with name {body['name']} already exists.", 1)
+    if len(target["federatedIdentityCredentials"]) >= 20:
+        raise AzError("Request_BadRequest: Maximum number of federated identity credentials (20) reached.", 1)
+    fic = {"id": f"fic-{len(target['federatedIdentityCredentials']) + 1}", "description": None, **body}
+    target["federatedIdentityCredentials"].append(fic)
+    return fic
+
+
+@handles("ad app federated-credential update")
+def federated_update(opts: dict[str, Any]) -> Any:
+    body = federated_body(opts, create=False)
+    fic = federated_find(opts)
+    if "name" in body and body["name"] != fic["name"]:
+        raise AzError("Request_BadRequest: Property 'name' is read-only and cannot be updated.", 1)
+    fic.update(body)
+    return None
+
+
+@handles("functionapp deployment source config-zip")
+def config_zip(opts: dict[str, Any]) -> Any:
+    """Flex Consumption: upload (202), poll the deployment up to --timeout, sleep 60 s, then poll the host's
+    status 15 times (azure-cli's enable_zip_deploy_flex + check_flex_app_after_deployment)."""
+    STATE["publishes"] += 1
+    shutil.copy(local(opts["--src"]), HOME / "published.zip")
+    ERR.write("WARNING: Getting scm site credentials for zip deployment\n"
+                     "WARNING: Starting zip deployment. This operation can take a while to complete ...\n")
+    outcome = STATE["zip_outcome"]
+    if outcome == "conflict":
+        raise AzError("There may be an ongoing deployment. Please track your deployment in "
+                      f"https://{opts.get('--name')}.scm.azurewebsites.net/api/deployments/latest", 1)
+    if outcome == "timeout":
+        raise AzError("Timeout reached by the command, however, the deployment operation\n"
+                      "                       is still on-going. Navigate to your scm site to check the deployment "
+                      "status", 1)
+    ERR.write("WARNING: Waiting for sync triggers...\nWARNING: Checking the health of the function app\n")
+    if outcome == "unhealthy":
+        raise AzError("Deployment was successful but the app appears to be unhealthy. Please check the app logs.", 1)
+    return "Deployment was successful."
+
+
+def run_call(argv: list[str], env: dict[str, str], cwd: str, stdin: str | None) -> tuple[int, str, str]:
+    """One az call: (exit code, stdout, stderr). Recorded in $FAKE_AZ_HOME/calls.jsonl."""
+    global HOME, CWD, STDIN, RECORD, OUT, ERR
+    HOME, CWD, STDIN = Path(env["FAKE_AZ_HOME"]), Path(cwd), stdin
+    OUT, ERR = io.StringIO(), io.StringIO()
+    RECORD = {"argv": argv, "env": {k: v for k, v in env.items() if k.startswith("GRAPH_EXPORT_")}}
+    STATE.clear()
+    CFG.clear()
     code = 0
     result: Any = None
     opts: dict[str, Any] = {}
     try:
-        command, opts = parse_command(ARGS)
+        command, opts = parse_command(argv)
         RECORD["command"] = command
-        if opts.get("--file") == "/dev/stdin":
-            STDIN = sys.stdin.read()  # before the lock: the writer at the other end of the pipe needs it
     except AzError as exc:
         command = ""
-        sys.stderr.write(f"ERROR: {exc}\n")
+        ERR.write(f"ERROR: {exc}\n")
         code = exc.code
     with open(HOME / "lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if command:
-            STATE.update(json.loads(STATE_FILE.read_text()))
+            STATE.update(json.loads((HOME / "state.json").read_text()))
             CFG.update(STATE["config"])
             try:
-                result = run(command, opts)
+                handler = HANDLERS.get(command)
+                if handler is None:
+                    raise AzError(f"fake az: no behaviour for {command}", 2)
+                if command in STATE["fail"]:  # a test's injected service error
+                    raise AzError(STATE["fail"][command], 1)
+                result = handler(opts)
                 save()
             except AzError as exc:
-                sys.stderr.write(f"ERROR: {exc}\n")
+                ERR.write(f"ERROR: {exc}\n")
                 code = exc.code
         RECORD["rc"] = code
         with open(HOME / "calls.jsonl", "a") as log:
             log.write(json.dumps(RECORD) + "\n")
     if command and code == 0:
         emit(result, opts)
-    return code
+    return code, OUT.getvalue(), ERR.getvalue()
+
+
+class CallHandler(socketserver.StreamRequestHandler):
+    """One connection = one call: a JSON request {argv, env, cwd, stdin} until EOF, a JSON reply {rc, out, err}."""
+
+    def handle(self) -> None:
+        request = json.loads(self.rfile.read())
+        try:
+            rc, out, err = run_call(request["argv"], request["env"], request["cwd"], request["stdin"])
+        except Exception:  # noqa: BLE001 - a bug in the fake must show in the test, not hang it
+            rc, out, err = 2, "", "fake az crashed:\n" + traceback.format_exc()
+        self.wfile.write(json.dumps({"rc": rc, "out": out, "err": err}).encode())
+
+
+def serve(socket_path: str) -> None:
+    """Answer calls one at a time (a pipe's two ends are two calls; the second reads its stdin first)."""
+    parent = os.getppid()
+    with socketserver.UnixStreamServer(socket_path, CallHandler) as server:
+        server.timeout = 1
+        print("ready", flush=True)
+        while os.getppid() == parent:  # ends with the test session, even one that was killed
+            server.handle_request()
+
+
+def main() -> int:
+    if sys.argv[1:2] == ["--serve"]:
+        serve(sys.argv[2])
+        return 0
+    argv = sys.argv[1:]
+    stdin = sys.stdin.read() if "/dev/stdin" in argv else None
+    rc, out, err = run_call(argv, dict(os.environ), os.getcwd(), stdin)
+    sys.stdout.write(out)
+    sys.stderr.write(err)
+    return rc
 
 
 if __name__ == "__main__":

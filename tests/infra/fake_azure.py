@@ -4,13 +4,37 @@ and the calls it recorded. Used by the deploy.sh tests and by the tests that run
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from .bicep_helpers import HERE, INFRA, iac_tool
+
+_SERVER: dict[str, Any] = {}
+
+
+def fake_az_server() -> str:
+    """The socket of the fake az server (fake_az.py --serve), started once per test session."""
+    if not _SERVER:
+        directory = Path(tempfile.mkdtemp(prefix="fake-az-"))  # short: a Unix socket path has at most 107 bytes
+        path = directory / "az.sock"
+        server = subprocess.Popen([str(iac_tool("python")), str(HERE / "fake_az.py"), "--serve", str(path)],
+                                  stdout=subprocess.PIPE, text=True)
+        assert server.stdout is not None and server.stdout.readline().strip() == "ready", "fake az server did not start"
+
+        def stop() -> None:
+            server.terminate()
+            server.wait(timeout=10)
+            shutil.rmtree(directory, ignore_errors=True)
+
+        atexit.register(stop)
+        _SERVER.update(process=server, socket=str(path))
+    return str(_SERVER["socket"])
 
 FAKE_SECRET = "Fake-Secret-Value-0123456789-must-never-leak"
 TENANT = "11111111-1111-1111-1111-111111111111"
@@ -20,6 +44,13 @@ SP = "44444444-4444-4444-4444-444444444444"
 ME = "55555555-5555-5555-5555-555555555555"
 IDENTITY_PRINCIPAL = "66666666-6666-6666-6666-666666666666"
 IDENTITY_CLIENT = "77777777-7777-7777-7777-777777777777"
+DEPLOYER_SP = "99999999-9999-9999-9999-999999999999"     # object id of a service principal or managed identity
+DEPLOYER_APP = "aaaaaaaa-aaaa-aaaa-aaaa-aaaaaaaaaaaa"    # app id of that service principal (az account show)
+GRAPH_SP = "bbbbbbbb-bbbb-bbbb-bbbb-bbbbbbbbbbbb"        # Microsoft Graph's service principal in the tenant
+TOKEN_SIGNATURE = "FAKE-TOKEN-SIGNATURE-must-never-leak"
+SECRETS_OFFICER = "b86a8fe4-44ce-4948-aee5-eccb2c155cd7"
+CERTIFICATES_OFFICER = "a4417e6f-fecd-4de8-b567-7b0420556985"
+RG = "rg-export"
 USER_READ_ALL = "df021288-bdef-4463-88db-98f22de89214"
 APP_NAME = "graph-user-export"
 NAMES = {
@@ -37,44 +68,59 @@ def app(app_id: str, name: str = APP_NAME, **extra: Any) -> dict[str, Any]:
 
 
 class FakeAzure:
-    """A fake `az` on PATH. State keywords: group (location of an existing group), apps (app ids named
-    app_name, or app dicts), sp, permission, consented, consent_fails, secret (the vault already holds the
-    client secret), vault_denials (data-plane calls refused before RBAC "propagates"), cloud, and
-    deployment_credential (the clientCredential of an earlier deployment)."""
+    """A fake `az` on PATH. Keywords: group (location of an existing group), apps (app ids named app_name, or
+    app dicts), secret (the vault already holds the client secret: True, or a dict of its attributes), cloud,
+    login (user | sp | mi), rbac_delay (data-plane calls refused after each new role assignment, as RBAC
+    propagates), deployment_credential (the clientCredential of an earlier deployment, deployment_vnet its
+    vnetEnabled), and any state key of fake_az.py: sp, permission, consented, consent_fails, reset_fails,
+    secret_set_fails, app_create_fails, zip_outcome (ok | unhealthy | timeout | conflict), inside_vnet,
+    app_provider_registered, provider_register_fails, rbac_pending, vault_open, missing_outputs, and fail
+    ({command: message}: that command fails with that service error), ..."""
 
-    def __init__(self, tmp_path: Path, *, app_name: str = APP_NAME, apps: list[Any] = (), secret: bool = False,
-                 cloud: str = "AzureCloud", deployment_credential: str | None = None, **state: Any):
+    def __init__(self, tmp_path: Path, *, app_name: str = APP_NAME, apps: list[Any] = (), secret: Any = False,
+                 cloud: str = "AzureCloud", login: str = "user", rbac_delay: int = 0,
+                 deployment_credential: str | None = None, deployment_vnet: bool = False, **state: Any):
         self.home = tmp_path / "az-home"
         self.bin = tmp_path / "bin"
         self.tmpdir = tmp_path / "tmp"
         for d in (self.home, self.bin, self.tmpdir):
             d.mkdir(parents=True)
         az = self.bin / "az"
-        az.write_text(f"#!/bin/sh\nexec '{iac_tool('python')}' '{HERE / 'fake_az.py'}' \"$@\"\n")
+        az.write_text(f"#!/bin/sh\nexec '{iac_tool('python')}' -I -S '{HERE / 'fake_az_client.py'}' \"$@\"\n")
         az.chmod(0o755)
+        self.socket = fake_az_server()
         initial: dict[str, Any] = {
             "config": {"tenant": TENANT, "new_app": NEW_APP, "sp": SP, "me": ME, "user_read_all": USER_READ_ALL,
                        "secret": FAKE_SECRET, "identity_client": IDENTITY_CLIENT, "names": NAMES, "cloud": cloud,
-                       "existing_vaults": []},
-            "group": "", "apps": [a if isinstance(a, dict) else app(a, app_name) for a in apps],
+                       "existing_vaults": [], "login": login, "deployer_sp": DEPLOYER_SP, "deployer_app": DEPLOYER_APP,
+                       "graph_sp": GRAPH_SP, "subscription": "sub-1", "rbac_delay": rbac_delay,
+                       "flex_regions": ["eastus", "northeurope", "westeurope", "usgovvirginia", "chinanorth3"],
+                       "token_signature": TOKEN_SIGNATURE},
+            "group": "", "rg_name": RG, "apps": [a if isinstance(a, dict) else app(a, app_name) for a in apps],
             "sp": False, "permission": False, "consented": False, "consent_fails": False,
-            "vaults": {}, "secret_values": {}, "certificate_policies": [], "vault_denials": 0,
+            "vaults": {}, "secret_values": {}, "certificate_policies": [], "rbac_pending": 0, "vault_open": False,
             "identity_principal": IDENTITY_PRINCIPAL, "deployments": 0, "deployment": None,
+            "role_assignments": [], "role_assignment_counter": 0, "key_counter": 0,
+            "reset_fails": False, "secret_set_fails": False, "app_create_fails": False, "zip_outcome": "ok",
+            "inside_vnet": False, "app_provider_registered": True, "provider_register_fails": False,
+            "what_ifs": 0, "publishes": 0, "deleted_vaults": [], "missing_outputs": [], "fail": {},
         }
         if secret:
-            initial["vaults"][NAMES["keyVault"]] = {
-                "secrets": {SECRET_NAME: {"expires": "2030-01-01T00:00:00+00:00", "contentType": None}},
-                "certificates": {}}
+            attributes = {"expires": "2030-01-01T00:00:00+00:00", "contentType": None, "enabled": True, "length": 40,
+                          "versions": 1}
+            if isinstance(secret, dict):
+                attributes.update(secret)
+            initial["vaults"][NAMES["keyVault"]] = {"secrets": {SECRET_NAME: attributes}, "certificates": {}}
         initial.update(state)
         (self.home / "state.json").write_text(json.dumps(initial))
         if deployment_credential:
-            self.set_previous_deployment(deployment_credential)
+            self.set_previous_deployment(deployment_credential, vnet=deployment_vnet)
 
     # --- running ------------------------------------------------------------------------------------
 
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("GRAPH_EXPORT_")}
-        env.update(PATH=f"{self.bin}{os.pathsep}{env['PATH']}", FAKE_AZ_HOME=str(self.home),
+        env.update(PATH=f"{self.bin}{os.pathsep}{env['PATH']}", FAKE_AZ_HOME=str(self.home), FAKE_AZ_SOCKET=self.socket,
                    TMPDIR=str(self.tmpdir), DEPLOY_RETRY_DELAY="0", DEPLOY_RETRY_COUNT="3", **extra)
         return env
 
@@ -141,14 +187,15 @@ class FakeAzure:
 
     # --- changing the world between runs ------------------------------------------------------------
 
-    def set_previous_deployment(self, credential: str) -> None:
+    def set_previous_deployment(self, credential: str, *, vnet: bool = False) -> None:
         """An earlier deployment of main.bicep, made with GRAPH_EXPORT_CLIENT_CREDENTIAL=credential."""
         state = self.state
         state["group"] = state["group"] or "westeurope"
         self.save_state(state)
-        proc = subprocess.run([str(self.bin / "az"), "deployment", "group", "create", "-g", "rg-export",
+        proc = subprocess.run([str(self.bin / "az"), "deployment", "group", "create", "-g", RG,
                                "-n", "graph-export"], capture_output=True, text=True, check=False,
-                              env=self.env(GRAPH_EXPORT_CLIENT_CREDENTIAL=credential))
+                              env=self.env(GRAPH_EXPORT_CLIENT_CREDENTIAL=credential, GRAPH_EXPORT_CLIENT_ID=OLD_APP,
+                                           GRAPH_EXPORT_VNET_ENABLED=str(vnet).lower()))
         assert proc.returncode == 0, proc.stderr
         self.clear_calls()
 
@@ -164,9 +211,31 @@ class FakeAzure:
         return thumbprint
 
     def recreate_identity(self, principal: str) -> None:
+        self.update(identity_principal=principal)
+
+    def update(self, **changes: Any) -> None:
+        """Change the simulated world between runs (any state key of fake_az.py)."""
         state = self.state
-        state["identity_principal"] = principal
+        state.update(changes)
         self.save_state(state)
+
+    # --- role assignments -----------------------------------------------------------------------------
+
+    @property
+    def role_assignments(self) -> list[dict[str, Any]]:
+        return self.state["role_assignments"]
+
+    def roles_of(self, principal: str) -> set[tuple[str, str]]:
+        """(role GUID, scope relative to the vault: '' for the vault itself, 'secrets/<name>', ...)."""
+        state = self.state
+        vault = (f"/subscriptions/sub-1/resourceGroups/{state['rg_name']}/providers/Microsoft.KeyVault/vaults/"
+                 f"{NAMES['keyVault']}")
+        found = set()
+        for a in state["role_assignments"]:
+            if a["principalId"] == principal:
+                assert a["scope"].startswith(vault), a["scope"]
+                found.add((a["roleDefinitionId"].rsplit("/", 1)[-1], a["scope"][len(vault):].lstrip("/")))
+        return found
 
 
 def opt(call: dict[str, Any], name: str) -> str:

@@ -19,8 +19,6 @@ ROLE_IDS = {
     "storageTableDataContributor": "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3",
     "monitoringMetricsPublisher": "3913510d-42f4-4e42-8a64-420c390055eb",
     "keyVaultSecretsUser": "4633458b-17de-408a-b874-0445c86b69e6",
-    "keyVaultSecretsOfficer": "b86a8fe4-44ce-4948-aee5-eccb2c155cd7",
-    "keyVaultCertificatesOfficer": "a4417e6f-fecd-4de8-b567-7b0420556985",
 }
 CREDENTIALS = ["secret", "certificate", "federated"]
 
@@ -154,7 +152,18 @@ def test_flex_config_uses_the_identity_for_the_deployment_package(bicep):
     assert param_default(doc, "pythonVersion") == "3.11"
     assert flex["scaleAndConcurrency"]["instanceMemoryMB"] == "instanceMemoryMB"
     assert param_default(doc, "instanceMemoryMB") == 2048
-    assert 1 <= param_default(doc, "maximumInstanceCount") <= 100
+    assert flex["scaleAndConcurrency"]["maximumInstanceCount"] == "maximumInstanceCount"
+
+
+def test_maximum_instance_count_allows_only_what_flex_accepts(bicep):
+    """Flex Consumption accepts 40 to 1000 instances; 40 is the samples' default."""
+    main = bicep["main.bicep"]
+    for doc in (main, bicep["modules/functionapp.bicep"]):
+        param = doc["parameters"]["maximumInstanceCount"]
+        assert param["default"] == 40
+        assert {"type": "min_value", "argument": 40} in param["decorators"]
+        assert {"type": "max_value", "argument": 1000} in param["decorators"]
+    assert main["modules"]["functionApp"]["config"]["params"]["maximumInstanceCount"] == "maximumInstanceCount"
 
 
 def test_host_storage_and_telemetry_are_identity_based(bicep):
@@ -312,21 +321,15 @@ def test_app_identity_gets_exactly_the_least_privilege_roles(bicep):
     assert container["parent"] == "exportBlobService"
 
 
-def test_the_deployer_gets_one_officer_role_for_the_kind_and_only_when_asked(bicep):
-    doc, _, found = _assignments(bicep)
-    deployer = {name: a for name, a in found.items() if a["principal"] == "secretsOfficerPrincipalId"}
-    assert {name: (a["role"], a["scope"]) for name, a in deployer.items()} == {
-        "deployerSecretsOfficer": (ROLE_IDS["keyVaultSecretsOfficer"], "vault"),
-        "deployerCertificatesOfficer": (ROLE_IDS["keyVaultCertificatesOfficer"], "vault"),
-    }
-    for name, kind in (("deployerSecretsOfficer", "secret"), ("deployerCertificatesOfficer", "certificate")):
-        assert condition(doc["resources"][name]) == {"operator": {"type": "and", "operands": {
-            "operand_1": "grantDeployer",
-            "operand_2": {"operator": {"type": "equals", "operands": {"operand_1": "clientCredential",
-                                                                       "operand_2": kind}}}}}}
-    grant = doc["variables"]["grantDeployer"]["value"]
-    assert mentions(grant, "keyVaultAccess") and mentions(grant, "secretsOfficerPrincipalId"), \
-        "granted only when a deployer principal id is given, and never for federated"
+def test_the_deployer_gets_no_role_from_the_template(bicep):
+    """Least privilege over time: a vault-wide Officer role for whoever deploys would outlive the deployment.
+    deploy.sh gives it one on the secret or certificate instead (test_deploy_script.py)."""
+    _, _, found = _assignments(bicep)
+    assert {a["principal"] for a in found.values()} == {"principalId"}, "only the function app's identity"
+    for path, doc in bicep.items():
+        for name in doc.get("parameters", {}):
+            assert not re.search(r"deployer|officer", name, re.I), f"{path}: parameter {name}"
+    assert "GRAPH_EXPORT_DEPLOYER" not in (INFRA / "main.bicepparam").read_text()
 
 
 def test_role_assignment_names_are_guid_of_scope_principal_role(bicep):
@@ -469,3 +472,73 @@ def test_secret_patterns_catch_what_they_should():
     }
     for what, sample in samples.items():
         assert SECRET_PATTERNS[what].search(sample), what
+
+
+# --- quiet first day, access changes, diagnostics ------------------------------------------------------
+
+def test_the_staleness_alert_is_quiet_after_a_deployment(bicep):
+    """A new app has no telemetry yet: the alert waits for the window after the deployment, or after the app's
+    first telemetry, before it fires (not at once, as `isnull(firstSeen) or ...` did)."""
+    doc = bicep["modules/alerts.bicep"]
+    stale = doc["variables"]["staleQuery"]["value"]
+    assert "let deployedAt = datetime({2});" in stale
+    assert "| where iff(isnull(firstSeen), deployedAt < ago(window), firstSeen < ago(window))" in stale
+    assert "isnull(firstSeen) or" not in stale
+    rule = body(doc["resources"]["exportStale"])["properties"]
+    [criterion] = rule["criteria"]["allOf"]
+    assert criterion["query"] == {"function": {"type": "format", "parameters": {
+        "format_string": "staleQuery", "arg_1": "functionName", "arg_2": "staleAfterHours", "arg_3": "deployedAt"}}}
+    main = bicep["main.bicep"]
+    assert main["parameters"]["deployedAt"]["default"] == {"function": {"type": "utc_now", "parameters": {
+        "format": "yyyy-MM-ddTHH:mm:ssZ"}}}, "ISO 8601, which KQL's datetime() reads"
+    assert main["modules"]["alerts"]["config"]["params"]["deployedAt"] == "deployedAt"
+
+
+def test_an_activity_log_alert_reports_access_changes(bicep):
+    doc = bicep["modules/alerts.bicep"]
+    [alert] = resources_of(doc, "Microsoft.Insights/activityLogAlerts").values()
+    config = body(alert)
+    assert config["location"] == "global"
+    props = config["properties"]
+    assert props["enabled"] is True
+    assert props["scopes"] == [{"function": {"type": "resource_group", "parameters": {
+        "resource_group_name": None, "subscription_id": None}, "property_name": "id"}}], "the whole resource group"
+    all_of = props["condition"]["allOf"]
+    assert {"field": "category", "equals": "Administrative"} in all_of
+    assert {"field": "status", "equals": "Succeeded"} in all_of
+    [any_of] = [c["anyOf"] for c in all_of if "anyOf" in c]
+    assert any_of["loop_type"]["detail"]["array_name"] == "accessChangeOperations"
+    assert any_of["config"] == {"field": "operationName", "equals": "operation"}
+    operations = param_default(doc, "accessChangeOperations")
+    assert {"Microsoft.Authorization/roleAssignments/write", "Microsoft.Authorization/roleAssignments/delete",
+            "Microsoft.KeyVault/vaults/write", "Microsoft.KeyVault/vaults/accessPolicies/write"} <= set(operations)
+    assert mentions(props["actions"], "actionGroup")
+
+
+def _diagnostic_settings(doc):
+    return {name: body(r) for name, r in resources_of(doc, "Microsoft.Insights/diagnosticSettings").items()}
+
+
+def test_diagnostic_settings_for_the_app_both_storage_accounts_and_the_vault(bicep):
+    main = bicep["main.bicep"]
+    workspace = _accessor("monitoring", "outputs", "workspaceId")
+    # The function app: platform logs and metrics.
+    [site] = _diagnostic_settings(bicep["modules/functionapp.bicep"]).values()
+    assert site["scope"] == "site" and site["properties"]["workspaceId"] == "diagnosticsWorkspaceId"
+    assert site["properties"]["logs"] == [{"categoryGroup": "allLogs", "enabled": True}]
+    assert site["properties"]["metrics"] == [{"category": "AllMetrics", "enabled": True}]
+    assert main["modules"]["functionApp"]["config"]["params"]["diagnosticsWorkspaceId"] == workspace
+    # Both storage accounts (the module is used for each): account metrics and blob reads, writes, deletes.
+    storage = _diagnostic_settings(bicep["modules/storage.bicep"])
+    assert storage["accountMetrics"]["scope"] == "account"
+    assert storage["accountMetrics"]["properties"]["metrics"] == [{"category": "Transaction", "enabled": True}]
+    assert storage["blobAudit"]["scope"] == "blobService"
+    assert {log["category"] for log in storage["blobAudit"]["properties"]["logs"]} == {
+        "StorageRead", "StorageWrite", "StorageDelete"}
+    for module in ("hostStorage", "exportStorage", "keyVault"):
+        assert body(main["modules"][module])["params"]["auditWorkspaceId"] == workspace, module
+    # The vault: audit events and metrics.
+    [vault] = _diagnostic_settings(bicep["modules/keyvault.bicep"]).values()
+    assert vault["scope"] == "vault"
+    assert vault["properties"]["logs"] == [{"categoryGroup": "audit", "enabled": True}]
+    assert vault["properties"]["metrics"] == [{"category": "AllMetrics", "enabled": True}]

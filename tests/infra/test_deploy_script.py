@@ -1,8 +1,11 @@
 """infra/deploy.sh: shellcheck-clean, --help works, and — against a fake `az` (fake_az.py) that records
 every call and answers like the real CLI from a small simulated Azure and Entra ID — runs its steps in
-order for each credential kind, reuses what exists, changes nothing on a second run, and keeps secrets
-where they belong: the client secret is piped into Key Vault (never an argument, an echo or a file), the
-certificate's private key is never read, and a federated deployment creates no secret and no vault at all.
+order for each credential kind, reuses what exists, changes nothing on a second run (no new secret, no new
+role assignment), and keeps secrets where they belong: the client secret is piped into Key Vault (never an
+argument, an echo or a file), the certificate's private key is never read, and a federated deployment
+creates no secret and no vault at all. The deployer ends with an Officer role on its one secret or
+certificate, never on the whole vault. Sign-in kinds, consent, failures, private networking, --what-if,
+--destroy and publishing are in test_deploy_operations.py.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import pytest
 from .bicep_helpers import INFRA, require_shellcheck
 from .fake_azure import (
     CERT_NAME,
+    CERTIFICATES_OFFICER,
     FAKE_SECRET,
     IDENTITY_PRINCIPAL,
     ME,
@@ -26,6 +30,7 @@ from .fake_azure import (
     NEW_APP,
     OLD_APP,
     SECRET_NAME,
+    SECRETS_OFFICER,
     TENANT,
     USER_READ_ALL,
     FakeAzure,
@@ -39,7 +44,8 @@ POLICY = INFRA / "certificate-policy.json"
 
 CREATES = ["group create", "ad app create", "ad sp create", "ad app permission add",
            "ad app permission admin-consent", "ad app credential reset", "keyvault secret set",
-           "keyvault certificate create", "ad app federated-credential create", "ad app federated-credential update"]
+           "keyvault certificate create", "ad app federated-credential create", "ad app federated-credential update",
+           "role assignment create", "role assignment delete", "ad app credential delete"]
 VAULT_COMMANDS = ("keyvault ",)
 
 
@@ -61,7 +67,7 @@ def test_shellcheck_clean():
 def test_strict_mode_and_executable():
     text = SCRIPT.read_text()
     assert text.startswith("#!/usr/bin/env bash\n")
-    assert "\nset -euo pipefail\n" in text
+    assert "\nset -Eeuo pipefail\n" in text
     assert os.access(SCRIPT, os.X_OK), "infra/deploy.sh should be executable (git update-index --chmod=+x)"
 
 
@@ -71,8 +77,14 @@ def test_help_prints_usage_and_touches_nothing(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("Usage: infra/deploy.sh --resource-group NAME")
     for option in ("--location", "--app-name", "--prefix", "--alert-email", "--skip-publish", "--rotate-secret",
-                   "--credential KIND", "secret", "certificate", "federated", "--rotate-certificate"):
+                   "--credential KIND", "secret", "certificate", "federated", "--rotate-certificate", "--vnet",
+                   "--no-vnet", "--what-if", "--destroy", "--delete-app-registration", "--yes", "--package FILE",
+                   "--publish-timeout"):
         assert option in proc.stdout
+    # What the caller needs, for each kind of sign-in.
+    for need in ("az login --identity", "Application Administrator", "Application.ReadWrite.OwnedBy",
+                 "Privileged Role Administrator", "AppRoleAssignment.ReadWrite.All", "User Access Administrator"):
+        assert need in proc.stdout
     assert fake.calls == []
 
 
@@ -90,6 +102,12 @@ def test_bad_arguments_fail_clearly(tmp_path):
     assert proc.returncode != 0 and "--rotate-secret applies to --credential secret" in proc.stderr
     proc = fake.run("-g", "rg", "-c", "secret", "--rotate-certificate")
     assert proc.returncode != 0 and "--rotate-certificate applies to --credential certificate" in proc.stderr
+    proc = fake.run("-g", "rg", "--what-if", "--destroy")
+    assert proc.returncode != 0 and "--destroy cannot be combined with --what-if" in proc.stderr
+    proc = fake.run("-g", "rg", "--yes")
+    assert proc.returncode != 0 and "apply to --destroy only" in proc.stderr
+    proc = fake.run("-g", "rg", "--publish-timeout", "5")
+    assert proc.returncode != 0 and "--publish-timeout must be a number of seconds, at least 60" in proc.stderr
     assert fake.calls == []
 
 
@@ -107,13 +125,19 @@ def test_first_run_creates_everything_in_order(tmp_path):
     fake = FakeAzure(tmp_path)
     proc = first_run(fake, "-e", "ops@example.com")
     assert in_order(fake.commands(), [
-        "account show", "group show", "group create", "deployment group show",
+        "account show", "cloud show", "ad signed-in-user show", "group show",
+        "functionapp list-flexconsumption-locations", "group create",
         "ad app list", "ad app create", "ad sp list", "ad sp create",
-        "ad app permission list", "ad app permission add", "rest", "ad app permission admin-consent",
-        "ad signed-in-user show", "deployment group create", "deployment group show",
-        "keyvault secret list", "ad app credential reset", "keyvault secret set",
+        "ad app permission list", "ad app permission add", "ad sp show", "rest", "rest",
+        "deployment group create", "deployment group show",
+        "keyvault secret show", "role assignment create", "keyvault secret show",
+        "ad app credential reset", "keyvault secret set",
+        "role assignment create", "role assignment delete",
     ]), fake.commands()
     assert "Credential: secret (default)" in proc.stderr
+    assert "Network: public endpoints, Entra ID + RBAC (default)" in proc.stderr
+    # The region is checked before anything is created.
+    assert fake.commands().index("functionapp list-flexconsumption-locations") < fake.commands().index("group create")
 
     add = fake.call("ad app permission add")["argv"]
     assert add[add.index("--api") + 1] == "00000003-0000-0000-c000-000000000000"
@@ -126,8 +150,10 @@ def test_first_run_creates_everything_in_order(tmp_path):
     assert deploy["env"] == {
         "GRAPH_EXPORT_CLIENT_ID": NEW_APP, "GRAPH_EXPORT_CLIENT_CREDENTIAL": "secret",
         "GRAPH_EXPORT_NAME_PREFIX": "graphexp", "GRAPH_EXPORT_ALERT_EMAIL": "ops@example.com",
-        "GRAPH_EXPORT_DEPLOYER_ID": ME, "GRAPH_EXPORT_DEPLOYER_TYPE": "User",
+        "GRAPH_EXPORT_VNET_ENABLED": "false", "GRAPH_EXPORT_GRAPH_ENDPOINT": "https://graph.microsoft.com",
     }
+    assert "ad app permission admin-consent" not in fake.commands(), "consent goes through Graph (az rest)"
+    assert fake.state["consented"]
     assert not any(c.startswith(("keyvault certificate", "ad app federated-credential")) for c in fake.commands())
     assert "config-zip" not in " ".join(fake.commands())
     assert "Skipping code publishing" in proc.stderr
@@ -152,6 +178,34 @@ def test_client_secret_is_piped_never_an_argument_echo_or_file(tmp_path):
     for path in fake.tmpdir.rglob("*"):
         assert not path.is_file() or FAKE_SECRET not in path.read_text(errors="replace"), f"secret written to {path}"
     assert "FAKE_SECRET" not in SCRIPT.read_text()
+
+
+def test_the_deployer_keeps_the_officer_role_on_the_secret_only(tmp_path):
+    """Least privilege over time: Key Vault Secrets Officer on the whole vault only while the secret is
+    created, then on that one secret; the deployer holds no vault-wide role afterwards."""
+    fake = FakeAzure(tmp_path)
+    proc = first_run(fake)
+    assert fake.roles_of(ME) == {(SECRETS_OFFICER, f"secrets/{SECRET_NAME}")}
+    assert "removed your Key Vault Secrets Officer on the whole vault" in proc.stderr
+    created = [opt(c, "--scope").rsplit("/", 2)[-2:] for c in fake.all("role assignment create")]
+    assert created[0][-1] == NAMES["keyVault"] and created[1] == ["secrets", SECRET_NAME], created
+    for call in fake.all("role assignment create"):
+        assert opt(call, "--assignee-object-id") == ME and opt(call, "--assignee-principal-type") == "User"
+        assert opt(call, "--role") == SECRETS_OFFICER
+
+
+def test_an_older_deployments_vault_wide_role_is_narrowed(tmp_path):
+    """Deployments made before this change let the Bicep give the deployer Secrets Officer on the vault."""
+    vault = f"/subscriptions/sub-1/resourceGroups/rg-export/providers/Microsoft.KeyVault/vaults/{NAMES['keyVault']}"
+    legacy = {"id": f"{vault}/providers/Microsoft.Authorization/roleAssignments/legacy", "principalId": ME,
+              "principalType": "User", "scope": vault,
+              "roleDefinitionId": f"/subscriptions/sub-1/providers/Microsoft.Authorization/roleDefinitions/{SECRETS_OFFICER}"}
+    fake = FakeAzure(tmp_path, group="westeurope", apps=[OLD_APP], sp=True, permission=True, consented=True,
+                     secret=True, role_assignments=[legacy])
+    proc = fake.run("-g", "rg-export", "--skip-publish")
+    assert proc.returncode == 0, proc.stderr
+    assert "already set; keeping it" in proc.stderr
+    assert fake.roles_of(ME) == {(SECRETS_OFFICER, f"secrets/{SECRET_NAME}")}
 
 
 def test_the_secret_expires_in_key_vault_when_the_credential_does(tmp_path):
@@ -189,6 +243,9 @@ def test_second_run_changes_nothing(tmp_path):
     assert "already set; keeping it" in second.stderr
     assert "admin consent already granted" in second.stderr
     assert "Credential: secret (the last deployment)" in second.stderr
+    assert "Network: public endpoints, Entra ID + RBAC (the last deployment)" in second.stderr
+    # No duplicate role assignment: the one on the secret is reused, none is made or removed.
+    assert after["role_assignments"] == before["role_assignments"] and len(after["role_assignments"]) == 1
 
 
 def test_reuses_an_existing_app_registration(tmp_path):
@@ -231,21 +288,12 @@ def test_rotate_secret_adds_a_new_credential(tmp_path):
     assert FAKE_SECRET not in proc.stderr + proc.stdout
 
 
-def test_missing_admin_rights_warn_with_the_command_to_hand_over(tmp_path):
-    fake = FakeAzure(tmp_path, consent_fails=True)
-    proc = fake.run("-g", "rg-export", "-l", "westeurope", "--skip-publish")
-    assert proc.returncode == 0, proc.stderr
-    assert fake.commands().count("ad app permission admin-consent") == 3  # bounded retries
-    assert f"az ad app permission admin-consent --id {NEW_APP}" in proc.stderr
-    assert "deployment group create" in fake.commands()
-
-
 def test_waits_for_a_new_vault_role_to_apply(tmp_path):
-    fake = FakeAzure(tmp_path, vault_denials=2)
+    fake = FakeAzure(tmp_path, rbac_delay=2)
     proc = fake.run("-g", "rg-export", "-l", "westeurope", "--skip-publish")
     assert proc.returncode == 0, proc.stderr
-    assert fake.commands().count("keyvault secret list") == 4  # 2 refused, 1 allowed, then the lookup
-    assert "waiting for access to the vault: not yet" in proc.stderr
+    assert fake.commands().count("keyvault secret show") == 4  # no role, 2 refused while it applies, then missing
+    assert "waiting for the role to apply" in proc.stderr
     assert fake.call("keyvault secret set")["stdin"] == FAKE_SECRET
 
 
@@ -256,9 +304,9 @@ def test_certificate_first_run_creates_the_certificate_and_registers_its_public_
     proc = first_run(fake, "--credential", "certificate")
     assert "Credential: certificate (--credential)" in proc.stderr
     assert in_order(fake.commands(), [
-        "deployment group create", "deployment group show", "keyvault certificate list", "keyvault certificate list",
-        "keyvault certificate create", "keyvault certificate show", "ad app credential list",
-        "ad app credential reset",
+        "deployment group create", "deployment group show", "keyvault certificate show", "role assignment create",
+        "keyvault certificate show", "keyvault certificate create", "keyvault certificate show",
+        "ad app credential list", "ad app credential reset", "role assignment create", "role assignment delete",
     ]), fake.commands()
     assert fake.call("deployment group create")["env"]["GRAPH_EXPORT_CLIENT_CREDENTIAL"] == "certificate"
 
@@ -273,8 +321,9 @@ def test_certificate_first_run_creates_the_certificate_and_registers_its_public_
     assert "--append" in reset["argv"], "earlier certificates and secrets stay valid"
     assert opt(reset, "--cert") == CERT_NAME and opt(reset, "--keyvault") == NAMES["keyVault"]
     assert opt(reset, "--end-date") == cert["expires"], "the key credential ends when the certificate does"
-    assert opt(reset, "--display-name") == f"graph-export {cert['thumbprint']}"
+    assert opt(reset, "--display-name") == f"graph-export {NAMES['keyVault']} {cert['thumbprint']}"
     assert "--query" not in reset["argv"] and "--create-cert" not in reset["argv"]
+    assert fake.roles_of(ME) == {(CERTIFICATES_OFFICER, f"certificates/{CERT_NAME}")}, "never vault-wide"
     [key] = fake.the_app()["keyCredentials"]
     assert key["customKeyIdentifier"] == cert["thumbprint"]
     assert key["endDateTime"] == dt.datetime.fromisoformat(cert["expires"]).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -294,6 +343,7 @@ def test_certificate_second_run_changes_nothing(tmp_path):
     assert "Credential: certificate (the last deployment)" in second.stderr
     assert not set(CREATES) & set(fake.commands()), fake.commands()
     assert fake.state["vaults"] == before["vaults"] and fake.state["apps"] == before["apps"]
+    assert fake.role_assignments == before["role_assignments"]
     assert "public key already registered" in second.stderr
 
 
@@ -305,7 +355,7 @@ def test_a_renewed_certificate_is_registered_on_the_next_run(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "keyvault certificate create" not in fake.commands()
     reset = fake.call("ad app credential reset")
-    assert "--append" in reset["argv"] and opt(reset, "--display-name") == f"graph-export {thumbprint}"
+    assert "--append" in reset["argv"] and opt(reset, "--display-name") == f"graph-export {NAMES['keyVault']} {thumbprint}"
     assert [k["customKeyIdentifier"] for k in fake.the_app()["keyCredentials"]][-1] == thumbprint
     assert len(fake.the_app()["keyCredentials"]) == 2, "the previous certificate stays valid until it expires"
 
@@ -319,7 +369,8 @@ def test_rotate_certificate_creates_and_registers_a_new_version(tmp_path):
     assert fake.commands().count("ad app credential reset") == 1
     versions = fake.state["vaults"][NAMES["keyVault"]]["certificates"][CERT_NAME]["versions"]
     assert len(versions) == 2
-    assert opt(fake.call("ad app credential reset"), "--display-name") == f"graph-export {versions[-1]['thumbprint']}"
+    assert (opt(fake.call("ad app credential reset"), "--display-name")
+            == f"graph-export {NAMES['keyVault']} {versions[-1]['thumbprint']}")
 
 
 def test_switching_from_secret_to_certificate_says_how_to_remove_the_old_secret(tmp_path):
@@ -359,6 +410,7 @@ def test_federated_first_run_trusts_the_identity_and_creates_no_secret(tmp_path)
     assert not [c for c in fake.commands() if c.startswith(VAULT_COMMANDS)], fake.commands()
     assert not fake.the_app()["passwordCredentials"] and not fake.the_app()["keyCredentials"]
     assert fake.state["vaults"] == {}
+    assert fake.role_assignments == [], "no vault, no role for anybody"
     assert "AADSTS70021" in proc.stderr, "says that a new federated credential takes minutes to apply"
     assert "no secret, no key vault" in proc.stderr
 
