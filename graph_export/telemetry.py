@@ -13,6 +13,7 @@ asks for it): importing the exporter costs ~0.2 s, so nothing else pays it.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 from typing import Any
 
@@ -28,18 +29,24 @@ def configure() -> bool:
     connection_string = os.environ.get("APPLICATIONINSIGHTS_CONNECTION_STRING")
     if not connection_string:
         return False
-    from azure.monitor.opentelemetry import configure_azure_monitor
+    try:
+        from azure.monitor.opentelemetry import configure_azure_monitor
 
-    configure_azure_monitor(
-        connection_string=connection_string,
-        credential=_entra_credential(os.environ.get("APPLICATIONINSIGHTS_AUTHENTICATION_STRING", "")),
-        logger_name=RUNS_LOGGER,
-        disable_tracing=True,
-        disable_metrics=True,
-        enable_live_metrics=False,
-        instrumentation_options={name: {"enabled": False} for name in (
-            "azure_sdk", "django", "fastapi", "flask", "psycopg2", "requests", "urllib", "urllib3")},
-    )
+        configure_azure_monitor(
+            connection_string=connection_string,
+            credential=_entra_credential(os.environ.get("APPLICATIONINSIGHTS_AUTHENTICATION_STRING", "")),
+            logger_name=RUNS_LOGGER,
+            disable_tracing=True,
+            disable_metrics=True,
+            enable_live_metrics=False,
+            instrumentation_options={name: {"enabled": False} for name in (
+                "azure_sdk", "django", "fastapi", "flask", "psycopg2", "requests", "urllib", "urllib3")},
+        )
+    except Exception as exc:  # telemetry must never stop an export: the host still logs every line as text
+        logging.getLogger(__name__).warning(
+            "Run fields are not sent to Application Insights (%s: %s); check APPLICATIONINSIGHTS_CONNECTION_STRING",
+            type(exc).__name__, str(exc)[:200])
+        return False
     return True
 
 
