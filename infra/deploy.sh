@@ -703,8 +703,8 @@ write_client_secret() {
 # ensure_certificate: the Key Vault certificate (created with infra/certificate-policy.json: self-signed,
 # RSA 2048, exportable key, PKCS#12, renews itself at 80% of its 12-month lifetime) and its current
 # version's public key registered on the app registration. Key Vault's renewal makes a new certificate
-# (new key, new thumbprint) which Entra ID does not know: the app's sign-in fails (AADSTS700027) until it
-# is registered, which every run of this script does. The private key never leaves the vault except into
+# (new key, new thumbprint) which Entra ID does not know: until it is registered, which every run of this
+# script does, the app signs in with the previous version (still valid) and logs "Credential expiry: …". The private key never leaves the vault except into
 # the function's memory: only the public part is read here, by `az ad app credential reset --keyvault`.
 ensure_certificate() {
   log "Client certificate in Key Vault $key_vault (certificate '$certificate_name')"
