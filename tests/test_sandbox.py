@@ -31,13 +31,10 @@ from sandbox.azurite import Azurite, AzuriteError
 from sandbox.faults import PARTIAL_BYTES, FaultPlan
 from sandbox.tenant import DEFAULT_PROPERTIES, USER_PROPERTIES, make_user, select
 from sandbox.tokens import peek_claims
+from tests.sandbox_env import FOREIGN_ENV
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PROPS = ["id", "displayName", "userPrincipalName", "mail", "accountEnabled"]
-# Variables that would make azure-identity pick another credential or another MI source.
-_FOREIGN_ENV = ("AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_CLIENT_SECRET", "AZURE_CLIENT_CERTIFICATE_PATH",
-                "AZURE_FEDERATED_TOKEN_FILE", "AZURE_AUTHORITY_HOST", "MSI_ENDPOINT", "MSI_SECRET",
-                "IDENTITY_SERVER_THUMBPRINT", "IMDS_ENDPOINT", "AZURE_POD_IDENTITY_AUTHORITY_HOST")
 
 
 @pytest.fixture
@@ -52,7 +49,7 @@ def env(sbx, monkeypatch):
     # The Key Vault SDK caches challenges per vault host:port for the whole process; a port reused
     # by a later sandbox would otherwise skip the 401 challenge round trip the tests look at.
     http_challenge_cache.clear()
-    for name in _FOREIGN_ENV:
+    for name in FOREIGN_ENV:
         monkeypatch.delenv(name, raising=False)
     for name, value in sbx.settings.items():
         monkeypatch.setenv(name, value)
@@ -514,7 +511,7 @@ def test_cli_serve_prints_settings_but_not_the_secret(tmp_path, monkeypatch):
                 break
         assert set(settings) >= {"TENANT_ID", "CLIENT_ID", "KEY_VAULT_URL", "AUTHORITY_HOST", "GRAPH_ENDPOINT",
                                  "IDENTITY_ENDPOINT", "IDENTITY_HEADER", "REQUESTS_CA_BUNDLE"}
-        for name in _FOREIGN_ENV:
+        for name in FOREIGN_ENV:
             monkeypatch.delenv(name, raising=False)
         for name, value in settings.items():
             monkeypatch.setenv(name, value)

@@ -30,11 +30,9 @@ from msal.oauth2cli.assertion import JwtAssertionCreator
 from sandbox import Sandbox, certs
 from sandbox.entra import JWT_BEARER
 from sandbox.tokens import TokenService, peek_claims
+from tests.sandbox_env import FOREIGN_ENV
 
 EXCHANGE = "api://AzureADTokenExchange"
-_FOREIGN_ENV = ("AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_CLIENT_SECRET", "AZURE_CLIENT_CERTIFICATE_PATH",
-                "AZURE_FEDERATED_TOKEN_FILE", "AZURE_AUTHORITY_HOST", "MSI_ENDPOINT", "MSI_SECRET",
-                "IDENTITY_SERVER_THUMBPRINT", "IMDS_ENDPOINT", "AZURE_POD_IDENTITY_AUTHORITY_HOST")
 
 
 @pytest.fixture
@@ -46,7 +44,7 @@ def sbx(tmp_path):
 @pytest.fixture
 def env(sbx, monkeypatch):
     http_challenge_cache.clear()  # process-wide; a reused port would skip the vault's 401 challenge
-    for name in _FOREIGN_ENV:
+    for name in FOREIGN_ENV:
         monkeypatch.delenv(name, raising=False)
     for name, value in sbx.settings.items():
         monkeypatch.setenv(name, value)
