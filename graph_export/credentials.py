@@ -321,7 +321,7 @@ def older_certificate_versions(client: SecretClient, name: str, newest: str | No
     try:
         versions = [v for v in client.list_properties_of_secret_versions(name)
                     if v.enabled and v.version and v.version != newest
-                    and (v.expires_on is None or _utc(v.expires_on) > now)]  # type: ignore[operator]
+                    and (v.expires_on is None or v.expires_on.astimezone(timezone.utc) > now)]
         versions.sort(key=lambda v: v.created_on or now, reverse=True)
         return [read_client_certificate(client, name, send_x5c=send_x5c, version=v.version)
                 for v in versions[:limit]]

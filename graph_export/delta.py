@@ -19,7 +19,7 @@ import logging
 from array import array
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable, Iterator, Protocol
+from typing import Any, Callable, Iterable, Iterator, Protocol
 
 import orjson
 from azure.storage.blob import BlobClient, ContainerClient
@@ -176,7 +176,7 @@ def read_changes(clients: WarmClients, settings: Settings, delta_link: str, chan
     return link, count
 
 
-def _last_of(pages: Iterable[graph.Page], each: Any) -> str:
+def _last_of(pages: Iterable[graph.Page], each: Callable[[graph.Page], None]) -> str:
     """Consume a users/delta round, calling ``each`` per page; the deltaLink its last page carries."""
     last: graph.Page | None = None
     for last in pages:

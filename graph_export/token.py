@@ -77,9 +77,6 @@ class CredentialRejectedError(AuthError):
     """Entra refused the secret or certificate itself (wrong, expired, not registered); a rotated one may fix it."""
 
 
-#: The earlier name: a rejected secret is one kind of rejected credential.
-SecretRejectedError = CredentialRejectedError
-
 
 def make_sign_in_session(backoff_base_s: float = 1.0) -> requests.Session:
     """The HTTP transport MSAL signs in through (its documented ``http_client`` seam).

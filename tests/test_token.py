@@ -10,9 +10,9 @@ from graph_export.credentials import Secret
 from graph_export.errors import AuthError
 from graph_export.token import (
     CONNECT_TIMEOUT_S,
+    CredentialRejectedError,
     GraphTokenProvider,
     GraphTokens,
-    SecretRejectedError,
     describe_sign_in_error,
     make_sign_in_session,
 )
@@ -181,7 +181,7 @@ class FakeProvider:
 
     def acquire(self) -> str:
         if self.secret.reveal() != self.accepted:
-            raise SecretRejectedError("AADSTS7000215 the secret is wrong")
+            raise CredentialRejectedError("AADSTS7000215 the secret is wrong")
         return f"token-for-{self.accepted}"
 
     def refresh(self, rejected: str) -> str:
@@ -208,7 +208,7 @@ def test_a_rejected_secret_the_vault_still_holds_fails_without_a_second_sign_in(
     vault = Vault("old")
     signed_in = []
     tokens = GraphTokens(vault.read, lambda secret: signed_in.append(1) or FakeProvider(secret, accepted="new"))
-    with pytest.raises(SecretRejectedError):
+    with pytest.raises(CredentialRejectedError):
         tokens.get()
     assert vault.reads == 2 and len(signed_in) == 1
 
@@ -242,5 +242,5 @@ def test_when_entra_knows_no_newest_version_an_older_one_still_valid_signs_in_an
 def test_when_no_version_is_known_the_first_rejection_is_what_fails():
     tokens = GraphTokens(Vault("renewed").read, lambda secret: FakeProvider(secret, accepted="none of them"),
                          read_older=lambda newest: [Secret("older")])
-    with pytest.raises(SecretRejectedError, match="AADSTS7000215"):
+    with pytest.raises(CredentialRejectedError, match="AADSTS7000215"):
         tokens.get()
