@@ -218,7 +218,10 @@ def merge(base: Manifest, base_blob: BlobClient, changes: Changes, properties: t
                 removed += 1
                 continue
             updated += 1
-            line = encode_user({**orjson.loads(line), **orjson.loads(change)})
+            record, arrived = orjson.loads(line), orjson.loads(change)
+            # Only the selected properties the record has: a property Graph sends beyond $select is not kept.
+            record.update((k, v) for k, v in arrived.items() if k in record)
+            line = encode_user(record)
         out.append(line)
         out_size += len(line)
         if out_size >= _FLUSH_BYTES:

@@ -174,3 +174,11 @@ def test_fingerprints_count_users_that_differ_in_either_direction():
     assert same.differing(prints(list(reversed(base)))) == 0  # order does not matter
     changed = [*base[:10], user(10, mail=None), *base[11:499], user(9999)]  # one changed, one gone, one new
     assert prints(base).differing(prints(changed)) == 3
+
+
+def test_properties_beyond_the_selection_in_a_change_are_not_kept():
+    base = [user(i) for i in range(3)]
+    result, _ = apply(base, [[{"id": "id-000001", "mail": "new@x", "passwordProfile": {"password": "x"}},
+                              {"id": "new-1", "displayName": "N", "signInActivity": {"x": 1}}]])
+    assert result[1] == user(1, mail="new@x") and list(result[1]) == list(PROPS)
+    assert list(result[3]) == list(PROPS)  # a new user: the selected properties, nothing else
