@@ -63,6 +63,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("EXPORT_STORAGE", False, None, "Storage connection string (`UseDevelopmentStorage=true` for Azurite). Set this or the next one; if neither, `AzureWebJobsStorage` / `AzureWebJobsStorage__blobServiceUri` is used."),
     Setting("EXPORT_STORAGE__blobServiceUri", False, None, "Blob service URI for identity-based access (DefaultAzureCredential), the Functions convention."),
     Setting("EXPORT_CONTAINER", False, "graph-exports", "Blob container for exports; created if missing."),
+    Setting("EXPORT_STATE_CONTAINER", False, None, "Blob container for what changes between runs (`users/latest.json`, slot pointers, locks, checkpoints, delta state); default: `EXPORT_CONTAINER`. Set it to another container to keep the export container under an immutability (WORM) policy; created if missing."),
     Setting("EXPORT_SCHEDULE", False, "0 0 2 * * *", "NCRONTAB schedule (6 fields, seconds first, UTC) read by the timer trigger binding; checked as the host reads it, and one that never fires is refused."),
     Setting("USER_PROPERTIES", False, ",".join(DEFAULT_USER_PROPERTIES), "Comma-separated Graph user properties to `$select` (at least one; names differing only in case are one property); `id` is always included, first."),
     Setting("RETRY_BACKOFF_BASE_SECONDS", False, "1", "Base of the exponential backoff between retries of Graph, Key Vault and Blob requests (a `Retry-After` from Graph always wins)."),
@@ -186,6 +187,12 @@ class Settings:
     export_mode: str = "full"
     full_sync_every_days: float = 6.0
     delta_max_changes: int = 250_000
+    #: Where the mutable records live (EXPORT_STATE_CONTAINER); None: in ``container``.
+    state_container_name: str | None = None
+
+    @property
+    def state_container(self) -> str:
+        return self.state_container_name or self.container
 
     @property
     def authority(self) -> str:
@@ -267,6 +274,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     check("EXPORT_CONTAINER", bool(_CONTAINER.match(container)),
           f"is '{container}': container names are 3-63 lowercase letters, digits and single hyphens")
 
+    state_container = get("EXPORT_STATE_CONTAINER") or None
+    if state_container is not None:
+        check("EXPORT_STATE_CONTAINER", bool(_CONTAINER.match(state_container)),
+              f"is '{state_container}': container names are 3-63 lowercase letters, digits and single hyphens")
+
     schedule = get("EXPORT_SCHEDULE")
     if (why := _schedule_problem(schedule)) is not None:
         problems.append(f"EXPORT_SCHEDULE is '{schedule}': {why}; {_SCHEDULE_FORM}")
@@ -327,6 +339,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         export_mode=mode,
         full_sync_every_days=full_sync,
         delta_max_changes=int(max_changes),
+        state_container_name=None if state_container in (None, container) else state_container,
     )
 
 
