@@ -1,4 +1,4 @@
-"""Resumable progress of one slot's export, kept in a small state blob next to the exports.
+"""Resumable progress of one slot's export, kept in a small record in the state area.
 
 Every few pages the export ends a gzip member, stages it and saves a checkpoint: the nextLink to
 continue from, the ids and sizes of the blocks staged so far, and the counts. A killed or timed-out
@@ -6,7 +6,8 @@ run's next invocation for the same slot continues from there; because each check
 own gzip member (RFC 1952 allows a file of several), the result is byte for byte what an
 uninterrupted run writes. The digests of the user ids staged so far are appended to a state blob
 beside it at each checkpoint, so the resumed run still catches an id repeated across the resume.
-A checkpoint that cannot be parsed is discarded and the slot restarts.
+A resumed run continues the killed one under its run id, so its blocks land on the same blobs. A
+checkpoint that cannot be parsed is discarded and the slot restarts.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
-from azure.storage.blob import BlobClient, ContainerClient
+from azure.storage.blob import ContainerClient
 
 from . import naming, storage
 from .records import Fields, Progress, RecordError, iso
@@ -25,12 +26,15 @@ from .userids import UserIds
 
 log = logging.getLogger(__name__)
 
-FORMAT = "graph-users-export-checkpoint/2"
+FORMAT = "graph-users-export-checkpoint/3"
+_RUN = naming.RUN_ID
 
 
 @dataclass(frozen=True)
 class Checkpoint:
     slot: datetime
+    #: The run whose blobs hold the staged blocks: a resumed run continues it, under its names.
+    run: str
     blob: str
     properties: tuple[str, ...]
     next_link: str
@@ -46,7 +50,7 @@ class Checkpoint:
 
     def to_document(self) -> dict[str, Any]:
         return {
-            "format": FORMAT, "slot": iso(self.slot), "blob": self.blob, "properties": list(self.properties),
+            "format": FORMAT, "slot": iso(self.slot), "run": self.run, "blob": self.blob, "properties": list(self.properties),
             "next_link": self.next_link, "pages": self.pages, "users": self.progress.users,
             "uncompressed_bytes": self.progress.uncompressed_bytes, "block_ids": list(self.progress.block_ids),
             "block_sizes": list(self.progress.block_sizes), "ids_bytes": self.ids_bytes,
@@ -63,7 +67,7 @@ class Checkpoint:
             raise RecordError(f"checkpoint format is {document.get('format')!r}, not {FORMAT!r}")
         progress = _progress(f)
         csv = document.get("csv")
-        return cls(slot=f.time("slot"), blob=f.text("blob"), properties=f.texts("properties"),
+        return cls(slot=f.time("slot"), run=f.text("run", _RUN), blob=f.text("blob"), properties=f.texts("properties"),
                    next_link=f.text("next_link"), pages=f.count("pages"), progress=progress,
                    ids_bytes=f.count("ids_bytes"), started=f.time("started"), saved=f.time("saved"),
                    delta_link=None if document.get("delta_link") is None else f.text("delta_link"),
@@ -92,25 +96,17 @@ def save(container: ContainerClient, checkpoint: Checkpoint) -> None:
     storage.write_json(container, naming.checkpoint_blob_name(checkpoint.slot), checkpoint.to_document())
 
 
-def delete(container: ContainerClient, slot: datetime) -> None:
-    """Remove the slot's checkpoint and saved user ids (the slot is published)."""
-    for name in (naming.checkpoint_blob_name(slot), ids_blob_name(slot)):
-        with storage.storage_errors(f"deleting {name}"):
-            try:
-                container.delete_blob(name)
-            except ResourceNotFoundError:
-                pass
-
-
-def ids_blob_name(slot: datetime) -> str:
-    return f"state/users-{naming.slot_stamp(slot)}.ids"
+def leftovers(container: ContainerClient, slot: datetime) -> list[str]:
+    """The slot's checkpoint and saved user ids that still exist (removed once the slot is published)."""
+    names = (naming.checkpoint_blob_name(slot), naming.ids_blob_name(slot))
+    return [name for name in names if storage.properties_of(container, name) is not None]
 
 
 class SavedIds:
     """The append blob of user-id digests (``UserIds.new_bytes`` pieces) that checkpoints count into."""
 
     def __init__(self, container: ContainerClient, slot: datetime) -> None:
-        self._blob = container.get_blob_client(ids_blob_name(slot))
+        self._blob = container.get_blob_client(naming.ids_blob_name(slot))
         self.size: int | None = None  # None until started: a run that fails before its first checkpoint leaves none
 
     def start(self, kept: bytes = b"") -> None:
@@ -151,14 +147,17 @@ class SavedIds:
 _APPEND_MAX = 4 * 1024 * 1024
 
 
-def why_unusable(checkpoint: Checkpoint, blob: BlobClient, slot: datetime, properties: tuple[str, ...],
-                 max_age: timedelta, now: datetime, csv_blob: BlobClient | None = None) -> str | None:
+def why_unusable(checkpoint: Checkpoint, exports: ContainerClient, slot: datetime, properties: tuple[str, ...],
+                 max_age: timedelta, now: datetime, with_csv: bool = False) -> str | None:
     """Why the checkpoint cannot be resumed (then the slot restarts clean), or None if it can."""
-    if checkpoint.slot != slot or checkpoint.blob != blob.blob_name:
+    names = naming.run_names(slot, checkpoint.run)
+    if checkpoint.slot != slot or checkpoint.blob != names.jsonl:
         return "it belongs to another slot or blob"
+    blob = exports.get_blob_client(names.jsonl)
+    csv_blob = exports.get_blob_client(names.csv) if with_csv else None
     if tuple(properties) != checkpoint.properties:
         return "USER_PROPERTIES changed since it was saved"
-    if not -naming._FUTURE_TOLERANCE <= now - checkpoint.saved <= max_age:
+    if not -naming.FUTURE_TOLERANCE <= now - checkpoint.saved <= max_age:
         return f"it is older than CHECKPOINT_MAX_AGE_HOURS ({max_age.total_seconds() / 3600:g} h)"
     if (csv_blob is None) != (checkpoint.csv_progress is None):
         return "EXPORT_FORMATS changed since it was saved"
@@ -179,23 +178,27 @@ class Resume:
     ids: UserIds
 
 
-def resumable(container: ContainerClient, blob: BlobClient, slot: datetime, properties: tuple[str, ...],
+def resumable(state: ContainerClient, exports: ContainerClient, slot: datetime, properties: tuple[str, ...],
               max_age: timedelta, now: datetime, *, needs_delta_link: bool = False,
-              csv_blob: BlobClient | None = None) -> Resume | None:
+              with_csv: bool = False) -> Resume | None:
     """The slot's checkpoint and its saved ids if the export can continue from them; else None (logged).
 
-    In delta mode (``needs_delta_link``) only a checkpoint holding the deltaLink its run began with
-    will do: a link taken later would never replay changes to users read before it.
+    The checkpoint lives in ``state``; the blocks it counts are staged on its run's blobs in
+    ``exports``. In delta mode (``needs_delta_link``) only a checkpoint holding the deltaLink its run
+    began with will do: a link taken later would never replay changes to users read before it.
     """
-    saved = load(container, slot)
+    saved = load(state, slot)
     if saved is None:
         return None
-    why = why_unusable(saved, blob, slot, properties, max_age, now, csv_blob)
+    try:
+        why = why_unusable(saved, exports, slot, properties, max_age, now, with_csv)
+    except ValueError:  # a run id run_names refuses (the parser checks it; a hand-made record might not)
+        why = "it names no valid run"
     if why is None and needs_delta_link and saved.delta_link is None:
         why = "it was saved without a delta link (EXPORT_MODE changed)"
     ids = None
     if why is None:
-        data = SavedIds(container, slot).read(saved.ids_bytes)
+        data = SavedIds(state, slot).read(saved.ids_bytes)
         try:
             ids = UserIds.from_bytes(data) if data is not None else None
         except ValueError:

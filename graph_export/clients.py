@@ -34,14 +34,22 @@ class WarmClients:
                                            self.retry_budget)
         self.tokens = GraphTokens(read_secret=self._read_credential, sign_in=self._sign_in,
                                   read_older=self._read_older_certificates)
-        self._container: ContainerClient | None = None
+        self._containers: dict[str, ContainerClient] = {}
 
     def container(self) -> ContainerClient:
-        if self._container is None:
+        """The export container (EXPORT_CONTAINER): published files and manifests, never overwritten."""
+        return self._open(self.settings.container)
+
+    def state_container(self) -> ContainerClient:
+        """Where the mutable records live (EXPORT_STATE_CONTAINER, by default the export container)."""
+        return self._open(self.settings.state_container)
+
+    def _open(self, name: str) -> ContainerClient:
+        if name not in self._containers:
             s = self.settings
-            self._container = storage.open_container(s.storage, s.container, self.azure_credential,
-                                                  s.retry_backoff_base_s)
-        return self._container
+            self._containers[name] = storage.open_container(s.storage, name, self.azure_credential,
+                                                            s.retry_backoff_base_s)
+        return self._containers[name]
 
     def _read_credential(self) -> Credential:
         """The credential CLIENT_CREDENTIAL names: the latest secret or certificate in Key Vault, read with

@@ -20,19 +20,20 @@ from array import array
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Iterator, Protocol
+from urllib.parse import parse_qs, urlsplit
 
 import orjson
-from azure.storage.blob import BlobClient, ContainerClient
+from azure.storage.blob import BlobClient
 from isal import igzip
 
-from . import graph, naming, storage
+from . import graph, naming, publish, storage
 from .clients import WarmClients
-from .errors import GraphError, origin_of
-from .lease import SlotLease
+from .errors import ExportError, GraphError, origin_of
 from .progress import RunProgress
 from .records import DeltaApplied, DeltaState, Manifest, RecordError, iso
 from .settings import Settings
 from .sink import GzipBlobWriter, encode_user, open_files
+from .slotrun import SlotRun, SlotStore
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +67,16 @@ class Base:
     manifest: Manifest
 
 
-def load_base(container: ContainerClient, settings: Settings, now: datetime, *, stale_ok: bool = False) -> Base:
+def load_base(store: SlotStore, settings: Settings, now: datetime, *, stale_ok: bool = False) -> Base:
     """The saved delta state and its base snapshot, checked; FallBack when either is not usable.
 
+    The state is trusted only as far as it agrees with the manifest it names (slot, tenant,
+    container, endpoint, a link taken before that snapshot was finished) and with the shape of a
+    users/delta link; the base's files are checked against the manifest from their properties.
     ``stale_ok`` accepts a delta link older than FULL_SYNC_EVERY_DAYS (to measure drift with it).
     """
     try:
-        document = storage.read_json(container, naming.DELTA_STATE_BLOB)
+        document = storage.read_json(store.state, naming.DELTA_STATE_BLOB)
         if document is None:
             raise FallBack("there is no delta state yet")
         state = DeltaState.parse(document)
@@ -81,20 +85,51 @@ def load_base(container: ContainerClient, settings: Settings, now: datetime, *, 
     if state.properties != settings.user_properties:
         raise FallBack("USER_PROPERTIES changed since the delta state was saved")
     age = now - state.taken
-    if (age > timedelta(days=settings.full_sync_every_days) and not stale_ok) or age < -naming._FUTURE_TOLERANCE:
+    if (age > timedelta(days=settings.full_sync_every_days) and not stale_ok) or age < -naming.FUTURE_TOLERANCE:
         raise FallBack(f"the delta link is {age.total_seconds() / 86400:.1f} days old "
                        f"(FULL_SYNC_EVERY_DAYS is {settings.full_sync_every_days:g})")
-    if origin_of(state.delta_link).lower() != origin_of(settings.graph_endpoint).lower():
-        raise FallBack("the saved delta link is not on GRAPH_ENDPOINT")
+    if (problem := _link_problem(state.delta_link, settings.graph_endpoint)) is not None:
+        raise FallBack(f"the saved delta link {problem}")
     try:
-        manifest = Manifest.parse(storage.read_json(container, state.base_manifest))
+        manifest = Manifest.parse(storage.read_json(store.exports, state.base_manifest))
     except RecordError as why:
         raise FallBack(f"the base snapshot's manifest {state.base_manifest} is missing or not valid ({why})") from None
-    if manifest.properties != settings.user_properties:
-        raise FallBack("the base snapshot was exported with other USER_PROPERTIES")
-    if storage.etag_of(container.get_blob_client(manifest.blob)) is None:
-        raise FallBack(f"the base snapshot {manifest.blob} is missing")
+    if (problem := _disagreement(state, manifest, settings)) is not None:
+        raise FallBack(f"the delta state and the base snapshot's manifest {state.base_manifest} disagree ({problem})")
+    if (problem := publish.files_mismatch(store, manifest)) is not None:
+        raise FallBack(f"the base snapshot is not what its manifest says ({problem})")
     return Base(state, manifest)
+
+
+def _link_problem(link: str, graph_endpoint: str) -> str | None:
+    """Why ``link`` is not a deltaLink of GRAPH_ENDPOINT's users/delta (never the link itself: it holds state)."""
+    try:
+        parts = urlsplit(link)
+        query = parse_qs(parts.query)
+    except ValueError:
+        return "is not a URL"
+    if origin_of(link).lower() != origin_of(graph_endpoint).lower():
+        return "is not on GRAPH_ENDPOINT"
+    if parts.path.rstrip("/").lower() != "/v1.0/users/delta":
+        return "is not a users/delta link"
+    tokens = query.get("$deltatoken", []) + query.get("deltatoken", [])
+    if len(tokens) != 1 or tokens[0].lower() in ("", "latest"):
+        return "holds no delta token of a finished round"
+    return None
+
+
+def _disagreement(state: DeltaState, manifest: Manifest, settings: Settings) -> str | None:
+    if manifest.slot != state.base_slot or manifest.manifest != state.base_manifest:
+        return f"the state is for slot {iso(state.base_slot)}, the manifest for {iso(manifest.slot)}"
+    if manifest.tenant_id.lower() != settings.tenant_id.lower() or manifest.container != settings.container:
+        return "another tenant or container"
+    if origin_of(manifest.graph_endpoint).lower() != origin_of(settings.graph_endpoint).lower():
+        return "another GRAPH_ENDPOINT"
+    if manifest.properties != settings.user_properties:
+        return "other USER_PROPERTIES"
+    if state.taken > manifest.finished:
+        return "the link was taken after the snapshot was finished, so changes in between would be missed"
+    return None
 
 
 def latest_link(clients: WarmClients, settings: Settings) -> str:
@@ -208,7 +243,7 @@ def merge(base: Manifest, base_blob: BlobClient, changes: Changes, properties: t
     out_size = 0
     order = properties
     for line in _lines(base_blob, digest):
-        if users == 0 and set(first := tuple(orjson.loads(line))) == set(properties):
+        if users == 0 and set(first := tuple(_record(line))) == set(properties):
             order = first  # Graph's order, which a full export keeps
         users += 1
         user_id = _id_of(line)
@@ -218,7 +253,7 @@ def merge(base: Manifest, base_blob: BlobClient, changes: Changes, properties: t
                 removed += 1
                 continue
             updated += 1
-            record, arrived = orjson.loads(line), orjson.loads(change)
+            record, arrived = _record(line), orjson.loads(change)
             # Only the selected properties the record has: a property Graph sends beyond $select is not kept.
             record.update((k, v) for k, v in arrived.items() if k in record)
             line = encode_user(record)
@@ -245,10 +280,22 @@ def _id_of(line: bytes) -> bytes:
         end = line.find(b'"', len(_ID_PREFIX))
         if end > 0 and b"\\" not in line[len(_ID_PREFIX):end]:
             return line[len(_ID_PREFIX):end]
-    user_id = orjson.loads(line).get("id")
-    if not isinstance(user_id, str):
+    user_id = _record(line).get("id")
+    if not isinstance(user_id, str) or not user_id:
         raise FallBack("the base snapshot holds a line without a user id")
     return user_id.encode("utf-8")
+
+
+def _record(line: bytes) -> dict[str, Any]:
+    """A snapshot line as the user object it must be; FallBack for anything else (a base that is not
+    what its manifest says is found out here at the latest, before anything is committed)."""
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        raise FallBack("the base snapshot holds a line that is not JSON") from None
+    if not isinstance(record, dict):
+        raise FallBack("the base snapshot holds a line that is not a user object")
+    return record
 
 
 class _Chunks(io.RawIOBase):
@@ -325,23 +372,27 @@ class Fingerprints:
         return count
 
 
-def measure_drift(settings: Settings, clients: WarmClients, container: ContainerClient, exported: Manifest,
-                  now: datetime) -> int | None:
+def measure_drift(run: SlotRun, exported: Manifest) -> int | None:
     """How many users of a full export differ from what the changes since the last snapshot make.
 
-    Run after a full export in delta mode, while the previous state's delta link still works; None
-    (logged) when there is nothing to compare with. Never fails the export it measures.
+    Run after a full export in delta mode, while the previous state's delta link still works. A
+    measurement, never a condition of the export it measures: whenever it cannot be taken (no usable
+    base, Graph or storage failing, a base that is not what its manifest says) it is None, logged
+    with the reason.
     """
+    settings = run.settings
     try:
-        base = load_base(container, settings, now, stale_ok=True)
+        base = load_base(run.store, settings, datetime.now(timezone.utc), stale_ok=True)
         changes = Changes(settings.delta_max_changes)
-        read_changes(clients, settings, base.state.delta_link, changes, None)
+        read_changes(run.clients, settings, base.state.delta_link, changes, None)
         expected, actual = Fingerprints(), Fingerprints()
-        merge(base.manifest, container.get_blob_client(base.manifest.blob), changes, settings.user_properties,
-              expected)
-        actual.write_lines(_lines(container.get_blob_client(exported.blob), hashlib.sha256()))
-    except (FallBack, GraphError) as why:
-        log.info("Drift not measured: %s", why)
+        merge(base.manifest, run.blob(base.manifest.blob), changes, settings.user_properties, expected)
+        actual.write_lines(_lines(run.blob(exported.blob), hashlib.sha256()))
+    except (FallBack, ExportError) as why:
+        log.warning("Drift not measured: %s", why)
+        return None
+    except Exception as why:  # noqa: BLE001 - a measurement: whatever breaks it, the export stands
+        log.warning("Drift not measured: unexpected %s", type(why).__name__)
         return None
     drift = expected.differing(actual)
     log.log(logging.WARNING if drift else logging.INFO,
@@ -350,37 +401,38 @@ def measure_drift(settings: Settings, clients: WarmClients, container: Container
     return drift
 
 
-def export_slot(settings: Settings, clients: WarmClients, container: ContainerClient, blob: BlobClient,
-                slot: datetime, base: Base, started: datetime, lease: SlotLease,
-                progress: RunProgress | None = None) -> tuple[Manifest, DeltaState]:
+@dataclass(frozen=True)
+class DeltaSlot:
+    """A delta slot's snapshot, and where the slot after it starts."""
+
+    manifest: Manifest
+    delta_link: str
+    taken: datetime
+
+
+def export_slot(run: SlotRun, base: Base) -> DeltaSlot:
     """This slot's snapshot from ``base`` and the changes since; FallBack when that is not possible.
 
-    Both files are staged, then committed (changes first); the caller publishes the manifest and
-    advances the delta state, so a slot that fails anywhere before leaves the state as it was.
+    Both files are staged, then committed (changes first) under the run's names; the caller commits
+    the manifest, so a slot that fails anywhere before leaves what consumers read as it was.
     """
+    settings, slot = run.settings, run.slot
     taken = datetime.now(timezone.utc)
     changes = Changes(settings.delta_max_changes)
-    feed_blob = container.get_blob_client(naming.changes_blob_name(slot))
-    with GzipBlobWriter(feed_blob, replaces=storage.etag_of(feed_blob)) as feed, \
-            open_files(settings, container, blob, slot) as writer:
-        link, pages = read_changes(clients, settings, base.state.delta_link, changes, feed, progress)
-        counts = merge(base.manifest, container.get_blob_client(base.manifest.blob), changes,
-                       settings.user_properties, writer)
-        lease.ensure()
+    with GzipBlobWriter(run.blob(run.names.changes)) as feed, \
+            open_files(settings, run.exports, run.names) as writer:
+        link, pages = read_changes(run.clients, settings, base.state.delta_link, changes, feed, run.progress)
+        counts = merge(base.manifest, run.blob(base.manifest.blob), changes, settings.user_properties, writer)
+        run.lease.ensure()
         fed = feed.commit(metadata={"slot": iso(slot)})
-        lease.ensure()
+        run.record(fed)
+        run.lease.ensure()
         committed, csv = writer.commit(metadata={"slot": iso(slot)})
+        run.record(committed, csv)
     log.info("Delta slot %s: %d change records in %d pages; %d added, %d updated, %d removed", iso(slot),
              changes.records, pages, counts.added, counts.updated, counts.removed)
     applied = DeltaApplied(
         base_manifest=base.manifest.manifest, base_sha256=base.manifest.sha256, changes_blob=fed.name,
         changes_bytes=fed.bytes, changes_sha256=fed.sha256, change_records=changes.records,
         added=counts.added, updated=counts.updated, removed=counts.removed)
-    manifest = Manifest(
-        container=settings.container, blob=committed.name, manifest=naming.manifest_blob_name(slot),
-        users=committed.users, pages=pages, properties=settings.user_properties, bytes=committed.bytes,
-        uncompressed_bytes=committed.uncompressed_bytes, sha256=committed.sha256, slot=slot, started=started,
-        finished=datetime.now(timezone.utc), resumed=False, tenant_id=settings.tenant_id,
-        graph_endpoint=settings.graph_endpoint, mode="delta", delta=applied, csv=csv)
-    return manifest, DeltaState(delta_link=link, taken=taken, properties=settings.user_properties,
-                                base_manifest=manifest.manifest, base_slot=slot)
+    return DeltaSlot(run.manifest(committed, csv, pages, started=run.started, delta=applied), link, taken)

@@ -1,7 +1,9 @@
-"""One export, end to end: storage → credential → token → pages of users → blob → manifest → latest.
+"""One export, end to end: lock the slot → sign in → pages of users → files → commit → publish.
 
 It resumes from a checkpoint when an earlier invocation of the same slot was killed; in delta mode
-the pages are the changes since the previous snapshot, applied to it (``delta``).
+the pages are the changes since the previous snapshot, applied to it (``delta``). Publishing is
+``publish``'s: files and manifest under the run's own names, then one conditional write of the
+slot's pointer.
 
 Both doors (the timer function and ``python -m graph_export run``) call :func:`run_export`.
 """
@@ -16,15 +18,15 @@ import time
 from datetime import datetime, timedelta, timezone
 from typing import Callable
 
-from azure.storage.blob import BlobClient, ContainerClient
-
-from . import checkpoint, delta, graph, naming, publish, sink
+from . import checkpoint, delta, graph, naming, publish
 from .clients import WarmClients, warm_clients
 from .errors import ConfigError
 from .lease import SlotLease
 from .progress import RunProgress, Snapshot, log_line
-from .records import DeltaState, ExportSummary, Manifest, Progress, iso
+from .records import ExportSummary, Manifest, Progress, iso
 from .settings import Settings
+from .sink import open_files
+from .slotrun import SlotRun, SlotStore
 from .userids import UserIds
 
 log = logging.getLogger(__name__)
@@ -32,14 +34,15 @@ log = logging.getLogger(__name__)
 
 def run_export(settings: Settings, slot: datetime | None = None, *, force: bool = False,
                on_progress: Callable[[Snapshot], None] = log_line, progress_every_s: float | None = None,
-               ) -> ExportSummary:
+               clients: WarmClients | None = None) -> ExportSummary:
     """Export every user once for ``slot`` (default: now). Raises an ExportError subclass on failure.
 
-    A slot that already has a published export is left alone unless ``force``; a slot with a usable
-    checkpoint resumes from it. Only one run exports a slot at a time (``lease``). Storage and sign-in
-    are checked before any user is read, nothing becomes visible until the blob commit, and the
-    manifest and then ``latest.json`` follow it. ``on_progress`` hears how far it has got at most
-    every PROGRESS_EVERY_SECONDS (or ``progress_every_s``), and at the end (default: a log line).
+    A slot that already has a published export is left alone unless ``force`` (only what its
+    publishing left undone is finished); a slot with a usable checkpoint resumes from it. Only one
+    run exports a slot at a time (``lease``). Storage and sign-in are checked before any user is
+    read. ``on_progress`` hears how far it has got at most every PROGRESS_EVERY_SECONDS (or
+    ``progress_every_s``), and at the end (default: a log line). ``clients`` default to the ones
+    this process keeps for ``settings``.
     """
     started = datetime.now(timezone.utc)
     clock = time.monotonic()
@@ -47,81 +50,84 @@ def run_export(settings: Settings, slot: datetime | None = None, *, force: bool 
         slot = naming.check_slot(slot or started, started)
     except ValueError as why:
         raise ConfigError(f"The slot to export is not usable: {why}.") from None
-    clients = warm_clients(settings)
-    container = clients.container()
-    if not force and (done := publish.published(container, slot)) is not None:
-        return _summary(done, "skipped", container, clock)
-    with SlotLease(container, slot) as lease:
-        if not force and (done := publish.published(container, slot)) is not None:
-            return _summary(done, "skipped", container, clock)  # another run finished it meanwhile
-        clients.retry_budget.reset(settings.graph_retries_per_run)
-        progress = RunProgress(clients.retry_budget, progress_every_s or settings.progress_every_s, on_progress)
+    clients = clients or warm_clients(settings)
+    store = SlotStore(clients.container(), clients.state_container(), slot, settings.container)
+    if not force:
+        before = publish.standing(store)
+        if before.pointer and before.manifest and not publish.unfinished(store, before.pointer, before.manifest,
+                                                                         started):
+            log.info("Slot %s was already exported; nothing to do (use --force to export it again)", iso(slot))
+            return _summary(before.manifest, "skipped", store, clock)
+    with SlotLease(store.state, slot) as lease:
+        before = publish.standing(store)  # again, now that no other run can change it
+        if before.pointer and before.manifest and not force:
+            did = publish.finish(store, before.pointer, before.manifest, lease)
+            log.info("Slot %s was already exported; finished what its publishing left undone: %s", iso(slot),
+                     ", ".join(did) or "nothing")
+            return _summary(before.manifest, "repaired" if did else "skipped", store, clock, repaired=did)
+        retries = clients.retry_budget
+        retries.reset(settings.graph_retries_per_run)
+        progress = RunProgress(retries, progress_every_s or settings.progress_every_s, on_progress)
         expires = clients.tokens.check_expiry(timedelta(days=settings.credential_expiry_warning_days), started)
         clients.tokens.get()  # fail on Key Vault or sign-in before staging anything
-
-        blob = container.get_blob_client(naming.export_blob_name(slot))
-        state: DeltaState | None = None
+        run = SlotRun(settings=settings, clients=clients, store=store, names=naming.run_names(slot, naming.new_run_id()),
+                      lease=lease, progress=progress, started=started, supersedes=before.supersedes)
+        link: str | None = None
+        taken: datetime | None = None
         if settings.export_mode == "delta":
-            manifest, state = _delta_slot(settings, clients, container, blob, slot, started, lease, force, progress)
+            run, manifest, link, taken = _delta_slot(run, force)
         else:
-            resume = None if force else _resumable(settings, container, blob, slot, started)
-            manifest = _full_slot(settings, clients, container, blob, slot, started, lease, resume, progress)
-        publish.publish(container, manifest, lease, state)
-        checkpoint.delete(container, slot)
+            run, manifest = _full_slot(run, None if force else _resumable(run))
+        pointer = publish.commit(run, manifest, before, link, taken)
+        publish.finish(store, pointer, manifest, lease)
     finished = progress.finish()
-    return _summary(manifest, "succeeded", container, clock, expires, finished)
+    return _summary(manifest, "succeeded", store, clock, expires, finished)
 
 
-def _delta_slot(settings: Settings, clients: WarmClients, container: ContainerClient, blob: BlobClient,
-                slot: datetime, started: datetime, lease: SlotLease, force: bool,
-                progress: RunProgress) -> tuple[Manifest, DeltaState]:
+def _delta_slot(run: SlotRun, force: bool) -> tuple[SlotRun, Manifest, str, datetime]:
     """The snapshot from the changes since the last one; a full export when that cannot be trusted."""
+    settings = run.settings
     try:
-        return delta.export_slot(settings, clients, container, blob, slot,
-                                 delta.load_base(container, settings, started), started, lease, progress)
+        made = delta.export_slot(run, delta.load_base(run.store, settings, run.started))
+        return run, made.manifest, made.delta_link, made.taken
     except delta.FallBack as why:
-        log.warning("Delta mode: exporting slot %s in full, as %s", iso(slot), why)
-    resume = None if force else _resumable(settings, container, blob, slot, started)
+        log.warning("Delta mode: exporting slot %s in full, as %s", iso(run.slot), why)
+    resume = None if force else _resumable(run)
     if resume is not None and resume.checkpoint.delta_link is not None:
         link, taken = resume.checkpoint.delta_link, resume.checkpoint.started
     else:
-        resume, link, taken = None, delta.latest_link(clients, settings), datetime.now(timezone.utc)
-    manifest = _full_slot(settings, clients, container, blob, slot, started, lease, resume, progress, link)
-    manifest = dataclasses.replace(manifest, drift=delta.measure_drift(settings, clients, container, manifest, started))
-    return manifest, DeltaState(delta_link=link, taken=taken, properties=settings.user_properties,
-                                base_manifest=manifest.manifest, base_slot=slot)
+        resume, link, taken = None, delta.latest_link(run.clients, settings), datetime.now(timezone.utc)
+    run, manifest = _full_slot(run, resume, link)
+    return run, dataclasses.replace(manifest, drift=delta.measure_drift(run, manifest)), link, taken
 
 
-def _full_slot(settings: Settings, clients: WarmClients, container: ContainerClient, blob: BlobClient,
-               slot: datetime, started: datetime, lease: SlotLease, resume: checkpoint.Resume | None,
-               progress: RunProgress, delta_link: str | None = None) -> Manifest:
+def _full_slot(run: SlotRun, resume: checkpoint.Resume | None,
+               delta_link: str | None = None) -> tuple[SlotRun, Manifest]:
     """Every user from /users, continuing from ``resume`` (a usable checkpoint) if there is one."""
-    try:
-        return _export(settings, clients, container, blob, slot, resume, started, lease, progress, delta_link)
-    except graph.PageLinkRejected as exc:
-        if resume is None:
-            raise
-        log.warning("Graph no longer accepts the checkpoint's page link (%s); restarting the slot", exc)
-        return _export(settings, clients, container, blob, slot, None, started, lease, progress, delta_link)
+    if resume is not None:
+        resumed = run.continuing(resume.checkpoint.run)
+        try:
+            return resumed, _export(resumed, resume, delta_link)
+        except graph.PageLinkRejected as exc:
+            log.warning("Graph no longer accepts the checkpoint's page link (%s); restarting the slot", exc)
+    return run, _export(run, None, delta_link)
 
 
-def _resumable(settings: Settings, container: ContainerClient, blob: BlobClient, slot: datetime,
-               now: datetime) -> checkpoint.Resume | None:
-    return checkpoint.resumable(container, blob, slot, settings.user_properties,
-                                timedelta(hours=settings.checkpoint_max_age_h), now,
-                                needs_delta_link=settings.export_mode == "delta",
-                                csv_blob=sink.csv_blob(settings, container, slot))
+def _resumable(run: SlotRun) -> checkpoint.Resume | None:
+    s = run.settings
+    return checkpoint.resumable(run.state, run.exports, run.slot, s.user_properties,
+                                timedelta(hours=s.checkpoint_max_age_h), run.started,
+                                needs_delta_link=s.export_mode == "delta", with_csv="csv" in s.export_formats)
 
 
-def _export(settings: Settings, clients: WarmClients, container: ContainerClient, blob: BlobClient,
-            slot: datetime, resume: checkpoint.Resume | None, started: datetime, lease: SlotLease,
-            progress: RunProgress, delta_link: str | None) -> Manifest:
-    """Page through every user into ``blob``, checkpointing as it goes; commit; return the manifest.
+def _export(run: SlotRun, resume: checkpoint.Resume | None, delta_link: str | None) -> Manifest:
+    """Page through every user into the run's files, checkpointing as it goes; commit; the manifest.
 
-    Every write others could read (checkpoint, blob commit) first makes sure this run still holds
-    the slot's lease.
+    Every write others could read (checkpoint, commit) first makes sure this run still holds the
+    slot's lease.
     """
-    saved_ids = checkpoint.SavedIds(container, slot)
+    settings, slot = run.settings, run.slot
+    saved_ids = checkpoint.SavedIds(run.state, slot)
     if resume is not None:
         ids = resume.ids
         url, first, started = resume.checkpoint.next_link, resume.checkpoint.pages + 1, resume.checkpoint.started
@@ -129,42 +135,41 @@ def _export(settings: Settings, clients: WarmClients, container: ContainerClient
     else:
         ids = UserIds()
         url, first = graph.first_page_url(settings.graph_endpoint, settings.user_properties, settings.page_size), 1
+        started = run.started
     pages = first - 1
 
     def save_checkpoint(next_link: str, pages: int, new_ids: bytes, staged: Progress, csv: Progress | None) -> None:
         """On a writer's thread, once every page up to ``pages`` is staged: the ids, then the checkpoint."""
-        lease.ensure()
-        checkpoint.save(container, checkpoint.Checkpoint(
-            slot=slot, blob=blob.blob_name, properties=settings.user_properties, next_link=next_link, pages=pages,
-            progress=staged, ids_bytes=saved_ids.append(new_ids), started=started, saved=datetime.now(timezone.utc),
-            delta_link=delta_link, csv_progress=csv))
+        run.lease.ensure()
+        checkpoint.save(run.state, checkpoint.Checkpoint(
+            slot=slot, run=run.run, blob=run.names.jsonl, properties=settings.user_properties, next_link=next_link,
+            pages=pages, progress=staged, ids_bytes=saved_ids.append(new_ids), started=started,
+            saved=datetime.now(timezone.utc), delta_link=delta_link, csv_progress=csv))
         log.debug("checkpoint after page %d: %d users", pages, staged.users)
 
     # Three stages overlap: page k+1 is requested as soon as page k's nextLink arrives, page k is
     # parsed and encoded here, and compression and block uploads trail behind on their own thread.
-    fetched = progress.watch(graph.iter_user_pages(clients.http, url, settings.graph_endpoint, clients.tokens,
-                                                   settings.http_timeout_s, first, ids=ids))
+    clients = run.clients
+    fetched = run.progress.watch(graph.iter_user_pages(clients.http, url, settings.graph_endpoint, clients.tokens,
+                                                       settings.http_timeout_s, first, ids=ids))
     with contextlib.closing(fetched) as pages_ahead, \
-            sink.open_files(settings, container, blob, slot, resume.checkpoint if resume else None) as writer:
+            open_files(settings, run.exports, run.names, resume.checkpoint if resume else None) as writer:
         for page in pages_ahead:
             writer.write(page.users)
             pages = page.number
             if page.next_link and pages % settings.checkpoint_every_pages == 0:
                 writer.end_segment(functools.partial(save_checkpoint, page.next_link, pages, ids.new_bytes()))
-        lease.ensure()
+        run.lease.ensure()
         committed, csv = writer.commit(metadata={"slot": iso(slot)})
-    finished = datetime.now(timezone.utc)
-    return Manifest(
-        container=settings.container, blob=committed.name, manifest=naming.manifest_blob_name(slot),
-        users=committed.users, pages=pages, properties=settings.user_properties, bytes=committed.bytes,
-        uncompressed_bytes=committed.uncompressed_bytes, sha256=committed.sha256, slot=slot, started=started,
-        finished=finished, resumed=resume is not None, tenant_id=settings.tenant_id,
-        graph_endpoint=settings.graph_endpoint, csv=csv,
-    )
+    run.record(committed, csv)
+    return run.manifest(committed, csv, pages, started=started, resumed=resume is not None)
 
 
-def _summary(manifest: Manifest, status: str, container: ContainerClient, clock: float,
-             credential_expires: datetime | None = None, done: Snapshot | None = None) -> ExportSummary:
-    url = container.get_blob_client(manifest.blob).url
+def _summary(manifest: Manifest, status: str, store: SlotStore, clock: float,
+             credential_expires: datetime | None = None, done: Snapshot | None = None,
+             repaired: tuple[str, ...] = ()) -> ExportSummary:
+    # The blob's address without its query: a SAS in the connection string must never reach output.
+    url = store.exports.get_blob_client(manifest.blob).url.split("?", 1)[0]
     return ExportSummary.of(manifest, status, url, time.monotonic() - clock, credential_expires,
-                            retries=done.retries if done else 0, throttled_s=done.throttled_s if done else 0.0)
+                            retries=done.retries if done else 0, throttled_s=done.throttled_s if done else 0.0,
+                            repaired=repaired)

@@ -38,16 +38,12 @@ _LOST_CODES = {"LeaseIdMismatchWithLeaseOperation", "LeaseNotPresentWithLeaseOpe
                "LeaseAlreadyPresent"}
 
 
-def lock_blob_name(slot: datetime) -> str:
-    return f"state/users-{naming.slot_stamp(slot)}.lock"
-
-
 class SlotLease:
     """The lease on one slot's lock blob; use as a context manager around the slot's export."""
 
     def __init__(self, container: ContainerClient, slot: datetime) -> None:
         self._slot = iso(slot)
-        self._blob = container.get_blob_client(lock_blob_name(slot))
+        self._blob = container.get_blob_client(naming.lock_blob_name(slot))
         self._lease = BlobLeaseClient(self._blob)
         self._mutex = threading.Lock()
         self._renewed_at = 0.0

@@ -1,22 +1,66 @@
-"""Where an export lives in the container, derived only from its schedule slot.
+"""Where everything lives in storage: one function per blob name, derived from the slot and the run.
 
-A slot is the UTC time the timer was due. Naming blobs by slot (not by when the run happened) makes
-a retried invocation of the same slot overwrite its own export instead of adding a duplicate.
+A slot is the UTC time the timer was due. Each run of a slot writes its files and its manifest under
+names of its own (``users-<slot>-<run>.…``), so nothing a run wrote is ever overwritten; the slot
+stays in every name, so listing by day still works. The one mutable name per slot is its pointer in
+the state area, whose conditional write is the commit (``publish``).
 """
 
 from __future__ import annotations
 
+import re
+import secrets
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping
 
 LATEST_BLOB = "users/latest.json"
+#: Where the next delta slot starts (``records.DeltaState``).
+DELTA_STATE_BLOB = "state/delta.json"
 
-# A scheduled time further ahead than this is not the current occurrence (clock skew allowance).
-_FUTURE_TOLERANCE = timedelta(minutes=5)
+#: A scheduled time further ahead than this is not the current occurrence (clock skew allowance).
+FUTURE_TOLERANCE = timedelta(minutes=5)
 # No export predates this: an earlier slot is a typo (or a runtime's DateTime.MinValue).
 _EARLIEST_SLOT = datetime(2000, 1, 1, tzinfo=timezone.utc)
 _BOUNDS = (f"slots must be between {_EARLIEST_SLOT:%Y-%m-%dT%H:%M:%SZ} and "
-           f"{_FUTURE_TOLERANCE.total_seconds() / 60:g} minutes past now")
+           f"{FUTURE_TOLERANCE.total_seconds() / 60:g} minutes past now")
+#: A run id: 12 lowercase hex digits, random (two runs of one slot never share one).
+RUN_ID = re.compile(r"^[0-9a-f]{12}$")
+
+
+def new_run_id() -> str:
+    return secrets.token_hex(6)
+
+
+@dataclass(frozen=True)
+class RunNames:
+    """The blobs one run of a slot publishes, in the export container; none is ever written twice."""
+
+    slot: datetime
+    run: str
+    jsonl: str
+    csv: str
+    changes: str
+    manifest: str
+
+
+def run_names(slot: datetime, run: str) -> RunNames:
+    if not RUN_ID.match(run):
+        raise ValueError(f"'{run}' is not a run id")
+    stem = f"{slot_prefix(slot)}{run}"
+    return RunNames(slot=normalize_slot(slot), run=run, jsonl=f"{stem}.jsonl.gz", csv=f"{stem}.csv.gz",
+                    changes=f"{stem}.changes.jsonl.gz", manifest=f"{stem}.manifest.json")
+
+
+def slot_prefix(slot: datetime) -> str:
+    """What every published name of the slot starts with (and no other slot's does)."""
+    slot = normalize_slot(slot)
+    return f"users/{slot:%Y/%m/%d}/users-{slot_stamp(slot)}-"
+
+
+def slot_pointer_name(slot: datetime) -> str:
+    """The slot's pointer (``records.SlotPointer``), in the state area: the one name a commit writes."""
+    return f"state/users-{slot_stamp(slot)}.current.json"
 
 
 def normalize_slot(slot: datetime) -> datetime:
@@ -35,32 +79,6 @@ def normalize_slot(slot: datetime) -> datetime:
 
 def slot_stamp(slot: datetime) -> str:
     return normalize_slot(slot).strftime("%Y%m%dT%H%M%SZ")
-
-
-def export_blob_name(slot: datetime) -> str:
-    slot = normalize_slot(slot)
-    return f"users/{slot:%Y/%m/%d}/users-{slot_stamp(slot)}.jsonl.gz"
-
-
-def manifest_blob_name(slot: datetime) -> str:
-    slot = normalize_slot(slot)
-    return f"users/{slot:%Y/%m/%d}/users-{slot_stamp(slot)}.manifest.json"
-
-
-def csv_blob_name(slot: datetime) -> str:
-    """The CSV copy of a slot's export (EXPORT_FORMATS holds csv), beside it."""
-    slot = normalize_slot(slot)
-    return f"users/{slot:%Y/%m/%d}/users-{slot_stamp(slot)}.csv.gz"
-
-
-def changes_blob_name(slot: datetime) -> str:
-    """A delta slot's change records, as Graph sent them, beside its snapshot."""
-    slot = normalize_slot(slot)
-    return f"users/{slot:%Y/%m/%d}/users-{slot_stamp(slot)}.changes.jsonl.gz"
-
-
-#: Where the next delta slot starts (``records.DeltaState``).
-DELTA_STATE_BLOB = "state/delta.json"
 
 
 def parse_slot(text: str) -> datetime:
@@ -97,6 +115,16 @@ def checkpoint_blob_name(slot: datetime) -> str:
     return f"state/users-{slot_stamp(slot)}.checkpoint.json"
 
 
+def ids_blob_name(slot: datetime) -> str:
+    """Digests of the user ids an unfinished export has staged (``checkpoint.SavedIds``)."""
+    return f"state/users-{slot_stamp(slot)}.ids"
+
+
+def lock_blob_name(slot: datetime) -> str:
+    """The empty blob whose lease makes a slot's run exclusive (``lease``)."""
+    return f"state/users-{slot_stamp(slot)}.lock"
+
+
 def check_slot(slot: datetime, now: datetime) -> datetime:
     """The normalized slot if it can be a real schedule occurrence; ValueError (with why) if not.
 
@@ -105,7 +133,7 @@ def check_slot(slot: datetime, now: datetime) -> datetime:
     """
     slot = normalize_slot(slot)  # ValueError too when it has no UTC form
     now = normalize_slot(now)
-    if not _EARLIEST_SLOT <= slot <= now + _FUTURE_TOLERANCE:
+    if not _EARLIEST_SLOT <= slot <= now + FUTURE_TOLERANCE:
         raise ValueError(f"{_utc_text(slot)} is out of range ({_BOUNDS}, {_utc_text(now)})")
     return slot
 

@@ -1,65 +1,243 @@
-"""Publishing a slot: its manifest, then ``latest.json``; and telling whether a slot is published.
+"""Publishing a slot: the commit (one conditional write of the slot's pointer), and what follows it.
 
-Both happen only after the export blob is committed, and only while the run still holds the slot's
-lease, so a reader who follows ``latest.json`` → manifest → blob never meets a half-written export.
+A run commits its files and its manifest under its own names, which nothing ever overwrites; then
+the slot's pointer in the state area is written conditionally (absent for a new slot, the ETag read
+before for ``--force``): that write is the moment the run's export becomes the slot's. Everything
+after it (``latest.json``, the delta state, removing what a dead run left, the checkpoint) can fail
+and be finished by the next run of the slot (:func:`unfinished`, :func:`finish`); a run that fails
+before it leaves what consumers read byte for byte as it was.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timezone
 
-from azure.storage.blob import ContainerClient
-
-from . import naming, storage
+from . import checkpoint, naming, storage
+from .errors import SlotBusyError, StorageError
 from .lease import SlotLease
-from .records import DeltaState, Manifest, RecordError, iso
+from .records import DeltaState, Manifest, RecordError, SlotPointer, iso
+from .slotrun import SlotRun, SlotStore
 
 log = logging.getLogger(__name__)
 
+#: Conditional writes of the delta state tried before giving up (each loss means another slot moved it).
+DELTA_STATE_ATTEMPTS = 8
 
-def published(container: ContainerClient, slot: datetime) -> Manifest | None:
-    """The slot's manifest if the slot was exported; a manifest that does not parse means it was not."""
-    name = naming.manifest_blob_name(slot)
+
+@dataclass(frozen=True)
+class Standing:
+    """The slot's pointer as read, and the export it names when that export is exactly as committed."""
+
+    pointer: SlotPointer | None
+    #: The pointer blob's ETag (None: there is none), on which a replacing commit is conditional.
+    etag: str | None
+    manifest: Manifest | None
+
+    @property
+    def supersedes(self) -> str | None:
+        """What a new export of the slot replaces: the manifest the pointer names, usable or not."""
+        return None if self.pointer is None else self.pointer.manifest
+
+
+def standing(store: SlotStore) -> Standing:
+    """Read the slot's pointer and check what it names, from properties only (nothing is downloaded
+    but the manifest): a manifest or file that is missing, changed since the commit (ETag), or whose
+    size or recorded sha256 disagree with the manifest means the slot is not exported (logged)."""
+    name = naming.slot_pointer_name(store.slot)
+    document, etag = storage.read_json_etag(store.state, name)
+    if etag is None:
+        return Standing(None, None, None)
     try:
-        document = storage.read_json(container, name)
-        if document is None:
-            return None
-        manifest = Manifest.parse(document)
+        pointer = SlotPointer.parse(document)
     except RecordError as why:
-        log.warning("Manifest %s is not valid (%s); exporting the slot again", name, why)
-        return None
-    if manifest.slot != slot or manifest.blob != naming.export_blob_name(slot) or manifest.manifest != name:
-        log.warning("Manifest %s describes another slot or blob; exporting the slot again", name)
-        return None
-    log.info("Slot %s was already exported; nothing to do (use --force to export it again)", iso(slot))
-    return manifest
+        log.warning("Slot pointer %s is not valid (%s); exporting the slot again", name, why)
+        return Standing(None, etag, None)
+    why_not = _why_not_published(store, pointer)
+    if why_not is not None:
+        log.warning("Slot %s is not exported as its pointer says: %s; exporting it again", iso(store.slot), why_not)
+        return Standing(pointer, etag, None)
+    return Standing(pointer, etag, _manifest(store, pointer.manifest))
 
 
-def publish(container: ContainerClient, manifest: Manifest, lease: SlotLease,
-            delta_state: DeltaState | None = None) -> None:
-    """Write the manifest, advance the delta state (delta mode), then point ``latest.json`` at it.
-
-    The delta state only moves forward: a state already based on a later slot stays.
-    """
-    lease.ensure()
-    storage.write_json(container, manifest.manifest, manifest.to_document())
-    if delta_state is not None:
-        lease.ensure()
-        _advance(container, delta_state)
-    lease.ensure()
-    if not storage.point_latest(container, manifest.pointer(), manifest.finished):
-        log.warning("%s already points at a later slot than %s; left as it is", naming.LATEST_BLOB,
-                    iso(manifest.slot))
-
-
-def _advance(container: ContainerClient, state: DeltaState) -> None:
+def _manifest(store: SlotStore, name: str) -> Manifest | None:
     try:
-        standing = DeltaState.parse(storage.read_json(container, naming.DELTA_STATE_BLOB))
+        return Manifest.parse(storage.read_json(store.exports, name))
+    except RecordError:
+        return None
+
+
+def _why_not_published(store: SlotStore, pointer: SlotPointer) -> str | None:
+    if pointer.slot != store.slot:
+        return f"the pointer is for slot {iso(pointer.slot)}"
+    held = storage.properties_of(store.exports, pointer.manifest)
+    if held is None:
+        return f"its manifest {pointer.manifest} is missing"
+    if held.etag != pointer.etags.get(pointer.manifest):
+        return f"its manifest {pointer.manifest} changed after the commit"
+    manifest = _manifest(store, pointer.manifest)
+    if manifest is None:
+        return f"its manifest {pointer.manifest} is not valid"
+    if (manifest.slot, manifest.manifest, manifest.run, manifest.container) != \
+            (store.slot, pointer.manifest, pointer.run, store.container):
+        return f"its manifest {pointer.manifest} describes another slot, run or container"
+    return files_mismatch(store, manifest, pointer.etags)
+
+
+def files_mismatch(store: SlotStore, manifest: Manifest, etags: dict[str, str] | None = None) -> str | None:
+    """Why the files ``manifest`` lists are not what it says (missing, other size, other recorded
+    sha256, or an ETag other than ``etags`` records), from their properties; None when they are."""
+    for name, (size, sha256) in manifest.files().items():
+        held = storage.properties_of(store.exports, name)
+        if held is None:
+            return f"{name} is missing"
+        if held.size != size or held.metadata.get("sha256", sha256) != sha256:
+            return f"{name} does not match its manifest (size or sha256)"
+        if etags is not None and held.etag != etags.get(name):
+            return f"{name} changed after the commit"
+    return None
+
+
+def commit(run: SlotRun, manifest: Manifest, before: Standing, delta_link: str | None = None,
+           taken: datetime | None = None) -> SlotPointer:
+    """Write the run's manifest, then the slot's pointer to it, conditional on ``before``: the commit.
+
+    ``delta_link``/``taken`` (delta mode) go into the pointer, from where :func:`finish` advances
+    the delta state. SlotBusyError when another run committed the slot meanwhile: this one then
+    published nothing (its files are removed by the slot's next successful run).
+    """
+    run.lease.ensure()
+    etags = {**run.committed, manifest.manifest: storage.create_json(run.exports, manifest.manifest,
+                                                                     manifest.to_document())}
+    pointer = SlotPointer(slot=run.slot, run=run.run, manifest=manifest.manifest, etags=etags,
+                          published=datetime.now(timezone.utc), delta_link=delta_link, taken=taken)
+    run.lease.ensure()
+    name = naming.slot_pointer_name(run.slot)
+    if storage.replace_json(run.state, name, pointer.to_document(), before.etag) is None:
+        raise SlotBusyError(f"Another run committed slot {iso(run.slot)} while this one was exporting it ({name} "
+                            "changed): this run published nothing; the other run's export stands.")
+    log.info("Slot %s committed: %s", iso(run.slot), manifest.manifest)
+    return pointer
+
+
+def unfinished(store: SlotStore, pointer: SlotPointer, manifest: Manifest, now: datetime) -> list[str]:
+    """What publishing the slot's export has not done yet (read only): ``latest.json``, the delta
+    state, the checkpoint's removal. Blobs a dead run left are removed by the next run that finishes."""
+    missing = []
+    if storage.latest_needs(store.state, store.exports, manifest.pointer(), now):
+        missing.append("latest.json")
+    state = _delta_state(pointer, manifest)
+    if state is not None and _delta_state_needs(store, state)[0]:
+        missing.append("delta state")
+    if checkpoint.leftovers(store.state, store.slot):
+        missing.append("checkpoint")
+    return missing
+
+
+def finish(store: SlotStore, pointer: SlotPointer, manifest: Manifest, lease: SlotLease) -> tuple[str, ...]:
+    """Finish publishing the committed export: point ``latest.json`` at it (never backwards), advance
+    the delta state, remove what dead runs of the slot left, drop the checkpoint. Returns what it did.
+
+    A failure here says truthfully that the slot is published and what is left for the next run.
+    """
+    now = datetime.now(timezone.utc)
+    left = (f"slot {iso(store.slot)} is published ({manifest.manifest}) but not yet everywhere; run again "
+            "to finish")
+    did = []
+    lease.ensure()
+    latest = storage.point_latest(store.state, store.exports, manifest.pointer(), now, left)
+    if latest == "written":
+        did.append("latest.json")
+    elif latest == "newer":
+        log.info("%s already points at a later slot than %s; left as it is", naming.LATEST_BLOB, iso(store.slot))
+    state = _delta_state(pointer, manifest)
+    if state is not None and _advance(store, state, lease, left):
+        did.append("delta state")
+    removed = _remove_unreferenced(store, pointer, lease)
+    if removed:
+        did.append(f"{removed} blobs no manifest names removed")
+    for name in checkpoint.leftovers(store.state, store.slot):
+        lease.ensure()
+        storage.delete(store.state, name)
+    return tuple(did)
+
+
+def _delta_state(pointer: SlotPointer, manifest: Manifest) -> DeltaState | None:
+    if pointer.delta_link is None or pointer.taken is None:
+        return None
+    return DeltaState(delta_link=pointer.delta_link, taken=pointer.taken, properties=manifest.properties,
+                      base_manifest=manifest.manifest, base_slot=manifest.slot)
+
+
+def _delta_state_needs(store: SlotStore, state: DeltaState) -> tuple[bool, str | None]:
+    """Whether the delta state should move to ``state``, and the ETag it has now (None: absent).
+
+    It only moves forward: a state based on a later slot stays; one of this slot naming another
+    manifest (a replaced export) follows the pointer.
+    """
+    document, etag = storage.read_json_etag(store.state, naming.DELTA_STATE_BLOB)
+    try:
+        held = DeltaState.parse(document)
     except RecordError:  # none yet, or not valid: replaced
-        standing = None
-    if standing is not None and standing.base_slot > state.base_slot:
-        log.warning("%s is already based on a later slot than %s; left as it is", naming.DELTA_STATE_BLOB,
-                    iso(state.base_slot))
-        return
-    storage.write_json(container, naming.DELTA_STATE_BLOB, state.to_document())
+        return True, etag
+    if held.base_slot > state.base_slot:
+        log.info("%s is already based on a later slot than %s; left as it is", naming.DELTA_STATE_BLOB,
+                 iso(state.base_slot))
+        return False, etag
+    return held != state, etag
+
+
+def _advance(store: SlotStore, state: DeltaState, lease: SlotLease, left: str) -> bool:
+    for _ in range(DELTA_STATE_ATTEMPTS):
+        needed, etag = _delta_state_needs(store, state)
+        if not needed:
+            return False
+        lease.ensure()
+        if storage.replace_json(store.state, naming.DELTA_STATE_BLOB, state.to_document(), etag, left) is not None:
+            return True
+    raise StorageError(f"{naming.DELTA_STATE_BLOB} kept changing while this run tried to advance it "
+                               f"({DELTA_STATE_ATTEMPTS} attempts): {left}.")
+
+
+def _remove_unreferenced(store: SlotStore, pointer: SlotPointer, lease: SlotLease) -> int:
+    """Delete the slot's published-looking blobs that no manifest reachable from a pointer names.
+
+    Reachable: the slot pointer's manifest and every manifest it supersedes, in a chain; the ones
+    ``latest.json`` and the delta state name. What remains was committed by runs that died before
+    their commit. Storage that forbids deleting (an immutability policy) keeps them; that is fine.
+    """
+    keep: set[str] = set()
+    for name in _referenced_manifests(store, pointer):
+        keep.add(name)
+        manifest = _manifest(store, name)
+        if manifest is not None:
+            keep.update(manifest.files())
+    prefix = naming.slot_prefix(store.slot)
+    with storage.storage_errors(f"listing {prefix}*", "the slot is published; its leftovers stay until its next run"):
+        listed = [blob.name for blob in store.exports.list_blobs(name_starts_with=prefix)]
+    removed = 0
+    for name in listed:
+        if name not in keep:
+            lease.ensure()
+            if storage.delete(store.exports, name):
+                log.info("Removed %s, which a run that died before its commit left", name)
+                removed += 1
+    return removed
+
+
+def _referenced_manifests(store: SlotStore, pointer: SlotPointer) -> list[str]:
+    names: list[str] = []
+    name: str | None = pointer.manifest
+    while name is not None and name not in names:
+        names.append(name)
+        manifest = _manifest(store, name)
+        name = None if manifest is None else manifest.supersedes
+    for record, field in ((naming.LATEST_BLOB, "manifest"), (naming.DELTA_STATE_BLOB, "base_manifest")):
+        try:
+            document = storage.read_json(store.state, record)
+        except RecordError:
+            continue
+        if isinstance(document, dict) and isinstance(document.get(field), str):
+            names.append(document[field])
+    return names

@@ -14,12 +14,14 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-MANIFEST_FORMAT = "graph-users-export/2"
-#: Manifests of earlier versions that are still read (a /1 manifest is a full export).
-_OLDER_MANIFESTS = ("graph-users-export/1",)
+MANIFEST_FORMAT = "graph-users-export/3"
+#: Manifests of earlier versions that are still read (a /1 manifest is a full export; neither has a run).
+_OLDER_MANIFESTS = ("graph-users-export/1", "graph-users-export/2")
 DELTA_STATE_FORMAT = "graph-users-export-delta/1"
+SLOT_POINTER_FORMAT = "graph-users-export-slot/1"
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_RUN = re.compile(r"^[0-9a-f]{12}$")
 
 
 class RecordError(ValueError):
@@ -138,7 +140,11 @@ class DeltaApplied:
 
 @dataclass(frozen=True)
 class Manifest:
-    """What one export published: written once per slot, after the blob, before ``latest.json``."""
+    """What one run of a slot published: written once, under the run's own name, after its files.
+
+    It is the slot's export once the slot's pointer names it (``SlotPointer``); ``supersedes`` names
+    the manifest it replaced (``--force``), so a reader listing manifests by day can drop that one.
+    """
 
     container: str
     blob: str
@@ -161,10 +167,24 @@ class Manifest:
     #: A full export in delta mode: users that differ from what the changes alone would have made.
     drift: int | None = None
     csv: CsvFile | None = None
+    #: The run that wrote it (every name it lists holds it); None in manifests before format 3.
+    run: str | None = None
+    supersedes: str | None = None
+
+    def files(self) -> dict[str, tuple[int, str]]:
+        """Every file the manifest lists: name -> (bytes, sha256)."""
+        listed = {self.blob: (self.bytes, self.sha256)}
+        if self.csv is not None:
+            listed[self.csv.blob] = (self.csv.bytes, self.csv.sha256)
+        if self.delta is not None:
+            listed[self.delta.changes_blob] = (self.delta.changes_bytes, self.delta.changes_sha256)
+        return listed
 
     def to_document(self) -> dict[str, Any]:
         return {
             "format": MANIFEST_FORMAT,
+            "run": self.run,
+            "supersedes": self.supersedes,
             "mode": self.mode,
             "container": self.container,
             "blob": self.blob,
@@ -192,7 +212,8 @@ class Manifest:
         version = document.get("format")
         if version != MANIFEST_FORMAT and version not in _OLDER_MANIFESTS:
             raise RecordError(f"manifest format is {version!r}, not {MANIFEST_FORMAT!r}")
-        mode = "full" if version in _OLDER_MANIFESTS else f.text("mode")
+        mode = "full" if version == "graph-users-export/1" else f.text("mode")
+        current = version == MANIFEST_FORMAT
         if mode not in ("full", "delta"):
             raise RecordError(f"manifest mode is {mode!r}, not 'full' or 'delta'")
         delta = document.get("delta")
@@ -207,11 +228,53 @@ class Manifest:
             graph_endpoint=f.text("graph_endpoint"), mode=mode,
             delta=None if delta is None else DeltaApplied.parse(delta), drift=f.maybe_count("drift"),
             csv=None if document.get("csv") is None else CsvFile.parse(document["csv"]),
+            run=f.text("run", _RUN) if current else None,
+            supersedes=None if not current or document.get("supersedes") is None else f.text("supersedes"),
         )
 
     def pointer(self) -> "LatestPointer":
         return LatestPointer(slot=self.slot, blob=self.blob, manifest=self.manifest, users=self.users,
                              sha256=self.sha256, finished=self.finished)
+
+
+@dataclass(frozen=True)
+class SlotPointer:
+    """``state/users-<slot>.current.json``: which manifest is the slot's export. Its write is the commit.
+
+    Written conditionally (absent for a new slot; the ETag read before for ``--force``), so two runs
+    can never both commit a slot. ``etags`` are the ETags the manifest and its files had when
+    committed: a later change to any of them means the slot is no longer exported as recorded.
+    ``delta_link``/``taken``: delta mode, where the slot after this one starts (never logged).
+    """
+
+    slot: datetime
+    run: str
+    manifest: str
+    etags: dict[str, str]
+    published: datetime
+    delta_link: str | None = None
+    taken: datetime | None = None
+
+    def to_document(self) -> dict[str, Any]:
+        return {"format": SLOT_POINTER_FORMAT, "slot": iso(self.slot), "run": self.run, "manifest": self.manifest,
+                "etags": dict(self.etags), "published": iso(self.published), "delta_link": self.delta_link,
+                "taken": None if self.taken is None else iso(self.taken)}
+
+    @classmethod
+    def parse(cls, document: Any) -> "SlotPointer":
+        f = Fields(document, "slot pointer")
+        if document.get("format") != SLOT_POINTER_FORMAT:
+            raise RecordError(f"slot pointer format is {document.get('format')!r}, not {SLOT_POINTER_FORMAT!r}")
+        etags = document.get("etags")
+        if not isinstance(etags, dict) or not all(isinstance(k, str) and isinstance(v, str) and k and v
+                                                  for k, v in etags.items()):
+            raise RecordError("slot pointer field 'etags' is missing or not an object of text")
+        linked = document.get("delta_link") is not None
+        if linked != (document.get("taken") is not None):
+            raise RecordError("slot pointer fields 'delta_link' and 'taken' disagree")
+        return cls(slot=f.time("slot"), run=f.text("run", _RUN), manifest=f.text("manifest"), etags=etags,
+                   published=f.time("published"), delta_link=f.text("delta_link") if linked else None,
+                   taken=f.time("taken") if linked else None)
 
 
 @dataclass(frozen=True)
@@ -287,27 +350,34 @@ class ExportSummary:
     #: Graph requests retried, and seconds spent waiting on throttling (429), in this run.
     retries: int = 0
     throttled_s: float = 0.0
+    #: What this run finished of an earlier run's publishing (status "repaired"), e.g. "latest.json".
+    repaired: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, manifest: "Manifest", status: str, url: str, duration_s: float,
            credential_expires: datetime | None = None, *, retries: int = 0,
-           throttled_s: float = 0.0) -> "ExportSummary":
+           throttled_s: float = 0.0, repaired: tuple[str, ...] = ()) -> "ExportSummary":
         return cls(status=status, users=manifest.users, pages=manifest.pages, container=manifest.container,
                    blob=manifest.blob, manifest=manifest.manifest, url=url, bytes=manifest.bytes,
                    sha256=manifest.sha256, slot=iso(manifest.slot), started=iso(manifest.started),
                    finished=iso(manifest.finished), duration_s=round(duration_s, 3), mode=manifest.mode,
                    credential_expires=None if credential_expires is None else iso(credential_expires),
-                   retries=retries, throttled_s=round(throttled_s, 3))
+                   retries=retries, throttled_s=round(throttled_s, 3), repaired=repaired)
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        document = asdict(self)
+        document["repaired"] = list(self.repaired)
+        return document
 
     def fields(self) -> dict[str, Any]:
         """The summary as telemetry fields (``customDimensions`` in Application Insights), prefixed ``export_``."""
-        return {f"export_{name}": value for name, value in asdict(self).items() if value is not None}
+        return {f"export_{name}": ",".join(value) if isinstance(value, tuple) else value
+                for name, value in asdict(self).items() if value is not None and value != ()}
 
     def line(self) -> str:
         how = " from changes" if self.mode == "delta" else ""
+        if self.repaired:
+            how += f" (finished {', '.join(self.repaired)})"
         return (f"Export {self.status}{how}: {self.users} users in {self.pages} pages -> "
                 f"{self.container}/{self.blob} ({self.bytes} bytes, sha256 {self.sha256}) "
                 f"in {self.duration_s:.1f} s")

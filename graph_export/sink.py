@@ -12,7 +12,6 @@ import hashlib
 import secrets
 import threading
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Callable
 
 import orjson
@@ -21,13 +20,14 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
 from azure.storage.blob import BlobBlock, BlobClient, ContainerClient, ContentSettings
 from isal import isal_zlib
 
-from . import naming, pipeline
+from . import pipeline
 from .checkpoint import Checkpoint
 from .csvfile import CsvEncoder
 from .errors import SlotBusyError
-from .records import CsvFile, Progress
+from .naming import RunNames
+from .records import Progress
 from .settings import Settings
-from .storage import etag_of, storage_errors
+from .storage import storage_errors
 
 BLOCK_SIZE = 4 * 1024 * 1024
 #: ISA-L's deflate at level 2 compresses sandbox users as well as zlib level 3 (15.7% of the JSON
@@ -48,6 +48,7 @@ class CommittedBlob:
     uncompressed_bytes: int
     sha256: str
     blocks: int
+    etag: str
 
 
 class GzipBlobWriter:
@@ -60,10 +61,8 @@ class GzipBlobWriter:
     so that a later run can resume after it (see ``checkpoint``). Use it as a context manager.
     """
 
-    def __init__(self, blob: BlobClient, block_size: int = BLOCK_SIZE, resume_from: Progress | None = None,
-                 replaces: str | None = None) -> None:
+    def __init__(self, blob: BlobClient, block_size: int = BLOCK_SIZE, resume_from: Progress | None = None) -> None:
         self._blob = blob
-        self._replaces = replaces
         self._block_size = block_size
         self._compressor = _new_member()
         self._pending: list[bytes] = []
@@ -117,36 +116,32 @@ class GzipBlobWriter:
                                                       list(self._block_sizes))))
 
     def commit(self, metadata: dict[str, str] | None = None) -> CommittedBlob:
-        """Close the last gzip member, stage what is left and publish the blob in one commit."""
+        """Close the last gzip member, stage what is left and create the blob in one commit.
+
+        The blob must not exist yet (its name is the run's own): nothing committed is ever replaced.
+        Its metadata holds ``sha256`` when it is known before the commit; a resumed writer learns it
+        only by reading the committed bytes back (staged blocks cannot be read), and a committed
+        blob is never changed again, so the digest is then only in the manifest.
+        """
         self._worker.submit(self._end_member)
         self._worker.wait()
         name = self._blob.blob_name
         metadata = {**(metadata or {}), "users": str(self.users)}
-        # Only over the blob as it was when this run began: if another run committed meanwhile, this
-        # one must not publish over it (its manifest would then describe the other run's bytes).
-        if self._replaces is None:
-            condition: dict[str, Any] = {"match_condition": MatchConditions.IfMissing}
-        else:
-            condition = {"etag": self._replaces, "match_condition": MatchConditions.IfNotModified}
+        if self._sha256 is not None:
+            metadata["sha256"] = self._sha256.hexdigest()
         blocks = [BlobBlock(block_id) for block_id in self._block_ids]  # "latest", as plain ids would be
         with storage_errors(f"committing {name}"):
             try:
-                if self._sha256 is not None:
-                    sha256 = self._sha256.hexdigest()
-                    self._blob.commit_block_list(blocks, content_settings=EXPORT_CONTENT,
-                                                 metadata={**metadata, "sha256": sha256}, **condition)
-                else:  # resumed: the bytes staged before the checkpoint are only readable once committed
-                    self._blob.commit_block_list(blocks, content_settings=EXPORT_CONTENT,
-                                                 metadata=metadata, **condition)
-                    sha256 = _sha256_of_blob(self._blob)
-                    self._blob.set_blob_metadata({**metadata, "sha256": sha256})
+                committed = self._blob.commit_block_list(blocks, content_settings=EXPORT_CONTENT, metadata=metadata,
+                                                         match_condition=MatchConditions.IfMissing)
             except (ResourceModifiedError, ResourceExistsError):
                 raise SlotBusyError(
-                    f"Another run published {name} while this one was exporting it: this run published "
-                    "nothing; the other run's export stands."
+                    f"{name} already exists, committed by another run of this slot: this run published nothing."
                 ) from None
+            sha256 = metadata.get("sha256") or _sha256_of_blob(self._blob)
         return CommittedBlob(name=name, users=self.users, bytes=sum(self._block_sizes),
-                             uncompressed_bytes=self._uncompressed, sha256=sha256, blocks=len(self._block_ids))
+                             uncompressed_bytes=self._uncompressed, sha256=sha256, blocks=len(self._block_ids),
+                             etag=str(committed["etag"]))
 
     # -- on the background thread ------------------------------------------------------------------
 
@@ -189,11 +184,11 @@ class ExportFiles:
 
     def __init__(self, blob: BlobClient, csv_blob: BlobClient | None = None, encoder: CsvEncoder | None = None, *,
                  resume_from: Progress | None = None, csv_resume_from: Progress | None = None) -> None:
-        self.jsonl = GzipBlobWriter(blob, resume_from=resume_from, replaces=etag_of(blob))
+        self.jsonl = GzipBlobWriter(blob, resume_from=resume_from)
         self.csv: GzipBlobWriter | None = None
         self._encoder = encoder
         if csv_blob is not None and encoder is not None:
-            self.csv = GzipBlobWriter(csv_blob, resume_from=csv_resume_from, replaces=etag_of(csv_blob))
+            self.csv = GzipBlobWriter(csv_blob, resume_from=csv_resume_from)
             if csv_resume_from is None:
                 self.csv.write_encoded(encoder.header(), 0)
 
@@ -225,11 +220,9 @@ class ExportFiles:
         self.jsonl.end_segment(both.jsonl)
         self.csv.end_segment(both.csv)
 
-    def commit(self, metadata: dict[str, str]) -> tuple[CommittedBlob, CsvFile | None]:
-        """Commit the CSV copy, then the export file; what the manifest says of each."""
-        c = None if self.csv is None else self.csv.commit(metadata)
-        csv = None if c is None else CsvFile(blob=c.name, bytes=c.bytes, uncompressed_bytes=c.uncompressed_bytes,
-                                            sha256=c.sha256)
+    def commit(self, metadata: dict[str, str]) -> tuple[CommittedBlob, CommittedBlob | None]:
+        """Commit the CSV copy, then the export file."""
+        csv = None if self.csv is None else self.csv.commit(metadata)
         return self.jsonl.commit(metadata), csv
 
 
@@ -255,15 +248,11 @@ class _Both:
             self._then(self._seen["jsonl"], self._seen["csv"])
 
 
-def csv_blob(settings: Settings, container: ContainerClient, slot: datetime) -> BlobClient | None:
-    """The CSV copy's blob when EXPORT_FORMATS asks for one."""
-    return container.get_blob_client(naming.csv_blob_name(slot)) if "csv" in settings.export_formats else None
-
-
-def open_files(settings: Settings, container: ContainerClient, blob: BlobClient, slot: datetime,
+def open_files(settings: Settings, exports: ContainerClient, names: RunNames,
                resume: Checkpoint | None = None) -> ExportFiles:
-    """The export file and, if EXPORT_FORMATS asks for it, its CSV copy; continuing what ``resume`` staged."""
-    return ExportFiles(blob, csv_blob(settings, container, slot),
+    """The run's export file and, if EXPORT_FORMATS asks for it, its CSV copy; continuing what ``resume`` staged."""
+    csv = exports.get_blob_client(names.csv) if "csv" in settings.export_formats else None
+    return ExportFiles(exports.get_blob_client(names.jsonl), csv,
                        CsvEncoder(settings.user_properties, excel=settings.csv_excel),
                        resume_from=None if resume is None else resume.progress,
                        csv_resume_from=None if resume is None else resume.csv_progress)

@@ -10,7 +10,7 @@ import contextlib
 import json
 import logging
 from datetime import datetime
-from typing import Any, Iterator
+from typing import Any, Iterator, Literal
 
 from azure.core import MatchConditions
 from azure.core.credentials import TokenCredential
@@ -23,10 +23,10 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
-from azure.storage.blob import BlobClient, ContainerClient, ContentSettings, ExponentialRetry
+from azure.storage.blob import BlobClient, BlobProperties, ContainerClient, ContentSettings, ExponentialRetry
 
 from . import naming
-from .errors import StorageError, first_line
+from .errors import SlotBusyError, StorageError, first_line
 from .naming import LATEST_BLOB
 from .records import LatestPointer, RecordError
 from .settings import StorageTarget
@@ -74,15 +74,22 @@ def open_container(target: StorageTarget, container: str, credential: TokenCrede
     return client
 
 
+#: What a failure means for consumers, before the commit; after it, callers say what was published.
+NOTHING_PUBLISHED = "nothing was published; run again"
+
+
 @contextlib.contextmanager
-def storage_errors(doing: str) -> Iterator[None]:
-    """Map Azure Storage failures inside the block to one actionable :class:`StorageError` line."""
+def storage_errors(doing: str, outcome: str = NOTHING_PUBLISHED) -> Iterator[None]:
+    """Map Azure Storage failures inside the block to one actionable :class:`StorageError` line.
+
+    ``outcome`` ends a failure the operator can retry: what was and was not published.
+    """
     try:
         yield
     except (ServiceRequestError, ServiceResponseError):
         raise StorageError(
             f"Export storage is unreachable while {doing}: check EXPORT_STORAGE / "
-            "EXPORT_STORAGE__blobServiceUri (is Azurite running locally?) and the network path."
+            f"EXPORT_STORAGE__blobServiceUri (is Azurite running locally?) and the network path; {outcome}."
         ) from None
     except ClientAuthenticationError as exc:
         if exc.response is None:  # the credential itself failed before storage was asked anything
@@ -103,10 +110,7 @@ def storage_errors(doing: str) -> Iterator[None]:
                 "function's identity 'Storage Blob Data Contributor' on the export container and check "
                 "the storage firewall."
             ) from None
-        raise StorageError(
-            f"Export storage failed with HTTP {exc.status_code} {code} while {doing}: "
-            "nothing was published; run again."
-        ) from None
+        raise StorageError(f"Export storage failed with HTTP {exc.status_code} {code} while {doing}: {outcome}.") from None
     except ValueError as exc:
         if isinstance(exc, RecordError):
             raise
@@ -121,6 +125,15 @@ def etag_of(blob: BlobClient) -> str | None:
     with storage_errors(f"reading the properties of {blob.blob_name}"):
         try:
             return blob.get_blob_properties().etag
+        except ResourceNotFoundError:
+            return None
+
+
+def properties_of(container: ContainerClient, name: str) -> BlobProperties | None:
+    """A blob's properties (size, ETag, metadata) without its bytes, or None when it does not exist."""
+    with storage_errors(f"reading the properties of {name}"):
+        try:
+            return container.get_blob_client(name).get_blob_properties()
         except ResourceNotFoundError:
             return None
 
@@ -148,33 +161,91 @@ def read_json(container: ContainerClient, name: str) -> Any:
         raise RecordError(f"{name} is not JSON") from None
 
 
+def read_json_etag(container: ContainerClient, name: str) -> tuple[Any, str | None]:
+    """A small JSON document and its ETag; (None, None) if it does not exist, (None, etag) if it is not JSON."""
+    with storage_errors(f"reading {name}"):
+        try:
+            download = container.download_blob(name)
+            data, etag = download.readall(), download.properties.etag
+        except ResourceNotFoundError:
+            return None, None
+    try:
+        return json.loads(data), etag
+    except ValueError:
+        return None, etag
+
+
 def write_json(container: ContainerClient, name: str, document: dict[str, Any]) -> None:
-    """Write a small JSON document (manifest) in one request, replacing any earlier one."""
+    """Write a small mutable JSON document (checkpoint, delta state) in one request, replacing any earlier one."""
     with storage_errors(f"writing {name}"):
         container.upload_blob(name, _json_bytes(document), overwrite=True, content_settings=JSON_CONTENT)
 
 
-def point_latest(container: ContainerClient, pointer: LatestPointer, now: datetime) -> bool:
-    """Make ``users/latest.json`` point at this export unless it already points at a newer one.
+def create_json(container: ContainerClient, name: str, document: dict[str, Any]) -> str:
+    """Write a JSON document that must not exist yet (a manifest: never overwritten); its ETag."""
+    with storage_errors(f"writing {name}"):
+        try:
+            written = container.get_blob_client(name).upload_blob(
+                _json_bytes(document), content_settings=JSON_CONTENT)  # overwrite=False: If-None-Match: *
+        except ResourceExistsError:
+            raise SlotBusyError(f"{name} already exists, written by another run of the slot: this run published "
+                                "nothing; run again.") from None
+    return str(written["etag"])
+
+
+def replace_json(container: ContainerClient, name: str, document: dict[str, Any], etag: str | None,
+                 outcome: str = NOTHING_PUBLISHED) -> str | None:
+    """Write ``name`` only if it is still as read (absent when ``etag`` is None); its new ETag, or None if not."""
+    condition: dict[str, Any] = ({"match_condition": MatchConditions.IfMissing} if etag is None else
+                                 {"etag": etag, "match_condition": MatchConditions.IfNotModified})
+    with storage_errors(f"writing {name}", outcome):
+        try:
+            written = container.get_blob_client(name).upload_blob(
+                _json_bytes(document), overwrite=True, content_settings=JSON_CONTENT, **condition)
+        except (ResourceExistsError, ResourceModifiedError):
+            return None
+    return str(written["etag"])
+
+
+def delete(container: ContainerClient, name: str) -> bool:
+    """Delete ``name`` if it exists; False (logged) when storage refuses, e.g. under an immutability policy."""
+    with storage_errors(f"deleting {name}"):
+        try:
+            container.delete_blob(name)
+        except ResourceNotFoundError:
+            pass
+        except HttpResponseError as error:
+            if error.status_code != 409:
+                raise
+            log.info("Kept %s: storage refuses to delete it (%s)", name, getattr(error, "error_code", None) or "HTTP 409")
+            return False
+    return True
+
+
+LatestOutcome = Literal["written", "unchanged", "newer"]
+
+
+def point_latest(state: ContainerClient, exports: ContainerClient, pointer: LatestPointer, now: datetime,
+                 outcome: str = NOTHING_PUBLISHED) -> LatestOutcome:
+    """Make ``users/latest.json`` (in ``state``) point at this export unless it points at a newer one.
 
     Each write is conditional on the ETag just read, so two publishers never interleave a stale
     pointer; losing that race means reading again, not failing a run that did publish. A pointer
-    that is not valid (unparsable, a slot from the future, naming a blob that does not exist) is
-    replaced, with a warning. Returns False when a newer export is already the latest.
+    that is not valid (unparsable, a slot from the future, naming a manifest that does not exist in
+    ``exports``) is replaced, with a warning. One that already says exactly this is left as it is.
     """
-    blob = container.get_blob_client(LATEST_BLOB)
+    blob = state.get_blob_client(LATEST_BLOB)
     data = _json_bytes(pointer.to_document())
     for _ in range(POINTER_ATTEMPTS):
-        with storage_errors(f"updating {LATEST_BLOB}"):
+        with storage_errors(f"updating {LATEST_BLOB}", outcome):
             try:
                 current = blob.download_blob()
             except ResourceNotFoundError:
                 current = None
             etag: str | None = None
             if current is not None:
-                standing = _standing_pointer(container, current.readall(), now)
-                if standing is not None and standing.slot > pointer.slot:
-                    return False
+                if (kept := _keeps(exports, current.readall(), data, pointer, now)) is not None:
+                    return kept
                 etag = current.properties.etag
             try:
                 if etag is None:
@@ -183,16 +254,37 @@ def point_latest(container: ContainerClient, pointer: LatestPointer, now: dateti
                 else:
                     blob.upload_blob(data, overwrite=True, content_settings=JSON_CONTENT, etag=etag,
                                      match_condition=MatchConditions.IfNotModified)
-                return True
+                return "written"
             except (ResourceModifiedError, ResourceExistsError):
                 continue  # another run published meanwhile: look at what it wrote
     raise StorageError(
-        f"{LATEST_BLOB} kept changing while this export tried to update it ({POINTER_ATTEMPTS} attempts): the "
-        "export and its manifest are complete; run again with --force to point at it."
+        f"{LATEST_BLOB} kept changing while this export tried to update it ({POINTER_ATTEMPTS} attempts): "
+        f"{outcome}."
     )
 
 
-def _standing_pointer(container: ContainerClient, data: bytes, now: datetime) -> LatestPointer | None:
+def latest_needs(state: ContainerClient, exports: ContainerClient, pointer: LatestPointer, now: datetime) -> bool:
+    """Whether :func:`point_latest` would write (read only)."""
+    with storage_errors(f"reading {LATEST_BLOB}"):
+        try:
+            held = state.download_blob(LATEST_BLOB).readall()
+        except ResourceNotFoundError:
+            return True
+        return _keeps(exports, held, _json_bytes(pointer.to_document()), pointer, now) is None
+
+
+def _keeps(exports: ContainerClient, held: bytes, data: bytes, pointer: LatestPointer,
+           now: datetime) -> Literal["unchanged", "newer"] | None:
+    """Why ``latest.json`` holding ``held`` stays as it is, or None when ``data`` replaces it."""
+    if held == data:
+        return "unchanged"
+    standing = _standing_pointer(exports, held, now)
+    if standing is not None and standing.slot > pointer.slot:
+        return "newer"
+    return None
+
+
+def _standing_pointer(exports: ContainerClient, data: bytes, now: datetime) -> LatestPointer | None:
     """The current pointer if it is one to respect; None (logged) if it must be replaced."""
     try:
         standing = LatestPointer.parse(json.loads(data))
@@ -200,8 +292,8 @@ def _standing_pointer(container: ContainerClient, data: bytes, now: datetime) ->
     except ValueError as why:  # RecordError, undecodable JSON, or a slot out of bounds
         log.warning("%s is not a valid pointer (%s); replacing it", LATEST_BLOB, why)
         return None
-    if not container.get_blob_client(standing.blob).exists():
-        log.warning("%s names %s, which does not exist; replacing it", LATEST_BLOB, standing.blob)
+    if not exports.get_blob_client(standing.manifest).exists():
+        log.warning("%s names %s, which does not exist; replacing it", LATEST_BLOB, standing.manifest)
         return None
     return standing
 

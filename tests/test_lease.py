@@ -9,7 +9,8 @@ from azure.storage.blob import BlobLeaseClient
 
 from graph_export import lease
 from graph_export.errors import SlotBusyError
-from graph_export.lease import SlotLease, lock_blob_name
+from graph_export.lease import SlotLease
+from graph_export.naming import lock_blob_name
 
 SLOT = datetime(2026, 3, 7, 2, tzinfo=timezone.utc)
 

@@ -5,29 +5,52 @@ import pytest
 from graph_export.naming import (
     LATEST_BLOB,
     check_slot,
-    export_blob_name,
-    manifest_blob_name,
     parse_slot,
+    run_names,
     slot_from_schedule_status,
+    slot_pointer_name,
+    slot_prefix,
 )
 
 UTC = timezone.utc
 SLOT = datetime(2026, 3, 7, 2, 0, 0, tzinfo=UTC)
 
 
+RUN = "0123456789ab"
+
+
 def test_blob_names_follow_the_documented_layout():
-    assert export_blob_name(SLOT) == "users/2026/03/07/users-20260307T020000Z.jsonl.gz"
-    assert manifest_blob_name(SLOT) == "users/2026/03/07/users-20260307T020000Z.manifest.json"
+    names = run_names(SLOT, RUN)
+    assert names.jsonl == "users/2026/03/07/users-20260307T020000Z-0123456789ab.jsonl.gz"
+    assert names.csv == "users/2026/03/07/users-20260307T020000Z-0123456789ab.csv.gz"
+    assert names.changes == "users/2026/03/07/users-20260307T020000Z-0123456789ab.changes.jsonl.gz"
+    assert names.manifest == "users/2026/03/07/users-20260307T020000Z-0123456789ab.manifest.json"
+    assert slot_pointer_name(SLOT) == "state/users-20260307T020000Z.current.json"
     assert LATEST_BLOB == "users/latest.json"
+
+
+def test_every_name_of_a_run_starts_with_its_slot_prefix_and_no_other_slot_shares_it():
+    names = run_names(SLOT, RUN)
+    for name in (names.jsonl, names.csv, names.changes, names.manifest):
+        assert name.startswith(slot_prefix(SLOT))
+        assert not name.startswith(slot_prefix(SLOT + timedelta(seconds=1)))
+    # the names of exports before run-unique names (users-<slot>.jsonl.gz) are not under the prefix
+    assert not "users/2026/03/07/users-20260307T020000Z.jsonl.gz".startswith(slot_prefix(SLOT))
+
+
+@pytest.mark.parametrize("run", ["", "0123456789a", "0123456789abc", "0123456789AB", "../../etc/xx", "g" * 12])
+def test_a_run_id_that_is_not_12_lowercase_hex_digits_names_nothing(run):
+    with pytest.raises(ValueError):
+        run_names(SLOT, run)
 
 
 def test_names_use_utc_whatever_the_offset_and_drop_microseconds():
     local = datetime(2026, 3, 7, 3, 0, 0, 123456, tzinfo=timezone(timedelta(hours=1)))
-    assert export_blob_name(local) == export_blob_name(SLOT)
+    assert run_names(local, RUN) == run_names(SLOT, RUN)
 
 
 def test_naive_times_are_utc():
-    assert export_blob_name(datetime(2026, 3, 7, 2)) == export_blob_name(SLOT)
+    assert run_names(datetime(2026, 3, 7, 2), RUN) == run_names(SLOT, RUN)
     assert parse_slot("2026-03-07T02:00:00") == SLOT
     assert parse_slot("2026-03-07T02:00:00Z") == SLOT
 

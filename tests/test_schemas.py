@@ -23,14 +23,16 @@ from jsonschema import Draft202012Validator
 from graph_export.records import MANIFEST_FORMAT, CsvFile, DeltaApplied, LatestPointer, Manifest, RecordError
 
 SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
-FILES = ("manifest.schema.json", "manifest-1.schema.json", "latest.schema.json")
+FILES = ("manifest.schema.json", "manifest-1.schema.json", "latest.schema.json", "manifest-2.schema.json")
 FORMAT_1 = "graph-users-export/1"
+FORMAT_2 = "graph-users-export/2"
 
 #: sha256 of the schemas' structure (titles and descriptions left out), per manifest format. A schema change
 #: readers can see needs a new MANIFEST_FORMAT (records.py); the old manifest schema then stays as
 #: schemas/manifest-N.schema.json for the manifests already written, frozen like manifest-1.
 SCHEMA_DIGESTS = {
-    MANIFEST_FORMAT: "ad910953e54df430201f5a192c8b77261ccabcf07a0e1db672eaaf0b1f0f5ce3",
+    MANIFEST_FORMAT: "60c97a262f3a0bd04c5bbb6cc6a89d08c6a4ce34117e7b057de2a16554b4671b",
+    FORMAT_2: "a9cf53251ac6263a2078eb47592e3653c523e17520cef86850791d19a50fcd13",
     FORMAT_1: "566cc77227c546bded807ca65b2d11ea8259b5ed370fb8ed17b4eb23f98233e5",
 }
 
@@ -43,13 +45,14 @@ def validator(name: str) -> Draft202012Validator:
     return Draft202012Validator(load(name), format_checker=Draft202012Validator.FORMAT_CHECKER)
 
 
-MANIFEST_SCHEMA, MANIFEST_1_SCHEMA, LATEST_SCHEMA = (validator(name) for name in FILES)
+MANIFEST_SCHEMA, MANIFEST_1_SCHEMA, LATEST_SCHEMA, MANIFEST_2_SCHEMA = (validator(name) for name in FILES)
 
 
 def manifest_schema_for(document: Any) -> Draft202012Validator:
     """As a reader picks it: by the manifest's format."""
-    is_1 = isinstance(document, dict) and document.get("format") == FORMAT_1
-    return MANIFEST_1_SCHEMA if is_1 else MANIFEST_SCHEMA
+    version = document.get("format") if isinstance(document, dict) else None
+    return {FORMAT_1: MANIFEST_1_SCHEMA, FORMAT_2: MANIFEST_2_SCHEMA}.get(version, MANIFEST_SCHEMA) \
+        if isinstance(version, str) else MANIFEST_SCHEMA
 
 
 def schema_errors(document: Any, schema: Draft202012Validator | None = None) -> list[str]:
@@ -68,13 +71,14 @@ def parses(parse: Callable[[Any], Any], document: Any) -> bool:
 SLOT = datetime(2026, 3, 7, 2, tzinfo=timezone.utc)
 SHA = "ab" * 32
 OTHER_SHA = "0123456789abcdef" * 4
-DAY = "users/2026/03/07/users-20260307T020000Z"
+RUN = "0123456789ab"
+DAY = f"users/2026/03/07/users-20260307T020000Z-{RUN}"
 
 FULL = Manifest(
     container="graph-exports", blob=f"{DAY}.jsonl.gz", manifest=f"{DAY}.manifest.json", users=3, pages=1,
     properties=("id", "displayName", "mail"), bytes=10, uncompressed_bytes=30, sha256=SHA, slot=SLOT,
     started=SLOT + timedelta(seconds=1), finished=SLOT + timedelta(seconds=42), resumed=False,
-    tenant_id="contoso.onmicrosoft.com", graph_endpoint="https://graph.microsoft.com")
+    tenant_id="contoso.onmicrosoft.com", graph_endpoint="https://graph.microsoft.com", run=RUN)
 DELTA = DeltaApplied(base_manifest="users/2026/03/06/users-20260306T020000Z.manifest.json", base_sha256=OTHER_SHA,
                      changes_blob=f"{DAY}.changes.jsonl.gz", changes_bytes=99, changes_sha256=SHA, change_records=7,
                      added=1, updated=5, removed=1)
@@ -89,6 +93,10 @@ EXAMPLES = {
     "no drift": dataclasses.replace(FULL, drift=0, csv=CSV),
     "resumed, empty tenant": dataclasses.replace(FULL, users=0, uncompressed_bytes=0, bytes=20, resumed=True,
                                                  properties=("id",), tenant_id="4a1c2b9e-0000-4000-8000-000000000001"),
+    "forced, superseding a format 2 export": dataclasses.replace(
+        FULL, supersedes="users/2026/03/07/users-20260307T020000Z.manifest.json"),
+    "forced again": dataclasses.replace(FULL, supersedes=f"users/2026/03/07/users-20260307T020000Z-{'f' * 12}"
+                                                         ".manifest.json"),
 }
 
 
@@ -120,16 +128,17 @@ def test_every_field_has_a_title_and_a_description_a_reader_can_use(name):
 
 
 def test_the_schemas_list_exactly_the_fields_the_exporter_writes():
-    manifest, manifest_1, latest = (load(name) for name in FILES)
+    manifest, manifest_1, latest, manifest_2 = (load(name) for name in FILES)
     document = EXAMPLES["delta with csv"].to_document()
-    assert set(manifest["properties"]) == set(document)
-    assert set(manifest["required"]) == set(document) - {"csv"}  # absent csv: written before the CSV output
+    assert set(manifest["properties"]) == set(manifest["required"]) == set(document)
+    assert set(manifest_2["properties"]) == set(document) - {"run", "supersedes"}
+    assert set(manifest_2["required"]) == set(document) - {"run", "supersedes", "csv"}  # absent csv: before CSV
     assert set(manifest["$defs"]["deltaApplied"]["properties"]) == set(document["delta"])
     assert set(manifest["$defs"]["deltaApplied"]["required"]) == set(document["delta"])
     assert set(manifest["$defs"]["csvFile"]["properties"]) == set(document["csv"])
     assert set(manifest["$defs"]["csvFile"]["required"]) == set(document["csv"])
-    assert set(manifest_1["properties"]) == set(manifest_1["required"]) == set(document) - {"mode", "delta", "drift",
-                                                                                               "csv"}
+    assert set(manifest_1["properties"]) == set(manifest_1["required"]) == set(document) - {
+        "mode", "delta", "drift", "csv", "run", "supersedes"}
     assert set(latest["properties"]) == set(latest["required"]) == set(FULL.pointer().to_document())
 
 
@@ -137,6 +146,7 @@ def test_the_format_in_the_schema_is_the_one_the_exporter_writes():
     assert load("manifest.schema.json")["properties"]["format"]["const"] == MANIFEST_FORMAT
     assert FULL.to_document()["format"] == MANIFEST_FORMAT
     assert load("manifest-1.schema.json")["properties"]["format"]["const"] == FORMAT_1
+    assert load("manifest-2.schema.json")["properties"]["format"]["const"] == FORMAT_2
 
 
 def structure(schema: Any) -> Any:
@@ -155,7 +165,7 @@ def digest(*names: str) -> str:
 
 def test_a_changed_schema_comes_with_a_new_format():
     current = {MANIFEST_FORMAT: digest("manifest.schema.json", "latest.schema.json"),
-               FORMAT_1: digest("manifest-1.schema.json")}
+               FORMAT_2: digest("manifest-2.schema.json"), FORMAT_1: digest("manifest-1.schema.json")}
     assert current == SCHEMA_DIGESTS, (
         "schemas/ changed in a way validators see. If readers of existing exports could tell (a field added, "
         "removed, renamed, retyped or stricter), give the manifest a new format (MANIFEST_FORMAT in records.py), "
@@ -176,18 +186,39 @@ def test_a_manifest_built_from_records_validates_and_reads_back(example):
     assert LatestPointer.parse(pointer) == manifest.pointer()
 
 
-def test_a_manifest_without_a_csv_field_is_one_without_a_csv_copy():
-    document = FULL.to_document()
+#: What a format 2 manifest (before run-unique names) says of the same export.
+FULL_2 = dataclasses.replace(FULL, blob="users/2026/03/07/users-20260307T020000Z.jsonl.gz",
+                             manifest="users/2026/03/07/users-20260307T020000Z.manifest.json", run=None)
+
+
+def format_2(manifest: Manifest) -> dict[str, Any]:
+    return {k: v for k, v in {**manifest.to_document(), "format": FORMAT_2}.items() if k not in ("run", "supersedes")}
+
+
+def test_a_format_2_manifest_without_a_csv_field_is_one_without_a_csv_copy():
+    document = format_2(FULL_2)
     del document["csv"]
-    assert schema_errors(document) == [] and Manifest.parse(document) == FULL
+    assert schema_errors(document) == [] and Manifest.parse(document) == FULL_2
+    assert schema_errors(without(FULL, "csv"))  # format 3 always says
+
+
+def test_a_format_2_manifest_has_its_own_schema_and_still_reads():
+    csv = CsvFile(blob="users/2026/03/07/users-20260307T020000Z.csv.gz", bytes=12, uncompressed_bytes=40,
+                  sha256=OTHER_SHA)
+    document = format_2(dataclasses.replace(FULL_2, csv=csv))
+    assert schema_errors(document, MANIFEST_2_SCHEMA) == []
+    assert Manifest.parse(document) == dataclasses.replace(FULL_2, csv=csv)  # no run: a run before format 3
+    assert schema_errors(document, MANIFEST_SCHEMA)  # it is not a format 3 manifest
+    assert schema_errors({**FULL.to_document(), "format": FORMAT_2}, MANIFEST_2_SCHEMA)  # format 2 had no run
+    assert schema_errors(FULL.to_document(), MANIFEST_2_SCHEMA)
 
 
 def test_a_format_1_manifest_has_its_own_schema():
-    document = {k: v for k, v in FULL.to_document().items() if k not in ("mode", "delta", "drift", "csv")}
+    document = {k: v for k, v in format_2(FULL_2).items() if k not in ("mode", "delta", "drift", "csv")}
     document["format"] = FORMAT_1
     assert schema_errors(document, MANIFEST_1_SCHEMA) == []
-    assert Manifest.parse(document) == FULL  # still read, as a full export
-    assert schema_errors(document, MANIFEST_SCHEMA)  # it is not a format 2 manifest
+    assert Manifest.parse(document) == FULL_2  # still read, as a full export
+    assert schema_errors(document, MANIFEST_SCHEMA)  # it is not a format 3 manifest
     assert schema_errors({**document, "mode": "full"}, MANIFEST_1_SCHEMA)  # format 1 had no mode
     assert schema_errors(FULL.to_document(), MANIFEST_1_SCHEMA)
 
@@ -251,9 +282,17 @@ REJECTED_MANIFESTS = {
     "base_sha256 bad": (changed(DELTA_CSV, delta__base_sha256="nothex"), True),
     "csv sha256 bad": (changed(DELTA_CSV, csv__sha256=SHA + "00"), True),
     # bad format
-    "a future format": (changed(FULL, format="graph-users-export/3"), True),
+    "a future format": (changed(FULL, format="graph-users-export/4"), True),
+    "run missing": (without(FULL, "run"), True),
+    "run not hex": (changed(FULL, run="ZZZZZZZZZZZZ"), True),
+    "supersedes a number": (changed(FULL, supersedes=5), True),
+    "no supersedes field": (without(FULL, "supersedes"), False),  # the parser reads absent as null
+    "no csv field": (without(FULL, "csv"), False),
+    "supersedes not a manifest's name": (changed(FULL, supersedes="users/x.json"), False),
+    "blob without its run": (changed(FULL, blob="users/2026/03/07/users-20260307T020000Z.jsonl.gz"), False),
     "format null": (changed(FULL, format=None), True),
-    "format 1 with format 2's fields": (changed(FULL, format=FORMAT_1), False),  # parser: a full export
+    "format 1 with format 3's fields": (changed(FULL, format=FORMAT_1), False),  # parser: a full export
+    "format 2 with format 3's fields": (changed(FULL, format=FORMAT_2), False),  # parser: a run-less export
     # mode and delta
     "mode partial": (changed(FULL, mode="partial"), True),
     "mode delta without delta": (changed(FULL, mode="delta"), True),
@@ -311,13 +350,14 @@ VALUES = [None, True, False, 0, 1, 7, -1, 2.5, "", "x", "3", "full", "delta", SH
           "2026-03-08T02:00:00Z", "2026-03-08T02:00:00", "2026-03-08T03:00:00+01:00", "2026-13-01T00:00:00Z",
           [], ["id"], ["id", "mail"], ["mail"], ["id", 5], {}, DELTA.to_document(), CSV.to_document(),
           f"{DAY}.jsonl.gz", f"{DAY}.manifest.json", f"{DAY}.changes.jsonl.gz", f"{DAY}.csv.gz",
-          "graph-exports", "https://graph.microsoft.us", MANIFEST_FORMAT, FORMAT_1, "graph-users-export/3"]
+          "graph-exports", "https://graph.microsoft.us", MANIFEST_FORMAT, FORMAT_1, FORMAT_2, "graph-users-export/4",
+          RUN, "f" * 12]
 
 #: Fields whose schema says more than the parser checks: name patterns, times to the second in Z, properties
 #: with id first and no repeats, the container's naming rules, a URI. (Absent delta/drift, unknown fields and
 #: format 1 with format 2's fields are the other places, tested above and below.)
 STRICTER = {"container", "blob", "manifest", "properties", "slot", "started", "finished", "graph_endpoint",
-            "delta.base_manifest", "delta.changes_blob", "csv.blob"}
+            "delta.base_manifest", "delta.changes_blob", "csv.blob", "supersedes"}
 
 
 def generated(base: dict[str, Any]):
@@ -353,11 +393,11 @@ def check_agreement(parse: Callable[[Any], Any], schema_ok: Callable[[Any], bool
 def test_generated_manifests_are_accepted_by_the_schema_only_if_the_parser_reads_them(example):
     def allowed(where: str, document: dict[str, Any]) -> bool:
         field = where.lstrip("-")
-        return (field in STRICTER or where in ("-delta", "-drift", "+extra") or where.endswith(".+extra")
-                or document.get("format") == FORMAT_1)
+        return (field in STRICTER or where in ("-delta", "-drift", "-csv", "-supersedes", "+extra")
+                or where.endswith(".+extra") or document.get("format") in (FORMAT_1, FORMAT_2))
 
     accepted = check_agreement(Manifest.parse, lambda d: manifest_schema_for(d).is_valid(d),
-                               EXAMPLES[example].to_document(), allowed, {"csv": None})
+                               EXAMPLES[example].to_document(), allowed, {"csv": None, "supersedes": None})
     assert accepted > 50  # the generator also makes documents the schema accepts, not only rejections
 
 

@@ -28,9 +28,10 @@ class MemoryBlob:
         self.staged[block_id] = data
 
     def commit_block_list(self, blocks: list[Any], content_settings: Any, metadata: dict[str, str],
-                          **conditions: Any) -> None:
+                          **conditions: Any) -> dict[str, Any]:
         self.committed = b"".join(self.staged[block.id] for block in blocks)
         self.metadata, self.conditions = dict(metadata), conditions
+        return {"etag": '"0x8D1"'}
 
     def download_blob(self) -> "MemoryBlob":
         return self
@@ -40,7 +41,7 @@ class MemoryBlob:
         return [self.committed]
 
     def set_blob_metadata(self, metadata: dict[str, str]) -> None:
-        self.metadata = dict(metadata)
+        raise AssertionError("a committed export is never changed (an immutability policy would refuse it)")
 
 
 def lines(data: bytes) -> list[dict[str, Any]]:
@@ -58,6 +59,8 @@ def test_pages_and_segments_commit_as_one_gzip_stream_with_its_sha256():
     assert blob.committed is not None and lines(blob.committed) == USERS
     assert committed.sha256 == hashlib.sha256(blob.committed).hexdigest() == blob.metadata["sha256"]
     assert committed.users == 2000 and blob.metadata["users"] == "2000"
+    assert committed.etag == '"0x8D1"'
+    assert str(blob.conditions["match_condition"]) == "MatchConditions.IfMissing"  # never over an existing blob
     assert saved[0].users == 1000 and saved[0].block_ids == list(blob.staged)[:len(saved[0].block_ids)]
     assert len({len(i) for i in blob.staged}) == 1  # one id length per blob, as the service requires
 
@@ -88,5 +91,7 @@ def test_a_resumed_writer_continues_the_same_stream_and_hashes_it_from_storage()
         resumed.write(USERS[1000:])
         committed = resumed.commit()
     assert blob.committed is not None and lines(blob.committed) == USERS
-    assert committed.sha256 == hashlib.sha256(blob.committed).hexdigest() == blob.metadata["sha256"]
-    assert committed.users == 2000
+    # the bytes staged before the checkpoint are only readable once committed, and a committed blob is never
+    # changed: the digest is the manifest's alone
+    assert committed.sha256 == hashlib.sha256(blob.committed).hexdigest()
+    assert "sha256" not in blob.metadata and committed.users == 2000 == int(blob.metadata["users"])

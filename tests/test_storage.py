@@ -39,13 +39,32 @@ def latest(container) -> dict:
 NOW = datetime(2026, 3, 20, tzinfo=timezone.utc)
 
 
-def test_latest_moves_forward_only(container):
-    for name in ("b1", "b2"):
-        container.upload_blob(name, b"x")
-    assert point_latest(container, pointer(7, "b1"), NOW)
-    assert point_latest(container, pointer(8, "b2"), NOW)
-    assert not point_latest(container, pointer(7, "b1"), NOW)
+def with_manifests(container, *names: str) -> None:
+    for name in names:
+        container.upload_blob(name + ".manifest.json", b"{}")
+
+
+def test_latest_moves_forward_only_and_is_not_rewritten_when_it_already_says_so(container):
+    with_manifests(container, "b1", "b2")
+    assert point_latest(container, container, pointer(7, "b1"), NOW) == "written"
+    assert point_latest(container, container, pointer(8, "b2"), NOW) == "written"
+    etag = container.get_blob_client(LATEST_BLOB).get_blob_properties().etag
+    assert point_latest(container, container, pointer(8, "b2"), NOW) == "unchanged"
+    assert container.get_blob_client(LATEST_BLOB).get_blob_properties().etag == etag
+    assert point_latest(container, container, pointer(7, "b1"), NOW) == "newer"
     assert latest(container)["blob"] == "b2"
+
+
+def test_latest_lives_in_the_state_container_and_checks_manifests_in_the_export_container(container, azurite):
+    target = StorageTarget(connection_string=azurite.connection_string, source="EXPORT_STORAGE")
+    state = open_container(target, container.container_name + "-state", None, 0.01)
+    with_manifests(container, "b1")
+    assert point_latest(state, container, pointer(7, "b1"), NOW) == "written"
+    assert json.loads(state.download_blob(LATEST_BLOB).readall())["blob"] == "b1"
+    assert not container.get_blob_client(LATEST_BLOB).exists()
+    # a newer pointer whose manifest is not in the export container is not one to respect
+    state.upload_blob(LATEST_BLOB, json.dumps(pointer(9, "b9").to_document()), overwrite=True)
+    assert point_latest(state, container, pointer(7, "b1"), NOW) == "written"
 
 
 @pytest.mark.parametrize("standing", [
@@ -54,22 +73,21 @@ def test_latest_moves_forward_only(container):
     json.dumps(pointer(9, "never-written").to_document()).encode(),     # newer, but its blob does not exist
 ])
 def test_a_pointer_that_is_not_valid_is_replaced_with_a_warning(container, standing, caplog):
-    container.upload_blob("b1", b"x")
+    with_manifests(container, "b1")
     container.upload_blob(LATEST_BLOB, standing)
-    assert point_latest(container, pointer(7, "b1"), NOW)
+    assert point_latest(container, container, pointer(7, "b1"), NOW) == "written"
     assert latest(container)["blob"] == "b1"
     assert LATEST_BLOB in caplog.text and "replacing it" in caplog.text
 
 
 def test_concurrent_publishers_all_succeed_and_the_newest_wins(container):
     days = list(range(1, 17))
-    for day in days:
-        container.upload_blob(f"b{day}", b"x")
+    with_manifests(container, *(f"b{day}" for day in days))
     outcomes: list[object] = []
 
     def publish(day: int) -> None:
         try:
-            outcomes.append(point_latest(container, pointer(day, f"b{day}"), NOW))
+            outcomes.append(point_latest(container, container, pointer(day, f"b{day}"), NOW))
         except Exception as error:  # noqa: BLE001 - the assertion below names it
             outcomes.append(error)
 
@@ -78,7 +96,7 @@ def test_concurrent_publishers_all_succeed_and_the_newest_wins(container):
         thread.start()
     for thread in threads:
         thread.join()
-    assert all(isinstance(o, bool) for o in outcomes), outcomes  # no run that published fails
+    assert all(o in ("written", "newer") for o in outcomes), outcomes  # no run that published fails
     assert latest(container)["blob"] == "b16"
 
 

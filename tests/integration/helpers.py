@@ -1,13 +1,16 @@
-"""Reading back what an export published, with the plain storage SDK (no code of ours)."""
+"""Reading back what an export published, with the plain storage SDK (names from ``naming``, no other code of ours)."""
 
 from __future__ import annotations
 
 import gzip
 import hashlib
 import json
+from datetime import datetime
 from pathlib import Path
 
 from azure.storage.blob import ContainerClient
+
+from graph_export.naming import LATEST_BLOB, slot_pointer_name, slot_prefix
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -36,3 +39,34 @@ def read_export(env: dict, name: str) -> tuple[list[dict], str]:
     data = read_bytes(env, name)
     lines = gzip.decompress(data).decode("utf-8").splitlines()
     return [json.loads(line) for line in lines], hashlib.sha256(data).hexdigest()
+
+
+def state_container(env: dict) -> ContainerClient:
+    """Where the mutable records live: EXPORT_STATE_CONTAINER, else the export container."""
+    name = env.get("EXPORT_STATE_CONTAINER") or env["EXPORT_CONTAINER"]
+    return ContainerClient.from_connection_string(env["EXPORT_STORAGE"], name)
+
+
+def slot_pointer(env: dict, slot: datetime) -> dict | None:
+    """The slot's pointer (the commit), as stored; None when the slot was never committed."""
+    blob = state_container(env).get_blob_client(slot_pointer_name(slot))
+    return json.loads(blob.download_blob().readall()) if blob.exists() else None
+
+
+def published_manifest(env: dict, slot: datetime) -> dict:
+    """The manifest the slot's pointer names: the slot's export."""
+    pointer = slot_pointer(env, slot)
+    assert pointer is not None, f"slot {slot} was never committed"
+    return read_json(env, pointer["manifest"])
+
+
+def slot_files(env: dict, slot: datetime, suffix: str = "") -> list[str]:
+    """Committed blobs under the slot's prefix in the export container (every run's), ending in ``suffix``."""
+    client = container(env)
+    if not client.exists():
+        return []
+    return sorted(b.name for b in client.list_blobs(name_starts_with=slot_prefix(slot)) if b.name.endswith(suffix))
+
+
+def latest(env: dict) -> dict:
+    return json.loads(state_container(env).download_blob(LATEST_BLOB).readall())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -28,7 +29,7 @@ def test_success_prints_one_json_summary(export_env, sandbox):
     summary = json.loads(result.stdout)
     assert SUMMARY_KEYS <= summary.keys()
     assert summary["status"] == "succeeded" and summary["users"] == 2_500
-    assert summary["blob"] == "users/2026/03/07/users-20260307T020000Z.jsonl.gz"
+    assert re.fullmatch(r"users/2026/03/07/users-20260307T020000Z-[0-9a-f]{12}\.jsonl\.gz", summary["blob"])
     users, sha = read_export(export_env, summary["blob"])
     assert len(users) == 2_500 and sha == summary["sha256"]
     assert sandbox.client_secret not in result.stdout + result.stderr

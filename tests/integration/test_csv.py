@@ -14,9 +14,9 @@ import pytest
 from graph_export import GraphError, load_settings, run_export
 from graph_export.clients import warm_clients
 from graph_export.csvfile import cell
-from graph_export.naming import LATEST_BLOB, csv_blob_name
+from graph_export.naming import LATEST_BLOB
 
-from .helpers import blob_names, read_bytes, read_export, read_json
+from .helpers import blob_names, published_manifest, read_bytes, read_export, read_json, slot_files
 
 SANDBOX_USERS = 6_000  # 7 pages of 999
 SLOT = datetime(2026, 3, 7, 2, tzinfo=timezone.utc)
@@ -34,6 +34,11 @@ def csv_rows(env: dict, name: str) -> tuple[list[list[str]], str]:
         hashlib.sha256(data).hexdigest()
 
 
+def csv_of(env: dict, slot: datetime) -> str:
+    """The CSV copy of the slot's export, as its manifest names it."""
+    return published_manifest(env, slot)["csv"]["blob"]
+
+
 def as_rows(users: list[dict], properties: tuple[str, ...]) -> list[list[str]]:
     return [[cell(u.get(p)) for p in properties] for u in users]
 
@@ -43,10 +48,10 @@ def test_one_pass_over_graph_publishes_both_files_with_the_same_users(csv_env, s
     properties = load_settings().user_properties
     manifest = read_json(csv_env, summary.manifest)
     users, _ = read_export(csv_env, manifest["blob"])
-    rows, sha = csv_rows(csv_env, csv_blob_name(SLOT))
+    rows, sha = csv_rows(csv_env, csv_of(csv_env, SLOT))
     assert rows[0] == list(properties) and rows[1:] == as_rows(users, properties)
     assert len(rows) - 1 == manifest["users"] == sandbox.users
-    assert manifest["csv"] == {"blob": csv_blob_name(SLOT), "bytes": len(read_bytes(csv_env, csv_blob_name(SLOT))),
+    assert manifest["csv"] == {"blob": csv_of(csv_env, SLOT), "bytes": len(read_bytes(csv_env, csv_of(csv_env, SLOT))),
                                "uncompressed_bytes": manifest["csv"]["uncompressed_bytes"], "sha256": sha}
     pages = [r for r in sandbox.requests.entries("graph") if r.status == 200]
     assert len(pages) == 7  # one pass, never two
@@ -56,7 +61,7 @@ def test_one_pass_over_graph_publishes_both_files_with_the_same_users(csv_env, s
 def test_excel_gets_a_byte_order_mark(csv_env, monkeypatch):
     monkeypatch.setenv("CSV_EXCEL", "true")
     run_export(load_settings(), SLOT)
-    assert gzip.decompress(read_bytes(csv_env, csv_blob_name(SLOT))).startswith("\ufeffid,".encode())
+    assert gzip.decompress(read_bytes(csv_env, csv_of(csv_env, SLOT))).startswith("\ufeffid,".encode())
 
 
 def test_a_hostile_display_name_is_text_in_the_csv_and_intact_in_json_lines(csv_env, sandbox):
@@ -64,7 +69,7 @@ def test_a_hostile_display_name_is_text_in_the_csv_and_intact_in_json_lines(csv_
     sandbox.directory.update(uid, displayName='=HYPERLINK("http://evil.example","click")')
     summary = run_export(load_settings(), SLOT)
     users, _ = read_export(csv_env, summary.blob)
-    rows, _ = csv_rows(csv_env, csv_blob_name(SLOT))
+    rows, _ = csv_rows(csv_env, csv_of(csv_env, SLOT))
     row = next(r for r in rows if r[0] == uid)
     assert row[2] == '\'=HYPERLINK("http://evil.example","click")'
     assert next(u for u in users if u["id"] == uid)["displayName"] == '=HYPERLINK("http://evil.example","click")'
@@ -76,7 +81,7 @@ def test_a_failed_run_publishes_neither_file_and_the_resumed_one_both(csv_env, s
     sandbox.faults.add("graph", from_page=5, status=503)
     with pytest.raises(GraphError):
         run_export(load_settings(), SLOT)
-    assert csv_blob_name(SLOT) not in blob_names(csv_env) and LATEST_BLOB not in blob_names(csv_env)
+    assert slot_files(csv_env, SLOT) == [] and LATEST_BLOB not in blob_names(csv_env)
     sandbox.faults.clear()
     warm_clients.cache_clear()
     sandbox.requests.clear()
@@ -85,7 +90,7 @@ def test_a_failed_run_publishes_neither_file_and_the_resumed_one_both(csv_env, s
     assert manifest["resumed"] is True
     assert [r.page for r in sandbox.requests.entries("graph") if r.status == 200][0] == 5  # from the checkpoint
     users, _ = read_export(csv_env, summary.blob)
-    rows, sha = csv_rows(csv_env, csv_blob_name(SLOT))
+    rows, sha = csv_rows(csv_env, csv_of(csv_env, SLOT))
     properties = load_settings().user_properties
     assert rows[0] == list(properties) and rows[1:] == as_rows(users, properties)  # one header, every row once
     assert users == list(sandbox.expected_users(properties)) and manifest["csv"]["sha256"] == sha
@@ -101,7 +106,7 @@ def test_in_delta_mode_the_csv_is_a_complete_snapshot_too(csv_env, sandbox, monk
     summary = run_export(load_settings(), later)
     assert summary.mode == "delta"
     users, _ = read_export(csv_env, summary.blob)
-    rows, sha = csv_rows(csv_env, csv_blob_name(later))
+    rows, sha = csv_rows(csv_env, csv_of(csv_env, later))
     properties = load_settings().user_properties
     assert rows[1:] == as_rows(users, properties) and len(rows) - 1 == sandbox.users
     assert read_json(csv_env, summary.manifest)["csv"]["sha256"] == sha

@@ -16,10 +16,10 @@ import pytest
 
 from graph_export import GraphError, StorageError, load_settings, run_export
 from graph_export.clients import warm_clients
-from graph_export.naming import DELTA_STATE_BLOB, LATEST_BLOB, changes_blob_name, export_blob_name
+from graph_export.naming import DELTA_STATE_BLOB, LATEST_BLOB
 from sandbox.blobproxy import BlobFaultProxy
 
-from .helpers import blob_names, container, read_bytes, read_export, read_json
+from .helpers import container, published_manifest, read_bytes, read_export, read_json, slot_files
 
 SANDBOX_USERS = USERS = 3_000
 DAY = timedelta(days=1)
@@ -101,10 +101,10 @@ def test_a_later_slot_publishes_the_whole_tenant_from_its_changes(delta_env, san
     assert users[-1]["id"] == new and users[-1]["displayName"] == "New Hire"  # new users follow
     applied = manifest["delta"]
     assert (applied["added"], applied["updated"], applied["removed"]) == (1, 2, 2)
-    assert applied["base_manifest"] == read_json(delta_env, "users/2026/03/01/users-20260301T020000Z.manifest.json")["manifest"]
+    assert applied["base_manifest"] == published_manifest(delta_env, slot(0))["manifest"]
     assert len(graph_requests(sandbox)) == 1  # five changes: one page of users/delta, no /users at all
 
-    records, sha = read_export(delta_env, changes_blob_name(slot(1)))
+    records, sha = read_export(delta_env, published_manifest(delta_env, slot(1))["delta"]["changes_blob"])
     assert sha == applied["changes_sha256"] and len(records) == applied["change_records"] == 5
     assert {"id": gone, "@removed": {"reason": "deleted"}} in records
     assert {"id": soft, "@removed": {"reason": "changed"}} in records
@@ -234,13 +234,13 @@ def test_changed_properties_fall_back(delta_env, sandbox, caplog, monkeypatch):
 
 def test_a_missing_base_snapshot_falls_back(delta_env, sandbox, caplog):
     export(0)
-    container(delta_env).delete_blob(export_blob_name(slot(0)))
+    container(delta_env).delete_blob(published_manifest(delta_env, slot(0))["blob"])
     full_with_reason(delta_env, sandbox, caplog, 1, "is missing")
 
 
 def test_a_base_snapshot_that_does_not_match_its_manifest_falls_back(delta_env, sandbox, caplog):
     export(0)
-    name = export_blob_name(slot(0))
+    name = published_manifest(delta_env, slot(0))["blob"]
     data = read_bytes(delta_env, name)
     container(delta_env).upload_blob(name, data[:-8] + b"\x00" * 8, overwrite=True)  # a damaged copy
     full_with_reason(delta_env, sandbox, caplog, 1, "base snapshot")
@@ -279,8 +279,7 @@ def test_graph_failing_mid_delta_publishes_nothing_and_the_retry_applies_the_sam
     with pytest.raises(GraphError):
         export(1)
     assert read_json(delta_env, DELTA_STATE_BLOB) == state and read_json(delta_env, LATEST_BLOB) == latest
-    assert export_blob_name(slot(1)) not in blob_names(delta_env)
-    assert changes_blob_name(slot(1)) not in blob_names(delta_env)
+    assert slot_files(delta_env, slot(1)) == []
     sandbox.faults.clear()
     assert export(1).mode == "delta"
     assert by_id(published(delta_env)[1]) == tenant_now(sandbox)
@@ -304,7 +303,7 @@ def test_storage_failing_mid_merge_publishes_nothing(delta_env, sandbox, blob_pr
         export(1)
     blob_proxy.clear()
     assert read_json(delta_env, DELTA_STATE_BLOB) == state
-    assert export_blob_name(slot(1)) not in blob_names(delta_env)
+    assert slot_files(delta_env, slot(1)) == []
     assert export(1).mode == "delta" and by_id(published(delta_env)[1]) == tenant_now(sandbox)
 
 
@@ -329,4 +328,4 @@ def test_a_delta_link_to_another_host_in_graphs_answer_fails_the_slot_and_is_nev
         export(1)
     assert "deltatoken" not in str(info.value)
     assert read_json(delta_env, DELTA_STATE_BLOB) == state
-    assert export_blob_name(slot(1)) not in blob_names(delta_env)
+    assert slot_files(delta_env, slot(1)) == []

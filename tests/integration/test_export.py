@@ -12,9 +12,17 @@ import pytest
 
 from graph_export import AuthError, ConfigError, GraphError, StorageError, load_settings, run_export
 from graph_export.clients import warm_clients
-from graph_export.naming import LATEST_BLOB, checkpoint_blob_name, export_blob_name, manifest_blob_name
+from graph_export.naming import LATEST_BLOB, checkpoint_blob_name
 
-from .helpers import blob_names, read_bytes, read_export, read_json
+from .helpers import (
+    blob_names,
+    latest,
+    published_manifest,
+    read_bytes,
+    read_export,
+    slot_files,
+    slot_pointer,
+)
 from .helpers import container as helpers_container
 
 SLOT = datetime(2026, 3, 7, 2, 0, tzinfo=timezone.utc)
@@ -36,15 +44,17 @@ def test_export_equals_the_tenant_exactly(export_env, sandbox):
     assert all(not k.startswith("@odata.") for u in users for k in u)
 
     assert summary.status == "succeeded" and summary.users == 2_500 and summary.pages == 3
-    assert summary.blob == export_blob_name(SLOT) == "users/2026/03/07/users-20260307T020000Z.jsonl.gz"
-    manifest = read_json(export_env, manifest_blob_name(SLOT))
+    assert summary.blob.startswith("users/2026/03/07/users-20260307T020000Z-") and summary.blob.endswith(".jsonl.gz")
+    manifest = published_manifest(export_env, SLOT)
+    assert summary.manifest == manifest["manifest"] == summary.blob.replace(".jsonl.gz", ".manifest.json")
+    assert manifest["run"] in summary.blob and manifest["supersedes"] is None
     assert manifest["users"] == 2_500 and manifest["sha256"] == sha == summary.sha256
     assert manifest["bytes"] == summary.bytes == len(read_bytes(export_env, summary.blob))
     assert manifest["properties"] == list(settings.user_properties)
     assert manifest["slot"] == "2026-03-07T02:00:00Z"
-    latest = read_json(export_env, LATEST_BLOB)
-    assert latest["blob"] == summary.blob and latest["manifest"] == manifest_blob_name(SLOT)
-    assert latest["sha256"] == sha and latest["users"] == 2_500
+    pointer = latest(export_env)
+    assert pointer["blob"] == summary.blob and pointer["manifest"] == summary.manifest
+    assert pointer["sha256"] == sha and pointer["users"] == 2_500
 
 
 def test_the_next_page_is_requested_while_this_one_is_still_arriving(export_env, sandbox):
@@ -74,16 +84,19 @@ def test_a_slot_already_exported_is_left_alone_unless_forced(export_env, sandbox
     assert again.status == "skipped" and again.blob == first.blob and again.sha256 == first.sha256
     assert len(service_requests(sandbox, "graph")) == pages_served  # Graph was not asked again
     forced = run_export(load_settings(), SLOT, force=True)
-    assert forced.status == "succeeded" and forced.sha256 == first.sha256
+    assert forced.status == "succeeded" and forced.sha256 == first.sha256 and forced.blob != first.blob
     assert len(service_requests(sandbox, "graph")) == 2 * pages_served
-    assert blob_names(export_env) == sorted([export_blob_name(SLOT), manifest_blob_name(SLOT), LATEST_BLOB])
+    # the forced export sits beside the first, which it supersedes; both stay as they were written
+    assert slot_files(export_env, SLOT) == sorted([first.blob, first.manifest, forced.blob, forced.manifest])
+    assert published_manifest(export_env, SLOT)["supersedes"] == first.manifest
+    assert latest(export_env)["manifest"] == forced.manifest
 
 
 def test_a_late_run_of_an_older_slot_does_not_move_latest_back(export_env, sandbox):
     newer = datetime(2026, 3, 9, 2, tzinfo=timezone.utc)
     run_export(load_settings(), newer)
     run_export(load_settings(), SLOT)
-    assert read_json(export_env, LATEST_BLOB)["blob"] == export_blob_name(newer)
+    assert latest(export_env)["slot"] == "2026-03-09T02:00:00Z"
 
 
 # --- failures a user can cause: one actionable line, nothing published -----------------------------
@@ -150,14 +163,13 @@ def test_no_access_to_the_vault(export_env, sandbox):
 
 def test_graph_failing_mid_export_publishes_nothing_and_keeps_latest(export_env, sandbox):
     run_export(load_settings(), SLOT)
-    latest_before = read_json(export_env, LATEST_BLOB)
+    latest_before = latest(export_env)
     sandbox.faults.add(service="graph", from_page=2, status=503)  # first page fine, then down for good
     later = datetime(2026, 3, 8, 2, tzinfo=timezone.utc)
     with pytest.raises(GraphError, match="page 2 with HTTP 503"):
         run_export(load_settings(), later)
-    assert export_blob_name(later) not in blob_names(export_env)
-    assert manifest_blob_name(later) not in blob_names(export_env)
-    assert read_json(export_env, LATEST_BLOB) == latest_before
+    assert slot_files(export_env, later) == [] and slot_pointer(export_env, later) is None
+    assert latest(export_env) == latest_before
 
 
 def test_unreachable_storage_fails_before_reading_the_secret(export_env, sandbox, monkeypatch):
@@ -197,20 +209,21 @@ def existing_container(env: dict):
 def test_a_pointer_that_is_not_valid_is_repaired_by_the_next_run(export_env, pointer, caplog):
     existing_container(export_env).upload_blob(LATEST_BLOB, pointer)
     summary = run_export(load_settings(), SLOT)
-    latest = read_json(export_env, LATEST_BLOB)
-    assert latest["blob"] == summary.blob and latest["sha256"] == summary.sha256
+    pointer = latest(export_env)
+    assert pointer["blob"] == summary.blob and pointer["sha256"] == summary.sha256
     assert "is not a valid pointer" in caplog.text
 
 
 @pytest.mark.writes_invalid_records
 @pytest.mark.parametrize("manifest", [b"{}", b"[]", b"not json", b'{"format": "graph-users-export/1", "users": "many"}'])
 def test_a_corrupt_manifest_means_the_slot_was_not_exported(export_env, sandbox, manifest, caplog):
-    run_export(load_settings(), SLOT)
-    helpers_container(export_env).upload_blob(manifest_blob_name(SLOT), manifest, overwrite=True)
+    first = run_export(load_settings(), SLOT)
+    helpers_container(export_env).upload_blob(first.manifest, manifest, overwrite=True)
     summary = run_export(load_settings(), SLOT)
-    assert summary.status == "succeeded" and summary.users == sandbox.users
-    assert read_json(export_env, manifest_blob_name(SLOT))["sha256"] == read_export(export_env, summary.blob)[1]
-    assert "exporting the slot again" in caplog.text
+    assert summary.status == "succeeded" and summary.users == sandbox.users and summary.manifest != first.manifest
+    assert published_manifest(export_env, SLOT)["sha256"] == read_export(export_env, summary.blob)[1]
+    assert published_manifest(export_env, SLOT)["supersedes"] == first.manifest
+    assert "exporting it again" in caplog.text
 
 
 @pytest.mark.parametrize("checkpoint", [b"[]", b"not json", b'{"format": "graph-users-export-checkpoint/2"}',

@@ -7,13 +7,14 @@ import logging
 import os
 import subprocess
 import sys
+from datetime import datetime, timezone
 
 from azure.functions.timer import TimerRequest
 
 import function_app
 from graph_export.naming import LATEST_BLOB
 
-from .helpers import REPO, blob_names, read_json
+from .helpers import REPO, blob_names, published_manifest, read_json
 
 # Indexing is what the Functions host does at start; the app allows it once per process.
 INDEXED = function_app.app.get_functions()
@@ -46,9 +47,9 @@ def test_a_past_due_invocation_exports_its_scheduled_slot(export_env, caplog):
         "Last": "2026-03-06T02:00:00+00:00", "Next": "2026-03-07T02:00:00+00:00",
         "LastUpdated": "2026-03-06T02:00:01+00:00"})
     the_function().get_user_function()(timer)
-    blob = "users/2026/03/07/users-20260307T020000Z.jsonl.gz"
+    blob = published_manifest(export_env, datetime(2026, 3, 7, 2, tzinfo=timezone.utc))["blob"]
     assert blob in blob_names(export_env)
-    assert read_json(export_env, LATEST_BLOB)["users"] == 2_500
+    assert read_json(export_env, LATEST_BLOB)["users"] == 2_500 and read_json(export_env, LATEST_BLOB)["blob"] == blob
     assert "past due" in caplog.text
     summaries = [r for r in caplog.records if "Export succeeded" in r.getMessage()]
     assert len(summaries) == 1 and "2500 users" in summaries[0].getMessage()  # one summary line per run

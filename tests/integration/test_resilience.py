@@ -13,10 +13,10 @@ import pytest
 
 from graph_export import AuthError, GraphError, StorageError, load_settings, run_export
 from graph_export.clients import warm_clients
-from graph_export.naming import LATEST_BLOB, export_blob_name, manifest_blob_name
+from graph_export.naming import LATEST_BLOB
 from sandbox.blobproxy import BlobFaultProxy
 
-from .helpers import blob_names, read_export, read_json
+from .helpers import blob_names, read_export, read_json, slot_files
 
 CLEAN = datetime(2026, 3, 1, 2, tzinfo=timezone.utc)
 FAULTY = datetime(2026, 3, 2, 2, tzinfo=timezone.utc)
@@ -104,8 +104,7 @@ def test_graph_connection_cut_twice_on_a_page_publishes_nothing(export_env, sand
     sandbox.faults.add("graph", page=2, cut=True, count=2)
     with pytest.raises(GraphError, match="broke off while page 2 was arriving .*twice"):
         run_export(load_settings(), FAULTY)
-    assert export_blob_name(FAULTY) not in blob_names(export_env)
-    assert manifest_blob_name(FAULTY) not in blob_names(export_env)
+    assert slot_files(export_env, FAULTY) == []
 
 
 def test_graph_slow_response_times_out_and_is_retried(export_env, sandbox, baseline, monkeypatch):
@@ -174,8 +173,7 @@ def test_persistent_503_exhausts_the_page_budget(export_env, sandbox, monkeypatc
     with pytest.raises(GraphError, match="page 2 with HTTP 503.*GRAPH_MAX_RETRIES_PER_PAGE"):
         run_export(load_settings(), FAULTY)
     assert len([r for r in records(sandbox, "graph") if r.page == 2]) == 1 + 3
-    assert export_blob_name(FAULTY) not in blob_names(export_env)
-    assert manifest_blob_name(FAULTY) not in blob_names(export_env)
+    assert slot_files(export_env, FAULTY) == []
     assert read_json(export_env, LATEST_BLOB) == latest
 
 
@@ -211,7 +209,7 @@ def test_persistent_blob_failure_publishes_nothing(export_env, sandbox, baseline
     blob_proxy.add("503", query_contains="comp=blocklist", count=None)
     with pytest.raises(StorageError, match="HTTP 503.*committing"):
         run_export(load_settings(), FAULTY)
-    assert export_blob_name(FAULTY) not in blob_names(export_env)
+    assert slot_files(export_env, FAULTY) == []
     assert read_json(export_env, LATEST_BLOB) == latest
 
 

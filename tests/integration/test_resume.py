@@ -8,11 +8,10 @@ from datetime import datetime, timezone
 import pytest
 
 from graph_export import GraphError, load_settings, run_export
-from graph_export.checkpoint import ids_blob_name
 from graph_export.clients import warm_clients
-from graph_export.naming import checkpoint_blob_name, export_blob_name
+from graph_export.naming import checkpoint_blob_name, ids_blob_name
 
-from .helpers import blob_names, container, read_bytes, read_export, read_json
+from .helpers import blob_names, container, read_bytes, read_export, read_json, slot_files
 
 SANDBOX_USERS = USERS = 20_000  # 21 pages of 999
 SLOT = datetime(2026, 3, 7, 2, tzinfo=timezone.utc)
@@ -57,7 +56,7 @@ def test_a_failed_run_resumes_from_its_checkpoint(export_env, sandbox):
     interrupted_run(sandbox, page=11)
     saved = read_json(export_env, checkpoint_blob_name(SLOT))
     assert saved["pages"] == 8 and saved["users"] == 8 * 999
-    assert export_blob_name(SLOT) not in blob_names(export_env)  # staged, never visible
+    assert slot_files(export_env, SLOT) == []  # staged, never visible
     assert len(read_bytes(export_env, ids_blob_name(SLOT))) == 8 * saved["users"] == saved["ids_bytes"]
 
     summary = run_export(load_settings(), SLOT)
@@ -75,7 +74,7 @@ def test_a_user_repeated_across_the_resume_point_is_still_caught(export_env, san
     with pytest.raises(GraphError, match="before the page this run resumed from and again on page 10"):
         run_export(load_settings(), SLOT)
     assert graph_pages(sandbox)[0] == 9  # it did resume
-    assert export_blob_name(SLOT) not in blob_names(export_env)
+    assert slot_files(export_env, SLOT) == []
 
 
 def test_saved_user_ids_that_are_gone_restart_the_slot(export_env, sandbox, caplog):
