@@ -21,7 +21,7 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
 from azure.storage.blob import BlobBlock, BlobClient, ContainerClient, ContentSettings
 from isal import isal_zlib
 
-from . import naming, pipeline
+from . import jsontext, naming, pipeline
 from .checkpoint import Checkpoint
 from .csvfile import CsvEncoder
 from .errors import SlotBusyError
@@ -270,9 +270,9 @@ def open_files(settings: Settings, container: ContainerClient, blob: BlobClient,
 
 
 def encode_user(user: dict[str, Any]) -> bytes:
-    """One JSON line's content: compact UTF-8, keys in Graph's order, like
-    ``json.dumps(user, ensure_ascii=False, separators=(",", ":"))`` but several times faster."""
-    return orjson.dumps(user)
+    """One JSON line's content: compact UTF-8, keys in Graph's order (orjson's bytes); a lone surrogate
+    (valid JSON text, not valid Unicode) keeps its ``\\udXXX`` escape, so the line holds the exact value."""
+    return jsontext.dumps_line(user)
 
 
 def _new_member() -> Any:
