@@ -22,11 +22,10 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Iterator, Protocol
 from urllib.parse import parse_qs, urlsplit
 
-import orjson
 from azure.storage.blob import BlobClient
 from isal import igzip
 
-from . import graph, naming, publish, storage
+from . import graph, jsontext, naming, publish, storage
 from .clients import WarmClients
 from .errors import ExportError, GraphError, origin_of
 from .progress import RunProgress
@@ -167,9 +166,9 @@ class Changes:
                 self._by_id[user_id] = self.REMOVED
             else:
                 earlier = self._by_id.get(user_id)
-                merged = {**orjson.loads(earlier), **item} if earlier else item
+                merged = {**jsontext.loads(earlier), **item} if earlier else item
                 # A copy: orjson's result keeps its whole output buffer (~4 KB) however short the JSON.
-                self._by_id[user_id] = bytes(memoryview(orjson.dumps(merged)))
+                self._by_id[user_id] = bytes(memoryview(jsontext.dumps_line(merged)))
             if len(self._by_id) > self._limit:
                 raise FallBack(f"more than DELTA_MAX_CHANGES ({self._limit}) users changed since the last slot")
         self.records += len(published)
@@ -253,7 +252,7 @@ def merge(base: Manifest, base_blob: BlobClient, changes: Changes, properties: t
                 removed += 1
                 continue
             updated += 1
-            record, arrived = _record(line), orjson.loads(change)
+            record, arrived = _record(line), jsontext.loads(change)
             # Only the selected properties the record has: a property Graph sends beyond $select is not kept.
             record.update((k, v) for k, v in arrived.items() if k in record)
             line = encode_user(record)
@@ -268,7 +267,7 @@ def merge(base: Manifest, base_blob: BlobClient, changes: Changes, properties: t
         if change == Changes.REMOVED:
             continue  # removing a user the snapshot does not hold is not an error
         added += 1
-        arrived = orjson.loads(change)
+        arrived = jsontext.loads(change)
         out.append(encode_user({p: arrived.get(p, [] if p in COLLECTION_PROPERTIES else None) for p in order}))
     writer.write_lines(out)
     return Merged(added, updated, removed)
@@ -290,8 +289,8 @@ def _record(line: bytes) -> dict[str, Any]:
     """A snapshot line as the user object it must be; FallBack for anything else (a base that is not
     what its manifest says is found out here at the latest, before anything is committed)."""
     try:
-        record = orjson.loads(line)
-    except orjson.JSONDecodeError:
+        record = jsontext.loads(line)
+    except jsontext.JSONDecodeError:
         raise FallBack("the base snapshot holds a line that is not JSON") from None
     if not isinstance(record, dict):
         raise FallBack("the base snapshot holds a line that is not a user object")

@@ -22,7 +22,7 @@ from urllib.parse import urlencode, urljoin, urlsplit
 import orjson
 import requests
 
-from . import pipeline, transport
+from . import jsontext, pipeline, transport
 from .errors import GraphError, first_line, origin_of
 from .transport import RETRY_STATUSES, RunBudgetExhausted
 from .userids import UserIds
@@ -292,8 +292,8 @@ def _parse(page: ArrivingPage, graph_endpoint: str) -> tuple[Page, list[str]]:
     """The page, and its users' ids (checked: every item is an object with a non-empty string id)."""
     number, raw = page.number, page.body()
     try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
+        body = jsontext.loads(raw)  # orjson, or for a lone surrogate escape (valid JSON) the fallback
+    except ValueError:
         raise GraphError(f"Graph returned page {number} as something other than JSON: check GRAPH_ENDPOINT.") from None
     users = body.get("value") if isinstance(body, dict) else None
     if not isinstance(users, list):

@@ -24,6 +24,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import secrets
 import struct
 import threading
@@ -243,7 +244,7 @@ class Graph:
             else:
                 props = self._properties(_selected(_query(request)))
                 page["value"].insert(0, select(self.directory.record(rule.repeat_user), props))
-            body = json.dumps(page, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+            body = _json_value(page)
         pad = rule.pad_bytes or 0
         if not pad and not rule.chunked:
             return Response(response.status, body, response.headers)
@@ -333,7 +334,7 @@ class Graph:
             version, rows = directory.live_slice(start, end)
             key = (props, start, end, self.tenant_domain, directory.epoch, version)
             users = [select(make_user(i, domain) if record is None else record, props) for i, record in rows]
-        value = json.dumps(users, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        value = _json_value(users)
         with self._cache_lock:
             self._cache[key] = value
             while len(self._cache) > self._cache_pages:
@@ -447,7 +448,7 @@ class Graph:
             link_name, link = "@odata.deltaLink", f"$deltatoken={self.encode_delta_token(after)}"
         body = b"".join([b'{"@odata.context":', _json(context), b',"', link_name.encode("ascii"), b'":',
                          _json(f"{self.base_url}/v1.0/users/delta?{link}"), b',"value":',
-                         json.dumps(items, ensure_ascii=False, separators=(",", ":")).encode("utf-8"), b"}"])
+                         _json_value(items), b"}"])
         if self.page_latency_ms > 0:
             time.sleep(max(0.0, request.arrived + self.page_latency_ms / 1000.0 - time.monotonic()))
         headers = {"Content-Type": ODATA_JSON, "OData-Version": "4.0", "Cache-Control": "no-cache",
@@ -527,6 +528,19 @@ def _padded(body: bytes, pad: int) -> Iterator[bytes]:
         yield piece
         pad -= len(piece)
     yield body[-1:]
+
+
+def _json_value(value: Any) -> bytes:
+    """Compact UTF-8 JSON text; a lone UTF-16 surrogate in a string (a value a test gave a user, e.g.
+    ``directory.update(uid, displayName="\\ud83d")``) is written as its escape, valid JSON as Graph sends it."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:  # UTF-8 cannot hold a surrogate: only then look for one
+        return _SURROGATE.sub(lambda found: f"\\u{ord(found.group()):04x}", text).encode("utf-8")
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _json(text: str) -> bytes:

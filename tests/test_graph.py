@@ -7,7 +7,7 @@ import pytest
 import requests
 from requests.adapters import BaseAdapter
 
-from graph_export import graph
+from graph_export import graph, sink
 from graph_export.errors import GraphError
 
 ENDPOINT = "https://graph.example"
@@ -161,6 +161,38 @@ def test_bad_property_points_at_user_properties():
 def test_page_without_value_is_an_error_not_an_empty_tenant():
     session, _ = session_with({first_url(): (200, {"unexpected": True}, {})})
     with pytest.raises(GraphError, match="without a 'value' list"):
+        pages_of(session)
+
+
+def test_a_lone_surrogate_escape_is_json_the_page_parses_and_the_line_keeps_the_escape():
+    # RFC 8259 allows "\ud83d" with no low half: valid JSON text (orjson alone refuses it). One such user
+    # on page 2, among ordinary ones, written the way Graph may write it (upper-case hex).
+    second = f"{ENDPOINT}/v1.0/users?$skiptoken=b"
+    page2 = ('{"value":[{"id":"2","displayName":"Zo\u00eb"},{"id":"3","displayName":"Ann \\uD83D","n":1e-7},'
+             '{"id":"4","displayName":"pair \\ud83d\\ude00"}]}').encode()
+    session, _ = session_with({
+        first_url(): (200, {"value": [{"id": "1"}], "@odata.nextLink": second}, {}),
+        second: (200, page2, {}),
+    })
+    pages = pages_of(session)
+    assert [u["displayName"] for u in pages[1].users] == ["Zoë", "Ann \ud83d", "pair 😀"]
+    assert [sink.encode_user(u) for u in pages[1].users] == [
+        '{"id":"2","displayName":"Zoë"}'.encode(),
+        b'{"id":"3","displayName":"Ann \\ud83d","n":1e-7}',  # the same escape (hex case aside): the exact value
+        '{"id":"4","displayName":"pair 😀"}'.encode(),  # a valid pair is one character, as ever
+    ]
+
+
+@pytest.mark.parametrize("body", [b"<html><body>Sign in</body></html>", b'{"value":[{"id":"1"}', b"",
+                                  b'{"value":["\\ud83d",]}', b'{"value":[NaN]}', b'{"value":["\xed\xa0\xbd"]}'],
+                         ids=repr)
+def test_a_page_that_is_not_json_points_at_graph_endpoint(body):
+    second = f"{ENDPOINT}/v1.0/users?$skiptoken=b"
+    session, _ = session_with({
+        first_url(): (200, {"value": [{"id": "1"}], "@odata.nextLink": second}, {}),
+        second: (200, body, {}),
+    })
+    with pytest.raises(GraphError, match="^Graph returned page 2 as something other than JSON: check GRAPH_ENDPOINT."):
         pages_of(session)
 
 
