@@ -448,14 +448,17 @@ def _user_properties(raw: str, problems: list[str]) -> tuple[str, ...]:
         problems.append(f"USER_PROPERTIES has names that are not Microsoft Graph v1.0 user properties: "
                         f"{', '.join(_unknown_property(n) for n in unknown)}: use the names of "
                         f"{graph_properties.DOCS_URL} (any case), or a directory extension "
-                        "extension_<appId without dashes>_<name>")
+                        "extension_<appId without dashes>_<name> (a property Graph added after this export's "
+                        "table, graph_export/properties.py, must be added there)")
     if relationships:
-        problems.append(f"USER_PROPERTIES has {', '.join(repr(graph_properties.relationship(n)) for n in relationships)}"
-                        ", a relationship of user, not a property: /users returns relationships only with $expand, "
-                        "which this export does not use; remove it")
+        listed = ", ".join(repr(graph_properties.relationship(n)) for n in relationships)
+        what = "a relationship of user, not a property" if len(relationships) == 1 else \
+            "relationships of user, not properties"
+        problems.append(f"USER_PROPERTIES has {listed}, {what}: /users returns relationships only with $expand, "
+                        f"which this export does not use; remove {_it(relationships)}")
     if single_user:
         problems.append(f"USER_PROPERTIES has {', '.join(repr(n) for n in single_user)}, which Graph returns only "
-                        "when reading one user, not when listing users: remove it")
+                        f"when reading one user, not when listing users: remove {_it(single_user)}")
     if unknown or relationships or single_user:
         return ()
     # id first, always: it is what makes an export line traceable to a directory object.
@@ -463,6 +466,10 @@ def _user_properties(raw: str, problems: list[str]) -> tuple[str, ...]:
     for name in resolved:
         unique.setdefault(name.lower(), name)
     return tuple(unique.values())
+
+
+def _it(names: list[str]) -> str:
+    return "it" if len(names) == 1 else "them"
 
 
 def _unknown_property(name: str) -> str:
