@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Mapping, NamedTuple
 from urllib.parse import SplitResult, urlsplit
 
+from . import properties as graph_properties
 from .errors import ConfigError
 
 
@@ -65,7 +66,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("EXPORT_CONTAINER", False, "graph-exports", "Blob container for exports; created if missing."),
     Setting("EXPORT_STATE_CONTAINER", False, None, "Blob container for what changes between runs (`users/latest.json`, slot pointers, locks, checkpoints, delta state); default: `EXPORT_CONTAINER`. Set it to another container to keep the export container under an immutability (WORM) policy; created if missing."),
     Setting("EXPORT_SCHEDULE", False, "0 0 2 * * *", "NCRONTAB schedule (6 fields, seconds first, UTC) read by the timer trigger binding; checked as the host reads it, and one that never fires is refused."),
-    Setting("USER_PROPERTIES", False, ",".join(DEFAULT_USER_PROPERTIES), "Comma-separated Graph user properties to `$select` (at least one; names differing only in case are one property); `id` is always included, first."),
+    Setting("USER_PROPERTIES", False, ",".join(DEFAULT_USER_PROPERTIES), "Comma-separated Graph user properties to `$select` (at least one), resolved to Graph's spelling, which the export's keys, CSV header and manifest use (`Department` is `department`; names differing only in case are one property); `id` is always included, first. A name that is not a v1.0 user property is an error naming the closest one; directory extensions (`extension_<appId>_<name>`) and schema extensions are passed on, and must match Graph's case."),
     Setting("RETRY_BACKOFF_BASE_SECONDS", False, "1", "Base of the exponential backoff between retries of Graph, Key Vault and Blob requests (a `Retry-After` from Graph always wins)."),
     Setting("GRAPH_MAX_RETRIES_PER_PAGE", False, "8", "Retries of one Graph page (throttling, 5xx, resets, timeouts) before the run fails."),
     Setting("GRAPH_MAX_RETRIES_PER_RUN", False, "200", "Retries of all Graph requests in one run before it fails."),
@@ -90,7 +91,7 @@ _GUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 _DOMAIN = re.compile(r"^(?=.{4,253}$)([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\.)+[a-zA-Z]{2,63}$")
 _SECRET_NAME = re.compile(r"^[0-9a-zA-Z-]{1,127}$")
 _CONTAINER = re.compile(r"^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$")
-_PROPERTY = re.compile(r"^[A-Za-z][A-Za-z0-9]*$")
+_PROPERTY = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")  # extension names have underscores
 _MULTI_TENANT_ALIASES = {"common", "organizations", "consumers"}
 EXPORT_MODES = ("full", "delta")
 EXPORT_FORMATS = ("jsonl", "csv")
@@ -412,11 +413,14 @@ def _number(name: str, value: str, problems: list[str], low: float, high: float,
 
 
 def _user_properties(raw: str, problems: list[str]) -> tuple[str, ...]:
-    """The ``$select`` list: ``id`` first, then each other property once, in the order given.
+    """The ``$select`` list in Graph's spelling: ``id`` first, then each other property once, in order.
 
-    Graph matches ``$select`` names case-insensitively, so ``mail,Mail`` is one property (the first
-    spelling is kept) and ``ID`` is ``id``. A list with no names at all (``,,,``) is an error rather
-    than a silent export of ids only.
+    Graph matches ``$select`` names case-insensitively and answers with its own spelling, so each name
+    is resolved to that spelling (:func:`graph_properties.graph_spelling`): ``Department`` is
+    ``department``, and ``mail,Mail`` is one property. A name that is not a v1.0 user property is an
+    error (Graph would answer 400), with the closest property as a suggestion; so are relationships
+    and the properties Graph returns only for a single user. A list with no names at all (``,,,``) is
+    an error rather than a silent export of ids only.
     """
     names = [p.strip() for p in raw.split(",") if p.strip()]
     if not names:
@@ -428,11 +432,53 @@ def _user_properties(raw: str, problems: list[str]) -> tuple[str, ...]:
         problems.append(f"USER_PROPERTIES has invalid property names {', '.join(repr(b) for b in bad)}: "
                         "give comma-separated Graph user property names such as 'id,displayName,mail'")
         return ()
+    resolved: list[str] = []
+    unknown: list[str] = []
+    relationships: list[str] = []
+    single_user: list[str] = []
+    for name in names:
+        spelled = graph_properties.graph_spelling(name)
+        if spelled is None:
+            (relationships if graph_properties.relationship(name) else unknown).append(name)
+        elif spelled in graph_properties.SINGLE_USER_ONLY:
+            single_user.append(spelled)
+        else:
+            resolved.append(spelled)
+    if unknown:
+        problems.append(f"USER_PROPERTIES has names that are not Microsoft Graph v1.0 user properties: "
+                        f"{', '.join(_unknown_property(n) for n in unknown)}: use the names of "
+                        f"{graph_properties.DOCS_URL} (any case), or a directory extension "
+                        "extension_<appId without dashes>_<name> (a property Graph added after this export's "
+                        "table, graph_export/properties.py, must be added there)")
+    if relationships:
+        listed = ", ".join(repr(graph_properties.relationship(n)) for n in relationships)
+        what = "a relationship of user, not a property" if len(relationships) == 1 else \
+            "relationships of user, not properties"
+        problems.append(f"USER_PROPERTIES has {listed}, {what}: /users returns relationships only with $expand, "
+                        f"which this export does not use; remove {_it(relationships)}")
+    if single_user:
+        problems.append(f"USER_PROPERTIES has {', '.join(repr(n) for n in single_user)}, which Graph returns only "
+                        f"when reading one user, not when listing users: remove {_it(single_user)}")
+    if unknown or relationships or single_user:
+        return ()
     # id first, always: it is what makes an export line traceable to a directory object.
     unique = {"id": "id"}
-    for name in names:
+    for name in resolved:
         unique.setdefault(name.lower(), name)
     return tuple(unique.values())
+
+
+def _it(names: list[str]) -> str:
+    return "it" if len(names) == 1 else "them"
+
+
+def _unknown_property(name: str) -> str:
+    """``'name'``, with a "did you mean" for the closest documented property when one is close."""
+    if name.lower().startswith("extension_"):
+        return (f"{name!r} (a directory extension is extension_ then the app's appId as 32 hex digits without "
+                "dashes, then _ and the name)")
+    suggestion = graph_properties.closest(name)
+    return f"{name!r} (did you mean {suggestion!r}?)" if suggestion else repr(name)
 
 
 def _schedule_problem(schedule: str) -> str | None:

@@ -33,8 +33,10 @@ from .tenant import (
     DEFAULT_PROPERTIES,
     OTHER_PROPERTIES,
     TENANT_DOMAIN,
+    UNMODELLED_PROPERTIES,
     USER_PROPERTIES,
     canonical_properties,
+    default_value,
     make_user,
     select,
     user_id,
@@ -46,14 +48,15 @@ LIVE, SOFT_DELETED, DELETED, ABSENT = "live", "soft_deleted", "deleted", "absent
 ADD, UPDATE, SOFT_DELETE, RESTORE, HARD_DELETE = "add", "update", "soft_delete", "restore", "hard_delete"
 
 #: Every property a user may have, in a fixed order (delta tokens encode a selection as indices into it).
-ALL_PROPERTIES: tuple[str, ...] = (*USER_PROPERTIES, *OTHER_PROPERTIES)
+ALL_PROPERTIES: tuple[str, ...] = (*USER_PROPERTIES, *OTHER_PROPERTIES, *UNMODELLED_PROPERTIES)
 _KNOWN = frozenset(ALL_PROPERTIES)
 #: Collection-valued properties: cleared to ``[]``, never to null (Graph never returns null for them).
-LIST_PROPERTIES = frozenset(p for p, v in OTHER_PROPERTIES.items() if isinstance(v, list)) | {"businessPhones"}
+LIST_PROPERTIES = frozenset(p for p, v in (*OTHER_PROPERTIES.items(), *UNMODELLED_PROPERTIES.items())
+                            if isinstance(v, list)) | {"businessPhones"}
 _BOOL_PROPERTIES = ("accountEnabled", "onPremisesSyncEnabled", "showInAddressList")
 _DATE_PROPERTIES = ("createdDateTime", "employeeHireDate", "lastPasswordChangeDateTime", "onPremisesLastSyncDateTime")
-#: What random_changes() edits: everything but the id and the complex signInActivity.
-_RANDOM_PROPERTIES = tuple(p for p in ALL_PROPERTIES if p not in ("id", "signInActivity"))
+#: What random_changes() edits: the modelled properties but the id and the complex signInActivity.
+_RANDOM_PROPERTIES = tuple(p for p in (*USER_PROPERTIES, *OTHER_PROPERTIES) if p not in ("id", "signInActivity"))
 _NEVER_SET_CANDIDATES = tuple(p for p in OTHER_PROPERTIES if p != "signInActivity")
 
 
@@ -86,8 +89,7 @@ def _ever_of(record: dict[str, Any]) -> frozenset[str]:
 def _value(record: dict[str, Any], prop: str) -> Any:
     if prop in record:
         return record[prop]
-    default = OTHER_PROPERTIES.get(prop)
-    return [] if isinstance(default, list) else default
+    return default_value(prop)
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -419,7 +421,7 @@ class Directory:
         unknown = sorted(p for p in props if p not in _KNOWN)
         if unknown:
             raise ValueError(f"unknown user properties: {', '.join(unknown)} (names are case-sensitive, "
-                             "as in sandbox.tenant.USER_PROPERTIES / OTHER_PROPERTIES)")
+                             "as in graph_export.properties.PROPERTIES)")
         if "id" in props:
             raise ValueError("a user's id is assigned by the directory and cannot be set or changed")
         out = {p: ([] if v is None and p in LIST_PROPERTIES else v) for p, v in props.items()}

@@ -37,7 +37,7 @@ from typing import Any, Iterator
 from .directory import ALL_PROPERTIES, Directory
 from .faults import FaultRule
 from .server import Request, Response
-from .tenant import DEFAULT_PROPERTIES, USER_PROPERTIES, canonical_properties, make_user, select
+from .tenant import DEFAULT_PROPERTIES, SINGLE_USER_ONLY, USER_PROPERTIES, canonical_properties, make_user, select
 from .tokens import AUDIENCE, EXPIRED, ISSUER, MISSING, NOT_YET_VALID, Resources, TokenError, TokenService, bearer
 
 ODATA_JSON = "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8"
@@ -84,7 +84,15 @@ _FAULT_CODES = {429: ("TooManyRequests", "Too many requests."),
 
 
 class BadRequest(ValueError):
-    """A query the real Graph would refuse with 400 Request_BadRequest."""
+    """A query the real Graph would refuse with 400 (error code ``code``, Request_BadRequest by default)."""
+
+    def __init__(self, message: str, code: str = "Request_BadRequest") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class NotListable(Exception):
+    """A ``$select`` of a property Graph returns only for a single user: 501 NotImplemented."""
 
 
 class SyncStateNotFound(Exception):
@@ -216,7 +224,9 @@ class Graph:
         try:
             return self._delta_page(request, ids) if delta else self._users_page(request, ids)
         except BadRequest as e:
-            return self._error(400, "Request_BadRequest", str(e), ids)
+            return self._error(400, e.code, str(e), ids)
+        except NotListable:
+            return self._error(501, "NotImplemented", "This operation target is not yet supported.", ids)
         except SyncStateNotFound:
             return self._error(400, "syncStateNotFound", _SYNC_STATE_NOT_FOUND, ids)
 
@@ -272,11 +282,26 @@ class Graph:
         return struct.unpack(">Q", payload[len(_TOKEN_PREFIX):])[0]
 
     def _properties(self, requested: list[str] | tuple[str, ...] | None) -> list[str]:
+        """The selected properties in Graph's spelling (matched case-insensitively, as Graph does).
+
+        A name that is no user property fails the whole request, as Graph's OData layer fails it:
+        400 ``BadRequest`` "Parsing OData Select and Expand failed: Could not find a property named 'x'
+        on type 'microsoft.graph.user'." (code and text as reported from the real service in
+        microsoftgraph/msgraph-sdk-powershell#2103 and mguessan/davmail#488, for other types). One of
+        the properties Graph returns only for a single user (graph_export.properties.SINGLE_USER_ONLY,
+        from the "List users" page) fails a listing with 501 NotImplemented "This operation target is
+        not yet supported." (as reported in microsoftgraph/microsoft-graph-docs-contrib#5637).
+        """
         if requested is None:
             return list(DEFAULT_PROPERTIES)
         known, unknown = canonical_properties(requested)
+        not_listable = [name for name in unknown if name.lower() in SINGLE_USER_ONLY]
+        unknown = [name for name in unknown if name.lower() not in SINGLE_USER_ONLY]
         if unknown:
-            raise BadRequest(f"Could not find a property named '{unknown[0]}' on type 'microsoft.graph.user'.")
+            raise BadRequest("Parsing OData Select and Expand failed: Could not find a property named "
+                             f"'{unknown[0]}' on type 'microsoft.graph.user'.", code="BadRequest")
+        if not_listable:
+            raise NotListable()
         return known
 
     def _users_page(self, request: Request, ids: tuple[str, str]) -> Response:

@@ -14,6 +14,8 @@ import time
 import uuid
 from typing import Any, Iterable, Mapping, Sequence
 
+from graph_export import properties as graph_properties
+
 TENANT_DOMAIN = "contoso.onmicrosoft.com"
 
 #: Namespace for user ids, so ids are stable across runs and machines.
@@ -47,8 +49,22 @@ OTHER_PROPERTIES: dict[str, Any] = {
     "signInActivity": None, "state": None, "streetAddress": None,
 }
 
-#: Case-insensitive name -> canonical name, for $select (Graph property names are case-insensitive).
-CANONICAL: dict[str, str] = {p.lower(): p for p in (*USER_PROPERTIES, *OTHER_PROPERTIES)}
+#: The rest of Graph's v1.0 user properties (the table in graph_export.properties, taken from Graph's
+#: documentation): $select may name them like any other, and the sandbox never fills them, so they are
+#: null / [] unless a test sets them. The ones Graph returns only for a single user are not here: the
+#: sandbox lists users only, and refuses them as Graph does (see sandbox.graph).
+UNMODELLED_PROPERTIES: dict[str, Any] = {
+    p: graph_properties.absent_value(p) for p in graph_properties.PROPERTIES
+    if p not in USER_PROPERTIES and p not in OTHER_PROPERTIES and p not in graph_properties.SINGLE_USER_ONLY
+}
+#: What a property no record holds reads as (null, or [] for collections), for every property but USER_PROPERTIES.
+_DEFAULTS: dict[str, Any] = {**OTHER_PROPERTIES, **UNMODELLED_PROPERTIES}
+
+#: Case-insensitive name -> Graph's spelling, for $select (Graph matches $select names
+#: case-insensitively and answers with its own spelling).
+CANONICAL: dict[str, str] = {p.lower(): p for p in (*USER_PROPERTIES, *OTHER_PROPERTIES, *UNMODELLED_PROPERTIES)}
+#: Properties Graph refuses when listing users (lower case -> Graph's spelling).
+SINGLE_USER_ONLY: dict[str, str] = {p.lower(): p for p in graph_properties.SINGLE_USER_ONLY}
 
 # (display form, ASCII form used in UPNs and mail addresses)
 _GIVEN: tuple[tuple[str, str], ...] = (
@@ -168,7 +184,7 @@ def make_user(i: int, tenant_domain: str = TENANT_DOMAIN) -> dict[str, Any]:
 
 
 def canonical_properties(names: Iterable[str]) -> tuple[list[str], list[str]]:
-    """Map requested names to canonical property names (deduplicated, in order); also return unknowns."""
+    """Map requested names to Graph's spelling (deduplicated, in order); also return unknowns (as given)."""
     known: list[str] = []
     unknown: list[str] = []
     for name in names:
@@ -187,5 +203,10 @@ def select(user: Mapping[str, Any], properties: Sequence[str] | None = None) -> 
 
 
 def _copy_default(prop: str) -> Any:
-    value = OTHER_PROPERTIES[prop]
+    value = _DEFAULTS[prop]
     return [] if isinstance(value, list) else value
+
+
+def default_value(prop: str) -> Any:
+    """What property ``prop`` (Graph's spelling) reads as for a record without it: null, or a new []."""
+    return _copy_default(prop) if prop in _DEFAULTS else None

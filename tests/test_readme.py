@@ -29,6 +29,15 @@ def test_readme_documents_every_setting_with_its_default():
         assert default == (f"`{setting.default}`" if setting.default else "—"), setting.name
 
 
+def test_readme_describes_every_setting_as_settings_py_does():
+    section = README.split("## Settings", 1)[1].split("\n## ", 1)[0]
+    for setting in SETTINGS:
+        row = next(line for line in section.splitlines() if line.startswith(f"| `{setting.name}` |"))
+        assert row.split(" | ", 3)[3].removesuffix(" |") == setting.description, setting.name
+    user_properties = next(s for s in SETTINGS if s.name == "USER_PROPERTIES")
+    assert "resolved to Graph's spelling" in user_properties.description
+
+
 def test_readme_set_up_is_the_two_make_commands():
     setup = README.split("## Set-up", 1)[1].split("\n## ", 1)[0]
     commands = re.findall(r"^(make \w+)", setup, flags=re.M)

@@ -292,16 +292,25 @@ def test_initial_round_pages_and_page_size(sbx, token):
     assert set(r.json()["value"][0]) <= set(DEFAULT_PROPERTIES)
 
 
-@pytest.mark.parametrize("query, message", [
-    ("$top=10", "'$top' is not supported with delta"),
-    ("$select=id,signInActivity", "'signInActivity' is not supported in delta"),
-    ("$select=id,shoeSize", "Could not find a property named 'shoeSize'"),
-    ("$filter=id eq 'x'", "'$filter' is not supported"),
+@pytest.mark.parametrize("query, code, message", [
+    ("$top=10", "Request_BadRequest", "'$top' is not supported with delta"),
+    ("$select=id,signInActivity", "Request_BadRequest", "'signInActivity' is not supported in delta"),
+    ("$select=id,SignInActivity", "Request_BadRequest", "'signInActivity' is not supported in delta"),
+    ("$select=id,shoeSize", "BadRequest", "Could not find a property named 'shoeSize' on type 'microsoft.graph.user'"),
+    ("$filter=id eq 'x'", "Request_BadRequest", "'$filter' is not supported"),
 ])
-def test_delta_rejects_bad_queries(sbx, token, query, message):
+def test_delta_rejects_bad_queries(sbx, token, query, code, message):
     r = get(sbx, f"/v1.0/users/delta?{query}", token)
-    assert r.status_code == 400 and r.json()["error"]["code"] == "Request_BadRequest"
+    assert r.status_code == 400 and r.json()["error"]["code"] == code
     assert message in r.json()["error"]["message"]
+
+
+def test_delta_select_is_case_insensitive_and_answers_in_graphs_spelling(sbx, token):
+    body = get(sbx, "/v1.0/users/delta?$select=ID,Department,JobTitle", token).json()
+    assert body["@odata.context"].endswith("/v1.0/$metadata#users(id,department,jobTitle)")
+    # A new user's never-set properties are omitted; the ones sent are in Graph's spelling.
+    assert body["value"] and all(set(u) <= {"id", "department", "jobTitle"} for u in body["value"])
+    assert any("department" in u for u in body["value"])
 
 
 def test_delta_needs_the_same_token_and_role_as_users(sbx):

@@ -233,6 +233,52 @@ def test_sign_in_activity_in_any_spelling_lowers_the_page_size():
     assert load_settings({**BASE, "USER_PROPERTIES": "id,SignInActivity"}).page_size == 500
 
 
+def test_user_properties_are_resolved_to_graphs_spelling():
+    # Graph answers $select=Department with "department": the manifest, the JSON Lines keys and the CSV
+    # header must all say "department" too.
+    s = load_settings({**BASE, "USER_PROPERTIES": "id,displayName,Department,JobTitle,ONPREMISESSAMACCOUNTNAME"})
+    assert s.user_properties == ("id", "displayName", "department", "jobTitle", "onPremisesSamAccountName")
+    assert load_settings({**BASE, "USER_PROPERTIES": "Department,department,DEPARTMENT"}).user_properties == (
+        "id", "department")
+    assert load_settings({**BASE, "USER_PROPERTIES": "id,SignInActivity"}).user_properties == ("id", "signInActivity")
+
+
+def test_extension_names_are_accepted_with_graphs_spelling_of_their_prefix():
+    app = "0123456789ABCDEF0123456789abcdef"
+    s = load_settings({**BASE, "USER_PROPERTIES": f"id,Extension_{app}_costCenter,extkvbmkofy_courses"})
+    assert s.user_properties == ("id", f"extension_{app.lower()}_costCenter", "extkvbmkofy_courses")
+    # Case variants of one extension are one property (the first spelling of its name is kept).
+    s = load_settings({**BASE, "USER_PROPERTIES": f"extension_{app}_costCenter,EXTENSION_{app}_CostCenter"})
+    assert s.user_properties == ("id", f"extension_{app.lower()}_costCenter")
+
+
+def test_unknown_property_names_are_an_error_with_the_closest_property():
+    message = problems({**BASE, "USER_PROPERTIES": "id,jobTitel,shoeSize,Departement"})
+    assert ("USER_PROPERTIES has names that are not Microsoft Graph v1.0 user properties: 'jobTitel' (did you "
+            "mean 'jobTitle'?), 'shoeSize', 'Departement' (did you mean 'department'?): use the names of "
+            "https://learn.microsoft.com/en-us/graph/api/resources/user?view=graph-rest-1.0") in message
+    assert "\n" not in message
+
+
+def test_a_malformed_directory_extension_name_says_what_the_form_is():
+    message = problems({**BASE, "USER_PROPERTIES": "id,extension_1234_costCenter"})
+    assert "'extension_1234_costCenter' (a directory extension is extension_ then the app's appId as 32 hex" in message
+
+
+def test_relationships_and_single_user_properties_are_refused_with_why():
+    message = problems({**BASE, "USER_PROPERTIES": "id,Manager,aboutMe,Skills"})
+    assert "USER_PROPERTIES has 'manager', a relationship of user, not a property" in message
+    assert "USER_PROPERTIES has 'manager', 'memberOf', relationships of user" in problems(
+        {**BASE, "USER_PROPERTIES": "manager,memberof"})
+    assert "USER_PROPERTIES has 'aboutMe', 'skills', which Graph returns only when reading one user" in message
+    assert "did you mean" not in message
+
+
+def test_the_default_user_properties_are_graphs_spelling():
+    from graph_export.properties import graph_spelling
+    assert all(graph_spelling(p) == p for p in DEFAULT_USER_PROPERTIES)
+
+
 def test_new_checks_still_report_every_problem_in_one_line():
     message = problems({**BASE, "KEY_VAULT_URL": "https://u:Pa55w0rd@kv.vault.azure.net",
                         "EXPORT_SCHEDULE": "0 0 0 31 2 *", "USER_PROPERTIES": ",,,"})
@@ -250,9 +296,12 @@ def test_export_mode_is_full_or_delta_and_delta_has_its_defaults():
     assert "DELTA_MAX_CHANGES" in problems({**BASE, "DELTA_MAX_CHANGES": "0"})
 
 
-@pytest.mark.parametrize("untracked", ["signInActivity", "licenseAssignmentStates", "SIGNINACTIVITY"])
-def test_properties_users_delta_does_not_track_are_refused_in_delta_mode_only(untracked):
+@pytest.mark.parametrize("untracked, spelled", [("signInActivity", "signInActivity"),
+                                                ("licenseAssignmentStates", "licenseAssignmentStates"),
+                                                ("SIGNINACTIVITY", "signInActivity")])
+def test_properties_users_delta_does_not_track_are_refused_in_delta_mode_only(untracked, spelled):
     env = {**BASE, "USER_PROPERTIES": f"id,displayName,{untracked}"}
     assert load_settings(env).export_mode == "full"
     message = problems({**env, "EXPORT_MODE": "delta"})
-    assert f"USER_PROPERTIES holds {untracked}, which Graph does not track in users/delta" in message
+    # Named as Graph spells it, whatever the configured case.
+    assert f"USER_PROPERTIES holds {spelled}, which Graph does not track in users/delta" in message
