@@ -29,6 +29,7 @@ from . import graph, jsontext, naming, publish, storage
 from .clients import WarmClients
 from .errors import ExportError, GraphError, origin_of
 from .progress import RunProgress
+from .properties import absent_value, check_spelling
 from .records import DeltaApplied, DeltaState, Manifest, RecordError, iso
 from .settings import Settings
 from .sink import GzipBlobWriter, encode_user, open_files
@@ -36,13 +37,6 @@ from .slotrun import SlotRun, SlotStore
 
 log = logging.getLogger(__name__)
 
-#: Collection-valued user properties: /users returns ``[]`` for them when empty, and users/delta
-#: omits them when they were never set. Every other property it omits is ``null``.
-COLLECTION_PROPERTIES = frozenset({
-    "businessPhones", "imAddresses", "otherMails", "proxyAddresses", "identities", "assignedLicenses",
-    "assignedPlans", "provisionedPlans", "onPremisesProvisioningErrors", "infoCatalogs", "interests",
-    "pastProjects", "responsibilities", "schools", "skills", "serviceProvisioningErrors",
-})
 #: How much merged output is handed to the writer at a time.
 _FLUSH_BYTES = 1024 * 1024
 _ID_PREFIX = b'{"id":"'
@@ -198,6 +192,7 @@ def read_changes(clients: WarmClients, settings: Settings, delta_link: str, chan
         count = page.number
         if progress is not None:
             progress.add(len(page.users))
+        check_spelling(page.users, settings.user_properties)
         published = changes.add(page.users)
         if feed is not None:
             feed.write(published)
@@ -268,7 +263,7 @@ def merge(base: Manifest, base_blob: BlobClient, changes: Changes, properties: t
             continue  # removing a user the snapshot does not hold is not an error
         added += 1
         arrived = jsontext.loads(change)
-        out.append(encode_user({p: arrived.get(p, [] if p in COLLECTION_PROPERTIES else None) for p in order}))
+        out.append(encode_user({p: arrived.get(p, absent_value(p)) for p in order}))
     writer.write_lines(out)
     return Merged(added, updated, removed)
 

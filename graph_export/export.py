@@ -23,6 +23,7 @@ from .clients import WarmClients, warm_clients
 from .errors import ConfigError
 from .lease import SlotLease
 from .progress import RunProgress, Snapshot, log_line
+from .properties import conform
 from .records import ExportSummary, Manifest, Progress, iso
 from .settings import Settings
 from .sink import open_files
@@ -155,7 +156,7 @@ def _export(run: SlotRun, resume: checkpoint.Resume | None, delta_link: str | No
     with contextlib.closing(fetched) as pages_ahead, \
             open_files(settings, run.exports, run.names, resume.checkpoint if resume else None) as writer:
         for page in pages_ahead:
-            writer.write(page.users)
+            writer.write(conform(page.users, settings.user_properties))  # exactly the manifest's keys
             pages = page.number
             if page.next_link and pages % settings.checkpoint_every_pages == 0:
                 writer.end_segment(functools.partial(save_checkpoint, page.next_link, pages, ids.new_bytes()))
