@@ -123,13 +123,15 @@ def commit(run: SlotRun, manifest: Manifest, before: Standing, delta_link: str |
 
 def unfinished(store: SlotStore, pointer: SlotPointer, manifest: Manifest, now: datetime) -> list[str]:
     """What publishing the slot's export has not done yet (read only): ``latest.json``, the delta
-    state, the checkpoint's removal. Blobs a dead run left are removed by the next run that finishes."""
+    state, removing what dead runs of the slot left, the checkpoint's removal."""
     missing = []
     if storage.latest_needs(store.state, store.exports, manifest.pointer(), now):
         missing.append("latest.json")
     state = _delta_state(pointer, manifest)
     if state is not None and _delta_state_needs(store, state)[0]:
         missing.append("delta state")
+    if unreferenced(store, pointer):
+        missing.append("blobs no manifest names")
     if checkpoint.leftovers(store.state, store.slot):
         missing.append("checkpoint")
     return missing
@@ -154,7 +156,12 @@ def finish(store: SlotStore, pointer: SlotPointer, manifest: Manifest, lease: Sl
     state = _delta_state(pointer, manifest)
     if state is not None and _advance(store, state, lease, left):
         did.append("delta state")
-    removed = _remove_unreferenced(store, pointer, lease)
+    removed = 0
+    for name in unreferenced(store, pointer):
+        lease.ensure()
+        if storage.delete(store.exports, name):
+            log.info("Removed %s, which a run that died before its commit left", name)
+            removed += 1
     if removed:
         did.append(f"{removed} blobs no manifest names removed")
     for name in checkpoint.leftovers(store.state, store.slot):
@@ -200,12 +207,12 @@ def _advance(store: SlotStore, state: DeltaState, lease: SlotLease, left: str) -
                                f"({DELTA_STATE_ATTEMPTS} attempts): {left}.")
 
 
-def _remove_unreferenced(store: SlotStore, pointer: SlotPointer, lease: SlotLease) -> int:
-    """Delete the slot's published-looking blobs that no manifest reachable from a pointer names.
+def unreferenced(store: SlotStore, pointer: SlotPointer) -> list[str]:
+    """The slot's published-looking blobs that no manifest reachable from a pointer names.
 
     Reachable: the slot pointer's manifest and every manifest it supersedes, in a chain; the ones
     ``latest.json`` and the delta state name. What remains was committed by runs that died before
-    their commit. Storage that forbids deleting (an immutability policy) keeps them; that is fine.
+    their commit. Storage that forbids deleting them (an immutability policy) keeps them; that is fine.
     """
     keep: set[str] = set()
     for name in _referenced_manifests(store, pointer):
@@ -214,16 +221,9 @@ def _remove_unreferenced(store: SlotStore, pointer: SlotPointer, lease: SlotLeas
         if manifest is not None:
             keep.update(manifest.files())
     prefix = naming.slot_prefix(store.slot)
-    with storage.storage_errors(f"listing {prefix}*", "the slot is published; its leftovers stay until its next run"):
-        listed = [blob.name for blob in store.exports.list_blobs(name_starts_with=prefix)]
-    removed = 0
-    for name in listed:
-        if name not in keep:
-            lease.ensure()
-            if storage.delete(store.exports, name):
-                log.info("Removed %s, which a run that died before its commit left", name)
-                removed += 1
-    return removed
+    with storage.storage_errors(f"listing {prefix}*", "the slot is published; what dead runs left stays until its "
+                                                       "next run"):
+        return [blob.name for blob in store.exports.list_blobs(name_starts_with=prefix) if blob.name not in keep]
 
 
 def _referenced_manifests(store: SlotStore, pointer: SlotPointer) -> list[str]:

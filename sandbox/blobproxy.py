@@ -64,7 +64,11 @@ _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connectio
 
 @dataclass
 class BlobFault:
-    """Answer matching requests with ``action`` ("reset", "503" or "500"), ``count`` times (None: always)."""
+    """Answer matching requests with ``action`` ("reset", "503" or "500"), ``count`` times (None: always).
+
+    "hold" keeps a matching request from Azurite until :meth:`release` (or a minute), then resets
+    it: where a test kills the client mid-request, to stop a run exactly before that write.
+    """
 
     action: str
     method: str | None = None
@@ -73,6 +77,15 @@ class BlobFault:
     request: int | None = None
     count: int | None = 1
     fired: int = 0
+    held: threading.Event = field(default_factory=threading.Event)
+    released: threading.Event = field(default_factory=threading.Event)
+
+    def wait_held(self, timeout: float = 60.0) -> bool:
+        """Block until a request is being held by this rule; False if none came within ``timeout``."""
+        return self.held.wait(timeout)
+
+    def release(self) -> None:
+        self.released.set()
 
     def matches(self, number: int, method: str, target: str) -> bool:
         path, _, query = target.partition("?")
@@ -235,7 +248,7 @@ class BlobFaultProxy:
             return list(self._state.requests)
 
     def add(self, action: str, **match: Any) -> BlobFault:
-        if action not in ("reset", *_ERRORS):
+        if action not in ("reset", "hold", *_ERRORS):
             raise ValueError(f"unknown blob fault action {action!r}")
         rule = BlobFault(action, **match)
         with self._state.lock:
@@ -298,7 +311,10 @@ class _ProxyHandler(BaseHTTPRequestHandler):
     def _handle(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         number, rule = self.state.take(self.command, self.path)
-        if rule is not None and rule.action == "reset":
+        if rule is not None and rule.action == "hold":
+            rule.held.set()
+            rule.released.wait(60)
+        if rule is not None and rule.action in ("reset", "hold"):
             self.state.record(number, "reset")
             # SO_LINGER 0: close with RST, the way a dropped load balancer connection looks.
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
