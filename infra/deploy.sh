@@ -36,6 +36,11 @@ credential=''           # secret | certificate | federated; empty = the last dep
 credential_source=''
 vnet=''                 # true | false; empty = the last deployment's, else false
 vnet_source=''
+immutability_days=''    # days of the export container's WORM policy, 0 = off; empty = the last deployment's, else 0
+immutability_source=''
+immutability_locked=false  # the policy is locked: the deployment leaves it alone
+immutability_extend=false  # ... at fewer days than asked: extend it after the deployment
+policy_days='' policy_etag=''
 secret_years=1
 rotate_secret=false
 rotate_certificate=false
@@ -85,6 +90,13 @@ Options:
                               vault then answers only there), or use --credential federated.
       --no-vnet               Public endpoints (Entra ID + RBAC being the gate).
                               Default: what the last deployment to the group used, else --no-vnet.
+      --immutability-days N   Immutable (WORM) exports: a time-based retention policy on the export
+                              container keeps every export and manifest from being overwritten or deleted
+                              for N days (at most exportRetentionDays in infra/main.bicepparam); the app's
+                              state (users/latest.json, ...) moves to the container <export container>-state.
+                              0 turns it off, which a policy allows only while unlocked, once deleted; a
+                              locked policy can only grow. Default: what the last deployment to the group
+                              used, else 0. See "Immutable exports (WORM)" in infra/README.md.
       --secret-years N        Lifetime of a new client secret in years (default: 1).
       --rotate-secret         Create a new client secret even if Key Vault already holds a valid one.
       --rotate-certificate    Create a new version of the certificate now and register it.
@@ -189,6 +201,7 @@ parse_args() {
       -c | --credential) credential="${2:?$1 needs a value}"; credential_source='--credential'; shift 2 ;;
       --vnet) vnet=true; vnet_source='--vnet'; shift ;;
       --no-vnet) vnet=false; vnet_source='--no-vnet'; shift ;;
+      --immutability-days) immutability_days="${2:?$1 needs a value}"; immutability_source="$1"; shift 2 ;;
       --secret-years) secret_years="${2:?$1 needs a value}"; shift 2 ;;
       --rotate-secret) rotate_secret=true; shift ;;
       --rotate-certificate) rotate_certificate=true; shift ;;
@@ -211,6 +224,10 @@ parse_args() {
   [[ "$secret_years" =~ ^[1-9][0-9]?$ ]] || die "--secret-years must be a whole number of years, got '$secret_years'"
   if ! [[ "$publish_timeout" =~ ^[1-9][0-9]{1,4}$ ]] || ((publish_timeout < 60)); then
     die "--publish-timeout must be a number of seconds, at least 60, got '$publish_timeout'"
+  fi
+  if [[ -n "$immutability_days" ]] &&
+    { ! [[ "$immutability_days" =~ ^(0|[1-9][0-9]{0,3})$ ]] || ((immutability_days > 3650)); }; then
+    die "--immutability-days must be a whole number of days from 0 (off) to 3650, got '$immutability_days'"
   fi
   if [[ -n "$credential" ]] && ! known_credential "$credential"; then
     die "--credential must be one of: $CREDENTIAL_KINDS (got '$credential')"
@@ -333,19 +350,24 @@ ensure_resource_group() {
   fi
 }
 
-# previous_deployment: what the last deployment to this group used (credential kind, private networking),
-# so that a plain re-run keeps both. An older deployment without an output prints "None" for it.
+# previous_deployment: what the last deployment to this group used (credential kind, private networking,
+# immutable exports, and where the exports are), so that a plain re-run keeps it. An older deployment without
+# an output prints "None" for it.
 previous_deployment() {
-  previous_credential='' previous_vnet=''
+  previous_credential='' previous_vnet='' previous_immutability='' previous_account='' previous_container=''
   [[ -n "$existing_location" ]] || return 0
   local raw previous=()
   raw="$(az deployment group show --resource-group "$resource_group" --name "$DEPLOYMENT_NAME" \
-    --query '[properties.outputs.clientCredential.value, properties.outputs.vnetEnabled.value]' \
+    --query '[properties.outputs.clientCredential.value, properties.outputs.vnetEnabled.value, properties.outputs.exportImmutabilityDays.value, properties.outputs.exportStorageAccountName.value, properties.outputs.exportContainerName.value]' \
     -o tsv 2>/dev/null | tr -d '\r' || true)"
   mapfile -t previous <<<"$raw"
-  previous_credential="${previous[0]-}" previous_vnet="${previous[1]-}"
+  previous_credential="${previous[0]-}" previous_vnet="${previous[1]-}" previous_immutability="${previous[2]-}"
+  previous_account="${previous[3]-}" previous_container="${previous[4]-}"
   [[ "$previous_credential" != None ]] || previous_credential=''
   [[ "$previous_vnet" =~ ^(true|false)$ ]] || previous_vnet=''
+  [[ "$previous_immutability" =~ ^[0-9]+$ ]] || previous_immutability=''
+  [[ "$previous_account" != None ]] || previous_account=''
+  [[ "$previous_container" != None ]] || previous_container=''
 }
 
 # choose_credential: --credential, else the kind the last deployment to this group used (so that a plain
@@ -379,6 +401,81 @@ choose_network() {
   else
     log "Network: public endpoints, Entra ID + RBAC ($vnet_source)"
   fi
+}
+
+# choose_immutability: --immutability-days, else what the last deployment used (a plain re-run must not move the
+# app's state back into a container whose policy refuses overwrites), else 0; then check_retention and
+# check_policy.
+choose_immutability() {
+  if [[ -z "$immutability_days" ]]; then
+    immutability_days="${previous_immutability:-0}"
+    immutability_source="$([[ -n "$previous_immutability" ]] && echo 'the last deployment' || echo 'default')"
+  fi
+  check_retention
+  check_policy
+  if ((immutability_days > 0)); then
+    log "Immutable exports: a ${immutability_days}-day retention policy on the export container, the app's state in a container of its own ($immutability_source)"
+  else
+    log "Immutable exports: off ($immutability_source)"
+  fi
+}
+
+# check_retention: the lifecycle rule deletes an export exportRetentionDays after it was written, and cannot while
+# the policy still protects it: a longer policy would keep every export past its retention. Read from
+# main.bicepparam when it sets a plain number there.
+check_retention() {
+  ((immutability_days > 0)) || return 0
+  local retention
+  retention="$(sed -n 's/^param exportRetentionDays = \([0-9][0-9]*\)[[:space:]]*$/\1/p' "$SCRIPT_DIR/main.bicepparam" |
+    head -n 1)"
+  if [[ -n "$retention" ]] && ((immutability_days > retention)); then
+    die "--immutability-days $immutability_days exceeds exportRetentionDays $retention (infra/main.bicepparam): the lifecycle rule could not delete an export the policy still protects. Raise exportRetentionDays to at least $immutability_days, or pass --immutability-days $retention or less."
+  fi
+}
+
+# check_policy: the export container's policy as it stands (az prints nothing when there is none). Locked:
+# ARM accepts no write to it but an extension, so the deployment leaves it alone (exportImmutabilityLocked) and
+# it can only grow (extend_policy). Unlocked: a deployment changes its days but never removes it, so turning
+# immutability off needs it deleted first (otherwise the app would write its state into a WORM container).
+check_policy() {
+  immutability_locked=false immutability_extend=false policy_days='' policy_etag=''
+  [[ -n "$previous_account" && -n "$previous_container" ]] || return 0
+  ((immutability_days > 0 || ${previous_immutability:-0} > 0)) || return 0
+  local raw policy=() state
+  raw="$(az storage container immutability-policy show --resource-group "$resource_group" \
+    --account-name "$previous_account" --container-name "$previous_container" \
+    --query '[state, immutabilityPeriodSinceCreationInDays, etag]' -o tsv | tr -d '\r')" ||
+    die "could not read the immutability policy of container $previous_container in storage account $previous_account"
+  mapfile -t policy <<<"$raw"
+  state="${policy[0]-}" policy_days="${policy[1]-}" policy_etag="${policy[2]-}"
+  case "$state" in
+    Locked)
+      immutability_locked=true
+      if ((immutability_days < policy_days)); then
+        die "the immutability policy of container $previous_container is locked at $policy_days days: it can be extended, never shortened or removed. Pass --immutability-days $policy_days or more."
+      fi
+      ((immutability_days == policy_days)) || immutability_extend=true
+      ;;
+    Unlocked)
+      if ((immutability_days == 0)); then
+        die "container $previous_container still has an unlocked ${policy_days}-day immutability policy, which a deployment does not remove, and the app would write its state into it: keep --immutability-days $policy_days, or delete the policy first: az storage container immutability-policy delete --resource-group $resource_group --account-name $previous_account --container-name $previous_container --if-match '$policy_etag'"
+      fi
+      ;;
+    *)
+      if ((immutability_days == 0)); then
+        warn "immutable exports off again: the app keeps users/latest.json and its state in $previous_container again; readers read latest.json there (the copies in the state container are no longer updated)"
+      fi
+      ;;
+  esac
+}
+
+# extend_policy: a locked policy grows only through its extend action, with the etag check_policy read.
+extend_policy() {
+  $immutability_extend || return 0
+  az storage container immutability-policy extend --resource-group "$resource_group" \
+    --account-name "$export_account" --container-name "$export_container" --period "$immutability_days" \
+    --if-match "$policy_etag" -o none
+  info "locked immutability policy extended from $policy_days to $immutability_days days"
 }
 
 # --- app registration and consent -------------------------------------------------------------------------
@@ -480,6 +577,8 @@ export_parameters() {
   export GRAPH_EXPORT_ALERT_EMAIL="$alert_email"
   export GRAPH_EXPORT_VNET_ENABLED="$vnet"
   export GRAPH_EXPORT_GRAPH_ENDPOINT="$graph_url"
+  export GRAPH_EXPORT_IMMUTABILITY_DAYS="$immutability_days"
+  export GRAPH_EXPORT_IMMUTABILITY_LOCKED="$immutability_locked"
 }
 
 # ensure_app_provider: Flex Consumption VNet integration delegates a subnet to Microsoft.App/environments,
@@ -510,6 +609,8 @@ deploy_bicep() {
     die "the deployment $DEPLOYMENT_NAME in $resource_group has no Key Vault output for credential $credential"
   fi
   info "function app $function_app (identity $identity_name), exports in $export_account/$export_container"
+  [[ -z "$state_container" || "$state_container" == "$export_container" ]] ||
+    info "immutable exports ($immutability_days days): users/latest.json and the app's state in $export_account/$state_container"
   [[ -z "$key_vault" ]] || info "key vault $key_vault"
   [[ -z "$vnet_name" ]] || info "VNet $vnet_name: private endpoints for $host_account, $export_account${key_vault:+ and $key_vault}"
 }
@@ -519,17 +620,18 @@ deploy_bicep() {
 read_outputs() {
   local raw outputs=()
   raw="$(az deployment group show --resource-group "$resource_group" --name "$DEPLOYMENT_NAME" \
-    --query '[properties.outputs.functionAppName.value, properties.outputs.keyVaultName.value, properties.outputs.keyVaultId.value, properties.outputs.clientSecretName.value, properties.outputs.clientCertificateName.value, properties.outputs.exportStorageAccountName.value, properties.outputs.exportContainerName.value, properties.outputs.identityName.value, properties.outputs.identityPrincipalId.value, properties.outputs.federatedCredentialIssuer.value, properties.outputs.federatedTokenAudience.value, properties.outputs.hostStorageAccountName.value, properties.outputs.vnetName.value, properties.outputs.appInsightsName.value]' \
+    --query '[properties.outputs.functionAppName.value, properties.outputs.keyVaultName.value, properties.outputs.keyVaultId.value, properties.outputs.clientSecretName.value, properties.outputs.clientCertificateName.value, properties.outputs.exportStorageAccountName.value, properties.outputs.exportContainerName.value, properties.outputs.identityName.value, properties.outputs.identityPrincipalId.value, properties.outputs.federatedCredentialIssuer.value, properties.outputs.federatedTokenAudience.value, properties.outputs.hostStorageAccountName.value, properties.outputs.vnetName.value, properties.outputs.appInsightsName.value, properties.outputs.stateContainerName.value]' \
     -o tsv | tr -d '\r')"
   mapfile -t outputs <<<"$raw"
   function_app="${outputs[0]-}" key_vault="${outputs[1]-}" key_vault_id="${outputs[2]-}" secret_name="${outputs[3]-}"
   certificate_name="${outputs[4]-}" export_account="${outputs[5]-}" export_container="${outputs[6]-}"
   identity_name="${outputs[7]-}" identity_principal_id="${outputs[8]-}"
   federated_issuer="${outputs[9]-}" federated_audience="${outputs[10]-}" host_account="${outputs[11]-}"
-  vnet_name="${outputs[12]-}" app_insights="${outputs[13]-}"
+  vnet_name="${outputs[12]-}" app_insights="${outputs[13]-}" state_container="${outputs[14]-}"
   local name
   for name in function_app key_vault key_vault_id secret_name certificate_name export_account export_container \
-    identity_name identity_principal_id federated_issuer federated_audience host_account vnet_name app_insights; do
+    identity_name identity_principal_id federated_issuer federated_audience host_account vnet_name app_insights \
+    state_container; do
     [[ "${!name}" != None ]] || printf -v "$name" '%s' ''
   done
 }
@@ -870,6 +972,9 @@ summary() {
     federated) info "credential:     federated (trusts identity $identity_name; no secret, no key vault)" ;;
   esac
   info "exports:        container '$export_container' in storage account $export_account"
+  if [[ -n "$state_container" && "$state_container" != "$export_container" ]]; then
+    info "                immutable for $immutability_days days; users/latest.json and the state in '$state_container'"
+  fi
   if [[ -n "$vnet_name" ]]; then
     info "network:        VNet $vnet_name, private endpoints; public network access disabled"
   fi
@@ -906,6 +1011,9 @@ preview() {
     certificate) info "then: the certificate in the vault and its public key on the app registration" ;;
     federated) info "then: the federated credential on the app registration" ;;
   esac
+  if $immutability_extend; then
+    info "then: extend the locked immutability policy from $policy_days to $immutability_days days"
+  fi
   $skip_publish || info "then: publish the code (infra/deploy.sh --package FILE shows what it contains)"
   log "Preview done: nothing was changed"
 }
@@ -1010,6 +1118,7 @@ main() {
   previous_deployment
   choose_credential
   choose_network
+  choose_immutability
   if [[ "$mode" == what-if ]]; then
     preview
     return
@@ -1017,6 +1126,7 @@ main() {
   ensure_resource_group
   ensure_app_registration
   deploy_bicep
+  extend_policy
   configure_credential
   if $skip_publish; then
     log "Skipping code publishing (--skip-publish)"

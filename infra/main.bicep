@@ -95,6 +95,14 @@ param retryBackoffBaseSeconds string = '1'
 @maxValue(3650)
 param exportRetentionDays int = 90
 
+@description('Immutable exports (WORM): days each export and manifest cannot be overwritten or deleted after it is written, by anyone (a time-based retention policy on the export container; Azure answers 409 BlobImmutableDueToPolicy); 0 = off. When > 0, what the app rewrites (users/latest.json, slot pointers, locks, checkpoints, delta state) lives in a second container, <exportContainerName>-state (app setting EXPORT_STATE_CONTAINER, output stateContainerName). The policy is created unlocked (it can still be shortened or deleted); once locked (infra/README.md, "Immutable exports (WORM)") it can be extended but never shortened or removed. Keep it at most exportRetentionDays (deploy.sh refuses more): the lifecycle rule deletes an export after exportRetentionDays, but cannot while the policy protects it, so a longer policy keeps every export that much longer.')
+@minValue(0)
+@maxValue(3650)
+param exportImmutabilityDays int = 0
+
+@description('Whether the export container\'s immutability policy is already locked (deploy.sh looks): ARM accepts no write to a locked policy but an extension, so the deployment then leaves the policy as it is (deploy.sh extends it with az storage container immutability-policy extend when exportImmutabilityDays grows).')
+param exportImmutabilityLocked bool = false
+
 @description('Days a deleted blob or container can still be recovered (soft delete).')
 @minValue(1)
 @maxValue(365)
@@ -154,6 +162,19 @@ var names = {
 }
 var deploymentContainerName = 'app-package'
 
+// Immutable exports: a container-level WORM policy covers every blob of the export container, so what the app
+// rewrites moves to a container of its own, '<export container>-state' (at most 63 characters: a longer export
+// container name is cut to 57, without a trailing hyphen). Off: the state stays beside the exports, as before.
+var exportImmutable = exportImmutabilityDays > 0
+var stateContainerStem = endsWith(take(exportContainerName, 57), '-') ? take(exportContainerName, 56) : take(exportContainerName, 57)
+var stateContainerName = exportImmutable ? '${stateContainerStem}-state' : exportContainerName
+var exportContainerNames = exportImmutable ? [
+  exportContainerName
+  stateContainerName
+] : [
+  exportContainerName
+]
+
 // A federated credential needs no vault: nothing secret exists to keep.
 var useKeyVault = (clientCredential != 'federated')
 
@@ -209,19 +230,22 @@ module hostStorage 'modules/storage.bicep' = {
   }
 }
 
-// The export data (personal data): one container, a retention lifecycle rule, audit logs of every access.
+// The export data (personal data): the export container (and, with exportImmutabilityDays, its WORM policy and
+// the state container), a retention lifecycle rule on both, audit logs of every access.
 module exportStorage 'modules/storage.bicep' = {
   name: 'export-storage'
   params: {
     name: names.exportStorage
     location: location
     tags: tags
-    containerNames: [
-      exportContainerName
-    ]
+    containerNames: exportContainerNames
     softDeleteRetentionDays: softDeleteRetentionDays
+    // Both containers, as when the state lived beside the exports: a slot's pointer goes with its export.
     deleteAfterDays: exportRetentionDays
-    lifecycleContainerName: exportContainerName
+    lifecycleContainerNames: exportContainerNames
+    immutableContainerName: exportContainerName
+    immutabilityDays: exportImmutabilityDays
+    immutabilityPolicyLocked: exportImmutabilityLocked
     auditWorkspaceId: monitoring.outputs.workspaceId
     publicNetworkAccess: publicNetworkAccess
     networkDefaultAction: networkDefaultAction
@@ -274,6 +298,8 @@ var exportAppSettings = {
   GRAPH_ENDPOINT: graphEndpoint
   EXPORT_STORAGE__blobServiceUri: exportStorage.outputs.blobEndpoint
   EXPORT_CONTAINER: exportContainerName
+  // Empty = the code's default, the export container (as before this setting existed).
+  EXPORT_STATE_CONTAINER: exportImmutable ? stateContainerName : ''
   EXPORT_SCHEDULE: exportSchedule
   USER_PROPERTIES: userProperties
   EXPORT_MODE: exportMode
@@ -288,6 +314,7 @@ module roles 'modules/roles.bicep' = {
     hostStorageName: hostStorage.outputs.name
     exportStorageName: exportStorage.outputs.name
     exportContainerName: exportContainerName
+    stateContainerName: exportImmutable ? stateContainerName : ''
     vaultName: names.keyVault
     clientCredential: clientCredential
     appInsightsName: monitoring.outputs.appInsightsName
@@ -359,6 +386,10 @@ output hostStorageAccountName string = hostStorage.outputs.name
 output exportStorageAccountName string = exportStorage.outputs.name
 output exportBlobEndpoint string = exportStorage.outputs.blobEndpoint
 output exportContainerName string = exportContainerName
+@description('Where users/latest.json and the app\'s state live (EXPORT_STATE_CONTAINER): the export container unless exportImmutabilityDays > 0.')
+output stateContainerName string = stateContainerName
+@description('Days of the export container\'s immutability policy; 0 = none (deploy.sh keeps it on a plain re-run).')
+output exportImmutabilityDays int = exportImmutabilityDays
 output appInsightsName string = monitoring.outputs.appInsightsName
 output logAnalyticsWorkspaceName string = monitoring.outputs.workspaceName
 output vnetEnabled bool = vnetEnabled

@@ -5,6 +5,7 @@
 //   export GRAPH_EXPORT_ALERT_EMAIL=<you@example.com>           # optional
 //   export GRAPH_EXPORT_VNET_ENABLED=true                       # optional: private networking (default false)
 //   export GRAPH_EXPORT_GRAPH_ENDPOINT=https://graph.microsoft.us  # optional: this cloud's Microsoft Graph
+//   export GRAPH_EXPORT_IMMUTABILITY_DAYS=365                   # optional: immutable (WORM) exports (default 0: off)
 //   az deployment group create -g <rg> --name graph-export --parameters infra/main.bicepparam
 //
 // deploy.sh sets these variables for you. Values that differ per deployment come from the environment;
@@ -54,6 +55,13 @@ param credentialExpiryWarningDays = '30'
 
 // Exports older than this are deleted by the storage lifecycle rule.
 param exportRetentionDays = 90
+
+// Immutable exports (WORM), see "Immutable exports (WORM)" in infra/README.md: days each export and manifest
+// cannot be overwritten or deleted (deploy.sh --immutability-days; 0 = off); at most exportRetentionDays.
+param exportImmutabilityDays = int(readEnvironmentVariable('GRAPH_EXPORT_IMMUTABILITY_DAYS', '0'))
+
+// deploy.sh sets this when it finds the policy locked: a deployment must then leave the policy alone.
+param exportImmutabilityLocked = readEnvironmentVariable('GRAPH_EXPORT_IMMUTABILITY_LOCKED', 'false') == 'true'
 
 param softDeleteRetentionDays = 7
 

@@ -15,6 +15,9 @@ param exportStorageName string
 
 param exportContainerName string
 
+@description('Container of the app\'s state (EXPORT_STATE_CONTAINER) when it is not the export container (main.bicep exportImmutabilityDays > 0); empty = none, the state lives in the export container.')
+param stateContainerName string = ''
+
 @description('Key Vault of the client secret or certificate (a name even when keyVaultAccess is false).')
 param vaultName string
 
@@ -59,6 +62,13 @@ resource exportContainer 'Microsoft.Storage/storageAccounts/blobServices/contain
   name: exportContainerName
 }
 
+// Named after the export container when there is no state container: the name stays valid, and the role
+// assignment below is not deployed then.
+resource stateContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
+  parent: exportBlobService
+  name: empty(stateContainerName) ? exportContainerName : stateContainerName
+}
+
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
   name: vaultName
 }
@@ -99,10 +109,23 @@ resource hostTableContributor 'Microsoft.Authorization/roleAssignments@2022-04-0
   }
 }
 
-// Export storage: read/write blobs in the export container only, nothing else in that account.
+// Export storage: read/write blobs in the export container only (and the state container, below), nothing
+// else in that account.
 resource exportContainerContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(exportContainer.id, principalId, roleIds.storageBlobDataContributor)
   scope: exportContainer
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleIds.storageBlobDataContributor)
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// Immutable exports: the state container (users/latest.json, slot pointers, locks, checkpoints, delta state) is
+// rewritten every run, so it sits outside the export container's WORM policy; the same role, on that container only.
+resource stateContainerContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(stateContainerName)) {
+  name: guid(stateContainer.id, principalId, roleIds.storageBlobDataContributor)
+  scope: stateContainer
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleIds.storageBlobDataContributor)
     principalId: principalId

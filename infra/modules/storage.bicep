@@ -22,13 +22,24 @@ param containerNames array = []
 @maxValue(365)
 param softDeleteRetentionDays int = 7
 
-@description('Lifecycle rule: delete blobs in lifecycleContainerName this many days after their last modification; 0 = no rule.')
+@description('Lifecycle rule: delete blobs in lifecycleContainerNames this many days after their last modification; 0 = no rule.')
 @minValue(0)
 @maxValue(36500)
 param deleteAfterDays int = 0
 
-@description('Container the lifecycle rule applies to (required when deleteAfterDays > 0).')
-param lifecycleContainerName string = ''
+@description('Containers the lifecycle rule applies to (required when deleteAfterDays > 0).')
+param lifecycleContainerNames array = []
+
+@description('Container (one of containerNames) that gets a time-based retention (WORM) policy of immutabilityDays.')
+param immutableContainerName string = ''
+
+@description('Days a blob in immutableContainerName cannot be overwritten or deleted after it is written (Azure answers 409 BlobImmutableDueToPolicy); 0 = no policy.')
+@minValue(0)
+@maxValue(146000)
+param immutabilityDays int = 0
+
+@description('The policy is already locked: ARM accepts no write to a locked policy but an extension (POST .../extend, which deploy.sh makes), so the deployment leaves it as it is.')
+param immutabilityPolicyLocked bool = false
 
 @description('Log Analytics workspace that receives the account\'s metrics and the blob read/write/delete audit logs; empty = no diagnostic settings.')
 param auditWorkspaceId string = ''
@@ -123,6 +134,24 @@ resource containers 'Microsoft.Storage/storageAccounts/blobServices/containers@2
   }
 }]
 
+// Container-level time-based retention (WORM) on immutableContainerName: for immutabilityDays after a blob is
+// written, Azure refuses to overwrite or delete it (409 BlobImmutableDueToPolicy); the lifecycle rule's delete of
+// such a blob fails too, and succeeds on a later daily run once the policy lets go. Type, name 'default' and
+// properties: Azure/bicep-types-az generated/storage/microsoft.storage/2023-05-01/types.md
+// (immutabilityPolicies, ImmutabilityPolicyProperty; `state` is read-only). ARM creates a policy unlocked:
+// locking is a separate POST (az storage container immutability-policy lock, infra/README.md), after which
+// the only write ARM accepts is an extension, hence immutabilityPolicyLocked. Container-level policies need
+// no blob versioning and work with blob and container soft delete.
+resource immutabilityPolicies 'Microsoft.Storage/storageAccounts/blobServices/containers/immutabilityPolicies@2023-05-01' = [for (containerName, i) in containerNames: if ((immutabilityDays > 0) && (containerName == immutableContainerName) && !immutabilityPolicyLocked) {
+  parent: containers[i]
+  name: 'default'
+  properties: {
+    immutabilityPeriodSinceCreationInDays: immutabilityDays
+    // Append blobs could otherwise grow under the policy; the export writes block blobs only.
+    allowProtectedAppendWrites: false
+  }
+}]
+
 resource lifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05-01' = if (deleteAfterDays > 0) {
   parent: account
   name: 'default'
@@ -138,9 +167,7 @@ resource lifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05
               blobTypes: [
                 'blockBlob'
               ]
-              prefixMatch: [
-                '${lifecycleContainerName}/'
-              ]
+              prefixMatch: [for lifecycleContainerName in lifecycleContainerNames: '${lifecycleContainerName}/']
             }
             actions: {
               baseBlob: {

@@ -29,6 +29,12 @@ source and ``--help``):
   ``keyvault secret set --file /dev/stdin`` stores whatever arrives, an empty string included;
   ``keyvault secret set --expires`` takes only ``Y-m-d'T'H:M:S'Z'`` and the shorter forms az accepts;
   ``keyvault secret show`` of a disabled secret is refused (SecretDisabled), of a missing one exits 3;
+  ``storage container immutability-policy show`` prints nothing when the container has no policy (az's
+  transform drops a period of 0) and the policy flattened (``state``, ``immutabilityPeriodSinceCreationInDays``,
+  a quoted ``etag``) otherwise; ``lock``, ``extend`` and ``delete`` need ``--if-match`` with that etag (or ``*``),
+  ``extend`` only a locked policy and never shorter, ``delete`` only an unlocked one; a deployment with
+  ``exportImmutabilityDays`` > 0 writes an unlocked policy unless ``exportImmutabilityLocked``, and fails
+  on a locked one (ARM's only write to a locked policy is ``extend``; the error text is an approximation);
   ``keyvault certificate create --policy @file`` reads camelCase JSON (keys converted to snake case as
   az does); ``ad app federated-credential create`` needs name, issuer, subject and exactly one audience,
   and refuses a name that exists; ``role assignment create`` returns the existing assignment instead of a
@@ -126,6 +132,18 @@ SPEC = {
     "keyvault certificate show": "--vault-name --name|-n --id --version|-v --subscription",
     "functionapp deployment source config-zip": "--resource-group|-g --name|-n --src* --build-remote --slot|-s "
                                                 "--timeout|-t --ids --subscription",
+    "storage container immutability-policy show": "--account-name* --container-name|-c* --resource-group|-g "
+                                                  "--if-match --subscription",
+    "storage container immutability-policy lock": "--account-name* --container-name|-c* --resource-group|-g "
+                                                  "--if-match* --acquire-policy-token! --change-reference "
+                                                  "--subscription",
+    "storage container immutability-policy extend": "--account-name* --container-name|-c* --resource-group|-g "
+                                                    "--if-match* --period --allow-protected-append-writes|-w "
+                                                    "--allow-protected-append-writes-all|--w-all "
+                                                    "--acquire-policy-token! --change-reference --subscription",
+    "storage container immutability-policy delete": "--account-name* --container-name|-c* --resource-group|-g "
+                                                    "--if-match* --acquire-policy-token! --change-reference "
+                                                    "--subscription",
 }
 
 GRAPH_API = "00000003-0000-0000-c000-000000000000"
@@ -359,6 +377,7 @@ def deployment_outputs(env: dict[str, str]) -> dict[str, Any]:
         raise AzError("InvalidTemplate: The provided value for the template parameter 'clientId' is not valid. "
                       "Length of the value should be greater than or equal to '36'.", 1)
     vnet = env.get("GRAPH_EXPORT_VNET_ENABLED", "false") == "true"  # main.bicepparam: == 'true'
+    days = immutability_days(env)
     names = CFG["names"]
     vault = "" if credential == "federated" else names["keyVault"]
     values = {
@@ -379,12 +398,48 @@ def deployment_outputs(env: dict[str, str]) -> dict[str, Any]:
         "exportStorageAccountName": names["exportStorage"],
         "exportBlobEndpoint": f"https://{names['exportStorage']}.blob.{cloud()['storage']}/",
         "exportContainerName": "graph-exports",
+        "stateContainerName": "graph-exports-state" if days else "graph-exports",
+        "exportImmutabilityDays": days,
         "appInsightsName": "graphexp-appi-abc",
         "logAnalyticsWorkspaceName": "graphexp-log-abc",
         "vnetEnabled": vnet,
         "vnetName": "graphexp-vnet-abc" if vnet else "",
     }
-    return {k: {"type": "Bool" if isinstance(v, bool) else "String", "value": v} for k, v in values.items()}
+    kinds = {bool: "Bool", int: "Int", str: "String"}
+    return {k: {"type": kinds[type(v)], "value": v} for k, v in values.items()}
+
+
+def immutability_days(env: dict[str, str]) -> int:
+    """main.bicepparam: int(readEnvironmentVariable('GRAPH_EXPORT_IMMUTABILITY_DAYS', '0')), then main.bicep's
+    @minValue(0) @maxValue(3650)."""
+    text = env.get("GRAPH_EXPORT_IMMUTABILITY_DAYS", "0")
+    if not re.fullmatch(r"-?[0-9]+", text.strip()):
+        raise AzError(f"The template function 'int' failed: could not convert '{text}' to an integer.", 1)
+    days = int(text)
+    if not 0 <= days <= 3650:
+        raise AzError(f"InvalidTemplate: The provided value '{days}' for the template parameter "
+                      "'exportImmutabilityDays' is not valid. The value must be between 0 and 3650.", 1)
+    return days
+
+
+def apply_immutability_policy(env: dict[str, str]) -> None:
+    """What a deployment does to the export container's policy: with exportImmutabilityDays > 0 and
+    exportImmutabilityLocked false, it PUTs an unlocked policy of that many days, which ARM refuses for a locked
+    policy (its only write is `extend`); otherwise it leaves the policy as it is (incremental mode)."""
+    days = immutability_days(env)
+    locked_param = env.get("GRAPH_EXPORT_IMMUTABILITY_LOCKED", "false") == "true"
+    if not days or locked_param:
+        return
+    policy = STATE.get("immutability_policy")
+    if policy and policy["state"] == "Locked":
+        raise AzError("(ImmutabilityPolicyLocked) Operation not allowed on an immutability policy in Locked state: "
+                      "only extending it is (approximation of the storage provider's refusal).", 1)
+    STATE["immutability_policy"] = {"state": "Unlocked", "days": days, "etag": new_etag()}
+
+
+def new_etag() -> str:
+    STATE["etag_counter"] = STATE.get("etag_counter", 0) + 1
+    return f'"8d{STATE["etag_counter"]:013x}"'  # ARM's policy etags are quoted, as `--query etag -o tsv` prints
 
 
 # --- Key Vault data plane ----------------------------------------------------------------------------
@@ -794,6 +849,7 @@ def deployment_create(opts: dict[str, Any]) -> Any:
                          "Resource changes: 1 to modify.\n")
         return None
     STATE["deployments"] += 1
+    apply_immutability_policy(RECORD["env"])
     STATE["deployment"] = {"name": opts.get("--name", "main"), "outputs": outputs}
     return {"name": STATE["deployment"]["name"], "properties": {"outputs": outputs, "provisioningState": "Succeeded"}}
 
@@ -1027,6 +1083,78 @@ def federated_update(opts: dict[str, Any]) -> Any:
         raise AzError("Request_BadRequest: Property 'name' is read-only and cannot be updated.", 1)
     fic.update(body)
     return None
+
+
+# --- storage container immutability-policy (azure-cli's storage module, blob_containers management client) ----
+
+def container_policy(opts: dict[str, Any]) -> dict[str, Any] | None:
+    """The export container's policy record (None: none), after the lookups az makes."""
+    account, container = opts["--account-name"], opts["--container-name"]
+    group = opts.get("--resource-group", STATE["rg_name"])
+    if not STATE["deployment"] or account != CFG["names"]["exportStorage"] or group != STATE["rg_name"]:
+        raise AzError(f"(ResourceNotFound) The Resource 'Microsoft.Storage/storageAccounts/{account}' under "
+                      f"resource group '{group}' was not found.", 3)
+    if container not in ("graph-exports", "graph-exports-state"):
+        raise AzError("(ContainerNotFound) The specified container does not exist.", 3)
+    return STATE.get("immutability_policy") if container == "graph-exports" else None
+
+
+def policy_view(policy: dict[str, Any]) -> dict[str, Any]:
+    """az's output: the SDK model flattened by azure-cli's todict (properties.* at the top)."""
+    group = group_id()
+    return {"id": f"{group}/providers/Microsoft.Storage/storageAccounts/{CFG['names']['exportStorage']}/blobServices/"
+                  "default/containers/graph-exports/immutabilityPolicies/default",
+            "name": "default", "type": "Microsoft.Storage/storageAccounts/blobServices/containers/immutabilityPolicies",
+            "systemData": None, "immutabilityPeriodSinceCreationInDays": policy["days"], "state": policy["state"],
+            "allowProtectedAppendWrites": False, "allowProtectedAppendWritesAll": None, "etag": policy["etag"]}
+
+
+def matched_policy(opts: dict[str, Any]) -> dict[str, Any]:
+    policy = container_policy(opts)
+    if policy is None:
+        raise AzError("(ImmutabilityPolicyNotFound) The container has no immutability policy.", 1)
+    if opts["--if-match"] not in ("*", policy["etag"]):
+        raise AzError("(ConditionNotMet) The condition specified using HTTP conditional header(s) is not met.", 1)
+    return policy
+
+
+@handles("storage container immutability-policy show")
+def immutability_show(opts: dict[str, Any]) -> Any:
+    """transform_immutability_policy: nothing when the period is 0 (no policy, or a deleted one)."""
+    policy = container_policy(opts)
+    return policy_view(policy) if policy else None
+
+
+@handles("storage container immutability-policy lock")
+def immutability_lock(opts: dict[str, Any]) -> Any:
+    policy = matched_policy(opts)
+    if policy["state"] == "Locked":
+        raise AzError("(ImmutabilityPolicyLocked) The immutability policy is already locked.", 1)
+    policy.update(state="Locked", etag=new_etag())
+    return policy_view(policy)
+
+
+@handles("storage container immutability-policy extend")
+def immutability_extend(opts: dict[str, Any]) -> Any:
+    """Only a locked policy is extended (an unlocked one is changed with create), and never shortened."""
+    policy = matched_policy(opts)
+    days = int(opts.get("--period") or 0)
+    if policy["state"] != "Locked":
+        raise AzError("(ImmutabilityPolicyNotLocked) Only a locked immutability policy can be extended.", 1)
+    if days < policy["days"]:
+        raise AzError("(InvalidImmutabilityPolicyPeriod) A locked immutability policy's period can only be "
+                      "increased.", 1)
+    policy.update(days=days, etag=new_etag())
+    return policy_view(policy)
+
+
+@handles("storage container immutability-policy delete")
+def immutability_delete(opts: dict[str, Any]) -> Any:
+    policy = matched_policy(opts)
+    if policy["state"] == "Locked":
+        raise AzError("(ImmutabilityPolicyLocked) Deleting a locked immutability policy is not allowed.", 1)
+    STATE["immutability_policy"] = None
+    return None  # az's delete transform prints nothing
 
 
 @handles("functionapp deployment source config-zip")

@@ -104,6 +104,7 @@ class FakeAzure:
             "reset_fails": False, "secret_set_fails": False, "app_create_fails": False, "zip_outcome": "ok",
             "inside_vnet": False, "app_provider_registered": True, "provider_register_fails": False,
             "what_ifs": 0, "publishes": 0, "deleted_vaults": [], "missing_outputs": [], "fail": {},
+            "immutability_policy": None, "etag_counter": 0,
         }
         if secret:
             attributes = {"expires": "2030-01-01T00:00:00+00:00", "contentType": None, "enabled": True, "length": 40,
@@ -187,7 +188,7 @@ class FakeAzure:
 
     # --- changing the world between runs ------------------------------------------------------------
 
-    def set_previous_deployment(self, credential: str, *, vnet: bool = False) -> None:
+    def set_previous_deployment(self, credential: str, *, vnet: bool = False, immutability_days: int = 0) -> None:
         """An earlier deployment of main.bicep, made with GRAPH_EXPORT_CLIENT_CREDENTIAL=credential."""
         state = self.state
         state["group"] = state["group"] or "westeurope"
@@ -195,7 +196,8 @@ class FakeAzure:
         proc = subprocess.run([str(self.bin / "az"), "deployment", "group", "create", "-g", RG,
                                "-n", "graph-export"], capture_output=True, text=True, check=False,
                               env=self.env(GRAPH_EXPORT_CLIENT_CREDENTIAL=credential, GRAPH_EXPORT_CLIENT_ID=OLD_APP,
-                                           GRAPH_EXPORT_VNET_ENABLED=str(vnet).lower()))
+                                           GRAPH_EXPORT_VNET_ENABLED=str(vnet).lower(),
+                                           GRAPH_EXPORT_IMMUTABILITY_DAYS=str(immutability_days)))
         assert proc.returncode == 0, proc.stderr
         self.clear_calls()
 
@@ -209,6 +211,14 @@ class FakeAzure:
                                  "expires": "2031-06-01T00:00:00+00:00"})
         self.save_state(state)
         return thumbprint
+
+    def lock_policy(self) -> None:
+        """Someone locked the export container's immutability policy (infra/README.md)."""
+        state = self.state
+        state["immutability_policy"]["state"] = "Locked"
+        state["etag_counter"] += 1
+        state["immutability_policy"]["etag"] = f'"8d{state["etag_counter"]:013x}"'
+        self.save_state(state)
 
     def recreate_identity(self, principal: str) -> None:
         self.update(identity_principal=principal)

@@ -59,15 +59,19 @@ def test_export_container_has_a_retention_lifecycle_rule(bicep):
     doc = bicep["modules/storage.bicep"]
     rule = dig(only(doc, "Microsoft.Storage/storageAccounts/managementPolicies"), "properties", "policy", "rules")[0]
     assert rule["enabled"] is True
-    assert rule["definition"]["filters"]["prefixMatch"] == ["${lifecycleContainerName}/"]
+    prefixes = rule["definition"]["filters"]["prefixMatch"]  # [for lifecycleContainerName in ...: '<name>/']
+    assert prefixes["loop_type"]["detail"] == {"item_name": "lifecycleContainerName",
+                                               "array_name": "lifecycleContainerNames"}
+    assert prefixes["config"] == "${lifecycleContainerName}/", "the trailing slash: graph-exports/ is not graph-exports-x/"
     delete = rule["definition"]["actions"]["baseBlob"]["delete"]
     assert delete["daysAfterModificationGreaterThan"] == "deleteAfterDays"
 
     main = bicep["main.bicep"]
     export = main["modules"]["exportStorage"]["config"]["params"]
     assert export["deleteAfterDays"] == "exportRetentionDays"
-    assert export["lifecycleContainerName"] == "exportContainerName"
-    assert export["containerNames"] == ["exportContainerName"]
+    # The export container, and with exportImmutabilityDays the state container (test_bicep_immutability.py).
+    assert export["lifecycleContainerNames"] == "exportContainerNames"
+    assert export["containerNames"] == "exportContainerNames"
     assert param_default(main, "exportRetentionDays") == 90
 
 
@@ -302,7 +306,9 @@ def test_app_identity_gets_exactly_the_least_privilege_roles(bicep):
     doc, _, found = _assignments(bicep)
     app = {(a["scope"], a["role"]) for a in found.values() if a["principal"] == "principalId"}
     conditional = {(a["scope"], a["role"]) for a in found.values() if a["principal"] == "principalId" and a["conditional"]}
-    assert conditional == {("vault", ROLE_IDS["keyVaultSecretsUser"])}, "only the vault role depends on the kind"
+    assert conditional == {("vault", ROLE_IDS["keyVaultSecretsUser"]),
+                           ("stateContainer", ROLE_IDS["storageBlobDataContributor"])}, (
+        "only the vault role depends on the kind, and the state container's on exportImmutabilityDays")
     assert condition(doc["resources"]["vaultSecretsUser"]) == "keyVaultAccess"
     assert doc["variables"]["keyVaultAccess"]["value"] == {"operator": {"type": "not_equals", "operands": {
         "operand_1": "clientCredential", "operand_2": "federated"}}}
@@ -311,6 +317,7 @@ def test_app_identity_gets_exactly_the_least_privilege_roles(bicep):
         ("hostStorage", ROLE_IDS["storageQueueDataContributor"]),
         ("hostStorage", ROLE_IDS["storageTableDataContributor"]),
         ("exportContainer", ROLE_IDS["storageBlobDataContributor"]),
+        ("stateContainer", ROLE_IDS["storageBlobDataContributor"]),
         ("vault", ROLE_IDS["keyVaultSecretsUser"]),
         ("appInsights", ROLE_IDS["monitoringMetricsPublisher"]),
     }
@@ -420,7 +427,7 @@ def test_outputs_name_what_an_operator_needs(bicep):
     for name in ("functionAppName", "keyVaultName", "keyVaultUri", "clientSecretName", "hostStorageAccountName",
                  "exportStorageAccountName", "exportContainerName", "clientCredential", "clientCertificateName",
                  "identityName", "identityClientId", "identityPrincipalId", "federatedCredentialIssuer",
-                 "federatedTokenAudience"):
+                 "federatedTokenAudience", "stateContainerName", "exportImmutabilityDays"):
         assert name in outputs, f"main.bicep should output {name}"
 
 

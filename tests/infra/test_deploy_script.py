@@ -151,6 +151,7 @@ def test_first_run_creates_everything_in_order(tmp_path):
         "GRAPH_EXPORT_CLIENT_ID": NEW_APP, "GRAPH_EXPORT_CLIENT_CREDENTIAL": "secret",
         "GRAPH_EXPORT_NAME_PREFIX": "graphexp", "GRAPH_EXPORT_ALERT_EMAIL": "ops@example.com",
         "GRAPH_EXPORT_VNET_ENABLED": "false", "GRAPH_EXPORT_GRAPH_ENDPOINT": "https://graph.microsoft.com",
+        "GRAPH_EXPORT_IMMUTABILITY_DAYS": "0", "GRAPH_EXPORT_IMMUTABILITY_LOCKED": "false",
     }
     assert "ad app permission admin-consent" not in fake.commands(), "consent goes through Graph (az rest)"
     assert fake.state["consented"]

@@ -7,7 +7,8 @@ options, query language, output rules and response shapes), and leaves what depl
   step 5, in a scratch copy of the app's files (step 5 zips and deletes app.zip in its working directory);
 - README.md "Choosing a credential": its deploy.sh line, and its by-hand blocks after steps 1-3 (they must
   also equal infra/README.md's step 4);
-- README.md "Point it at your tenant": its blocks in order, against a vault of the caller's own.
+- README.md "Point it at your tenant": its blocks in order, against a vault of the caller's own;
+- infra/README.md "Immutable exports (WORM)": deploy.sh with --immutability-days, then locking the policy.
 
 test_every_az_block_is_run fails when a block that calls az or deploy.sh is in neither list.
 """
@@ -51,6 +52,7 @@ WALKTHROUGH = "## The same steps, one command at a time"
 DEPLOY = "## Deploy to Azure (Bicep + az CLI)"
 POINT = "## Point it at your tenant (az CLI)"
 CHOOSING = "## Choosing a credential"
+WORM = "## Immutable exports (WORM)"
 APP_FILES = ("function_app.py", "host.json", "requirements.txt", "graph_export")
 
 
@@ -192,6 +194,25 @@ def test_infra_readme_walkthrough_runs_for_each_credential(tmp_path, kind):
     assert not (work / "app.zip").exists(), "step 5 removes its zip"
 
 
+def test_infra_readme_immutable_exports_commands_run(tmp_path):
+    """Turn immutability on with deploy.sh, then lock the policy with the az commands shown."""
+    code = [c for c in blocks(INFRA_README, WORM) if runs_az(c)]
+    assert len(code) == 2, "turning it on, locking it"
+    fake = FakeAzure(tmp_path)
+    proc = run(fake, "\n".join(code), REPO)
+    assert "==> Done" in proc.stderr
+    assert fake.call("deployment group create")["env"]["GRAPH_EXPORT_IMMUTABILITY_DAYS"] == "90"
+    policy = fake.state["immutability_policy"]
+    assert policy["state"] == "Locked" and policy["days"] == 90
+    lock = fake.call("storage container immutability-policy lock")
+    assert opt(lock, "--account-name") == NAMES["exportStorage"] and opt(lock, "--container-name") == "graph-exports"
+    assert opt(lock, "--if-match").startswith('"'), "the etag as az prints it, quotes included"
+    # The next plain deploy.sh run finds it locked and leaves it out of the deployment.
+    rerun = fake.run("--resource-group", "rg-graph-export", "--skip-publish")
+    assert rerun.returncode == 0, rerun.stderr
+    assert fake.call("deployment group create")["env"]["GRAPH_EXPORT_IMMUTABILITY_LOCKED"] == "true"
+
+
 def test_the_walkthrough_waits_for_a_new_role(tmp_path):
     """The until loop of step 4 waits while the role propagates (the fake refuses a few calls)."""
     setup, by_kind, _ = walkthrough()
@@ -265,7 +286,8 @@ def test_the_walkthrough_and_the_choosing_section_show_the_same_commands():
 
 
 def test_choosing_a_credential_uses_only_real_deploy_options():
-    text = section(README, CHOOSING) + section(README, DEPLOY) + section(INFRA_README, QUICK_START)
+    text = (section(README, CHOOSING) + section(README, DEPLOY) + section(INFRA_README, QUICK_START)
+            + section(INFRA_README, WORM))
     usage = subprocess.run(["bash", str(INFRA / "deploy.sh"), "--help"], capture_output=True, text=True,
                            check=True).stdout
     for code in [c for _, c in code_blocks(text)] + re.findall(r"`(infra/deploy\.sh[^`]*)`", text):
@@ -287,6 +309,7 @@ def executed_blocks() -> list[str]:
     run_here += [c for c in blocks(README, DEPLOY) if runs_az(c)]
     run_here += [c for c in blocks(README, POINT) if runs_az(c)]
     run_here += [c for c in blocks(README, CHOOSING) if runs_az(c)]
+    run_here += [c for c in blocks(INFRA_README, WORM) if runs_az(c)]
     return run_here
 
 

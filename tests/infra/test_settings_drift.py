@@ -23,8 +23,6 @@ NOT_SET_IN_AZURE = {
                     "CHECKPOINT_EVERY_PAGES", "CHECKPOINT_MAX_AGE_HOURS",
                     "FULL_SYNC_EVERY_DAYS", "DELTA_MAX_CHANGES", "EXPORT_FORMATS", "CSV_EXCEL",
                     "PROGRESS_EVERY_SECONDS")},
-    "EXPORT_STATE_CONTAINER": "the code default keeps the state beside the exports, which suits a container "
-                              "without an immutability policy",
     "CLIENT_CERTIFICATE_SEND_X5C": "only for subject name + issuer authentication, which needs a certificate from a "
                                    "CA Entra ID trusts for that; the Key Vault certificate here is self-signed and "
                                    "its public key is registered on the app (deploy.sh), so the code default (false) "
