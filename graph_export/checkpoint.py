@@ -120,12 +120,22 @@ class SavedIds:
         """Append ``data``; return the blob's size, which the next checkpoint records."""
         if self.size is None:
             self.start()
+        offset = self.size or 0
         with storage.storage_errors(f"appending to {self._blob.blob_name}"):
             for at in range(0, len(data), _APPEND_MAX):
                 piece = data[at:at + _APPEND_MAX]
-                self._blob.append_block(piece, length=len(piece))
-        self.size = (self.size or 0) + len(data)
+                self._append_at(piece, offset + at)
+        self.size = offset + len(data)
         return self.size
+
+    def _append_at(self, piece: bytes, offset: int) -> None:
+        """Append ``piece`` where it belongs, exactly once: a retry whose first try landed (its answer
+        lost) finds the blob already that long and stops; anything else is not this run's blob."""
+        try:
+            self._blob.append_block(piece, length=len(piece), appendpos_condition=offset)
+        except HttpResponseError as error:
+            if error.status_code != 412 or self._blob.get_blob_properties().size != offset + len(piece):
+                raise
 
     def read(self, size: int) -> bytes | None:
         """The first ``size`` bytes, or None when the blob holds fewer (then the checkpoint is unusable)."""

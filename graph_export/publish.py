@@ -114,7 +114,8 @@ def commit(run: SlotRun, manifest: Manifest, before: Standing, delta_link: str |
                           published=datetime.now(timezone.utc), delta_link=delta_link, taken=taken)
     run.lease.ensure()
     name = naming.slot_pointer_name(run.slot)
-    if storage.replace_json(run.state, name, pointer.to_document(), before.etag) is None:
+    if storage.replace_json(run.state, name, pointer.to_document(), before.etag) is None and \
+            storage.read_json(run.state, name) != pointer.to_document():  # equal: this write's own, answer lost
         raise SlotBusyError(f"Another run committed slot {iso(run.slot)} while this one was exporting it ({name} "
                             "changed): this run published nothing; the other run's export stands.")
     log.info("Slot %s committed: %s", iso(run.slot), manifest.manifest)

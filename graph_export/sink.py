@@ -131,16 +131,27 @@ class GzipBlobWriter:
         blocks = [BlobBlock(block_id) for block_id in self._block_ids]  # "latest", as plain ids would be
         with storage_errors(f"committing {name}"):
             try:
-                committed = self._blob.commit_block_list(blocks, content_settings=EXPORT_CONTENT, metadata=metadata,
-                                                         match_condition=MatchConditions.IfMissing)
+                etag = str(self._blob.commit_block_list(
+                    blocks, content_settings=EXPORT_CONTENT, metadata=metadata,
+                    match_condition=MatchConditions.IfMissing)["etag"])
             except (ResourceModifiedError, ResourceExistsError):
-                raise SlotBusyError(
-                    f"{name} already exists, committed by another run of this slot: this run published nothing."
-                ) from None
+                own = self._own_commit()  # the commit's answer was lost and the SDK sent it again
+                if own is None:
+                    raise SlotBusyError(
+                        f"{name} already exists, committed by another run of this slot: this run published nothing."
+                    ) from None
+                etag = own
             sha256 = metadata.get("sha256") or _sha256_of_blob(self._blob)
         return CommittedBlob(name=name, users=self.users, bytes=sum(self._block_sizes),
                              uncompressed_bytes=self._uncompressed, sha256=sha256, blocks=len(self._block_ids),
-                             etag=str(committed["etag"]))
+                             etag=etag)
+
+    def _own_commit(self) -> str | None:
+        """The blob's ETag if what is committed is exactly this writer's blocks (their ids are run-unique)."""
+        held, _ = self._blob.get_block_list("committed")
+        if [block.id for block in held] != self._block_ids:
+            return None
+        return str(self._blob.get_blob_properties().etag)
 
     # -- on the background thread ------------------------------------------------------------------
 

@@ -182,14 +182,22 @@ def write_json(container: ContainerClient, name: str, document: dict[str, Any]) 
 
 
 def create_json(container: ContainerClient, name: str, document: dict[str, Any]) -> str:
-    """Write a JSON document that must not exist yet (a manifest: never overwritten); its ETag."""
+    """Write a JSON document that must not exist yet (a manifest: never overwritten); its ETag.
+
+    One that exists already holding exactly these bytes is this write's own (its answer was lost and
+    the SDK sent it again).
+    """
+    data = _json_bytes(document)
+    blob = container.get_blob_client(name)
     with storage_errors(f"writing {name}"):
         try:
-            written = container.get_blob_client(name).upload_blob(
-                _json_bytes(document), content_settings=JSON_CONTENT)  # overwrite=False: If-None-Match: *
+            written = blob.upload_blob(data, content_settings=JSON_CONTENT)  # overwrite=False: If-None-Match: *
         except ResourceExistsError:
-            raise SlotBusyError(f"{name} already exists, written by another run of the slot: this run published "
-                                "nothing; run again.") from None
+            held = blob.download_blob()
+            if held.readall() != data:
+                raise SlotBusyError(f"{name} already exists, written by another run of the slot: this run "
+                                    "published nothing; run again.") from None
+            return str(held.properties.etag)
     return str(written["etag"])
 
 

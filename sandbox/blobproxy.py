@@ -68,6 +68,8 @@ class BlobFault:
 
     "hold" keeps a matching request from Azurite until :meth:`release` (or a minute), then resets
     it: where a test kills the client mid-request, to stop a run exactly before that write.
+    "lose-answer" forwards the request, then resets the connection instead of answering: the write
+    happened, and the client does not know it (it will retry).
     """
 
     action: str
@@ -248,7 +250,7 @@ class BlobFaultProxy:
             return list(self._state.requests)
 
     def add(self, action: str, **match: Any) -> BlobFault:
-        if action not in ("reset", "hold", *_ERRORS):
+        if action not in ("reset", "hold", "lose-answer", *_ERRORS):
             raise ValueError(f"unknown blob fault action {action!r}")
         rule = BlobFault(action, **match)
         with self._state.lock:
@@ -314,12 +316,12 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         if rule is not None and rule.action == "hold":
             rule.held.set()
             rule.released.wait(60)
+        if rule is not None and rule.action == "lose-answer":
+            self._forward(number, body, answer=False)
+            self._reset(number)
+            return
         if rule is not None and rule.action in ("reset", "hold"):
-            self.state.record(number, "reset")
-            # SO_LINGER 0: close with RST, the way a dropped load balancer connection looks.
-            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            self.close_connection = True
-            self.connection.close()
+            self._reset(number)
             return
         if rule is not None:
             status, code, message = _ERRORS[rule.action]
@@ -341,6 +343,13 @@ class _ProxyHandler(BaseHTTPRequestHandler):
                     self._forward(number, body)  # a new blob, or Azurite's own 409/412 for the condition
                 else:
                     self._answer_azure_error(number, *BLOB_IMMUTABLE)
+
+    def _reset(self, number: int) -> None:
+        self.state.record(number, "reset")
+        # SO_LINGER 0: close with RST, the way a dropped load balancer connection looks.
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.close_connection = True
+        self.connection.close()
 
     def _upstream_etag(self, raw_path: str, params: Mapping[str, str]) -> str | None:
         return _head_upstream(self.state.upstream_port, raw_path, params,
@@ -368,7 +377,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
                 extra[echoed] = self.headers[echoed]
         self._answer_error(number, status, code, f"{message}\nRequestId:{request_id}\nTime:{now}", message, extra)
 
-    def _forward(self, number: int, body: bytes) -> None:
+    def _forward(self, number: int, body: bytes, answer: bool = True) -> None:
         upstream = http.client.HTTPConnection(LOOPBACK, self.state.upstream_port, timeout=60)
         try:
             headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP | {"host"}}
@@ -377,6 +386,8 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             response = upstream.getresponse()
             payload = response.read()
             self.state.record(number, response.status)
+            if not answer:
+                return
             self.send_response_only(response.status, response.reason)
             for name, value in response.getheaders():
                 if name.lower() not in _HOP_BY_HOP | {"content-length"}:

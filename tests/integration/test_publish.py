@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 import pytest
 from azure.storage.blob import BlobLeaseClient, ContainerClient
 
-from graph_export import SlotBusyError, StorageError, load_settings, run_export
+from graph_export import GraphError, SlotBusyError, StorageError, load_settings, run_export
 from graph_export.clients import warm_clients
 from graph_export.naming import LATEST_BLOB, lock_blob_name, slot_pointer_name
 from sandbox.blobproxy import BlobFaultProxy
@@ -340,3 +340,37 @@ def test_mutable_records_can_live_in_their_own_container(export_env, sandbox, mo
     assert sorted(b.name for b in exports.list_blobs()) == sorted([summary.blob, summary.manifest])
     assert {b.name for b in state_container(export_env).list_blobs()} == {LATEST_BLOB, slot_pointer_name(SLOT)}
     consistent(export_env)
+
+
+# --- a hostile network: a write that landed, whose answer never came back --------------------------
+
+@pytest.mark.parametrize("write", [
+    {"method": "PUT", "query_contains": "comp=blocklist"},
+    {"method": "PUT", "path_contains": ".manifest.json"},
+    {"method": "PUT", "path_contains": ".current.json"},
+    {"method": "PUT", "path_contains": "/" + LATEST_BLOB},
+    {"method": "PUT", "path_contains": "state/delta.json"},
+], ids=["data commit", "manifest", "slot pointer", "latest.json", "delta state"])
+def test_a_write_whose_answer_was_lost_is_recognised_as_its_own(export_env, sandbox, proxy, write, monkeypatch):
+    monkeypatch.setenv("EXPORT_MODE", "delta")
+    proxy.add("lose-answer", **write)  # the SDK sends it again, and finds its own write there
+    summary = export()
+    assert summary.status == "succeeded"
+    assert any(outcome == "reset" for *_, outcome in proxy.requests)  # the fault did fire
+    manifest = consistent(export_env)
+    assert read_export(export_env, manifest["blob"])[0] == tenant(sandbox)
+    assert read_json(export_env, "state/delta.json")["base_manifest"] == manifest["manifest"]
+    assert export().status == "skipped"
+
+
+def test_an_ids_append_whose_answer_was_lost_is_not_appended_twice(export_env, sandbox, proxy, monkeypatch):
+    monkeypatch.setenv("CHECKPOINT_EVERY_PAGES", "1")
+    monkeypatch.setenv("GRAPH_MAX_RETRIES_PER_PAGE", "0")
+    proxy.add("lose-answer", method="PUT", query_contains="comp=appendblock", request=None)
+    sandbox.faults.add("graph", from_page=3, status=503)
+    with pytest.raises(GraphError):
+        export()
+    sandbox.faults.clear()
+    resumed = export()  # from the checkpoint after page 2, with the digests it counted, each once
+    assert resumed.status == "succeeded" and read_json(export_env, resumed.manifest)["resumed"] is True
+    assert read_export(export_env, resumed.blob)[0] == tenant(sandbox)
