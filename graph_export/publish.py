@@ -10,6 +10,7 @@ before it leaves what consumers read byte for byte as it was.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -34,17 +35,20 @@ class Standing:
     #: The pointer blob's ETag (None: there is none), on which a replacing commit is conditional.
     etag: str | None
     manifest: Manifest | None
-
-    @property
-    def supersedes(self) -> str | None:
-        """What a new export of the slot replaces: the manifest the pointer names, usable or not."""
-        return None if self.pointer is None else self.pointer.manifest
+    #: What a new export of the slot replaces (and so keeps): see :func:`standing`.
+    supersedes: str | None = None
 
 
 def standing(store: SlotStore) -> Standing:
     """Read the slot's pointer and check what it names, from properties only (nothing is downloaded
     but the manifest): a manifest or file that is missing, changed since the commit (ETag), or whose
-    size or recorded sha256 disagree with the manifest means the slot is not exported (logged)."""
+    size or recorded sha256 disagree with the manifest means the slot is not exported (logged).
+
+    A new export supersedes the manifest the pointer names when that is one of the slot's, usable or
+    not. A damaged pointer (not parsable, or naming something that is not one of the slot's manifests)
+    no longer says which export was the slot's: then the newest complete export found under the slot's
+    prefix is taken to be it, so that it is kept rather than removed as something a dead run left.
+    """
     name = naming.slot_pointer_name(store.slot)
     document, etag = storage.read_json_etag(store.state, name)
     if etag is None:
@@ -53,12 +57,23 @@ def standing(store: SlotStore) -> Standing:
         pointer = SlotPointer.parse(document)
     except RecordError as why:
         log.warning("Slot pointer %s is not valid (%s); exporting the slot again", name, why)
-        return Standing(None, etag, None)
+        return Standing(None, etag, None, _newest_complete(store))
     why_not = _why_not_published(store, pointer)
-    if why_not is not None:
-        log.warning("Slot %s is not exported as its pointer says: %s; exporting it again", iso(store.slot), why_not)
-        return Standing(pointer, etag, None)
-    return Standing(pointer, etag, _manifest(store, pointer.manifest))
+    if why_not is None:
+        return Standing(pointer, etag, _manifest(store, pointer.manifest), pointer.manifest)
+    log.warning("Slot %s is not exported as its pointer says: %s; exporting it again", iso(store.slot), why_not)
+    ours = pointer.slot == store.slot and pointer.manifest.startswith(naming.slot_prefix(store.slot))
+    return Standing(pointer, etag, None, pointer.manifest if ours else _newest_complete(store))
+
+
+def _newest_complete(store: SlotStore) -> str | None:
+    """The slot's manifest with the latest ``finished`` whose files are as it says, if there is one."""
+    prefix = naming.slot_prefix(store.slot)
+    with storage.storage_errors(f"listing {prefix}*"):
+        names = [b.name for b in store.exports.list_blobs(name_starts_with=prefix) if b.name.endswith(".manifest.json")]
+    complete = [m for m in map(functools.partial(_manifest, store), names)
+                if m is not None and m.slot == store.slot and files_mismatch(store, m) is None]
+    return max(complete, key=lambda m: m.finished).manifest if complete else None
 
 
 def _manifest(store: SlotStore, name: str) -> Manifest | None:

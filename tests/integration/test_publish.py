@@ -374,3 +374,28 @@ def test_an_ids_append_whose_answer_was_lost_is_not_appended_twice(export_env, s
     resumed = export()  # from the checkpoint after page 2, with the digests it counted, each once
     assert resumed.status == "succeeded" and read_json(export_env, resumed.manifest)["resumed"] is True
     assert read_export(export_env, resumed.blob)[0] == tenant(sandbox)
+
+
+@pytest.mark.parametrize("pointer", [
+    b"not json", b"[]", b'{"format": "graph-users-export-slot/1"}',
+    "another slot's", "a manifest of another slot",
+])
+def test_a_slot_pointer_left_corrupt_is_replaced_by_the_next_export(export_env, sandbox, pointer, caplog):
+    first = export()
+    other = export(LATER)
+    name = slot_pointer_name(SLOT)
+    if pointer == "another slot's":
+        pointer = state_container(export_env).download_blob(slot_pointer_name(LATER)).readall()
+    elif pointer == "a manifest of another slot":
+        document = json.loads(state_container(export_env).download_blob(name).readall())
+        pointer = json.dumps({**document, "manifest": other.manifest}).encode()
+    state_container(export_env).upload_blob(name, pointer, overwrite=True)
+    again = export()
+    assert again.status == "succeeded" and again.manifest not in (first.manifest, other.manifest)
+    assert "exporting" in caplog.text and "again" in caplog.text
+    manifest = consistent(export_env)
+    assert read_export(export_env, manifest["blob"])[0] == tenant(sandbox)
+    # the export the damaged pointer stood for is kept, as the one the new export supersedes
+    assert manifest["supersedes"] == first.manifest and read_json(export_env, first.manifest)["sha256"] == first.sha256
+    assert read_export(export_env, first.blob)[1] == first.sha256
+    consistent(export_env, LATER)  # and so is the other slot's
