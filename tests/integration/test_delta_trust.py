@@ -289,6 +289,21 @@ def test_a_delta_state_that_does_not_check_out_means_a_logged_full_export_that_m
     delta_again(delta_env, sandbox, 3)
 
 
+def test_an_older_state_restored_whole_still_checks_out_and_replays_every_change_since(delta_env, sandbox):
+    """Not too strict either: slot 0's own state (from a backup) after slot 1 is a good base."""
+    d = sandbox.directory
+    export(0)
+    saved = delta_state(delta_env)
+    d.update(d.id_of(10), jobTitle="Changed between slots 0 and 1")
+    export(1)
+    d.update(d.id_of(11), jobTitle="Changed after slot 1")
+    write_state(delta_env, saved)
+    assert export(2).mode == "delta"
+    manifest, users = published(delta_env)
+    assert manifest["delta"]["base_manifest"] == saved["base_manifest"]
+    assert by_id(users) == tenant_now(sandbox)
+
+
 def test_a_base_manifest_rewritten_after_its_commit_is_not_a_base(delta_env, sandbox, caplog, capsys):
     """The manifest the state names, edited in place to name another (self-consistent) snapshot."""
     export(0)
