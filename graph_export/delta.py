@@ -30,7 +30,7 @@ from .clients import WarmClients
 from .errors import ExportError, GraphError, origin_of
 from .progress import RunProgress
 from .properties import absent_value, check_spelling
-from .records import DeltaApplied, DeltaState, Manifest, RecordError, iso
+from .records import DeltaApplied, DeltaState, Manifest, RecordError, SlotPointer, iso
 from .settings import Settings
 from .sink import GzipBlobWriter, encode_user, open_files
 from .slotrun import SlotRun, SlotStore
@@ -64,8 +64,10 @@ def load_base(store: SlotStore, settings: Settings, now: datetime, *, stale_ok: 
     """The saved delta state and its base snapshot, checked; FallBack when either is not usable.
 
     The state is trusted only as far as it agrees with the manifest it names (slot, tenant,
-    container, endpoint, a link taken before that snapshot was finished) and with the shape of a
-    users/delta link; the base's files are checked against the manifest from their properties.
+    container, endpoint, a link taken before that snapshot was finished), with the shape of a
+    users/delta link and with what its base slot's pointer committed (that manifest, unchanged, and
+    that link); the base's files are checked against the manifest and the pointer's ETags from their
+    properties.
     ``stale_ok`` accepts a delta link older than FULL_SYNC_EVERY_DAYS (to measure drift with it).
     """
     try:
@@ -84,14 +86,43 @@ def load_base(store: SlotStore, settings: Settings, now: datetime, *, stale_ok: 
     if (problem := _link_problem(state.delta_link, settings.graph_endpoint)) is not None:
         raise FallBack(f"the saved delta link {problem}")
     try:
-        manifest = Manifest.parse(storage.read_json(store.exports, state.base_manifest))
+        document, manifest_etag = storage.read_json_etag(store.exports, state.base_manifest)
+        manifest = Manifest.parse(document)
     except RecordError as why:
         raise FallBack(f"the base snapshot's manifest {state.base_manifest} is missing or not valid ({why})") from None
     if (problem := _disagreement(state, manifest, settings)) is not None:
         raise FallBack(f"the delta state and the base snapshot's manifest {state.base_manifest} disagree ({problem})")
-    if (problem := publish.files_mismatch(store, manifest)) is not None:
+    etags = _committed_etags(store, state, manifest_etag)
+    if (problem := publish.files_mismatch(store, manifest, etags)) is not None:
         raise FallBack(f"the base snapshot is not what its manifest says ({problem})")
     return Base(state, manifest)
+
+
+def _committed_etags(store: SlotStore, state: DeltaState, manifest_etag: str | None) -> dict[str, str]:
+    """The ETags the base slot's pointer committed; FallBack when the state is not what that slot published.
+
+    A state is only ever written from its base slot's pointer (``publish.finish``), so the pointer
+    must name the same manifest, unchanged since the commit, with the same delta link and time. A
+    state that pairs one slot's snapshot with a later slot's link (an edit, a partial restore) would
+    otherwise replay too few changes, and the times it holds, kept to the second, cannot always tell.
+    A base from before slot pointers (manifest format 2) has none: one full export starts again.
+    """
+    name = naming.slot_pointer_name(state.base_slot)
+    try:
+        pointer: SlotPointer | None = SlotPointer.parse(storage.read_json(store.state, name))
+    except RecordError:
+        pointer = None
+    if pointer is None:
+        problem = f"its pointer {name} is missing or not valid"
+    elif pointer.manifest != state.base_manifest:
+        problem = "its pointer names another manifest"
+    elif (pointer.delta_link, pointer.taken) != (state.delta_link, state.taken):
+        problem = "its pointer holds another delta link"
+    elif manifest_etag is None or pointer.etags.get(pointer.manifest) != manifest_etag:
+        problem = f"the manifest {pointer.manifest} changed after the commit"
+    else:
+        return pointer.etags
+    raise FallBack(f"the delta state is not what slot {iso(state.base_slot)} published ({problem})")
 
 
 def _link_problem(link: str, graph_endpoint: str) -> str | None:

@@ -21,6 +21,7 @@ import hmac
 import http.client
 import socket
 import struct
+import sys
 import threading
 import uuid
 from collections.abc import Iterable, Mapping
@@ -61,6 +62,15 @@ _AZURITE_CHECKS_IF_MATCH = {"put", "copy", "blocklist", "metadata", "properties"
 _AZURITE_CHECKS_IF_NONE_MATCH = {"put", "copy", "blocklist"}
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "te", "upgrade"}
 
+
+
+class _ProxyServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client resetting a kept-alive connection (it does after a 503) is normal: no traceback for it."""
+        if not isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            super().handle_error(request, client_address)
 
 @dataclass
 class BlobFault:
@@ -284,8 +294,7 @@ class BlobFaultProxy:
     def start(self) -> "BlobFaultProxy":
         state = self._state
         handler = type("BoundHandler", (_ProxyHandler,), {"state": state})
-        self._server = ThreadingHTTPServer((LOOPBACK, 0), handler)
-        self._server.daemon_threads = True
+        self._server = _ProxyServer((LOOPBACK, 0), handler)
         self._thread = threading.Thread(target=self._server.serve_forever, name="blob-proxy", daemon=True)
         self._thread.start()
         return self
