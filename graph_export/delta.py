@@ -30,7 +30,7 @@ from .clients import WarmClients
 from .errors import ExportError, GraphError, origin_of
 from .progress import RunProgress
 from .properties import absent_value, check_spelling
-from .records import DeltaApplied, DeltaState, Manifest, RecordError, SlotPointer, iso
+from .records import DeltaApplied, DeltaState, Manifest, RecordError, iso
 from .settings import Settings
 from .sink import GzipBlobWriter, encode_user, open_files
 from .slotrun import SlotRun, SlotStore
@@ -107,22 +107,12 @@ def _committed_etags(store: SlotStore, state: DeltaState, manifest_etag: str | N
     otherwise replay too few changes, and the times it holds, kept to the second, cannot always tell.
     A base from before slot pointers (manifest format 2) has none: one full export starts again.
     """
-    name = naming.slot_pointer_name(state.base_slot)
-    try:
-        pointer: SlotPointer | None = SlotPointer.parse(storage.read_json(store.state, name))
-    except RecordError:
-        pointer = None
-    if pointer is None:
-        problem = f"its pointer {name} is missing or not valid"
-    elif pointer.manifest != state.base_manifest:
-        problem = "its pointer names another manifest"
-    elif (pointer.delta_link, pointer.taken) != (state.delta_link, state.taken):
-        problem = "its pointer holds another delta link"
-    elif manifest_etag is None or pointer.etags.get(pointer.manifest) != manifest_etag:
+    pointer, problem = publish.pointer_of(store, state)
+    if pointer is not None and (manifest_etag is None or pointer.etags.get(pointer.manifest) != manifest_etag):
         problem = f"the manifest {pointer.manifest} changed after the commit"
-    else:
-        return pointer.etags
-    raise FallBack(f"the delta state is not what slot {iso(state.base_slot)} published ({problem})")
+    if pointer is None or problem is not None:
+        raise FallBack(f"the delta state is not what slot {iso(state.base_slot)} published ({problem})")
+    return pointer.etags
 
 
 def _link_problem(link: str, graph_endpoint: str) -> str | None:

@@ -205,10 +205,29 @@ def _delta_state_needs(store: SlotStore, state: DeltaState) -> tuple[bool, str |
     except RecordError:  # none yet, or not valid: replaced
         return True, etag
     if held.base_slot > state.base_slot:
-        log.info("%s is already based on a later slot than %s; left as it is", naming.DELTA_STATE_BLOB,
-                 iso(state.base_slot))
-        return False, etag
+        pointer, problem = pointer_of(store, held)
+        if pointer is not None:
+            log.info("%s is already based on a later slot than %s; left as it is", naming.DELTA_STATE_BLOB,
+                     iso(state.base_slot))
+            return False, etag
+        log.warning("%s claims a later slot (%s) than it was published for (%s); replacing it",
+                    naming.DELTA_STATE_BLOB, iso(held.base_slot), problem)
     return held != state, etag
+
+
+def pointer_of(store: SlotStore, state: DeltaState) -> tuple[SlotPointer | None, str | None]:
+    """The pointer of the delta state's base slot when it is what that pointer committed (the same
+    manifest, link and time: a state is only ever written from its slot's pointer); else why not."""
+    name = naming.slot_pointer_name(state.base_slot)
+    try:
+        pointer = SlotPointer.parse(storage.read_json(store.state, name))
+    except RecordError:
+        return None, f"its pointer {name} is missing or not valid"
+    if pointer.manifest != state.base_manifest:
+        return None, "its pointer names another manifest"
+    if (pointer.delta_link, pointer.taken) != (state.delta_link, state.taken):
+        return None, "its pointer holds another delta link"
+    return pointer, None
 
 
 def _advance(store: SlotStore, state: DeltaState, lease: SlotLease, left: str) -> bool:

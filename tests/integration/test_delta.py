@@ -20,6 +20,7 @@ from graph_export.naming import DELTA_STATE_BLOB, LATEST_BLOB
 from sandbox.blobproxy import BlobFaultProxy
 
 from .helpers import container, published_manifest, read_bytes, read_export, read_json, slot_files
+from .helpers import latest as latest_pointer
 
 SANDBOX_USERS = USERS = 3_000
 DAY = timedelta(days=1)
@@ -44,7 +45,7 @@ def export(n: int, **kwargs):
 
 def published(env: dict) -> tuple[dict, list[dict]]:
     """What a reader gets: latest.json -> manifest -> blob, with every count and digest agreeing."""
-    pointer = read_json(env, LATEST_BLOB)
+    pointer = latest_pointer(env)
     manifest = read_json(env, pointer["manifest"])
     users, sha = read_export(env, manifest["blob"])
     assert pointer["sha256"] == manifest["sha256"] == sha and pointer["users"] == manifest["users"] == len(users)

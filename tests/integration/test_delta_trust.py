@@ -317,8 +317,6 @@ def test_a_base_manifest_rewritten_after_its_commit_is_not_a_base(delta_env, san
     delta_again(delta_env, sandbox, 2)
 
 
-@pytest.mark.xfail(strict=True, reason="publish._delta_state_needs keeps a held state based on a later slot "
-                   "without checking it: every later slot falls back to a full export until that slot comes")
 def test_a_delta_state_claiming_a_later_base_slot_does_not_keep_the_slots_after_it_in_full(
         delta_env, sandbox, caplog, capsys):
     export(0)
