@@ -70,3 +70,12 @@ def slot_files(env: dict, slot: datetime, suffix: str = "") -> list[str]:
 
 def latest(env: dict) -> dict:
     return json.loads(state_container(env).download_blob(LATEST_BLOB).readall())
+
+
+def published(env: dict) -> tuple[dict, list[dict]]:
+    """What a reader gets: latest.json -> manifest -> blob, with every count and digest agreeing."""
+    pointer = latest(env)
+    manifest = read_json(env, pointer["manifest"])
+    users, sha = read_export(env, manifest["blob"])
+    assert pointer["sha256"] == manifest["sha256"] == sha and pointer["users"] == manifest["users"] == len(users)
+    return manifest, users

@@ -19,8 +19,7 @@ from graph_export.clients import warm_clients
 from graph_export.naming import DELTA_STATE_BLOB, LATEST_BLOB
 from sandbox.blobproxy import BlobFaultProxy
 
-from .helpers import container, published_manifest, read_bytes, read_export, read_json, slot_files
-from .helpers import latest as latest_pointer
+from .helpers import container, published, published_manifest, read_bytes, read_export, read_json, slot_files
 
 SANDBOX_USERS = USERS = 3_000
 DAY = timedelta(days=1)
@@ -41,15 +40,6 @@ def slot(n: int) -> datetime:
 def export(n: int, **kwargs):
     warm_clients.cache_clear()
     return run_export(load_settings(), slot(n), **kwargs)
-
-
-def published(env: dict) -> tuple[dict, list[dict]]:
-    """What a reader gets: latest.json -> manifest -> blob, with every count and digest agreeing."""
-    pointer = latest_pointer(env)
-    manifest = read_json(env, pointer["manifest"])
-    users, sha = read_export(env, manifest["blob"])
-    assert pointer["sha256"] == manifest["sha256"] == sha and pointer["users"] == manifest["users"] == len(users)
-    return manifest, users
 
 
 def by_id(users) -> dict[str, dict]:

@@ -31,7 +31,14 @@ from graph_export.naming import DELTA_STATE_BLOB, run_names
 from graph_export.records import iso
 from sandbox.blobproxy import BlobFaultProxy
 
-from .helpers import container, latest, published_manifest, read_bytes, read_export, read_json, state_container
+from .helpers import (
+    container,
+    published,
+    published_manifest,
+    read_bytes,
+    read_json,
+    state_container,
+)
 from .test_delta import by_id, export, slot, tenant_now
 
 SANDBOX_USERS = 1_500
@@ -54,15 +61,6 @@ def blob_proxy(azurite, delta_env, monkeypatch):
 
 
 # --- reading and tampering with what is stored ------------------------------------------------------
-
-def published(env: dict) -> tuple[dict, list[dict]]:
-    """What a reader gets: latest.json -> manifest -> blob, with every count and digest agreeing."""
-    pointer = latest(env)
-    manifest = read_json(env, pointer["manifest"])
-    users, sha = read_export(env, manifest["blob"])
-    assert pointer["sha256"] == manifest["sha256"] == sha and pointer["users"] == manifest["users"] == len(users)
-    return manifest, users
-
 
 def delta_state(env: dict) -> dict:
     return json.loads(state_container(env).download_blob(DELTA_STATE_BLOB).readall())
