@@ -159,31 +159,42 @@ def finish(store: SlotStore, pointer: SlotPointer, manifest: Manifest, lease: Sl
 
     A failure here says truthfully that the slot is published and what is left for the next run.
     """
-    now = datetime.now(timezone.utc)
     left = (f"slot {iso(store.slot)} is published ({manifest.manifest}) but not yet everywhere; run again "
             "to finish")
-    did = []
-    lease.ensure()
-    latest = storage.point_latest(store.state, store.exports, manifest.pointer(), now, left)
-    if latest == "written":
-        did.append("latest.json")
-    elif latest == "newer":
-        log.info("%s already points at a later slot than %s; left as it is", naming.LATEST_BLOB, iso(store.slot))
-    state = _delta_state(pointer, manifest)
-    if state is not None and _advance(store, state, lease, left):
-        did.append("delta state")
-    removed = 0
-    for name in unreferenced(store, pointer):
+    did: list[str] = []
+    try:
         lease.ensure()
-        if storage.delete(store.exports, name):
-            log.info("Removed %s, which a run that died before its commit left", name)
-            removed += 1
-    if removed:
-        did.append(f"{removed} blobs no manifest names removed")
-    for name in checkpoint.leftovers(store.state, store.slot):
-        lease.ensure()
-        storage.delete(store.state, name)
+        latest = storage.point_latest(store.state, store.exports, manifest.pointer(), datetime.now(timezone.utc), left)
+        if latest == "written":
+            did.append("latest.json")
+        elif latest == "newer":
+            log.info("%s already points at a later slot than %s; left as it is", naming.LATEST_BLOB, iso(store.slot))
+        state = _delta_state(pointer, manifest)
+        if state is not None and _advance(store, state, lease, left):
+            did.append("delta state")
+        _clean_up(store, pointer, lease, did)
+    except SlotBusyError:
+        raise SlotBusyError(f"This run lost its lease on slot {iso(store.slot)} after committing it: {left}.") from None
     return tuple(did)
+
+
+def _clean_up(store: SlotStore, pointer: SlotPointer, lease: SlotLease, did: list[str]) -> None:
+    """Remove what dead runs of the slot left, and the checkpoint: best effort, as the next run tries again."""
+    again = "the slot's next run tries again"
+    try:
+        removed = 0
+        for name in unreferenced(store, pointer):
+            lease.ensure()
+            if storage.delete(store.exports, name, again):
+                log.info("Removed %s, which a run that died before its commit left", name)
+                removed += 1
+        if removed:
+            did.append(f"{removed} blobs no manifest names removed")
+        for name in checkpoint.leftovers(store.state, store.slot):
+            lease.ensure()
+            storage.delete(store.state, name, again)
+    except StorageError as why:
+        log.warning("Slot %s is published, but cleaning up after it failed: %s", iso(store.slot), why)
 
 
 def _delta_state(pointer: SlotPointer, manifest: Manifest) -> DeltaState | None:
@@ -239,7 +250,7 @@ def _advance(store: SlotStore, state: DeltaState, lease: SlotLease, left: str) -
         if storage.replace_json(store.state, naming.DELTA_STATE_BLOB, state.to_document(), etag, left) is not None:
             return True
     raise StorageError(f"{naming.DELTA_STATE_BLOB} kept changing while this run tried to advance it "
-                               f"({DELTA_STATE_ATTEMPTS} attempts): {left}.")
+                       f"({DELTA_STATE_ATTEMPTS} attempts): {left}.")
 
 
 def unreferenced(store: SlotStore, pointer: SlotPointer) -> list[str]:
@@ -256,8 +267,7 @@ def unreferenced(store: SlotStore, pointer: SlotPointer) -> list[str]:
         if manifest is not None:
             keep.update(manifest.files())
     prefix = naming.slot_prefix(store.slot)
-    with storage.storage_errors(f"listing {prefix}*", "the slot is published; what dead runs left stays until its "
-                                                       "next run"):
+    with storage.storage_errors(f"listing {prefix}*"):
         return [blob.name for blob in store.exports.list_blobs(name_starts_with=prefix) if blob.name not in keep]
 
 

@@ -215,9 +215,9 @@ def replace_json(container: ContainerClient, name: str, document: dict[str, Any]
     return str(written["etag"])
 
 
-def delete(container: ContainerClient, name: str) -> bool:
+def delete(container: ContainerClient, name: str, outcome: str = NOTHING_PUBLISHED) -> bool:
     """Delete ``name`` if it exists; False (logged) when storage refuses, e.g. under an immutability policy."""
-    with storage_errors(f"deleting {name}"):
+    with storage_errors(f"deleting {name}", outcome):
         try:
             container.delete_blob(name)
         except ResourceNotFoundError:

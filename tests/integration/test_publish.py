@@ -399,3 +399,25 @@ def test_a_slot_pointer_left_corrupt_is_replaced_by_the_next_export(export_env, 
     assert manifest["supersedes"] == first.manifest and read_json(export_env, first.manifest)["sha256"] == first.sha256
     assert read_export(export_env, first.blob)[1] == first.sha256
     consistent(export_env, LATER)  # and so is the other slot's
+
+
+def test_a_clean_up_that_fails_never_fails_a_published_run(export_env, sandbox, proxy, caplog):
+    hold = proxy.add("hold", method="PUT", path_contains=".current.json")  # killed right before its commit
+    process = cli()
+    try:
+        assert hold.wait_held(60)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(30)
+    finally:
+        hold.release()
+    free_the_slot(export_env)
+    left = set(slot_files(export_env, SLOT))
+    assert left  # the dead run's files and manifest
+    proxy.add("503", count=None, method="DELETE")
+    summary = export()
+    assert summary.status == "succeeded"
+    assert "cleaning up after it failed" in caplog.text and "next run tries again" in caplog.text
+    consistent(export_env)
+    proxy.clear()
+    free_the_slot(export_env)  # the lock could not be removed either: its lease would run out within 15 s
+    assert export().status == "repaired" and set(slot_files(export_env, SLOT)) == reachable(export_env)
