@@ -492,3 +492,21 @@ def test_verify_peak_memory_does_not_grow_with_the_users(azurite):
     print(f"\nverify peak RSS: {peaks[small]:.1f} MB at {small:,} users, {peaks[large]:.1f} MB at {large:,} "
           f"(digests: {digests_mb:.1f} MB)")
     assert peaks[large] - peaks[small] < digests_mb + MEMORY_MARGIN_MB
+
+
+# --- the README documents verify as it is ---------------------------------------------------------------
+
+def test_the_readme_verify_commands_parse_and_its_exit_code_is_verify_errors():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Verify an export", 1)[1].split("\n## ", 1)[0]
+    commands = [line.split("#")[0].split()[4:] for line in section.splitlines()
+                if line.startswith("python -m graph_export verify")]
+    assert len(commands) == 4
+    for argv in commands:
+        parsed = cli._parser().parse_args(["verify", *argv])
+        assert parsed.command == "verify"
+    assert f"exit {VerifyError.exit_code}" in section
+    table = readme.split("## When something is wrong", 1)[1].split("\n## ", 1)[0]
+    assert f"| {VerifyError.exit_code} | `VerifyError` |" in table
+    for line in ("ok 2026-03-07T02:00:00Z 2500 users users/2026/03/07/", "verified 1 slot and latest.json: all ok"):
+        assert line in section
