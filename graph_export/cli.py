@@ -1,4 +1,5 @@
-"""``python -m graph_export``: argument parsing, logging and exit codes around the one pipeline."""
+"""``python -m graph_export``: argument parsing, logging and exit codes around ``run`` (the one pipeline)
+and ``verify`` (reading back what it published)."""
 
 from __future__ import annotations
 
@@ -13,11 +14,11 @@ from typing import Sequence
 
 from tqdm import tqdm
 
-from . import naming
+from . import naming, verify
 from .errors import ConfigError, ExportError
 from .export import run_export
 from .progress import Snapshot
-from .settings import load_settings
+from .settings import load_settings, load_storage_settings
 
 log = logging.getLogger("graph_export")
 
@@ -25,6 +26,8 @@ log = logging.getLogger("graph_export")
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _configure_logging(args.debug)
+    if args.command == "verify":
+        return _verify(args)
     try:
         if args.settings:
             apply_settings_file(args.settings)
@@ -54,6 +57,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     print(json.dumps(summary.as_dict()))
     return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    """``verify``: one line per slot (and for latest.json) on stdout, then the summary; a failure's
+    summary is the one ``error:`` line on stderr, with VerifyError's exit code."""
+    try:
+        if args.settings:
+            apply_settings_file(args.settings)
+        settings = load_storage_settings()  # no Graph or Key Vault settings needed: a consumer can run it
+        slot = _parse_verify_slot(args.slot) if args.slot else None
+        report = verify.run(settings, slot=slot, every=args.all, echo=lambda line: print(line, flush=True))
+        report.raise_if_failed()
+    except ExportError as exc:
+        if args.debug:
+            log.exception("verify failed")
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted; the export was not fully verified.", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug or an unmapped failure: still one line, traceback on request
+        if args.debug:
+            log.exception("unexpected failure")
+        print(f"error: unexpected {type(exc).__name__} ({exc}) while verifying. "
+              "Run again with --debug for the traceback and report it.", file=sys.stderr)
+        return 1
+    print(report.summary())
+    return 0
+
+
+def _parse_verify_slot(text: str) -> datetime:
+    """``verify --slot``: any slot that can have a pointer (unbounded: a slot out of range has none)."""
+    try:
+        return naming.parse_slot(text)
+    except ValueError as why:
+        raise ConfigError(f"--slot {why}.") from None
 
 
 class LiveProgress:
@@ -120,6 +159,19 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--debug", action="store_true", help="verbose logs and tracebacks on failure")
     run.add_argument("--quiet", action="store_true",
                      help="no progress (a live display on a terminal, else a line every PROGRESS_EVERY_SECONDS)")
+    check = commands.add_parser(
+        "verify", help="download what consumers read and check it against what was committed",
+        description="Walk latest.json -> slot pointer -> manifest -> files, download every file and check it "
+                    "against the commit (ETags), the manifest (size, sha256, users, properties) and, for the "
+                    "CSV copy, the JSON Lines. Needs only the storage settings. One line per slot, then a "
+                    "summary; exit 7 when anything is not as committed.")
+    check.add_argument("--settings", type=Path, metavar="FILE",
+                       help="read settings from a local.settings.json 'Values' object (overrides the environment)")
+    which = check.add_mutually_exclusive_group()
+    which.add_argument("--slot", metavar="TIME", help="verify this slot (ISO 8601, UTC) instead of latest.json's")
+    which.add_argument("--all", action="store_true",
+                       help="verify every slot that has a pointer, latest.json, and warn of blobs no pointer reaches")
+    check.add_argument("--debug", action="store_true", help="verbose logs and tracebacks on failure")
     return parser
 
 

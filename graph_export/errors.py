@@ -51,6 +51,12 @@ class SlotBusyError(ExportError):
     exit_code = 6
 
 
+class VerifyError(ExportError):
+    """``verify``: what a consumer reads is not what was committed (a slot or ``latest.json`` FAILED)."""
+
+    exit_code = 7
+
+
 def first_line(text: str | None, limit: int = 300) -> str:
     """The first line of a service's error text, bounded, for embedding in one of our messages."""
     lines = (text or "").strip().splitlines()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from typing import Mapping, NamedTuple
+from typing import Callable, Mapping, NamedTuple
 from urllib.parse import SplitResult, urlsplit
 
 from . import properties as graph_properties
@@ -157,6 +157,22 @@ class StorageTarget:
 
 
 @dataclass(frozen=True)
+class StorageSettings:
+    """Where the export is published and how to reach it: all that reading it back needs."""
+
+    storage: StorageTarget
+    container: str
+    #: EXPORT_STATE_CONTAINER when it names another container; None: the records live in ``container``.
+    state_container_name: str | None = None
+    retry_backoff_base_s: float = 1.0
+    managed_identity_client_id: str | None = None
+
+    @property
+    def state_container(self) -> str:
+        return self.state_container_name or self.container
+
+
+@dataclass(frozen=True)
 class Settings:
     """Validated settings for one export. Hashable, so warm-instance caches can key on it."""
 
@@ -194,6 +210,14 @@ class Settings:
     @property
     def state_container(self) -> str:
         return self.state_container_name or self.container
+
+    @property
+    def storage_settings(self) -> StorageSettings:
+        """The part of these settings that reading the export back needs (``verify``)."""
+        return StorageSettings(storage=self.storage, container=self.container,
+                               state_container_name=self.state_container_name,
+                               retry_backoff_base_s=self.retry_backoff_base_s,
+                               managed_identity_client_id=self.managed_identity_client_id)
 
     @property
     def authority(self) -> str:
@@ -252,11 +276,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
           f"is '{certificate_name}': Key Vault certificate names are 1-127 letters, digits and hyphens")
     send_x5c = get("CLIENT_CERTIFICATE_SEND_X5C").lower()
     check("CLIENT_CERTIFICATE_SEND_X5C", send_x5c in ("true", "false"), f"is '{send_x5c}': expected true or false")
-    identity_client_id = get("MANAGED_IDENTITY_CLIENT_ID").lower() or None
-    if identity_client_id is not None:
-        check("MANAGED_IDENTITY_CLIENT_ID", bool(_GUID.match(identity_client_id)),
-              f"is '{identity_client_id}': expected the user-assigned identity's client ID GUID")
-    elif credential == "federated":
+    identity_client_id = _identity_client_id(get, problems)
+    if identity_client_id is None and credential == "federated":
         problems.append("MANAGED_IDENTITY_CLIENT_ID is missing: CLIENT_CREDENTIAL=federated signs in with the "
                         "function's user-assigned managed identity; set it to that identity's client ID")
     audience = get("FEDERATED_TOKEN_AUDIENCE") or federated_audience(authority_host)
@@ -271,20 +292,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
           "is not a valid name (value not shown, in case it is the secret itself): "
           "Key Vault secret names are 1-127 letters, digits and hyphens")
 
-    container = get("EXPORT_CONTAINER")
-    check("EXPORT_CONTAINER", bool(_CONTAINER.match(container)),
-          f"is '{container}': container names are 3-63 lowercase letters, digits and single hyphens")
-
-    state_container = get("EXPORT_STATE_CONTAINER") or None
-    if state_container is not None:
-        check("EXPORT_STATE_CONTAINER", bool(_CONTAINER.match(state_container)),
-              f"is '{state_container}': container names are 3-63 lowercase letters, digits and single hyphens")
+    container, state_container = _containers(get, problems)
 
     schedule = get("EXPORT_SCHEDULE")
     if (why := _schedule_problem(schedule)) is not None:
         problems.append(f"EXPORT_SCHEDULE is '{schedule}': {why}; {_SCHEDULE_FORM}")
 
-    backoff = _number("RETRY_BACKOFF_BASE_SECONDS", get("RETRY_BACKOFF_BASE_SECONDS"), problems, 0.0, 60.0)
+    backoff = _backoff(get, problems)
     per_page = _number("GRAPH_MAX_RETRIES_PER_PAGE", get("GRAPH_MAX_RETRIES_PER_PAGE"), problems, 0, 100, whole=True)
     per_run = _number("GRAPH_MAX_RETRIES_PER_RUN", get("GRAPH_MAX_RETRIES_PER_RUN"), problems, 0, 100_000, whole=True)
     timeout = _number("HTTP_TIMEOUT_SECONDS", get("HTTP_TIMEOUT_SECONDS"), problems, 0.1, 600.0)
@@ -340,8 +354,53 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         export_mode=mode,
         full_sync_every_days=full_sync,
         delta_max_changes=int(max_changes),
-        state_container_name=None if state_container in (None, container) else state_container,
+        state_container_name=state_container,
     )
+
+
+def load_storage_settings(env: Mapping[str, str] | None = None) -> StorageSettings:
+    """Only what reading the published export needs (``verify``): the storage target, the two
+    containers, the managed identity and the retry backoff, validated as :func:`load_settings`
+    validates them; the Graph, Key Vault and schedule settings are neither needed nor read."""
+    env = os.environ if env is None else env
+    problems: list[str] = []
+
+    def get(name: str) -> str:
+        return (env.get(name) or "").strip() or (_DEFAULTS.get(name) or "")
+
+    identity_client_id = _identity_client_id(get, problems)
+    container, state_container = _containers(get, problems)
+    backoff = _backoff(get, problems)
+    storage = _storage_target(env, problems)
+    if problems:
+        raise ConfigError("Invalid settings: " + "; ".join(problems) + ".")
+    return StorageSettings(storage=storage, container=container, state_container_name=state_container,
+                           retry_backoff_base_s=backoff, managed_identity_client_id=identity_client_id)
+
+
+def _identity_client_id(get: Callable[[str], str], problems: list[str]) -> str | None:
+    identity_client_id = get("MANAGED_IDENTITY_CLIENT_ID").lower() or None
+    if identity_client_id is not None and not _GUID.match(identity_client_id):
+        problems.append(f"MANAGED_IDENTITY_CLIENT_ID is '{identity_client_id}': expected the user-assigned "
+                        "identity's client ID GUID")
+    return identity_client_id
+
+
+def _containers(get: Callable[[str], str], problems: list[str]) -> tuple[str, str | None]:
+    """EXPORT_CONTAINER, and EXPORT_STATE_CONTAINER when it names another container (else None)."""
+    container = get("EXPORT_CONTAINER")
+    if not _CONTAINER.match(container):
+        problems.append(f"EXPORT_CONTAINER is '{container}': container names are 3-63 lowercase letters, digits "
+                        "and single hyphens")
+    state_container = get("EXPORT_STATE_CONTAINER") or None
+    if state_container is not None and not _CONTAINER.match(state_container):
+        problems.append(f"EXPORT_STATE_CONTAINER is '{state_container}': container names are 3-63 lowercase "
+                        "letters, digits and single hyphens")
+    return container, None if state_container in (None, container) else state_container
+
+
+def _backoff(get: Callable[[str], str], problems: list[str]) -> float:
+    return _number("RETRY_BACKOFF_BASE_SECONDS", get("RETRY_BACKOFF_BASE_SECONDS"), problems, 0.0, 60.0)
 
 
 def _https_url(name: str, value: str, problems: list[str]) -> str:
