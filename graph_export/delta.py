@@ -19,11 +19,11 @@ import logging
 from array import array
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterable, Iterator, Protocol
+from typing import Any, Callable, Iterable, Iterator, Protocol, cast
 from urllib.parse import parse_qs, urlsplit
 
 from azure.storage.blob import BlobClient
-from isal import igzip
+from isal import igzip, isal_zlib
 
 from . import graph, jsontext, naming, publish, storage
 from .clients import WarmClients
@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 #: How much merged output is handed to the writer at a time.
 _FLUSH_BYTES = 1024 * 1024
 _ID_PREFIX = b'{"id":"'
+#: What reading a damaged gzip stream raises; isal's own error (a bad deflate block) is not an OSError.
+_NOT_GZIP = (OSError, EOFError, cast(type[Exception], isal_zlib.error))  # isal's stubs call it an instance
 
 
 class FallBack(Exception):
@@ -350,8 +352,8 @@ def _lines(blob: BlobClient, digest: Any) -> Iterator[bytes]:
                     lines = (rest + piece).split(b"\n")
                     rest = lines.pop()
                     yield from lines
-        except (OSError, EOFError) as why:
-            raise FallBack(f"the base snapshot {blob.blob_name} is not valid gzip ({why})") from None
+        except _NOT_GZIP as why:
+            raise FallBack(f"the base snapshot {blob.blob_name} is not valid gzip ({type(why).__name__})") from None
     if rest:
         raise FallBack(f"the base snapshot {blob.blob_name} ends in the middle of a line")
 

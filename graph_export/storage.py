@@ -39,8 +39,9 @@ POINTER_ATTEMPTS = 8
 
 
 def open_container(target: StorageTarget, container: str, credential: TokenCredential | None,
-                   backoff_base_s: float) -> ContainerClient:
-    """Connect to the export container, creating it if missing; fail fast with a clear message."""
+                   backoff_base_s: float, *, create: bool = True) -> ContainerClient:
+    """Connect to the container, creating it if missing (unless not ``create``: a reader's typo must
+    not make an empty one); fail fast with a clear message."""
     # The SDK annotates these as int, but computes with them as float: sub-second backoffs are for tests.
     backoff: dict[str, Any] = {"initial_backoff": backoff_base_s, "increment_base": 3 * backoff_base_s,
                                "random_jitter_range": backoff_base_s}
@@ -67,6 +68,9 @@ def open_container(target: StorageTarget, container: str, credential: TokenCrede
         try:
             client.get_container_properties()
         except ResourceNotFoundError:
+            if not create:
+                raise StorageError(f"There is no {where}: check the container's name (EXPORT_CONTAINER, "
+                                   "EXPORT_STATE_CONTAINER) and the storage setting.") from None
             try:
                 client.create_container()
             except ResourceExistsError:  # created meanwhile by another run

@@ -127,11 +127,12 @@ def open_containers(settings: StorageSettings) -> tuple[ContainerClient, Contain
         from azure.identity import DefaultAzureCredential  # only for identity-based access
 
         credential = DefaultAzureCredential(managed_identity_client_id=settings.managed_identity_client_id)
-    exports = storage.open_container(settings.storage, settings.container, credential, settings.retry_backoff_base_s)
+    exports = storage.open_container(settings.storage, settings.container, credential, settings.retry_backoff_base_s,
+                                     create=False)
     if settings.state_container == settings.container:
         return exports, exports
     return exports, storage.open_container(settings.storage, settings.state_container, credential,
-                                           settings.retry_backoff_base_s)
+                                           settings.retry_backoff_base_s, create=False)
 
 
 def verify(exports: ContainerClient, state: ContainerClient, container: str, *, slot: datetime | None = None,

@@ -122,6 +122,19 @@ def test_a_base_that_is_not_gzip_falls_back():
         merge(manifest, blob, Changes(10), PROPS, writer)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("at", [20, 21, 40, 0.3, 0.5, 0.8])
+def test_a_base_damaged_inside_its_deflate_stream_falls_back(at):
+    """A byte flipped in transit or at rest: whatever the decompressor raises (ISA-L's own error for a bad
+    deflate block is not an OSError) is the documented fallback too, never an unexpected failure."""
+    blob, manifest = snapshot([user(i) for i in range(2000)], segments=1)
+    assert blob.committed is not None
+    data = bytearray(blob.committed)
+    data[at if isinstance(at, int) else int(len(data) * at)] ^= 0xFF
+    blob.committed = bytes(data)
+    with GzipBlobWriter(MemoryBlob()) as writer, pytest.raises(FallBack):  # type: ignore[arg-type]
+        merge(manifest, blob, Changes(10), PROPS, writer)  # type: ignore[arg-type]
+
+
 def test_too_many_changed_users_falls_back_and_repeats_count_once():
     changes = Changes(3)
     changes.add([{"id": "a"}, {"id": "a", "mail": "x"}, {"id": "b"}, {"id": "c", "@removed": {"reason": "deleted"}}])

@@ -24,6 +24,7 @@ from azure.storage.blob import BlobLeaseClient, ContainerClient
 from graph_export import GraphError, SlotBusyError, StorageError, load_settings, run_export
 from graph_export.clients import warm_clients
 from graph_export.naming import LATEST_BLOB, lock_blob_name, slot_pointer_name
+from graph_export.verify import verify
 from sandbox.blobproxy import BlobFaultProxy
 
 from .helpers import REPO, container, read_bytes, read_export, read_json, slot_files, slot_pointer, state_container
@@ -82,6 +83,9 @@ def consistent(env: dict, slot: datetime = SLOT) -> dict:
     assert read_export(env, named["blob"])[1] == named["sha256"]
     if latest["slot"] == manifest["slot"]:
         assert latest["manifest"] in reachable(env, slot)
+    # and the deep check a consumer or auditor runs (python -m graph_export verify --slot) agrees
+    report = verify(container(env), state_container(env), env["EXPORT_CONTAINER"], slot=slot)
+    assert report.ok, [v.line() for v in report.slots]
     return manifest
 
 

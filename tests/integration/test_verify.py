@@ -19,7 +19,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from graph_export import VerifyError, load_settings, run_export, verify
+from graph_export import StorageError, VerifyError, load_settings, run_export, verify
 from graph_export.clients import warm_clients
 from graph_export.naming import LATEST_BLOB, slot_pointer_name
 from graph_export.settings import load_storage_settings
@@ -268,6 +268,10 @@ def test_a_missing_file_fails(csv_env, which):
 
 
 def test_a_missing_pointer_or_latest_json_fails(export_env):
+    with pytest.raises(StorageError, match="There is no container"):  # a typo never makes an empty container
+        verified()
+    assert not container(export_env).exists()
+    container(export_env).create_container()
     assert failed() == ["FAILED latest.json: users/latest.json is missing: nothing was published here yet, or its "
                         "publishing is unfinished"]
     assert failed(every=True) == ["FAILED latest.json: users/latest.json is missing: nothing was published here yet, "
