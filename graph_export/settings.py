@@ -585,6 +585,13 @@ def _blob_service_target(name: str, conn_name: str, uri: str, problems: list[str
     if parts.scheme not in ("https", "http") or not parts.hostname:
         problems.append(f"{name} is '{uri}': expected a URL such as https://account.blob.core.windows.net")
         return StorageTarget()
+    if parts.scheme == "http":
+        # azure-storage-blob refuses a token credential over http ("Token credential is only supported with
+        # HTTPS"), and a blob service URI is always used with one; a connection string may use http.
+        problems.append(f"{name} is an http:// URL, and the export's identity (a token) is sent over https only: "
+                        "use https://, or for Azurite set EXPORT_STORAGE to a connection string such as "
+                        "'UseDevelopmentStorage=true'")
+        return StorageTarget()
     return StorageTarget(blob_service_uri=uri.rstrip("/"), source=name)
 
 

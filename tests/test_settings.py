@@ -305,3 +305,37 @@ def test_properties_users_delta_does_not_track_are_refused_in_delta_mode_only(un
     message = problems({**env, "EXPORT_MODE": "delta"})
     # Named as Graph spells it, whatever the configured case.
     assert f"USER_PROPERTIES holds {spelled}, which Graph does not track in users/delta" in message
+
+
+# --- issue 20: names that look like a setting, placeholders left in, token credentials over http ----------
+
+
+@pytest.mark.parametrize("name", ["EXPORT_STORAGE__blobServiceUri", "AzureWebJobsStorage__blobServiceUri"])
+@pytest.mark.parametrize("uri", ["http://127.0.0.1:10000/devstoreaccount1", "HTTP://stexport.blob.core.windows.net"])
+def test_an_http_blob_service_uri_is_a_config_error(name, uri):
+    with pytest.raises(ConfigError) as info:
+        load_settings({**NO_EXPORT_STORAGE, name: uri})
+    assert info.value.exit_code == 2
+    assert str(info.value) == (
+        f"Invalid settings: {name} is an http:// URL, and the export's identity (a token) is sent over https "
+        "only: use https://, or for Azurite set EXPORT_STORAGE to a connection string such as "
+        "'UseDevelopmentStorage=true'.")
+
+
+def test_http_is_fine_in_a_connection_string():
+    azurite = ("DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5;"
+               "BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;")
+    assert load_settings({**NO_EXPORT_STORAGE, "EXPORT_STORAGE": azurite}).storage.connection_string == azurite
+
+
+def test_the_storage_sdk_does_refuse_a_token_credential_over_http():
+    """Why the http check exists: the SDK refuses at once, so every run would fail at its first blob call."""
+    from azure.core.credentials import AccessToken
+    from azure.storage.blob import BlobServiceClient
+
+    class Token:
+        def get_token(self, *scopes, **kwargs):
+            return AccessToken("t", 0)
+
+    with pytest.raises(ValueError, match="Token credential is only supported with HTTPS"):
+        BlobServiceClient("http://127.0.0.1:10000/devstoreaccount1", credential=Token())
