@@ -1,3 +1,7 @@
+import json
+import logging
+from pathlib import Path
+
 import pytest
 
 from graph_export.errors import ConfigError
@@ -310,6 +314,27 @@ def test_properties_users_delta_does_not_track_are_refused_in_delta_mode_only(un
 # --- issue 20: names that look like a setting, placeholders left in, token credentials over http ----------
 
 
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = json.loads((REPO / "local.settings.json.example").read_text(encoding="utf-8"))["Values"]
+NAMES = [s.name for s in SETTINGS]
+
+
+@pytest.fixture
+def cli_logging_restored():
+    """cli.main configures logging for the process: put it back for the tests after."""
+    loggers = [logging.getLogger(name) for name in ("", "graph_export", "urllib3", "requests", "azure", "msal")]
+    levels, handlers = [lg.level for lg in loggers], list(logging.getLogger().handlers)
+    yield
+    for logger, level in zip(loggers, levels, strict=True):
+        logger.setLevel(level)
+    logging.getLogger().handlers[:] = handlers
+
+
+def _clean_environment(monkeypatch):
+    for name in [*NAMES, "AzureWebJobsStorage", "AzureWebJobsStorage__blobServiceUri", *EXAMPLE]:
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.mark.parametrize("name", ["EXPORT_STORAGE__blobServiceUri", "AzureWebJobsStorage__blobServiceUri"])
 @pytest.mark.parametrize("uri", ["http://127.0.0.1:10000/devstoreaccount1", "HTTP://stexport.blob.core.windows.net"])
 def test_an_http_blob_service_uri_is_a_config_error(name, uri):
@@ -339,3 +364,83 @@ def test_the_storage_sdk_does_refuse_a_token_credential_over_http():
 
     with pytest.raises(ValueError, match="Token credential is only supported with HTTPS"):
         BlobServiceClient("http://127.0.0.1:10000/devstoreaccount1", credential=Token())
+
+
+# Values of local.settings.json.example that work as they are: a local run against Azurite, and the
+# settings whose example value is the code's default. Every other value in it is a placeholder.
+WORKS_UNEDITED = {"FUNCTIONS_WORKER_RUNTIME", "AzureWebJobsStorage", "EXPORT_STORAGE"}
+EXAMPLE_PLACEHOLDERS = {name: value for name, value in EXAMPLE.items()
+                        if name not in WORKS_UNEDITED and value != next(
+                            (s.default for s in SETTINGS if s.name == name), None)}
+
+
+def test_the_example_has_placeholders_and_its_other_values_work():
+    assert {"TENANT_ID", "CLIENT_ID", "KEY_VAULT_URL"} <= set(EXAMPLE_PLACEHOLDERS)
+    assert set(EXAMPLE) - set(NAMES) <= WORKS_UNEDITED  # every other name in it is a setting
+    filled = {**EXAMPLE, **{name: BASE.get(name, GUID) for name in EXAMPLE_PLACEHOLDERS}}
+    assert load_settings(filled).storage.connection_string == "UseDevelopmentStorage=true"
+
+
+@pytest.mark.parametrize("name", sorted(EXAMPLE_PLACEHOLDERS))
+def test_each_placeholder_of_the_example_is_a_config_error_naming_its_setting(name):
+    value = EXAMPLE_PLACEHOLDERS[name]
+    with pytest.raises(ConfigError) as info:
+        load_settings({**BASE, name: value})
+    message = str(info.value)
+    assert info.value.exit_code == 2
+    assert f"{name} is still a placeholder (as in local.settings.json.example): replace it with" in message
+    assert value not in message and value.strip("/") not in message  # never the value
+    assert message.count(name) == 1  # said once, not also as malformed or missing
+
+
+def test_the_example_unedited_fails_at_validation_without_reading_the_example(monkeypatch):
+    def no_files(*args, **kwargs):
+        raise AssertionError("load_settings read a file: the function app package does not ship the example")
+
+    monkeypatch.setattr("builtins.open", no_files)
+    monkeypatch.setattr(Path, "read_text", no_files)
+    with pytest.raises(ConfigError) as info:
+        load_settings(EXAMPLE)
+    assert str(info.value) == (
+        "Invalid settings: TENANT_ID is still a placeholder (as in local.settings.json.example): replace it with "
+        "your directory (tenant) ID; CLIENT_ID is still a placeholder (as in local.settings.json.example): replace "
+        "it with the app registration's Application (client) ID; KEY_VAULT_URL is still a placeholder (as in "
+        "local.settings.json.example): replace it with your vault's URL, e.g. https://kv-name.vault.azure.net/.")
+
+
+def test_the_cli_with_the_example_settings_file_exits_2(capsys, monkeypatch, cli_logging_restored):
+    from graph_export import cli
+    _clean_environment(monkeypatch)
+    for name in EXAMPLE:  # cli.main writes the file's Values into os.environ: monkeypatch restores them
+        monkeypatch.setenv(name, "")
+    assert cli.main(["run", "--settings", str(REPO / "local.settings.json.example")]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("error: Invalid settings: TENANT_ID is still a placeholder")
+    assert len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("name,value", [
+    ("MANAGED_IDENTITY_CLIENT_ID", "00000000-0000-0000-0000-000000000000"),
+    ("TENANT_ID", " 00000000-0000-0000-0000-000000000000 "),
+    ("EXPORT_CONTAINER", "<your-container>"),
+    ("KEY_VAULT_URL", "https://<vault>.vault.azure.net"),
+    ("USER_PROPERTIES", "id,<more properties>"),
+])
+def test_other_placeholders_are_config_errors_too(name, value):
+    message = problems({**BASE, name: value})
+    assert f"{name} is still a placeholder" in message and value not in message
+
+
+@pytest.mark.parametrize("name,conn_name", [
+    ("EXPORT_STORAGE__blobServiceUri", "EXPORT_STORAGE"),
+    ("AzureWebJobsStorage__blobServiceUri", "AzureWebJobsStorage"),
+])
+def test_a_placeholder_storage_setting_is_refused_without_echoing_it(name, conn_name):
+    for setting in (name, conn_name):
+        message = problems({**NO_EXPORT_STORAGE, setting: "<your-storage>"})
+        assert f"{setting} is still a placeholder" in message and "<your-storage>" not in message
+
+
+def test_a_placeholder_in_the_host_storage_settings_matters_only_when_they_are_the_fallback():
+    s = load_settings({**BASE, "AzureWebJobsStorage": "<host storage>", "AzureWebJobsStorage__blobServiceUri": "<x>"})
+    assert s.storage.source == "EXPORT_STORAGE__blobServiceUri"
