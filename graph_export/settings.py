@@ -3,13 +3,15 @@
 Settings come from the environment (Function App application settings, ``local.settings.json``
 ``Values`` under ``func start``, or a shell). Everything is validated up front and all problems are
 reported together, so a misconfigured app fails before it contacts Key Vault, Entra ID or Graph. A
-value left as a placeholder (``<your-vault-name>``, the all-zero GUID) is one of those problems.
+value left as a placeholder (``<your-vault-name>``, the all-zero GUID) is one of those problems; a name
+that looks like a setting but is not one is a warning (:mod:`graph_export.setting_names`).
 
 The README's settings table and the Bicep app settings are checked against :data:`SETTINGS`.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -18,6 +20,9 @@ from urllib.parse import SplitResult, urlsplit
 
 from . import properties as graph_properties
 from .errors import ConfigError
+from .setting_names import misnamed_settings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -230,8 +235,15 @@ class Settings:
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
-    """Read and validate every setting; raise one :class:`ConfigError` naming all problems."""
+    """Read and validate every setting; raise one :class:`ConfigError` naming all problems.
+
+    The one side effect: a warning on the ``graph_export.settings`` logger for each name in ``env`` that
+    looks like a setting but is not one (:func:`misnamed_settings`), so the CLI and the function both
+    show it, before any error.
+    """
     env = os.environ if env is None else env
+    for line in misnamed_settings(env, _DEFAULTS):
+        log.warning("%s", line)
     # A placeholder is reported once, as such; the setting is validated as if unset (its default).
     # (The storage settings are _storage_target's: their fallback is read only when they are unset.)
     placeholders = [s.name for s in SETTINGS

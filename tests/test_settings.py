@@ -1,10 +1,15 @@
 import json
 import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from azure.functions.timer import TimerRequest
 
 from graph_export.errors import ConfigError
+from graph_export.setting_names import CASE_SENSITIVE, misnamed_settings, prefixes
 from graph_export.settings import DEFAULT_USER_PROPERTIES, SETTINGS, StorageTarget, load_settings
 
 GUID = "11111111-2222-3333-4444-555555555555"
@@ -444,3 +449,118 @@ def test_a_placeholder_storage_setting_is_refused_without_echoing_it(name, conn_
 def test_a_placeholder_in_the_host_storage_settings_matters_only_when_they_are_the_fallback():
     s = load_settings({**BASE, "AzureWebJobsStorage": "<host storage>", "AzureWebJobsStorage__blobServiceUri": "<x>"})
     assert s.storage.source == "EXPORT_STORAGE__blobServiceUri"
+
+
+def warnings_of(caplog, env):
+    """What load_settings logs as warnings for ``env`` (whether or not it then raises)."""
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="graph_export"):
+        try:
+            load_settings(env)
+        except ConfigError:
+            pass
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+
+def test_a_misspelled_setting_name_is_one_warning_with_the_name_it_resembles(caplog):
+    caplog.set_level(logging.WARNING, logger="graph_export")
+    s = load_settings({**BASE, "EXPORT_CONTAINR": "my-exports"})
+    assert s.container == "graph-exports"  # still ignored: a warning, not an error
+    records = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [r.getMessage() for r in records] == ["EXPORT_CONTAINR is not a setting; did you mean EXPORT_CONTAINER?"]
+    assert records[0].name.startswith("graph_export")  # shown by the CLI and by the function alike
+    assert "my-exports" not in caplog.text
+
+
+@pytest.mark.parametrize("name,line", [
+    ("TENANTID", "TENANTID is not a setting; did you mean TENANT_ID?"),
+    ("KEYVAULT_URL", "KEYVAULT_URL is not a setting; did you mean KEY_VAULT_URL?"),
+    ("CLIENT_SECRET", "CLIENT_SECRET is not a setting; did you mean CLIENT_SECRET_NAME?"),
+    ("EXPORT_FORMAT", "EXPORT_FORMAT is not a setting; did you mean EXPORT_FORMATS?"),
+    ("GRAPH_RETRIES_PER_PAGE", "GRAPH_RETRIES_PER_PAGE is not a setting; did you mean GRAPH_MAX_RETRIES_PER_PAGE?"),
+    ("EXPORT_STORAGE_BLOBSERVICEURI",
+     "EXPORT_STORAGE_BLOBSERVICEURI is not a setting; did you mean EXPORT_STORAGE__blobServiceUri?"),
+    ("EXPORT_STORAGE__blobServiceUrl",
+     "EXPORT_STORAGE__blobServiceUrl is not a setting; did you mean EXPORT_STORAGE__blobServiceUri?"),
+    ("EXPORT_CONTAINER ", "'EXPORT_CONTAINER ' is not a setting; did you mean EXPORT_CONTAINER?"),  # a stray space
+    # One of our prefixes but like no setting.
+    ("EXPORT_FOLDER", "EXPORT_FOLDER is not a setting and is ignored: see the README's Settings for the names"),
+    ("GRAPH_URL", "GRAPH_URL is not a setting and is ignored: see the README's Settings for the names"),
+    ("DELTA_LINK", "DELTA_LINK is not a setting and is ignored: see the README's Settings for the names"),
+    ("CSV_DELIMITER", "CSV_DELIMITER is not a setting and is ignored: see the README's Settings for the names"),
+    ("CHECKPOINT_BLOB", "CHECKPOINT_BLOB is not a setting and is ignored: see the README's Settings for the names"),
+])
+def test_names_that_look_like_a_setting_are_warned_about_by_name_only(caplog, name, line):
+    assert warnings_of(caplog, {**BASE, name: "S3CRETVALUE"}) == [line]
+    assert "S3CRETVALUE" not in caplog.text
+
+
+@pytest.mark.parametrize("name", [
+    "AzureWebJobsStorage", "AzureWebJobsStorage__credential", "AzureWebJobsStorage__clientId",
+    "AzureWebJobsStorage__queueServiceUri", "AzureWebJobs.export_users.Disabled", "AzureWebJobsFeatureFlags",
+    "EXPORT_STORAGE__credential", "EXPORT_STORAGE__clientId", "EXPORT_STORAGE__queueServiceUri",
+    "EXPORT_STORAGE__tableServiceUri", "EXPORT_STORAGE__accountName",
+    "APPLICATIONINSIGHTS_CONNECTION_STRING", "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
+    "FUNCTIONS_WORKER_RUNTIME", "FUNCTIONS_EXTENSION_VERSION", "WEBSITE_SITE_NAME", "WEBSITE_TIME_ZONE",
+    "APPSETTING_EXPORT_CONTAINER", "AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_AUTHORITY_HOST",
+    "GRAPH_EXPORT_CLIENT_ID", "GRAPH_EXPORT_IMMUTABILITY_DAYS",  # infra/deploy.sh's Bicep parameters
+    "HTTP_PROXY", "HTTPS_PROXY", "REQUESTS_CA_BUNDLE", "IDENTITY_ENDPOINT", "MSI_ENDPOINT", "CONTAINER_NAME",
+    "ARM_TENANT_ID", "ARM_CLIENT_ID", "AZ_TENANT_ID", "PATH", "HOME", "SANDBOX_FAULTS",
+])
+def test_names_the_platform_or_other_tools_read_are_not_warned_about(caplog, name):
+    assert warnings_of(caplog, {**BASE, name: "x"}) == []
+
+
+def test_every_setting_name_is_read_without_a_warning(caplog):
+    assert warnings_of(caplog, {**BASE, **{n: "x" for n in NAMES}}) == []  # invalid values, but no name warning
+
+
+def test_names_differing_only_in_case_are_warned_about_where_names_are_case_sensitive():
+    names = ["export_container", "EXPORT_STORAGE__BLOBSERVICEURI", "Tenant_Id"]
+    assert misnamed_settings(names, NAMES, case_sensitive=True) == [
+        "EXPORT_STORAGE__BLOBSERVICEURI is not a setting; did you mean EXPORT_STORAGE__blobServiceUri? "
+        "(setting names are case-sensitive)",
+        "Tenant_Id is not a setting; did you mean TENANT_ID? (setting names are case-sensitive)",
+        "export_container is not a setting; did you mean EXPORT_CONTAINER? (setting names are case-sensitive)",
+    ]
+    # Windows: environment names are case-insensitive (os.environ gives them in upper case), so each is read.
+    assert misnamed_settings(names, NAMES, case_sensitive=False) == []
+    assert CASE_SENSITIVE == (os.name != "nt")
+
+
+def test_a_misspelled_name_is_warned_about_even_when_validation_then_fails(caplog):
+    env = {k: v for k, v in BASE.items() if k != "TENANT_ID"}
+    assert warnings_of(caplog, {**env, "TENANTID": "contoso.onmicrosoft.com"}) == [
+        "TENANTID is not a setting; did you mean TENANT_ID?"]
+    assert "TENANT_ID is missing" in problems({**env, "TENANTID": "contoso.onmicrosoft.com"})
+
+
+def test_the_prefixes_are_our_settings_first_words():
+    assert set(prefixes(NAMES)) >= {"EXPORT_", "GRAPH_", "CLIENT_", "CHECKPOINT_", "DELTA_", "CSV_", "KEY_VAULT_",
+                                    "HTTP_TIMEOUT_"}
+    assert "HTTP_" not in prefixes(NAMES) and "KEY_" not in prefixes(NAMES)  # HTTP_PROXY is not ours
+    assert all(f"{name.upper()}_".startswith(prefixes(NAMES)) for name in NAMES)
+
+
+def test_the_cli_prints_the_warning_line_on_stderr():
+    env = {k: v for k, v in os.environ.items() if k not in {*NAMES, *EXAMPLE, "AzureWebJobsStorage__blobServiceUri"}}
+    env.update({**BASE, "KEY_VAULT_URL": "not a url", "EXPORT_CONTAINR": "my-exports"})
+    result = subprocess.run([sys.executable, "-m", "graph_export", "run"], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and result.stdout == ""  # the bad KEY_VAULT_URL stops it before any request
+    err = result.stderr.splitlines()
+    assert err[0].endswith(" WARNING graph_export.settings: EXPORT_CONTAINR is not a setting; "
+                           "did you mean EXPORT_CONTAINER?"), result.stderr
+    assert err[1].startswith("error: Invalid settings: KEY_VAULT_URL") and len(err) == 2
+    assert "my-exports" not in result.stderr
+
+
+def test_the_function_logs_the_warning_line(monkeypatch, caplog):
+    import function_app
+    _clean_environment(monkeypatch)
+    monkeypatch.setenv("EXPORT_CONTAINR", "my-exports")
+    caplog.set_level(logging.INFO)  # the Functions worker's root level
+    with pytest.raises(ConfigError):
+        function_app.export_users._function.get_user_function()(TimerRequest())
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == ["EXPORT_CONTAINR is not a setting; did you mean EXPORT_CONTAINER?"]
