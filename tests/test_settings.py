@@ -321,6 +321,7 @@ def test_properties_users_delta_does_not_track_are_refused_in_delta_mode_only(un
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = json.loads((REPO / "local.settings.json.example").read_text(encoding="utf-8"))["Values"]
+README = (REPO / "README.md").read_text(encoding="utf-8")
 NAMES = [s.name for s in SETTINGS]
 
 
@@ -564,3 +565,17 @@ def test_the_function_logs_the_warning_line(monkeypatch, caplog):
         function_app.export_users._function.get_user_function()(TimerRequest())
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert warnings == ["EXPORT_CONTAINR is not a setting; did you mean EXPORT_CONTAINER?"]
+
+
+def test_the_readme_quotes_each_of_these_lines_as_they_are():
+    section = " ".join(README.split("## When something is wrong", 1)[1].split("\n## ", 1)[0].split())
+    lines = [*misnamed_settings(["EXPORT_CONTAINR"], NAMES), _message(EXAMPLE).split("; ")[0],
+             _message({**NO_EXPORT_STORAGE, "EXPORT_STORAGE__blobServiceUri": "http://127.0.0.1:10000/x"})]
+    for line in lines:
+        assert f"`{line.removeprefix('Invalid settings: ').removesuffix('.')}`" in section, line
+
+
+def _message(env):
+    with pytest.raises(ConfigError) as info:
+        load_settings(env)
+    return str(info.value)
