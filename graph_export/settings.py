@@ -2,13 +2,16 @@
 
 Settings come from the environment (Function App application settings, ``local.settings.json``
 ``Values`` under ``func start``, or a shell). Everything is validated up front and all problems are
-reported together, so a misconfigured app fails before it contacts Key Vault, Entra ID or Graph.
+reported together, so a misconfigured app fails before it contacts Key Vault, Entra ID or Graph. A
+value left as a placeholder (``<your-vault-name>``, the all-zero GUID) is one of those problems; a name
+that looks like a setting but is not one is a warning (:mod:`graph_export.setting_names`).
 
 The README's settings table and the Bicep app settings are checked against :data:`SETTINGS`.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -17,6 +20,9 @@ from urllib.parse import SplitResult, urlsplit
 
 from . import properties as graph_properties
 from .errors import ConfigError
+from .setting_names import misnamed_settings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -86,6 +92,23 @@ _DEFAULTS = {s.name: s.default for s in SETTINGS}
 # Host storage settings the Functions runtime defines; used only as a fallback for the export target.
 _HOST_STORAGE = "AzureWebJobsStorage"
 _HOST_STORAGE_URI = "AzureWebJobsStorage__blobServiceUri"
+
+# Placeholders, such as local.settings.json.example's: a value that still holds one was never filled in.
+# Matched here, not read from the example (the deployment package does not ship it); tests/test_settings.py
+# checks that every placeholder of the example is one of these.
+_NIL_GUID = "00000000-0000-0000-0000-000000000000"
+_ANGLE_PLACEHOLDER = re.compile(r"<[^<>]*>")  # <your-vault-name>
+#: What to put in a setting instead of its placeholder (default: the setting's own value).
+_INSTEAD_OF_PLACEHOLDER = {
+    "TENANT_ID": "your directory (tenant) ID",
+    "CLIENT_ID": "the app registration's Application (client) ID",
+    "KEY_VAULT_URL": "your vault's URL, e.g. https://kv-name.vault.azure.net/",
+    "MANAGED_IDENTITY_CLIENT_ID": "the user-assigned identity's client ID",
+    "EXPORT_STORAGE": "a storage connection string",
+    "EXPORT_STORAGE__blobServiceUri": "your account's blob URI, e.g. https://account.blob.core.windows.net",
+    _HOST_STORAGE: "a storage connection string",
+    _HOST_STORAGE_URI: "your account's blob URI, e.g. https://account.blob.core.windows.net",
+}
 
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 _DOMAIN = re.compile(r"^(?=.{4,253}$)([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\.)+[a-zA-Z]{2,63}$")
@@ -236,12 +259,24 @@ class Settings:
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
-    """Read and validate every setting; raise one :class:`ConfigError` naming all problems."""
+    """Read and validate every setting; raise one :class:`ConfigError` naming all problems.
+
+    The one side effect: a warning on the ``graph_export.settings`` logger for each name in ``env`` that
+    looks like a setting but is not one (:func:`misnamed_settings`), so the CLI and the function both
+    show it, before any error.
+    """
     env = os.environ if env is None else env
-    problems: list[str] = []
+    for line in misnamed_settings(env, _DEFAULTS):
+        log.warning("%s", line)
+    # A placeholder is reported once, as such; the setting is validated as if unset (its default).
+    # (The storage settings are _storage_target's: their fallback is read only when they are unset.)
+    placeholders = [s.name for s in SETTINGS
+                    if not s.name.startswith("EXPORT_STORAGE") and _is_placeholder(env.get(s.name))]
+    problems: list[str] = [_placeholder_problem(name) for name in placeholders]
 
     def get(name: str) -> str:
-        return (env.get(name) or "").strip() or (_DEFAULTS.get(name) or "")
+        value = "" if name in placeholders else (env.get(name) or "").strip()
+        return value or (_DEFAULTS.get(name) or "")
 
     def check(name: str, ok: bool, why: str) -> None:
         if not ok:
@@ -323,6 +358,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
               f"holds {', '.join(untracked)}, which Graph does not track in users/delta: remove it or set "
               "EXPORT_MODE=full")
 
+    # ... and is not also "missing".
+    problems = [p for p in problems if not p.startswith(tuple(f"{n} is missing" for n in placeholders))]
     if problems:
         raise ConfigError("Invalid settings: " + "; ".join(problems) + ".")
     return Settings(
@@ -401,6 +438,18 @@ def _containers(get: Callable[[str], str], problems: list[str]) -> tuple[str, st
 
 def _backoff(get: Callable[[str], str], problems: list[str]) -> float:
     return _number("RETRY_BACKOFF_BASE_SECONDS", get("RETRY_BACKOFF_BASE_SECONDS"), problems, 0.0, 60.0)
+
+
+def _is_placeholder(value: str | None) -> bool:
+    """Whether ``value`` is still a placeholder: the all-zero GUID, or ``<...>`` text anywhere in it."""
+    value = (value or "").strip()
+    return value.lower() == _NIL_GUID or bool(_ANGLE_PLACEHOLDER.search(value))
+
+
+def _placeholder_problem(name: str) -> str:
+    """The problem of a setting still holding a placeholder; the value itself is not repeated."""
+    instead = _INSTEAD_OF_PLACEHOLDER.get(name, "your own value, or remove it for the default")
+    return f"{name} is still a placeholder (as in local.settings.json.example): replace it with {instead}"
 
 
 def _https_url(name: str, value: str, problems: list[str]) -> str:
@@ -609,6 +658,10 @@ def _storage_target(env: Mapping[str, str], problems: list[str]) -> StorageTarge
                                 (_HOST_STORAGE, _HOST_STORAGE_URI)):
         conn = (env.get(conn_name) or "").strip()
         uri = (env.get(uri_name) or "").strip()
+        held = [name for name, value in ((conn_name, conn), (uri_name, uri)) if _is_placeholder(value)]
+        if held:
+            problems.extend(_placeholder_problem(name) for name in held)
+            return StorageTarget()
         if conn and uri:
             problems.append(f"{conn_name} and {uri_name} are both set: keep only one")
             return StorageTarget()
@@ -643,6 +696,13 @@ def _blob_service_target(name: str, conn_name: str, uri: str, problems: list[str
         return StorageTarget()
     if parts.scheme not in ("https", "http") or not parts.hostname:
         problems.append(f"{name} is '{uri}': expected a URL such as https://account.blob.core.windows.net")
+        return StorageTarget()
+    if parts.scheme == "http":
+        # azure-storage-blob refuses a token credential over http ("Token credential is only supported with
+        # HTTPS"), and a blob service URI is always used with one; a connection string may use http.
+        problems.append(f"{name} is an http:// URL, and the export's identity (a token) is sent over https only: "
+                        "use https://, or for Azurite set EXPORT_STORAGE to a connection string such as "
+                        "'UseDevelopmentStorage=true'")
         return StorageTarget()
     return StorageTarget(blob_service_uri=uri.rstrip("/"), source=name)
 

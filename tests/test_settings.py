@@ -1,6 +1,15 @@
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
+from azure.functions.timer import TimerRequest
 
 from graph_export.errors import ConfigError
+from graph_export.setting_names import CASE_SENSITIVE, misnamed_settings, prefixes
 from graph_export.settings import DEFAULT_USER_PROPERTIES, SETTINGS, StorageTarget, load_settings
 
 GUID = "11111111-2222-3333-4444-555555555555"
@@ -305,3 +314,268 @@ def test_properties_users_delta_does_not_track_are_refused_in_delta_mode_only(un
     message = problems({**env, "EXPORT_MODE": "delta"})
     # Named as Graph spells it, whatever the configured case.
     assert f"USER_PROPERTIES holds {spelled}, which Graph does not track in users/delta" in message
+
+
+# --- issue 20: names that look like a setting, placeholders left in, token credentials over http ----------
+
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = json.loads((REPO / "local.settings.json.example").read_text(encoding="utf-8"))["Values"]
+README = (REPO / "README.md").read_text(encoding="utf-8")
+NAMES = [s.name for s in SETTINGS]
+
+
+@pytest.fixture
+def cli_logging_restored():
+    """cli.main configures logging for the process: put it back for the tests after."""
+    loggers = [logging.getLogger(name) for name in ("", "graph_export", "urllib3", "requests", "azure", "msal")]
+    levels, handlers = [lg.level for lg in loggers], list(logging.getLogger().handlers)
+    yield
+    for logger, level in zip(loggers, levels, strict=True):
+        logger.setLevel(level)
+    logging.getLogger().handlers[:] = handlers
+
+
+def _clean_environment(monkeypatch):
+    for name in [*NAMES, "AzureWebJobsStorage", "AzureWebJobsStorage__blobServiceUri", *EXAMPLE]:
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.mark.parametrize("name", ["EXPORT_STORAGE__blobServiceUri", "AzureWebJobsStorage__blobServiceUri"])
+@pytest.mark.parametrize("uri", ["http://127.0.0.1:10000/devstoreaccount1", "HTTP://stexport.blob.core.windows.net"])
+def test_an_http_blob_service_uri_is_a_config_error(name, uri):
+    with pytest.raises(ConfigError) as info:
+        load_settings({**NO_EXPORT_STORAGE, name: uri})
+    assert info.value.exit_code == 2
+    assert str(info.value) == (
+        f"Invalid settings: {name} is an http:// URL, and the export's identity (a token) is sent over https "
+        "only: use https://, or for Azurite set EXPORT_STORAGE to a connection string such as "
+        "'UseDevelopmentStorage=true'.")
+
+
+def test_http_is_fine_in_a_connection_string():
+    azurite = ("DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5;"
+               "BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;")
+    assert load_settings({**NO_EXPORT_STORAGE, "EXPORT_STORAGE": azurite}).storage.connection_string == azurite
+
+
+def test_the_storage_sdk_does_refuse_a_token_credential_over_http():
+    """Why the http check exists: the SDK refuses at once, so every run would fail at its first blob call."""
+    from azure.core.credentials import AccessToken
+    from azure.storage.blob import BlobServiceClient
+
+    class Token:
+        def get_token(self, *scopes, **kwargs):
+            return AccessToken("t", 0)
+
+    with pytest.raises(ValueError, match="Token credential is only supported with HTTPS"):
+        BlobServiceClient("http://127.0.0.1:10000/devstoreaccount1", credential=Token())
+
+
+# Values of local.settings.json.example that work as they are: a local run against Azurite, and the
+# settings whose example value is the code's default. Every other value in it is a placeholder.
+WORKS_UNEDITED = {"FUNCTIONS_WORKER_RUNTIME", "AzureWebJobsStorage", "EXPORT_STORAGE"}
+EXAMPLE_PLACEHOLDERS = {name: value for name, value in EXAMPLE.items()
+                        if name not in WORKS_UNEDITED and value != next(
+                            (s.default for s in SETTINGS if s.name == name), None)}
+
+
+def test_the_example_has_placeholders_and_its_other_values_work():
+    assert {"TENANT_ID", "CLIENT_ID", "KEY_VAULT_URL"} <= set(EXAMPLE_PLACEHOLDERS)
+    assert set(EXAMPLE) - set(NAMES) <= WORKS_UNEDITED  # every other name in it is a setting
+    filled = {**EXAMPLE, **{name: BASE.get(name, GUID) for name in EXAMPLE_PLACEHOLDERS}}
+    assert load_settings(filled).storage.connection_string == "UseDevelopmentStorage=true"
+
+
+@pytest.mark.parametrize("name", sorted(EXAMPLE_PLACEHOLDERS))
+def test_each_placeholder_of_the_example_is_a_config_error_naming_its_setting(name):
+    value = EXAMPLE_PLACEHOLDERS[name]
+    with pytest.raises(ConfigError) as info:
+        load_settings({**BASE, name: value})
+    message = str(info.value)
+    assert info.value.exit_code == 2
+    assert f"{name} is still a placeholder (as in local.settings.json.example): replace it with" in message
+    assert value not in message and value.strip("/") not in message  # never the value
+    assert message.count(name) == 1  # said once, not also as malformed or missing
+
+
+def test_the_example_unedited_fails_at_validation_without_reading_the_example(monkeypatch):
+    def no_files(*args, **kwargs):
+        raise AssertionError("load_settings read a file: the function app package does not ship the example")
+
+    monkeypatch.setattr("builtins.open", no_files)
+    monkeypatch.setattr(Path, "read_text", no_files)
+    with pytest.raises(ConfigError) as info:
+        load_settings(EXAMPLE)
+    assert str(info.value) == (
+        "Invalid settings: TENANT_ID is still a placeholder (as in local.settings.json.example): replace it with "
+        "your directory (tenant) ID; CLIENT_ID is still a placeholder (as in local.settings.json.example): replace "
+        "it with the app registration's Application (client) ID; KEY_VAULT_URL is still a placeholder (as in "
+        "local.settings.json.example): replace it with your vault's URL, e.g. https://kv-name.vault.azure.net/.")
+
+
+def test_the_cli_with_the_example_settings_file_exits_2(capsys, monkeypatch, cli_logging_restored):
+    from graph_export import cli
+    _clean_environment(monkeypatch)
+    for name in EXAMPLE:  # cli.main writes the file's Values into os.environ: monkeypatch restores them
+        monkeypatch.setenv(name, "")
+    assert cli.main(["run", "--settings", str(REPO / "local.settings.json.example")]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("error: Invalid settings: TENANT_ID is still a placeholder")
+    assert len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("name,value", [
+    ("MANAGED_IDENTITY_CLIENT_ID", "00000000-0000-0000-0000-000000000000"),
+    ("TENANT_ID", " 00000000-0000-0000-0000-000000000000 "),
+    ("EXPORT_CONTAINER", "<your-container>"),
+    ("KEY_VAULT_URL", "https://<vault>.vault.azure.net"),
+    ("USER_PROPERTIES", "id,<more properties>"),
+])
+def test_other_placeholders_are_config_errors_too(name, value):
+    message = problems({**BASE, name: value})
+    assert f"{name} is still a placeholder" in message and value not in message
+
+
+@pytest.mark.parametrize("name,conn_name", [
+    ("EXPORT_STORAGE__blobServiceUri", "EXPORT_STORAGE"),
+    ("AzureWebJobsStorage__blobServiceUri", "AzureWebJobsStorage"),
+])
+def test_a_placeholder_storage_setting_is_refused_without_echoing_it(name, conn_name):
+    for setting in (name, conn_name):
+        message = problems({**NO_EXPORT_STORAGE, setting: "<your-storage>"})
+        assert f"{setting} is still a placeholder" in message and "<your-storage>" not in message
+
+
+def test_a_placeholder_in_the_host_storage_settings_matters_only_when_they_are_the_fallback():
+    s = load_settings({**BASE, "AzureWebJobsStorage": "<host storage>", "AzureWebJobsStorage__blobServiceUri": "<x>"})
+    assert s.storage.source == "EXPORT_STORAGE__blobServiceUri"
+
+
+def warnings_of(caplog, env):
+    """What load_settings logs as warnings for ``env`` (whether or not it then raises)."""
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="graph_export"):
+        try:
+            load_settings(env)
+        except ConfigError:
+            pass
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+
+def test_a_misspelled_setting_name_is_one_warning_with_the_name_it_resembles(caplog):
+    caplog.set_level(logging.WARNING, logger="graph_export")
+    s = load_settings({**BASE, "EXPORT_CONTAINR": "my-exports"})
+    assert s.container == "graph-exports"  # still ignored: a warning, not an error
+    records = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [r.getMessage() for r in records] == ["EXPORT_CONTAINR is not a setting; did you mean EXPORT_CONTAINER?"]
+    assert records[0].name.startswith("graph_export")  # shown by the CLI and by the function alike
+    assert "my-exports" not in caplog.text
+
+
+@pytest.mark.parametrize("name,line", [
+    ("TENANTID", "TENANTID is not a setting; did you mean TENANT_ID?"),
+    ("KEYVAULT_URL", "KEYVAULT_URL is not a setting; did you mean KEY_VAULT_URL?"),
+    ("CLIENT_SECRET", "CLIENT_SECRET is not a setting; did you mean CLIENT_SECRET_NAME?"),
+    ("EXPORT_FORMAT", "EXPORT_FORMAT is not a setting; did you mean EXPORT_FORMATS?"),
+    ("GRAPH_RETRIES_PER_PAGE", "GRAPH_RETRIES_PER_PAGE is not a setting; did you mean GRAPH_MAX_RETRIES_PER_PAGE?"),
+    ("EXPORT_STORAGE_BLOBSERVICEURI",
+     "EXPORT_STORAGE_BLOBSERVICEURI is not a setting; did you mean EXPORT_STORAGE__blobServiceUri?"),
+    ("EXPORT_STORAGE__blobServiceUrl",
+     "EXPORT_STORAGE__blobServiceUrl is not a setting; did you mean EXPORT_STORAGE__blobServiceUri?"),
+    ("EXPORT_CONTAINER ", "'EXPORT_CONTAINER ' is not a setting; did you mean EXPORT_CONTAINER?"),  # a stray space
+    # One of our prefixes but like no setting.
+    ("EXPORT_FOLDER", "EXPORT_FOLDER is not a setting and is ignored: see the README's Settings for the names"),
+    ("GRAPH_URL", "GRAPH_URL is not a setting and is ignored: see the README's Settings for the names"),
+    ("DELTA_LINK", "DELTA_LINK is not a setting and is ignored: see the README's Settings for the names"),
+    ("CSV_DELIMITER", "CSV_DELIMITER is not a setting and is ignored: see the README's Settings for the names"),
+    ("CHECKPOINT_BLOB", "CHECKPOINT_BLOB is not a setting and is ignored: see the README's Settings for the names"),
+])
+def test_names_that_look_like_a_setting_are_warned_about_by_name_only(caplog, name, line):
+    assert warnings_of(caplog, {**BASE, name: "S3CRETVALUE"}) == [line]
+    assert "S3CRETVALUE" not in caplog.text
+
+
+@pytest.mark.parametrize("name", [
+    "AzureWebJobsStorage", "AzureWebJobsStorage__credential", "AzureWebJobsStorage__clientId",
+    "AzureWebJobsStorage__queueServiceUri", "AzureWebJobs.export_users.Disabled", "AzureWebJobsFeatureFlags",
+    "EXPORT_STORAGE__credential", "EXPORT_STORAGE__clientId", "EXPORT_STORAGE__queueServiceUri",
+    "EXPORT_STORAGE__tableServiceUri", "EXPORT_STORAGE__accountName",
+    "APPLICATIONINSIGHTS_CONNECTION_STRING", "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
+    "FUNCTIONS_WORKER_RUNTIME", "FUNCTIONS_EXTENSION_VERSION", "WEBSITE_SITE_NAME", "WEBSITE_TIME_ZONE",
+    "APPSETTING_EXPORT_CONTAINER", "AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_AUTHORITY_HOST",
+    "GRAPH_EXPORT_CLIENT_ID", "GRAPH_EXPORT_IMMUTABILITY_DAYS",  # infra/deploy.sh's Bicep parameters
+    "HTTP_PROXY", "HTTPS_PROXY", "REQUESTS_CA_BUNDLE", "IDENTITY_ENDPOINT", "MSI_ENDPOINT", "CONTAINER_NAME",
+    "ARM_TENANT_ID", "ARM_CLIENT_ID", "AZ_TENANT_ID", "PATH", "HOME", "SANDBOX_FAULTS",
+])
+def test_names_the_platform_or_other_tools_read_are_not_warned_about(caplog, name):
+    assert warnings_of(caplog, {**BASE, name: "x"}) == []
+
+
+def test_every_setting_name_is_read_without_a_warning(caplog):
+    assert warnings_of(caplog, {**BASE, **{n: "x" for n in NAMES}}) == []  # invalid values, but no name warning
+
+
+def test_names_differing_only_in_case_are_warned_about_where_names_are_case_sensitive():
+    names = ["export_container", "EXPORT_STORAGE__BLOBSERVICEURI", "Tenant_Id"]
+    assert misnamed_settings(names, NAMES, case_sensitive=True) == [
+        "EXPORT_STORAGE__BLOBSERVICEURI is not a setting; did you mean EXPORT_STORAGE__blobServiceUri? "
+        "(setting names are case-sensitive)",
+        "Tenant_Id is not a setting; did you mean TENANT_ID? (setting names are case-sensitive)",
+        "export_container is not a setting; did you mean EXPORT_CONTAINER? (setting names are case-sensitive)",
+    ]
+    # Windows: environment names are case-insensitive (os.environ gives them in upper case), so each is read.
+    assert misnamed_settings(names, NAMES, case_sensitive=False) == []
+    assert CASE_SENSITIVE == (os.name != "nt")
+
+
+def test_a_misspelled_name_is_warned_about_even_when_validation_then_fails(caplog):
+    env = {k: v for k, v in BASE.items() if k != "TENANT_ID"}
+    assert warnings_of(caplog, {**env, "TENANTID": "contoso.onmicrosoft.com"}) == [
+        "TENANTID is not a setting; did you mean TENANT_ID?"]
+    assert "TENANT_ID is missing" in problems({**env, "TENANTID": "contoso.onmicrosoft.com"})
+
+
+def test_the_prefixes_are_our_settings_first_words():
+    assert set(prefixes(NAMES)) >= {"EXPORT_", "GRAPH_", "CLIENT_", "CHECKPOINT_", "DELTA_", "CSV_", "KEY_VAULT_",
+                                    "HTTP_TIMEOUT_"}
+    assert "HTTP_" not in prefixes(NAMES) and "KEY_" not in prefixes(NAMES)  # HTTP_PROXY is not ours
+    assert all(f"{name.upper()}_".startswith(prefixes(NAMES)) for name in NAMES)
+
+
+def test_the_cli_prints_the_warning_line_on_stderr():
+    env = {k: v for k, v in os.environ.items() if k not in {*NAMES, *EXAMPLE, "AzureWebJobsStorage__blobServiceUri"}}
+    env.update({**BASE, "KEY_VAULT_URL": "not a url", "EXPORT_CONTAINR": "my-exports"})
+    result = subprocess.run([sys.executable, "-m", "graph_export", "run"], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and result.stdout == ""  # the bad KEY_VAULT_URL stops it before any request
+    err = result.stderr.splitlines()
+    assert err[0].endswith(" WARNING graph_export.settings: EXPORT_CONTAINR is not a setting; "
+                           "did you mean EXPORT_CONTAINER?"), result.stderr
+    assert err[1].startswith("error: Invalid settings: KEY_VAULT_URL") and len(err) == 2
+    assert "my-exports" not in result.stderr
+
+
+def test_the_function_logs_the_warning_line(monkeypatch, caplog):
+    import function_app
+    _clean_environment(monkeypatch)
+    monkeypatch.setenv("EXPORT_CONTAINR", "my-exports")
+    caplog.set_level(logging.INFO)  # the Functions worker's root level
+    with pytest.raises(ConfigError):
+        function_app.export_users._function.get_user_function()(TimerRequest())
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == ["EXPORT_CONTAINR is not a setting; did you mean EXPORT_CONTAINER?"]
+
+
+def test_the_readme_quotes_each_of_these_lines_as_they_are():
+    section = " ".join(README.split("## When something is wrong", 1)[1].split("\n## ", 1)[0].split())
+    lines = [*misnamed_settings(["EXPORT_CONTAINR"], NAMES), _message(EXAMPLE).split("; ")[0],
+             _message({**NO_EXPORT_STORAGE, "EXPORT_STORAGE__blobServiceUri": "http://127.0.0.1:10000/x"})]
+    for line in lines:
+        assert f"`{line.removeprefix('Invalid settings: ').removesuffix('.')}`" in section, line
+
+
+def _message(env):
+    with pytest.raises(ConfigError) as info:
+        load_settings(env)
+    return str(info.value)
