@@ -7,6 +7,7 @@ Entra ID, managed identity, Key Vault and Graph over HTTPS with a CA generated f
 from __future__ import annotations
 
 import json
+import logging
 import os
 import uuid
 from pathlib import Path
@@ -31,6 +32,18 @@ _AMBIENT = {s.name for s in SETTINGS} | {
     "MSI_ENDPOINT", "MSI_SECRET", "IMDS_ENDPOINT", "AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_CLIENT_SECRET",
     "AZURE_FEDERATED_TOKEN_FILE", "AZURE_AUTHORITY_HOST",
 }
+
+
+@pytest.fixture(autouse=True)
+def logging_as_it_was():
+    """cli.main sets logger levels and handlers for the process (as a program's entry point should); a
+    test that calls it in-process must not leave them to the tests after it."""
+    loggers = [logging.getLogger(name) for name in ("", "graph_export", "urllib3", "requests", "azure", "msal")]
+    levels, handlers = [lg.level for lg in loggers], list(logging.getLogger().handlers)
+    yield
+    for logger, level in zip(loggers, levels, strict=True):
+        logger.setLevel(level)
+    logging.getLogger().handlers[:] = handlers
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 
 import pytest
 
@@ -21,17 +20,6 @@ def clean_environment(monkeypatch):
         monkeypatch.delenv(setting.name, raising=False)
     for name in ("AzureWebJobsStorage", "AzureWebJobsStorage__blobServiceUri"):
         monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture(autouse=True)
-def logging_as_it_was():
-    """cli.main sets logger levels for the process; later tests in this process must not inherit them."""
-    loggers = [logging.getLogger(name) for name in ("", "graph_export", "urllib3", "requests", "azure", "msal")]
-    levels, handlers = [lg.level for lg in loggers], list(logging.getLogger().handlers)
-    yield
-    for logger, level in zip(loggers, levels, strict=True):
-        logger.setLevel(level)
-    logging.getLogger().handlers[:] = handlers
 
 
 def run(capsys, *args: str) -> tuple[int, str, str]:
