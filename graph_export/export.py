@@ -69,6 +69,7 @@ def run_export(settings: Settings, slot: datetime | None = None, *, force: bool 
         retries = clients.retry_budget
         retries.reset(settings.graph_retries_per_run)
         progress = RunProgress(retries, progress_every_s or settings.progress_every_s, on_progress)
+        retries.listener = progress  # waits before retries are reported while they last
         expires = clients.tokens.check_expiry(timedelta(days=settings.credential_expiry_warning_days), started)
         clients.tokens.get()  # fail on Key Vault or sign-in before staging anything
         run = SlotRun(settings=settings, clients=clients, store=store, names=naming.run_names(slot, naming.new_run_id()),
