@@ -7,6 +7,7 @@ reports to a live display instead (``cli.py``).
 
 A wait before a retry (a Retry-After of a throttled answer, a backoff) is reported as it starts and then
 every ``every_s`` while it lasts, with its reason and the seconds left, so the clock never seems to stop.
+A delta slot counts the change records it reads; its last report also says how many users it published.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Generator, Iterator, Protocol, TypeVar
+from typing import Any, Callable, Generator, Iterator, Literal, Protocol, TypeVar
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ class Wait:
 
 @dataclass(frozen=True)
 class Snapshot:
+    #: Users read so far (change records, for a delta slot: ``changes``).
     users: int
     pages: int
     elapsed_s: float
@@ -58,16 +60,23 @@ class Snapshot:
     final: bool = False
     #: The wait before a retry under way, if any.
     waiting: Wait | None = None
+    #: A delta slot: ``users`` counts change records read from users/delta.
+    changes: bool = False
+    #: At the end: the users the slot published (for a delta slot, the snapshot made from the changes).
+    published: int | None = None
 
     @property
     def users_per_s(self) -> float:
         return self.users / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
     def line(self) -> str:
-        counts = (f"{self.pages:,} pages, {self.elapsed_s:.0f} s, {self.users_per_s:,.0f} users/s; {self.retries} "
+        unit = "changes" if self.changes else "users"
+        counts = (f"{self.pages:,} pages, {self.elapsed_s:.0f} s, {self.users_per_s:,.0f} {unit}/s; {self.retries} "
                   f"retries, {self.throttled_s:.1f} s waiting on throttling")
-        read = f"{self.users:,} users"
+        read = f"{self.users:,} changes read" if self.changes else f"{self.users:,} users"
         if self.final:
+            if self.changes and self.published is not None:
+                return f"Exported {self.published:,} users from {read} in {counts}"
             return f"Exported {read} in {counts}"
         if self.waiting is not None:
             w = self.waiting
@@ -100,7 +109,16 @@ class RunProgress:
         self._started = self._last = clock()
         self._lock = threading.Lock()  # one report at a time: pages on one thread, waits on another
         self._wait: _Waiting | None = None
+        self._changes = False
         self.users = self.pages = 0
+
+    def reading(self, what: Literal["users", "changes"]) -> None:
+        """What the pages hold from now on: users (a full export) or change records (a delta slot). A switch
+        (a delta slot falling back to a full export) starts the counts again; the clock runs on."""
+        changes = what == "changes"
+        if changes != self._changes:
+            self._changes = changes
+            self.users = self.pages = 0
 
     def watch(self, pages: Iterator[_Page]) -> Generator[_Page, None, None]:
         """``pages`` as they are, counted on the way (closing this closes them)."""
@@ -122,8 +140,9 @@ class RunProgress:
             with self._lock:
                 self._report(self._snapshot(now, final=False))
 
-    def finish(self) -> Snapshot:
-        snapshot = self._snapshot(self._clock(), final=True)
+    def finish(self, published: int | None = None) -> Snapshot:
+        """The last report; ``published``: the users the slot published."""
+        snapshot = self._snapshot(self._clock(), final=True, published=published)
         with self._lock:
             self._report(snapshot)
         return snapshot
@@ -156,7 +175,7 @@ class RunProgress:
                 if self._wait is wait:
                     self._report(self._snapshot(self._clock(), final=False))
 
-    def _snapshot(self, now: float, *, final: bool) -> Snapshot:
+    def _snapshot(self, now: float, *, final: bool, published: int | None = None) -> Snapshot:
         wait, throttled_s = self._wait, self._counts.throttled_s
         waiting = None
         if wait is not None and not final:
@@ -165,4 +184,4 @@ class RunProgress:
             if wait.throttled:  # the transport adds a throttled wait once it is over: count it as it goes
                 throttled_s += min(so_far, wait.seconds)
         return Snapshot(self.users, self.pages, now - self._started, self._counts.used, throttled_s, final,
-                        waiting=waiting)
+                        waiting=waiting, changes=self._changes, published=published)

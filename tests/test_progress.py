@@ -78,3 +78,28 @@ def test_a_wait_too_short_to_see_is_not_reported():
     with progress.waiting("HTTP 503, backing off", 0.3):
         time.sleep(0.05)
     assert seen == []
+
+
+def test_a_delta_slot_counts_changes_read_and_ends_with_the_users_published():
+    clock, seen = Clock(), []
+    progress = RunProgress(types.SimpleNamespace(used=0, throttled_s=0.0), every_s=30, report=seen.append, clock=clock)
+    progress.reading("changes")
+    clock.now += 30
+    progress.add(75)
+    assert seen[-1].line() == "Progress: 75 changes read in 1 pages, 30 s, 2 changes/s; 0 retries, 0.0 s waiting on " \
+                              "throttling"
+    final = progress.finish(published=9_984)
+    assert final.line() == ("Exported 9,984 users from 75 changes read in 1 pages, 30 s, 2 changes/s; 0 retries, "
+                            "0.0 s waiting on throttling")
+
+
+def test_a_delta_slot_that_falls_back_to_a_full_export_counts_users_again():
+    progress = RunProgress(types.SimpleNamespace(used=0, throttled_s=0.0), every_s=30, report=lambda s: None,
+                           clock=Clock())
+    progress.reading("changes")
+    progress.add(40)
+    progress.reading("users")
+    progress.add(999)
+    final = progress.finish(published=999)
+    assert (final.users, final.pages, final.changes) == (999, 1, False)
+    assert final.line().startswith("Exported 999 users in 1 pages, ")

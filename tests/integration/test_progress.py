@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import pty
+import random
 import re
 import struct
 import subprocess
@@ -108,3 +109,20 @@ def test_on_a_terminal_the_live_display_shows_the_wait(export_env, sandbox):
     assert code == 0 and json.loads(out)["users"] == 12_000
     assert "waiting=2s (HTTP 429, Retry-After 2 s), pages=3" in err, err[-2000:]
     assert "waiting=1s (HTTP 429, Retry-After 2 s)" in err  # counting down while the clock runs
+
+
+def test_a_delta_slot_reports_the_changes_it_read_and_the_users_it_published_as_two_numbers(
+        export_env, sandbox, monkeypatch, caplog):
+    monkeypatch.setenv("EXPORT_MODE", "delta")
+    run_export(load_settings(), SLOT)  # the first slot: a full export, which saves the delta link
+    sandbox.directory.random_changes(random.Random(7), 75)
+    caplog.clear()
+    caplog.set_level(logging.INFO)
+    summary = run_export(load_settings(), datetime(2026, 3, 8, 2, tzinfo=timezone.utc))
+    assert summary.mode == "delta"
+    [final] = [r.getMessage() for r in progress_records(caplog)]
+    found = re.match(r"Exported ([\d,]+) users from ([\d,]+) changes read in 1 pages, ", final)
+    assert found, final
+    published, changes = (int(n.replace(",", "")) for n in found.groups())
+    assert published == summary.users == sandbox.graph.users and 0 < changes <= 150 and changes != published
+    assert "changes/s" in final
