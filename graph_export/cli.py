@@ -96,18 +96,31 @@ def _parse_verify_slot(text: str) -> datetime:
 
 
 class LiveProgress:
-    """The run's progress on a terminal (tqdm): users so far, users/s, pages, retries, throttled waits."""
+    """The run's progress on a terminal (tqdm): users (or changes) so far, their rate, pages, retries, throttled
+    seconds, and a wait before a retry while it lasts (its seconds left and reason, the clock running on)."""
 
     EVERY_S = 0.25
 
     def __init__(self) -> None:
         self._bar = tqdm(unit=" users", unit_scale=True, file=sys.stderr, dynamic_ncols=True, leave=True,
                          desc="export")
+        self._waited = False
 
     def show(self, snapshot: Snapshot) -> None:
+        postfix: dict[str, object] = {}
+        if snapshot.waiting is not None:  # first, so that a narrow terminal still shows it
+            postfix["waiting"] = f"{snapshot.waiting.left_s:.0f}s ({snapshot.waiting.reason})"
+        if snapshot.final and snapshot.changes and snapshot.published is not None:
+            postfix["published"] = f"{snapshot.published:,} users"
+        postfix.update(pages=snapshot.pages, retries=snapshot.retries, throttled=f"{snapshot.throttled_s:.0f}s")
+        self._bar.set_postfix(postfix, refresh=False)
+        self._bar.unit = " changes" if snapshot.changes else " users"
+        if snapshot.users < self._bar.n:  # a delta slot fell back to a full export: its count starts again
+            self._bar.reset()
         self._bar.update(snapshot.users - self._bar.n)
-        self._bar.set_postfix(pages=snapshot.pages, retries=snapshot.retries,
-                              throttled=f"{snapshot.throttled_s:.0f}s", refresh=snapshot.final)
+        if snapshot.final or snapshot.waiting is not None or self._waited:
+            self._bar.refresh()  # a wait moves no count: without this the display, clock included, stands still
+        self._waited = snapshot.waiting is not None
 
     def __enter__(self) -> "LiveProgress":
         return self

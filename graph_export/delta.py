@@ -436,6 +436,7 @@ def export_slot(run: SlotRun, base: Base) -> DeltaSlot:
     settings, slot = run.settings, run.slot
     taken = datetime.now(timezone.utc)
     changes = Changes(settings.delta_max_changes)
+    run.progress.reading("changes")  # its count is of change records; the last report adds the users published
     with GzipBlobWriter(run.blob(run.names.changes)) as feed, \
             open_files(settings, run.exports, run.names) as writer:
         link, pages = read_changes(run.clients, settings, base.state.delta_link, changes, feed, run.progress)

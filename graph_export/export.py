@@ -69,6 +69,7 @@ def run_export(settings: Settings, slot: datetime | None = None, *, force: bool 
         retries = clients.retry_budget
         retries.reset(settings.graph_retries_per_run)
         progress = RunProgress(retries, progress_every_s or settings.progress_every_s, on_progress)
+        retries.listener = progress  # waits before retries are reported while they last
         expires = clients.tokens.check_expiry(timedelta(days=settings.credential_expiry_warning_days), started)
         clients.tokens.get()  # fail on Key Vault or sign-in before staging anything
         run = SlotRun(settings=settings, clients=clients, store=store, names=naming.run_names(slot, naming.new_run_id()),
@@ -81,7 +82,7 @@ def run_export(settings: Settings, slot: datetime | None = None, *, force: bool 
             run, manifest = _full_slot(run, None if force else _resumable(run))
         pointer = publish.commit(run, manifest, before, link, taken)
         publish.finish(store, pointer, manifest, lease)
-    finished = progress.finish()
+    finished = progress.finish(manifest.users)
     return _summary(manifest, "succeeded", store, clock, expires, finished)
 
 
@@ -93,6 +94,7 @@ def _delta_slot(run: SlotRun, force: bool) -> tuple[SlotRun, Manifest, str, date
         return run, made.manifest, made.delta_link, made.taken
     except delta.FallBack as why:
         log.warning("Delta mode: exporting slot %s in full, as %s", iso(run.slot), why)
+        run.progress.reading("users")
     resume = None if force else _resumable(run)
     if resume is not None and resume.checkpoint.delta_link is not None:
         link, taken = resume.checkpoint.delta_link, resume.checkpoint.started

@@ -41,6 +41,8 @@ MAX_PAGES = 10_000
 MAX_PAGE_BYTES = 64 * 1024 * 1024
 
 USER_READ_ALL_ROLE_ID = "df021288-bdef-4463-88db-98f22de89214"  # Microsoft Graph application role
+#: AuditLog.Read.All, the application role Graph requires (with an Entra ID P1/P2 licence) for signInActivity.
+AUDIT_LOG_READ_ALL_ROLE_ID = "b0afded3-3588-46d8-8b3d-9842eff778da"
 GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
 
 
@@ -463,6 +465,16 @@ def describe_graph_failure(response: requests.Response, page_number: int) -> str
                   f"admin consent (az ad app permission add --id <CLIENT_ID> --api {GRAPH_APP_ID} "
                   f"--api-permissions {USER_READ_ALL_ROLE_ID}=Role; az ad app permission admin-consent "
                   "--id <CLIENT_ID>)")
+    elif status == 403 and code == "Authentication_MSGraphPermissionMissing":
+        advice = ("USER_PROPERTIES selects signInActivity, which Graph serves only to an app with the Microsoft Graph "
+                  "AuditLog.Read.All *application* permission and admin consent, in a tenant with an Entra ID P1 or P2 "
+                  f"licence: grant it (az ad app permission add --id <CLIENT_ID> --api {GRAPH_APP_ID} "
+                  f"--api-permissions {AUDIT_LOG_READ_ALL_ROLE_ID}=Role, then admin consent; infra/deploy.sh does "
+                  "both when USER_PROPERTIES selects signInActivity) or remove signInActivity from USER_PROPERTIES")
+    elif status == 403 and code == "Authentication_RequestFromNonPremiumTenantOrB2CTenant":
+        advice = ("USER_PROPERTIES selects signInActivity, which Graph serves only in a tenant with an Entra ID P1 or "
+                  "P2 licence (and to an app with AuditLog.Read.All): license the tenant or remove signInActivity "
+                  "from USER_PROPERTIES")
     elif status == 401:
         advice = ("Graph did not accept the access token: check that GRAPH_ENDPOINT and AUTHORITY_HOST belong "
                   "to the same cloud")

@@ -86,8 +86,9 @@ class SlotLease:
             try:
                 self._lease.acquire(lease_duration=LEASE_S)
             except HttpResponseError as error:
-                if error.status_code == 409 and getattr(error, "error_code", None) == "LeaseAlreadyPresent":
-                    raise self._busy(taken_over=False) from None
+                code = getattr(error, "error_code", None)
+                if error.status_code == 409 and code in ("LeaseAlreadyPresent", "LeaseIsBreakingAndCannotBeAcquired"):
+                    raise self._held() from None
                 raise
         self._renewed_at = asked
 
@@ -121,6 +122,31 @@ class SlotLease:
                     return  # taken over: the next ensure() says so, once
                 except Exception as error:  # noqa: BLE001 - transient; ensure() fails closed if it lasts
                     log.warning("Could not renew the lease of slot %s (%s)", self._slot, type(error).__name__)
+
+    def _held(self) -> SlotBusyError:
+        """Why the lock blob's lease is not ours: another run's (15 s, fixed), or one no run of ours takes."""
+        try:
+            lease_now = self._blob.get_blob_properties().lease
+            duration, state = lease_now.duration, lease_now.state
+        except Exception as error:  # noqa: BLE001 - only the advice depends on it: say what is known
+            log.debug("reading the lease of %s failed (%s)", self._blob.blob_name, type(error).__name__)
+            duration = state = None
+        if state == "breaking":
+            return SlotBusyError(
+                f"The lease on {self._blob.blob_name} (slot {self._slot}) is being broken: nothing was exported; "
+                f"run again once its break period is over.")
+        if duration == "infinite":
+            return SlotBusyError(
+                f"Slot {self._slot} is locked by an infinite lease on {self._blob.blob_name}, which no run of this "
+                f"export takes (its leases last {LEASE_S} s), so it never runs out: nothing was exported. If no "
+                f"one should hold it, break it: {self._break_command()}; then run again.")
+        return self._busy(taken_over=False)
+
+    def _break_command(self) -> str:
+        """The az command that breaks the lock blob's lease at once (names only, never a key or SAS)."""
+        return (f"az storage blob lease break --account-name {self._blob.account_name} --container-name "
+                f"{self._blob.container_name} --blob-name {self._blob.blob_name} --lease-break-period 0 "
+                "--auth-mode login")
 
     def _busy(self, *, taken_over: bool) -> SlotBusyError:
         if taken_over:

@@ -2,7 +2,8 @@
 
 Throttling and transient failures are retried by urllib3's ``Retry``, which honours ``Retry-After`` on
 429/503 and otherwise backs off exponentially with jitter; every retry also draws on a budget shared
-by the whole run. The connections announce when a request has been written (see
+by the whole run, and every wait before a retry is announced to the run's listener (its progress) while
+it lasts, with the reason and the seconds. The connections announce when a request has been written (see
 :func:`on_request_sent`), so the thread that sends Graph requests can keep ahead of the threads that
 parse what came back.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, ContextManager, Iterator, Protocol
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -25,6 +26,12 @@ from urllib3.util.retry import Retry
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
+class WaitListener(Protocol):
+    """Who hears of a wait before a retry while it lasts (``progress.RunProgress.waiting``)."""
+
+    def waiting(self, reason: str, seconds: float, throttled: bool) -> ContextManager[None]: ...
+
+
 class RetryBudget:
     """Retries left for the whole run, shared by every request of a session; and time spent throttled."""
 
@@ -35,6 +42,8 @@ class RetryBudget:
         self.limit, self.used = limit, 0
         #: Seconds slept after 429 answers (Retry-After or backoff), for progress and the run summary.
         self.throttled_s = 0.0
+        #: The run's progress, told of each wait as it happens; a new run sets its own.
+        self.listener: WaitListener | None = None
 
     @property
     def exhausted(self) -> bool:
@@ -60,9 +69,18 @@ class BudgetedRetry(Retry):
         return retry
 
     def sleep(self, response: Any = None) -> None:
+        """urllib3's wait (Retry-After when the answer has one, else the backoff), told to the run's listener."""
+        retry_after = self.get_retry_after(response) if self.respect_retry_after_header and response else None
+        seconds = retry_after or self.get_backoff_time()  # computed once: the backoff has jitter
+        if seconds <= 0:
+            return
+        throttled = response is not None and response.status == 429
+        listener = self.budget.listener if self.budget is not None else None
         started = time.monotonic()
-        super().sleep(response)
-        if self.budget is not None and response is not None and response.status == 429:
+        with listener.waiting(wait_reason(response, retry_after), seconds, throttled) if listener \
+                else contextlib.nullcontext():
+            time.sleep(seconds)
+        if self.budget is not None and throttled:
             self.budget.throttled_s += time.monotonic() - started
 
     def increment(self, method: str | None = None, url: str | None = None, response: Any = None,
@@ -72,6 +90,13 @@ class BudgetedRetry(Retry):
         if self.budget is not None and not self.budget.spend():  # super() raised once this request's are spent
             raise MaxRetryError(_pool, url or "", RunBudgetExhausted())
         return retry
+
+
+def wait_reason(response: Any, retry_after: float | None) -> str:
+    """Why a retry waits, for progress: the status (429: throttled), and Retry-After or a backoff."""
+    if response is None:
+        return "a connection error, backing off"
+    return f"HTTP {response.status}, " + (f"Retry-After {retry_after:g} s" if retry_after else "backing off")
 
 
 class RunBudgetExhausted(Exception):

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Deploy the Graph user export to Azure with the az CLI: resource group, app registration with
-# Microsoft Graph User.Read.All (application) and admin consent, the Bicep in infra/, the app's
+# Microsoft Graph User.Read.All (application) and admin consent (and AuditLog.Read.All when USER_PROPERTIES
+# selects signInActivity), the Bicep in infra/, the app's
 # credential (--credential: a client secret piped straight into Key Vault, a self-renewing Key Vault
 # certificate registered on the app, or a federated credential trusting the function's user-assigned
 # identity), and the function code. Safe to run again: every step first looks at what exists and
@@ -13,6 +14,8 @@ set -Eeuo pipefail
 
 readonly GRAPH_API_ID='00000003-0000-0000-c000-000000000000'       # Microsoft Graph
 readonly USER_READ_ALL_ROLE='df021288-bdef-4463-88db-98f22de89214' # User.Read.All (application)
+# AuditLog.Read.All (application), which Graph requires for signInActivity (Microsoft Graph permissions reference).
+readonly AUDIT_LOG_READ_ALL_ROLE='b0afded3-3588-46d8-8b3d-9842eff778da'
 readonly SECRETS_OFFICER='b86a8fe4-44ce-4948-aee5-eccb2c155cd7'     # Key Vault Secrets Officer
 readonly CERTIFICATES_OFFICER='a4417e6f-fecd-4de8-b567-7b0420556985' # Key Vault Certificates Officer
 readonly PLACEHOLDER_CLIENT_ID='00000000-0000-0000-0000-000000000000'
@@ -51,6 +54,8 @@ assume_yes=false
 package_path=''
 
 pending_consent=false
+consent_commands=()     # what an administrator must run when this script could not grant consent
+graph_roles=()          # the Microsoft Graph application roles the app needs (choose_graph_roles)
 workdir=''
 temporary_role_id=''    # the deployer's vault-wide role while a secret or certificate is created
 
@@ -125,6 +130,9 @@ or a managed identity (az login --identity); git and zip (or python3) to package
             To grant User.Read.All (admin consent): a user needs Privileged Role Administrator or Global
             Administrator; a service principal or managed identity needs AppRoleAssignment.ReadWrite.All.
             Without it the script finishes and prints the one command an administrator must run.
+            USER_PROPERTIES with signInActivity (param userProperties in infra/main.bicepparam): the app
+            also gets AuditLog.Read.All, the same way; Graph serves signInActivity only to tenants with an
+            Entra ID P1 or P2 licence.
 
 The client secret never touches the disk or the terminal: it is piped from
 `az ad app credential reset` into `az keyvault secret set --file /dev/stdin` (and refused when empty).
@@ -480,6 +488,41 @@ extend_policy() {
 
 # --- app registration and consent -------------------------------------------------------------------------
 
+# user_properties: USER_PROPERTIES as this deployment sets it: main.bicepparam's `param userProperties = '...'`
+# when it has one, else main.bicep's default. Prints nothing (after a warning) for a form it cannot read.
+user_properties() {
+  local line value
+  line="$(grep -E '^param userProperties[[:space:]]*=' "$SCRIPT_DIR/main.bicepparam" | head -n 1 || true)"
+  if [[ -z "$line" ]]; then
+    line="$(grep -E '^param userProperties string[[:space:]]*=' "$SCRIPT_DIR/main.bicep" | head -n 1 || true)"
+  fi
+  value="$(sed -n "s/^param userProperties[a-z ]*= *'\([^']*\)'[[:space:]]*\$/\1/p" <<<"$line")"
+  if [[ -z "$value" ]]; then
+    warn "cannot read USER_PROPERTIES (param userProperties) from infra/main.bicepparam or main.bicep: if it selects signInActivity, grant AuditLog.Read.All yourself (see infra/README.md)"
+  fi
+  printf '%s' "$value"
+}
+
+role_name() {
+  case "$1" in
+    "$USER_READ_ALL_ROLE") printf 'User.Read.All' ;;
+    "$AUDIT_LOG_READ_ALL_ROLE") printf 'AuditLog.Read.All' ;;
+    *) printf '%s' "$1" ;;
+  esac
+}
+
+# choose_graph_roles: User.Read.All always; AuditLog.Read.All too when USER_PROPERTIES selects signInActivity
+# (Graph matches property names case-insensitively, as the app does).
+choose_graph_roles() {
+  graph_roles=("$USER_READ_ALL_ROLE")
+  local properties
+  properties="$(user_properties)"
+  if tr ',' '\n' <<<"$properties" | tr -d ' \t' | grep -qix 'signInActivity'; then
+    graph_roles+=("$AUDIT_LOG_READ_ALL_ROLE")
+    log "USER_PROPERTIES selects signInActivity: the app also needs Microsoft Graph AuditLog.Read.All (application), and the tenant an Entra ID P1 or P2 licence"
+  fi
+}
+
 # find_app: the app registrations named exactly $app_name (--display-name would match every name that
 # starts with it). Sets app_ids (one per line) and app_count.
 find_app() {
@@ -527,18 +570,20 @@ ensure_app_registration() {
     info "service principal exists"
   fi
 
-  local granted
+  local granted role
   granted="$(az ad app permission list --id "$client_id" \
     --query "[?resourceAppId=='$GRAPH_API_ID'].resourceAccess[].id" -o tsv | tr -d '\r')"
-  if grep -qx "$USER_READ_ALL_ROLE" <<<"$granted"; then
-    info "Microsoft Graph User.Read.All (application) already requested"
-  else
-    # --only-show-errors: its warning to run `az ad app permission grant` is about delegated permissions.
-    az ad app permission add --id "$client_id" --api "$GRAPH_API_ID" \
-      --api-permissions "$USER_READ_ALL_ROLE=Role" --only-show-errors -o none ||
-      die "could not add the Graph permission to app $client_id: $(app_permission_help)"
-    info "requested Microsoft Graph User.Read.All (application)"
-  fi
+  for role in "${graph_roles[@]}"; do
+    if grep -qx "$role" <<<"$granted"; then
+      info "Microsoft Graph $(role_name "$role") (application) already requested"
+    else
+      # --only-show-errors: its warning to run `az ad app permission grant` is about delegated permissions.
+      az ad app permission add --id "$client_id" --api "$GRAPH_API_ID" \
+        --api-permissions "$role=Role" --only-show-errors -o none ||
+        die "could not add the Graph permission $(role_name "$role") to app $client_id: $(app_permission_help)"
+      info "requested Microsoft Graph $(role_name "$role") (application)"
+    fi
+  done
   grant_consent
 }
 
@@ -548,24 +593,32 @@ ensure_app_registration() {
 grant_consent() {
   graph_sp_id="$(az ad sp show --id "$GRAPH_API_ID" --query id -o tsv | tr -d '\r')" ||
     die "could not read Microsoft Graph's service principal in tenant $tenant_id"
-  local consented body
+  local consented body role name command
   consented="$(az rest --method GET --uri "$graph_url/v1.0/servicePrincipals/$sp_id/appRoleAssignments" \
-    --query "value[?appRoleId=='$USER_READ_ALL_ROLE' && resourceId=='$graph_sp_id'].id" -o tsv | tr -d '\r')"
-  if [[ -n "$consented" ]]; then
-    info "admin consent already granted"
-    return
-  fi
-  body="$(printf '{"principalId": "%s", "resourceId": "%s", "appRoleId": "%s"}' "$sp_id" "$graph_sp_id" "$USER_READ_ALL_ROLE")"
-  consent_command="az rest --method POST --uri $graph_url/v1.0/servicePrincipals/$graph_sp_id/appRoleAssignedTo --body '$body'"
-  if RETRIES=3 retry "granting admin consent" az rest --method POST \
-    --uri "$graph_url/v1.0/servicePrincipals/$graph_sp_id/appRoleAssignedTo" --body "$body" -o none; then
-    info "admin consent granted (User.Read.All for service principal $sp_id)"
-  else
-    pending_consent=true
-    warn "could not grant admin consent: $(consent_help). Ask an administrator to run:"
-    warn "  $consent_command"
-    warn "Exports fail with 403 Authorization_RequestDenied until then."
-  fi
+    --query "value[?resourceId=='$graph_sp_id'].appRoleId" -o tsv | tr -d '\r')"
+  for role in "${graph_roles[@]}"; do
+    name="$(role_name "$role")"
+    if grep -qx "$role" <<<"$consented"; then
+      info "admin consent already granted ($name)"
+      continue
+    fi
+    body="$(printf '{"principalId": "%s", "resourceId": "%s", "appRoleId": "%s"}' "$sp_id" "$graph_sp_id" "$role")"
+    command="az rest --method POST --uri $graph_url/v1.0/servicePrincipals/$graph_sp_id/appRoleAssignedTo --body '$body'"
+    if RETRIES=3 retry "granting admin consent ($name)" az rest --method POST \
+      --uri "$graph_url/v1.0/servicePrincipals/$graph_sp_id/appRoleAssignedTo" --body "$body" -o none; then
+      info "admin consent granted ($name for service principal $sp_id)"
+    else
+      pending_consent=true
+      consent_commands+=("$command")
+      warn "could not grant admin consent for $name: $(consent_help). Ask an administrator to run:"
+      warn "  $command"
+      if [[ "$role" == "$AUDIT_LOG_READ_ALL_ROLE" ]]; then
+        warn "Exports fail with 403 Authentication_MSGraphPermissionMissing (signInActivity needs AuditLog.Read.All) until then."
+      else
+        warn "Exports fail with 403 Authorization_RequestDenied until then."
+      fi
+    fi
+  done
 }
 
 # --- Bicep ----------------------------------------------------------------------------------------------
@@ -979,7 +1032,10 @@ summary() {
     info "network:        VNet $vnet_name, private endpoints; public network access disabled"
   fi
   if $pending_consent; then
-    warn "admin consent is still missing: $consent_command"
+    local command
+    for command in "${consent_commands[@]}"; do
+      warn "admin consent is still missing: $command"
+    done
   fi
 }
 
@@ -997,6 +1053,9 @@ preview() {
   else
     client_id="$PLACEHOLDER_CLIENT_ID"
     info "would create app registration '$app_name', request User.Read.All and grant admin consent"
+  fi
+  if ((${#graph_roles[@]} > 1)); then
+    info "would request and grant AuditLog.Read.All too: USER_PROPERTIES selects signInActivity"
   fi
   if [[ -z "$existing_location" ]]; then
     info "ARM what-if needs an existing resource group: every resource of infra/main.bicep would be created"
@@ -1119,6 +1178,7 @@ main() {
   choose_credential
   choose_network
   choose_immutability
+  choose_graph_roles
   if [[ "$mode" == what-if ]]; then
     preview
     return

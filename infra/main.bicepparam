@@ -45,6 +45,11 @@ param exportContainerName = 'graph-exports'
 // 'delta' publishes each slot's complete snapshot from the changes since the previous one (users/delta).
 param exportMode = 'full'
 
+// USER_PROPERTIES, default: main.bicep's list. signInActivity needs the Microsoft Graph permission
+// AuditLog.Read.All (deploy.sh requests and consents it when this line selects signInActivity) and an
+// Entra ID P1 or P2 licence in the tenant; it cannot be combined with exportMode 'delta'. For example:
+// param userProperties = 'id,userPrincipalName,displayName,accountEnabled,signInActivity'
+
 param clientSecretName = 'graph-client-secret'
 
 param clientCertificateName = 'graph-client-certificate'

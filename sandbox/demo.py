@@ -5,6 +5,10 @@ Starts the sandbox (Entra ID, managed identity, Key Vault, Graph) and Azurite, r
 code the timer runs in Azure), checks what it published, copies the export next to the repo so it
 can be opened, and stops everything. With ``--delta``: two daily slots in delta mode, 1% of the
 tenant changed in between, the second snapshot made from the changes and checked against the tenant.
+
+Each demo starts from an empty Azurite: what an earlier demo left in the work dir (its exports, its
+``users/latest.json`` pointing at a later slot, its delta state for another tenant) is removed first, as the
+sandbox tenant is a new one every time.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import sys
 from datetime import datetime, time, timedelta, timezone
 from pathlib import Path
 
-from azure.storage.blob import ContainerClient
+from azure.storage.blob import BlobServiceClient, ContainerClient
 
 from . import Sandbox
 from .azurite import Azurite
@@ -40,6 +44,8 @@ def run_demo(users: int, workdir: Path, exports_dir: Path, delta: bool = False) 
         env = {k: v for k, v in os.environ.items() if k not in _AMBIENT}
         env.update(sandbox.settings)
         env.update({"EXPORT_STORAGE": azurite.connection_string, "EXPORT_CONTAINER": "graph-exports"})
+        if not _start_clean(azurite.connection_string, workdir / "azurite"):
+            return 1
         slots: list[str | None] = [None]
         if delta:
             env["EXPORT_MODE"] = "delta"
@@ -60,8 +66,8 @@ def run_demo(users: int, workdir: Path, exports_dir: Path, delta: bool = False) 
                       file=sys.stderr)
                 return result.returncode
             summary = json.loads(result.stdout)
-            print(f"demo: {summary['mode']} export of {summary['users']:,} users in {summary['pages']} Graph "
-                  f"pages, {summary['duration_s']} s", file=sys.stderr)
+            print(f"demo: {summary['mode']} export of {summary['users']:,} users{_changes_read(env, summary)} in "
+                  f"{summary['pages']} Graph pages, {summary['duration_s']} s", file=sys.stderr)
         print(json.dumps(summary, indent=2))
         local = _download_and_check(env, summary, exports_dir)
         if delta and _users_by_id(local) != {u["id"]: u for u in sandbox.expected_users(
@@ -72,6 +78,34 @@ def run_demo(users: int, workdir: Path, exports_dir: Path, delta: bool = False) 
     print(f"demo: a verified copy is at {local} ({summary['users']:,} users, sha256 matches the manifest); "
           f"look inside with: zcat {local} | head -3", file=sys.stderr)
     return 0
+
+
+def _start_clean(connection_string: str, location: Path) -> bool:
+    """Remove every container an earlier demo left in this Azurite; False (having said why) if that fails."""
+    service = BlobServiceClient.from_connection_string(connection_string)
+    try:
+        left = [c.name for c in service.list_containers()]
+        for name in left:
+            service.delete_container(name)
+    except Exception as error:  # noqa: BLE001 - said in one line; the demo cannot be trusted on old data
+        print(f"demo: could not empty the Azurite data an earlier demo left under {location} "
+              f"({type(error).__name__}); delete that directory (or pass another --workdir) and run again",
+              file=sys.stderr)
+        return False
+    if left:
+        print(f"demo: removed what an earlier demo left in Azurite under {location} (container "
+              f"{', '.join(left)}): each demo starts from a clean container", file=sys.stderr)
+    return True
+
+
+def _changes_read(env: dict[str, str], summary: dict) -> str:
+    """`` from N changes read`` for a slot made from changes (its manifest says how many), else nothing."""
+    if summary.get("mode") != "delta":
+        return ""
+    container = ContainerClient.from_connection_string(env["EXPORT_STORAGE"], summary["container"])
+    applied = json.loads(container.download_blob(summary["manifest"]).readall()).get("delta") or {}
+    records = applied.get("change_records")
+    return f" from {records:,} changes read" if isinstance(records, int) else ""
 
 
 def _download_and_check(env: dict[str, str], summary: dict, exports_dir: Path) -> Path:

@@ -47,6 +47,17 @@ MAX_TOP = 999
 MAX_TOP_SIGN_IN_ACTIVITY = 500
 #: Application permissions that allow listing users.
 READ_ROLES = frozenset({"User.Read.All", "User.ReadWrite.All", "Directory.Read.All", "Directory.ReadWrite.All"})
+#: signInActivity needs AuditLog.Read.All besides a read role ("List users", Example "Get users including their
+#: last sign-in time": "Details for the signInActivity property require a Microsoft Entra ID P1 or P2 license and
+#: the AuditLog.Read.All permission"). Without it Graph answers 403 Authentication_MSGraphPermissionMissing
+#: (microsoftgraph/microsoft-graph-explorer-v4#2731, GET /v1.0/users?$select=displayName,signInActivity); in a
+#: tenant without the licence 403 Authentication_RequestFromNonPremiumTenantOrB2CTenant
+#: (microsoftgraph/microsoft-graph-docs#12772, #14120).
+SIGN_IN_ACTIVITY_ROLES = frozenset({"AuditLog.Read.All"})
+_PERMISSION_MISSING = ("Authentication_MSGraphPermissionMissing",
+                       "Calling principal does not have required MSGraph permissions AuditLog.Read.All")
+_NOT_PREMIUM = ("Authentication_RequestFromNonPremiumTenantOrB2CTenant",
+                "Neither tenant is B2C or tenant doesn't have premium license")
 #: Query options Graph has but this sandbox does not implement: refuse loudly instead of ignoring.
 _UNSUPPORTED = ("filter", "orderby", "search", "count", "expand", "format", "skip")
 _TOKEN_PREFIX = b"SBX1"
@@ -138,6 +149,8 @@ class Graph:
         self.directory = Directory(users, tenant_domain)
         self.page_latency_ms = page_latency_ms
         self.base_url = ""                    # set by the Sandbox once the port is known
+        #: The tenant has an Entra ID P1 or P2 licence, which Graph requires to serve signInActivity.
+        self.premium_licence = True
         #: Delta: a user changed k times in a round appears k times (at its changes' places), as Graph may do.
         self.delta_repeats = False
         #: Delta tokens (and a round's skiptokens) older than this many seconds are refused as expired.
@@ -222,7 +235,7 @@ class Graph:
             return self._error(405, "Request_BadRequest",
                                "Specified HTTP method is not allowed for the request target.", ids)
         try:
-            return self._delta_page(request, ids) if delta else self._users_page(request, ids)
+            return self._delta_page(request, ids) if delta else self._users_page(request, ids, claims.roles)
         except BadRequest as e:
             return self._error(400, e.code, str(e), ids)
         except NotListable:
@@ -304,10 +317,15 @@ class Graph:
             raise NotListable()
         return known
 
-    def _users_page(self, request: Request, ids: tuple[str, str]) -> Response:
+    def _users_page(self, request: Request, ids: tuple[str, str], roles: tuple[str, ...]) -> Response:
         q = _query(request)
         raw_select = q.get("select")
         props = self._properties(_selected(q))
+        if "signInActivity" in props:
+            if not SIGN_IN_ACTIVITY_ROLES.intersection(roles):
+                return self._error(403, *_PERMISSION_MISSING, ids)
+            if not self.premium_licence:
+                return self._error(403, *_NOT_PREMIUM, ids)
         raw_top = q.get("top")
         max_top = MAX_TOP_SIGN_IN_ACTIVITY if "signInActivity" in props else MAX_TOP
         bad_top = f"Invalid page size specified: '{raw_top}'. Must be between 1 and {max_top} inclusive."

@@ -151,6 +151,21 @@ def test_missing_consent_says_which_permission_to_grant():
     assert "rid-1" in message and "page 1" in message
 
 
+@pytest.mark.parametrize(("code", "message", "says"), [
+    ("Authentication_MSGraphPermissionMissing", "Calling principal does not have required MSGraph permissions "
+     "AuditLog.Read.All", "AuditLog.Read.All *application* permission"),
+    ("Authentication_RequestFromNonPremiumTenantOrB2CTenant", "Neither tenant is B2C or tenant doesn't have premium "
+     "license", "only in a tenant with an Entra ID P1 or P2 licence"),
+])
+def test_sign_in_activity_refusals_name_the_permission_the_licence_and_the_setting(code, message, says):
+    session, _ = session_with({first_url(): (403, {"error": {"code": code, "message": message}}, {})})
+    with pytest.raises(GraphError) as info:
+        pages_of(session)
+    line = str(info.value)
+    assert code in line and says in line and "USER_PROPERTIES" in line and "P1 or P2" in line
+    assert "User.Read.All *application*" not in line  # not the advice for a missing User.Read.All
+
+
 def test_bad_property_points_at_user_properties():
     session, _ = session_with({first_url(): (400, {"error": {
         "code": "Request_BadRequest", "message": "Could not find a property named 'x' on type 'microsoft.graph.user'."}}, {})})

@@ -59,3 +59,29 @@ def test_a_lock_removed_by_the_run_that_took_over_counts_as_lost(container, monk
         lock.delete_blob()  # what the other run does when it finishes
         with pytest.raises(SlotBusyError, match="lost slot"):
             stalled.ensure()
+
+
+def test_an_infinite_lease_no_run_takes_says_how_to_break_it(container):
+    lock = container.get_blob_client(lock_blob_name(SLOT))
+    lock.upload_blob(b"")
+    foreign = BlobLeaseClient(lock)
+    foreign.acquire(lease_duration=-1)  # infinite: e.g. a tool or an operator, never our 15 s lease
+    with pytest.raises(SlotBusyError) as info:
+        SlotLease(container, SLOT).__enter__()
+    message = str(info.value)
+    assert "infinite lease on state/users-20260307T020000Z.lock" in message
+    assert "runs out within" not in message  # it never does
+    command = (f"az storage blob lease break --account-name devstoreaccount1 --container-name "
+               f"{container.container_name} --blob-name state/users-20260307T020000Z.lock")
+    assert command in message and "--auth-mode login" in message
+    foreign.break_lease(lease_break_period=0)  # what that command does
+    with SlotLease(container, SLOT):
+        pass
+
+
+def test_another_runs_15_s_lease_keeps_the_wait_and_retry_advice(container):
+    with SlotLease(container, SLOT):
+        with pytest.raises(SlotBusyError) as info:
+            SlotLease(container, SLOT).__enter__()
+    assert "the lease runs out within 15 s, then run again" in str(info.value)
+    assert "az storage blob lease break" not in str(info.value)

@@ -303,6 +303,7 @@ def test_graph_select_takes_every_documented_property(env, sbx):
     # A documented property the sandbox does not model is null ([] for a collection), as for a user
     # who never had it set; only the ones Graph returns for a single user only fail a listing.
     from graph_export import properties
+    sbx.entra.set_roles(["User.Read.All", "AuditLog.Read.All"])  # signInActivity is among them
     token = graph_token(sbx)
     listable = [p for p in properties.PROPERTIES if p not in properties.SINGLE_USER_ONLY]
     r = graph_get(sbx, f"/v1.0/users?$select={','.join(listable)}&$top=3", token)
@@ -349,6 +350,23 @@ def test_graph_token_checks(env, sbx):
     r = graph_get(sbx, url, no_role)
     assert r.status_code == 403 and r.json()["error"]["code"] == "Authorization_RequestDenied"
     assert r.json()["error"]["message"] == "Insufficient privileges to complete the operation."
+
+
+def test_sign_in_activity_needs_audit_log_read_all_and_a_premium_tenant_as_in_graph(env, sbx):
+    url = "/v1.0/users?$select=id,signInActivity&$top=5"
+    r = graph_get(sbx, url, graph_token(sbx))  # User.Read.All alone: every other property, not this one
+    assert r.status_code == 403 and r.json()["error"]["code"] == "Authentication_MSGraphPermissionMissing"
+    assert r.json()["error"]["message"] == "Calling principal does not have required MSGraph permissions AuditLog.Read.All"
+    assert graph_get(sbx, "/v1.0/users?$select=id,displayName&$top=5", graph_token(sbx)).status_code == 200
+    sbx.entra.set_roles(["User.Read.All", "AuditLog.Read.All"])
+    token = graph_token(sbx)
+    r = graph_get(sbx, url, token)
+    assert r.status_code == 200 and len(r.json()["value"]) == 5
+    sbx.graph.premium_licence = False
+    r = graph_get(sbx, url, token)
+    assert r.status_code == 403 and r.json()["error"] == {
+        **r.json()["error"], "code": "Authentication_RequestFromNonPremiumTenantOrB2CTenant",
+        "message": "Neither tenant is B2C or tenant doesn't have premium license"}
 
 
 def test_graph_page_latency_is_configurable(env, sbx):

@@ -1,5 +1,6 @@
 """The HTTP transport: retry policy, run budget, and the request-sent signal, against a real local server."""
 
+import contextlib
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -96,3 +97,50 @@ def test_a_spent_run_budget_names_the_request_it_stopped():
     stopped = info.value.args[0]
     assert isinstance(stopped.reason, transport.RunBudgetExhausted)
     assert stopped.url == "/users?page=2"  # urllib3 passes the url positionally; it must not be lost
+
+
+class _Throttling(BaseHTTPRequestHandler):
+    """429 with Retry-After: 1 the first time, then 200."""
+
+    protocol_version = "HTTP/1.1"
+    answered = 0
+
+    def do_GET(self):
+        type(self).answered += 1
+        throttled = type(self).answered == 1
+        self.send_response(429 if throttled else 200)
+        if throttled:
+            self.send_header("Retry-After", "1")
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *args):
+        pass
+
+
+def test_each_wait_before_a_retry_is_told_to_the_runs_listener_while_it_lasts():
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Throttling)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    budget = transport.RetryBudget(5)
+    heard = []
+
+    class Listener:
+        @contextlib.contextmanager
+        def waiting(self, reason, seconds, throttled):
+            heard.append((reason, seconds, throttled, budget.throttled_s))
+            yield
+            heard.append("over")
+
+    budget.listener = Listener()
+    try:
+        response = transport.make_session(0.01, 3, budget).get(f"http://127.0.0.1:{httpd.server_address[1]}/",
+                                                               timeout=10)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert response.status_code == 200
+    assert heard == [("HTTP 429, Retry-After 1 s", 1, True, 0.0), "over"]  # heard before it slept
+    assert 0.9 <= budget.throttled_s < 2
+    budget.reset(5)
+    assert budget.listener is None  # a new run sets its own

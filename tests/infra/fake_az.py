@@ -147,6 +147,11 @@ SPEC = {
 }
 
 GRAPH_API = "00000003-0000-0000-c000-000000000000"
+# Microsoft Graph application roles (appRoles of its service principal; Graph permissions reference) that
+# deploy.sh may request and assign: User.Read.All, and AuditLog.Read.All when USER_PROPERTIES selects
+# signInActivity.
+GRAPH_APP_ROLES = {"df021288-bdef-4463-88db-98f22de89214": "User.Read.All",
+                   "b0afded3-3588-46d8-8b3d-9842eff778da": "AuditLog.Read.All"}
 ROLES = {  # built-in role definitions az resolves --role to (by GUID or by name)
     "b86a8fe4-44ce-4948-aee5-eccb2c155cd7": "Key Vault Secrets Officer",
     "a4417e6f-fecd-4de8-b567-7b0420556985": "Key Vault Certificates Officer",
@@ -691,17 +696,38 @@ def signed_in_user(opts: dict[str, Any]) -> Any:
     return {"id": CFG["me"], "userPrincipalName": "me@example.com"}
 
 
+def graph_roles(key: str) -> list[str]:
+    """The Graph application roles in STATE[key] ("permission": requested, "consented": assigned). A test may
+    give True, meaning User.Read.All alone (as before AuditLog.Read.All was modelled), or a list of role ids."""
+    value = STATE[key]
+    if value is True:
+        return [CFG["user_read_all"]]
+    return list(value or [])
+
+
 @handles("ad app permission list")
 def permission_list(opts: dict[str, Any]) -> Any:
     app(opts["--id"])
-    return ([{"resourceAppId": GRAPH_API, "resourceAccess": [{"id": CFG["user_read_all"], "type": "Role"}]}]
-            if STATE["permission"] else [])
+    requested = graph_roles("permission")
+    return ([{"resourceAppId": GRAPH_API, "resourceAccess": [{"id": r, "type": "Role"} for r in requested]}]
+            if requested else [])
 
 
 @handles("ad app permission add")
 def permission_add(opts: dict[str, Any]) -> Any:
+    # azure-cli 2.91 add_permission: each `id=type` is appended to the app's requiredResourceAccess for --api
+    # (nothing is deduplicated), then it warns that `az ad app permission grant` is needed (delegated only).
     app(opts["--id"])
-    STATE["permission"] = True
+    access_id, _, access_type = opts["--api-permissions"].partition("=")
+    if not access_type:
+        raise AzError("Usage error: Please provide both permission id and type, such as "
+                      "`--api-permissions e1fe6dd8-ba31-4d61-89e7-88639da4683d=Scope`", 2)
+    if opts["--api"] != GRAPH_API or access_type != "Role" or access_id not in GRAPH_APP_ROLES:
+        raise AzError(f"fake az: unexpected permission {opts['--api-permissions']} on {opts['--api']}", 1)
+    STATE["permission"] = graph_roles("permission") + [access_id]
+    if not opts.get("--only-show-errors"):
+        ERR.write(f"WARNING: Invoking `az ad app permission grant --id {opts['--id']} --api {opts['--api']}` is "
+                  "needed to make the change effective\n")
     return None
 
 
@@ -715,7 +741,7 @@ def admin_consent(opts: dict[str, Any]) -> Any:
         raise AzError("Operation failed: service principals cannot use the portal API behind admin-consent", 1)
     if STATE["consent_fails"]:
         raise AzError("Insufficient privileges to complete the operation.", 1)
-    STATE["consented"] = True
+    STATE["consented"] = sorted(set(graph_roles("consented")) | set(graph_roles("permission")))
     return None
 
 
@@ -730,26 +756,25 @@ def rest(opts: dict[str, Any]) -> Any:
                       'empty."}})', 1)
     path = url[len(graph):]
     if method == "get" and path == f"/v1.0/servicePrincipals/{CFG['sp']}/appRoleAssignments":
-        assignment = {"id": "assignment-1", "appRoleId": CFG["user_read_all"], "resourceId": CFG["graph_sp"],
-                      "principalId": CFG["sp"]}
-        return {"value": [assignment] if STATE["consented"] else []}
+        return {"value": [{"id": f"assignment-{n}", "appRoleId": role, "resourceId": CFG["graph_sp"],
+                           "principalId": CFG["sp"]} for n, role in enumerate(graph_roles("consented"), 1)]}
     if method == "post" and path == f"/v1.0/servicePrincipals/{CFG['graph_sp']}/appRoleAssignedTo":
         body = json.loads(load_file_arg(opts.get("--body", "{}")))
-        expected = {"principalId": CFG["sp"], "resourceId": CFG["graph_sp"], "appRoleId": CFG["user_read_all"]}
-        if body != expected:
+        expected = {"principalId": CFG["sp"], "resourceId": CFG["graph_sp"], "appRoleId": body.get("appRoleId")}
+        if body != expected or body["appRoleId"] not in GRAPH_APP_ROLES:
             raise AzError(f"Bad Request({{\"error\":{{\"code\":\"Request_BadRequest\",\"message\":\"unexpected body "
-                          f"{body}, expected {expected}\"}}}})", 1)
+                          f"{body}, expected {expected} with an appRoleId of {sorted(GRAPH_APP_ROLES)}\"}}}})", 1)
         if not STATE["sp"]:
             raise AzError('Not Found({"error":{"code":"Request_ResourceNotFound","message":"Resource does not '
                           'exist."}})', 1)
         if STATE["consent_fails"]:
             raise AzError('Forbidden({"error":{"code":"Authorization_RequestDenied","message":"Insufficient '
                           'privileges to complete the operation."}})', 1)
-        if STATE["consented"]:
+        if body["appRoleId"] in graph_roles("consented"):
             raise AzError('Bad Request({"error":{"code":"Request_BadRequest","message":"Permission being assigned '
                           'already exists on the object"}})', 1)
-        STATE["consented"] = True
-        return {"id": "assignment-1", **expected, "principalType": "ServicePrincipal"}
+        STATE["consented"] = graph_roles("consented") + [body["appRoleId"]]
+        return {"id": f"assignment-{len(STATE['consented'])}", **expected, "principalType": "ServicePrincipal"}
     raise AzError(f"fake az rest: unexpected request {method} {url}", 1)
 
 

@@ -125,11 +125,12 @@ class FakeAzure:
                    TMPDIR=str(self.tmpdir), DEPLOY_RETRY_DELAY="0", DEPLOY_RETRY_COUNT="3", **extra)
         return env
 
-    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        """infra/deploy.sh with these arguments. An az usage error (an option az does not have, a missing
-        value or required option: exit 2) fails the test whatever the script made of it."""
+    def run(self, *args: str, infra: Path = INFRA) -> subprocess.CompletedProcess[str]:
+        """infra/deploy.sh (or the one in a copy of infra/, ``infra``) with these arguments. An az usage error
+        (an option az does not have, a missing value or required option: exit 2) fails the test whatever the
+        script made of it."""
         self.clear_calls()
-        proc = subprocess.run(["bash", str(INFRA / "deploy.sh"), *args], capture_output=True, text=True,
+        proc = subprocess.run(["bash", str(infra / "deploy.sh"), *args], capture_output=True, text=True,
                               env=self.env(), timeout=120, check=False)
         self.assert_no_usage_errors(proc)
         return proc

@@ -8,10 +8,13 @@ that never becomes healthy, the region check, private networking, --what-if and 
 from __future__ import annotations
 
 import json
+import shutil
 import time
+from pathlib import Path
 
 import pytest
 
+from .bicep_helpers import INFRA
 from .fake_azure import (
     CERT_NAME,
     DEPLOYER_APP,
@@ -381,3 +384,57 @@ def test_second_run_makes_no_secret_no_certificate_and_no_role_assignment(tmp_pa
     assert len({(a["principalId"], a["roleDefinitionId"], a["scope"]) for a in roles}) == len(roles) == 1
     if kind == "certificate":
         assert fake.roles_of(ME) == {("a4417e6f-fecd-4de8-b567-7b0420556985", f"certificates/{CERT_NAME}")}
+
+
+# --- signInActivity: AuditLog.Read.All ------------------------------------------------------------------------
+
+AUDIT_LOG_READ_ALL = "b0afded3-3588-46d8-8b3d-9842eff778da"  # Microsoft Graph permissions reference
+
+
+def infra_selecting_sign_in_activity(tmp_path) -> Path:
+    """A copy of infra/ whose main.bicepparam sets USER_PROPERTIES with signInActivity, as an operator would."""
+    copy = tmp_path / "infra"
+    shutil.copytree(INFRA, copy)
+    with (copy / "main.bicepparam").open("a") as params:
+        params.write("\nparam userProperties = 'id,displayName,userPrincipalName,SignInActivity'\n")
+    return copy
+
+
+def test_sign_in_activity_gets_audit_log_read_all_requested_and_consented(tmp_path):
+    fake = FakeAzure(tmp_path)
+    infra = infra_selecting_sign_in_activity(tmp_path)
+    proc = fake.run("-g", "rg-export", "-l", "westeurope", "--skip-publish", infra=infra)
+    assert proc.returncode == 0, proc.stderr
+    added = [opt(c, "--api-permissions") for c in fake.all("ad app permission add")]
+    assert added == [f"{USER_READ_ALL}=Role", f"{AUDIT_LOG_READ_ALL}=Role"]
+    assert [json.loads(opt(c, "--body"))["appRoleId"] for c in posts(fake)] == [USER_READ_ALL, AUDIT_LOG_READ_ALL]
+    assert sorted(fake.state["consented"]) == sorted([USER_READ_ALL, AUDIT_LOG_READ_ALL])
+    assert "USER_PROPERTIES selects signInActivity" in proc.stderr and "P1 or P2" in proc.stderr
+    again = fake.run("-g", "rg-export", "--skip-publish", infra=infra)
+    assert again.returncode == 0, again.stderr
+    assert not fake.all("ad app permission add") and not posts(fake), "a second run changes nothing"
+    assert "admin consent already granted (AuditLog.Read.All)" in again.stderr
+
+
+def test_an_earlier_deployment_without_sign_in_activity_gets_only_the_missing_role(tmp_path):
+    fake = FakeAzure(tmp_path, **existing())
+    proc = fake.run("-g", "rg-export", "--skip-publish", infra=infra_selecting_sign_in_activity(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert [opt(c, "--api-permissions") for c in fake.all("ad app permission add")] == [f"{AUDIT_LOG_READ_ALL}=Role"]
+    assert [json.loads(opt(c, "--body"))["appRoleId"] for c in posts(fake)] == [AUDIT_LOG_READ_ALL]
+
+
+def test_audit_log_consent_nobody_could_grant_is_handed_over_with_its_error(tmp_path):
+    fake = FakeAzure(tmp_path, **existing(consent_fails=True))
+    proc = fake.run("-g", "rg-export", "--skip-publish", infra=infra_selecting_sign_in_activity(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert f'"appRoleId": "{AUDIT_LOG_READ_ALL}"' in proc.stderr
+    assert "403 Authentication_MSGraphPermissionMissing" in proc.stderr
+    assert "admin consent is still missing" in proc.stderr
+
+
+def test_without_sign_in_activity_only_user_read_all_is_requested(tmp_path):
+    fake = FakeAzure(tmp_path)
+    proc = deploy(fake)
+    assert [opt(c, "--api-permissions") for c in fake.all("ad app permission add")] == [f"{USER_READ_ALL}=Role"]
+    assert AUDIT_LOG_READ_ALL not in json.dumps(fake.calls) and "AuditLog" not in proc.stderr

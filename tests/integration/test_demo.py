@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -37,3 +38,25 @@ def test_the_delta_demo_publishes_a_second_slot_from_changes(tmp_path):
     assert summary["status"] == "succeeded" and summary["mode"] == "delta" and summary["pages"] == 1
     assert "demo: full export of 1,200 users" in result.stderr and "12 changes in the tenant" in result.stderr
     assert "verified copy" in result.stderr
+
+
+def test_a_delta_demo_on_a_reused_workdir_starts_clean_and_reports_changes_and_users_apart(tmp_path):
+    """An earlier demo's slot "now" is later than the delta demo's two daily slots: left in place, latest.json
+    would stay on it ("already points at a later slot") and the demo would show someone else's export."""
+    def demo(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "sandbox", "demo", *args, "--users", "1200",
+             "--workdir", str(tmp_path / "work"), "--exports", str(tmp_path / "exports")],
+            cwd=REPO, capture_output=True, text=True, timeout=300)
+
+    assert demo().returncode == 0
+    result = demo("--delta")
+    assert result.returncode == 0, result.stderr
+    assert "each demo starts from a clean container" in result.stderr
+    assert "already points at a later slot" not in result.stderr
+    summary = json.loads(result.stdout)
+    found = re.search(r"Exported ([\d,]+) users from ([\d,]+) changes read in 1 pages", result.stderr)
+    assert found, result.stderr
+    published, changes = (int(n.replace(",", "")) for n in found.groups())
+    assert published == summary["users"] and 0 < changes < published
+    assert f"demo: delta export of {published:,} users from {changes:,} changes read in 1 Graph pages" in result.stderr

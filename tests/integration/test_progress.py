@@ -7,6 +7,8 @@ import json
 import logging
 import os
 import pty
+import random
+import re
 import struct
 import subprocess
 import sys
@@ -82,3 +84,45 @@ def test_when_stderr_is_redirected_there_is_no_display_only_lines(export_env, sa
     assert code == 0 and json.loads(out)["users"] == 12_000
     assert "\r" not in err and "pages=" not in err  # no bar drawn into a file
     assert "Progress: " in err and "Exported 12,000 users in 13 pages" in err
+
+
+def test_a_throttled_wait_is_logged_as_it_happens_with_its_reason_and_seconds(export_env, sandbox, monkeypatch,
+                                                                               caplog):
+    monkeypatch.setenv("PROGRESS_EVERY_SECONDS", "1")
+    sandbox.faults.add("graph", page=4, status=429, headers={"Retry-After": "3"}, count=1)
+    caplog.set_level(logging.INFO)
+    summary = run_export(load_settings(), SLOT)
+    waits = [r for r in caplog.records if r.getMessage().startswith("Waiting ")]
+    assert waits, [r.getMessage() for r in caplog.records]
+    assert re.match(r"Waiting 3 s to retry \(HTTP 429, Retry-After 3 s\), 3 s left: [\d,]+ users in \d pages, \d s, "
+                    r"[\d,]+ users/s; 1 retries, 0\.0 s waiting on throttling$", waits[0].getMessage()), waits[0]
+    # Pages are requested ahead of the ones being parsed: the count when page 4 is refused is up to 3 pages.
+    assert len(waits) >= 3 and "1 s left" in waits[-1].getMessage()  # every second while it lasts, counting down
+    assert waits[-1].created - waits[0].created >= 1.9  # said during the wait, not after it
+    [final] = [r for r in caplog.records if r.getMessage().startswith("Exported ")]
+    assert final.created - waits[0].created >= 2.9 and summary.throttled_s >= 2.9
+
+
+def test_on_a_terminal_the_live_display_shows_the_wait(export_env, sandbox):
+    sandbox.faults.add("graph", page=4, status=429, headers={"Retry-After": "2"}, count=1)
+    code, out, err = run_cli(["--slot", "2026-03-07T02:00:00Z"], terminal=True)
+    assert code == 0 and json.loads(out)["users"] == 12_000
+    assert "waiting=2s (HTTP 429, Retry-After 2 s), pages=3" in err, err[-2000:]
+    assert "waiting=1s (HTTP 429, Retry-After 2 s)" in err  # counting down while the clock runs
+
+
+def test_a_delta_slot_reports_the_changes_it_read_and_the_users_it_published_as_two_numbers(
+        export_env, sandbox, monkeypatch, caplog):
+    monkeypatch.setenv("EXPORT_MODE", "delta")
+    run_export(load_settings(), SLOT)  # the first slot: a full export, which saves the delta link
+    sandbox.directory.random_changes(random.Random(7), 75)
+    caplog.clear()
+    caplog.set_level(logging.INFO)
+    summary = run_export(load_settings(), datetime(2026, 3, 8, 2, tzinfo=timezone.utc))
+    assert summary.mode == "delta"
+    [final] = [r.getMessage() for r in progress_records(caplog)]
+    found = re.match(r"Exported ([\d,]+) users from ([\d,]+) changes read in 1 pages, ", final)
+    assert found, final
+    published, changes = (int(n.replace(",", "")) for n in found.groups())
+    assert published == summary.users == sandbox.graph.users and 0 < changes <= 150 and changes != published
+    assert "changes/s" in final
