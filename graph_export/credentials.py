@@ -360,11 +360,49 @@ def read_client_certificate(client: SecretClient, name: str, *, send_x5c: bool =
     if key is None or not chain:
         raise AuthError(f"The {where} has no exportable private key or no certificate: create it with an "
                         "exportable key (policy keyProperties.exportable=true).")
+    chain = _key_first(chain, key, where)
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())
     expires = _utc(bundle.properties.expires_on) or chain[0].not_valid_after_utc
     return ClientCertificate(pem, chain, version=bundle.properties.version, expires=expires, send_x5c=send_x5c,
                              described=f"the {where}")
+
+
+def _key_first(chain: list[x509.Certificate], key: Any, where: str) -> list[x509.Certificate]:
+    """``chain`` with the certificate that belongs to ``key`` first: the one whose public key is the key's.
+
+    A PEM may hold its chain in any order (a CA certificate first, say) and a PKCS#12 file may pair a key
+    with another certificate; signing with the key while presenting another certificate's thumbprint is
+    refused by Entra as an unregistered certificate (AADSTS700027), so it is told apart here, before
+    Entra is asked. AuthError when no certificate in it belongs to the key.
+    """
+    spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    own = key.public_key().public_bytes(*spki)
+    matching = [c for c in chain if _public_bytes(c, spki) == own]
+    if not matching:
+        held = (f"any of the {len(chain)} certificates stored with it (first: " if len(chain) > 1
+                else "the certificate stored with it (")
+        raise AuthError(
+            f"The private key of the {where} does not match {held}{_subject_of(chain[0])}, SHA-1 thumbprint "
+            f"{chain[0].fingerprint(hashes.SHA1()).hex().upper()}): import the certificate together with its own "
+            "private key (az keyvault certificate import --file <pfx or pem>), or set CLIENT_CERTIFICATE_NAME to a "
+            "Key Vault certificate whose key matches; Entra was not asked."
+        )
+    return [matching[0], *(c for c in chain if c is not matching[0])]
+
+
+def _public_bytes(certificate: x509.Certificate, spki: tuple[Any, Any]) -> bytes | None:
+    try:
+        return certificate.public_key().public_bytes(*spki)
+    except (ValueError, TypeError):  # a key type cryptography cannot serialize: it is not the key's
+        return None
+
+
+def _subject_of(certificate: x509.Certificate) -> str:
+    try:
+        return first_line(certificate.subject.rfc4514_string(), 80) or "no subject"
+    except ValueError:
+        return "an unreadable subject"
 
 
 def _utc(moment: datetime | None) -> datetime | None:
