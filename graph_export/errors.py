@@ -52,9 +52,22 @@ class SlotBusyError(ExportError):
 
 
 def first_line(text: str | None, limit: int = 300) -> str:
-    """The first line of a service's error text, bounded, for embedding in one of our messages."""
+    """The first line of a service's error text, bounded, for embedding in one of our messages.
+
+    A line longer than ``limit`` is cut at the last word boundary before it and ends in an ellipsis,
+    so no word is ever shown cut in half.
+    """
     lines = (text or "").strip().splitlines()
-    return lines[0][:limit] if lines else "no detail"
+    line = lines[0].strip() if lines else ""
+    if not line:
+        return "no detail"
+    if len(line) <= limit:
+        return line
+    cut = line[: max(limit - 1, 1)]
+    if line[len(cut)] != " ":  # the cut falls inside a word: drop that word
+        boundary = cut.rfind(" ")
+        cut = cut[:boundary] if boundary > 0 else cut
+    return cut.rstrip(" ,;:-") + "\u2026"
 
 
 def origin_of(url: str) -> str:

@@ -61,6 +61,10 @@ _SIGN_IN_ADVICE = {
 }
 
 
+#: Entra's answer to a token request for a resource (audience) it does not know in the tenant.
+UNKNOWN_RESOURCE = 500011
+
+
 class Credential(Protocol):
     """A client secret, a certificate or a federated assertion (see ``credentials``), as MSAL takes it."""
 
@@ -219,7 +223,7 @@ class GraphTokenProvider:
         if codes & FEDERATION_MISMATCH_CODES and isinstance(self._credential, FederatedAssertion):
             raise AuthError(describe_federation_mismatch(result, self._client_id, self._credential))
         error = CredentialRejectedError if codes & self._credential.rejected_codes else AuthError
-        raise error(describe_sign_in_error(result, self._client_id))
+        raise error(describe_sign_in_error(result, self._client_id, self._scopes[0]))
 
     def refresh(self, rejected: str) -> str:
         """A new token after a resource rejected ``rejected`` (revoked, or expired early).
@@ -430,10 +434,21 @@ def _why_unreachable(exc: OSError, read_timeout_s: float | None) -> str:
     return "the connection was refused or reset"
 
 
-def describe_sign_in_error(result: dict[str, Any], client_id: str) -> str:
-    """One actionable line for an MSAL error dict; carries Entra's codes and correlation id, no secrets."""
+def describe_sign_in_error(result: dict[str, Any], client_id: str, scope: str | None = None) -> str:
+    """One actionable line for an MSAL error dict; carries Entra's codes and correlation id, no secrets.
+
+    ``scope`` is what the token was asked for (``{GRAPH_ENDPOINT}/.default``): an audience Entra does not
+    know (AADSTS500011) is a GRAPH_ENDPOINT to fix. Entra's own text, for a code without advice here,
+    is its first line, cut at a word boundary.
+    """
     codes = [int(c) for c in result.get("error_codes") or [] if str(c).isdigit()]
     advice = next((_SIGN_IN_ADVICE[c] for c in codes if c in _SIGN_IN_ADVICE), None)
+    if UNKNOWN_RESOURCE in codes:
+        resource = origin_of(scope[: -len("/.default")]) if scope and scope.endswith("/.default") else "it"
+        advice = (f"Entra ID knows no resource named {resource} in this tenant, and that is GRAPH_ENDPOINT (tokens "
+                  "are asked for GRAPH_ENDPOINT/.default): set GRAPH_ENDPOINT to the Microsoft Graph root of the "
+                  "cloud AUTHORITY_HOST signs in to (public: https://graph.microsoft.com; US Government: "
+                  "https://graph.microsoft.us; China: https://microsoftgraph.chinacloudapi.cn), without /v1.0")
     error = result.get("error") or "unknown_error"
     described = f"AADSTS{codes[0]}" if codes else error
     if advice is None:
