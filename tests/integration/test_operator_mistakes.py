@@ -8,8 +8,14 @@ seconds. A storage account that is slow but alive keeps its retries, and says th
 
 from __future__ import annotations
 
+import base64
 import os
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from azure.storage.blob import AccountSasPermissions, ResourceTypes, generate_account_sas
+
+from sandbox.azurite import ACCOUNT, ACCOUNT_KEY
 
 from .helpers import blob_names
 from .test_sign_in import run_cli
@@ -30,6 +36,31 @@ def the_error_line(result, exit_code: int, *secrets: str) -> str:
         assert secret not in result.stderr + result.stdout
     return errors[0]
 
+
+# --- item 9: an account key or SAS that storage refuses ---------------------------------------------
+
+WRONG_KEY = base64.b64encode(b"a key of the right shape that is not the account's, 64 bytes long").decode()
+
+
+@pytest.mark.parametrize("kind", ["key", "sas"])
+def test_a_refused_account_key_or_sas_names_export_storage_and_the_fix(export_env, azurite, sandbox, kind):
+    if kind == "key":
+        storage = (f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={WRONG_KEY};"
+                   f"BlobEndpoint={azurite.blob_endpoint};")
+        secret = WRONG_KEY
+    else:  # expired an hour ago
+        secret = generate_account_sas(ACCOUNT, ACCOUNT_KEY, ResourceTypes(container=True, object=True),
+                                      AccountSasPermissions(read=True, write=True, create=True, list=True),
+                                      expiry=datetime.now(timezone.utc) - timedelta(hours=1))
+        storage = f"BlobEndpoint={azurite.blob_endpoint};SharedAccessSignature={secret}"
+    result, elapsed = run_cli(dict(os.environ, EXPORT_STORAGE=storage))
+    line = the_error_line(result, 5, secret, sandbox.client_secret)
+    refused = "the account key" if kind == "key" else "the SAS"
+    assert line.startswith(f"error: Export storage refused {refused} in EXPORT_STORAGE (AuthorizationFailure) "
+                           f"while opening container '{export_env['EXPORT_CONTAINER']}'")
+    assert "Storage Blob Data Contributor" not in line and "sig=" not in line and "\n" not in line
+    assert ("show-connection-string" if kind == "key" else "generate-sas") in line
+    assert elapsed < 20
 
 # --- item 10: a GRAPH_ENDPOINT Entra ID does not know ----------------------------------------------
 
