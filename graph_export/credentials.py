@@ -35,7 +35,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 from msal.oauth2cli.assertion import JwtAssertionCreator
 
-from .errors import AuthError, first_line
+from .errors import AuthError, certificate_failure, first_line, origin_of, refused_or_unresolved, untrusted_certificate
+from .retrying import VaultRetry
 
 log = logging.getLogger(__name__)
 
@@ -288,12 +289,18 @@ def make_secret_client(vault_url: str, credential: TokenCredential, *, authority
     """The one place a SecretClient is built (tests and the sandbox pass transport options here).
 
     Its credential only ever asks for :func:`vault_audience` (``authority_host`` is AUTHORITY_HOST,
-    which decides the cloud of a vault that is not on a vault domain).
+    which decides the cloud of a vault that is not on a vault domain). Its retries
+    (:class:`~graph_export.retrying.VaultRetry`, with ``retry_total``/``retry_backoff_factor`` as given)
+    never repeat a certificate failure, nor a refused connection or unknown name before the vault has
+    answered once, and announce a wait of more than a few seconds.
     """
+    retry = {key: client_kwargs.pop(key) for key in ("retry_total", "retry_backoff_factor", "retry_backoff_max")
+             if key in client_kwargs}
     return SecretClient(
         vault_url,
         VaultAudienceCredential(credential, vault_audience(vault_url, authority_host), vault_url),
         verify_challenge_resource=is_vault_host(vault_url),
+        retry_policy=client_kwargs.pop("retry_policy", None) or VaultRetry(**retry),
         **client_kwargs,
     )
 
@@ -430,10 +437,15 @@ def _get_secret(client: SecretClient, name: str, what: str, create_hint: str, ve
             f"Key Vault {vault} answered with an authentication challenge for a resource that is not this "
             "vault: check that KEY_VAULT_URL is your vault's URL (https://<name>.vault.azure.net)."
         ) from None
-    except ServiceRequestError:
+    except ServiceRequestError as exc:
+        untrusted = certificate_failure(exc)
+        if untrusted is not None:
+            raise AuthError(f"{untrusted_certificate('Key Vault', origin_of(vault), 'KEY_VAULT_URL', untrusted)}; "
+                            "nothing was published.") from None
+        why = refused_or_unresolved(exc)
         raise AuthError(
-            f"Key Vault {vault} is unreachable: check KEY_VAULT_URL and the network path "
-            "(private endpoint, firewall, DNS)."
+            f"Key Vault {vault} is unreachable{f' ({why})' if why else ''}: check KEY_VAULT_URL and the network "
+            "path (private endpoint, firewall, DNS)."
         ) from None
     except HttpResponseError as exc:
         if exc.status_code == 403 and "disabled" in _inner_code(exc).lower():

@@ -24,12 +24,22 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
-from azure.storage.blob import BlobClient, BlobProperties, ContainerClient, ContentSettings, ExponentialRetry
+from azure.storage.blob import BlobClient, BlobProperties, ContainerClient, ContentSettings
 
 from . import naming
-from .errors import SlotBusyError, StorageError, first_line, origin_of
+from .errors import (
+    SlotBusyError,
+    StorageError,
+    certificate_failure,
+    first_line,
+    origin_of,
+    refused_or_unresolved,
+    request_origin,
+    untrusted_certificate,
+)
 from .naming import LATEST_BLOB
 from .records import LatestPointer, RecordError
+from .retrying import StorageRetry
 from .settings import StorageTarget
 
 log = logging.getLogger(__name__)
@@ -41,12 +51,18 @@ POINTER_ATTEMPTS = 8
 
 def open_container(target: StorageTarget, container: str, credential: TokenCredential | None,
                    backoff_base_s: float) -> ContainerClient:
-    """Connect to the export container, creating it if missing; fail fast with a clear message."""
+    """Connect to the export container, creating it if missing; fail fast with a clear message.
+
+    Its retries (:class:`~graph_export.retrying.StorageRetry`) never repeat a certificate failure, nor a
+    refused connection or a name that does not resolve before the account has answered once: a wrong
+    or unstarted endpoint fails in seconds, a busy one keeps its retries (announced once they take
+    more than a few seconds).
+    """
     # The SDK annotates these as int, but computes with them as float: sub-second backoffs are for tests.
     backoff: dict[str, Any] = {"initial_backoff": backoff_base_s, "increment_base": 3 * backoff_base_s,
                                "random_jitter_range": backoff_base_s}
     options: dict[str, Any] = {
-        "retry_policy": ExponentialRetry(retry_total=4, **backoff),
+        "retry_policy": StorageRetry(retry_total=4, **backoff),
         "connection_timeout": 10,
         "read_timeout": 120,
         # Downloads (a delta slot streams the previous snapshot) in 4 MiB GETs: the SDK's first GET of
@@ -102,9 +118,17 @@ def storage_errors(doing: str, outcome: str = NOTHING_PUBLISHED) -> Iterator[Non
     """
     try:
         yield
-    except (ServiceRequestError, ServiceResponseError):
+    except (ServiceRequestError, ServiceResponseError) as exc:
+        origin = request_origin(exc)
+        setting = _setting_for(origin)
+        untrusted = certificate_failure(exc)
+        if untrusted is not None:
+            line = untrusted_certificate("Export storage", origin or "its endpoint", setting, untrusted, doing)
+            raise StorageError(f"{line}; {outcome}.") from None
+        why = refused_or_unresolved(exc)
+        at = f" at {origin}" if origin else ""
         raise StorageError(
-            f"Export storage is unreachable while {doing}: check EXPORT_STORAGE / "
+            f"Export storage{at} is unreachable{f' ({why})' if why else ''} while {doing}: check EXPORT_STORAGE / "
             f"EXPORT_STORAGE__blobServiceUri (is Azurite running locally?) and the network path; {outcome}."
         ) from None
     except ClientAuthenticationError as exc:

@@ -5,12 +5,16 @@ from __future__ import annotations
 import base64
 import io
 import json
+import socket
 import threading
+import time
+import types
 from datetime import datetime, timedelta, timezone
 
 import pytest
 import requests
 from azure.core.credentials import AccessToken
+from azure.core.exceptions import ServiceRequestError
 from azure.core.pipeline.transport import RequestsTransport
 from azure.storage.blob import AccountSasPermissions, ContainerClient, ResourceTypes, generate_account_sas
 
@@ -20,6 +24,7 @@ from graph_export.records import LatestPointer
 from graph_export.settings import StorageTarget
 from graph_export.storage import open_container, point_latest, storage_errors, write_json
 from sandbox.azurite import ACCOUNT, ACCOUNT_KEY
+from tests.tls_listener import UntrustedTls
 
 
 @pytest.fixture
@@ -121,6 +126,7 @@ def test_unreachable_storage_is_one_actionable_line():
         open_container(target, "graph-exports", None, 0.01)
     assert "unreachable" in str(info.value) and "EXPORT_STORAGE" in str(info.value)
     assert "a2V5" not in str(info.value)
+
 
 # --- a refused account key or SAS says so; an identity keeps the RBAC advice ------------------------
 
@@ -245,3 +251,61 @@ def test_an_identity_without_access_keeps_the_role_advice():
     message = canned(403, "AuthorizationPermissionMismatch", identity=True)
     assert message.startswith("Export storage denied access (AuthorizationPermissionMismatch) while opening")
     assert "'Storage Blob Data Contributor'" in message and "storage-token" not in message
+
+
+# --- storage that cannot be reached: why, and at once when retrying cannot help ---------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("endpoint, why", [
+    (f"http://127.0.0.1:{free_port()}/devstoreaccount1", "the connection was refused"),
+    ("http://export-storage.invalid/devstoreaccount1", "its name does not resolve"),
+])
+def test_storage_nothing_listens_on_fails_within_seconds_with_the_production_backoff(endpoint, why):
+    target = StorageTarget(connection_string=key_string(endpoint), source="EXPORT_STORAGE")
+    started = time.monotonic()
+    with pytest.raises(StorageError) as info:
+        open_container(target, "graph-exports", None, 1.0)  # 1 s: the default RETRY_BACKOFF_BASE_SECONDS
+    assert time.monotonic() - started < 10  # it took 43 s of backoff before
+    message = str(info.value)
+    origin = endpoint.rsplit("/", 1)[0]
+    assert f"Export storage at {origin} is unreachable ({why}) while opening container 'graph-exports'" in message
+    assert "EXPORT_STORAGE" in message and "a2V5" not in message and "\n" not in message
+
+
+def test_a_refused_connection_after_storage_has_answered_is_retried_as_a_blip():
+    from graph_export.retrying import StorageRetry
+
+    policy = StorageRetry(retry_total=4, initial_backoff=0, increment_base=0, random_jitter_range=0)
+    refused = ServiceRequestError("refused", error=ConnectionRefusedError(111, "Connection refused"))
+    request = types.SimpleNamespace(url="https://acct.blob.core.windows.net/c?sig=x", body=None, method="GET")
+    settings = {"total": 4, "connect": 3, "read": 3, "status": 3, "retry_secondary": False, "hosts": None,
+                "count": 0, "history": [], "body_position": None, "mode": None}
+    assert policy.increment(dict(settings, history=[]), request, error=refused) is False  # never answered
+    policy.answered = True
+    assert policy.increment(dict(settings, history=[]), request, error=refused) is True
+
+
+@pytest.fixture
+def untrusted(tmp_path, monkeypatch):
+    listener = UntrustedTls(tmp_path)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(listener.other_ca))
+    yield listener
+    listener.close()
+
+
+def test_a_storage_certificate_this_machine_does_not_trust_is_named_as_such_and_not_retried(untrusted):
+    target = StorageTarget(connection_string=key_string(f"{untrusted.url}/devstoreaccount1"), source="EXPORT_STORAGE")
+    with pytest.raises(StorageError) as info:
+        open_container(target, "graph-exports", None, 1.0)
+    message = str(info.value)
+    assert message.startswith(f"Export storage at {untrusted.url} failed TLS certificate verification "
+                              "(unable to get local issuer certificate)")
+    assert "check EXPORT_STORAGE" in message and "REQUESTS_CA_BUNDLE" in message and "TLS-inspecting proxy" in message
+    assert "unreachable" not in message and "a2V5" not in message and "\n" not in message
+    assert untrusted.connections == 1
