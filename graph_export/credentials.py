@@ -35,7 +35,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 from msal.oauth2cli.assertion import JwtAssertionCreator
 
-from .errors import AuthError, first_line
+from .errors import AuthError, certificate_failure, first_line, origin_of, refused_or_unresolved, untrusted_certificate
+from .retrying import VaultRetry
 
 log = logging.getLogger(__name__)
 
@@ -288,12 +289,18 @@ def make_secret_client(vault_url: str, credential: TokenCredential, *, authority
     """The one place a SecretClient is built (tests and the sandbox pass transport options here).
 
     Its credential only ever asks for :func:`vault_audience` (``authority_host`` is AUTHORITY_HOST,
-    which decides the cloud of a vault that is not on a vault domain).
+    which decides the cloud of a vault that is not on a vault domain). Its retries
+    (:class:`~graph_export.retrying.VaultRetry`, with ``retry_total``/``retry_backoff_factor`` as given)
+    never repeat a certificate failure, nor a refused connection or unknown name before the vault has
+    answered once, and announce a wait of more than a few seconds.
     """
+    retry = {key: client_kwargs.pop(key) for key in ("retry_total", "retry_backoff_factor", "retry_backoff_max")
+             if key in client_kwargs}
     return SecretClient(
         vault_url,
         VaultAudienceCredential(credential, vault_audience(vault_url, authority_host), vault_url),
         verify_challenge_resource=is_vault_host(vault_url),
+        retry_policy=client_kwargs.pop("retry_policy", None) or VaultRetry(**retry),
         **client_kwargs,
     )
 
@@ -360,11 +367,49 @@ def read_client_certificate(client: SecretClient, name: str, *, send_x5c: bool =
     if key is None or not chain:
         raise AuthError(f"The {where} has no exportable private key or no certificate: create it with an "
                         "exportable key (policy keyProperties.exportable=true).")
+    chain = _key_first(chain, key, where)
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())
     expires = _utc(bundle.properties.expires_on) or chain[0].not_valid_after_utc
     return ClientCertificate(pem, chain, version=bundle.properties.version, expires=expires, send_x5c=send_x5c,
                              described=f"the {where}")
+
+
+def _key_first(chain: list[x509.Certificate], key: Any, where: str) -> list[x509.Certificate]:
+    """``chain`` with the certificate that belongs to ``key`` first: the one whose public key is the key's.
+
+    A PEM may hold its chain in any order (a CA certificate first, say) and a PKCS#12 file may pair a key
+    with another certificate; signing with the key while presenting another certificate's thumbprint is
+    refused by Entra as an unregistered certificate (AADSTS700027), so it is told apart here, before
+    Entra is asked. AuthError when no certificate in it belongs to the key.
+    """
+    spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    own = key.public_key().public_bytes(*spki)
+    matching = [c for c in chain if _public_bytes(c, spki) == own]
+    if not matching:
+        held = (f"any of the {len(chain)} certificates stored with it (first: " if len(chain) > 1
+                else "the certificate stored with it (")
+        raise AuthError(
+            f"The private key of the {where} does not match {held}{_subject_of(chain[0])}, SHA-1 thumbprint "
+            f"{chain[0].fingerprint(hashes.SHA1()).hex().upper()}): import the certificate together with its own "
+            "private key (az keyvault certificate import --file <pfx or pem>), or set CLIENT_CERTIFICATE_NAME to a "
+            "Key Vault certificate whose key matches; Entra was not asked."
+        )
+    return [matching[0], *(c for c in chain if c is not matching[0])]
+
+
+def _public_bytes(certificate: x509.Certificate, spki: tuple[Any, Any]) -> bytes | None:
+    try:
+        return certificate.public_key().public_bytes(*spki)
+    except (ValueError, TypeError):  # a key type cryptography cannot serialize: it is not the key's
+        return None
+
+
+def _subject_of(certificate: x509.Certificate) -> str:
+    try:
+        return first_line(certificate.subject.rfc4514_string(), 80) or "no subject"
+    except ValueError:
+        return "an unreadable subject"
 
 
 def _utc(moment: datetime | None) -> datetime | None:
@@ -392,10 +437,15 @@ def _get_secret(client: SecretClient, name: str, what: str, create_hint: str, ve
             f"Key Vault {vault} answered with an authentication challenge for a resource that is not this "
             "vault: check that KEY_VAULT_URL is your vault's URL (https://<name>.vault.azure.net)."
         ) from None
-    except ServiceRequestError:
+    except ServiceRequestError as exc:
+        untrusted = certificate_failure(exc)
+        if untrusted is not None:
+            raise AuthError(f"{untrusted_certificate('Key Vault', origin_of(vault), 'KEY_VAULT_URL', untrusted)}; "
+                            "nothing was published.") from None
+        why = refused_or_unresolved(exc)
         raise AuthError(
-            f"Key Vault {vault} is unreachable: check KEY_VAULT_URL and the network path "
-            "(private endpoint, firewall, DNS)."
+            f"Key Vault {vault} is unreachable{f' ({why})' if why else ''}: check KEY_VAULT_URL and the network "
+            "path (private endpoint, firewall, DNS)."
         ) from None
     except HttpResponseError as exc:
         if exc.status_code == 403 and "disabled" in _inner_code(exc).lower():

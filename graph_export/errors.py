@@ -7,6 +7,9 @@ error codes only.
 
 from __future__ import annotations
 
+import socket
+import ssl
+from typing import Any, Iterator
 from urllib.parse import urlsplit
 
 
@@ -58,9 +61,22 @@ class VerifyError(ExportError):
 
 
 def first_line(text: str | None, limit: int = 300) -> str:
-    """The first line of a service's error text, bounded, for embedding in one of our messages."""
+    """The first line of a service's error text, bounded, for embedding in one of our messages.
+
+    A line longer than ``limit`` is cut at the last word boundary before it and ends in an ellipsis,
+    so no word is ever shown cut in half.
+    """
     lines = (text or "").strip().splitlines()
-    return lines[0][:limit] if lines else "no detail"
+    line = lines[0].strip() if lines else ""
+    if not line:
+        return "no detail"
+    if len(line) <= limit:
+        return line
+    cut = line[: max(limit - 1, 1)]
+    if line[len(cut)] != " ":  # the cut falls inside a word: drop that word
+        boundary = cut.rfind(" ")
+        cut = cut[:boundary] if boundary > 0 else cut
+    return cut.rstrip(" ,;:-") + "\u2026"
 
 
 def origin_of(url: str) -> str:
@@ -77,3 +93,78 @@ def origin_of(url: str) -> str:
         return "an address that is not a URL"
     host = f"[{host}]" if ":" in host else host
     return f"{scheme.lower()}://{host}{f':{port}' if port else ''}"[:200]
+
+
+# --- why a connection failed, from anywhere in an exception chain ----------------------------------
+
+def causes(exc: BaseException | None) -> Iterator[BaseException]:
+    """``exc`` and what it wraps, outermost first, a bounded number of levels deep.
+
+    One step follows the first of: azure-core's ``inner_exception``, urllib3's ``reason``
+    (MaxRetryError), ``__cause__``, ``__context__``, or an exception passed as the first argument
+    (requests wraps urllib3's errors that way). So ``ServiceRequestError`` -> requests' ``SSLError`` ->
+    urllib3's ``SSLError`` -> ``ssl.SSLCertVerificationError`` is one chain.
+    """
+    seen: set[int] = set()
+    current: Any = exc
+    while isinstance(current, BaseException) and id(current) not in seen and len(seen) < 12:
+        seen.add(id(current))
+        yield current
+        following = [getattr(current, "inner_exception", None), getattr(current, "reason", None),
+                     current.__cause__, current.__context__, current.args[0] if current.args else None]
+        current = next((f for f in following if isinstance(f, BaseException) and id(f) not in seen), None)
+
+
+def certificate_failure(exc: BaseException | None) -> str | None:
+    """What certificate verification said (``unable to get local issuer certificate``, ``Hostname mismatch…``)
+    when that is why ``exc`` happened; None otherwise. Such a failure does not heal by retrying."""
+    for cause in causes(exc):
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            said = getattr(cause, "verify_message", None) or cause.reason or "certificate verify failed"
+            return first_line(said, 120)
+    return None
+
+
+def refused_or_unresolved(exc: BaseException | None) -> str | None:
+    """``the connection was refused`` or ``its name does not resolve`` when that is why ``exc`` happened.
+
+    Either means nothing is listening at that address (a wrong setting, a service not started) rather
+    than a service that is slow or busy."""
+    for cause in causes(exc):
+        if isinstance(cause, ConnectionRefusedError):
+            return "the connection was refused"
+        if isinstance(cause, socket.gaierror) or type(cause).__name__ == "NameResolutionError":
+            return "its name does not resolve"
+    return None
+
+
+def request_origin(exc: BaseException | None) -> str | None:
+    """The origin of the request ``exc`` failed, if it says: requests keeps the request on its exceptions,
+    urllib3 the connection (``NewConnectionError.conn``) or pool (``MaxRetryError.pool``)."""
+    for cause in causes(exc):
+        url = getattr(getattr(cause, "request", None), "url", None)
+        if isinstance(url, str) and url:
+            return origin_of(url)
+        # MaxRetryError keeps its pool as an attribute; NewConnectionError's ``pool`` is a deprecated alias of conn.
+        for endpoint in (getattr(cause, "conn", None), vars(cause).get("pool")):
+            host, port = getattr(endpoint, "host", None), getattr(endpoint, "port", None)
+            if isinstance(host, str) and host:
+                scheme = getattr(endpoint, "scheme", None) or (
+                    "https" if type(endpoint).__name__.startswith("HTTPS") else "http")
+                return origin_from(scheme, host, port)
+    return None
+
+
+def origin_from(scheme: str, host: str, port: object) -> str:
+    """:func:`origin_of` a connection's parts, without the scheme's default port."""
+    default = port == {"http": 80, "https": 443}.get(scheme)
+    return origin_of(f"{scheme}://{host}{f':{port}' if isinstance(port, int) and not default else ''}")
+
+
+def untrusted_certificate(service: str, origin: str, setting: str, reason: str, doing: str | None = None) -> str:
+    """The sentence for a TLS certificate this machine does not trust; the caller adds what was published."""
+    while_ = f" while {doing}" if doing else ""
+    return (f"{service} at {origin} failed TLS certificate verification ({reason}){while_}: this machine does not "
+            f"trust the certificate it presented, so it was not retried; check {setting}, and if a TLS-inspecting proxy "
+            "or a private CA is in between, add its CA certificate to the PEM file REQUESTS_CA_BUNDLE names (or "
+            "to the machine's trust store)")

@@ -23,7 +23,7 @@ import orjson
 import requests
 
 from . import jsontext, pipeline, transport
-from .errors import GraphError, first_line, origin_of
+from .errors import GraphError, causes, certificate_failure, first_line, origin_of, untrusted_certificate
 from .transport import RETRY_STATUSES, RunBudgetExhausted
 from .userids import UserIds
 
@@ -389,6 +389,10 @@ def _get_page(session: requests.Session, url: str, tokens: Tokens, number: int,
             response = session.get(url, headers={**headers, "Authorization": f"Bearer {token}"},
                                    timeout=timeout, stream=True, allow_redirects=False, hooks=refuse_redirects)
         except requests.RequestException as exc:
+            untrusted = certificate_failure(exc)
+            if untrusted is not None:
+                raise GraphError(f"{untrusted_certificate('Graph', origin_of(url), 'GRAPH_ENDPOINT', untrusted)}; "
+                                 f"nothing was published (page {number}).") from None
             raise GraphError(
                 f"Graph at {_origin(url)} could not be reached for page {number} after retries "
                 f"({_reason(exc)}): check GRAPH_ENDPOINT and the network, then run again."
@@ -445,12 +449,7 @@ def _read(receive: Callable[[], _Bytes], number: int) -> _Bytes:
 
 def _reason(exc: requests.RequestException) -> str:
     """The innermost cause's class, e.g. ReadTimeoutError or RunBudgetExhausted; never a URL with a token."""
-    cause: BaseException | None = exc
-    while cause is not None and (cause.__cause__ or cause.__context__ or getattr(cause, "reason", None)):
-        nxt = getattr(cause, "reason", None) or cause.__cause__ or cause.__context__
-        if not isinstance(nxt, BaseException) or nxt is cause:
-            break
-        cause = nxt
+    *_, cause = causes(exc)
     return str(cause) if isinstance(cause, RunBudgetExhausted) else type(cause).__name__
 
 

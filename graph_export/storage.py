@@ -11,6 +11,7 @@ import json
 import logging
 from datetime import datetime
 from typing import Any, Iterator, Literal
+from urllib.parse import urlsplit
 
 from azure.core import MatchConditions
 from azure.core.credentials import TokenCredential
@@ -23,12 +24,22 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
-from azure.storage.blob import BlobClient, BlobProperties, ContainerClient, ContentSettings, ExponentialRetry
+from azure.storage.blob import BlobClient, BlobProperties, ContainerClient, ContentSettings
 
 from . import naming
-from .errors import SlotBusyError, StorageError, first_line
+from .errors import (
+    SlotBusyError,
+    StorageError,
+    certificate_failure,
+    first_line,
+    origin_of,
+    refused_or_unresolved,
+    request_origin,
+    untrusted_certificate,
+)
 from .naming import LATEST_BLOB
 from .records import LatestPointer, RecordError
+from .retrying import StorageRetry
 from .settings import StorageTarget
 
 log = logging.getLogger(__name__)
@@ -41,12 +52,18 @@ POINTER_ATTEMPTS = 8
 def open_container(target: StorageTarget, container: str, credential: TokenCredential | None,
                    backoff_base_s: float, *, create: bool = True) -> ContainerClient:
     """Connect to the container, creating it if missing (unless not ``create``: a reader's typo must
-    not make an empty one); fail fast with a clear message."""
+    not make an empty one); fail fast with a clear message.
+
+    Its retries (:class:`~graph_export.retrying.StorageRetry`) never repeat a certificate failure, nor a
+    refused connection or a name that does not resolve before the account has answered once: a wrong
+    or unstarted endpoint fails in seconds, a busy one keeps its retries (announced once they take
+    more than a few seconds).
+    """
     # The SDK annotates these as int, but computes with them as float: sub-second backoffs are for tests.
     backoff: dict[str, Any] = {"initial_backoff": backoff_base_s, "increment_base": 3 * backoff_base_s,
                                "random_jitter_range": backoff_base_s}
     options: dict[str, Any] = {
-        "retry_policy": ExponentialRetry(retry_total=4, **backoff),
+        "retry_policy": StorageRetry(retry_total=4, **backoff),
         "connection_timeout": 10,
         "read_timeout": 120,
         # Downloads (a delta slot streams the previous snapshot) in 4 MiB GETs: the SDK's first GET of
@@ -56,9 +73,11 @@ def open_container(target: StorageTarget, container: str, credential: TokenCrede
     }
     if target.connection_string:
         client = ContainerClient.from_connection_string(target.connection_string, container, **options)
+        _SETTING_OF[origin_of(client.url)] = target.source or "EXPORT_STORAGE"
         where = f"container '{container}' (from {target.source})"
     elif target.blob_service_uri:
         client = ContainerClient(target.blob_service_uri, container, credential=credential, **options)
+        _SETTING_OF[origin_of(client.url)] = target.source or "EXPORT_STORAGE__blobServiceUri"
         where = f"container '{container}' at {target.blob_service_uri}"
     else:  # settings never make one; a StorageTarget built by hand might
         raise StorageError("No export storage is configured: set EXPORT_STORAGE or EXPORT_STORAGE__blobServiceUri.")
@@ -82,17 +101,38 @@ def open_container(target: StorageTarget, container: str, credential: TokenCrede
 NOTHING_PUBLISHED = "nothing was published; run again"
 
 
+#: The setting each storage endpoint came from (by origin), so a refusal can name it.
+_SETTING_OF: dict[str, str] = {}
+#: Storage's codes for a shared key or SAS whose signature, validity or scope it does not accept. Azure
+#: answers a wrong key or SAS signature AuthenticationFailed (403); Azurite answers AuthorizationFailure,
+#: which Azure also answers when its firewall keeps the caller out.
+_SIGNATURE_REFUSED = frozenset({"AuthenticationFailed", "AuthorizationFailure", "InvalidAuthenticationInfo"})
+_SAS_SCOPE_REFUSED = frozenset({"AuthorizationPermissionMismatch", "AuthorizationResourceTypeMismatch",
+                                "AuthorizationServiceMismatch", "AuthorizationProtocolMismatch",
+                                "AuthorizationSourceIPMismatch"})
+
+
 @contextlib.contextmanager
 def storage_errors(doing: str, outcome: str = NOTHING_PUBLISHED) -> Iterator[None]:
     """Map Azure Storage failures inside the block to one actionable :class:`StorageError` line.
 
-    ``outcome`` ends a failure the operator can retry: what was and was not published.
+    ``outcome`` ends a failure the operator can retry: what was and was not published. A refusal says
+    which credential was refused (the account key or SAS of a connection string, or the identity), as
+    seen on the refused request itself, and never shows it.
     """
     try:
         yield
-    except (ServiceRequestError, ServiceResponseError):
+    except (ServiceRequestError, ServiceResponseError) as exc:
+        origin = request_origin(exc)
+        setting = _setting_for(origin)
+        untrusted = certificate_failure(exc)
+        if untrusted is not None:
+            line = untrusted_certificate("Export storage", origin or "its endpoint", setting, untrusted, doing)
+            raise StorageError(f"{line}; {outcome}.") from None
+        why = refused_or_unresolved(exc)
+        at = f" at {origin}" if origin else ""
         raise StorageError(
-            f"Export storage is unreachable while {doing}: check EXPORT_STORAGE / "
+            f"Export storage{at} is unreachable{f' ({why})' if why else ''} while {doing}: check EXPORT_STORAGE / "
             f"EXPORT_STORAGE__blobServiceUri (is Azurite running locally?) and the network path; {outcome}."
         ) from None
     except ClientAuthenticationError as exc:
@@ -102,12 +142,19 @@ def storage_errors(doing: str, outcome: str = NOTHING_PUBLISHED) -> Iterator[Non
                 "app's managed identity, or sign in with 'az login' when running locally "
                 f"({first_line(exc.message, 200)})."
             ) from None
+        refused = _refused_key_or_sas(exc, doing, outcome)
+        if refused is not None:
+            raise StorageError(refused) from None
         raise StorageError(
             f"Export storage refused our credentials while {doing}: give the function's identity "
             "'Storage Blob Data Contributor' on the export container, or check the connection string."
         ) from None
     except HttpResponseError as exc:
-        code = getattr(exc, "error_code", None) or ""
+        code = _error_code(exc)
+        if exc.status_code in (401, 403):
+            refused = _refused_key_or_sas(exc, doing, outcome)
+            if refused is not None:
+                raise StorageError(refused) from None
         if exc.status_code == 403:
             raise StorageError(
                 f"Export storage denied access ({code or 'HTTP 403'}) while {doing}: give the "
@@ -122,6 +169,64 @@ def storage_errors(doing: str, outcome: str = NOTHING_PUBLISHED) -> Iterator[Non
         raise StorageError(
             f"The export storage settings are not usable while {doing}: check EXPORT_STORAGE."
         ) from None
+
+
+def _error_code(exc: HttpResponseError) -> str:
+    """Storage's error code as it spells it (``AuthorizationFailure``), never the SDK's enum name."""
+    code = getattr(exc, "error_code", None)
+    return str(getattr(code, "value", code) or "").strip()
+
+
+def _setting_for(origin: str | None) -> str:
+    return _SETTING_OF.get(origin or "", "EXPORT_STORAGE")
+
+
+def _presented(exc: HttpResponseError) -> str | None:
+    """How the refused request proved itself: "key" (Shared Key), "sas" or "token"; None if unknown."""
+    request = getattr(exc.response, "request", None)
+    if request is None:
+        return None
+    authorization = str(request.headers.get("Authorization") or "")
+    if authorization.startswith("SharedKey"):
+        return "key"
+    if authorization.lower().startswith("bearer"):
+        return "token"
+    query = urlsplit(str(request.url)).query
+    return "sas" if "sig=" in query else None
+
+
+def _refused_key_or_sas(exc: HttpResponseError, doing: str, outcome: str) -> str | None:
+    """The line for an account key or SAS that storage refused; None when the request used neither."""
+    kind = _presented(exc)
+    if kind not in ("key", "sas"):
+        return None
+    code = _error_code(exc) or f"HTTP {exc.status_code}"
+    setting = _setting_for(origin_of(str(getattr(getattr(exc.response, "request", None), "url", ""))))
+    identity = "or use the app's identity instead (EXPORT_STORAGE__blobServiceUri)"
+    if code == "KeyBasedAuthenticationNotPermitted":
+        return (f"Export storage does not allow shared key access, so it refused the {_KIND[kind]} in {setting} "
+                f"({code}) while {doing}: use the app's identity instead (set EXPORT_STORAGE__blobServiceUri and "
+                f"assign 'Storage Blob Data Contributor'), or allow shared key access on the account; {outcome}.")
+    if kind == "sas" and code in _SAS_SCOPE_REFUSED:
+        return (f"Export storage refused the SAS in {setting} ({code}) while {doing}: it does not allow this "
+                f"request; make a new SAS for the container with read, add, create, write, delete and list "
+                f"permissions (az storage container generate-sas --permissions racwdl), signed for HTTPS and any "
+                f"address the function uses, and put it in {setting}, {identity}; {outcome}.")
+    if code not in _SIGNATURE_REFUSED and exc.status_code != 401:
+        return (f"Export storage refused a request made with the {_KIND[kind]} in {setting} ({code}) while "
+                f"{doing}: check the storage firewall and that the account is enabled; {outcome}.")
+    if kind == "sas":
+        return (f"Export storage refused the SAS in {setting} ({code}) while {doing}: it is expired or not yet "
+                f"valid, revoked, or signed with an account key that has since been rotated; put a new SAS in "
+                f"{setting} (az storage container generate-sas --permissions racwdl --expiry <date>), {identity}; "
+                f"{outcome}.")
+    firewall = " (or the storage firewall does not admit this network)" if code == "AuthorizationFailure" else ""
+    return (f"Export storage refused the account key in {setting} ({code}) while {doing}: the key is wrong or has "
+            f"been rotated{firewall}; put the account's current connection string in {setting} (az storage "
+            f"account show-connection-string --name <account>), {identity}; {outcome}.")
+
+
+_KIND = {"key": "account key", "sas": "SAS"}
 
 
 def etag_of(blob: BlobClient) -> str | None:
@@ -229,7 +334,7 @@ def delete(container: ContainerClient, name: str, outcome: str = NOTHING_PUBLISH
         except HttpResponseError as error:
             if error.status_code != 409:
                 raise
-            log.info("Kept %s: storage refuses to delete it (%s)", name, getattr(error, "error_code", None) or "HTTP 409")
+            log.info("Kept %s: storage refuses to delete it (%s)", name, _error_code(error) or "HTTP 409")
             return False
     return True
 

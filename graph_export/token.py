@@ -23,12 +23,10 @@ import msal
 import msal.exceptions
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import NameResolutionError
-from urllib3.util.retry import Retry
 
 from .credentials import FEDERATION_MISMATCH_CODES, FederatedAssertion
-from .errors import AuthError, first_line, origin_of
-from .transport import RETRY_STATUSES
+from .errors import AuthError, certificate_failure, first_line, origin_of, refused_or_unresolved, untrusted_certificate
+from .transport import RETRY_STATUSES, BudgetedRetry
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +59,10 @@ _SIGN_IN_ADVICE = {
 }
 
 
+#: Entra's answer to a token request for a resource (audience) it does not know in the tenant.
+UNKNOWN_RESOURCE = 500011
+
+
 class Credential(Protocol):
     """A client secret, a certificate or a federated assertion (see ``credentials``), as MSAL takes it."""
 
@@ -86,7 +88,8 @@ def make_sign_in_session(backoff_base_s: float = 1.0) -> requests.Session:
     answering (a stale keep-alive connection). A connection that cannot be made (refused, DNS, TLS
     handshake) is not retried: that is a setting to fix, not a blip, and the next run retries anyway.
     """
-    retry = Retry(
+    retry = BudgetedRetry(
+        service="The sign-in service",
         total=SIGN_IN_RETRIES,
         connect=0,
         read=2,
@@ -219,7 +222,7 @@ class GraphTokenProvider:
         if codes & FEDERATION_MISMATCH_CODES and isinstance(self._credential, FederatedAssertion):
             raise AuthError(describe_federation_mismatch(result, self._client_id, self._credential))
         error = CredentialRejectedError if codes & self._credential.rejected_codes else AuthError
-        raise error(describe_sign_in_error(result, self._client_id))
+        raise error(describe_sign_in_error(result, self._client_id, self._scopes[0]))
 
     def refresh(self, rejected: str) -> str:
         """A new token after a resource rejected ``rejected`` (revoked, or expired early).
@@ -245,6 +248,10 @@ class GraphTokenProvider:
 
     def _explain(self, exc: Exception) -> str:
         host, tenant, answer = self._host, self._tenant, self._http.last
+        untrusted = certificate_failure(exc)
+        if untrusted is not None:
+            line = untrusted_certificate("The sign-in service", host, "AUTHORITY_HOST", untrusted)
+            return f"{line}; nothing was published."
         if isinstance(exc, OSError) and getattr(exc, "response", None) is None:
             why = _why_unreachable(exc, self._timeout_s)
             return (f"Could not reach the sign-in service at AUTHORITY_HOST {host}: {why}; check AUTHORITY_HOST "
@@ -424,16 +431,25 @@ def _why_unreachable(exc: OSError, read_timeout_s: float | None) -> str:
     if isinstance(exc, requests.exceptions.ReadTimeout):
         return f"no answer within {read_timeout_s:g} s (HTTP_TIMEOUT_SECONDS)"
     if isinstance(exc, requests.exceptions.SSLError):
-        return "the TLS handshake failed (is its certificate trusted? REQUESTS_CA_BUNDLE)"
-    if any(isinstance(cause, NameResolutionError) for cause in _causes(exc)):
-        return "its name does not resolve"
-    return "the connection was refused or reset"
+        return "the TLS handshake failed"
+    return refused_or_unresolved(exc) or "the connection was refused or reset"
 
 
-def describe_sign_in_error(result: dict[str, Any], client_id: str) -> str:
-    """One actionable line for an MSAL error dict; carries Entra's codes and correlation id, no secrets."""
+def describe_sign_in_error(result: dict[str, Any], client_id: str, scope: str | None = None) -> str:
+    """One actionable line for an MSAL error dict; carries Entra's codes and correlation id, no secrets.
+
+    ``scope`` is what the token was asked for (``{GRAPH_ENDPOINT}/.default``): an audience Entra does not
+    know (AADSTS500011) is a GRAPH_ENDPOINT to fix. Entra's own text, for a code without advice here,
+    is its first line, cut at a word boundary.
+    """
     codes = [int(c) for c in result.get("error_codes") or [] if str(c).isdigit()]
     advice = next((_SIGN_IN_ADVICE[c] for c in codes if c in _SIGN_IN_ADVICE), None)
+    if UNKNOWN_RESOURCE in codes:
+        resource = origin_of(scope[: -len("/.default")]) if scope and scope.endswith("/.default") else "it"
+        advice = (f"Entra ID knows no resource named {resource} in this tenant, and that is GRAPH_ENDPOINT (tokens "
+                  "are asked for GRAPH_ENDPOINT/.default): set GRAPH_ENDPOINT to the Microsoft Graph root of the "
+                  "cloud AUTHORITY_HOST signs in to (public: https://graph.microsoft.com; US Government: "
+                  "https://graph.microsoft.us; China: https://microsoftgraph.chinacloudapi.cn), without /v1.0")
     error = result.get("error") or "unknown_error"
     described = f"AADSTS{codes[0]}" if codes else error
     if advice is None:
@@ -441,14 +457,3 @@ def describe_sign_in_error(result: dict[str, Any], client_id: str) -> str:
     correlation = result.get("correlation_id")
     suffix = f" (correlation id {correlation})" if correlation else ""
     return f"Sign-in for app {client_id} failed with {described} ({error}): {advice}{suffix}."
-
-
-def _causes(exc: BaseException) -> list[BaseException]:
-    """``exc`` and what it wraps (requests → urllib3's MaxRetryError → its reason), a few levels deep."""
-    chain: list[BaseException] = []
-    current: Any = exc
-    while isinstance(current, BaseException) and len(chain) < 6:
-        chain.append(current)
-        reason = getattr(current, "reason", None)
-        current = reason if isinstance(reason, BaseException) else (current.args[0] if current.args else None)
-    return chain

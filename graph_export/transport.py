@@ -22,6 +22,9 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import MaxRetryError
 from urllib3.util.retry import Retry
 
+from .errors import certificate_failure, origin_from
+from .retrying import announce_wait, describe_failure
+
 #: Statuses Graph documents as transient; 429 and 503 usually carry Retry-After.
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
@@ -57,15 +60,40 @@ class RetryBudget:
 
 
 class BudgetedRetry(Retry):
-    """urllib3's Retry (Retry-After, exponential backoff with jitter) that also draws on a run budget."""
+    """urllib3's Retry (Retry-After, exponential backoff with jitter) that also draws on a run budget.
 
-    def __init__(self, *args: Any, budget: RetryBudget | None = None, **kwargs: Any) -> None:
+    A TLS certificate this machine does not trust is never retried (it does not heal). Once one
+    request's waits add up to more than a few seconds, each further wait is announced with a warning
+    as it starts (``service`` names who is waited for; see ``retrying.announce_wait``).
+    """
+
+    def __init__(self, *args: Any, budget: RetryBudget | None = None, service: str = "Graph", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.budget = budget
+        self.service = service
+        #: Seconds this request has waited before its retries so far.
+        self.waited_s = 0.0
+        self._backoff_s: float | None = None
+
+    def get_backoff_time(self) -> float:
+        """urllib3's backoff (with its jitter), drawn once: the wait announced is the wait slept."""
+        if self._backoff_s is None:
+            self._backoff_s = super().get_backoff_time()
+        return self._backoff_s
+
+    def _announce(self, response: Any, error: Exception | None, pool: Any) -> None:
+        """Before the wait this retry is about to sleep: a progress warning once the waits add up."""
+        retry_after = self.get_retry_after(response) if self.respect_retry_after_header and response else None
+        wait = retry_after or self.get_backoff_time()
+        origin = origin_from(pool.scheme, pool.host, pool.port) if pool is not None else "its endpoint"
+        announce_wait(self.service, origin, describe_failure(getattr(response, "status", None), error),
+                      len(self.history), self.waited_s, wait)
+        self.waited_s += max(wait, 0.0)
 
     def new(self, **kwargs: Any) -> "BudgetedRetry":
         retry = super().new(**kwargs)
         retry.budget = self.budget
+        retry.service, retry.waited_s = self.service, self.waited_s
         return retry
 
     def sleep(self, response: Any = None) -> None:
@@ -85,10 +113,13 @@ class BudgetedRetry(Retry):
 
     def increment(self, method: str | None = None, url: str | None = None, response: Any = None,
                   error: Exception | None = None, _pool: Any = None, _stacktrace: Any = None) -> "BudgetedRetry":
+        if error is not None and certificate_failure(error) is not None:
+            raise MaxRetryError(_pool, url or "", error) from error  # an untrusted certificate does not heal
         # urllib3 passes method and url positionally: name every parameter so the budget sees them.
         retry = super().increment(method, url, response=response, error=error, _pool=_pool, _stacktrace=_stacktrace)
         if self.budget is not None and not self.budget.spend():  # super() raised once this request's are spent
             raise MaxRetryError(_pool, url or "", RunBudgetExhausted())
+        retry._announce(response, error, _pool)
         return retry
 
 

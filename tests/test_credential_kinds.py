@@ -191,3 +191,43 @@ def test_a_credential_without_an_expiry_and_a_federated_one_are_not_checked():
 def test_a_certificate_object_is_a_credential():
     certificate = ClientCertificate(KEY_PEM, [CERT])
     assert certificate.kind == "certificate" and 700027 in certificate.rejected_codes
+
+
+# --- the certificate used is the one that belongs to the key --------------------------------------
+
+OTHER_KEY, OTHER_CERT = make_certificate()
+
+
+def pem_of(*certificates: x509.Certificate, key: bytes = KEY_PEM) -> Vault:
+    return Vault((key + b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certificates)).decode(),
+                 "application/x-pem-file")
+
+
+def test_in_a_pem_with_another_certificate_first_the_keys_own_certificate_is_used():
+    certificate = read_client_certificate(pem_of(OTHER_CERT, CERT), "graph-client-certificate", send_x5c=True)
+    assert certificate.certificate == CERT and certificate.expires == CERT.not_valid_after_utc
+    assertion = certificate.msal_credential(CLIENT, lambda: ENDPOINT)["client_assertion"]()
+    header = jwt.get_unverified_header(assertion)
+    der = CERT.public_bytes(serialization.Encoding.DER)
+    thumbprint = base64.urlsafe_b64encode(hashlib.sha256(der).digest()).rstrip(b"=").decode()
+    assert header["x5t#S256"].rstrip("=") == thumbprint
+    assert header["x5c"][0] == base64.b64encode(der).decode()  # the rest of the chain follows it
+    jwt.decode(assertion, CERT.public_key(), algorithms=["PS256"], audience=ENDPOINT)
+
+
+@pytest.mark.parametrize("vault", [
+    pem_of(OTHER_CERT),
+    pem_of(OTHER_CERT, make_certificate()[1]),
+    # cryptography refuses to pair a key with a certificate not its own; a file may still hold them apart
+    Vault(base64.b64encode(pkcs12.serialize_key_and_certificates(
+        None, KEY, None, [OTHER_CERT], serialization.NoEncryption())).decode(), "application/x-pkcs12"),
+], ids=["pem-one-other", "pem-two-others", "pkcs12-another-certificate"])
+def test_a_key_that_belongs_to_no_certificate_is_one_line_before_entra_is_asked(vault):
+    with pytest.raises(AuthError) as info:
+        read_client_certificate(vault, "graph-client-certificate")
+    message = str(info.value)
+    assert message.startswith("The private key of the certificate 'graph-client-certificate' in Key Vault "
+                              "https://kv.vault.azure.net/ does not match ")
+    assert OTHER_CERT.fingerprint(hashes.SHA1()).hex().upper() in message and "CN=graph-export" in message
+    assert "CLIENT_CERTIFICATE_NAME" in message and "az keyvault certificate import" in message
+    assert "stored with it" in message and "\n" not in message and "PRIVATE KEY" not in message

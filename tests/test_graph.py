@@ -7,8 +7,9 @@ import pytest
 import requests
 from requests.adapters import BaseAdapter
 
-from graph_export import graph, sink
+from graph_export import graph, sink, transport
 from graph_export.errors import GraphError
+from tests.tls_listener import UntrustedTls
 
 ENDPOINT = "https://graph.example"
 PROPS = ("id", "displayName")
@@ -430,3 +431,21 @@ def test_pages_add_their_ids_to_the_given_user_ids_which_catch_a_repeat_across_a
     with pytest.raises(GraphError, match="before the page this run resumed from and again on page 2"):
         list(graph.iter_user_pages(session, second, ENDPOINT, FixedTokens(), 30.0, 2,
                                    ids=UserIds.from_bytes(saved.to_bytes())))
+
+
+def test_a_graph_certificate_this_machine_does_not_trust_is_named_as_such_and_not_retried(tmp_path, monkeypatch):
+    untrusted = UntrustedTls(tmp_path)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(untrusted.other_ca))
+    session = transport.make_session(0.5, 5, transport.RetryBudget(50))
+    try:
+        with pytest.raises(GraphError) as raised:
+            list(graph.iter_user_pages(session, graph.first_page_url(untrusted.url, PROPS, 999), untrusted.url,
+                                       FixedTokens(), 30.0))
+    finally:
+        untrusted.close()
+    message = str(raised.value)
+    assert message.startswith(f"Graph at {untrusted.url} failed TLS certificate verification "
+                              "(unable to get local issuer certificate)")
+    assert "GRAPH_ENDPOINT" in message and "REQUESTS_CA_BUNDLE" in message and "TLS-inspecting proxy" in message
+    assert "could not be reached" not in message and "\n" not in message and "t1" not in message
+    assert untrusted.connections == 1  # the five retries a page may have were not spent on it

@@ -16,6 +16,7 @@ from graph_export.token import (
     describe_sign_in_error,
     make_sign_in_session,
 )
+from tests.tls_listener import UntrustedTls
 
 CLIENT = "11111111-2222-3333-4444-555555555555"
 
@@ -244,3 +245,51 @@ def test_when_no_version_is_known_the_first_rejection_is_what_fails():
                          read_older=lambda newest: [Secret("older")])
     with pytest.raises(CredentialRejectedError, match="AADSTS7000215"):
         tokens.get()
+
+
+# --- an audience Entra does not know, and Entra's own text -----------------------------------------
+
+UNKNOWN_AUDIENCE = {
+    "error": "invalid_resource", "error_codes": [500011], "correlation_id": "corr-9",
+    "error_description": "AADSTS500011: The resource principal named https://graph.microsoft.us was not found in "
+                         "the tenant named contoso. This can happen if the application has not been installed by the "
+                         "administrator of the tenant or consented to by any user in the tenant. You might have sent "
+                         "your authentication request to the wrong tenant.\r\nTrace ID: t\r\nCorrelation ID: corr-9",
+}
+
+
+def test_an_audience_entra_does_not_know_names_graph_endpoint():
+    message = describe_sign_in_error(UNKNOWN_AUDIENCE, CLIENT, "https://graph.microsoft.us/.default")
+    assert "AADSTS500011 (invalid_resource)" in message and "GRAPH_ENDPOINT" in message
+    assert "no resource named https://graph.microsoft.us" in message and "https://graph.microsoft.com" in message
+    assert "corr-9" in message and "\n" not in message and "Trace ID" not in message
+
+
+def test_entras_own_text_is_cut_at_a_word_boundary():
+    long = {**UNKNOWN_AUDIENCE, "error_codes": [12345], "error_description": "AADSTS12345: " + "word " * 100}
+    message = describe_sign_in_error(long, CLIENT)
+    quoted = message.split(": ", 1)[1].rsplit(" (correlation", 1)[0]
+    assert quoted.endswith("word\u2026") and len(quoted) <= 300
+    assert all(w in ("AADSTS12345:", "word", "word\u2026") for w in quoted.split())
+
+
+# --- a sign-in host whose certificate this machine does not trust --------------------------------
+
+@pytest.fixture
+def untrusted(tmp_path, monkeypatch):
+    listener = UntrustedTls(tmp_path)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(listener.other_ca))
+    yield listener
+    listener.close()
+
+
+def test_a_sign_in_certificate_this_machine_does_not_trust_is_named_as_such_and_not_retried(untrusted):
+    with pytest.raises(AuthError) as raised:
+        GraphTokenProvider(authority=f"{untrusted.url}/{TENANT}", client_id=CLIENT, scope="x/.default",
+                           secret=Secret(SECRET), backoff_base_s=1.0)
+    message = str(raised.value)
+    assert message.startswith(f"The sign-in service at {untrusted.url} failed TLS certificate verification "
+                              "(unable to get local issuer certificate)")
+    assert "AUTHORITY_HOST" in message and "REQUESTS_CA_BUNDLE" in message and "TLS-inspecting proxy" in message
+    assert "Could not reach" not in message and "\n" not in message and SECRET not in message
+    assert untrusted.connections == 1

@@ -1,6 +1,7 @@
 """The HTTP transport: retry policy, run budget, and the request-sent signal, against a real local server."""
 
 import contextlib
+import logging
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -144,3 +145,43 @@ def test_each_wait_before_a_retry_is_told_to_the_runs_listener_while_it_lasts():
     assert 0.9 <= budget.throttled_s < 2
     budget.reset(5)
     assert budget.listener is None  # a new run sets its own
+
+
+def test_a_request_retrying_for_more_than_a_few_seconds_says_so_on_each_wait(monkeypatch, caplog):
+    from graph_export import retrying
+
+    answers = [503, 503, 200]
+
+    class Busy(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self):
+            self.send_response(answers.pop(0))
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Busy)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    # "A few seconds", shortened: the first retry goes at once (not announced), the second after 0.02-0.03 s.
+    monkeypatch.setattr(retrying, "PROGRESS_AFTER_S", 0.015)
+    try:
+        response = transport.make_session(0.01, 5, transport.RetryBudget(5)).get(
+            f"http://127.0.0.1:{httpd.server_address[1]}/v1.0/users?$skiptoken=secret", timeout=10)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert response.status_code == 200
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING and r.name.startswith("graph_export")]
+    assert [w.getMessage().split(" in ")[0] for w in warnings] == [
+        f"Graph at http://127.0.0.1:{httpd.server_address[1]} answered HTTP 503; retry 2"]
+    assert "secret" not in caplog.text
+
+
+def test_a_short_wait_is_not_announced(caplog):
+    retry = transport.BudgetedRetry(total=3, backoff_factor=0.0)
+    retry.sleep()
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]

@@ -161,3 +161,33 @@ def test_a_rejected_certificate_with_no_older_version_fails_with_the_first_rejec
     sandbox.entra.remove_certificates()
     with pytest.raises(AuthError, match="AADSTS700027"):
         run_export(load_settings(), SLOT)
+
+
+def pem_secret(sandbox, name: str, *parts: bytes) -> dict[str, str]:
+    """A PEM certificate secret as Key Vault can hold one (an imported PEM keeps its order), and its settings."""
+    sandbox.vault.set_secret(name, b"".join(parts).decode(), content_type="application/x-pem-file")
+    return {"CLIENT_CREDENTIAL": "certificate", "CLIENT_CERTIFICATE_NAME": name}
+
+
+def test_a_pem_with_another_certificate_first_signs_in_with_the_keys_own(export_env, sandbox, monkeypatch):
+    key_pem, cert_pem = sandbox.new_certificate()
+    _, issuer_pem = sandbox.new_certificate(common_name="an issuing CA, listed first")
+    sandbox.entra.add_certificate(cert_pem)
+    use(monkeypatch, pem_secret(sandbox, "chain-first", key_pem, issuer_pem, cert_pem))
+    summary = run_export(load_settings(), SLOT)
+    assert exported_everyone(export_env, sandbox, summary)
+    assert [s.code for s in sandbox.entra.sign_ins] == [None]  # no AADSTS700027 on the way
+
+
+def test_a_key_that_does_not_match_its_certificate_fails_before_entra_is_asked(export_env, sandbox, monkeypatch):
+    key_pem, _ = sandbox.new_certificate()
+    _, cert_pem = sandbox.new_certificate()
+    sandbox.entra.add_certificate(cert_pem)  # registered, but the key in the vault is another one's
+    use(monkeypatch, pem_secret(sandbox, "mismatched", key_pem, cert_pem))
+    with pytest.raises(AuthError) as info:
+        run_export(load_settings(), SLOT)
+    message = str(info.value)
+    assert message.startswith("The private key of the certificate 'mismatched' in Key Vault ")
+    assert "does not match the certificate stored with it (CN=graph-export, SHA-1 thumbprint " in message
+    assert "CLIENT_CERTIFICATE_NAME" in message and "Entra was not asked" in message and "\n" not in message
+    assert "AADSTS" not in message and sandbox.entra.sign_ins == [] and blob_names(export_env) == []
