@@ -126,14 +126,7 @@ def cli(capsys, n: int) -> tuple[int, dict]:
     """``python -m graph_export run --slot <slot n>``: the exit code and the summary it printed."""
     warm_clients.cache_clear()
     capsys.readouterr()
-    # main sets the process's logger levels (the libraries' to ERROR): put them back for later tests
-    loggers = [logging.getLogger(name) for name in ("", "graph_export", "urllib3", "requests", "azure", "msal")]
-    levels = [logger.level for logger in loggers]
-    try:
-        code = main(["run", "--slot", iso(slot(n)), "--quiet"])
-    finally:
-        for logger, level in zip(loggers, levels, strict=True):
-            logger.setLevel(level)
+    code = main(["run", "--slot", iso(slot(n)), "--quiet"])
     out = capsys.readouterr().out.strip()
     return code, json.loads(out) if code == 0 else {"error": out}
 
