@@ -14,7 +14,7 @@ from typing import Sequence
 
 from tqdm import tqdm
 
-from . import naming, verify
+from . import naming, redact, verify
 from .errors import ConfigError, ExportError
 from .export import run_export
 from .progress import Snapshot
@@ -44,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ExportError as exc:
         if args.debug:
             log.exception("export failed")
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact.redact(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("error: interrupted; nothing was published for this run.", file=sys.stderr)
@@ -52,7 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a bug or an unmapped failure: still one line, traceback on request
         if args.debug:
             log.exception("unexpected failure")
-        print(f"error: unexpected {type(exc).__name__} ({exc}); nothing was published. "
+        # An exception's text may hold a URL with its query (a SAS, a Graph token): redacted.
+        print(f"error: unexpected {type(exc).__name__} ({redact.redact(str(exc))}); nothing was published. "
               "Run again with --debug for the traceback and report it.", file=sys.stderr)
         return 1
     print(json.dumps(summary.as_dict()))
@@ -194,10 +195,13 @@ def _configure_logging(debug: bool) -> None:
     What urllib3 (its "Retrying …" warnings), the Azure SDK and MSAL log about a failure reaches the
     user as our one error line, so without --debug they show errors only, and MSAL nothing below
     CRITICAL: it logs a sign-in answer that is not JSON, body and traceback, at ERROR.
-    With --debug they inherit DEBUG like everything else.
+    With --debug they inherit DEBUG like everything else: urllib3 then logs each request line with
+    its query (a SAS ``sig``, a ``$deltatoken``), so the handler that prints them redacts every record
+    first (``redact``).
     """
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    redact.install(logging.getLogger())
     log.setLevel(logging.DEBUG if debug else logging.INFO)
     for library, quiet in (("urllib3", logging.ERROR), ("requests", logging.ERROR), ("azure", logging.ERROR),
                            ("msal", logging.CRITICAL)):

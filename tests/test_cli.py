@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 
@@ -59,3 +60,26 @@ def test_a_settings_file_fills_the_environment_like_func_start(capsys, tmp_path,
     code, _, err = run(capsys, "--settings", str(settings_file))
     assert code == 2  # read: the first missing setting is no longer TENANT_ID, the vault URL is named
     assert "TENANT_ID" not in err and "KEY_VAULT_URL" in err
+
+
+# --- issue 20, item 2: nothing --debug prints carries a credential ------------------------------------
+
+TOKEN = "U0JEMQIAa5ESIQAAAABB2sPfBv-LVwAAAAAAAAAA_so5cPF"
+
+
+def test_debug_library_lines_are_redacted_before_any_handler_prints_them(capsys, caplog, monkeypatch):
+    def export_that_logs(*args, **kwargs):  # what urllib3 logs for a delta request, then a failure
+        logging.getLogger("urllib3.connectionpool").debug('%s://%s:%s "%s %s %s" %s %s', "https", "graph", 443, "GET",
+                                                          f"/v1.0/users/delta?$deltatoken={TOKEN}", "HTTP/1.1", 200, 1)
+        raise ConnectionError(f"Max retries exceeded with url: /v1.0/users/delta?$deltatoken={TOKEN}")
+
+    for name, value in VALID.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(cli, "run_export", export_that_logs)
+    caplog.set_level(logging.DEBUG)
+    code, out, err = run(capsys, "--debug", "--quiet")
+    assert code == 1 and out == ""
+    assert err.startswith("error: unexpected ConnectionError (Max retries exceeded with url: "
+                          "/v1.0/users/delta?$deltatoken=REDACTED)")
+    assert "$deltatoken=REDACTED" in caplog.text and "Traceback" in caplog.text  # the line, and --debug's traceback
+    assert TOKEN not in caplog.text + err
