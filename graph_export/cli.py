@@ -10,7 +10,7 @@ import os
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from tqdm import tqdm
 
@@ -27,65 +27,60 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _configure_logging(args.debug)
     if args.command == "verify":
-        return _verify(args)
+        return _one_line_on_failure(lambda: _verify(args), args.debug, "the export was not fully verified")
+    return _one_line_on_failure(lambda: _run(args), args.debug, "nothing was published for this run")
+
+
+def _one_line_on_failure(command: Callable[[], str], debug: bool, interrupted: str) -> int:
+    """Run ``command``, print what it returns on stdout; any failure is one ``error:`` line on stderr
+    (redacted: an exception's text may hold a URL with its query) and the failure's exit code."""
     try:
-        if args.settings:
-            apply_settings_file(args.settings)
-        settings = load_settings()
-        slot = _parse_slot(args.slot) if args.slot else None
-        if args.quiet:
-            summary = run_export(settings, slot, force=args.force, on_progress=_silent)
-        elif sys.stderr.isatty():
-            with LiveProgress() as live:
-                summary = run_export(settings, slot, force=args.force, on_progress=live.show,
-                                     progress_every_s=LiveProgress.EVERY_S)
-        else:
-            summary = run_export(settings, slot, force=args.force)
+        output = command()
     except ExportError as exc:
-        if args.debug:
-            log.exception("export failed")
+        if debug:
+            log.exception("failed")
         print(f"error: {redact.redact(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("error: interrupted; nothing was published for this run.", file=sys.stderr)
+        print(f"error: interrupted; {interrupted}.", file=sys.stderr)
         return 130
     except Exception as exc:  # a bug or an unmapped failure: still one line, traceback on request
-        if args.debug:
+        if debug:
             log.exception("unexpected failure")
-        # An exception's text may hold a URL with its query (a SAS, a Graph token): redacted.
-        print(f"error: unexpected {type(exc).__name__} ({redact.redact(str(exc))}); nothing was published. "
+        print(f"error: unexpected {type(exc).__name__} ({redact.redact(str(exc))}); {interrupted}. "
               "Run again with --debug for the traceback and report it.", file=sys.stderr)
         return 1
-    print(json.dumps(summary.as_dict()))
+    print(output)
     return 0
 
 
-def _verify(args: argparse.Namespace) -> int:
-    """``verify``: one line per slot (and for latest.json) on stdout, then the summary; a failure's
-    summary is the one ``error:`` line on stderr, with VerifyError's exit code."""
-    try:
-        if args.settings:
-            apply_settings_file(args.settings)
-        settings = load_storage_settings()  # no Graph or Key Vault settings needed: a consumer can run it
-        slot = _parse_verify_slot(args.slot) if args.slot else None
-        report = verify.run(settings, slot=slot, every=args.all, echo=lambda line: print(line, flush=True))
-        report.raise_if_failed()
-    except ExportError as exc:
-        if args.debug:
-            log.exception("verify failed")
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("error: interrupted; the export was not fully verified.", file=sys.stderr)
-        return 130
-    except Exception as exc:  # a bug or an unmapped failure: still one line, traceback on request
-        if args.debug:
-            log.exception("unexpected failure")
-        print(f"error: unexpected {type(exc).__name__} ({exc}) while verifying. "
-              "Run again with --debug for the traceback and report it.", file=sys.stderr)
-        return 1
-    print(report.summary())
-    return 0
+def _run(args: argparse.Namespace) -> str:
+    """``run``: one export; its summary as one JSON object."""
+    if args.settings:
+        apply_settings_file(args.settings)
+    settings = load_settings()
+    slot = _parse_slot(args.slot) if args.slot else None
+    if args.quiet:
+        summary = run_export(settings, slot, force=args.force, on_progress=_silent)
+    elif sys.stderr.isatty():
+        with LiveProgress() as live:
+            summary = run_export(settings, slot, force=args.force, on_progress=live.show,
+                                 progress_every_s=LiveProgress.EVERY_S)
+    else:
+        summary = run_export(settings, slot, force=args.force)
+    return json.dumps(summary.as_dict())
+
+
+def _verify(args: argparse.Namespace) -> str:
+    """``verify``: one line per slot (and for latest.json) on stdout as decided, then the summary; a
+    failure's summary is the one ``error:`` line on stderr, with VerifyError's exit code."""
+    if args.settings:
+        apply_settings_file(args.settings)
+    settings = load_storage_settings()  # no Graph or Key Vault settings needed: a consumer can run it
+    slot = _parse_verify_slot(args.slot) if args.slot else None
+    report = verify.run(settings, slot=slot, every=args.all, echo=lambda line: print(line, flush=True))
+    report.raise_if_failed()
+    return report.summary()
 
 
 def _parse_verify_slot(text: str) -> datetime:

@@ -22,6 +22,7 @@ from graph_export.settings import SETTINGS, StorageTarget
 from graph_export.storage import open_container
 from sandbox import Sandbox
 from sandbox.azurite import Azurite
+from tests.tls_listener import UntrustedTls
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_USERS = 2_500
@@ -44,6 +45,15 @@ def logging_as_it_was():
     for logger, level in zip(loggers, levels, strict=True):
         logger.setLevel(level)
     logging.getLogger().handlers[:] = handlers
+
+
+@pytest.fixture
+def untrusted(tmp_path, monkeypatch):
+    """A TLS listener whose certificate this machine does not trust (REQUESTS_CA_BUNDLE is another CA)."""
+    listener = UntrustedTls(tmp_path)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(listener.other_ca))
+    yield listener
+    listener.close()
 
 
 @pytest.fixture(scope="session")

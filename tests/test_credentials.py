@@ -20,7 +20,6 @@ from graph_export.credentials import (
     vault_audience,
 )
 from graph_export.errors import AuthError
-from tests.tls_listener import UntrustedTls
 
 
 class NoCredential:
@@ -195,14 +194,6 @@ def test_a_real_vault_host_challenging_for_another_resource_is_refused_before_an
 
 
 # --- a vault that cannot be reached: why, at once ---------------------------------------------------
-
-@pytest.fixture
-def untrusted(tmp_path, monkeypatch):
-    listener = UntrustedTls(tmp_path)
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(listener.other_ca))
-    yield listener
-    listener.close()
-
 
 def test_a_vault_certificate_this_machine_does_not_trust_is_named_as_such_and_not_retried(untrusted):
     client = make_secret_client(untrusted.url, NoCredential(), retry_total=4, retry_backoff_factor=1.0)

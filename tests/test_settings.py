@@ -325,17 +325,6 @@ README = (REPO / "README.md").read_text(encoding="utf-8")
 NAMES = [s.name for s in SETTINGS]
 
 
-@pytest.fixture
-def cli_logging_restored():
-    """cli.main configures logging for the process: put it back for the tests after."""
-    loggers = [logging.getLogger(name) for name in ("", "graph_export", "urllib3", "requests", "azure", "msal")]
-    levels, handlers = [lg.level for lg in loggers], list(logging.getLogger().handlers)
-    yield
-    for logger, level in zip(loggers, levels, strict=True):
-        logger.setLevel(level)
-    logging.getLogger().handlers[:] = handlers
-
-
 def _clean_environment(monkeypatch):
     for name in [*NAMES, "AzureWebJobsStorage", "AzureWebJobsStorage__blobServiceUri", *EXAMPLE]:
         monkeypatch.delenv(name, raising=False)
@@ -414,7 +403,7 @@ def test_the_example_unedited_fails_at_validation_without_reading_the_example(mo
         "local.settings.json.example): replace it with your vault's URL, e.g. https://kv-name.vault.azure.net/.")
 
 
-def test_the_cli_with_the_example_settings_file_exits_2(capsys, monkeypatch, cli_logging_restored):
+def test_the_cli_with_the_example_settings_file_exits_2(capsys, monkeypatch):
     from graph_export import cli
     _clean_environment(monkeypatch)
     for name in EXAMPLE:  # cli.main writes the file's Values into os.environ: monkeypatch restores them

@@ -24,7 +24,6 @@ from graph_export.records import LatestPointer
 from graph_export.settings import StorageTarget
 from graph_export.storage import open_container, point_latest, storage_errors, write_json
 from sandbox.azurite import ACCOUNT, ACCOUNT_KEY
-from tests.tls_listener import UntrustedTls
 
 
 @pytest.fixture
@@ -289,14 +288,6 @@ def test_a_refused_connection_after_storage_has_answered_is_retried_as_a_blip():
     assert policy.increment(dict(settings, history=[]), request, error=refused) is False  # never answered
     policy.answered = True
     assert policy.increment(dict(settings, history=[]), request, error=refused) is True
-
-
-@pytest.fixture
-def untrusted(tmp_path, monkeypatch):
-    listener = UntrustedTls(tmp_path)
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(listener.other_ca))
-    yield listener
-    listener.close()
 
 
 def test_a_storage_certificate_this_machine_does_not_trust_is_named_as_such_and_not_retried(untrusted):

@@ -16,7 +16,6 @@ from graph_export.token import (
     describe_sign_in_error,
     make_sign_in_session,
 )
-from tests.tls_listener import UntrustedTls
 
 CLIENT = "11111111-2222-3333-4444-555555555555"
 
@@ -274,14 +273,6 @@ def test_entras_own_text_is_cut_at_a_word_boundary():
 
 
 # --- a sign-in host whose certificate this machine does not trust --------------------------------
-
-@pytest.fixture
-def untrusted(tmp_path, monkeypatch):
-    listener = UntrustedTls(tmp_path)
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(listener.other_ca))
-    yield listener
-    listener.close()
-
 
 def test_a_sign_in_certificate_this_machine_does_not_trust_is_named_as_such_and_not_retried(untrusted):
     with pytest.raises(AuthError) as raised:
