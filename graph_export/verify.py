@@ -299,12 +299,7 @@ def _check_users(exports: ContainerClient, manifest: Manifest, etags: dict[str, 
             continue
         users, user_ids = [], []
         for number, line in enumerate(lines, count + 1):
-            try:
-                user = jsontext.loads(line)
-            except jsontext.JSONDecodeError:
-                raise Mismatch(f"line {number} of {blob} is not JSON") from None
-            if type(user) is not dict:
-                raise Mismatch(f"line {number} of {blob} is not a JSON object")
+            user = _json_object(line, number, blob)
             if user.keys() != wanted:
                 raise Mismatch(f"line {number} of {blob} {_keys_problem(user, properties)}")
             user_id = user.get("id")
@@ -329,6 +324,17 @@ def _check_users(exports: ContainerClient, manifest: Manifest, etags: dict[str, 
     if csv is not None:
         assert manifest.csv is not None
         csv.finish(manifest.csv.uncompressed_bytes)
+
+
+def _json_object(line: bytes, number: int, name: str) -> dict[str, Any]:
+    """Line ``number`` of ``name`` as the JSON object it must be; Mismatch (never its content) if not."""
+    try:
+        value = jsontext.loads(line)
+    except jsontext.JSONDecodeError:
+        raise Mismatch(f"line {number} of {name} is not JSON") from None
+    if type(value) is not dict:
+        raise Mismatch(f"line {number} of {name} is not a JSON object")
+    return value
 
 
 def _keys_problem(user: dict[str, Any], properties: tuple[str, ...]) -> str:
@@ -387,12 +393,7 @@ def _check_changes(exports: ContainerClient, delta: DeltaApplied, etags: dict[st
         rest = lines.pop()
         for line in lines:
             count += 1
-            try:
-                record = jsontext.loads(line)
-            except jsontext.JSONDecodeError:
-                raise Mismatch(f"line {count} of {name} is not JSON") from None
-            if type(record) is not dict:
-                raise Mismatch(f"line {count} of {name} is not a JSON object")
+            record = _json_object(line, count, name)
             if not isinstance(record.get("id"), str) or not record["id"]:
                 raise Mismatch(f"line {count} of {name} has no user id")
     if rest:
