@@ -86,29 +86,12 @@ def test_a_failure_no_error_class_maps_still_logs_one_line_before_failing(export
 # --- each run's fields reach Application Insights (through a local ingestion endpoint) -----------------
 
 _RUN_WITH_TELEMETRY = r"""
-import gzip, json, os, sys, threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import json, os
 from azure.functions.timer import TimerRequest
 
-received = []
+from tests.ingestion import serve
 
-class Ingestion(BaseHTTPRequestHandler):
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        if self.headers.get("Content-Encoding") == "gzip":
-            body = gzip.decompress(body)
-        received.extend(json.loads(body))
-        answer = json.dumps({"itemsReceived": 1, "itemsAccepted": 1, "errors": []}).encode()
-        self.send_response(200); self.send_header("Content-Length", str(len(answer))); self.end_headers()
-        self.wfile.write(answer)
-    def log_message(self, *args):
-        pass
-
-server = ThreadingHTTPServer(("127.0.0.1", 0), Ingestion)
-threading.Thread(target=server.serve_forever, daemon=True).start()
-os.environ["APPLICATIONINSIGHTS_CONNECTION_STRING"] = (
-    "InstrumentationKey=00000000-0000-0000-0000-000000000000;"
-    f"IngestionEndpoint=http://127.0.0.1:{server.server_address[1]}/")
+received = serve()
 import function_app
 from opentelemetry._logs import get_logger_provider
 function = function_app.app.get_functions()[0].get_user_function()

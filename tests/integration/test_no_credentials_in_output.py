@@ -170,31 +170,14 @@ def test_debug_output_of_full_delta_and_failing_runs_carries_no_credential(expor
 # --- items 1 and 2 under the Functions worker: logs at INFO, exception text, telemetry envelopes -------
 
 _FUNCTION_RUNS = r"""
-import gzip, json, logging, os, sys, threading, traceback
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import json, logging, os, sys, traceback
 
 # The worker's logging: its handler on the root logger at INFO, installed before the app is loaded.
 logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
 
-received = []
+from tests.ingestion import serve
 
-class Ingestion(BaseHTTPRequestHandler):
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        if self.headers.get("Content-Encoding") == "gzip":
-            body = gzip.decompress(body)
-        received.append(body.decode("utf-8", "replace"))
-        answer = json.dumps({"itemsReceived": 1, "itemsAccepted": 1, "errors": []}).encode()
-        self.send_response(200); self.send_header("Content-Length", str(len(answer))); self.end_headers()
-        self.wfile.write(answer)
-    def log_message(self, *args):
-        pass
-
-server = ThreadingHTTPServer(("127.0.0.1", 0), Ingestion)
-threading.Thread(target=server.serve_forever, daemon=True).start()
-os.environ["APPLICATIONINSIGHTS_CONNECTION_STRING"] = (
-    "InstrumentationKey=00000000-0000-0000-0000-000000000000;"
-    f"IngestionEndpoint=http://127.0.0.1:{server.server_address[1]}/")
+received = serve()
 from azure.functions.timer import TimerRequest
 import function_app
 from opentelemetry._logs import get_logger_provider
@@ -233,7 +216,7 @@ def test_function_logs_exceptions_and_telemetry_carry_no_credential(export_env, 
     assert len(captured["raised"]) == 1 and "GraphError" in captured["raised"][0]
     assert "Retrying" in done.stderr and "Export failed" in done.stderr and "Export succeeded" in done.stderr
     assert "was already exported" in done.stderr
-    envelopes = "\n".join(captured["envelopes"])
+    envelopes = "\n".join(json.dumps(e) for e in captured["envelopes"])
     for status in ("failed", "succeeded", "skipped"):
         assert f'"export_status": "{status}"' in envelopes or f'"export_status":"{status}"' in envelopes, status
     tokens = {token, delta_token(env)}
