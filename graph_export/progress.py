@@ -171,9 +171,12 @@ class RunProgress:
 
     def _tick(self, wait: _Waiting, over: threading.Event) -> None:
         while not over.wait(self._every):
+            now = self._clock()
+            if wait.seconds - (now - wait.started) < 0.5:
+                return  # "0 s left" says nothing: the wait is over, and the next page or retry reports
             with self._lock:
                 if self._wait is wait:
-                    self._report(self._snapshot(self._clock(), final=False))
+                    self._report(self._snapshot(now, final=False))
 
     def _snapshot(self, now: float, *, final: bool, published: int | None = None) -> Snapshot:
         wait, throttled_s = self._wait, self._counts.throttled_s

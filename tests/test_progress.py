@@ -103,3 +103,12 @@ def test_a_delta_slot_that_falls_back_to_a_full_export_counts_users_again():
     final = progress.finish(published=999)
     assert (final.users, final.pages, final.changes) == (999, 1, False)
     assert final.line().startswith("Exported 999 users in 1 pages, ")
+
+
+def test_a_wait_that_is_over_is_never_reported_as_zero_seconds_left():
+    seen: list[Snapshot] = []
+    progress = RunProgress(types.SimpleNamespace(used=1, throttled_s=0.0), every_s=0.05, report=seen.append)
+    with progress.waiting("HTTP 429, Retry-After 1 s", 1.0, throttled=True):
+        time.sleep(1.3)  # the wait outlasts what it announced, as a slow retry does
+    lines = [s.line() for s in seen if s.waiting is not None]
+    assert len(lines) >= 5 and not [line for line in lines if ", 0 s left:" in line], lines

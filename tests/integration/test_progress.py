@@ -98,6 +98,7 @@ def test_a_throttled_wait_is_logged_as_it_happens_with_its_reason_and_seconds(ex
                     r"[\d,]+ users/s; 1 retries, 0\.0 s waiting on throttling$", waits[0].getMessage()), waits[0]
     # Pages are requested ahead of the ones being parsed: the count when page 4 is refused is up to 3 pages.
     assert len(waits) >= 3 and "1 s left" in waits[-1].getMessage()  # every second while it lasts, counting down
+    assert not [w for w in waits if ", 0 s left:" in w.getMessage()]  # a wait that is over is not announced
     assert waits[-1].created - waits[0].created >= 1.9  # said during the wait, not after it
     [final] = [r for r in caplog.records if r.getMessage().startswith("Exported ")]
     assert final.created - waits[0].created >= 2.9 and summary.throttled_s >= 2.9
