@@ -995,12 +995,12 @@ publish() {
   fi
   if grep -q 'appears to be unhealthy' "$errors"; then
     printf 'ERROR: the code reached %s, but its Functions host did not report healthy. Check, in this order:\n' "$function_app" >&2
-    printf '  - host storage %s: identity %s needs Storage Blob Data Owner, Storage Queue Data Contributor and\n' "$host_account" "$identity_name" >&2
-    printf '    Storage Table Data Contributor on it (a new role assignment can take up to 10 minutes to apply);\n' >&2
-    printf '  - the app settings AzureWebJobsStorage__blobServiceUri/__queueServiceUri/__tableServiceUri,\n' >&2
+    printf '  - host storage %s: identity %s needs Storage Blob Data Owner and Storage Queue Data Contributor\n' "$host_account" "$identity_name" >&2
+    printf '    on it (a new role assignment can take up to 10 minutes to apply);\n' >&2
+    printf '  - the app settings AzureWebJobsStorage__blobServiceUri/__queueServiceUri,\n' >&2
     printf '    __credential=managedidentity and __clientId (the client id of %s);\n' "$identity_name" >&2
     if [[ -n "$vnet_name" ]]; then
-      printf '  - --vnet: the private endpoints of %s (blob, queue, table) and their privatelink DNS zones, linked to %s;\n' "$host_account" "$vnet_name" >&2
+      printf '  - --vnet: the private endpoints of %s (blob, queue) and their privatelink DNS zones, linked to %s;\n' "$host_account" "$vnet_name" >&2
     fi
     printf '  - the host'"'"'s own log: Application Insights %s (traces), or\n' "${app_insights:-of the app}" >&2
     printf '    az functionapp log deployment show --resource-group %s --name %s\n' "$resource_group" "$function_app" >&2

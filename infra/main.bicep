@@ -128,7 +128,7 @@ param deployedAt string = utcNow('yyyy-MM-ddTHH:mm:ssZ')
 // Private networking
 // ---------------------------------------------------------------------------------------------------
 
-@description('Private networking: a VNet with a subnet delegated for Flex Consumption VNet integration, private endpoints (and private DNS zones) for the host storage (blob, queue, table), the export storage (blob) and the Key Vault, and public network access disabled on all three. Off: they are reached over their public endpoints, Entra ID + RBAC being the gate.')
+@description('Private networking: a VNet with a subnet delegated for Flex Consumption VNet integration, private endpoints (and private DNS zones) for the host storage (blob, queue), the export storage (blob) and the Key Vault, and public network access disabled on all three. Off: they are reached over their public endpoints, Entra ID + RBAC being the gate.')
 param vnetEnabled bool = false
 
 @description('Address space of the VNet (vnetEnabled).')

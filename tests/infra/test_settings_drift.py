@@ -32,7 +32,7 @@ NOT_SET_IN_AZURE = {
 # Settings the platform reads (not the app's contract); added by infra/modules/functionapp.bicep.
 PLATFORM_SETTINGS = {
     "AzureWebJobsStorage__credential", "AzureWebJobsStorage__clientId", "AzureWebJobsStorage__blobServiceUri",
-    "AzureWebJobsStorage__queueServiceUri", "AzureWebJobsStorage__tableServiceUri",
+    "AzureWebJobsStorage__queueServiceUri",
     "APPLICATIONINSIGHTS_CONNECTION_STRING", "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
 }
 
