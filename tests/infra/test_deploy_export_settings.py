@@ -180,3 +180,14 @@ def test_the_fake_refuses_what_main_bicep_refuses(tmp_path):
                                "--parameters", str(INFRA / "main.bicepparam")], capture_output=True, text=True,
                               check=False, env=fake.env(GRAPH_EXPORT_CLIENT_ID=NEW_APP, **{variable: value}))
         assert proc.returncode == 1 and message in proc.stderr, (variable, value, proc.stderr)
+
+
+def test_help_lists_each_flag_and_why_not_the_portal(tmp_path):
+    fake = FakeAzure(tmp_path)
+    proc = fake.run("--help")
+    assert proc.returncode == 0
+    for flag in ("--schedule NCRONTAB", "--export-mode MODE", "--formats LIST", "--csv-excel, --no-csv-excel",
+                 "--full-sync-every-days N", "--user-properties LIST"):
+        assert flag in proc.stdout, flag
+    assert "one set by hand in the portal is gone after the next run" in proc.stdout
+    assert fake.calls == []
