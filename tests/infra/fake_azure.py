@@ -251,6 +251,18 @@ class FakeAzure:
         return found
 
 
+def deploy(fake: FakeAzure, *args: str, infra: Path = INFRA) -> subprocess.CompletedProcess[str]:
+    """deploy.sh into the test group (created in westeurope when missing), without publishing the code."""
+    return fake.run("-g", RG, "-l", "westeurope", "--skip-publish", *args, infra=infra)
+
+
+def deployed(fake: FakeAzure, *args: str) -> subprocess.CompletedProcess[str]:
+    """deploy(), which must succeed."""
+    proc = deploy(fake, *args)
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
 def opt(call: dict[str, Any], name: str) -> str:
     argv = call["argv"]
     assert name in argv, f"{name} missing from {argv}"

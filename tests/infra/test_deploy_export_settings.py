@@ -15,7 +15,7 @@ import pytest
 from graph_export.settings import SETTINGS
 
 from .bicep_helpers import INFRA
-from .fake_azure import NEW_APP, FakeAzure
+from .fake_azure import NEW_APP, FakeAzure, deploy, deployed
 
 RG = "rg-export"
 CREATES = ["group create", "ad app create", "ad app permission add", "deployment group create"]
@@ -30,16 +30,6 @@ CHANGED = ("--schedule", "0 30 3 * * 1-5", "--export-mode", "delta", "--formats"
 CHANGED_VALUES = {"GRAPH_EXPORT_SCHEDULE": "0 30 3 * * 1-5", "GRAPH_EXPORT_MODE": "delta",
                   "GRAPH_EXPORT_FORMATS": "jsonl,csv", "GRAPH_EXPORT_CSV_EXCEL": "true",
                   "GRAPH_EXPORT_FULL_SYNC_EVERY_DAYS": "3", "GRAPH_EXPORT_USER_PROPERTIES": "id,displayName,mail"}
-
-
-def deploy(fake: FakeAzure, *args: str, infra=INFRA) -> subprocess.CompletedProcess[str]:
-    return fake.run("-g", RG, "-l", "westeurope", "--skip-publish", *args, infra=infra)
-
-
-def deployed(fake: FakeAzure, *args: str) -> subprocess.CompletedProcess[str]:
-    proc = deploy(fake, *args)
-    assert proc.returncode == 0, proc.stderr
-    return proc
 
 
 def passed(fake: FakeAzure) -> dict[str, str]:
