@@ -44,6 +44,20 @@ immutability_source=''
 immutability_locked=false  # the policy is locked: the deployment leaves it alone
 immutability_extend=false  # ... at fewer days than asked: extend it after the deployment
 policy_days='' policy_etag=''
+# The export settings people change, app settings that main.bicep writes from its parameters: flag, else the last
+# deployment's value, else main.bicepparam's (choose_export_settings). A row: shell variable, flag, main.bicep
+# parameter, the GRAPH_EXPORT_* variable main.bicepparam reads it from.
+readonly EXPORT_SETTINGS=(
+  'schedule --schedule exportSchedule GRAPH_EXPORT_SCHEDULE'
+  'export_mode --export-mode exportMode GRAPH_EXPORT_MODE'
+  'formats --formats exportFormats GRAPH_EXPORT_FORMATS'
+  'csv_excel --csv-excel/--no-csv-excel csvExcel GRAPH_EXPORT_CSV_EXCEL'
+  'full_sync_days --full-sync-every-days fullSyncEveryDays GRAPH_EXPORT_FULL_SYNC_EVERY_DAYS'
+  'user_properties --user-properties userProperties GRAPH_EXPORT_USER_PROPERTIES'
+)
+schedule='' export_mode='' formats='' csv_excel='' full_sync_days='' user_properties=''
+# shellcheck disable=SC2034 # where each came from, read by name (choose_export_settings, setting_origin)
+schedule_source='' export_mode_source='' formats_source='' csv_excel_source='' full_sync_days_source='' user_properties_source=''
 secret_years=1
 rotate_secret=false
 rotate_certificate=false
@@ -102,6 +116,17 @@ Options:
                               0 turns it off, which a policy allows only while unlocked, once deleted; a
                               locked policy can only grow. Default: what the last deployment to the group
                               used, else 0. See "Immutable exports (WORM)" in infra/README.md.
+      --schedule NCRONTAB     EXPORT_SCHEDULE, when the export runs: 6 fields, second minute hour day month
+                              day-of-week, UTC (default: '0 0 2 * * *', daily at 02:00).
+      --export-mode MODE      EXPORT_MODE: full (default) or delta.
+      --formats LIST          EXPORT_FORMATS: jsonl (default), or jsonl,csv for a CSV copy too.
+      --csv-excel, --no-csv-excel  CSV_EXCEL: the CSV copy starts with a byte order mark, for Excel (default: no).
+      --full-sync-every-days N  FULL_SYNC_EVERY_DAYS: delta mode's full export, every 0-7 days (default: 6).
+      --user-properties LIST  USER_PROPERTIES: comma-separated Graph user properties (default: the app's list);
+                              with signInActivity the app also gets AuditLog.Read.All (see Needs).
+                              These six default to what the last deployment to the group used, else to
+                              infra/main.bicepparam. The deployment writes every app setting, so change them
+                              here: one set by hand in the portal is gone after the next run.
       --secret-years N        Lifetime of a new client secret in years (default: 1).
       --rotate-secret         Create a new client secret even if Key Vault already holds a valid one.
       --rotate-certificate    Create a new version of the certificate now and register it.
@@ -130,7 +155,7 @@ or a managed identity (az login --identity); git and zip (or python3) to package
             To grant User.Read.All (admin consent): a user needs Privileged Role Administrator or Global
             Administrator; a service principal or managed identity needs AppRoleAssignment.ReadWrite.All.
             Without it the script finishes and prints the one command an administrator must run.
-            USER_PROPERTIES with signInActivity (param userProperties in infra/main.bicepparam): the app
+            --user-properties with signInActivity (or a last deployment that had it): the app
             also gets AuditLog.Read.All, the same way; Graph serves signInActivity only to tenants with an
             Entra ID P1 or P2 licence.
 
@@ -210,6 +235,13 @@ parse_args() {
       --vnet) vnet=true; vnet_source='--vnet'; shift ;;
       --no-vnet) vnet=false; vnet_source='--no-vnet'; shift ;;
       --immutability-days) immutability_days="${2:?$1 needs a value}"; immutability_source="$1"; shift 2 ;;
+      --schedule) schedule="${2:?$1 needs a value}"; shift 2 ;;
+      --export-mode) export_mode="${2:?$1 needs a value}"; shift 2 ;;
+      --formats) formats="${2:?$1 needs a value}"; shift 2 ;;
+      --csv-excel) csv_excel=true; shift ;;
+      --no-csv-excel) csv_excel=false; shift ;;
+      --full-sync-every-days) full_sync_days="${2:?$1 needs a value}"; shift 2 ;;
+      --user-properties) user_properties="${2:?$1 needs a value}"; shift 2 ;;
       --secret-years) secret_years="${2:?$1 needs a value}"; shift 2 ;;
       --rotate-secret) rotate_secret=true; shift ;;
       --rotate-certificate) rotate_certificate=true; shift ;;
@@ -246,6 +278,7 @@ parse_args() {
   # Azure names regions in lower case without spaces ("West Europe" is westeurope).
   location="$(printf '%s' "${location// /}" | tr '[:upper:]' '[:lower:]')"
   check_rotation_flags
+  check_export_settings
 }
 
 set_mode() {
@@ -486,22 +519,119 @@ extend_policy() {
   info "locked immutability policy extended from $policy_days to $immutability_days days"
 }
 
-# --- app registration and consent -------------------------------------------------------------------------
+# --- export settings ----------------------------------------------------------------------------------------
 
-# user_properties: USER_PROPERTIES as this deployment sets it: main.bicepparam's `param userProperties = '...'`
-# when it has one, else main.bicep's default. Prints nothing (after a warning) for a form it cannot read.
-user_properties() {
-  local line value
-  line="$(grep -E '^param userProperties[[:space:]]*=' "$SCRIPT_DIR/main.bicepparam" | head -n 1 || true)"
-  if [[ -z "$line" ]]; then
-    line="$(grep -E '^param userProperties string[[:space:]]*=' "$SCRIPT_DIR/main.bicep" | head -n 1 || true)"
-  fi
-  value="$(sed -n "s/^param userProperties[a-z ]*= *'\([^']*\)'[[:space:]]*\$/\1/p" <<<"$line")"
-  if [[ -z "$value" ]]; then
-    warn "cannot read USER_PROPERTIES (param userProperties) from infra/main.bicepparam or main.bicep: if it selects signInActivity, grant AuditLog.Read.All yourself (see infra/README.md)"
-  fi
-  printf '%s' "$value"
+# choose_export_settings: each of EXPORT_SETTINGS from its flag, else from the last deployment to this group (a plain
+# re-run must not revert one: the deployment writes every app setting), else main.bicepparam's; then checked.
+choose_export_settings() {
+  local row variable flag param env origin i=0
+  previous_export_settings
+  log "Export settings (app settings; a flag not given keeps the last deployment's value)"
+  for row in "${EXPORT_SETTINGS[@]}"; do
+    read -r variable flag param env <<<"$row"
+    origin="${variable}_source"
+    if [[ -n "${!variable}" ]]; then
+      printf -v "$origin" '%s' "$flag"
+    elif [[ -n "${previous_settings[i]-}" && "${previous_settings[i]}" != None ]]; then
+      printf -v "$variable" '%s' "${previous_settings[i]}"
+      printf -v "$origin" '%s' 'the last deployment'
+    else
+      bicepparam_fallback "$variable" "$param" "$env" "$flag"
+      printf -v "$origin" '%s' 'default'
+    fi
+    info "$param: ${!variable} (${!origin})"
+    i=$((i + 1))
+  done
+  csv_excel="${csv_excel,,}" # az may print a bool parameter as True
+  check_export_settings
 }
+
+# previous_export_settings: the last deployment's values of the EXPORT_SETTINGS parameters, in that order, into
+# previous_settings (a deployment from before a parameter existed prints None for it).
+previous_export_settings() {
+  previous_settings=()
+  [[ -n "$existing_location" ]] || return 0
+  local row variable flag param env query='' raw
+  for row in "${EXPORT_SETTINGS[@]}"; do
+    read -r variable flag param env <<<"$row"
+    query+="${query:+, }properties.parameters.$param.value"
+  done
+  raw="$(az deployment group show --resource-group "$resource_group" --name "$DEPLOYMENT_NAME" --query "[$query]" \
+    -o tsv 2>/dev/null | tr -d '\r' || true)"
+  [[ -z "$raw" ]] || mapfile -t previous_settings <<<"$raw"
+}
+
+# bicepparam_fallback VARIABLE PARAM ENV FLAG: sets VARIABLE to what main.bicepparam gives PARAM without ENV, from
+# its one line `param PARAM = ...readEnvironmentVariable('ENV', '<value>')...`. Any other line for PARAM would
+# keep FLAG from reaching the deployment, so that is refused.
+bicepparam_fallback() {
+  local file="$SCRIPT_DIR/main.bicepparam" lines value
+  lines="$(grep -cE "^[[:space:]]*param[[:space:]]+$2[[:space:]]*=" "$file" || true)"
+  value="$(sed -n "s/^param $2 = .*readEnvironmentVariable('$3', '\([^']*\)').*\$/\1/p" "$file")"
+  [[ "$lines" == 1 && -n "$value" ]] ||
+    die "infra/main.bicepparam must set $2 once, as param $2 = readEnvironmentVariable('$3', '<default>'): restore that line and pass the value with $4 instead"
+  printf -v "$1" '%s' "$value"
+}
+
+# check_export_settings: the export settings known so far are ones the app accepts (graph_export/settings.py), so a
+# typo stops here, before anything is created. The app checks the rest when it runs (property names against Graph's,
+# the schedule as the Functions host reads it) and fails that run with one line saying what to change.
+check_export_settings() {
+  if [[ -n "$schedule" ]] && ! ncrontab_form "$schedule"; then
+    die "--schedule takes 6 NCRONTAB fields, second minute hour day month day-of-week (UTC), of digits, names and * , - /, such as '0 0 2 * * *' (daily at 02:00); got '$schedule'$(setting_origin schedule)"
+  fi
+  [[ -z "$export_mode" || "$export_mode" =~ ^(full|delta)$ ]] ||
+    die "--export-mode must be full or delta, got '$export_mode'$(setting_origin export_mode)"
+  [[ -z "$formats" || "$formats" =~ ^(jsonl|jsonl,csv)$ ]] ||
+    die "--formats must be jsonl or jsonl,csv (JSON Lines is always written), got '$formats'$(setting_origin formats)"
+  [[ -z "$csv_excel" || "$csv_excel" =~ ^(true|false)$ ]] ||
+    die "CSV_EXCEL must be true or false, got '$csv_excel'$(setting_origin csv_excel): pass --csv-excel or --no-csv-excel"
+  [[ -z "$full_sync_days" || "$full_sync_days" =~ ^[0-7]$ ]] ||
+    die "--full-sync-every-days must be a whole number of days from 0 to 7 (Graph expires delta links after 7 days), got '$full_sync_days'$(setting_origin full_sync_days)"
+  if [[ -n "$user_properties" ]] && ! property_list "$user_properties"; then
+    die "--user-properties takes comma-separated Graph user property names such as 'id,displayName,mail' (letters, digits, _), got '$user_properties'$(setting_origin user_properties)"
+  fi
+  if [[ "$export_mode" == delta ]] && selects "$user_properties" 'signInActivity|licenseAssignmentStates'; then
+    die "USER_PROPERTIES '$user_properties' selects a property users/delta does not track (signInActivity, licenseAssignmentStates): remove it with --user-properties, or use --export-mode full"
+  fi
+}
+
+# setting_origin VARIABLE: where a refused value came from, when not from its flag.
+setting_origin() {
+  local origin="${1}_source"
+  case "${!origin}" in
+    --* | '') ;;
+    default) printf ' (from infra/main.bicepparam)' ;;
+    *) printf ' (from %s)' "${!origin}" ;;
+  esac
+}
+
+# ncrontab_form SCHEDULE: 6 space-separated fields of the characters NCRONTAB uses (the app checks the values).
+ncrontab_form() {
+  local fields=() field
+  IFS=' ' read -r -a fields <<<"$1"
+  ((${#fields[@]} == 6)) || return 1
+  for field in "${fields[@]}"; do
+    [[ "$field" =~ ^[0-9A-Za-z*/,-]+$ ]] || return 1
+  done
+}
+
+# property_list LIST: comma-separated names of the form settings.py accepts, at least one (blank items are skipped).
+property_list() {
+  local items=() item count=0
+  IFS=',' read -r -a items <<<"$1"
+  for item in "${items[@]}"; do
+    [[ "$item" =~ ^[[:space:]]*([A-Za-z][A-Za-z0-9_]*)?[[:space:]]*$ ]] || return 1
+    [[ -z "${BASH_REMATCH[1]}" ]] || count=$((count + 1))
+  done
+  ((count > 0))
+}
+
+# selects LIST NAMES: whether the comma-separated LIST names one of NAMES (an extended regex alternation), in any
+# case: Graph matches $select names case-insensitively, as the app does.
+selects() { tr ',' '\n' <<<"$1" | tr -d ' \t' | grep -qixE "$2"; }
+
+# --- app registration and consent -------------------------------------------------------------------------
 
 role_name() {
   case "$1" in
@@ -515,9 +645,7 @@ role_name() {
 # (Graph matches property names case-insensitively, as the app does).
 choose_graph_roles() {
   graph_roles=("$USER_READ_ALL_ROLE")
-  local properties
-  properties="$(user_properties)"
-  if tr ',' '\n' <<<"$properties" | tr -d ' \t' | grep -qix 'signInActivity'; then
+  if selects "$user_properties" signInActivity; then
     graph_roles+=("$AUDIT_LOG_READ_ALL_ROLE")
     log "USER_PROPERTIES selects signInActivity: the app also needs Microsoft Graph AuditLog.Read.All (application), and the tenant an Entra ID P1 or P2 licence"
   fi
@@ -632,6 +760,11 @@ export_parameters() {
   export GRAPH_EXPORT_GRAPH_ENDPOINT="$graph_url"
   export GRAPH_EXPORT_IMMUTABILITY_DAYS="$immutability_days"
   export GRAPH_EXPORT_IMMUTABILITY_LOCKED="$immutability_locked"
+  local row variable flag param env
+  for row in "${EXPORT_SETTINGS[@]}"; do
+    read -r variable flag param env <<<"$row"
+    export "$env=${!variable}"
+  done
 }
 
 # ensure_app_provider: Flex Consumption VNet integration delegates a subnet to Microsoft.App/environments,
@@ -995,12 +1128,12 @@ publish() {
   fi
   if grep -q 'appears to be unhealthy' "$errors"; then
     printf 'ERROR: the code reached %s, but its Functions host did not report healthy. Check, in this order:\n' "$function_app" >&2
-    printf '  - host storage %s: identity %s needs Storage Blob Data Owner, Storage Queue Data Contributor and\n' "$host_account" "$identity_name" >&2
-    printf '    Storage Table Data Contributor on it (a new role assignment can take up to 10 minutes to apply);\n' >&2
-    printf '  - the app settings AzureWebJobsStorage__blobServiceUri/__queueServiceUri/__tableServiceUri,\n' >&2
+    printf '  - host storage %s: identity %s needs Storage Blob Data Owner and Storage Queue Data Contributor\n' "$host_account" "$identity_name" >&2
+    printf '    on it (a new role assignment can take up to 10 minutes to apply);\n' >&2
+    printf '  - the app settings AzureWebJobsStorage__blobServiceUri/__queueServiceUri,\n' >&2
     printf '    __credential=managedidentity and __clientId (the client id of %s);\n' "$identity_name" >&2
     if [[ -n "$vnet_name" ]]; then
-      printf '  - --vnet: the private endpoints of %s (blob, queue, table) and their privatelink DNS zones, linked to %s;\n' "$host_account" "$vnet_name" >&2
+      printf '  - --vnet: the private endpoints of %s (blob, queue) and their privatelink DNS zones, linked to %s;\n' "$host_account" "$vnet_name" >&2
     fi
     printf '  - the host'"'"'s own log: Application Insights %s (traces), or\n' "${app_insights:-of the app}" >&2
     printf '    az functionapp log deployment show --resource-group %s --name %s\n' "$resource_group" "$function_app" >&2
@@ -1178,6 +1311,7 @@ main() {
   choose_credential
   choose_network
   choose_immutability
+  choose_export_settings
   choose_graph_roles
   if [[ "$mode" == what-if ]]; then
     preview

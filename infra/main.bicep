@@ -73,15 +73,30 @@ param graphEndpoint string = 'https://graph.microsoft.com'
 @maxLength(63)
 param exportContainerName string = 'graph-exports'
 
-@description('EXPORT_SCHEDULE: NCRONTAB schedule, 6 fields, UTC.')
+// The export settings people change are parameters (deploy.sh flags), not settings to add by hand: the deployment
+// writes the app settings as a whole, and a setting added in the portal is gone after the next one.
+
+@description('EXPORT_SCHEDULE: when the export runs, NCRONTAB with 6 fields (second minute hour day month day-of-week), UTC (deploy.sh --schedule).')
 param exportSchedule string = '0 0 2 * * *'
 
-@description('USER_PROPERTIES: comma-separated Graph user properties to export; `id` is always included.')
+@description('USER_PROPERTIES: comma-separated Graph user properties to export; `id` is always included. signInActivity needs AuditLog.Read.All (deploy.sh grants it) and an Entra ID P1/P2 licence (deploy.sh --user-properties).')
 param userProperties string = 'id,userPrincipalName,displayName,givenName,surname,mail,accountEnabled,userType,createdDateTime,jobTitle,department,companyName,employeeId,officeLocation,usageLocation,onPremisesSyncEnabled'
 
-@description('EXPORT_MODE: full reads every user each slot; delta publishes the same complete snapshot from the changes since the previous one.')
+@description('EXPORT_MODE: full reads every user each slot; delta publishes the same complete snapshot from the changes since the previous one (deploy.sh --export-mode).')
 @allowed(['full', 'delta'])
 param exportMode string = 'full'
+
+@description('EXPORT_FORMATS: jsonl (gzip JSON Lines, always), or jsonl,csv to also write a CSV copy from the same pages (deploy.sh --formats).')
+@allowed(['jsonl', 'jsonl,csv'])
+param exportFormats string = 'jsonl'
+
+@description('CSV_EXCEL: start the CSV copy with a UTF-8 byte order mark, so Excel shows non-ASCII names correctly (deploy.sh --csv-excel / --no-csv-excel).')
+param csvExcel bool = false
+
+@description('FULL_SYNC_EVERY_DAYS: delta mode makes a full export once its saved delta link is this many days old; Graph expires delta links after 7 days (deploy.sh --full-sync-every-days).')
+@minValue(0)
+@maxValue(7)
+param fullSyncEveryDays int = 6
 
 @description('RETRY_BACKOFF_BASE_SECONDS: base of the exponential backoff between retries.')
 param retryBackoffBaseSeconds string = '1'
@@ -128,7 +143,7 @@ param deployedAt string = utcNow('yyyy-MM-ddTHH:mm:ssZ')
 // Private networking
 // ---------------------------------------------------------------------------------------------------
 
-@description('Private networking: a VNet with a subnet delegated for Flex Consumption VNet integration, private endpoints (and private DNS zones) for the host storage (blob, queue, table), the export storage (blob) and the Key Vault, and public network access disabled on all three. Off: they are reached over their public endpoints, Entra ID + RBAC being the gate.')
+@description('Private networking: a VNet with a subnet delegated for Flex Consumption VNet integration, private endpoints (and private DNS zones) for the host storage (blob, queue), the export storage (blob) and the Key Vault, and public network access disabled on all three. Off: they are reached over their public endpoints, Entra ID + RBAC being the gate.')
 param vnetEnabled bool = false
 
 @description('Address space of the VNet (vnetEnabled).')
@@ -303,6 +318,9 @@ var exportAppSettings = {
   EXPORT_SCHEDULE: exportSchedule
   USER_PROPERTIES: userProperties
   EXPORT_MODE: exportMode
+  EXPORT_FORMATS: exportFormats
+  CSV_EXCEL: csvExcel ? 'true' : 'false'
+  FULL_SYNC_EVERY_DAYS: string(fullSyncEveryDays)
   RETRY_BACKOFF_BASE_SECONDS: retryBackoffBaseSeconds
 }
 

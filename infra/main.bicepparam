@@ -6,6 +6,7 @@
 //   export GRAPH_EXPORT_VNET_ENABLED=true                       # optional: private networking (default false)
 //   export GRAPH_EXPORT_GRAPH_ENDPOINT=https://graph.microsoft.us  # optional: this cloud's Microsoft Graph
 //   export GRAPH_EXPORT_IMMUTABILITY_DAYS=365                   # optional: immutable (WORM) exports (default 0: off)
+//   export GRAPH_EXPORT_MODE=delta                              # optional: and the other export settings below
 //   az deployment group create -g <rg> --name graph-export --parameters infra/main.bicepparam
 //
 // deploy.sh sets these variables for you. Values that differ per deployment come from the environment;
@@ -37,18 +38,33 @@ param graphEndpoint = readEnvironmentVariable('GRAPH_EXPORT_GRAPH_ENDPOINT', 'ht
 // Scale-out ceiling; Flex Consumption accepts 40 to 1000.
 param maximumInstanceCount = 40
 
-// Daily at 02:00 UTC. NCRONTAB: second minute hour day month day-of-week.
-param exportSchedule = '0 0 2 * * *'
-
 param exportContainerName = 'graph-exports'
 
-// 'delta' publishes each slot's complete snapshot from the changes since the previous one (users/delta).
-param exportMode = 'full'
+// The export settings people change (app settings EXPORT_SCHEDULE, EXPORT_MODE, EXPORT_FORMATS, CSV_EXCEL,
+// FULL_SYNC_EVERY_DAYS, USER_PROPERTIES): each from its GRAPH_EXPORT_* variable, which deploy.sh sets from its flag,
+// else from the last deployment's value, else to the value written here (the app's default). Change them with
+// deploy.sh's flags rather than here, and never in the portal: each deployment writes the app settings as a whole.
 
-// USER_PROPERTIES, default: main.bicep's list. signInActivity needs the Microsoft Graph permission
-// AuditLog.Read.All (deploy.sh requests and consents it when this line selects signInActivity) and an
-// Entra ID P1 or P2 licence in the tenant; it cannot be combined with exportMode 'delta'. For example:
-// param userProperties = 'id,userPrincipalName,displayName,accountEnabled,signInActivity'
+// EXPORT_SCHEDULE (deploy.sh --schedule): NCRONTAB, second minute hour day month day-of-week, UTC; daily at 02:00.
+param exportSchedule = readEnvironmentVariable('GRAPH_EXPORT_SCHEDULE', '0 0 2 * * *')
+
+// EXPORT_MODE (--export-mode): 'delta' publishes each slot's complete snapshot from the changes since the
+// previous one (users/delta).
+param exportMode = readEnvironmentVariable('GRAPH_EXPORT_MODE', 'full')
+
+// EXPORT_FORMATS (--formats): 'jsonl,csv' also writes a CSV copy of each export.
+param exportFormats = readEnvironmentVariable('GRAPH_EXPORT_FORMATS', 'jsonl')
+
+// CSV_EXCEL (--csv-excel / --no-csv-excel): the CSV copy starts with a UTF-8 byte order mark, for Excel.
+param csvExcel = readEnvironmentVariable('GRAPH_EXPORT_CSV_EXCEL', 'false') == 'true'
+
+// FULL_SYNC_EVERY_DAYS (--full-sync-every-days): delta mode makes a full export when its delta link is this old.
+param fullSyncEveryDays = int(readEnvironmentVariable('GRAPH_EXPORT_FULL_SYNC_EVERY_DAYS', '6'))
+
+// USER_PROPERTIES (--user-properties): signInActivity needs the Microsoft Graph permission AuditLog.Read.All
+// (deploy.sh requests and consents it when USER_PROPERTIES selects signInActivity) and an Entra ID P1 or P2
+// licence in the tenant; it cannot be combined with exportMode 'delta'.
+param userProperties = readEnvironmentVariable('GRAPH_EXPORT_USER_PROPERTIES', 'id,userPrincipalName,displayName,givenName,surname,mail,accountEnabled,userType,createdDateTime,jobTitle,department,companyName,employeeId,officeLocation,usageLocation,onPremisesSyncEnabled')
 
 param clientSecretName = 'graph-client-secret'
 

@@ -34,10 +34,16 @@ param identityId string
 @description('Client ID of that identity: the host and the telemetry SDK need it to pick the identity.')
 param identityClientId string
 
+// Python 3.13: with it the host runs the Functions worker from the PyPI package azure-functions-runtime, the one
+// the app is tested against. Flex Consumption offers it: `az functionapp list-flexconsumption-runtimes
+// --location <region> --runtime python` (Get-AzFunctionAppFlexConsumptionRuntime in the Az.Functions reference
+// lists python 3.13, end of life 2029-10-30), and the Functions supported-languages table has Python 3.13 GA
+// (remote build on Flex is missing only for 3.14). The Flex plan page's own table still lists 3.10-3.12 there.
+@description('Python version of the Flex Consumption runtime (functionAppConfig.runtime).')
 @allowed([
-  '3.11'
+  '3.13'
 ])
-param pythonVersion string = '3.11'
+param pythonVersion string = '3.13'
 
 @allowed([
   512
@@ -62,14 +68,16 @@ var storageSuffix = environment().suffixes.storage
 var hostBlobEndpoint = 'https://${hostStorageName}.blob.${storageSuffix}/'
 
 // Identity-based host storage (AzureWebJobsStorage__*): the timer trigger keeps its schedule status and
-// singleton lease there. Telemetry goes to Application Insights with Entra ID. Both name the user-assigned
-// identity by its client ID (an app with only user-assigned identities has no default identity).
+// singleton lease in blobs; the host also uses queues. No table service: a timer app needs none (the official
+// Flex timer sample, Azure-Samples/functions-quickstart-python-azd-timer infra/main.bicep, turns it off; only
+// Durable Functions and the OpenAI bindings use tables). Telemetry goes to Application Insights with Entra ID.
+// Both name the user-assigned identity by its client ID (an app with only user-assigned identities has no
+// default identity).
 var hostSettings = {
   AzureWebJobsStorage__credential: 'managedidentity'
   AzureWebJobsStorage__clientId: identityClientId
   AzureWebJobsStorage__blobServiceUri: hostBlobEndpoint
   AzureWebJobsStorage__queueServiceUri: 'https://${hostStorageName}.queue.${storageSuffix}/'
-  AzureWebJobsStorage__tableServiceUri: 'https://${hostStorageName}.table.${storageSuffix}/'
   APPLICATIONINSIGHTS_CONNECTION_STRING: appInsightsConnectionString
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
 }
@@ -112,6 +120,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
     // checkov:skip=CKV_AZURE_17: client certificates guard HTTP functions and this app has only a timer trigger.
     // checkov:skip=CKV_AZURE_212: numberOfWorkers does not apply to Flex Consumption (the platform scales instances), and the timer runs on one instance at a time by design.
     // checkov:skip=CKV_AZURE_213: a health check probes an HTTP path and this app serves none (timer trigger only).
+    // checkov:skip=CKV_AZURE_78: Flex Consumption does not support FTPS and deprecates siteConfig.ftpsState; FTP publishing is disabled by the basic publishing credentials policy (ftpBasicAuth) instead.
     serverFarmId: plan.id
     // Outbound traffic through the VNet (storage, Key Vault over their private endpoints) when vnetEnabled.
     virtualNetworkSubnetId: empty(virtualNetworkSubnetId) ? null : virtualNetworkSubnetId
@@ -120,7 +129,9 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
     siteConfig: {
       minTlsVersion: '1.2'
       scmMinTlsVersion: '1.2'
-      ftpsState: 'Disabled'
+      // No ftpsState: Flex Consumption does not support FTPS and lists properties.ftpsState among its deprecated
+      // site properties (learn.microsoft.com/azure/azure-functions/functions-app-settings#flex-consumption-plan-deprecations).
+      // FTP publishing is off through the basic publishing credentials policy below.
       remoteDebuggingEnabled: false
       http20Enabled: true
       cors: {

@@ -1,9 +1,9 @@
 // Private networking (main.bicep vnetEnabled=true): a VNet with
 //  - a subnet delegated to Microsoft.App/environments, which is what Flex Consumption VNet integration
 //    needs: the function app's outbound traffic (host storage, export storage, Key Vault) leaves from it;
-//  - a subnet for private endpoints: the host storage account (blob, queue, table: the Functions host keeps
-//    its timer status and singleton lease in blobs and uses queues and tables), the export storage account
-//    (blob) and the Key Vault (not deployed for clientCredential federated);
+//  - a subnet for private endpoints: the host storage account (blob and queue: the Functions host keeps
+//    its timer status and singleton lease in blobs and uses queues; a timer app uses no tables), the export
+//    storage account (blob) and the Key Vault (not deployed for clientCredential federated);
 //  - one private DNS zone per service, linked to the VNet, so that the usual host names
 //    (<account>.blob.core.windows.net, <vault>.vault.azure.net, ...) resolve to the private endpoints
 //    from inside the VNet. The zone names follow the cloud (environment()).
@@ -27,7 +27,7 @@ param appSubnetPrefix string = '10.0.1.0/24'
 @description('Subnet for the private endpoints.')
 param privateEndpointSubnetPrefix string = '10.0.2.0/24'
 
-@description('Resource ID of the Functions host storage account (private endpoints for blob, queue and table).')
+@description('Resource ID of the Functions host storage account (private endpoints for blob and queue).')
 param hostStorageId string
 
 @description('Resource ID of the export storage account (private endpoint for blob).')
@@ -42,7 +42,6 @@ var vaultZone = 'privatelink${replace(environment().suffixes.keyvaultDns, '.vaul
 var storageZones = [
   'privatelink.blob.${storageSuffix}'
   'privatelink.queue.${storageSuffix}'
-  'privatelink.table.${storageSuffix}'
 ]
 var zoneNames = empty(keyVaultId) ? storageZones : concat(storageZones, [vaultZone])
 
@@ -61,12 +60,6 @@ var storageEndpoints = [
     zone: 1
   }
   {
-    name: '${namePrefix}-pe-host-table-${nameSuffix}'
-    target: hostStorageId
-    group: 'table'
-    zone: 2
-  }
-  {
     name: '${namePrefix}-pe-export-blob-${nameSuffix}'
     target: exportStorageId
     group: 'blob'
@@ -78,7 +71,7 @@ var vaultEndpoints = [
     name: '${namePrefix}-pe-vault-${nameSuffix}'
     target: keyVaultId
     group: 'vault'
-    zone: 3
+    zone: 2
   }
 ]
 var endpoints = empty(keyVaultId) ? storageEndpoints : concat(storageEndpoints, vaultEndpoints)

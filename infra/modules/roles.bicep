@@ -36,7 +36,6 @@ var roleIds = {
   storageBlobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
   storageBlobDataContributor: 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
   storageQueueDataContributor: '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
-  storageTableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
   monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'
   keyVaultSecretsUser: '4633458b-17de-408a-b874-0445c86b69e6'
 }
@@ -78,7 +77,8 @@ resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
 }
 
 // Host storage: the Functions host keeps timer schedule status and the singleton lease in blobs (it
-// creates its own containers, hence Owner), uses queues and tables, and reads the deployment package.
+// creates its own containers, hence Owner), uses queues, and reads the deployment package. No table role: a
+// timer app uses no tables (functionapp.bicep sets no AzureWebJobsStorage__tableServiceUri).
 resource hostBlobOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(hostStorage.id, principalId, roleIds.storageBlobDataOwner)
   scope: hostStorage
@@ -94,16 +94,6 @@ resource hostQueueContributor 'Microsoft.Authorization/roleAssignments@2022-04-0
   scope: hostStorage
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleIds.storageQueueDataContributor)
-    principalId: principalId
-    principalType: 'ServicePrincipal'
-  }
-}
-
-resource hostTableContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(hostStorage.id, principalId, roleIds.storageTableDataContributor)
-  scope: hostStorage
-  properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleIds.storageTableDataContributor)
     principalId: principalId
     principalType: 'ServicePrincipal'
   }

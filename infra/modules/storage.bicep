@@ -226,4 +226,3 @@ output name string = account.name
 output id string = account.id
 output blobEndpoint string = account.properties.primaryEndpoints.blob
 output queueEndpoint string = account.properties.primaryEndpoints.queue
-output tableEndpoint string = account.properties.primaryEndpoints.table

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
@@ -94,3 +94,19 @@ def mentions(value: Any, needle: str) -> bool:
         return any(mentions(v, needle) for v in value)
     return False
 
+
+def wired_parameter(value: Any) -> tuple[str, Callable[[Any], str]] | None:
+    """The main.bicep parameter an app setting's value is made of, and how its value becomes the setting's text:
+    `param` itself, `string(param)` (an int), or `param ? 'true' : 'false'` (a bool); None for anything else."""
+    if isinstance(value, str):
+        return value, str
+    if not isinstance(value, dict):
+        return None
+    function, operator = value.get("function", {}), value.get("operator", {})
+    if function.get("type") == "string":
+        return function["parameters"]["value_to_convert"], str
+    operands = operator.get("operands", {})
+    if operator.get("type") == "conditional" and (operands.get("true_value"), operands.get("false_value")) == (
+            "true", "false"):
+        return operands["condition"], lambda flag: "true" if flag else "false"
+    return None

@@ -35,6 +35,9 @@ source and ``--help``):
   ``extend`` only a locked policy and never shorter, ``delete`` only an unlocked one; a deployment with
   ``exportImmutabilityDays`` > 0 writes an unlocked policy unless ``exportImmutabilityLocked``, and fails
   on a locked one (ARM's only write to a locked policy is ``extend``; the error text is an approximation);
+  a deployment records ``properties.parameters`` as main.bicepparam makes them from the ``GRAPH_EXPORT_*``
+  variables (``readEnvironmentVariable`` with its fallback, ``== 'true'``, ``int(...)``), refusing what main.bicep's
+  ``@allowed``/``@minValue``/``@maxValue`` refuse for the export settings, and ``deployment group show`` returns them;
   ``keyvault certificate create --policy @file`` reads camelCase JSON (keys converted to snake case as
   az does); ``ad app federated-credential create`` needs name, issuer, subject and exactly one audience,
   and refuses a name that exists; ``role assignment create`` returns the existing assignment instead of a
@@ -62,6 +65,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
+import bicepparam  # tests/infra/bicepparam.py (the script's own directory)
 import jmespath
 
 # The call being answered (set by run_call; calls are answered one at a time, under a lock on the state).
@@ -410,6 +414,32 @@ def deployment_outputs(env: dict[str, str]) -> dict[str, Any]:
         "vnetEnabled": vnet,
         "vnetName": "graphexp-vnet-abc" if vnet else "",
     }
+    kinds = {bool: "Bool", int: "Int", str: "String"}
+    return {k: {"type": kinds[type(v)], "value": v} for k, v in values.items()}
+
+
+# main.bicep's @allowed and @minValue/@maxValue of the export settings deploy.sh passes (ARM refuses the rest).
+PARAMETER_ALLOWED = {"exportMode": ["full", "delta"], "exportFormats": ["jsonl", "jsonl,csv"]}
+PARAMETER_RANGE = {"fullSyncEveryDays": (0, 7)}
+
+
+def deployment_parameters(opts: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
+    """The parameters a deployment records (`properties.parameters`), as main.bicepparam (the one in --parameters,
+    else infra/'s) makes them from these GRAPH_EXPORT_* values; main.bicep's decorators refuse what ARM refuses."""
+    files = [local(v) for v in opts.get("--parameters", []) if v.endswith(".bicepparam")]
+    path = files[0] if files else Path(__file__).resolve().parents[2] / "infra" / "main.bicepparam"
+    try:
+        values = {name: param.value(env) for name, param in bicepparam.params(path.read_text()).items()}
+    except ValueError as error:
+        raise AzError(str(error), 1) from None
+    for name, allowed in PARAMETER_ALLOWED.items():
+        if name in values and values[name] not in allowed:
+            raise AzError(f"InvalidTemplate: The provided value '{values[name]}' for the template parameter '{name}' "
+                          f"is not valid. The value must be one of: {', '.join(allowed)}.", 1)
+    for name, (low, high) in PARAMETER_RANGE.items():
+        if name in values and not low <= values[name] <= high:
+            raise AzError(f"InvalidTemplate: The provided value '{values[name]}' for the template parameter '{name}' "
+                          f"is not valid. The value must be between {low} and {high}.", 1)
     kinds = {bool: "Bool", int: "Int", str: "String"}
     return {k: {"type": kinds[type(v)], "value": v} for k, v in values.items()}
 
@@ -865,6 +895,7 @@ def deployment_create(opts: dict[str, Any]) -> Any:
         if value.endswith(".bicepparam") and not local(value).is_file():
             raise AzError(f"Unable to find the parameters file '{value}'", 2)
     outputs = deployment_outputs(RECORD["env"])
+    parameters = deployment_parameters(opts, RECORD["env"])
     if RECORD["command"] == "deployment group what-if":
         STATE["what_ifs"] += 1
         OUT.write("Note: The result may contain false positive predictions (noise).\n\n"
@@ -875,8 +906,9 @@ def deployment_create(opts: dict[str, Any]) -> Any:
         return None
     STATE["deployments"] += 1
     apply_immutability_policy(RECORD["env"])
-    STATE["deployment"] = {"name": opts.get("--name", "main"), "outputs": outputs}
-    return {"name": STATE["deployment"]["name"], "properties": {"outputs": outputs, "provisioningState": "Succeeded"}}
+    STATE["deployment"] = {"name": opts.get("--name", "main"), "outputs": outputs, "parameters": parameters}
+    return {"name": STATE["deployment"]["name"],
+            "properties": {"outputs": outputs, "parameters": parameters, "provisioningState": "Succeeded"}}
 
 
 @handles("deployment group show")
@@ -887,8 +919,11 @@ def deployment_show(opts: dict[str, Any]) -> Any:
     if not deployment or deployment["name"] != opts["--name"]:
         raise AzError(f"(DeploymentNotFound) Deployment '{opts['--name']}' could not be found.", 3)
     outputs = {k: v for k, v in deployment["outputs"].items() if k not in STATE["missing_outputs"]}
+    # A deployment from before a parameter existed has none of that name (missing_parameters).
+    parameters = {k: v for k, v in deployment.get("parameters", {}).items() if k not in STATE["missing_parameters"]}
     return {"id": f"{group_id()}/providers/Microsoft.Resources/deployments/{deployment['name']}",
-            "name": deployment["name"], "properties": {"outputs": outputs, "provisioningState": "Succeeded"}}
+            "name": deployment["name"],
+            "properties": {"outputs": outputs, "parameters": parameters, "provisioningState": "Succeeded"}}
 
 
 @handles("identity show")

@@ -74,7 +74,8 @@ class FakeAzure:
     propagates), deployment_credential (the clientCredential of an earlier deployment, deployment_vnet its
     vnetEnabled), and any state key of fake_az.py: sp, permission, consented, consent_fails, reset_fails,
     secret_set_fails, app_create_fails, zip_outcome (ok | unhealthy | timeout | conflict), inside_vnet,
-    app_provider_registered, provider_register_fails, rbac_pending, vault_open, missing_outputs, and fail
+    app_provider_registered, provider_register_fails, rbac_pending, vault_open, missing_outputs, missing_parameters
+    (outputs and parameters an older deployment does not have), and fail
     ({command: message}: that command fails with that service error), ..."""
 
     def __init__(self, tmp_path: Path, *, app_name: str = APP_NAME, apps: list[Any] = (), secret: Any = False,
@@ -103,7 +104,8 @@ class FakeAzure:
             "role_assignments": [], "role_assignment_counter": 0, "key_counter": 0,
             "reset_fails": False, "secret_set_fails": False, "app_create_fails": False, "zip_outcome": "ok",
             "inside_vnet": False, "app_provider_registered": True, "provider_register_fails": False,
-            "what_ifs": 0, "publishes": 0, "deleted_vaults": [], "missing_outputs": [], "fail": {},
+            "what_ifs": 0, "publishes": 0, "deleted_vaults": [], "missing_outputs": [], "missing_parameters": [],
+            "fail": {},
             "immutability_policy": None, "etag_counter": 0,
         }
         if secret:
@@ -247,6 +249,18 @@ class FakeAzure:
                 assert a["scope"].startswith(vault), a["scope"]
                 found.add((a["roleDefinitionId"].rsplit("/", 1)[-1], a["scope"][len(vault):].lstrip("/")))
         return found
+
+
+def deploy(fake: FakeAzure, *args: str, infra: Path = INFRA) -> subprocess.CompletedProcess[str]:
+    """deploy.sh into the test group (created in westeurope when missing), without publishing the code."""
+    return fake.run("-g", RG, "-l", "westeurope", "--skip-publish", *args, infra=infra)
+
+
+def deployed(fake: FakeAzure, *args: str) -> subprocess.CompletedProcess[str]:
+    """deploy(), which must succeed."""
+    proc = deploy(fake, *args)
+    assert proc.returncode == 0, proc.stderr
+    return proc
 
 
 def opt(call: dict[str, Any], name: str) -> str:

@@ -1,6 +1,6 @@
 """Private networking (main.bicep vnetEnabled, deploy.sh --vnet), on the parsed Bicep: a VNet with a subnet
 delegated to Microsoft.App/environments for Flex Consumption VNet integration, private endpoints for the
-host storage (blob, queue, table), the export storage (blob) and the Key Vault, a private DNS zone per
+host storage (blob and queue: a timer app uses no tables), the export storage (blob) and the Key Vault, a private DNS zone per
 service (this cloud's names) linked to the VNet, and public network access disabled on all three. Off by
 default; test_bicep_policy.py runs checkov on both settings.
 """
@@ -86,13 +86,12 @@ def test_private_endpoints_for_host_storage_export_storage_and_the_vault(bicep):
     variables = doc["variables"]
     zones = variables["storageZones"]["value"] + [variables["vaultZone"]["value"]]
     assert zones == ["privatelink.blob.${storageSuffix}", "privatelink.queue.${storageSuffix}",
-                     "privatelink.table.${storageSuffix}",
                      "privatelink${replace(environment().suffixes.keyvaultDns, '.vault.', '.vaultcore.')}"]
     assert variables["storageSuffix"]["value"]["operator"]["operands"]["operand_2"] == "storage"
     endpoints = variables["storageEndpoints"]["value"] + variables["vaultEndpoints"]["value"]
     assert {(e["target"], e["group"], zones[e["zone"]].split(".")[1] if e["group"] != "vault" else "vault")
             for e in endpoints} == {
-        ("hostStorageId", "blob", "blob"), ("hostStorageId", "queue", "queue"), ("hostStorageId", "table", "table"),
+        ("hostStorageId", "blob", "blob"), ("hostStorageId", "queue", "queue"),
         ("exportStorageId", "blob", "blob"), ("keyVaultId", "vault", "vault"),
     }
     # No vault (federated): no vault endpoint and no vault zone.

@@ -16,7 +16,6 @@ ROLE_IDS = {
     "storageBlobDataOwner": "b7e6dc6d-f1e8-4753-8033-0f276bb0955b",
     "storageBlobDataContributor": "ba92f5b4-2d11-453d-a403-e96b0029c9fe",
     "storageQueueDataContributor": "974c5e8b-45b9-4653-ba55-5f855dd0fb88",
-    "storageTableDataContributor": "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3",
     "monitoringMetricsPublisher": "3913510d-42f4-4e42-8a64-420c390055eb",
     "keyVaultSecretsUser": "4633458b-17de-408a-b874-0445c86b69e6",
 }
@@ -136,8 +135,24 @@ def test_site_is_locked_down(bicep):
     config = props["siteConfig"]
     assert config["minTlsVersion"] == "1.2"
     assert config["scmMinTlsVersion"] == "1.2"
-    assert config["ftpsState"] == "Disabled"
     assert config["remoteDebuggingEnabled"] is False
+
+
+# Site properties the Flex Consumption plan deprecates ("Flex Consumption plan deprecations" in the Functions app
+# settings reference): ftpsState ("FTPS not supported"), and those replaced by functionAppConfig.
+FLEX_DEPRECATED_SITE_PROPERTIES = {
+    "ftpsState", "alwaysOn", "containerSize", "dnsConfiguration", "isReserved", "IsXenon", "javaVersion",
+    "linuxFxVersion", "netFrameworkVersion", "powerShellVersion", "functionAppScaleLimit", "preWarmedInstanceCount",
+    "use32BitWorkerProcess", "vnetBackupRestoreEnabled", "vnetContentShareEnabled", "vnetImagePullEnabled",
+    "vnetRouteAllEnabled", "windowsFxVersion",
+}
+
+
+def test_no_site_property_flex_consumption_deprecates(bicep):
+    props = only(bicep["modules/functionapp.bicep"], "Microsoft.Web/sites")["properties"]
+    used = {name.lower() for name in (*props, *props["siteConfig"])}
+    found = {name for name in FLEX_DEPRECATED_SITE_PROPERTIES if name.lower() in used}
+    assert not found, f"Flex Consumption deprecates these site properties: {sorted(found)}"
 
 
 def test_basic_publishing_credentials_are_disabled(bicep):
@@ -153,7 +168,9 @@ def test_flex_config_uses_the_identity_for_the_deployment_package(bicep):
     assert storage["authentication"] == {"type": "UserAssignedIdentity", "userAssignedIdentityResourceId": "identityId"}
     assert storage["value"] == "${hostBlobEndpoint}${deploymentContainerName}"
     assert flex["runtime"] == {"name": "python", "version": "pythonVersion"}
-    assert param_default(doc, "pythonVersion") == "3.11"
+    # 3.13: the Functions worker is then PyPI's azure-functions-runtime, which tests/engine drives.
+    assert param_default(doc, "pythonVersion") == "3.13"
+    assert {"type": "allowed", "argument": ["3.13"]} in doc["parameters"]["pythonVersion"]["decorators"]
     assert flex["scaleAndConcurrency"]["instanceMemoryMB"] == "instanceMemoryMB"
     assert param_default(doc, "instanceMemoryMB") == 2048
     assert flex["scaleAndConcurrency"]["maximumInstanceCount"] == "maximumInstanceCount"
@@ -175,8 +192,10 @@ def test_host_storage_and_telemetry_are_identity_based(bicep):
     host = doc["variables"]["hostSettings"]["value"]
     assert host["AzureWebJobsStorage__credential"] == "managedidentity"
     assert host["AzureWebJobsStorage__clientId"] == "identityClientId", "a user-assigned identity is named"
-    for service in ("blob", "queue", "table"):
-        assert f"AzureWebJobsStorage__{service}ServiceUri" in host
+    # Blob (timer status, singleton lease, the package) and queue; a timer app uses no tables (the official Flex
+    # timer sample turns them off), so neither a table endpoint setting nor a table role exists.
+    assert {name for name in host if name.endswith("ServiceUri")} == {
+        "AzureWebJobsStorage__blobServiceUri", "AzureWebJobsStorage__queueServiceUri"}
     assert host["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"] == "ClientId=${identityClientId};Authorization=AAD"
     assert "APPLICATIONINSIGHTS_CONNECTION_STRING" in host
     assert "AzureWebJobsStorage" not in host, "no connection string: shared key access is disabled"
@@ -315,7 +334,6 @@ def test_app_identity_gets_exactly_the_least_privilege_roles(bicep):
     assert app == {
         ("hostStorage", ROLE_IDS["storageBlobDataOwner"]),
         ("hostStorage", ROLE_IDS["storageQueueDataContributor"]),
-        ("hostStorage", ROLE_IDS["storageTableDataContributor"]),
         ("exportContainer", ROLE_IDS["storageBlobDataContributor"]),
         ("stateContainer", ROLE_IDS["storageBlobDataContributor"]),
         ("vault", ROLE_IDS["keyVaultSecretsUser"]),

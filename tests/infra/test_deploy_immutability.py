@@ -12,21 +12,11 @@ import subprocess
 
 import pytest
 
-from .fake_azure import NAMES, FakeAzure, opt
+from .fake_azure import NAMES, FakeAzure, deploy, deployed, opt
 
 RG = "rg-export"
 SHOW = "storage container immutability-policy show"
 EXTEND = "storage container immutability-policy extend"
-
-
-def deploy(fake: FakeAzure, *args: str) -> subprocess.CompletedProcess[str]:
-    return fake.run("-g", RG, "-l", "westeurope", "--skip-publish", *args)
-
-
-def deployed(fake: FakeAzure, *args: str) -> subprocess.CompletedProcess[str]:
-    proc = deploy(fake, *args)
-    assert proc.returncode == 0, proc.stderr
-    return proc
 
 
 def parameters(fake: FakeAzure) -> tuple[str, str]:

@@ -8,13 +8,10 @@ that never becomes healthy, the region check, private networking, --what-if and 
 from __future__ import annotations
 
 import json
-import shutil
 import time
-from pathlib import Path
 
 import pytest
 
-from .bicep_helpers import INFRA
 from .fake_azure import (
     CERT_NAME,
     DEPLOYER_APP,
@@ -391,34 +388,28 @@ def test_second_run_makes_no_secret_no_certificate_and_no_role_assignment(tmp_pa
 AUDIT_LOG_READ_ALL = "b0afded3-3588-46d8-8b3d-9842eff778da"  # Microsoft Graph permissions reference
 
 
-def infra_selecting_sign_in_activity(tmp_path) -> Path:
-    """A copy of infra/ whose main.bicepparam sets USER_PROPERTIES with signInActivity, as an operator would."""
-    copy = tmp_path / "infra"
-    shutil.copytree(INFRA, copy)
-    with (copy / "main.bicepparam").open("a") as params:
-        params.write("\nparam userProperties = 'id,displayName,userPrincipalName,SignInActivity'\n")
-    return copy
+SIGN_IN_ACTIVITY = ("--user-properties", "id,displayName,userPrincipalName,SignInActivity")
 
 
 def test_sign_in_activity_gets_audit_log_read_all_requested_and_consented(tmp_path):
     fake = FakeAzure(tmp_path)
-    infra = infra_selecting_sign_in_activity(tmp_path)
-    proc = fake.run("-g", "rg-export", "-l", "westeurope", "--skip-publish", infra=infra)
-    assert proc.returncode == 0, proc.stderr
+    proc = deploy(fake, *SIGN_IN_ACTIVITY)
     added = [opt(c, "--api-permissions") for c in fake.all("ad app permission add")]
     assert added == [f"{USER_READ_ALL}=Role", f"{AUDIT_LOG_READ_ALL}=Role"]
     assert [json.loads(opt(c, "--body"))["appRoleId"] for c in posts(fake)] == [USER_READ_ALL, AUDIT_LOG_READ_ALL]
     assert sorted(fake.state["consented"]) == sorted([USER_READ_ALL, AUDIT_LOG_READ_ALL])
     assert "USER_PROPERTIES selects signInActivity" in proc.stderr and "P1 or P2" in proc.stderr
-    again = fake.run("-g", "rg-export", "--skip-publish", infra=infra)
+    # A plain re-run keeps the last deployment's USER_PROPERTIES, and so the permission it needs.
+    again = fake.run("-g", "rg-export", "--skip-publish")
     assert again.returncode == 0, again.stderr
     assert not fake.all("ad app permission add") and not posts(fake), "a second run changes nothing"
     assert "admin consent already granted (AuditLog.Read.All)" in again.stderr
+    assert fake.call("deployment group create")["env"]["GRAPH_EXPORT_USER_PROPERTIES"] == SIGN_IN_ACTIVITY[1]
 
 
 def test_an_earlier_deployment_without_sign_in_activity_gets_only_the_missing_role(tmp_path):
     fake = FakeAzure(tmp_path, **existing())
-    proc = fake.run("-g", "rg-export", "--skip-publish", infra=infra_selecting_sign_in_activity(tmp_path))
+    proc = fake.run("-g", "rg-export", "--skip-publish", *SIGN_IN_ACTIVITY)
     assert proc.returncode == 0, proc.stderr
     assert [opt(c, "--api-permissions") for c in fake.all("ad app permission add")] == [f"{AUDIT_LOG_READ_ALL}=Role"]
     assert [json.loads(opt(c, "--body"))["appRoleId"] for c in posts(fake)] == [AUDIT_LOG_READ_ALL]
@@ -426,7 +417,7 @@ def test_an_earlier_deployment_without_sign_in_activity_gets_only_the_missing_ro
 
 def test_audit_log_consent_nobody_could_grant_is_handed_over_with_its_error(tmp_path):
     fake = FakeAzure(tmp_path, **existing(consent_fails=True))
-    proc = fake.run("-g", "rg-export", "--skip-publish", infra=infra_selecting_sign_in_activity(tmp_path))
+    proc = fake.run("-g", "rg-export", "--skip-publish", *SIGN_IN_ACTIVITY)
     assert proc.returncode == 0, proc.stderr
     assert f'"appRoleId": "{AUDIT_LOG_READ_ALL}"' in proc.stderr
     assert "403 Authentication_MSGraphPermissionMissing" in proc.stderr

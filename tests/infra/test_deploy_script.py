@@ -19,6 +19,8 @@ import zipfile
 
 import pytest
 
+from graph_export import settings
+
 from .bicep_helpers import INFRA, require_shellcheck
 from .fake_azure import (
     CERT_NAME,
@@ -40,6 +42,7 @@ from .fake_azure import (
 )
 
 SCRIPT = INFRA / "deploy.sh"
+DEFAULT_USER_PROPERTIES = ",".join(settings.DEFAULT_USER_PROPERTIES)
 POLICY = INFRA / "certificate-policy.json"
 
 CREATES = ["group create", "ad app create", "ad sp create", "ad app permission add",
@@ -152,6 +155,10 @@ def test_first_run_creates_everything_in_order(tmp_path):
         "GRAPH_EXPORT_NAME_PREFIX": "graphexp", "GRAPH_EXPORT_ALERT_EMAIL": "ops@example.com",
         "GRAPH_EXPORT_VNET_ENABLED": "false", "GRAPH_EXPORT_GRAPH_ENDPOINT": "https://graph.microsoft.com",
         "GRAPH_EXPORT_IMMUTABILITY_DAYS": "0", "GRAPH_EXPORT_IMMUTABILITY_LOCKED": "false",
+        # The export settings, main.bicepparam's defaults (test_deploy_export_settings.py).
+        "GRAPH_EXPORT_SCHEDULE": "0 0 2 * * *", "GRAPH_EXPORT_MODE": "full", "GRAPH_EXPORT_FORMATS": "jsonl",
+        "GRAPH_EXPORT_CSV_EXCEL": "false", "GRAPH_EXPORT_FULL_SYNC_EVERY_DAYS": "6",
+        "GRAPH_EXPORT_USER_PROPERTIES": DEFAULT_USER_PROPERTIES,
     }
     assert "ad app permission admin-consent" not in fake.commands(), "consent goes through Graph (az rest)"
     assert fake.state["consented"]

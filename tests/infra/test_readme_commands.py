@@ -53,6 +53,7 @@ DEPLOY = "## Deploy to Azure (Bicep + az CLI)"
 POINT = "## Point it at your tenant (az CLI)"
 CHOOSING = "## Choosing a credential"
 WORM = "## Immutable exports (WORM)"
+EXPORT_SETTINGS = "## Export settings"
 APP_FILES = ("function_app.py", "host.json", "requirements.txt", "graph_export")
 
 
@@ -194,6 +195,19 @@ def test_infra_readme_walkthrough_runs_for_each_credential(tmp_path, kind):
     assert not (work / "app.zip").exists(), "step 5 removes its zip"
 
 
+def test_infra_readme_export_settings_commands_run(tmp_path):
+    """The flags reach the deployment, and the plain re-run after them keeps every one."""
+    [code] = [c for c in blocks(INFRA_README, EXPORT_SETTINGS) if runs_az(c)]
+    fake = FakeAzure(tmp_path)
+    proc = run(fake, code, REPO)
+    deployments = [call["env"] for call in fake.all("deployment group create")]
+    assert len(deployments) == 2, proc.stderr
+    chosen = {"GRAPH_EXPORT_MODE": "delta", "GRAPH_EXPORT_FORMATS": "jsonl,csv", "GRAPH_EXPORT_CSV_EXCEL": "true",
+              "GRAPH_EXPORT_SCHEDULE": "0 30 3 * * 1-5"}
+    for env in deployments:
+        assert {name: env[name] for name in chosen} == chosen
+
+
 def test_infra_readme_immutable_exports_commands_run(tmp_path):
     """Turn immutability on with deploy.sh, then lock the policy with the az commands shown."""
     code = [c for c in blocks(INFRA_README, WORM) if runs_az(c)]
@@ -310,6 +324,7 @@ def executed_blocks() -> list[str]:
     run_here += [c for c in blocks(README, POINT) if runs_az(c)]
     run_here += [c for c in blocks(README, CHOOSING) if runs_az(c)]
     run_here += [c for c in blocks(INFRA_README, WORM) if runs_az(c)]
+    run_here += [c for c in blocks(INFRA_README, EXPORT_SETTINGS) if runs_az(c)]
     return run_here
 
 

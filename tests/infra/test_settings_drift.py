@@ -12,7 +12,7 @@ import pytest
 
 from graph_export.settings import PUBLIC_FEDERATED_AUDIENCE, SETTINGS, federated_audience
 
-from .bicep_helpers import mentions, only, param_default
+from .bicep_helpers import mentions, only, param_default, wired_parameter
 
 # Settings the code reads that the deployed app deliberately does not get, and why.
 NOT_SET_IN_AZURE = {
@@ -20,8 +20,7 @@ NOT_SET_IN_AZURE = {
                       "the app uses EXPORT_STORAGE__blobServiceUri with its managed identity instead",
     **{name: "a tuning knob whose code default suits Azure; add it as an app setting only to change it"
        for name in ("GRAPH_MAX_RETRIES_PER_PAGE", "GRAPH_MAX_RETRIES_PER_RUN", "HTTP_TIMEOUT_SECONDS",
-                    "CHECKPOINT_EVERY_PAGES", "CHECKPOINT_MAX_AGE_HOURS",
-                    "FULL_SYNC_EVERY_DAYS", "DELTA_MAX_CHANGES", "EXPORT_FORMATS", "CSV_EXCEL",
+                    "CHECKPOINT_EVERY_PAGES", "CHECKPOINT_MAX_AGE_HOURS", "DELTA_MAX_CHANGES",
                     "PROGRESS_EVERY_SECONDS")},
     "CLIENT_CERTIFICATE_SEND_X5C": "only for subject name + issuer authentication, which needs a certificate from a "
                                    "CA Entra ID trusts for that; the Key Vault certificate here is self-signed and "
@@ -32,7 +31,7 @@ NOT_SET_IN_AZURE = {
 # Settings the platform reads (not the app's contract); added by infra/modules/functionapp.bicep.
 PLATFORM_SETTINGS = {
     "AzureWebJobsStorage__credential", "AzureWebJobsStorage__clientId", "AzureWebJobsStorage__blobServiceUri",
-    "AzureWebJobsStorage__queueServiceUri", "AzureWebJobsStorage__tableServiceUri",
+    "AzureWebJobsStorage__queueServiceUri",
     "APPLICATIONINSIGHTS_CONNECTION_STRING", "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
 }
 
@@ -87,18 +86,31 @@ def test_parameter_defaults_equal_the_code_defaults(bicep, setting):
     value = _app_settings(bicep).get(setting.name)
     if value is None:
         pytest.fail(f"{setting.name} is not configured (see test_bicep_configures_every_setting_the_code_reads)")
-    if isinstance(value, str) and value in main["parameters"]:
-        param = main["parameters"][value]
-        default = param.get("default")
+    wired = wired_parameter(value)
+    if wired is not None and wired[0] in main["parameters"]:
+        name, as_text = wired
+        default = main["parameters"][name].get("default")
         if setting.required:
             assert not isinstance(default, str) or default == "", (
-                f"{setting.name} is required: its parameter {value} must not hard-code a value")
-        elif isinstance(default, str):  # a literal default (not an expression such as environment())
-            assert default == setting.default, (
-                f"parameter {value} defaults to {default!r} but settings.py's default for {setting.name} "
+                f"{setting.name} is required: its parameter {name} must not hard-code a value")
+        elif isinstance(default, (str, bool, int)):  # a literal default (not an expression such as environment())
+            assert as_text(default) == setting.default, (
+                f"parameter {name} defaults to {default!r} but settings.py's default for {setting.name} "
                 f"is {setting.default!r}")
     else:  # wired from a resource (vault URI, storage endpoint)
         assert not isinstance(value, str), f"{setting.name} is a hard-coded literal {value!r}: use a parameter"
+
+
+def test_the_wiring_reader_sees_each_form():
+    """wired_parameter must be able to fail: it reads exactly the three forms main.bicep uses."""
+    assert wired_parameter("exportMode") == ("exportMode", str)
+    name, as_text = wired_parameter({"function": {"type": "string", "parameters": {"value_to_convert": "days"}}})
+    assert (name, as_text(6)) == ("days", "6")
+    name, as_text = wired_parameter({"operator": {"type": "conditional", "operands": {
+        "condition": "csvExcel", "true_value": "true", "false_value": "false"}}})
+    assert (name, as_text(False), as_text(True)) == ("csvExcel", "false", "true")
+    assert wired_parameter({"operator": {"type": "conditional", "operands": {
+        "condition": "useKeyVault", "true_value": "x", "false_value": ""}}}) is None
 
 
 def test_the_federated_audience_is_the_one_the_code_derives_for_each_cloud(bicep):
