@@ -36,7 +36,10 @@ WORKER_LOGGER = "azure.functions"
 
 
 def library_logging(level: int) -> None:
-    """The libraries log at ``level`` and above; the worker's own logger and ours at the worker's level."""
+    """The libraries log at ``level`` and up; the worker's own logger keeps the root's level, ours are left alone.
+
+    Set per invocation, not at import: importing the app (the tests do, on 3.11) changes no logger.
+    """
     for name in LIBRARY_LOGGERS:
         logging.getLogger(name).setLevel(level)
     logging.getLogger(WORKER_LOGGER).setLevel(logging.getLogger().level)
@@ -46,7 +49,6 @@ app = func.FunctionApp()
 runs = logging.getLogger(telemetry.RUNS_LOGGER)
 runs.setLevel(logging.INFO)  # a succeeded run's record is information, whatever the root logger lets through
 redact.install(logging.getLogger(), runs)  # the worker's handler is on the root logger before the app loads
-library_logging(Settings.library_log_level)  # until an invocation has read LIBRARY_LOG_LEVEL
 
 
 # A failed or timed-out invocation is retried with the same trigger data, so the same slot, which
@@ -64,6 +66,7 @@ def export_users(timer: func.TimerRequest, context: func.Context) -> None:
 
 
 def _export(timer: func.TimerRequest) -> None:
+    library_logging(Settings.library_log_level)  # the default until this invocation has read LIBRARY_LOG_LEVEL
     telemetry.configure()
     redact.install(logging.getLogger(), runs)  # any handler added since import (the worker's, telemetry's)
     now = datetime.now(timezone.utc)

@@ -1,4 +1,8 @@
-"""The Functions door: the app indexes one timer function, and invoking it runs a real export."""
+"""The Functions door on the local Python (3.11): invoking the user function directly runs a real export.
+
+Its metadata (the binding, the retry options) is tested through the engine Azure runs, in
+tests/engine/test_metadata.py.
+"""
 
 from __future__ import annotations
 
@@ -23,22 +27,6 @@ INDEXED = function_app.app.get_functions()
 def the_function():
     assert len(INDEXED) == 1
     return INDEXED[0]
-
-
-def test_indexes_exactly_one_timer_function_with_the_documented_binding():
-    function = the_function()
-    assert function.get_function_name() == "export_users"
-    described = json.loads(function.get_function_json())
-    assert described["scriptFile"] == "function_app.py"
-    assert described["bindings"] == [{
-        "direction": "IN", "type": "timerTrigger", "name": "timer",
-        "schedule": "%EXPORT_SCHEDULE%", "runOnStartup": False, "useMonitor": True,
-    }]
-
-
-def test_a_failed_run_is_retried_so_its_slot_resumes():
-    policy = the_function().get_setting("retry_policy").get_dict_repr()
-    assert policy["strategy"] == "exponential_backoff" and int(policy["max_retry_count"]) >= 1
 
 
 def test_a_past_due_invocation_exports_its_scheduled_slot(export_env, caplog):
