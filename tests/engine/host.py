@@ -9,8 +9,9 @@ sends (serialized and parsed again, as they would cross the channel), awaits the
 parses what they answer. Its :class:`RpcLogHandler` does what the proxy's logging handler on the root
 logger does: each record becomes the ``RpcLog`` the host receives, with the invocation id looked up as
 the proxy looks it up (the running task's, then the runtime's ``invocation_id_cv``, then the one the
-proxy registered for the thread it dispatches on). A record without one is not shown with the
-invocation. For the worker of Python 3.12 and earlier (bundled with the host), which reads
+proxy registered for the thread it dispatches on; its "last invocation" fallback is only for runtimes
+without that variable, and its own thread-local is never set). A record without one is not shown with
+the invocation. For the worker of Python 3.12 and earlier (bundled with the host), which reads
 ``context.thread_local_storage.invocation_id`` instead, each captured log also notes that value.
 
 The protobuf module is the one generated from the host's FunctionRpc.proto that PyPI's
@@ -104,7 +105,7 @@ def _rpc_level(pb2: Any, levelno: int) -> int:
     return int(pb2.RpcLog.Level.Value("None"))
 
 
-class _InvocationTask(asyncio.Task):  # type: ignore[type-arg]
+class _InvocationTask(asyncio.Task):
     """The proxy's task class: a task knows the invocation it serves, and so do the tasks it creates."""
 
     invocation_id: str | None = None
