@@ -1,8 +1,9 @@
 # Two commands on a fresh machine:  make demo  (one export against the local sandbox tenant)
 #                                   make test  (the test suite)
 # Both install what they need first: a virtualenv from requirements-dev.txt and Azurite from
-# package-lock.json; `make test` also installs the infra checkers (checkov in .venv-iac, shellcheck)
-# and the benchmark's msgraph-sdk contender and chart plotter (.venv-bench).
+# package-lock.json; `make test` also installs the infra checkers (checkov in .venv-iac, shellcheck),
+# the benchmark's msgraph-sdk contender and chart plotter (.venv-bench) and, on Python 3.13, the
+# Functions Python engine the function is driven through (.venv-engine).
 
 PYTHON ?= python3
 VENV   := .venv
@@ -10,16 +11,24 @@ PY     := $(VENV)/bin/python
 IAC    := .venv-iac
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 USERS  ?= 10000
+# The engine layer's Python: the Functions engine (azure-functions-runtime) needs 3.13.
+PYTHON313 ?= $(shell p="$$(pyenv root 2>/dev/null)/versions/3.13.0/bin/python"; [ -x "$$p" ] && echo "$$p" || command -v python3.13)
+ENGINE := .venv-engine
 
-.PHONY: demo test test-fast bench install install-iac install-bench sandbox clean
+.PHONY: demo test test-fast test-engine bench install install-iac install-bench install-engine sandbox clean
 
 demo: install
 	$(PY) -m sandbox demo --users $(USERS)
 
-test: install install-iac install-bench
+test: install install-iac install-bench install-engine
 	$(VENV)/bin/ruff check .
 	$(PY) -m mypy
 	$(PY) -m pytest
+	$(ENGINE)/bin/python -m pytest tests/engine
+
+# The engine layer only: function_app.py driven through the Functions Python engine as the host drives it.
+test-engine: install-engine
+	$(ENGINE)/bin/python -m pytest tests/engine
 
 # The unit layer only (no Azurite-and-sandbox integration tests, no slow ones): seconds, for the edit loop.
 test-fast: install
@@ -58,9 +67,22 @@ $(IAC)/.installed: infra/requirements-iac.txt
 	$(IAC)/bin/python -m pip install --quiet --disable-pip-version-check -r infra/requirements-iac.txt
 	touch $@
 
+# Python 3.13 with the app's requirements (azure-functions-runtime among them on 3.13) and the protobuf
+# module generated from the host's FunctionRpc.proto, which PyPI has only inside azure-functions-runtime-v1
+# (as a top-level `tests` package: unpacked apart, in $(ENGINE)/rpc, so it shadows nothing).
+install-engine: $(ENGINE)/.installed
+
+$(ENGINE)/.installed: requirements.txt requirements-engine.txt
+	@test -n "$(PYTHON313)" || { echo "install-engine: no Python 3.13 found (pyenv's 3.13.0 or python3.13 on PATH): install one, or set PYTHON313=/path/to/python3.13" >&2; exit 1; }
+	test -x $(ENGINE)/bin/python || $(PYTHON313) -m venv $(ENGINE)
+	$(ENGINE)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-engine.txt
+	$(ENGINE)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --upgrade --target $(ENGINE)/rpc \
+		"azure-functions-runtime-v1>=1.2,<2"
+	touch $@
+
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
 clean:
-	rm -rf $(VENV) $(IAC) .venv-bench node_modules .sandbox .pytest_cache exports
+	rm -rf $(VENV) $(IAC) .venv-bench $(ENGINE) node_modules .sandbox .pytest_cache exports

@@ -5,10 +5,16 @@ invocation time, not import time, so a misconfigured app still indexes and each 
 exactly which setting to fix. Each run's outcome is one record on the ``graph_export.runs`` logger,
 whose fields reach Application Insights as ``customDimensions`` (``graph_export.telemetry``).
 
-The worker's root logger is at INFO, so the libraries' INFO and WARNING lines reach the host too
-(urllib3's "Retrying …" warnings name the URL, with a ``$deltatoken`` in delta mode): every record is
-redacted (``graph_export.redact``) by a filter on the worker's handlers and on the runs logger, and
-the text of an exception handed back to the host is redacted the same way.
+The worker sets the root logger to INFO, and host.json's log levels are .NET categories that do not
+reach Python loggers: azure-core alone would send ~36 INFO records (request and response headers) to
+the invocation log of a small run. So the libraries log at LIBRARY_LOG_LEVEL (WARNING unless it asks
+for more), our own ``graph_export`` lines at the worker's level. What does reach the host (urllib3's
+"Retrying …" warnings name the URL, with a ``$deltatoken`` in delta mode) is redacted
+(``graph_export.redact``) by a filter on the worker's handlers and on the runs logger, and the text of
+an exception handed back to the host is redacted the same way.
+
+The worker ties a record to the invocation only on the thread it calls the function on; every thread
+the export starts (``graph_export.threads``) carries the invocation's id too, set first thing in it.
 """
 
 from __future__ import annotations
@@ -18,9 +24,26 @@ from datetime import datetime, timezone
 
 import azure.functions as func
 
-from graph_export import ExportError, load_settings, redact, run_export, telemetry
+from graph_export import ExportError, load_settings, redact, run_export, telemetry, threads
 from graph_export.naming import slot_from_schedule_status
 from graph_export.records import iso
+from graph_export.settings import Settings
+
+#: The libraries' loggers (the Azure SDK, MSAL, requests/urllib3 under them, the telemetry exporter's).
+LIBRARY_LOGGERS = ("azure", "msal", "urllib3", "requests", "opentelemetry")
+#: The worker's own logger, under "azure": it keeps the level the worker gives the root logger.
+WORKER_LOGGER = "azure.functions"
+
+
+def library_logging(level: int) -> None:
+    """The libraries log at ``level`` and up; the worker's own logger keeps the root's level, ours are left alone.
+
+    Set per invocation, not at import: importing the app (the tests do, on 3.11) changes no logger.
+    """
+    for name in LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(level)
+    logging.getLogger(WORKER_LOGGER).setLevel(logging.getLogger().level)
+
 
 app = func.FunctionApp()
 runs = logging.getLogger(telemetry.RUNS_LOGGER)
@@ -33,8 +56,17 @@ redact.install(logging.getLogger(), runs)  # the worker's handler is on the root
 @app.timer_trigger(schedule="%EXPORT_SCHEDULE%", arg_name="timer", run_on_startup=False, use_monitor=True)
 @app.retry(strategy="exponential_backoff", max_retry_count="3",
            minimum_interval="00:01:00", maximum_interval="00:15:00")
-def export_users(timer: func.TimerRequest) -> None:
+def export_users(timer: func.TimerRequest, context: func.Context) -> None:
     """Export every user for the slot this invocation was scheduled for."""
+    def carry_invocation_id() -> None:  # what the Python developer reference asks of a function's threads
+        context.thread_local_storage.invocation_id = context.invocation_id
+
+    with threads.on_start(carry_invocation_id):
+        _export(timer)
+
+
+def _export(timer: func.TimerRequest) -> None:
+    library_logging(Settings.library_log_level)  # the default until this invocation has read LIBRARY_LOG_LEVEL
     telemetry.configure()
     redact.install(logging.getLogger(), runs)  # any handler added since import (the worker's, telemetry's)
     now = datetime.now(timezone.utc)
@@ -42,7 +74,9 @@ def export_users(timer: func.TimerRequest) -> None:
     if timer.past_due:
         logging.warning("Timer is past due: running the missed slot %s now (%s).", slot.isoformat(), now.isoformat())
     try:
-        summary = run_export(load_settings(), slot)
+        settings = load_settings()
+        library_logging(settings.library_log_level)
+        summary = run_export(settings, slot)
     except ExportError as exc:
         # One actionable line for the log and the failure alert; re-raised so the run counts as failed.
         runs.error("Export failed: %s", exc, extra=telemetry.failure_fields(exc, iso(slot)))

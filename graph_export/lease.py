@@ -20,7 +20,7 @@ from typing import Any
 from azure.core.exceptions import HttpResponseError, ResourceExistsError
 from azure.storage.blob import BlobLeaseClient, ContainerClient
 
-from . import naming
+from . import naming, threads
 from .errors import SlotBusyError, StorageError
 from .records import iso
 from .storage import storage_errors
@@ -49,16 +49,17 @@ class SlotLease:
         self._renewed_at = 0.0
         self._lost = False
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._keep_renewing, name="slot-lease", daemon=True)
+        self._renewer: threading.Thread | None = None
 
     def __enter__(self) -> "SlotLease":
         self._acquire()
-        self._thread.start()
+        self._renewer = threads.start(self._keep_renewing, name="slot-lease")
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self._stop.set()
-        self._thread.join()
+        if self._renewer is not None:
+            self._renewer.join()
         if not self._lost:
             try:  # let the next run in now rather than when the lease runs out, and leave no lock behind
                 self._blob.delete_blob(lease=self._lease)

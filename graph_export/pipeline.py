@@ -13,6 +13,8 @@ import queue
 import threading
 from typing import Any, Callable, Generic, Iterator, TypeVar
 
+from . import threads
+
 T = TypeVar("T")
 
 _END = object()
@@ -30,8 +32,7 @@ class Prefetcher(Generic[T]):
         self._source = source
         self._items: queue.Queue[Any] = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
+        self._thread = threads.start(self._run, name=name)
 
     def __iter__(self) -> "Prefetcher[T]":
         return self
@@ -102,8 +103,7 @@ class SerialWorker:
     def __init__(self, depth: int = 2, name: str = "worker") -> None:
         self._calls: queue.Queue[Any] = queue.Queue(maxsize=depth)
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
+        self._thread = threads.start(self._run, name=name)
 
     def submit(self, call: Callable[..., Any], *args: Any) -> None:
         self._raise_if_failed()

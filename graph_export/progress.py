@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Generator, Iterator, Literal, Protocol, TypeVar
 
+from . import threads
+
 log = logging.getLogger(__name__)
 
 #: Waits shorter than this are not reported (a backoff of a few hundred milliseconds is over before it shows).
@@ -158,8 +160,7 @@ class RunProgress:
             self._wait = wait
             self._report(self._snapshot(self._clock(), final=False))
         over = threading.Event()
-        ticker = threading.Thread(target=self._tick, args=(wait, over), name="progress-wait", daemon=True)
-        ticker.start()
+        ticker = threads.start(self._tick, wait, over, name="progress-wait")
         try:
             yield
         finally:

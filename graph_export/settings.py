@@ -85,6 +85,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("EXPORT_MODE", False, "full", "`full` reads every user each slot; `delta` publishes the same complete snapshot from the changes since the previous one (`/users/delta`), with a full export when it must."),
     Setting("FULL_SYNC_EVERY_DAYS", False, "6", "Delta mode: a full export (which also measures drift) once the saved delta link is this old; Graph expires directory delta links after 7 days."),
     Setting("DELTA_MAX_CHANGES", False, "250000", "Delta mode: more changed users than this in one slot means a full export instead (the changes are held in memory)."),
+    Setting("LIBRARY_LOG_LEVEL", False, "WARNING", "Under the function: the lowest level of the libraries' log records (Azure SDK, MSAL, urllib3, OpenTelemetry) that reach the invocation log; `INFO` or `DEBUG` shows each request (redacted), `ERROR` or `CRITICAL` fewer. The export's own lines are INFO whatever this says; the CLI shows the libraries' records with `--debug` only."),
 )
 
 _DEFAULTS = {s.name: s.default for s in SETTINGS}
@@ -118,6 +119,8 @@ _PROPERTY = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")  # extension names have under
 _MULTI_TENANT_ALIASES = {"common", "organizations", "consumers"}
 EXPORT_MODES = ("full", "delta")
 EXPORT_FORMATS = ("jsonl", "csv")
+#: LIBRARY_LOG_LEVEL's values, by name.
+LOG_LEVELS = {name: getattr(logging, name) for name in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")}
 CLIENT_CREDENTIALS = ("secret", "certificate", "federated")
 #: The audience a managed identity's token must have to be an app's federated credential, by cloud
 #: (Microsoft's workload identity federation docs): AUTHORITY_HOST names the cloud.
@@ -229,6 +232,8 @@ class Settings:
     delta_max_changes: int = 250_000
     #: Where the mutable records live (EXPORT_STATE_CONTAINER); None: in ``container``.
     state_container_name: str | None = None
+    #: The libraries' log level under the function (LIBRARY_LOG_LEVEL).
+    library_log_level: int = logging.WARNING
 
     @property
     def state_container(self) -> str:
@@ -352,6 +357,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     check("EXPORT_MODE", mode in EXPORT_MODES, f"is '{get('EXPORT_MODE')}': expected 'full' or 'delta'")
     full_sync = _number("FULL_SYNC_EVERY_DAYS", get("FULL_SYNC_EVERY_DAYS"), problems, 0.0, 7.0)
     max_changes = _number("DELTA_MAX_CHANGES", get("DELTA_MAX_CHANGES"), problems, 1, 10_000_000, whole=True)
+    library_level = get("LIBRARY_LOG_LEVEL").upper()
+    check("LIBRARY_LOG_LEVEL", library_level in LOG_LEVELS,
+          f"is '{get('LIBRARY_LOG_LEVEL')}': expected DEBUG, INFO, WARNING, ERROR or CRITICAL")
     if mode == "delta":
         untracked = [p for p in properties if p.lower() in _NOT_IN_DELTA]
         check("USER_PROPERTIES", not untracked,
@@ -392,6 +400,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         full_sync_every_days=full_sync,
         delta_max_changes=int(max_changes),
         state_container_name=state_container,
+        library_log_level=LOG_LEVELS[library_level],
     )
 
 

@@ -23,10 +23,9 @@ import contextlib
 import functools
 import logging
 import os
-import threading
 from typing import Any, Iterator
 
-from . import redact
+from . import redact, threads
 from .errors import ExportError
 
 #: The logger whose records carry a run's fields; the function app logs each run's outcome there.
@@ -105,8 +104,7 @@ def shut_down_within(provider: Any, seconds: float) -> None:
     shutdown = getattr(provider, "shutdown", None)
     if shutdown is None:  # the API's no-op provider: nothing was set up
         return
-    worker = threading.Thread(target=shutdown, name="telemetry-exit-flush", daemon=True)
-    worker.start()
+    worker = threads.start(shutdown, name="telemetry-exit-flush")
     worker.join(seconds)
     if worker.is_alive():
         log.warning("Application Insights did not take the last run records within %g s; they were not sent "

@@ -39,7 +39,8 @@ _AMBIENT = {s.name for s in SETTINGS} | {
 def logging_as_it_was():
     """cli.main sets logger levels and handlers for the process (as a program's entry point should); a
     test that calls it in-process must not leave them to the tests after it."""
-    loggers = [logging.getLogger(name) for name in ("", "graph_export", "urllib3", "requests", "azure", "msal")]
+    loggers = [logging.getLogger(name) for name in ("", "graph_export", "urllib3", "requests", "azure", "msal",
+                                                    "azure.functions", "opentelemetry")]
     levels, handlers = [lg.level for lg in loggers], list(logging.getLogger().handlers)
     yield
     for logger, level in zip(loggers, levels, strict=True):

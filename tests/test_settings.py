@@ -11,6 +11,7 @@ from azure.functions.timer import TimerRequest
 from graph_export.errors import ConfigError
 from graph_export.setting_names import CASE_SENSITIVE, misnamed_settings, prefixes
 from graph_export.settings import DEFAULT_USER_PROPERTIES, SETTINGS, StorageTarget, load_settings
+from tests.integration.helpers import invocation_context
 
 GUID = "11111111-2222-3333-4444-555555555555"
 BASE = {
@@ -551,7 +552,7 @@ def test_the_function_logs_the_warning_line(monkeypatch, caplog):
     monkeypatch.setenv("EXPORT_CONTAINR", "my-exports")
     caplog.set_level(logging.INFO)  # the Functions worker's root level
     with pytest.raises(ConfigError):
-        function_app.export_users._function.get_user_function()(TimerRequest())
+        function_app.export_users._function.get_user_function()(TimerRequest(), invocation_context())
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert warnings == ["EXPORT_CONTAINR is not a setting; did you mean EXPORT_CONTAINER?"]
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import threading
+import uuid
 from datetime import datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 from azure.storage.blob import ContainerClient
 
@@ -79,3 +82,8 @@ def published(env: dict) -> tuple[dict, list[dict]]:
     users, sha = read_export(env, manifest["blob"])
     assert pointer["sha256"] == manifest["sha256"] == sha and pointer["users"] == manifest["users"] == len(users)
     return manifest, users
+
+
+def invocation_context() -> SimpleNamespace:
+    """What the worker passes a function as ``context`` (the parts the door reads), for calling it directly."""
+    return SimpleNamespace(invocation_id=str(uuid.uuid4()), thread_local_storage=threading.local())

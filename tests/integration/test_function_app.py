@@ -1,4 +1,8 @@
-"""The Functions door: the app indexes one timer function, and invoking it runs a real export."""
+"""The Functions door on the local Python (3.11): invoking the user function directly runs a real export.
+
+Its metadata (the binding, the retry options) is tested through the engine Azure runs, in
+tests/engine/test_metadata.py.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from azure.functions.timer import TimerRequest
 import function_app
 from graph_export.naming import LATEST_BLOB
 
-from .helpers import REPO, blob_names, published_manifest, read_json
+from .helpers import REPO, blob_names, invocation_context, published_manifest, read_json
 
 # Indexing is what the Functions host does at start; the app allows it once per process.
 INDEXED = function_app.app.get_functions()
@@ -25,28 +29,12 @@ def the_function():
     return INDEXED[0]
 
 
-def test_indexes_exactly_one_timer_function_with_the_documented_binding():
-    function = the_function()
-    assert function.get_function_name() == "export_users"
-    described = json.loads(function.get_function_json())
-    assert described["scriptFile"] == "function_app.py"
-    assert described["bindings"] == [{
-        "direction": "IN", "type": "timerTrigger", "name": "timer",
-        "schedule": "%EXPORT_SCHEDULE%", "runOnStartup": False, "useMonitor": True,
-    }]
-
-
-def test_a_failed_run_is_retried_so_its_slot_resumes():
-    policy = the_function().get_setting("retry_policy").get_dict_repr()
-    assert policy["strategy"] == "exponential_backoff" and int(policy["max_retry_count"]) >= 1
-
-
 def test_a_past_due_invocation_exports_its_scheduled_slot(export_env, caplog):
     caplog.set_level(logging.INFO)
     timer = TimerRequest(past_due=True, schedule_status={
         "Last": "2026-03-06T02:00:00+00:00", "Next": "2026-03-07T02:00:00+00:00",
         "LastUpdated": "2026-03-06T02:00:01+00:00"})
-    the_function().get_user_function()(timer)
+    the_function().get_user_function()(timer, invocation_context())
     blob = published_manifest(export_env, datetime(2026, 3, 7, 2, tzinfo=timezone.utc))["blob"]
     assert blob in blob_names(export_env)
     assert read_json(export_env, LATEST_BLOB)["users"] == 2_500 and read_json(export_env, LATEST_BLOB)["blob"] == blob
@@ -58,7 +46,7 @@ def test_a_past_due_invocation_exports_its_scheduled_slot(export_env, caplog):
 def test_a_failed_invocation_logs_one_actionable_line_and_fails(export_env, sandbox, caplog, monkeypatch):
     monkeypatch.setenv("CLIENT_SECRET_NAME", "no-such-secret")
     try:
-        the_function().get_user_function()(TimerRequest())
+        the_function().get_user_function()(TimerRequest(), invocation_context())
     except Exception as exc:  # the runtime must see the failure to mark the run failed
         assert "no-such-secret" in str(exc)
     else:
@@ -74,7 +62,7 @@ def test_a_failure_no_error_class_maps_still_logs_one_line_before_failing(export
 
     monkeypatch.setattr(function_app, "load_settings", broken_settings)
     try:
-        the_function().get_user_function()(TimerRequest())
+        the_function().get_user_function()(TimerRequest(), invocation_context())
     except KeyError:
         pass
     else:
@@ -90,15 +78,16 @@ import json, os
 from azure.functions.timer import TimerRequest
 
 from tests.ingestion import serve
+from tests.integration.helpers import invocation_context
 
 received = serve()
 import function_app
 from opentelemetry._logs import get_logger_provider
 function = function_app.app.get_functions()[0].get_user_function()
-function(TimerRequest(schedule_status={"Next": "2026-03-07T02:00:00+00:00"}))
+function(TimerRequest(schedule_status={"Next": "2026-03-07T02:00:00+00:00"}), invocation_context())
 os.environ["CLIENT_SECRET_NAME"] = "no-such-secret"
 try:
-    function(TimerRequest(schedule_status={"Next": "2026-03-08T02:00:00+00:00"}))
+    function(TimerRequest(schedule_status={"Next": "2026-03-08T02:00:00+00:00"}), invocation_context())
 except Exception:
     pass
 get_logger_provider().force_flush()

@@ -176,6 +176,7 @@ import json, logging, os, sys, traceback
 logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
 
 from tests.ingestion import serve
+from tests.integration.helpers import invocation_context
 
 received = serve()
 from azure.functions.timer import TimerRequest
@@ -187,7 +188,7 @@ timer = TimerRequest(schedule_status={"Next": sys.argv[1]})
 raised = []
 for attempt in range(3):  # fails (Graph drops the delta requests twice), then exports, then is skipped
     try:
-        function(timer)
+        function(timer, invocation_context())
     except Exception as exc:  # what the worker hands the host: the message and the formatted traceback
         raised.append(f"{type(exc).__name__}: {exc}\n" + "".join(traceback.format_exception(exc)))
 get_logger_provider().force_flush()

@@ -33,10 +33,12 @@ import logging, sys, time
 logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
 from azure.functions.timer import TimerRequest
 import function_app
+from tests.integration.helpers import invocation_context
 from opentelemetry.metrics import get_meter_provider
 from opentelemetry.trace import get_tracer_provider
 
-function_app.app.get_functions()[0].get_user_function()(TimerRequest(schedule_status={"Next": sys.argv[1]}))
+function_app.app.get_functions()[0].get_user_function()(TimerRequest(schedule_status={"Next": sys.argv[1]}),
+                                                   invocation_context())
 print("providers:", type(get_tracer_provider()).__name__, type(get_meter_provider()).__name__)
 print("invocation done", flush=True)
 """

@@ -1,0 +1,55 @@
+"""What the host learns when it starts the worker: init, the indexed function's metadata, load.
+
+Checked as the host checks them (its function metadata validation: the function's name, its
+bindings' names, its language and its retry options) and against the binding the README documents.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import timedelta
+
+# The host's name rules (Microsoft.Azure.WebJobs.Script.Utility): a function name, and a binding name.
+FUNCTION_NAME = re.compile(r"^[a-z][a-z0-9_\-]{0,127}$(?<!^host$)", re.IGNORECASE)
+BINDING_NAME = re.compile(r"^([a-zA-Z][a-zA-Z0-9]{0,127}|\$return)$")
+
+
+def the_function(worker):
+    assert len(worker.functions) == 1, [f.name for f in worker.functions]
+    return worker.functions[0]
+
+
+def test_the_worker_starts_and_indexes_the_app(worker):
+    assert worker.pb2.StatusResult.Status.Name(worker.init_response.result.status) == "Success", \
+        worker.init_response.result.exception.message
+    assert worker.pb2.StatusResult.Status.Name(worker.metadata_response.result.status) == "Success"
+    assert worker.metadata_response.use_default_metadata_indexing is False  # the worker indexed it itself
+    assert [worker.pb2.StatusResult.Status.Name(r.result.status) for r in worker.load_responses] == ["Success"]
+
+
+def test_the_function_passes_the_hosts_validation(worker):
+    function = the_function(worker)
+    assert FUNCTION_NAME.match(function.name) and function.name == "export_users"
+    assert function.language == "python" and function.script_file.endswith("function_app.py")
+    assert function.bindings and all(BINDING_NAME.match(name) for name in function.bindings)
+    assert function.properties["worker_indexed"] == "True"
+
+
+def test_the_timer_binding_is_the_documented_one(worker):
+    function = the_function(worker)
+    assert [json.loads(raw) for raw in function.raw_bindings] == [{
+        "direction": "IN", "type": "timerTrigger", "name": "timer",
+        "schedule": "%EXPORT_SCHEDULE%", "runOnStartup": False, "useMonitor": True,
+    }]
+    binding = function.bindings["timer"]
+    assert binding.type == "timerTrigger" and worker.pb2.BindingInfo.Direction.Name(binding.direction) == "in"
+
+
+def test_a_failed_invocation_is_retried_within_the_hosts_bounds(worker):
+    retry = the_function(worker).retry_options
+    assert worker.pb2.RpcRetryOptions.RetryStrategy.Name(retry.retry_strategy) == "exponential_backoff"
+    assert retry.max_retry_count == 3  # >= -1 (-1: forever) is what the host accepts
+    minimum, maximum = retry.minimum_interval.ToTimedelta(), retry.maximum_interval.ToTimedelta()
+    assert (minimum, maximum) == (timedelta(minutes=1), timedelta(minutes=15))
+    assert timedelta(0) <= minimum <= maximum  # the host refuses a negative or inverted pair
