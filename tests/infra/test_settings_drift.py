@@ -18,10 +18,11 @@ from .bicep_helpers import mentions, only, param_default, wired_parameter
 NOT_SET_IN_AZURE = {
     "EXPORT_STORAGE": "a connection string needs the account key, and shared key access is disabled; "
                       "the app uses EXPORT_STORAGE__blobServiceUri with its managed identity instead",
-    **{name: "a tuning knob whose code default suits Azure; add it as an app setting only to change it"
+    **{name: "a tuning knob whose code default suits Azure; set by hand (az functionapp config appsettings "
+             "set), it lasts until the next deployment, which writes the app settings as a whole"
        for name in ("GRAPH_MAX_RETRIES_PER_PAGE", "GRAPH_MAX_RETRIES_PER_RUN", "HTTP_TIMEOUT_SECONDS",
                     "CHECKPOINT_EVERY_PAGES", "CHECKPOINT_MAX_AGE_HOURS", "DELTA_MAX_CHANGES",
-                    "PROGRESS_EVERY_SECONDS")},
+                    "PROGRESS_EVERY_SECONDS", "LIBRARY_LOG_LEVEL")},
     "CLIENT_CERTIFICATE_SEND_X5C": "only for subject name + issuer authentication, which needs a certificate from a "
                                    "CA Entra ID trusts for that; the Key Vault certificate here is self-signed and "
                                    "its public key is registered on the app (deploy.sh), so the code default (false) "
