@@ -29,6 +29,7 @@ from .bicep_helpers import INFRA, REPO
 from .fake_azure import (
     CERT_NAME,
     CERTIFICATES_OFFICER,
+    DEPLOYER_SP,
     FAKE_SECRET,
     GRAPH_SP,
     IDENTITY_PRINCIPAL,
@@ -129,8 +130,8 @@ def run(fake: FakeAzure, script: str, cwd: Path) -> subprocess.CompletedProcess[
     return proc
 
 
-def check_outcome(fake: FakeAzure, kind: str) -> None:
-    """What the commands of `kind` must have left behind (the same as deploy.sh)."""
+def check_outcome(fake: FakeAzure, kind: str, me: str = ME) -> None:
+    """What the commands of `kind` must have left behind (the same as deploy.sh); `me`: who ran them."""
     assert fake.call("deployment group create")["env"]["GRAPH_EXPORT_CLIENT_CREDENTIAL"] == kind
     [consent] = [c for c in fake.all("rest") if opt(c, "--method") == "POST"]
     assert opt(consent, "--uri") == f"https://graph.microsoft.com/v1.0/servicePrincipals/{GRAPH_SP}/appRoleAssignedTo"
@@ -144,7 +145,7 @@ def check_outcome(fake: FakeAzure, kind: str) -> None:
         [password] = the_app["passwordCredentials"]
         expires = fake.state["vaults"][NAMES["keyVault"]]["secrets"][SECRET_NAME]["expires"]
         assert dt.datetime.fromisoformat(expires) == dt.datetime.fromisoformat(password["endDateTime"])
-        assert fake.roles_of(ME) == {(SECRETS_OFFICER, f"secrets/{SECRET_NAME}")}
+        assert fake.roles_of(me) == set(), "no Key Vault role is left on the secret (Secrets Officer reads it)"
     elif kind == "certificate":
         assert opt(fake.call("keyvault certificate create"), "--policy") == "@infra/certificate-policy.json"
         version = fake.state["vaults"][NAMES["keyVault"]]["certificates"][CERT_NAME]["versions"][-1]
@@ -152,7 +153,7 @@ def check_outcome(fake: FakeAzure, kind: str) -> None:
         assert key["customKeyIdentifier"] == version["thumbprint"]
         assert key["displayName"] == f"graph-export {NAMES['keyVault']} {version['thumbprint']}"
         assert not the_app["passwordCredentials"]
-        assert fake.roles_of(ME) == {(CERTIFICATES_OFFICER, f"certificates/{CERT_NAME}")}
+        assert fake.roles_of(me) == {(CERTIFICATES_OFFICER, f"certificates/{CERT_NAME}")}
     else:
         [fic] = the_app["federatedIdentityCredentials"]
         assert {k: fic[k] for k in ("name", "issuer", "subject", "audiences")} == {
@@ -192,6 +193,18 @@ def test_infra_readme_walkthrough_runs_for_each_credential(tmp_path, kind):
                                                                           "requirements.txt"}
     assert not any("__pycache__" in n for n in names)
     assert not (work / "app.zip").exists(), "step 5 removes its zip"
+
+
+@pytest.mark.parametrize("kind", ["secret", "certificate"])
+def test_infra_readme_walkthrough_runs_for_a_service_principal(tmp_path, kind):
+    """Issue 21 item 10: signed in as a service principal there is no /me (`az ad signed-in-user show` fails)
+    and a role for it has principal type ServicePrincipal. Fails on f5489b6 (steps 1-3 stopped at /me)."""
+    setup, by_kind, _ = walkthrough()
+    fake = FakeAzure(tmp_path, login="sp")
+    run(fake, with_kind(setup, kind) + "\n" + by_kind[kind], REPO)
+    check_outcome(fake, kind, me=DEPLOYER_SP)
+    assert "ad signed-in-user show" not in fake.commands()
+    assert {opt(c, "--assignee-principal-type") for c in fake.all("role assignment create")} == {"ServicePrincipal"}
 
 
 def test_infra_readme_immutable_exports_commands_run(tmp_path):
