@@ -35,11 +35,23 @@ source and ``--help``):
   ``extend`` only a locked policy and never shorter, ``delete`` only an unlocked one; a deployment with
   ``exportImmutabilityDays`` > 0 writes an unlocked policy unless ``exportImmutabilityLocked``, and fails
   on a locked one (ARM's only write to a locked policy is ``extend``; the error text is an approximation);
+  ``group delete`` soft-deletes the deployment's vault (purge protection: name and contents kept), which
+  ``keyvault list-deleted`` / ``show-deleted`` list and ``recover`` brings back into its existing original
+  group, and a deployment that would create a vault of that name fails with Key Vault's ConflictError text
+  ("A vault with the same name already exists in deleted state"; the wrapping deployment error is short);
+  ``resource show --ids <vault>/secrets/<name>`` shows a secret's attributes (Unix times) without its value,
+  RBAC or network checks (the control plane); ``ad app credential reset`` makes a new value each time, which
+  Entra ID's token endpoint (``rest --method POST <login>/<tenant>/oauth2/v2.0/token``, a form body, here from
+  ``--body @-``: az reads ``@-`` from stdin) accepts only while it is a current password of the app;
+  ``role assignment create --assignee`` resolves a UPN, a service principal's app id or an object id as
+  azure-cli's _resolve_object_id_and_type does, or fails with its message;
   ``keyvault certificate create --policy @file`` reads camelCase JSON (keys converted to snake case as
   az does); ``ad app federated-credential create`` needs name, issuer, subject and exactly one audience,
   and refuses a name that exists; ``role assignment create`` returns the existing assignment instead of a
   duplicate; ``functionapp deployment source config-zip`` on Flex fails after the upload when the host
-  does not become healthy;
+  does not become healthy within az's own check ("appears to be unhealthy"), while the host status that
+  ``rest`` answers through Resource Manager (``.../host/default/properties/status``) may come up later;
+  ``functionapp keys list`` gives a master key that the app host's ``/admin/functions/<name>`` endpoint takes;
 - Key Vault's data plane: RBAC (Secrets / Certificates Officer at the vault or at the item, which must
   exist), with ``rbac_delay`` refusals after each new role assignment (propagation), and, after a
   ``vnetEnabled`` deployment, a refusal of every caller outside the VNet (public network access disabled).

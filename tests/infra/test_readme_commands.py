@@ -8,7 +8,8 @@ options, query language, output rules and response shapes), and leaves what depl
 - README.md "Choosing a credential": its deploy.sh line, and its by-hand blocks after steps 1-3 (they must
   also equal infra/README.md's step 4);
 - README.md "Point it at your tenant": its blocks in order, against a vault of the caller's own;
-- infra/README.md "Immutable exports (WORM)": deploy.sh with --immutability-days, then locking the policy.
+- infra/README.md "Immutable exports (WORM)": deploy.sh with --immutability-days, then locking the policy;
+- infra/README.md "Using it": deploy.sh --reader and --run-now after a deployment.
 
 test_every_az_block_is_run fails when a block that calls az or deploy.sh is in neither list.
 """
@@ -54,6 +55,7 @@ DEPLOY = "## Deploy to Azure (Bicep + az CLI)"
 POINT = "## Point it at your tenant (az CLI)"
 CHOOSING = "## Choosing a credential"
 WORM = "## Immutable exports (WORM)"
+USING = "## Using it"
 APP_FILES = ("function_app.py", "host.json", "requirements.txt", "graph_export")
 
 
@@ -226,6 +228,24 @@ def test_infra_readme_immutable_exports_commands_run(tmp_path):
     assert fake.call("deployment group create")["env"]["GRAPH_EXPORT_IMMUTABILITY_LOCKED"] == "true"
 
 
+def test_infra_readme_using_it_commands_run(tmp_path):
+    """Read access for a person, and one export now, after a deployment (issue 21 item 10)."""
+    [code] = [c for c in blocks(INFRA_README, USING) if runs_az(c)]
+    fake = FakeAzure(tmp_path)
+    state = fake.state
+    state["config"]["directory"].append({"id": "ffffffff-ffff-ffff-ffff-ffffffffffff", "type": "User",
+                                         "upn": "analyst@contoso.com"})
+    fake.save_state(state)
+    first = fake.run("-g", "rg-graph-export", "-l", "westeurope", "--skip-publish", "-c", "federated")
+    assert first.returncode == 0, first.stderr
+    proc = run(fake, code, REPO)
+    [grant] = fake.all("role assignment create")
+    assert opt(grant, "--assignee") == "analyst@contoso.com"
+    assert opt(grant, "--scope").endswith(f"/storageAccounts/{NAMES['exportStorage']}/blobServices/default/"
+                                          "containers/graph-exports")
+    assert fake.state["invocations"] == 1 and "az monitor app-insights query" in proc.stderr
+
+
 def test_the_walkthrough_waits_for_a_new_role(tmp_path):
     """The until loop of step 4 waits while the role propagates (the fake refuses a few calls)."""
     setup, by_kind, _ = walkthrough()
@@ -300,7 +320,7 @@ def test_the_walkthrough_and_the_choosing_section_show_the_same_commands():
 
 def test_choosing_a_credential_uses_only_real_deploy_options():
     text = (section(README, CHOOSING) + section(README, DEPLOY) + section(INFRA_README, QUICK_START)
-            + section(INFRA_README, WORM))
+            + section(INFRA_README, WORM) + section(INFRA_README, USING))
     usage = subprocess.run(["bash", str(INFRA / "deploy.sh"), "--help"], capture_output=True, text=True,
                            check=True).stdout
     for code in [c for _, c in code_blocks(text)] + re.findall(r"`(infra/deploy\.sh[^`]*)`", text):
@@ -323,6 +343,7 @@ def executed_blocks() -> list[str]:
     run_here += [c for c in blocks(README, POINT) if runs_az(c)]
     run_here += [c for c in blocks(README, CHOOSING) if runs_az(c)]
     run_here += [c for c in blocks(INFRA_README, WORM) if runs_az(c)]
+    run_here += [c for c in blocks(INFRA_README, USING) if runs_az(c)]
     return run_here
 
 
