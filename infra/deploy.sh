@@ -854,28 +854,30 @@ password_ids() {
 # secret_label: the display name of the client secrets this deployment puts on the app registration.
 secret_label() { printf 'graph-export %s' "$key_vault"; }
 
-# secret_problem: why the stored client secret cannot be kept (prints nothing when it can; "missing" when there
-# is none). Read through Azure Resource Manager (az resource show: the secret's attributes, never its value),
-# which needs no Key Vault role and no network path to the vault. A secret whose credential the app registration
-# no longer has (deleted by --destroy, then the vault recovered; or another app registration) cannot sign in.
-secret_problem() {
+# check_stored_secret: sets secret_problem to why the stored client secret cannot be kept (empty when it can;
+# "missing" when there is none). Read through Azure Resource Manager (az resource show: the secret's attributes,
+# never its value), which needs no Key Vault role and no network path to the vault. A secret whose credential the
+# app registration no longer has (deleted by --destroy, then the vault recovered; another registration) cannot
+# sign in.
+check_stored_secret() {
   local raw fields=() rc=0
   raw="$(az resource show --ids "$key_vault_id/secrets/$secret_name" --api-version "$KEYVAULT_API" \
     --query '[properties.attributes.enabled, properties.attributes.exp]' -o tsv 2>"$workdir/arm-error" |
     tr -d '\r')" || rc=$?
+  secret_problem=''
   if ((rc == 3)); then
-    printf 'missing'
+    secret_problem='missing'
     return
   fi
   ((rc == 0)) || die "could not read secret $secret_name of Key Vault $key_vault (az resource show): $(tr '\n' ' ' <"$workdir/arm-error")"
   mapfile -t fields <<<"$raw"
   local enabled="${fields[0]-}" exp="${fields[1]-}"
   if [[ "$enabled" != true ]]; then
-    printf 'it is disabled'
+    secret_problem='it is disabled'
   elif [[ "$exp" =~ ^[0-9]+$ ]] && ((exp <= $(date +%s))); then
-    printf 'it expired on %s' "$(utc_time "$exp")"
+    secret_problem="it expired on $(utc_time "$exp")"
   elif [[ -z "$(password_ids "$(secret_label)")" ]]; then
-    printf "app registration %s has no client secret named '%s' (deleted, e.g. by --destroy)" "$client_id" "$(secret_label)"
+    secret_problem="app registration $client_id has no client secret named '$(secret_label)' (deleted, e.g. by --destroy)"
   fi
 }
 
@@ -886,19 +888,18 @@ utc_time() {
 
 store_client_secret() {
   log "Client secret in Key Vault $key_vault (secret '$secret_name')"
-  local problem
-  problem="$(secret_problem)"
-  if [[ -z "$problem" ]] && ! $rotate_secret; then
+  check_stored_secret
+  if [[ -z "$secret_problem" ]] && ! $rotate_secret; then
     info "already set; keeping it (pass --rotate-secret for a new one)"
   else
-    case "$problem" in
+    case "$secret_problem" in
       '') info "--rotate-secret: replacing it" ;;
       missing) ;;
-      *) info "the vault holds secret '$secret_name', but $problem: replacing it" ;;
+      *) info "the vault holds secret '$secret_name', but $secret_problem: replacing it" ;;
     esac
     # Officer on the secret can write a new version of it; only a new secret needs the whole vault.
     local scope="$key_vault_id"
-    [[ "$problem" == missing ]] || scope="$key_vault_id/secrets/$secret_name"
+    [[ "$secret_problem" == missing ]] || scope="$key_vault_id/secrets/$secret_name"
     vault_access secret "$secret_name" "$SECRETS_OFFICER" 'Key Vault Secrets Officer' 'attributes.enabled' "$scope"
     write_client_secret
     verify_client_secret

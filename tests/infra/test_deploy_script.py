@@ -223,6 +223,19 @@ def test_an_older_deployments_lasting_roles_go_and_a_rerun_never_reads_the_secre
     assert "value" not in opt(show, "--query")
 
 
+def test_a_secret_resource_manager_cannot_show_stops_with_one_line(tmp_path):
+    fake = FakeAzure(tmp_path, group="westeurope", apps=[OLD_APP], sp=True, permission=True, consented=True,
+                     secret=True, fail={"resource show": "(AuthorizationFailed) The client does not have "
+                                                         "authorization to perform action "
+                                                         "'Microsoft.KeyVault/vaults/secrets/read'."})
+    proc = fake.run("-g", "rg-export", "--skip-publish")
+    assert proc.returncode == 1
+    assert (f"ERROR: could not read secret {SECRET_NAME} of Key Vault {NAMES['keyVault']} (az resource show): "
+            "ERROR: (AuthorizationFailed)") in proc.stderr
+    assert "stopped at" not in proc.stderr, "one line, not the unexpected-failure trace"
+    assert "ad app credential reset" not in fake.commands()
+
+
 def test_the_secret_expires_in_key_vault_when_the_credential_does(tmp_path):
     """The app's expiry warning reads Key Vault's `expires`: it must be the credential's own end date,
     in the form `az keyvault secret set --expires` takes (Y-m-d'T'H:M:S'Z'; the fake refuses others)."""
