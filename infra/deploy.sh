@@ -1378,7 +1378,8 @@ destroy() {
   if [[ -n "$key_vault" ]]; then
     warn "Key Vault $key_vault is now soft-deleted with purge protection: its name stays reserved for 90 days and"
     warn "nobody can purge it earlier. A new deployment with the same resource group name and --prefix reuses that"
-    warn "name and fails until you either recover it (az keyvault recover --name $key_vault, then deploy: it is"
+    warn "name, which Azure refuses, until you either recover it (az group create --name $resource_group --location"
+    warn "<region>, then az keyvault recover --name $key_vault --resource-group $resource_group, then deploy: it is"
     warn "reused with its contents) or deploy with another --prefix."
   fi
   log "Done"
