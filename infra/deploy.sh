@@ -7,7 +7,8 @@
 # identity), and the function code. Safe to run again: every step first looks at what exists and
 # changes nothing that is already in place.
 #
-# Also: --what-if (preview, changes nothing), --destroy (teardown), --package FILE (the code package only).
+# Also: --what-if (preview, changes nothing), --destroy (teardown), --package FILE (the code package only),
+# --reader PRINCIPAL and --run-now (use a deployment: read access to the exports, one export now).
 # The same steps, one command at a time, are in infra/README.md.
 
 set -Eeuo pipefail
@@ -18,6 +19,10 @@ readonly USER_READ_ALL_ROLE='df021288-bdef-4463-88db-98f22de89214' # User.Read.A
 readonly AUDIT_LOG_READ_ALL_ROLE='b0afded3-3588-46d8-8b3d-9842eff778da'
 readonly SECRETS_OFFICER='b86a8fe4-44ce-4948-aee5-eccb2c155cd7'     # Key Vault Secrets Officer
 readonly CERTIFICATES_OFFICER='a4417e6f-fecd-4de8-b567-7b0420556985' # Key Vault Certificates Officer
+readonly BLOB_DATA_READER='2a2b9908-6ea1-4ae2-8e65-a410df84e7d1'     # Storage Blob Data Reader
+readonly KEYVAULT_API='2023-07-01'  # Microsoft.KeyVault API version, as infra/modules/keyvault.bicep
+readonly WEB_API='2022-03-01'       # Microsoft.Web API version of the host status call (the portal's)
+readonly FUNCTION_NAME='export_users' # the timer function in function_app.py
 readonly PLACEHOLDER_CLIENT_ID='00000000-0000-0000-0000-000000000000'
 readonly DEPLOYMENT_NAME='graph-export'
 readonly CREDENTIAL_KINDS='secret certificate federated'
@@ -29,7 +34,7 @@ readonly SCRIPT_DIR REPO_ROOT
 RETRY_DELAY="${DEPLOY_RETRY_DELAY:-10}" # seconds between retries while Entra ID / RBAC changes propagate
 RETRY_COUNT="${DEPLOY_RETRY_COUNT:-30}"
 
-mode=deploy             # deploy | what-if | destroy | package
+mode=deploy             # deploy | what-if | destroy | package | use (--reader, --run-now)
 resource_group=''
 location=''
 app_name='graph-user-export'
@@ -60,6 +65,9 @@ schedule='' export_mode='' formats='' csv_excel='' full_sync_days='' user_proper
 schedule_source='' export_mode_source='' formats_source='' csv_excel_source='' full_sync_days_source='' user_properties_source=''
 secret_years=1
 rotate_secret=false
+keep_previous_secret=false
+readers=()              # --reader: principals given Storage Blob Data Reader on the exports
+run_now=false
 rotate_certificate=false
 skip_publish=false
 publish_timeout=600
@@ -71,7 +79,8 @@ pending_consent=false
 consent_commands=()     # what an administrator must run when this script could not grant consent
 graph_roles=()          # the Microsoft Graph application roles the app needs (choose_graph_roles)
 workdir=''
-temporary_role_id=''    # the deployer's vault-wide role while a secret or certificate is created
+temporary_role_id=''    # the deployer's Key Vault role while this run creates or replaces the secret or certificate
+new_secret_ids=''       # key ids of the client secret this run created
 
 usage() {
   cat <<'EOF'
@@ -79,6 +88,7 @@ Usage: infra/deploy.sh --resource-group NAME [options]
        infra/deploy.sh --resource-group NAME --what-if [options]
        infra/deploy.sh --resource-group NAME --destroy [--delete-app-registration] [--yes]
        infra/deploy.sh --package FILE
+       infra/deploy.sh --resource-group NAME [--reader PRINCIPAL]... [--run-now]
 
 Deploys the Graph user export into one resource group and publishes the function code.
 Idempotent: run it again to apply changes; it reuses what already exists.
@@ -128,11 +138,13 @@ Options:
                               infra/main.bicepparam. The deployment writes every app setting, so change them
                               here: one set by hand in the portal is gone after the next run.
       --secret-years N        Lifetime of a new client secret in years (default: 1).
-      --rotate-secret         Create a new client secret even if Key Vault already holds a valid one.
+      --rotate-secret         Create a new client secret even if Key Vault already holds a valid one; once
+                              a sign-in with it works, delete the earlier ones this deployment made.
+      --keep-previous-secret  With a new client secret: keep the earlier ones valid until they expire.
       --rotate-certificate    Create a new version of the certificate now and register it.
       --skip-publish          Provision and configure only; do not upload the code.
       --publish-timeout SEC   How long to wait for the remote build and deployment (default: 600);
-                              then the host's health is checked for about two more minutes.
+                              then the host's health is checked for about 7 more minutes.
       --what-if               Preview: the region check, what exists, and `az deployment group what-if`;
                               creates and changes nothing.
       --destroy               Delete the resource group and the credentials this script put on the app
@@ -141,6 +153,11 @@ Options:
       --delete-app-registration  With --destroy: delete the app registration too.
       --yes                   With --destroy: do not ask for confirmation.
       --package FILE          Write the code package (what .funcignore lets through) to FILE and stop.
+      --reader PRINCIPAL      Give a user (UPN or object id), a service principal (app id or object id) or a
+                              group (object id) Storage Blob Data Reader on the export container(s) of the
+                              existing deployment; repeatable. Deploys nothing else.
+      --run-now               Start one export in Azure now (the existing deployment; deploys nothing) and say
+                              where its log and its result appear.
   -h, --help                  Show this help.
 
 Needs: the az CLI, signed in as a user (az login), a service principal (az login --service-principal)
@@ -161,8 +178,9 @@ or a managed identity (az login --identity); git and zip (or python3) to package
 
 The client secret never touches the disk or the terminal: it is piped from
 `az ad app credential reset` into `az keyvault secret set --file /dev/stdin` (and refused when empty).
-The certificate's private key never leaves Key Vault (except into the function's memory). You keep
-Key Vault Secrets (or Certificates) Officer on that one secret (or certificate) only, not on the vault.
+The certificate's private key never leaves Key Vault (except into the function's memory). You get Key
+Vault Secrets Officer only for a run that creates or replaces the secret, and no access to it afterwards;
+with a certificate you keep Key Vault Certificates Officer on that one certificate (it cannot read the key).
 EOF
 }
 
@@ -218,11 +236,6 @@ future_date() {
   date -u -d "+$1 years" '+%Y-%m-%dT%H:%M:%SZ' 2>/dev/null || date -u -v "+$1y" '+%Y-%m-%dT%H:%M:%SZ'
 }
 
-# in_the_past TIMESTAMP: whether an ISO 8601 UTC timestamp (as az prints one) lies before now.
-in_the_past() {
-  [[ "${1:0:19}" < "$(date -u '+%Y-%m-%dT%H:%M:%S')" ]]
-}
-
 parse_args() {
   while (($#)); do
     case "$1" in
@@ -244,6 +257,9 @@ parse_args() {
       --user-properties) user_properties="${2:?$1 needs a value}"; shift 2 ;;
       --secret-years) secret_years="${2:?$1 needs a value}"; shift 2 ;;
       --rotate-secret) rotate_secret=true; shift ;;
+      --keep-previous-secret) keep_previous_secret=true; shift ;;
+      --reader) readers+=("${2:?$1 needs a value}"); shift 2 ;;
+      --run-now) run_now=true; shift ;;
       --rotate-certificate) rotate_certificate=true; shift ;;
       --skip-publish) skip_publish=true; shift ;;
       --publish-timeout) publish_timeout="${2:?$1 needs a value}"; shift 2 ;;
@@ -256,6 +272,9 @@ parse_args() {
       *) usage >&2; die "unknown argument: $1" ;;
     esac
   done
+  if ((${#readers[@]})) || $run_now; then
+    set_mode use '--reader and --run-now'
+  fi
   if [[ "$mode" == package ]]; then
     return
   fi
@@ -296,6 +315,9 @@ check_rotation_flags() {
   if $rotate_certificate && [[ -n "$credential" && "$credential" != certificate ]]; then
     die "--rotate-certificate applies to --credential certificate${credential:+, not $credential}"
   fi
+  if $keep_previous_secret && [[ -n "$credential" && "$credential" != secret ]]; then
+    die "--keep-previous-secret applies to --credential secret, not $credential"
+  fi
   if $rotate_secret && $rotate_certificate; then
     die "--rotate-secret and --rotate-certificate exclude each other"
   fi
@@ -324,12 +346,14 @@ preflight() {
     deployer_kind='service principal' deployer_type='ServicePrincipal' deployer_label="service principal $user_name"
   fi
 
-  # This cloud's Microsoft Graph: the consent request goes there, and the app reads users from it.
-  raw="$(az cloud show --query '[name, endpoints.microsoftGraphResourceId]' -o tsv | tr -d '\r')"
+  # This cloud's Microsoft Graph: the consent request goes there, and the app reads users from it. Its sign-in
+  # host: a new client secret is tried there.
+  raw="$(az cloud show --query '[name, endpoints.microsoftGraphResourceId, endpoints.activeDirectory]' -o tsv |
+    tr -d '\r')"
   local cloud=()
   mapfile -t cloud <<<"$raw"
-  cloud_name="${cloud[0]-}" graph_url="${cloud[1]-}"
-  graph_url="${graph_url%/}"
+  cloud_name="${cloud[0]-}" graph_url="${cloud[1]-}" login_url="${cloud[2]-}"
+  graph_url="${graph_url%/}" login_url="${login_url%/}"
   [[ "$graph_url" == https://* ]] || die "az cloud show names no Microsoft Graph endpoint for cloud '$cloud_name'"
 
   deployer_identity
@@ -517,6 +541,29 @@ extend_policy() {
     --account-name "$export_account" --container-name "$export_container" --period "$immutability_days" \
     --if-match "$policy_etag" -o none
   info "locked immutability policy extended from $policy_days to $immutability_days days"
+}
+
+# check_deleted_vault: a purge-protected vault stays soft-deleted for 90 days after its resource group is deleted
+# (--destroy) and keeps its name: a deployment that would create it again fails ("A vault with the same name already
+# exists in deleted state"). main.bicep names the vault kv-<prefix>-<hash of the group and the prefix>, so a deleted
+# vault of that form from this resource group is that name. Listing deleted vaults needs read access on the
+# subscription; without it the check is skipped, with a warning.
+check_deleted_vault() {
+  [[ "$credential" != federated ]] || return 0
+  local raw name vault_id purge group_id
+  if ! raw="$(az keyvault list-deleted --resource-type vault \
+    --query "[?starts_with(name, 'kv-$name_prefix-')].[name, properties.vaultId, properties.scheduledPurgeDate]" \
+    -o tsv 2>/dev/null | tr -d '\r')"; then
+    warn "could not list the soft-deleted Key Vaults of subscription $subscription_id (az keyvault list-deleted needs read access on it): if an earlier deployment's vault is among them, the deployment fails"
+    return 0
+  fi
+  group_id="/subscriptions/$subscription_id/resourcegroups/$resource_group/providers/microsoft.keyvault/vaults/"
+  while IFS=$'\t' read -r name vault_id purge; do
+    [[ -n "$name" && "${vault_id,,}" == "${group_id,,}"* ]] || continue
+    local recover="az keyvault recover --name $name --resource-group $resource_group"
+    [[ -n "$existing_location" ]] || recover="az group create --name $resource_group --location $location, then $recover"
+    die "Key Vault $name, made by an earlier deployment to resource group $resource_group with --prefix $name_prefix, is soft-deleted with purge protection until $purge: Azure keeps the name and refuses a new vault of that name. Either recover it ($recover), then run this script again: it reuses the vault and replaces a secret that no longer works; or deploy with another --prefix (a new vault)."
+  done <<<"$raw"
 }
 
 # --- export settings ----------------------------------------------------------------------------------------
@@ -824,10 +871,12 @@ read_outputs() {
 
 # --- Key Vault access for the deployer -----------------------------------------------------------------------
 #
-# Whoever runs this script holds Key Vault Secrets Officer (secret) or Certificates Officer (certificate) on
-# the one item it manages, so that later runs can check and rotate it. Only while that item does not exist
-# yet (or the caller has no access to it) does it get the role on the whole vault, removed again as soon as
-# the item exists (and on any failure).
+# secret: whoever runs this script holds Key Vault Secrets Officer (which includes reading the secret) only
+# during a run that creates or replaces the secret: on the whole vault while it does not exist, else on the
+# secret; removed at the end of the run (and on any failure). Other runs check the secret through Azure Resource
+# Manager, which shows its attributes, never its value. certificate: Certificates Officer (which cannot read the
+# private key) stays on the one certificate, so that later runs can read and register a renewed version; on the
+# whole vault only until the certificate exists.
 
 # vault_probe KIND NAME QUERY: one data-plane read of the KIND (secret | certificate) NAME, printing only
 # QUERY (never a secret value). Sets probe (ok | missing | disabled | denied) and probe_fields (QUERY's
@@ -868,15 +917,16 @@ ensure_role() {
     --role "$1" --scope "$2" --query id -o tsv | tr -d '\r'
 }
 
-# vault_access KIND NAME ROLE ROLE_NAME QUERY: make sure the deployer can read (and write) the KIND NAME, and
-# probe it (vault_probe). Without access: ROLE on the whole vault until vault_access_narrow.
+# vault_access KIND NAME ROLE ROLE_NAME QUERY [SCOPE]: make sure the deployer can read (and write) the KIND NAME,
+# and probe it (vault_probe). Without access: ROLE at SCOPE (default: the whole vault) for this run, removed by
+# vault_access_narrow, drop_secret_roles or on exit.
 vault_access() {
-  local kind="$1" name="$2" role="$3" role_name="$4" query="$5" attempt=1
+  local kind="$1" name="$2" role="$3" role_name="$4" query="$5" scope="${6:-$key_vault_id}" attempt=1
   vault_probe "$kind" "$name" "$query"
   [[ "$probe" == denied ]] || return 0
-  temporary_role_id="$(ensure_role "$role" "$key_vault_id")" ||
+  temporary_role_id="$(ensure_role "$role" "$scope")" ||
     die "could not give you $role_name on $key_vault: assigning roles needs Owner or User Access Administrator on the resource group"
-  info "gave you $role_name on the vault until the $kind exists (then only on the $kind itself)"
+  info "gave you $role_name on ${scope##*/} while this run needs it"
   while vault_probe "$kind" "$name" "$query" && [[ "$probe" == denied ]]; do
     if ((attempt >= RETRY_COUNT)); then
       die "still no access to the ${kind}s of $key_vault after $attempt tries: you need '$role_name' on it. Last error: $(tr '\n' ' ' <"$workdir/vault-error")"
@@ -917,48 +967,84 @@ if_stdin() {
   { printf '%s' "$first"; cat; } | "$@"
 }
 
+# drop_secret_roles: the deployer keeps no Key Vault Secrets Officer on the vault or the secret (the role reads
+# values): neither this run's nor the lasting one earlier versions of this script left on the secret.
+drop_secret_roles() {
+  local ids id
+  ids="$(role_assignment "$SECRETS_OFFICER" "$key_vault_id"; role_assignment "$SECRETS_OFFICER" "$key_vault_id/secrets/$secret_name")"
+  for id in $ids; do
+    az role assignment delete --ids "$id" -o none
+  done
+  [[ -z "$ids" ]] || info "removed your Key Vault Secrets Officer: you keep no access to the secret (--rotate-secret grants it again for its run)"
+  temporary_role_id=''
+}
+
 # password_ids LABEL: key ids of the app's client secrets named LABEL.
 password_ids() {
   az ad app credential list --id "$client_id" --query "[?displayName=='$1'].keyId" -o tsv | tr -d '\r'
 }
 
+# secret_label: the display name of the client secrets this deployment puts on the app registration.
+secret_label() { printf 'graph-export %s' "$key_vault"; }
+
+# check_stored_secret: sets secret_problem to why the stored client secret cannot be kept (empty when it can;
+# "missing" when there is none). Read through Azure Resource Manager (az resource show: the secret's attributes,
+# never its value), which needs no Key Vault role and no network path to the vault. A secret whose credential the
+# app registration no longer has (deleted by --destroy, then the vault recovered; another registration) cannot
+# sign in.
+check_stored_secret() {
+  local raw fields=() rc=0
+  raw="$(az resource show --ids "$key_vault_id/secrets/$secret_name" --api-version "$KEYVAULT_API" \
+    --query '[properties.attributes.enabled, properties.attributes.exp]' -o tsv 2>"$workdir/arm-error" |
+    tr -d '\r')" || rc=$?
+  secret_problem=''
+  if ((rc == 3)); then
+    secret_problem='missing'
+    return
+  fi
+  ((rc == 0)) || die "could not read secret $secret_name of Key Vault $key_vault (az resource show): $(tr '\n' ' ' <"$workdir/arm-error")"
+  mapfile -t fields <<<"$raw"
+  local enabled="${fields[0]-}" exp="${fields[1]-}"
+  if [[ "$enabled" != true ]]; then
+    secret_problem='it is disabled'
+  elif [[ "$exp" =~ ^[0-9]+$ ]] && ((exp <= $(date +%s))); then
+    secret_problem="it expired on $(utc_time "$exp")"
+  elif [[ -z "$(password_ids "$(secret_label)")" ]]; then
+    secret_problem="app registration $client_id has no client secret named '$(secret_label)' (deleted, e.g. by --destroy)"
+  fi
+}
+
+# utc_time SECONDS: a Unix time as an ISO 8601 UTC timestamp (GNU date, then BSD/macOS date).
+utc_time() {
+  date -u -d "@$1" '+%Y-%m-%dT%H:%M:%SZ' 2>/dev/null || date -u -r "$1" '+%Y-%m-%dT%H:%M:%SZ'
+}
+
 store_client_secret() {
   log "Client secret in Key Vault $key_vault (secret '$secret_name')"
-  vault_access secret "$secret_name" "$SECRETS_OFFICER" 'Key Vault Secrets Officer' \
-    '[attributes.enabled, attributes.expires, length(value)]'
-
-  local problem=''
-  case "$probe" in
-    missing) ;;
-    disabled) problem='it is disabled' ;;
-    ok)
-      local expires="${probe_fields[1]-}" length="${probe_fields[2]-}"
-      if [[ "${probe_fields[0]-}" != true ]]; then
-        problem='it is disabled'
-      elif [[ "$length" == 0 ]]; then
-        problem='it is empty'
-      elif [[ -n "$expires" && "$expires" != None ]] && in_the_past "$expires"; then
-        problem="it expired on $expires"
-      elif ! $rotate_secret; then
-        info "already set; keeping it (pass --rotate-secret for a new one)"
-        vault_access_narrow secret "$secret_name" "$SECRETS_OFFICER" 'Key Vault Secrets Officer'
-        return
-      fi
-      ;;
-  esac
-  [[ -z "$problem" ]] || info "the vault holds secret '$secret_name', but $problem: replacing it"
-  write_client_secret
-  vault_access_narrow secret "$secret_name" "$SECRETS_OFFICER" 'Key Vault Secrets Officer'
-  if [[ "$probe" != missing ]]; then
-    info "older client secrets of the app stay valid until they expire: list them with"
-    info "  az ad app credential list --id $client_id"
+  check_stored_secret
+  if [[ -z "$secret_problem" ]] && ! $rotate_secret; then
+    info "already set; keeping it (pass --rotate-secret for a new one)"
+  else
+    case "$secret_problem" in
+      '') info "--rotate-secret: replacing it" ;;
+      missing) ;;
+      *) info "the vault holds secret '$secret_name', but $secret_problem: replacing it" ;;
+    esac
+    # Officer on the secret can write a new version of it; only a new secret needs the whole vault.
+    local scope="$key_vault_id"
+    [[ "$secret_problem" == missing ]] || scope="$key_vault_id/secrets/$secret_name"
+    vault_access secret "$secret_name" "$SECRETS_OFFICER" 'Key Vault Secrets Officer' 'attributes.enabled' "$scope"
+    write_client_secret
+    verify_client_secret
+    revoke_previous_secrets
   fi
+  drop_secret_roles
 }
 
 write_client_secret() {
   local expires label before after created
   expires="$(future_date "$secret_years")"
-  label="graph-export $key_vault"
+  label="$(secret_label)"
   before="$(password_ids "$label")"
   # The password goes from Entra ID to Key Vault through a pipe: never a variable, file, argument or echo.
   # The credential's end date and the secret's expiry are the same instant: the app warns from Key Vault's
@@ -968,6 +1054,7 @@ write_client_secret() {
     tr -d '\r\n' |
     if_stdin az keyvault secret set --vault-name "$key_vault" --name "$secret_name" --file /dev/stdin \
       --encoding utf-8 --expires "$expires" --content-type "client secret of app $client_id" -o none; then
+    new_secret_ids="$(comm -13 <(sort <<<"$before") <(sort <<<"$(password_ids "$label")") | grep . || true)"
     info "new client secret stored (expires $expires)"
     return
   fi
@@ -986,6 +1073,57 @@ write_client_secret() {
     fi
   done
   die "the new client secret could not be stored in Key Vault $key_vault (see the error above); the previous secret, if any, is unchanged"
+}
+
+# verify_client_secret: one client-credentials token request to this cloud's Entra ID with the secret as Key Vault
+# now holds it, before anything earlier is revoked. A brand-new secret can take a moment to be accepted
+# (AADSTS7000215 meanwhile): retried.
+verify_client_secret() {
+  if retry "signing in with the new client secret" sign_in_with_secret; then
+    info "signed in to Entra ID with the new client secret"
+    return
+  fi
+  die "Entra ID refused the new client secret, which Key Vault $key_vault now holds as '$secret_name': $(tr '\n' ' ' <"$workdir/signin-error")The earlier client secrets were left valid. Run this script again with --rotate-secret; if it keeps failing, compare the app registration's secrets: az ad app credential list --id $client_id"
+}
+
+# sign_in_with_secret: the secret goes from Key Vault into the request body through a pipe (never an argument,
+# a variable or a file), az rest adds no token of the operator's (whose az login stays as it is), and only the
+# token's type is printed, never the token.
+sign_in_with_secret() {
+  : >"$workdir/signin-error"
+  az keyvault secret show --vault-name "$key_vault" --name "$secret_name" --query value -o tsv 2>>"$workdir/signin-error" |
+    tr -d '\r\n' | token_request_body |
+    az rest --method POST --uri "$login_url/$tenant_id/oauth2/v2.0/token" --skip-authorization-header \
+      --headers 'Content-Type=application/x-www-form-urlencoded' --body @- --query token_type -o tsv \
+      2>>"$workdir/signin-error" >/dev/null
+}
+
+# token_request_body: a client-credentials form body for this app and Microsoft Graph, with stdin (the secret)
+# form-encoded as client_secret, last.
+token_request_body() {
+  printf 'grant_type=client_credentials&client_id=%s&scope=%s&client_secret=' "$client_id" "$graph_url/.default"
+  sed -e 's/%/%25/g' -e 's/&/%26/g' -e 's/+/%2B/g' -e 's/=/%3D/g' -e 's/ /%20/g'
+}
+
+# revoke_previous_secrets: once the new secret works, the client secrets this deployment made before it (named
+# after its vault) are deleted from the app registration, so a rotation after a leak cuts the leaked one off.
+# Other deployments' and other tools' secrets on the registration stay; --keep-previous-secret keeps them all.
+revoke_previous_secrets() {
+  local id count=0
+  if $keep_previous_secret; then
+    info "earlier client secrets stay valid until they expire (--keep-previous-secret): az ad app credential list --id $client_id"
+    return
+  fi
+  if [[ -z "$new_secret_ids" ]]; then
+    warn "could not tell the new client secret apart from the earlier ones, so none was revoked: az ad app credential list --id $client_id"
+    return
+  fi
+  for id in $(password_ids "$(secret_label)"); do
+    grep -qxF "$id" <<<"$new_secret_ids" && continue
+    az ad app credential delete --id "$client_id" --key-id "$id" -o none
+    count=$((count + 1))
+  done
+  ((count == 0)) || info "revoked $count earlier client secret(s) of this deployment (--keep-previous-secret keeps them)"
 }
 
 # ensure_certificate: the Key Vault certificate (created with infra/certificate-policy.json: self-signed,
@@ -1127,7 +1265,12 @@ publish() {
     return
   fi
   if grep -q 'appears to be unhealthy' "$errors"; then
-    printf 'ERROR: the code reached %s, but its Functions host did not report healthy. Check, in this order:\n' "$function_app" >&2
+    if wait_for_host; then
+      info "published: the host reports Running (after az stopped waiting for it)"
+      return
+    fi
+    printf 'ERROR: the code reached %s, but its Functions host did not report healthy (last state: %s%s). Check, in this order:\n' \
+      "$function_app" "$host_state" "${host_errors:+; host errors: $host_errors}" >&2
     printf '  - host storage %s: identity %s needs Storage Blob Data Owner and Storage Queue Data Contributor\n' "$host_account" "$identity_name" >&2
     printf '    on it (a new role assignment can take up to 10 minutes to apply);\n' >&2
     printf '  - the app settings AzureWebJobsStorage__blobServiceUri/__queueServiceUri,\n' >&2
@@ -1144,6 +1287,27 @@ publish() {
     die "another deployment to $function_app is still running: wait for it (az functionapp log deployment show --resource-group $resource_group --name $function_app), then run this script again"
   fi
   die "publishing to $function_app failed (see the az error above); run this script again to retry"
+}
+
+# wait_for_host: az's Flex publish gives the host about 90 s after the deployment (60 s, then 15 polls of 2 s) to
+# report healthy, less than a cold Python start after a remote build can take. Poll the host status through Azure
+# Resource Manager (the portal's call; no function key) for up to RETRY_COUNT x RETRY_DELAY s (5 min) more.
+wait_for_host() {
+  local url="/subscriptions/$subscription_id/resourceGroups/$resource_group/providers/Microsoft.Web/sites/$function_app/host/default/properties/status?api-version=$WEB_API"
+  host_state='unknown' host_errors=''
+  info "az stopped waiting for the host; asking for its status for up to $((RETRY_COUNT * RETRY_DELAY)) s more"
+  retry "the Functions host of $function_app" host_running "$url"
+}
+
+# host_running URL: whether the host status at URL is Running; sets host_state and host_errors.
+host_running() {
+  local raw fields=()
+  # shellcheck disable=SC2016 # backquotes are JMESPath literals
+  raw="$(az rest --method get --uri "$1" --query '[properties.state, join(`; `, properties.errors || `[]`)]' \
+    -o tsv 2>/dev/null | tr -d '\r')" || raw=''
+  mapfile -t fields <<<"$raw"
+  host_state="${fields[0]:-unknown}" host_errors="${fields[1]-}"
+  [[ "$host_state" == Running ]]
 }
 
 summary() {
@@ -1170,6 +1334,69 @@ summary() {
       warn "admin consent is still missing: $command"
     done
   fi
+  info "next:           one export now: infra/deploy.sh --resource-group $resource_group --run-now"
+  info "                read access for a person or pipeline: infra/deploy.sh --resource-group $resource_group --reader <principal>"
+}
+
+# --- using a deployment -------------------------------------------------------------------------------------
+
+# use_deployment: --reader and --run-now act on the group's existing deployment (its outputs); nothing else changes.
+use_deployment() {
+  az deployment group show --resource-group "$resource_group" --name "$DEPLOYMENT_NAME" -o none 2>/dev/null ||
+    die "no deployment '$DEPLOYMENT_NAME' in resource group $resource_group: deploy first (infra/deploy.sh --resource-group $resource_group --location <region>)"
+  read_outputs
+  [[ -n "$function_app" && -n "$export_account" && -n "$export_container" ]] ||
+    die "could not read the deployment outputs of $DEPLOYMENT_NAME in $resource_group"
+  ((${#readers[@]} == 0)) || grant_readers
+  if $run_now; then
+    run_export_now
+  fi
+  log "Done"
+}
+
+# grant_readers: Storage Blob Data Reader for each --reader on the export container, and on the state container
+# where users/latest.json lives when exports are immutable: read-only, those containers only. az resolves the
+# principal through Graph (a user's UPN or object id, a service principal's app id or object id, a group's object id).
+grant_readers() {
+  local reader container scope
+  local containers=("$export_container")
+  [[ -z "$state_container" || "$state_container" == "$export_container" ]] || containers+=("$state_container")
+  log "Read access to the exports in storage account $export_account"
+  for reader in "${readers[@]}"; do
+    for container in "${containers[@]}"; do
+      scope="/subscriptions/$subscription_id/resourceGroups/$resource_group/providers/Microsoft.Storage/storageAccounts/$export_account/blobServices/default/containers/$container"
+      az role assignment create --assignee "$reader" --role "$BLOB_DATA_READER" --scope "$scope" -o none ||
+        die "could not give '$reader' Storage Blob Data Reader on container $container (see the az error above): pass a user's UPN or object id, a service principal's app id or object id, or a group's object id; resolving it needs read access to the directory, assigning it Owner or User Access Administrator on the resource group"
+      info "$reader: Storage Blob Data Reader on container $container"
+    done
+  done
+  info "a new role assignment takes up to 10 minutes to apply; then the newest export's pointer is read with"
+  info "  az storage blob download --auth-mode login --account-name $export_account --container-name ${state_container:-$export_container} --name users/latest.json --file latest.json"
+  [[ -z "$vnet_name" ]] || info "  from inside VNet $vnet_name (the account has no public network access)"
+}
+
+# run_export_now: one export now, as the portal's Test/Run does: POST /admin/functions/<name> on the app's host with
+# its master key and {"input": ""} (Functions docs, "Manually run a non HTTP-triggered function"). The key goes
+# from az into the request's header through a pipe only. The host accepts at once (202) and runs the export in
+# the background: this waits for nothing, and says where its log and result appear.
+run_export_now() {
+  local host
+  log "Starting one export now in $function_app"
+  host="$(az functionapp show --resource-group "$resource_group" --name "$function_app" --query defaultHostName -o tsv |
+    tr -d '\r')"
+  [[ -n "$host" ]] || die "could not read the host name of function app $function_app"
+  az functionapp keys list --resource-group "$resource_group" --name "$function_app" --query masterKey -o tsv |
+    tr -d '\r\n' | sed 's/.*/{"x-functions-key": "&"}/' |
+    az rest --method post --uri "https://$host/admin/functions/$FUNCTION_NAME" --skip-authorization-header \
+      --headers @- --body '{"input": ""}' -o none ||
+    die "the function host of $function_app did not take the request (see the az error above): it must be running (infra/deploy.sh --resource-group $resource_group republishes), and reading its master key needs Contributor or Website Contributor on it"
+  info "started: $FUNCTION_NAME runs in Azure now (a large tenant takes minutes to hours)"
+  info "its log:    Azure portal > function app $function_app > Functions > $FUNCTION_NAME > Invocations, or"
+  info "  az monitor app-insights query --app $app_insights --resource-group $resource_group --offset 1h --analytics-query 'traces | where operation_Name == \"$FUNCTION_NAME\" | project timestamp, message | order by timestamp asc'"
+  info "its result: the log's last line, 'Export succeeded: <users> users in <pages> pages -> <container>/<blob> ...'"
+  info "  (or 'Export failed: <what to fix>'), and users/latest.json in container ${state_container:-$export_container} of $export_account:"
+  info "  az storage blob download --auth-mode login --account-name $export_account --container-name ${state_container:-$export_container} --name users/latest.json --file latest.json"
+  info "  (reading it needs Storage Blob Data Reader: infra/deploy.sh --resource-group $resource_group --reader <you>)"
 }
 
 # --- preview and teardown ---------------------------------------------------------------------------------
@@ -1225,8 +1452,7 @@ confirm_destroy() {
 remove_app_credentials() {
   local ids id
   if [[ -n "$key_vault" ]]; then
-    ids="$(az ad app credential list --id "$client_id" \
-      --query "[?displayName=='graph-export $key_vault'].keyId" -o tsv | tr -d '\r')"
+    ids="$(password_ids "$(secret_label)")"
     for id in $ids; do
       az ad app credential delete --id "$client_id" --key-id "$id" -o none
       info "deleted client secret $id"
@@ -1285,7 +1511,8 @@ destroy() {
   if [[ -n "$key_vault" ]]; then
     warn "Key Vault $key_vault is now soft-deleted with purge protection: its name stays reserved for 90 days and"
     warn "nobody can purge it earlier. A new deployment with the same resource group name and --prefix reuses that"
-    warn "name and fails until you either recover it (az keyvault recover --name $key_vault, then deploy: it is"
+    warn "name, which Azure refuses, until you either recover it (az group create --name $resource_group --location"
+    warn "<region>, then az keyvault recover --name $key_vault --resource-group $resource_group, then deploy: it is"
     warn "reused with its contents) or deploy with another --prefix."
   fi
   log "Done"
@@ -1306,9 +1533,14 @@ main() {
     destroy
     return
   fi
+  if [[ "$mode" == use ]]; then
+    use_deployment
+    return
+  fi
   check_region
   previous_deployment
   choose_credential
+  check_deleted_vault
   choose_network
   choose_immutability
   choose_export_settings

@@ -38,11 +38,23 @@ source and ``--help``):
   a deployment records ``properties.parameters`` as main.bicepparam makes them from the ``GRAPH_EXPORT_*``
   variables (``readEnvironmentVariable`` with its fallback, ``== 'true'``, ``int(...)``), refusing what main.bicep's
   ``@allowed``/``@minValue``/``@maxValue`` refuse for the export settings, and ``deployment group show`` returns them;
+  ``group delete`` soft-deletes the deployment's vault (purge protection: name and contents kept), which
+  ``keyvault list-deleted`` / ``show-deleted`` list and ``recover`` brings back into its existing original
+  group, and a deployment that would create a vault of that name fails with Key Vault's ConflictError text
+  ("A vault with the same name already exists in deleted state"; the wrapping deployment error is short);
+  ``resource show --ids <vault>/secrets/<name>`` shows a secret's attributes (Unix times) without its value,
+  RBAC or network checks (the control plane); ``ad app credential reset`` makes a new value each time, which
+  Entra ID's token endpoint (``rest --method POST <login>/<tenant>/oauth2/v2.0/token``, a form body, here from
+  ``--body @-``: az reads ``@-`` from stdin) accepts only while it is a current password of the app;
+  ``role assignment create --assignee`` resolves a UPN, a service principal's app id or an object id as
+  azure-cli's _resolve_object_id_and_type does, or fails with its message;
   ``keyvault certificate create --policy @file`` reads camelCase JSON (keys converted to snake case as
   az does); ``ad app federated-credential create`` needs name, issuer, subject and exactly one audience,
   and refuses a name that exists; ``role assignment create`` returns the existing assignment instead of a
   duplicate; ``functionapp deployment source config-zip`` on Flex fails after the upload when the host
-  does not become healthy;
+  does not become healthy within az's own check ("appears to be unhealthy"), while the host status that
+  ``rest`` answers through Resource Manager (``.../host/default/properties/status``) may come up later;
+  ``functionapp keys list`` gives a master key that the app host's ``/admin/functions/<name>`` endpoint takes;
 - Key Vault's data plane: RBAC (Secrets / Certificates Officer at the vault or at the item, which must
   exist), with ``rbac_delay`` refusals after each new role assignment (propagation), and, after a
   ``vnetEnabled`` deployment, a refusal of every caller outside the VNet (public network access disabled).
@@ -62,6 +74,7 @@ import shutil
 import socketserver
 import sys
 import traceback
+import urllib.parse
 from pathlib import Path
 from typing import Any, Callable
 
@@ -127,6 +140,11 @@ SPEC = {
     "deployment group show": "--resource-group|-g* --name|-n* --subscription",
     "identity show": "--name|--resource-name|-n --resource-group|-g --ids --subscription",
     "keyvault show": "--name|-n --resource-group|-g --subscription",
+    "keyvault list-deleted": "--resource-type --subscription",
+    "keyvault show-deleted": "--name|-n --hsm-name --location|-l --subscription",
+    "keyvault recover": "--name|-n --hsm-name --location|-l --resource-group|-g --no-wait! --subscription",
+    "resource show": "--ids --api-version --name|-n --namespace --parent --resource-group|-g --resource-type "
+                     "--include-response-body --latest-include-preview|-v! --subscription",
     "keyvault secret list": "--vault-name --id --maxresults --include-managed --subscription",
     "keyvault secret show": "--vault-name --name|-n --id --version|-v --subscription",
     "keyvault secret set": "--vault-name* --name|-n* --value --file|-f --encoding|-e --expires --not-before "
@@ -134,6 +152,8 @@ SPEC = {
     "keyvault certificate create": "--vault-name* --name|-n* --policy|-p* --disabled --tags --validity --subscription",
     "keyvault certificate list": "--vault-name --id --maxresults --include-pending --subscription",
     "keyvault certificate show": "--vault-name --name|-n --id --version|-v --subscription",
+    "functionapp show": "--name|-n --resource-group|-g --slot|-s --ids --subscription",
+    "functionapp keys list": "--name|-n* --resource-group|-g* --slot|-s --subscription",
     "functionapp deployment source config-zip": "--resource-group|-g --name|-n --src* --build-remote --slot|-s "
                                                 "--timeout|-t --ids --subscription",
     "storage container immutability-policy show": "--account-name* --container-name|-c* --resource-group|-g "
@@ -160,6 +180,7 @@ ROLES = {  # built-in role definitions az resolves --role to (by GUID or by name
     "b86a8fe4-44ce-4948-aee5-eccb2c155cd7": "Key Vault Secrets Officer",
     "a4417e6f-fecd-4de8-b567-7b0420556985": "Key Vault Certificates Officer",
     "4633458b-17de-408a-b874-0445c86b69e6": "Key Vault Secrets User",
+    "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1": "Storage Blob Data Reader",
 }
 OFFICER = {"secrets": "b86a8fe4-44ce-4948-aee5-eccb2c155cd7", "certificates": "a4417e6f-fecd-4de8-b567-7b0420556985"}
 # From `az cloud show -n <cloud>` (azure-cli 2.91): sign-in host, Microsoft Graph, Key Vault DNS suffix,
@@ -282,7 +303,10 @@ def local(path: str) -> Path:
 
 
 def load_file_arg(value: str) -> str:
-    """az reads an argument that starts with @ from that file."""
+    """az reads an argument that starts with @ from that file, and @- from stdin (without its last newline)."""
+    if value == "@-":
+        RECORD["stdin"] = STDIN
+        return (STDIN or "").rstrip("\n")
     if value.startswith("@"):
         path = local(value[1:])
         if not path.is_file():
@@ -640,9 +664,11 @@ def group_delete(opts: dict[str, Any]) -> Any:
     if "--yes" not in opts:
         raise AzError("Are you sure you want to perform this operation? (y/n): (no terminal to ask)", 1)
     deployed = STATE["deployment"] and STATE["deployment"]["outputs"]["keyVaultName"]["value"]
-    if deployed:
-        STATE["deleted_vaults"].append(deployed)
-        STATE["vaults"].pop(deployed, None)
+    if deployed:  # purge protection: soft-deleted for softDeleteRetentionInDays (90), contents kept
+        deleted = now()
+        STATE["deleted_vaults"].append({
+            "name": deployed, "vaultId": vault_id(deployed), "location": STATE["group"], "deletionDate": iso(deleted),
+            "scheduledPurgeDate": iso(deleted + dt.timedelta(days=90)), "contents": STATE["vaults"].pop(deployed, None)})
     STATE["role_assignments"] = [a for a in STATE["role_assignments"] if not a["scope"].startswith(group_id())]
     STATE.update(group="", deployment=None)
     return None
@@ -711,6 +737,10 @@ def sp_list(opts: dict[str, Any]) -> Any:
 def sp_show(opts: dict[str, Any]) -> Any:
     if opts["--id"] == GRAPH_API and RECORD["command"] == "ad sp show":
         return {"id": CFG["graph_sp"], "appId": GRAPH_API, "displayName": "Microsoft Graph"}
+    known = next((e for e in CFG.get("directory", []) if opts["--id"] in (e.get("appId"), e["id"])
+                  and e["type"] == "ServicePrincipal"), None)
+    if known and RECORD["command"] == "ad sp show":  # another service principal, the deployer's say
+        return {"id": known["id"], "appId": known["appId"]}
     if RECORD["command"] == "ad sp create":
         app(opts["--id"])
         STATE["sp"] = True
@@ -775,10 +805,78 @@ def admin_consent(opts: dict[str, Any]) -> Any:
     return None
 
 
+def token_request(opts: dict[str, Any]) -> Any:
+    """Entra ID's client-credentials grant (POST {authority}/{tenant}/oauth2/v2.0/token, form-encoded): a token
+    when client_secret is a current password of the app client_id whose service principal exists; else Entra's
+    400/401 as az rest prints an HTTP error. STATE["signin_refusals"] refuses that many first attempts
+    (a new secret that is not accepted yet)."""
+    if "--skip-authorization-header" not in opts:
+        raise AzError("fake az rest: a token request must not carry the caller's own token", 1)
+    if (opts.get("--headers") or "") != "Content-Type=application/x-www-form-urlencoded":
+        raise AzError("Bad Request({\"error\":\"invalid_request\",\"error_description\":\"AADSTS900144: The request "
+                      "body must contain the following parameter: 'grant_type'.\"})", 1)
+    form = dict(urllib.parse.parse_qsl(load_file_arg(opts.get("--body", "")), keep_blank_values=True))
+    if form.get("grant_type") != "client_credentials" or not form.get("scope", "").endswith("/.default"):
+        raise AzError(f"Bad Request({{\"error\":\"invalid_request\",\"error_description\":\"AADSTS900144: "
+                      f"unexpected form fields {sorted(form)}\"}})", 1)
+    target = next((a for a in STATE["apps"] if a["appId"] == form.get("client_id")), None)
+    if target is None or not STATE["sp"]:
+        raise AzError('Bad Request({"error":"unauthorized_client","error_description":"AADSTS700016: Application '
+                      f"with identifier '{form.get('client_id')}' was not found in the directory.\"}})", 1)
+    digest = hashlib.sha256(form.get("client_secret", "").encode()).hexdigest()
+    valid = [c for c in target["passwordCredentials"] if STATE["password_hashes"].get(c["keyId"]) == digest
+             and c["endDateTime"] > graph_time(now())]
+    if STATE.get("signin_refusals", 0) > 0:
+        STATE["signin_refusals"] -= 1
+        valid = []
+    if not valid:
+        save()
+        raise AzError('Unauthorized({"error":"invalid_client","error_description":"AADSTS7000215: Invalid client '
+                      'secret provided. Ensure the secret being sent in the request is the client secret value, not '
+                      f"the client secret ID, for a secret added to app '{form.get('client_id')}'.\","
+                      '"error_codes":[7000215]})', 1)
+    STATE["signins"] = STATE.get("signins", 0) + 1
+    return {"token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599, "access_token": CFG["token_signature"]}
+
+
+def host_status(opts: dict[str, Any]) -> Any:
+    """ARM's Functions host status (GET {site}/host/default/properties/status, the portal's call): after a publish
+    with zip_outcome "slow", Running only from the STATE["host_starts_after"]-th poll on; "unhealthy": never."""
+    STATE["host_polls"] = STATE.get("host_polls", 0) + 1
+    running = STATE["zip_outcome"] == "ok" or (
+        STATE["zip_outcome"] == "slow" and STATE["host_polls"] >= STATE.get("host_starts_after", 1))
+    properties = {"id": "host-id", "state": "Running" if running else "Error", "version": "4.1041.200.1",
+                  "errors": None if running else ["Microsoft.Azure.WebJobs.Host: Error indexing method "
+                                                  "'Functions.export_users'. Unable to access AzureWebJobsStorage."]}
+    return {"id": opts["--uri"].split("?")[0], "name": "status", "type": "Microsoft.Web/sites/host/properties",
+            "properties": properties}
+
+
+def invoke_function(opts: dict[str, Any], path: str) -> Any:
+    """POST /admin/functions/{name} on the app's host with the master key (Functions docs, "Manually run a non
+    HTTP-triggered function"): 202 and no body."""
+    headers = json.loads(load_file_arg(opts.get("--headers") or "{}"))
+    if "--skip-authorization-header" not in opts or headers.get("x-functions-key") != CFG["master_key"]:
+        raise AzError("Unauthorized()", 1)
+    if path != "/admin/functions/export_users":
+        raise AzError("Not Found()", 1)
+    if json.loads(load_file_arg(opts.get("--body") or "null")) != {"input": ""}:
+        raise AzError('Bad Request({"error":"the body must be {\\"input\\": \\"<trigger input>\\"}"})', 1)
+    STATE["invocations"] = STATE.get("invocations", 0) + 1
+    return None
+
+
 @handles("rest")
 def rest(opts: dict[str, Any]) -> Any:
     method = opts.get("--method", "get").lower()
     url = opts["--uri"]
+    host = f"https://{CFG['names']['functionApp']}.azurewebsites.net"
+    if method == "post" and url == f"{cloud()['login']}/{CFG['tenant']}/oauth2/v2.0/token":
+        return token_request(opts)
+    if method == "get" and "://" not in url and url.split("?")[0].endswith("/host/default/properties/status"):
+        return host_status(opts)  # a path without a host: az rest sends it to this cloud's Resource Manager
+    if method == "post" and url.startswith(host + "/"):
+        return invoke_function(opts, url[len(host):])
     graph = cloud()["graph"].rstrip("/")
     if not url.startswith(graph + "/"):
         # az sends a token only to the active cloud's endpoints: another cloud's Graph gets none.
@@ -846,13 +944,32 @@ def check_scope(scope: str) -> None:
                           "exist.", 1)
 
 
+def resolve_assignee(assignee: str) -> tuple[str, str]:
+    """azure-cli's _resolve_object_id_and_type through Graph: a user principal name, then a service principal
+    name (its app id among them), then an object id of a user, group or service principal."""
+    directory = CFG.get("directory", [])
+    for entry in directory:
+        if ("@" in assignee and entry.get("upn") == assignee) or entry.get("appId") == assignee:
+            return entry["id"], entry["type"]
+    for entry in directory:
+        if entry["id"] == assignee:
+            return entry["id"], entry["type"]
+    raise AzError(f"Cannot find user or service principal in graph database for '{assignee}'. If the assignee is an "
+                  f"appId, make sure the corresponding service principal is created with 'az ad sp create --id "
+                  f"{assignee}'.", 1)
+
+
 @handles("role assignment create")
 def role_create(opts: dict[str, Any]) -> Any:
     if bool(opts.get("--assignee")) == bool(opts.get("--assignee-object-id")):
         raise AzError("usage error: --assignee STRING | --assignee-object-id GUID", 1)
     if "--assignee-principal-type" in opts and "--assignee-object-id" not in opts:
         raise AzError("usage error: --assignee-object-id GUID --assignee-principal-type TYPE", 1)
-    principal = opts.get("--assignee-object-id") or opts["--assignee"]
+    principal_type = opts.get("--assignee-principal-type", "User")
+    if "--assignee" in opts:
+        principal, principal_type = resolve_assignee(opts["--assignee"])
+    else:
+        principal = opts["--assignee-object-id"]
     existing = matching_assignments({"--scope": opts["--scope"], "--assignee-object-id": principal,
                                      "--role": opts["--role"]})
     if existing:  # az answers RoleAssignmentExists with the existing assignment
@@ -860,7 +977,7 @@ def role_create(opts: dict[str, Any]) -> Any:
     check_scope(opts["--scope"])
     number = STATE["role_assignment_counter"] = STATE["role_assignment_counter"] + 1
     assignment = {"id": f"{opts['--scope']}/providers/Microsoft.Authorization/roleAssignments/ra-{number:04d}",
-                  "principalId": principal, "principalType": opts.get("--assignee-principal-type", "User"),
+                  "principalId": principal, "principalType": principal_type,
                   "roleDefinitionId": role_id(opts["--role"]), "scope": opts["--scope"]}
     STATE["role_assignments"].append(assignment)
     STATE["rbac_pending"] = CFG["rbac_delay"]
@@ -904,11 +1021,97 @@ def deployment_create(opts: dict[str, Any]) -> Any:
                          f"  ~ Microsoft.Web/sites/{CFG['names']['functionApp']}\n\n"
                          "Resource changes: 1 to modify.\n")
         return None
+    refuse_a_soft_deleted_vault(outputs["keyVaultName"]["value"])
     STATE["deployments"] += 1
     apply_immutability_policy(RECORD["env"])
     STATE["deployment"] = {"name": opts.get("--name", "main"), "outputs": outputs, "parameters": parameters}
     return {"name": STATE["deployment"]["name"],
             "properties": {"outputs": outputs, "parameters": parameters, "provisioningState": "Succeeded"}}
+
+
+def refuse_a_soft_deleted_vault(name: str) -> None:
+    """ARM refuses to create a vault whose name a soft-deleted one holds (the Key Vault provider's 409; az prints
+    the failed deployment's error with its details, shown here in short)."""
+    if name and any(v["name"] == name for v in STATE["deleted_vaults"]):
+        raise AzError('{"status":"Failed","error":{"code":"DeploymentFailed","message":"At least one resource '
+                      'deployment operation failed. Please list deployment operations for details. Please see '
+                      'https://aka.ms/arm-deployment-operations for usage details.","details":[{"code":"ConflictError",'
+                      '"message":"A vault with the same name already exists in deleted state. You need to either '
+                      'recover or purge existing key vault. Follow this link https://go.microsoft.com/fwlink/?linkid='
+                      '2149745 for more information on soft delete."}]}}', 1)
+
+
+def deleted_view(record: dict[str, Any]) -> dict[str, Any]:
+    """A DeletedVault as az prints it (azure-mgmt-keyvault: id, name, type, properties)."""
+    return {"id": f"/subscriptions/{CFG['subscription']}/providers/Microsoft.KeyVault/locations/{record['location']}/"
+                  f"deletedVaults/{record['name']}", "name": record["name"], "type": "Microsoft.KeyVault/deletedVaults",
+            "properties": {"vaultId": record["vaultId"], "location": record["location"],
+                           "deletionDate": record["deletionDate"], "scheduledPurgeDate": record["scheduledPurgeDate"],
+                           "purgeProtectionEnabled": True, "tags": {}}}
+
+
+@handles("keyvault list-deleted")
+def keyvault_list_deleted(opts: dict[str, Any]) -> Any:
+    if STATE.get("list_deleted_denied"):  # no read access on the subscription
+        raise AzError(f"(AuthorizationFailed) The client '{caller()}' does not have authorization to perform action "
+                      f"'Microsoft.KeyVault/deletedVaults/read' over scope '/subscriptions/{CFG['subscription']}'.", 1)
+    return [deleted_view(v) for v in STATE["deleted_vaults"]]
+
+
+def deleted_vault(opts: dict[str, Any]) -> dict[str, Any]:
+    """azure-cli's validate_deleted_vault_or_hsm_name: found by name among the deleted vaults."""
+    for record in STATE["deleted_vaults"]:
+        if record["name"].lower() == str(opts.get("--name", "")).lower():
+            return record
+    raise AzError(f"No deleted Vault or HSM was found with name {opts.get('--name')}", 1)
+
+
+@handles("keyvault show-deleted")
+def keyvault_show_deleted(opts: dict[str, Any]) -> Any:
+    return deleted_view(deleted_vault(opts))
+
+
+@handles("keyvault recover")
+def keyvault_recover(opts: dict[str, Any]) -> Any:
+    """Back into its original resource group (which must exist), with its contents."""
+    record = deleted_vault(opts)
+    original = record["vaultId"].split("/")[4]
+    group = opts.get("--resource-group", original)
+    if group != original:
+        raise AzError("The specified resource group does not match that of the deleted vault or hsm "
+                      f"{record['name']}. The vault or hsm must be recovered to the original resource group "
+                      f"{original}.", 1)
+    if not STATE["group"] or STATE["rg_name"] != group:
+        raise AzError(f"(ResourceGroupNotFound) Resource group '{group}' could not be found.", 3)
+    STATE["deleted_vaults"].remove(record)
+    STATE["vaults"][record["name"]] = record["contents"] or {"secrets": {}, "certificates": {}}
+    CFG["existing_vaults"].append(record["name"])
+    STATE["config"]["existing_vaults"] = CFG["existing_vaults"]
+    return {"id": record["vaultId"], "name": record["name"], "properties": {"provisioningState": "Succeeded"}}
+
+
+@handles("resource show")
+def resource_show(opts: dict[str, Any]) -> Any:
+    """Only a Key Vault secret through Azure Resource Manager (Microsoft.KeyVault/vaults/secrets): its attributes
+    (Unix times, as azure-mgmt-keyvault's Attributes) and never its value; the control plane knows no data-plane
+    RBAC and no vault firewall."""
+    match = re.fullmatch(r"(.*/providers/Microsoft\.KeyVault/vaults/([^/]+))/secrets/([^/]+)", opts.get("--ids", ""), re.I)
+    if not match or not opts.get("--api-version"):
+        raise AzError(f"fake az resource show: only --ids <vault id>/secrets/<name> --api-version V ({opts})", 2)
+    vault_name, name = match.group(2), match.group(3)
+    secret = STATE["vaults"].get(vault_name, {}).get("secrets", {}).get(name)
+    if match.group(1).lower() != vault_id(vault_name).lower() or secret is None:
+        raise AzError(f"(ResourceNotFound) The Resource 'Microsoft.KeyVault/vaults/{vault_name}/secrets/{name}' under "
+                      f"resource group '{STATE['rg_name']}' was not found. For more details please go to "
+                      "https://aka.ms/ARMResourceNotFoundFix", 3)
+    expires = secret.get("expires")
+    attributes = {"enabled": secret["enabled"], "created": 1700000000, "updated": 1700000000}
+    if expires:
+        attributes["exp"] = int(dt.datetime.fromisoformat(expires).timestamp())
+    return {"id": opts["--ids"], "name": name, "type": "Microsoft.KeyVault/vaults/secrets", "location": STATE["group"],
+            "properties": {"attributes": attributes, "contentType": secret.get("contentType"),
+                           "secretUri": f"https://{vault_name}{cloud()['vault']}/secrets/{name}",
+                           "secretUriWithVersion": f"https://{vault_name}{cloud()['vault']}/secrets/{name}/v1"}}
 
 
 @handles("deployment group show")
@@ -969,7 +1172,7 @@ def secret_show(opts: dict[str, Any]) -> Any:
     return {"attributes": {"enabled": True, "expires": secret.get("expires"), "recoveryLevel": "Recoverable+Purgeable"},
             "contentType": secret.get("contentType"), "id": f"https://{opts['--vault-name']}{cloud()['vault']}/secrets/"
             f"{name}/v{secret.get('versions', 1)}", "kid": None, "managed": None, "name": name, "tags": None,
-            "value": "*" * secret.get("length", 40)}
+            "value": secret.get("value", "*" * secret.get("length", 40))}
 
 
 @handles("keyvault secret set")
@@ -989,7 +1192,7 @@ def secret_set(opts: dict[str, Any]) -> Any:
     previous = kv["secrets"].get(opts["--name"], {})
     kv["secrets"][opts["--name"]] = {"expires": iso(expires) if expires else None, "enabled": True,
                                      "contentType": opts.get("--content-type"), "length": len(value),
-                                     "versions": previous.get("versions", 0) + 1}
+                                     "versions": previous.get("versions", 0) + 1, "value": value}
     STATE["secret_values"][opts["--name"]] = hashlib.sha256(value.encode()).hexdigest()
     return {"id": f"https://{opts['--vault-name']}{cloud()['vault']}/secrets/{opts['--name']}/v1",
             "name": opts["--name"], "value": value,
@@ -1071,11 +1274,14 @@ def credential_reset(opts: dict[str, Any]) -> Any:
         password = None
     else:
         STATE["key_counter"] += 1
+        key_id = f"pwd-{STATE['key_counter']}"
+        # Every password is new; the first one the tests see is CFG["secret"], later ones carry it as a prefix.
+        password = CFG["secret"] if not STATE["password_hashes"] else f"{CFG['secret']}~{STATE['key_counter']}"
         target["passwordCredentials"].append({
             "displayName": opts.get("--display-name"), "endDateTime": graph_time(end),
-            "keyId": f"pwd-{STATE['key_counter']}", "startDateTime": graph_time(start),
-            "hint": CFG["secret"][:3], "secretText": None})
-        password = CFG["secret"]
+            "keyId": key_id, "startDateTime": graph_time(start),
+            "hint": password[:3], "secretText": None})
+        STATE["password_hashes"][key_id] = hashlib.sha256(password.encode()).hexdigest()
     ERR.write("WARNING: The output includes credentials that you must protect. Be sure that you do "
                      "not include these credentials in your code or check the credentials into your source "
                      "control. For more information, see https://aka.ms/azadsp-cli-creds\n")
@@ -1095,6 +1301,7 @@ def credential_delete(opts: dict[str, Any]) -> Any:
     if not any(c["keyId"] == opts["--key-id"] for c in target[kind]):
         raise AzError(f"No key credential found with keyId as '{opts['--key-id']}'", 1)
     target[kind] = [c for c in target[kind] if c["keyId"] != opts["--key-id"]]
+    STATE["password_hashes"].pop(opts["--key-id"], None)
     return None
 
 
@@ -1217,6 +1424,20 @@ def immutability_delete(opts: dict[str, Any]) -> Any:
     return None  # az's delete transform prints nothing
 
 
+@handles("functionapp show")
+def functionapp_show(opts: dict[str, Any]) -> Any:
+    if not STATE["deployment"] or opts.get("--name") != CFG["names"]["functionApp"]:
+        raise AzError(f"(ResourceNotFound) The Resource 'Microsoft.Web/sites/{opts.get('--name')}' was not found.", 3)
+    return {"name": opts["--name"], "defaultHostName": f"{opts['--name']}.azurewebsites.net", "kind": "functionapp,linux",
+            "state": "Running", "resourceGroup": STATE["rg_name"]}
+
+
+@handles("functionapp keys list")
+def functionapp_keys(opts: dict[str, Any]) -> Any:
+    functionapp_show(opts)
+    return {"functionKeys": {}, "masterKey": CFG["master_key"], "systemKeys": {}}
+
+
 @handles("functionapp deployment source config-zip")
 def config_zip(opts: dict[str, Any]) -> Any:
     """Flex Consumption: upload (202), poll the deployment up to --timeout, sleep 60 s, then poll the host's
@@ -1234,7 +1455,7 @@ def config_zip(opts: dict[str, Any]) -> Any:
                       "                       is still on-going. Navigate to your scm site to check the deployment "
                       "status", 1)
     ERR.write("WARNING: Waiting for sync triggers...\nWARNING: Checking the health of the function app\n")
-    if outcome == "unhealthy":
+    if outcome in ("unhealthy", "slow"):  # "slow": up only after az stopped waiting (see host_status)
         raise AzError("Deployment was successful but the app appears to be unhealthy. Please check the app logs.", 1)
     return "Deployment was successful."
 
@@ -1308,7 +1529,7 @@ def main() -> int:
         serve(sys.argv[2])
         return 0
     argv = sys.argv[1:]
-    stdin = sys.stdin.read() if "/dev/stdin" in argv else None
+    stdin = sys.stdin.read() if "/dev/stdin" in argv or "@-" in argv else None
     rc, out, err = run_call(argv, dict(os.environ), os.getcwd(), stdin)
     sys.stdout.write(out)
     sys.stderr.write(err)

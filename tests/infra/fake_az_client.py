@@ -1,5 +1,5 @@
 """The `az` on the tests' PATH: sends one call (arguments, GRAPH_EXPORT_* and FAKE_AZ_* variables, working
-directory, and stdin when an argument names /dev/stdin) to the fake az server (fake_az.py --serve) and
+directory, and stdin when an argument is /dev/stdin or @-) to the fake az server (fake_az.py --serve) and
 replays its answer: stdout, stderr, exit code. Standard library only, started with `python -I -S` (no site
 packages): it is started once per az call.
 """
@@ -15,7 +15,7 @@ request = {
     "env": {k: v for k, v in os.environ.items() if k.startswith(("GRAPH_EXPORT_", "FAKE_AZ_"))},
     "cwd": os.getcwd(),
     # Read before connecting: in `a | az ... --file /dev/stdin` the server answers `a` first.
-    "stdin": sys.stdin.read() if "/dev/stdin" in argv else None,
+    "stdin": sys.stdin.read() if "/dev/stdin" in argv or "@-" in argv else None,
 }
 with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
     connection.connect(os.environ["FAKE_AZ_SOCKET"])

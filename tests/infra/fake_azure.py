@@ -5,6 +5,7 @@ and the calls it recorded. Used by the deploy.sh tests and by the tests that run
 from __future__ import annotations
 
 import atexit
+import hashlib
 import json
 import os
 import shutil
@@ -48,6 +49,9 @@ DEPLOYER_SP = "99999999-9999-9999-9999-999999999999"     # object id of a servic
 DEPLOYER_APP = "aaaaaaaa-aaaa-aaaa-aaaa-aaaaaaaaaaaa"    # app id of that service principal (az account show)
 GRAPH_SP = "bbbbbbbb-bbbb-bbbb-bbbb-bbbbbbbbbbbb"        # Microsoft Graph's service principal in the tenant
 TOKEN_SIGNATURE = "FAKE-TOKEN-SIGNATURE-must-never-leak"
+MASTER_KEY = "FAKE-FUNCTIONS-MASTER-KEY-must-never-leak"
+READER = "dddddddd-dddd-dddd-dddd-dddddddddddd"       # object id of a reader's service principal (a pipeline)
+READER_APP = "eeeeeeee-eeee-eeee-eeee-eeeeeeeeeeee"   # its app id
 SECRETS_OFFICER = "b86a8fe4-44ce-4948-aee5-eccb2c155cd7"
 CERTIFICATES_OFFICER = "a4417e6f-fecd-4de8-b567-7b0420556985"
 RG = "rg-export"
@@ -73,10 +77,12 @@ class FakeAzure:
     login (user | sp | mi), rbac_delay (data-plane calls refused after each new role assignment, as RBAC
     propagates), deployment_credential (the clientCredential of an earlier deployment, deployment_vnet its
     vnetEnabled), and any state key of fake_az.py: sp, permission, consented, consent_fails, reset_fails,
-    secret_set_fails, app_create_fails, zip_outcome (ok | unhealthy | timeout | conflict), inside_vnet,
-    app_provider_registered, provider_register_fails, rbac_pending, vault_open, missing_outputs, missing_parameters
-    (outputs and parameters an older deployment does not have), and fail
-    ({command: message}: that command fails with that service error), ..."""
+    secret_set_fails, app_create_fails, zip_outcome (ok | unhealthy | slow | timeout | conflict; slow: the host
+    is up from the host_starts_after-th status poll), inside_vnet, app_provider_registered, provider_register_fails,
+    rbac_pending, vault_open, missing_outputs, missing_parameters (outputs and parameters an older deployment does
+    not have), signin_refusals, list_deleted_denied, and fail ({command: message}: that command fails with that
+    service error), ... With secret, each app of apps has the client secret the vault holds (named after the
+    vault, as deploy.sh names it)."""
 
     def __init__(self, tmp_path: Path, *, app_name: str = APP_NAME, apps: list[Any] = (), secret: Any = False,
                  cloud: str = "AzureCloud", login: str = "user", rbac_delay: int = 0,
@@ -96,7 +102,11 @@ class FakeAzure:
                        "existing_vaults": [], "login": login, "deployer_sp": DEPLOYER_SP, "deployer_app": DEPLOYER_APP,
                        "graph_sp": GRAPH_SP, "subscription": "sub-1", "rbac_delay": rbac_delay,
                        "flex_regions": ["eastus", "northeurope", "westeurope", "usgovvirginia", "chinanorth3"],
-                       "token_signature": TOKEN_SIGNATURE},
+                       "token_signature": TOKEN_SIGNATURE, "master_key": MASTER_KEY,
+                       "directory": [  # what az role assignment create --assignee resolves through Graph
+                           {"id": ME, "type": "User", "upn": "me@example.com"},
+                           {"id": DEPLOYER_SP, "type": "ServicePrincipal", "appId": DEPLOYER_APP},
+                           {"id": READER, "type": "ServicePrincipal", "appId": READER_APP}]},
             "group": "", "rg_name": RG, "apps": [a if isinstance(a, dict) else app(a, app_name) for a in apps],
             "sp": False, "permission": False, "consented": False, "consent_fails": False,
             "vaults": {}, "secret_values": {}, "certificate_policies": [], "rbac_pending": 0, "vault_open": False,
@@ -106,14 +116,19 @@ class FakeAzure:
             "inside_vnet": False, "app_provider_registered": True, "provider_register_fails": False,
             "what_ifs": 0, "publishes": 0, "deleted_vaults": [], "missing_outputs": [], "missing_parameters": [],
             "fail": {},
-            "immutability_policy": None, "etag_counter": 0,
+            "immutability_policy": None, "etag_counter": 0, "password_hashes": {},
         }
         if secret:
-            attributes = {"expires": "2030-01-01T00:00:00+00:00", "contentType": None, "enabled": True, "length": 40,
-                          "versions": 1}
+            attributes = {"expires": "2030-01-01T00:00:00+00:00", "contentType": None, "enabled": True,
+                          "length": len(FAKE_SECRET), "versions": 1, "value": FAKE_SECRET}
             if isinstance(secret, dict):
                 attributes.update(secret)
             initial["vaults"][NAMES["keyVault"]] = {"secrets": {SECRET_NAME: attributes}, "certificates": {}}
+            for entry in initial["apps"]:
+                entry["passwordCredentials"].append({
+                    "displayName": f"graph-export {NAMES['keyVault']}", "keyId": "pwd-0", "hint": FAKE_SECRET[:3],
+                    "endDateTime": "2030-01-01T00:00:00Z", "startDateTime": "2025-01-01T00:00:00Z", "secretText": None})
+                initial["password_hashes"]["pwd-0"] = hashlib.sha256(FAKE_SECRET.encode()).hexdigest()
         initial.update(state)
         (self.home / "state.json").write_text(json.dumps(initial))
         if deployment_credential:

@@ -3,9 +3,11 @@ every call and answers like the real CLI from a small simulated Azure and Entra 
 order for each credential kind, reuses what exists, changes nothing on a second run (no new secret, no new
 role assignment), and keeps secrets where they belong: the client secret is piped into Key Vault (never an
 argument, an echo or a file), the certificate's private key is never read, and a federated deployment
-creates no secret and no vault at all. The deployer ends with an Officer role on its one secret or
-certificate, never on the whole vault. Sign-in kinds, consent, failures, private networking, --what-if,
---destroy and publishing are in test_deploy_operations.py.
+creates no secret and no vault at all. The deployer ends with no Key Vault role on the client secret (a
+re-run checks it through Resource Manager, never reading it) and with Certificates Officer on its one
+certificate, never on the whole vault; a rotation signs in with the new secret, then revokes the earlier
+ones. Sign-in kinds, consent, failures, private networking, --what-if, --destroy, publishing and using a
+deployment (--reader, --run-now) are in test_deploy_operations.py and test_deploy_day2.py.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from .fake_azure import (
     SECRET_NAME,
     SECRETS_OFFICER,
     TENANT,
+    TOKEN_SIGNATURE,
     USER_READ_ALL,
     FakeAzure,
     app,
@@ -50,6 +53,7 @@ CREATES = ["group create", "ad app create", "ad sp create", "ad app permission a
            "keyvault certificate create", "ad app federated-credential create", "ad app federated-credential update",
            "role assignment create", "role assignment delete", "ad app credential delete"]
 VAULT_COMMANDS = ("keyvault ",)
+DATA_PLANE = ("keyvault secret", "keyvault certificate")  # Key Vault's data plane (roles, network path)
 
 
 def first_run(fake: FakeAzure, *args: str) -> subprocess.CompletedProcess[str]:
@@ -129,13 +133,13 @@ def test_first_run_creates_everything_in_order(tmp_path):
     proc = first_run(fake, "-e", "ops@example.com")
     assert in_order(fake.commands(), [
         "account show", "cloud show", "ad signed-in-user show", "group show",
-        "functionapp list-flexconsumption-locations", "group create",
+        "functionapp list-flexconsumption-locations", "keyvault list-deleted", "group create",
         "ad app list", "ad app create", "ad sp list", "ad sp create",
         "ad app permission list", "ad app permission add", "ad sp show", "rest", "rest",
-        "deployment group create", "deployment group show",
+        "deployment group create", "deployment group show", "resource show",
         "keyvault secret show", "role assignment create", "keyvault secret show",
-        "ad app credential reset", "keyvault secret set",
-        "role assignment create", "role assignment delete",
+        "ad app credential reset", "keyvault secret set", "keyvault secret show", "rest",
+        "role assignment delete",
     ]), fake.commands()
     assert "Credential: secret (default)" in proc.stderr
     assert "Network: public endpoints, Entra ID + RBAC (default)" in proc.stderr
@@ -188,32 +192,55 @@ def test_client_secret_is_piped_never_an_argument_echo_or_file(tmp_path):
     assert "FAKE_SECRET" not in SCRIPT.read_text()
 
 
-def test_the_deployer_keeps_the_officer_role_on_the_secret_only(tmp_path):
-    """Least privilege over time: Key Vault Secrets Officer on the whole vault only while the secret is
-    created, then on that one secret; the deployer holds no vault-wide role afterwards."""
+def test_the_deployer_keeps_no_role_on_the_secret(tmp_path):
+    """Issue 21 item 5: Key Vault Secrets Officer includes reading the secret, so the deployer holds it only for
+    the run that creates the secret (on the whole vault: the secret does not exist yet), and nowhere afterwards.
+    Fails on f5489b6, which left Secrets Officer on the secret for good."""
     fake = FakeAzure(tmp_path)
     proc = first_run(fake)
-    assert fake.roles_of(ME) == {(SECRETS_OFFICER, f"secrets/{SECRET_NAME}")}
-    assert "removed your Key Vault Secrets Officer on the whole vault" in proc.stderr
-    created = [opt(c, "--scope").rsplit("/", 2)[-2:] for c in fake.all("role assignment create")]
-    assert created[0][-1] == NAMES["keyVault"] and created[1] == ["secrets", SECRET_NAME], created
-    for call in fake.all("role assignment create"):
-        assert opt(call, "--assignee-object-id") == ME and opt(call, "--assignee-principal-type") == "User"
-        assert opt(call, "--role") == SECRETS_OFFICER
+    assert fake.roles_of(ME) == set()
+    [created] = fake.all("role assignment create")
+    assert opt(created, "--scope").rsplit("/", 1)[-1] == NAMES["keyVault"]
+    assert opt(created, "--assignee-object-id") == ME and opt(created, "--assignee-principal-type") == "User"
+    assert opt(created, "--role") == SECRETS_OFFICER
+    assert "you keep no access to the secret" in proc.stderr
 
 
-def test_an_older_deployments_vault_wide_role_is_narrowed(tmp_path):
-    """Deployments made before this change let the Bicep give the deployer Secrets Officer on the vault."""
+def legacy_officer(scope: str, name: str) -> dict:
     vault = f"/subscriptions/sub-1/resourceGroups/rg-export/providers/Microsoft.KeyVault/vaults/{NAMES['keyVault']}"
-    legacy = {"id": f"{vault}/providers/Microsoft.Authorization/roleAssignments/legacy", "principalId": ME,
-              "principalType": "User", "scope": vault,
-              "roleDefinitionId": f"/subscriptions/sub-1/providers/Microsoft.Authorization/roleDefinitions/{SECRETS_OFFICER}"}
+    return {"id": f"{vault}{scope}/providers/Microsoft.Authorization/roleAssignments/{name}", "principalId": ME,
+            "principalType": "User", "scope": vault + scope,
+            "roleDefinitionId": f"/subscriptions/sub-1/providers/Microsoft.Authorization/roleDefinitions/{SECRETS_OFFICER}"}
+
+
+def test_an_older_deployments_lasting_roles_go_and_a_rerun_never_reads_the_secret(tmp_path):
+    """Deployments made before this change left Secrets Officer on the vault (older Bicep) or on the secret
+    (deploy.sh): both are removed. A re-run with a usable secret checks it through Resource Manager only: no
+    Key Vault data-plane call, no role. Fails on f5489b6 (it kept the role on the secret and read the secret)."""
     fake = FakeAzure(tmp_path, group="westeurope", apps=[OLD_APP], sp=True, permission=True, consented=True,
-                     secret=True, role_assignments=[legacy])
+                     secret=True, role_assignments=[legacy_officer("", "legacy-vault"),
+                                                    legacy_officer(f"/secrets/{SECRET_NAME}", "legacy-secret")])
     proc = fake.run("-g", "rg-export", "--skip-publish")
     assert proc.returncode == 0, proc.stderr
     assert "already set; keeping it" in proc.stderr
-    assert fake.roles_of(ME) == {(SECRETS_OFFICER, f"secrets/{SECRET_NAME}")}
+    assert fake.roles_of(ME) == set()
+    assert not [c for c in fake.commands() if c.startswith(DATA_PLANE)], fake.commands()
+    show = fake.call("resource show")
+    assert opt(show, "--ids").endswith(f"/vaults/{NAMES['keyVault']}/secrets/{SECRET_NAME}")
+    assert "value" not in opt(show, "--query")
+
+
+def test_a_secret_resource_manager_cannot_show_stops_with_one_line(tmp_path):
+    fake = FakeAzure(tmp_path, group="westeurope", apps=[OLD_APP], sp=True, permission=True, consented=True,
+                     secret=True, fail={"resource show": "(AuthorizationFailed) The client does not have "
+                                                         "authorization to perform action "
+                                                         "'Microsoft.KeyVault/vaults/secrets/read'."})
+    proc = fake.run("-g", "rg-export", "--skip-publish")
+    assert proc.returncode == 1
+    assert (f"ERROR: could not read secret {SECRET_NAME} of Key Vault {NAMES['keyVault']} (az resource show): "
+            "ERROR: (AuthorizationFailed)") in proc.stderr
+    assert "stopped at" not in proc.stderr, "one line, not the unexpected-failure trace"
+    assert "ad app credential reset" not in fake.commands()
 
 
 def test_the_secret_expires_in_key_vault_when_the_credential_does(tmp_path):
@@ -252,8 +279,9 @@ def test_second_run_changes_nothing(tmp_path):
     assert "admin consent already granted" in second.stderr
     assert "Credential: secret (the last deployment)" in second.stderr
     assert "Network: public endpoints, Entra ID + RBAC (the last deployment)" in second.stderr
-    # No duplicate role assignment: the one on the secret is reused, none is made or removed.
-    assert after["role_assignments"] == before["role_assignments"] and len(after["role_assignments"]) == 1
+    # No role assignment is made or removed, none is left, and the secret is not read.
+    assert after["role_assignments"] == before["role_assignments"] == []
+    assert not [c for c in fake.commands() if c.startswith(DATA_PLANE)], fake.commands()
 
 
 def test_reuses_an_existing_app_registration(tmp_path):
@@ -286,21 +314,85 @@ def test_ambiguous_app_name_stops_before_changing_anything(tmp_path):
     assert "deployment group create" not in fake.commands()
 
 
-def test_rotate_secret_adds_a_new_credential(tmp_path):
-    fake = FakeAzure(tmp_path, group="westeurope", apps=[OLD_APP], sp=True, permission=True, consented=True,
-                     secret=True)
-    proc = fake.run("-g", "rg-export", "--skip-publish", "--rotate-secret")
+# --- rotation: the new secret signs in, then the earlier ones of this deployment are revoked ---------------
+
+OTHERS = [{"displayName": "graph-export kv-other-123", "keyId": "pwd-other", "endDateTime": "2030-01-01T00:00:00Z"},
+          {"displayName": "ci pipeline", "keyId": "pwd-ci", "endDateTime": "2030-01-01T00:00:00Z"}]
+
+
+def rotated(tmp_path, *args: str, **state) -> tuple[FakeAzure, subprocess.CompletedProcess[str]]:
+    """--rotate-secret on a deployment whose vault holds a secret (pwd-0 on the app), next to another
+    deployment's secret and one of another tool on the same app registration."""
+    fake = FakeAzure(tmp_path, group="westeurope", apps=[app(OLD_APP, passwordCredentials=[dict(c) for c in OTHERS])],
+                     sp=True, permission=True, consented=True, secret=True, **state)
+    return fake, fake.run("-g", "rg-export", "--skip-publish", "--rotate-secret", *args)
+
+
+def key_ids(fake: FakeAzure) -> list[str]:
+    return sorted(c["keyId"] for c in fake.the_app(OLD_APP)["passwordCredentials"])
+
+
+def test_rotate_secret_revokes_the_previous_secret_once_the_new_one_signs_in(tmp_path):
+    """Issue 21 item 6: after a rotation the leaked secret must stop working. The new one is stored, a
+    client-credentials sign-in with it (as Key Vault holds it) succeeds, then this deployment's earlier secret
+    (by key id, named after the vault) is deleted; other deployments' and tools' secrets stay. Fails on f5489b6,
+    which left every earlier secret valid."""
+    fake, proc = rotated(tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "--append" in fake.call("ad app credential reset")["argv"]
-    assert fake.call("keyvault secret set")["stdin"] == FAKE_SECRET
+    [new] = [k for k in key_ids(fake) if k not in ("pwd-other", "pwd-ci", "pwd-0")]
+    assert key_ids(fake) == sorted(["pwd-other", "pwd-ci", new]), "pwd-0, the previous secret, is revoked"
+    assert opt(fake.call("ad app credential delete"), "--key-id") == "pwd-0"
+    assert fake.state["signins"] == 1
+    commands = fake.commands()
+    assert in_order(commands, ["keyvault secret set", "keyvault secret show", "rest", "ad app credential delete"])
+    # The sign-in: the stored secret, piped into the body of a token request that carries no az token.
+    [signin] = [c for c in fake.all("rest") if "oauth2" in opt(c, "--uri")]
+    assert opt(signin, "--uri") == f"https://login.microsoftonline.com/{TENANT}/oauth2/v2.0/token"
+    assert "--skip-authorization-header" in signin["argv"] and opt(signin, "--body") == "@-"
+    assert f"client_id={OLD_APP}" in signin["stdin"] and "client_secret=" + FAKE_SECRET in signin["stdin"]
+    stored = fake.call("keyvault secret set")["stdin"]
+    assert stored.startswith(FAKE_SECRET) and stored != FAKE_SECRET, "a new value"
+    for call in fake.calls:
+        assert not any(FAKE_SECRET in arg for arg in call["argv"]), call["argv"][:4]
+    assert FAKE_SECRET not in proc.stderr + proc.stdout and TOKEN_SIGNATURE not in proc.stderr + proc.stdout
+    assert "revoked 1 earlier client secret(s)" in proc.stderr
+    assert fake.roles_of(ME) == set(), "the role the rotation needed is gone again"
+    [grant] = fake.all("role assignment create")
+    assert opt(grant, "--scope").endswith(f"/secrets/{SECRET_NAME}"), "a new version needs the secret, not the vault"
+
+
+def test_keep_previous_secret_keeps_them(tmp_path):
+    fake, proc = rotated(tmp_path, "--keep-previous-secret")
+    assert proc.returncode == 0, proc.stderr
+    assert "ad app credential delete" not in fake.commands()
+    assert len(key_ids(fake)) == 4 and "pwd-0" in key_ids(fake)
+    assert "--keep-previous-secret" in proc.stderr and fake.state["signins"] == 1
+
+
+def test_a_new_secret_accepted_after_a_moment_is_waited_for(tmp_path):
+    fake, proc = rotated(tmp_path, signin_refusals=2)  # AADSTS7000215 twice, as a new secret propagates
+    assert proc.returncode == 0, proc.stderr
+    assert "signing in with the new client secret: not yet" in proc.stderr
+    assert "pwd-0" not in key_ids(fake)
+
+
+def test_a_new_secret_entra_refuses_revokes_nothing_and_says_so(tmp_path):
+    fake, proc = rotated(tmp_path, signin_refusals=99)
+    assert proc.returncode == 1
+    assert "Entra ID refused the new client secret" in proc.stderr and "AADSTS7000215" in proc.stderr
+    assert "The earlier client secrets were left valid" in proc.stderr
+    assert "ad app credential delete" not in fake.commands() and "pwd-0" in key_ids(fake)
     assert FAKE_SECRET not in proc.stderr + proc.stdout
+    assert fake.roles_of(ME) == set(), "the temporary role goes on failure too"
 
 
 def test_waits_for_a_new_vault_role_to_apply(tmp_path):
     fake = FakeAzure(tmp_path, rbac_delay=2)
     proc = fake.run("-g", "rg-export", "-l", "westeurope", "--skip-publish")
     assert proc.returncode == 0, proc.stderr
-    assert fake.commands().count("keyvault secret show") == 4  # no role, 2 refused while it applies, then missing
+    # no role, 2 refused while it applies, then missing; then the new secret is read back for the sign-in
+    assert fake.commands().count("keyvault secret show") == 5
     assert "waiting for the role to apply" in proc.stderr
     assert fake.call("keyvault secret set")["stdin"] == FAKE_SECRET
 

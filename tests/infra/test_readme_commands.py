@@ -8,7 +8,8 @@ options, query language, output rules and response shapes), and leaves what depl
 - README.md "Choosing a credential": its deploy.sh line, and its by-hand blocks after steps 1-3 (they must
   also equal infra/README.md's step 4);
 - README.md "Point it at your tenant": its blocks in order, against a vault of the caller's own;
-- infra/README.md "Immutable exports (WORM)": deploy.sh with --immutability-days, then locking the policy.
+- infra/README.md "Immutable exports (WORM)": deploy.sh with --immutability-days, then locking the policy;
+- infra/README.md "Using it": deploy.sh --reader and --run-now after a deployment.
 
 test_every_az_block_is_run fails when a block that calls az or deploy.sh is in neither list.
 """
@@ -29,6 +30,7 @@ from .bicep_helpers import INFRA, REPO
 from .fake_azure import (
     CERT_NAME,
     CERTIFICATES_OFFICER,
+    DEPLOYER_SP,
     FAKE_SECRET,
     GRAPH_SP,
     IDENTITY_PRINCIPAL,
@@ -54,6 +56,7 @@ POINT = "## Point it at your tenant (az CLI)"
 CHOOSING = "## Choosing a credential"
 WORM = "## Immutable exports (WORM)"
 EXPORT_SETTINGS = "## Export settings"
+USING = "## Using it"
 APP_FILES = ("function_app.py", "host.json", "requirements.txt", "graph_export")
 
 
@@ -130,8 +133,8 @@ def run(fake: FakeAzure, script: str, cwd: Path) -> subprocess.CompletedProcess[
     return proc
 
 
-def check_outcome(fake: FakeAzure, kind: str) -> None:
-    """What the commands of `kind` must have left behind (the same as deploy.sh)."""
+def check_outcome(fake: FakeAzure, kind: str, me: str = ME) -> None:
+    """What the commands of `kind` must have left behind (the same as deploy.sh); `me`: who ran them."""
     assert fake.call("deployment group create")["env"]["GRAPH_EXPORT_CLIENT_CREDENTIAL"] == kind
     [consent] = [c for c in fake.all("rest") if opt(c, "--method") == "POST"]
     assert opt(consent, "--uri") == f"https://graph.microsoft.com/v1.0/servicePrincipals/{GRAPH_SP}/appRoleAssignedTo"
@@ -145,7 +148,7 @@ def check_outcome(fake: FakeAzure, kind: str) -> None:
         [password] = the_app["passwordCredentials"]
         expires = fake.state["vaults"][NAMES["keyVault"]]["secrets"][SECRET_NAME]["expires"]
         assert dt.datetime.fromisoformat(expires) == dt.datetime.fromisoformat(password["endDateTime"])
-        assert fake.roles_of(ME) == {(SECRETS_OFFICER, f"secrets/{SECRET_NAME}")}
+        assert fake.roles_of(me) == set(), "no Key Vault role is left on the secret (Secrets Officer reads it)"
     elif kind == "certificate":
         assert opt(fake.call("keyvault certificate create"), "--policy") == "@infra/certificate-policy.json"
         version = fake.state["vaults"][NAMES["keyVault"]]["certificates"][CERT_NAME]["versions"][-1]
@@ -153,7 +156,7 @@ def check_outcome(fake: FakeAzure, kind: str) -> None:
         assert key["customKeyIdentifier"] == version["thumbprint"]
         assert key["displayName"] == f"graph-export {NAMES['keyVault']} {version['thumbprint']}"
         assert not the_app["passwordCredentials"]
-        assert fake.roles_of(ME) == {(CERTIFICATES_OFFICER, f"certificates/{CERT_NAME}")}
+        assert fake.roles_of(me) == {(CERTIFICATES_OFFICER, f"certificates/{CERT_NAME}")}
     else:
         [fic] = the_app["federatedIdentityCredentials"]
         assert {k: fic[k] for k in ("name", "issuer", "subject", "audiences")} == {
@@ -208,6 +211,18 @@ def test_infra_readme_export_settings_commands_run(tmp_path):
         assert {name: env[name] for name in chosen} == chosen
 
 
+@pytest.mark.parametrize("kind", ["secret", "certificate"])
+def test_infra_readme_walkthrough_runs_for_a_service_principal(tmp_path, kind):
+    """Issue 21 item 10: signed in as a service principal there is no /me (`az ad signed-in-user show` fails)
+    and a role for it has principal type ServicePrincipal. Fails on f5489b6 (steps 1-3 stopped at /me)."""
+    setup, by_kind, _ = walkthrough()
+    fake = FakeAzure(tmp_path, login="sp")
+    run(fake, with_kind(setup, kind) + "\n" + by_kind[kind], REPO)
+    check_outcome(fake, kind, me=DEPLOYER_SP)
+    assert "ad signed-in-user show" not in fake.commands()
+    assert {opt(c, "--assignee-principal-type") for c in fake.all("role assignment create")} == {"ServicePrincipal"}
+
+
 def test_infra_readme_immutable_exports_commands_run(tmp_path):
     """Turn immutability on with deploy.sh, then lock the policy with the az commands shown."""
     code = [c for c in blocks(INFRA_README, WORM) if runs_az(c)]
@@ -225,6 +240,24 @@ def test_infra_readme_immutable_exports_commands_run(tmp_path):
     rerun = fake.run("--resource-group", "rg-graph-export", "--skip-publish")
     assert rerun.returncode == 0, rerun.stderr
     assert fake.call("deployment group create")["env"]["GRAPH_EXPORT_IMMUTABILITY_LOCKED"] == "true"
+
+
+def test_infra_readme_using_it_commands_run(tmp_path):
+    """Read access for a person, and one export now, after a deployment (issue 21 item 10)."""
+    [code] = [c for c in blocks(INFRA_README, USING) if runs_az(c)]
+    fake = FakeAzure(tmp_path)
+    state = fake.state
+    state["config"]["directory"].append({"id": "ffffffff-ffff-ffff-ffff-ffffffffffff", "type": "User",
+                                         "upn": "analyst@contoso.com"})
+    fake.save_state(state)
+    first = fake.run("-g", "rg-graph-export", "-l", "westeurope", "--skip-publish", "-c", "federated")
+    assert first.returncode == 0, first.stderr
+    proc = run(fake, code, REPO)
+    [grant] = fake.all("role assignment create")
+    assert opt(grant, "--assignee") == "analyst@contoso.com"
+    assert opt(grant, "--scope").endswith(f"/storageAccounts/{NAMES['exportStorage']}/blobServices/default/"
+                                          "containers/graph-exports")
+    assert fake.state["invocations"] == 1 and "az monitor app-insights query" in proc.stderr
 
 
 def test_the_walkthrough_waits_for_a_new_role(tmp_path):
@@ -301,7 +334,7 @@ def test_the_walkthrough_and_the_choosing_section_show_the_same_commands():
 
 def test_choosing_a_credential_uses_only_real_deploy_options():
     text = (section(README, CHOOSING) + section(README, DEPLOY) + section(INFRA_README, QUICK_START)
-            + section(INFRA_README, WORM))
+            + section(INFRA_README, WORM) + section(INFRA_README, USING))
     usage = subprocess.run(["bash", str(INFRA / "deploy.sh"), "--help"], capture_output=True, text=True,
                            check=True).stdout
     for code in [c for _, c in code_blocks(text)] + re.findall(r"`(infra/deploy\.sh[^`]*)`", text):
@@ -325,6 +358,7 @@ def executed_blocks() -> list[str]:
     run_here += [c for c in blocks(README, CHOOSING) if runs_az(c)]
     run_here += [c for c in blocks(INFRA_README, WORM) if runs_az(c)]
     run_here += [c for c in blocks(INFRA_README, EXPORT_SETTINGS) if runs_az(c)]
+    run_here += [c for c in blocks(INFRA_README, USING) if runs_az(c)]
     return run_here
 
 
