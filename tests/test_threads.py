@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextvars
+import re
 import threading
+from pathlib import Path
 
 from graph_export import threads
 
@@ -43,3 +45,11 @@ def test_hooks_end_with_their_block_and_threads_are_daemons():
     thread = threads.start(lambda: None, name="after")  # a reused worker thread keeps nothing of the last invocation
     thread.join()
     assert hooked == ["during"] and thread.daemon
+
+
+def test_every_thread_the_package_starts_comes_from_threads_start():
+    # A thread started any other way carries no invocation id, and the host drops what it logs.
+    package = Path(__file__).resolve().parents[1] / "graph_export"
+    offenders = [path.name for path in package.rglob("*.py") if path.name != "threads.py"
+                 and re.search(r"\bThread\(|ThreadPoolExecutor|_thread\.start_new", path.read_text(encoding="utf-8"))]
+    assert offenders == []
