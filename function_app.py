@@ -27,7 +27,7 @@ import azure.functions as func
 from graph_export import ExportError, load_settings, redact, run_export, telemetry, threads
 from graph_export.naming import slot_from_schedule_status
 from graph_export.records import iso
-from graph_export.settings import Settings
+from graph_export.settings import DEFAULT_LIBRARY_LOG_LEVEL
 
 #: The libraries' loggers (the Azure SDK, MSAL, requests/urllib3 under them, the telemetry exporter's).
 LIBRARY_LOGGERS = ("azure", "msal", "urllib3", "requests", "opentelemetry")
@@ -66,7 +66,7 @@ def export_users(timer: func.TimerRequest, context: func.Context) -> None:
 
 
 def _export(timer: func.TimerRequest) -> None:
-    library_logging(Settings.library_log_level)  # the default until this invocation has read LIBRARY_LOG_LEVEL
+    library_logging(DEFAULT_LIBRARY_LOG_LEVEL)  # until this invocation has read LIBRARY_LOG_LEVEL
     telemetry.configure()
     redact.install(logging.getLogger(), runs)  # any handler added since import (the worker's, telemetry's)
     now = datetime.now(timezone.utc)

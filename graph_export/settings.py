@@ -1,4 +1,4 @@
-"""Typed, validated settings: the one place that knows every setting's name and default.
+"""Typed, validated settings: the one place that knows every setting's name, default and check.
 
 Settings come from the environment (Function App application settings, ``local.settings.json``
 ``Values`` under ``func start``, or a shell). Everything is validated up front and all problems are
@@ -6,7 +6,10 @@ reported together, so a misconfigured app fails before it contacts Key Vault, En
 value left as a placeholder (``<your-vault-name>``, the all-zero GUID) is one of those problems; a name
 that looks like a setting but is not one is a warning (:mod:`graph_export.setting_names`).
 
-The README's settings table and the Bicep app settings are checked against :data:`SETTINGS`.
+:data:`SETTINGS` is the one table: each row is a setting's name, whether it is required, its default,
+its description, and the :class:`Settings` field it fills with the parser that turns its text into
+that field's value. The few rules that join two settings follow it (:func:`_between_settings`). The
+README's settings table and the Bicep app settings are checked against :data:`SETTINGS`.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ import logging
 import os
 import re
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from enum import StrEnum
+from typing import Any, Callable, Iterable, Mapping, TypeVar
 from urllib.parse import SplitResult, urlsplit
 
 from . import properties as graph_properties
@@ -25,15 +29,44 @@ from .setting_names import misnamed_settings
 
 log = logging.getLogger(__name__)
 
+#: How a setting's text (its default when unset) becomes its value: ``(name, text, problems)``. A
+#: problem is appended, never raised, so that one error can name every problem.
+Parse = Callable[[str, str, list[str]], object]
+
 
 @dataclass(frozen=True)
 class Setting:
-    """One documented setting: its name, whether it is required, its default and what it means."""
+    """One documented setting: its name, whether it is required, its default and what it means; the
+    :class:`Settings` field it fills and how (none for the storage pair, read together)."""
 
     name: str
     required: bool
     default: str | None
     description: str
+    field: str = ""
+    parse: Parse | None = None
+
+
+class ExportMode(StrEnum):
+    """EXPORT_MODE: read every user each slot, or apply users/delta's changes to the previous snapshot."""
+
+    FULL = "full"
+    DELTA = "delta"
+
+
+class ExportFormat(StrEnum):
+    """One of EXPORT_FORMATS: JSON Lines (always written) and its CSV copy."""
+
+    JSONL = "jsonl"
+    CSV = "csv"
+
+
+class CredentialKind(StrEnum):
+    """CLIENT_CREDENTIAL: how the app registration proves itself to Entra ID."""
+
+    SECRET = "secret"
+    CERTIFICATE = "certificate"
+    FEDERATED = "federated"
 
 
 DEFAULT_USER_PROPERTIES = (
@@ -54,42 +87,6 @@ DEFAULT_USER_PROPERTIES = (
     "usageLocation",
     "onPremisesSyncEnabled",
 )
-
-SETTINGS: tuple[Setting, ...] = (
-    Setting("TENANT_ID", True, None, "Directory (tenant) ID GUID or verified domain of the tenant to export."),
-    Setting("CLIENT_ID", True, None, "Application (client) ID of the app registration that has User.Read.All."),
-    Setting("KEY_VAULT_URL", True, None, "Vault holding the client secret or certificate, e.g. `https://kv-name.vault.azure.net/` (not needed when `CLIENT_CREDENTIAL=federated`)."),
-    Setting("CLIENT_CREDENTIAL", False, "secret", "How the app registration proves itself to Entra ID: `secret` (client secret in Key Vault), `certificate` (Key Vault certificate) or `federated` (the function's user-assigned managed identity; no secret at all). See Choosing a credential."),
-    Setting("CLIENT_SECRET_NAME", False, "graph-client-secret", "Name of the Key Vault secret holding the client secret value."),
-    Setting("CLIENT_CERTIFICATE_NAME", False, "graph-client-certificate", "`certificate`: name of the Key Vault certificate whose private key signs the sign-in assertion."),
-    Setting("CLIENT_CERTIFICATE_SEND_X5C", False, "false", "`certificate`: also send the certificate chain (`x5c`) with each assertion, for subject name + issuer authentication."),
-    Setting("MANAGED_IDENTITY_CLIENT_ID", False, None, "Client ID of the function's user-assigned managed identity; required when `CLIENT_CREDENTIAL=federated`, and used for Key Vault and Storage too when set."),
-    Setting("FEDERATED_TOKEN_AUDIENCE", False, None, "`federated`: audience of the identity's token for the app (default: `api://AzureADTokenExchange`, or the US Government / China value for those clouds' AUTHORITY_HOST)."),
-    Setting("CREDENTIAL_EXPIRY_WARNING_DAYS", False, "30", "Log a warning (and alert) when the client secret or certificate in Key Vault expires within this many days; an expired one fails the run before sign-in."),
-    Setting("AUTHORITY_HOST", False, "https://login.microsoftonline.com", "Entra ID sign-in host (sovereign clouds, emulators)."),
-    Setting("GRAPH_ENDPOINT", False, "https://graph.microsoft.com", "Microsoft Graph base URL, without `/v1.0`."),
-    Setting("EXPORT_STORAGE", False, None, "Storage connection string (`UseDevelopmentStorage=true` for Azurite). Set this or the next one; if neither, `AzureWebJobsStorage` / `AzureWebJobsStorage__blobServiceUri` is used."),
-    Setting("EXPORT_STORAGE__blobServiceUri", False, None, "Blob service URI for identity-based access (DefaultAzureCredential), the Functions convention."),
-    Setting("EXPORT_CONTAINER", False, "graph-exports", "Blob container for exports; created if missing."),
-    Setting("EXPORT_STATE_CONTAINER", False, None, "Blob container for what changes between runs (`users/latest.json`, slot pointers, locks, checkpoints, delta state); default: `EXPORT_CONTAINER`. Set it to another container to keep the export container under an immutability (WORM) policy; created if missing."),
-    Setting("EXPORT_SCHEDULE", False, "0 0 2 * * *", "NCRONTAB schedule (6 fields, seconds first, UTC) read by the timer trigger binding; checked as the host reads it, and one that never fires is refused."),
-    Setting("USER_PROPERTIES", False, ",".join(DEFAULT_USER_PROPERTIES), "Comma-separated Graph user properties to `$select` (at least one), resolved to Graph's spelling, which the export's keys, CSV header and manifest use (`Department` is `department`; names differing only in case are one property); `id` is always included, first. A name that is not a v1.0 user property is an error naming the closest one; directory extensions (`extension_<appId>_<name>`) and schema extensions are passed on, and must match Graph's case."),
-    Setting("RETRY_BACKOFF_BASE_SECONDS", False, "1", "Base of the exponential backoff between retries of Graph, Key Vault and Blob requests (a `Retry-After` from Graph always wins)."),
-    Setting("GRAPH_MAX_RETRIES_PER_PAGE", False, "8", "Retries of one Graph page (throttling, 5xx, resets, timeouts) before the run fails."),
-    Setting("GRAPH_MAX_RETRIES_PER_RUN", False, "200", "Retries of all Graph requests in one run before it fails."),
-    Setting("HTTP_TIMEOUT_SECONDS", False, "60", "Read timeout of each Graph and sign-in request (connecting times out after 10 s)."),
-    Setting("CHECKPOINT_EVERY_PAGES", False, "10", "Save resumable progress every this many pages; a killed run's next invocation for the same slot resumes there."),
-    Setting("CHECKPOINT_MAX_AGE_HOURS", False, "24", "A checkpoint older than this is discarded and the slot restarts clean."),
-    Setting("PROGRESS_EVERY_SECONDS", False, "30", "Log a progress line (users, pages, users/s, retries, throttled waits) at most this often during a run."),
-    Setting("EXPORT_FORMATS", False, "jsonl", "Comma-separated: `jsonl` (gzip JSON Lines, always) and `csv` (also `users-<slot>.csv.gz`, from the same pages: one pass over Graph)."),
-    Setting("CSV_EXCEL", False, "false", "`csv`: start the file with a UTF-8 byte order mark, so Excel shows non-ASCII names correctly."),
-    Setting("EXPORT_MODE", False, "full", "`full` reads every user each slot; `delta` publishes the same complete snapshot from the changes since the previous one (`/users/delta`), with a full export when it must."),
-    Setting("FULL_SYNC_EVERY_DAYS", False, "6", "Delta mode: a full export (which also measures drift) once the saved delta link is this old; Graph expires directory delta links after 7 days."),
-    Setting("DELTA_MAX_CHANGES", False, "250000", "Delta mode: more changed users than this in one slot means a full export instead (the changes are held in memory)."),
-    Setting("LIBRARY_LOG_LEVEL", False, "WARNING", "Under the function: the lowest level of the libraries' log records (Azure SDK, MSAL, urllib3, OpenTelemetry) that reach the invocation log; `INFO` or `DEBUG` shows each request (redacted), `ERROR` or `CRITICAL` fewer. The export's own lines are INFO whatever this says; the CLI shows the libraries' records with `--debug` only."),
-)
-
-_DEFAULTS = {s.name: s.default for s in SETTINGS}
 
 # Host storage settings the Functions runtime defines; used only as a fallback for the export target.
 _HOST_STORAGE = "AzureWebJobsStorage"
@@ -117,12 +114,10 @@ _DOMAIN = re.compile(r"^(?=.{4,253}$)([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])
 _SECRET_NAME = re.compile(r"^[0-9a-zA-Z-]{1,127}$")
 _CONTAINER = re.compile(r"^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$")
 _PROPERTY = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")  # extension names have underscores
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:\S+$")
 _MULTI_TENANT_ALIASES = {"common", "organizations", "consumers"}
-EXPORT_MODES = ("full", "delta")
-EXPORT_FORMATS = ("jsonl", "csv")
 #: LIBRARY_LOG_LEVEL's values, by name.
-LOG_LEVELS = {name: getattr(logging, name) for name in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")}
-CLIENT_CREDENTIALS = ("secret", "certificate", "federated")
+LOG_LEVELS: dict[str, int] = {name: getattr(logging, name) for name in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")}
 #: The audience a managed identity's token must have to be an app's federated credential, by cloud
 #: (Microsoft's workload identity federation docs): AUTHORITY_HOST names the cloud.
 _FEDERATED_AUDIENCE_BY_AUTHORITY = {
@@ -131,14 +126,288 @@ _FEDERATED_AUDIENCE_BY_AUTHORITY = {
     "login.partner.microsoftonline.cn": "api://AzureADTokenExchangeChina",
 }
 PUBLIC_FEDERATED_AUDIENCE = "api://AzureADTokenExchange"
+#: User properties users/delta does not return or does not track changes of (lower case).
+_NOT_IN_DELTA = {"signinactivity", "licenseassignmentstates"}
+
+_Choice = TypeVar("_Choice", bound=StrEnum)
 
 
 def federated_audience(authority_host: str) -> str:
     """The token exchange audience of ``authority_host``'s cloud (public unless US Government or China)."""
     host = (urlsplit(authority_host).hostname or "").lower()
     return _FEDERATED_AUDIENCE_BY_AUTHORITY.get(host, PUBLIC_FEDERATED_AUDIENCE)
-#: User properties users/delta does not return or does not track changes of (lower case).
-_NOT_IN_DELTA = {"signinactivity", "licenseassignmentstates"}
+
+
+# --- the parsers the table names: (name, text, problems) -> value -------------------------------------
+
+
+def _tenant(name: str, text: str, problems: list[str]) -> str:
+    if not text:
+        problems.append(f"{name} is missing: set it to your directory (tenant) ID")
+    elif text.lower() in _MULTI_TENANT_ALIASES:
+        problems.append(f"{name} is '{text}': app-only export needs the tenant's own ID or domain, "
+                        "not a multi-tenant alias")
+    elif not (_GUID.match(text) or _DOMAIN.match(text)):
+        problems.append(f"{name} is '{text}': expected a GUID or a domain such as contoso.onmicrosoft.com")
+    return text
+
+
+def _client_id(name: str, text: str, problems: list[str]) -> str:
+    if not text:
+        problems.append(f"{name} is missing: set it to the app registration's Application (client) ID")
+    elif not _GUID.match(text):
+        problems.append(f"{name} is '{text}': expected the Application (client) ID GUID")
+    return text.lower()
+
+
+def _identity_client_id(name: str, text: str, problems: list[str]) -> str | None:
+    identity_client_id = text.lower() or None
+    if identity_client_id is not None and not _GUID.match(identity_client_id):
+        problems.append(f"{name} is '{identity_client_id}': expected the user-assigned identity's client ID GUID")
+    return identity_client_id
+
+
+def _one_of(choices: type[_Choice]) -> Callable[[str, str, list[str]], _Choice | None]:
+    """A parser of one of ``choices``' values, in any case; None (with the problem) for any other text."""
+    values = [f"'{choice.value}'" for choice in choices]
+    expected = f"{', '.join(values[:-1])} or {values[-1]}"
+
+    def parse(name: str, text: str, problems: list[str]) -> _Choice | None:
+        try:
+            return choices(text.lower())
+        except ValueError:
+            problems.append(f"{name} is '{text}': expected {expected}")
+            return None
+    return parse
+
+
+def _flag(name: str, text: str, problems: list[str]) -> bool:
+    flag = text.lower()
+    if flag not in ("true", "false"):
+        problems.append(f"{name} is '{flag}': expected true or false")
+    return flag == "true"
+
+
+def _secret_name(name: str, text: str, problems: list[str]) -> str:
+    # Not echoed: a value that is no secret name may be the secret itself, pasted in the wrong setting.
+    if not _SECRET_NAME.match(text):
+        problems.append(f"{name} is not a valid name (value not shown, in case it is the secret itself): "
+                        "Key Vault secret names are 1-127 letters, digits and hyphens")
+    return text
+
+
+def _certificate_name(name: str, text: str, problems: list[str]) -> str:
+    if not _SECRET_NAME.match(text):
+        problems.append(f"{name} is '{text}': Key Vault certificate names are 1-127 letters, digits and hyphens")
+    return text
+
+
+def _audience(name: str, text: str, problems: list[str]) -> str:
+    """The audience given, or "" for the one AUTHORITY_HOST's cloud uses (:func:`_between_settings`)."""
+    if text and not _URI.match(text):
+        problems.append(f"{name} is '{text}': expected a URI such as api://AzureADTokenExchange")
+    return text
+
+
+def _optional_https_url(name: str, text: str, problems: list[str]) -> str:
+    """An https base URL, or "" when unset (whether it may be unset is :func:`_between_settings`' rule)."""
+    return _https_url(name, text, problems) if text else ""
+
+
+def _container(name: str, text: str, problems: list[str]) -> str:
+    if not _CONTAINER.match(text):
+        problems.append(f"{name} is '{text}': container names are 3-63 lowercase letters, digits "
+                        "and single hyphens")
+    return text
+
+
+def _optional_container(name: str, text: str, problems: list[str]) -> str | None:
+    return _container(name, text, problems) if text else None
+
+
+def _schedule(name: str, text: str, problems: list[str]) -> str:
+    if (why := ncrontab.problem(text)) is not None:
+        problems.append(f"{name} is '{text}': {why}; {ncrontab.FORM}")
+    return text
+
+
+def _between(low: float, high: float) -> Callable[[str, str, list[str]], float]:
+    """A parser of a number from ``low`` to ``high``."""
+    def parse(name: str, text: str, problems: list[str]) -> float:
+        return _number(name, text, problems, low, high)
+    return parse
+
+
+def _whole(low: int, high: int) -> Callable[[str, str, list[str]], int]:
+    """A parser of a whole number from ``low`` to ``high``."""
+    def parse(name: str, text: str, problems: list[str]) -> int:
+        return int(_number(name, text, problems, low, high, whole=True))
+    return parse
+
+
+def _formats(name: str, text: str, problems: list[str]) -> tuple[ExportFormat, ...]:
+    formats = tuple(dict.fromkeys(f.strip().lower() for f in text.split(",") if f.strip()))
+    known = set(ExportFormat)
+    if not formats or not set(formats) <= known or ExportFormat.JSONL not in formats:
+        problems.append(f"{name} is '{text}': expected 'jsonl' or 'jsonl,csv' (JSON Lines is the snapshot every "
+                        "other format and delta mode are made from)")
+        return ()
+    return tuple(ExportFormat(f) for f in formats)
+
+
+def _log_level(name: str, text: str, problems: list[str]) -> int:
+    level = text.upper()
+    if level not in LOG_LEVELS:
+        problems.append(f"{name} is '{text}': expected DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    return LOG_LEVELS.get(level, logging.WARNING)
+
+
+def _https_url(name: str, value: str, problems: list[str]) -> str:
+    """Validate an https base URL and return it without a trailing slash.
+
+    User info (``user:pass@``), a query or a fragment is refused before anything echoes the value:
+    requests would send the first as Basic auth, and the others are where SAS tokens ride.
+    """
+    if not value:
+        problems.append(f"{name} is missing: set it to an https:// URL")
+        return ""
+    parts = _safe_url_parts(name, value, problems, "remove it and give the https:// base URL only")
+    if parts is None:
+        return ""
+    if parts.scheme != "https" or not parts.hostname:
+        problems.append(f"{name} is '{value}': expected an https:// URL")
+        return ""
+    if parts.path.strip("/"):
+        problems.append(f"{name} is '{value}': give the base URL only, without a path such as '{parts.path}'")
+        return ""
+    return f"https://{parts.netloc}"
+
+
+def _user_properties(setting: str, raw: str, problems: list[str]) -> tuple[str, ...]:
+    """The ``$select`` list in Graph's spelling: ``id`` first, then each other property once, in order.
+
+    Graph matches ``$select`` names case-insensitively and answers with its own spelling, so each name
+    is resolved to that spelling (:func:`graph_properties.graph_spelling`): ``Department`` is
+    ``department``, and ``mail,Mail`` is one property. A name that is not a v1.0 user property is an
+    error (Graph would answer 400), with the closest property as a suggestion; so are relationships
+    and the properties Graph returns only for a single user. A list with no names at all (``,,,``) is
+    an error rather than a silent export of ids only.
+    """
+    names = [p.strip() for p in raw.split(",") if p.strip()]
+    if not names:
+        problems.append(f"{setting} names no property: give comma-separated Graph user property names "
+                        "such as 'id,displayName,mail', or leave it unset for the default list")
+        return ()
+    bad = [n for n in names if not _PROPERTY.match(n)]
+    if bad:
+        problems.append(f"{setting} has invalid property names {', '.join(repr(b) for b in bad)}: "
+                        "give comma-separated Graph user property names such as 'id,displayName,mail'")
+        return ()
+    resolved: list[str] = []
+    unknown: list[str] = []
+    relationships: list[str] = []
+    single_user: list[str] = []
+    for name in names:
+        spelled = graph_properties.graph_spelling(name)
+        if spelled is None:
+            (relationships if graph_properties.relationship(name) else unknown).append(name)
+        elif spelled in graph_properties.SINGLE_USER_ONLY:
+            single_user.append(spelled)
+        else:
+            resolved.append(spelled)
+    if unknown:
+        problems.append(f"{setting} has names that are not Microsoft Graph v1.0 user properties: "
+                        f"{', '.join(_unknown_property(n) for n in unknown)}: use the names of "
+                        f"{graph_properties.DOCS_URL} (any case), or a directory extension "
+                        "extension_<appId without dashes>_<name> (a property Graph added after this export's "
+                        "table, graph_export/properties.py, must be added there)")
+    if relationships:
+        listed = ", ".join(repr(graph_properties.relationship(n)) for n in relationships)
+        what = "a relationship of user, not a property" if len(relationships) == 1 else \
+            "relationships of user, not properties"
+        problems.append(f"{setting} has {listed}, {what}: /users returns relationships only with $expand, "
+                        f"which this export does not use; remove {_it(relationships)}")
+    if single_user:
+        problems.append(f"{setting} has {', '.join(repr(n) for n in single_user)}, which Graph returns only "
+                        f"when reading one user, not when listing users: remove {_it(single_user)}")
+    if unknown or relationships or single_user:
+        return ()
+    # id first, always: it is what makes an export line traceable to a directory object.
+    unique = {"id": "id"}
+    for name in resolved:
+        unique.setdefault(name.lower(), name)
+    return tuple(unique.values())
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("TENANT_ID", True, None, "Directory (tenant) ID GUID or verified domain of the tenant to export.",
+            "tenant_id", _tenant),
+    Setting("CLIENT_ID", True, None, "Application (client) ID of the app registration that has User.Read.All.",
+            "client_id", _client_id),
+    Setting("KEY_VAULT_URL", True, None, "Vault holding the client secret or certificate, e.g. `https://kv-name.vault.azure.net/` (not needed when `CLIENT_CREDENTIAL=federated`).",
+            "key_vault_url", _optional_https_url),
+    Setting("CLIENT_CREDENTIAL", False, "secret", "How the app registration proves itself to Entra ID: `secret` (client secret in Key Vault), `certificate` (Key Vault certificate) or `federated` (the function's user-assigned managed identity; no secret at all). See Choosing a credential.",
+            "client_credential", _one_of(CredentialKind)),
+    Setting("CLIENT_SECRET_NAME", False, "graph-client-secret", "Name of the Key Vault secret holding the client secret value.",
+            "client_secret_name", _secret_name),
+    Setting("CLIENT_CERTIFICATE_NAME", False, "graph-client-certificate", "`certificate`: name of the Key Vault certificate whose private key signs the sign-in assertion.",
+            "client_certificate_name", _certificate_name),
+    Setting("CLIENT_CERTIFICATE_SEND_X5C", False, "false", "`certificate`: also send the certificate chain (`x5c`) with each assertion, for subject name + issuer authentication.",
+            "certificate_send_x5c", _flag),
+    Setting("MANAGED_IDENTITY_CLIENT_ID", False, None, "Client ID of the function's user-assigned managed identity; required when `CLIENT_CREDENTIAL=federated`, and used for Key Vault and Storage too when set.",
+            "managed_identity_client_id", _identity_client_id),
+    Setting("FEDERATED_TOKEN_AUDIENCE", False, None, "`federated`: audience of the identity's token for the app (default: `api://AzureADTokenExchange`, or the US Government / China value for those clouds' AUTHORITY_HOST).",
+            "federated_token_audience", _audience),
+    Setting("CREDENTIAL_EXPIRY_WARNING_DAYS", False, "30", "Log a warning (and alert) when the client secret or certificate in Key Vault expires within this many days; an expired one fails the run before sign-in.",
+            "credential_expiry_warning_days", _between(0, 3650)),
+    Setting("AUTHORITY_HOST", False, "https://login.microsoftonline.com", "Entra ID sign-in host (sovereign clouds, emulators).",
+            "authority_host", _https_url),
+    Setting("GRAPH_ENDPOINT", False, "https://graph.microsoft.com", "Microsoft Graph base URL, without `/v1.0`.",
+            "graph_endpoint", _https_url),
+    Setting("EXPORT_STORAGE", False, None, "Storage connection string (`UseDevelopmentStorage=true` for Azurite). Set this or the next one; if neither, `AzureWebJobsStorage` / `AzureWebJobsStorage__blobServiceUri` is used."),
+    Setting("EXPORT_STORAGE__blobServiceUri", False, None, "Blob service URI for identity-based access (DefaultAzureCredential), the Functions convention."),
+    Setting("EXPORT_CONTAINER", False, "graph-exports", "Blob container for exports; created if missing.",
+            "container", _container),
+    Setting("EXPORT_STATE_CONTAINER", False, None, "Blob container for what changes between runs (`users/latest.json`, slot pointers, locks, checkpoints, delta state); default: `EXPORT_CONTAINER`. Set it to another container to keep the export container under an immutability (WORM) policy; created if missing.",
+            "state_container_name", _optional_container),
+    Setting("EXPORT_SCHEDULE", False, "0 0 2 * * *", "NCRONTAB schedule (6 fields, seconds first, UTC) read by the timer trigger binding; checked as the host reads it, and one that never fires is refused.",
+            "schedule", _schedule),
+    Setting("USER_PROPERTIES", False, ",".join(DEFAULT_USER_PROPERTIES), "Comma-separated Graph user properties to `$select` (at least one), resolved to Graph's spelling, which the export's keys, CSV header and manifest use (`Department` is `department`; names differing only in case are one property); `id` is always included, first. A name that is not a v1.0 user property is an error naming the closest one; directory extensions (`extension_<appId>_<name>`) and schema extensions are passed on, and must match Graph's case.",
+            "user_properties", _user_properties),
+    Setting("RETRY_BACKOFF_BASE_SECONDS", False, "1", "Base of the exponential backoff between retries of Graph, Key Vault and Blob requests (a `Retry-After` from Graph always wins).",
+            "retry_backoff_base_s", _between(0.0, 60.0)),
+    Setting("GRAPH_MAX_RETRIES_PER_PAGE", False, "8", "Retries of one Graph page (throttling, 5xx, resets, timeouts) before the run fails.",
+            "graph_retries_per_page", _whole(0, 100)),
+    Setting("GRAPH_MAX_RETRIES_PER_RUN", False, "200", "Retries of all Graph requests in one run before it fails.",
+            "graph_retries_per_run", _whole(0, 100_000)),
+    Setting("HTTP_TIMEOUT_SECONDS", False, "60", "Read timeout of each Graph and sign-in request (connecting times out after 10 s).",
+            "http_timeout_s", _between(0.1, 600.0)),
+    Setting("CHECKPOINT_EVERY_PAGES", False, "10", "Save resumable progress every this many pages; a killed run's next invocation for the same slot resumes there.",
+            "checkpoint_every_pages", _whole(1, 10_000)),
+    Setting("CHECKPOINT_MAX_AGE_HOURS", False, "24", "A checkpoint older than this is discarded and the slot restarts clean.",
+            "checkpoint_max_age_h", _between(0.0, 144.0)),
+    Setting("PROGRESS_EVERY_SECONDS", False, "30", "Log a progress line (users, pages, users/s, retries, throttled waits) at most this often during a run.",
+            "progress_every_s", _between(1, 3600)),
+    Setting("EXPORT_FORMATS", False, "jsonl", "Comma-separated: `jsonl` (gzip JSON Lines, always) and `csv` (also `users-<slot>.csv.gz`, from the same pages: one pass over Graph).",
+            "export_formats", _formats),
+    Setting("CSV_EXCEL", False, "false", "`csv`: start the file with a UTF-8 byte order mark, so Excel shows non-ASCII names correctly.",
+            "csv_excel", _flag),
+    Setting("EXPORT_MODE", False, "full", "`full` reads every user each slot; `delta` publishes the same complete snapshot from the changes since the previous one (`/users/delta`), with a full export when it must.",
+            "export_mode", _one_of(ExportMode)),
+    Setting("FULL_SYNC_EVERY_DAYS", False, "6", "Delta mode: a full export (which also measures drift) once the saved delta link is this old; Graph expires directory delta links after 7 days.",
+            "full_sync_every_days", _between(0.0, 7.0)),
+    Setting("DELTA_MAX_CHANGES", False, "250000", "Delta mode: more changed users than this in one slot means a full export instead (the changes are held in memory).",
+            "delta_max_changes", _whole(1, 10_000_000)),
+    Setting("LIBRARY_LOG_LEVEL", False, "WARNING", "Under the function: the lowest level of the libraries' log records (Azure SDK, MSAL, urllib3, OpenTelemetry) that reach the invocation log; `INFO` or `DEBUG` shows each request (redacted), `ERROR` or `CRITICAL` fewer. The export's own lines are INFO whatever this says; the CLI shows the libraries' records with `--debug` only.",
+            "library_log_level", _log_level),
+)
+
+_DEFAULTS = {s.name: s.default for s in SETTINGS}
+#: The libraries' log level until LIBRARY_LOG_LEVEL has been read (the function sets it before loading settings).
+DEFAULT_LIBRARY_LOG_LEVEL = _log_level("LIBRARY_LOG_LEVEL", _DEFAULTS["LIBRARY_LOG_LEVEL"] or "", [])
+# What reading the published export back needs (load_storage_settings), besides the storage pair.
+_STORAGE_ROWS = tuple(s for s in SETTINGS if s.name in {"MANAGED_IDENTITY_CLIENT_ID", "EXPORT_CONTAINER",
+                                                        "EXPORT_STATE_CONTAINER", "RETRY_BACKOFF_BASE_SECONDS"})
 
 
 @dataclass(frozen=True)
@@ -157,14 +426,17 @@ class StorageTarget:
 
 @dataclass(frozen=True)
 class StorageSettings:
-    """Where the export is published and how to reach it: all that reading it back needs."""
+    """Where the export is published and how to reach it: all that reading it back needs.
+
+    No field has a default: the defaults are :data:`SETTINGS`', and only the loaders build these.
+    """
 
     storage: StorageTarget
     container: str
     #: EXPORT_STATE_CONTAINER when it names another container; None: the records live in ``container``.
-    state_container_name: str | None = None
-    retry_backoff_base_s: float = 1.0
-    managed_identity_client_id: str | None = None
+    state_container_name: str | None
+    retry_backoff_base_s: float
+    managed_identity_client_id: str | None
 
     @property
     def state_container(self) -> str:
@@ -173,40 +445,45 @@ class StorageSettings:
 
 @dataclass(frozen=True)
 class Settings:
-    """Validated settings for one export. Hashable, so warm-instance caches can key on it."""
+    """Validated settings for one export. Hashable, so warm-instance caches can key on it.
+
+    One field for each row of :data:`SETTINGS` that has a parser, in its order, and ``storage`` for
+    the storage pair; no field has a default (the defaults are the table's), and only
+    :func:`load_settings` builds these.
+    """
 
     tenant_id: str
     client_id: str
     key_vault_url: str
+    client_credential: CredentialKind
     client_secret_name: str
+    client_certificate_name: str
+    certificate_send_x5c: bool
+    managed_identity_client_id: str | None
+    federated_token_audience: str
+    credential_expiry_warning_days: float
     authority_host: str
     graph_endpoint: str
     storage: StorageTarget
     container: str
+    #: Where the mutable records live (EXPORT_STATE_CONTAINER); None: in ``container``.
+    state_container_name: str | None
     schedule: str
     user_properties: tuple[str, ...]
-    retry_backoff_base_s: float = 1.0
-    graph_retries_per_page: int = 8
-    graph_retries_per_run: int = 200
-    http_timeout_s: float = 60.0
-    checkpoint_every_pages: int = 10
-    checkpoint_max_age_h: float = 24.0
-    client_credential: str = "secret"
-    client_certificate_name: str = "graph-client-certificate"
-    certificate_send_x5c: bool = False
-    managed_identity_client_id: str | None = None
-    federated_token_audience: str = "api://AzureADTokenExchange"
-    credential_expiry_warning_days: float = 30.0
-    progress_every_s: float = 30.0
-    export_formats: tuple[str, ...] = ("jsonl",)
-    csv_excel: bool = False
-    export_mode: str = "full"
-    full_sync_every_days: float = 6.0
-    delta_max_changes: int = 250_000
-    #: Where the mutable records live (EXPORT_STATE_CONTAINER); None: in ``container``.
-    state_container_name: str | None = None
+    retry_backoff_base_s: float
+    graph_retries_per_page: int
+    graph_retries_per_run: int
+    http_timeout_s: float
+    checkpoint_every_pages: int
+    checkpoint_max_age_h: float
+    progress_every_s: float
+    export_formats: tuple[ExportFormat, ...]
+    csv_excel: bool
+    export_mode: ExportMode
+    full_sync_every_days: float
+    delta_max_changes: int
     #: The libraries' log level under the function (LIBRARY_LOG_LEVEL).
-    library_log_level: int = logging.WARNING
+    library_log_level: int
 
     @property
     def state_container(self) -> str:
@@ -239,9 +516,10 @@ class Settings:
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate every setting; raise one :class:`ConfigError` naming all problems.
 
-    The one side effect: a warning on the ``graph_export.settings`` logger for each name in ``env`` that
-    looks like a setting but is not one (:func:`misnamed_settings`), so the CLI and the function both
-    show it, before any error.
+    The problems come in this order: placeholders, then each setting's own in :data:`SETTINGS`' order,
+    then those of the rules between settings. The one side effect: a warning on the
+    ``graph_export.settings`` logger for each name in ``env`` that looks like a setting but is not one
+    (:func:`misnamed_settings`), so the CLI and the function both show it, before any error.
     """
     env = os.environ if env is None else env
     for line in misnamed_settings(env, _DEFAULTS):
@@ -252,129 +530,18 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
                     if not s.name.startswith("EXPORT_STORAGE") and _is_placeholder(env.get(s.name))]
     problems: list[str] = [_placeholder_problem(name) for name in placeholders]
 
-    def get(name: str) -> str:
+    def text(name: str) -> str:
         value = "" if name in placeholders else (env.get(name) or "").strip()
         return value or (_DEFAULTS.get(name) or "")
 
-    def check(name: str, ok: bool, why: str) -> None:
-        if not ok:
-            problems.append(f"{name} {why}")
-
-    tenant_id = get("TENANT_ID")
-    if not tenant_id:
-        problems.append("TENANT_ID is missing: set it to your directory (tenant) ID")
-    elif tenant_id.lower() in _MULTI_TENANT_ALIASES:
-        problems.append(f"TENANT_ID is '{tenant_id}': app-only export needs the tenant's own ID or domain, "
-                        "not a multi-tenant alias")
-    else:
-        check("TENANT_ID", bool(_GUID.match(tenant_id) or _DOMAIN.match(tenant_id)),
-              f"is '{tenant_id}': expected a GUID or a domain such as contoso.onmicrosoft.com")
-
-    client_id = get("CLIENT_ID")
-    if not client_id:
-        problems.append("CLIENT_ID is missing: set it to the app registration's Application (client) ID")
-    else:
-        check("CLIENT_ID", bool(_GUID.match(client_id)),
-              f"is '{client_id}': expected the Application (client) ID GUID")
-
-    credential = get("CLIENT_CREDENTIAL").lower()
-    check("CLIENT_CREDENTIAL", credential in CLIENT_CREDENTIALS,
-          f"is '{get('CLIENT_CREDENTIAL')}': expected 'secret', 'certificate' or 'federated'")
-    # A federated credential needs no vault; the other two keep their secret or key there.
-    key_vault_url = "" if credential == "federated" and not get("KEY_VAULT_URL") else _https_url(
-        "KEY_VAULT_URL", get("KEY_VAULT_URL"), problems)
-    authority_host = _https_url("AUTHORITY_HOST", get("AUTHORITY_HOST"), problems)
-    certificate_name = get("CLIENT_CERTIFICATE_NAME")
-    check("CLIENT_CERTIFICATE_NAME", bool(_SECRET_NAME.match(certificate_name)),
-          f"is '{certificate_name}': Key Vault certificate names are 1-127 letters, digits and hyphens")
-    send_x5c = get("CLIENT_CERTIFICATE_SEND_X5C").lower()
-    check("CLIENT_CERTIFICATE_SEND_X5C", send_x5c in ("true", "false"), f"is '{send_x5c}': expected true or false")
-    identity_client_id = _identity_client_id(get, problems)
-    if identity_client_id is None and credential == "federated":
-        problems.append("MANAGED_IDENTITY_CLIENT_ID is missing: CLIENT_CREDENTIAL=federated signs in with the "
-                        "function's user-assigned managed identity; set it to that identity's client ID")
-    audience = get("FEDERATED_TOKEN_AUDIENCE") or federated_audience(authority_host)
-    check("FEDERATED_TOKEN_AUDIENCE", bool(re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:\S+$", audience)),
-          f"is '{audience}': expected a URI such as api://AzureADTokenExchange")
-    warning_days = _number("CREDENTIAL_EXPIRY_WARNING_DAYS", get("CREDENTIAL_EXPIRY_WARNING_DAYS"), problems, 0, 3650)
-    graph_endpoint = _https_url("GRAPH_ENDPOINT", get("GRAPH_ENDPOINT"), problems)
-
-    secret_name = get("CLIENT_SECRET_NAME")
-    # Not echoed: a value that is no secret name may be the secret itself, pasted in the wrong setting.
-    check("CLIENT_SECRET_NAME", bool(_SECRET_NAME.match(secret_name)),
-          "is not a valid name (value not shown, in case it is the secret itself): "
-          "Key Vault secret names are 1-127 letters, digits and hyphens")
-
-    container, state_container = _containers(get, problems)
-
-    schedule = get("EXPORT_SCHEDULE")
-    if (why := ncrontab.problem(schedule)) is not None:
-        problems.append(f"EXPORT_SCHEDULE is '{schedule}': {why}; {ncrontab.FORM}")
-
-    backoff = _backoff(get, problems)
-    per_page = _number("GRAPH_MAX_RETRIES_PER_PAGE", get("GRAPH_MAX_RETRIES_PER_PAGE"), problems, 0, 100, whole=True)
-    per_run = _number("GRAPH_MAX_RETRIES_PER_RUN", get("GRAPH_MAX_RETRIES_PER_RUN"), problems, 0, 100_000, whole=True)
-    timeout = _number("HTTP_TIMEOUT_SECONDS", get("HTTP_TIMEOUT_SECONDS"), problems, 0.1, 600.0)
-    every = _number("CHECKPOINT_EVERY_PAGES", get("CHECKPOINT_EVERY_PAGES"), problems, 1, 10_000, whole=True)
-    max_age = _number("CHECKPOINT_MAX_AGE_HOURS", get("CHECKPOINT_MAX_AGE_HOURS"), problems, 0.0, 144.0)
-    properties = _user_properties(get("USER_PROPERTIES"), problems)
-    storage = _storage_target(env, problems)
-    formats = tuple(dict.fromkeys(f.strip().lower() for f in get("EXPORT_FORMATS").split(",") if f.strip()))
-    check("EXPORT_FORMATS", bool(formats) and set(formats) <= set(EXPORT_FORMATS) and "jsonl" in formats,
-          f"is '{get('EXPORT_FORMATS')}': expected 'jsonl' or 'jsonl,csv' (JSON Lines is the snapshot every "
-          "other format and delta mode are made from)")
-    progress_every = _number("PROGRESS_EVERY_SECONDS", get("PROGRESS_EVERY_SECONDS"), problems, 1, 3600)
-    csv_excel = get("CSV_EXCEL").lower()
-    check("CSV_EXCEL", csv_excel in ("true", "false"), f"is '{csv_excel}': expected true or false")
-    mode = get("EXPORT_MODE").lower()
-    check("EXPORT_MODE", mode in EXPORT_MODES, f"is '{get('EXPORT_MODE')}': expected 'full' or 'delta'")
-    full_sync = _number("FULL_SYNC_EVERY_DAYS", get("FULL_SYNC_EVERY_DAYS"), problems, 0.0, 7.0)
-    max_changes = _number("DELTA_MAX_CHANGES", get("DELTA_MAX_CHANGES"), problems, 1, 10_000_000, whole=True)
-    library_level = get("LIBRARY_LOG_LEVEL").upper()
-    check("LIBRARY_LOG_LEVEL", library_level in LOG_LEVELS,
-          f"is '{get('LIBRARY_LOG_LEVEL')}': expected DEBUG, INFO, WARNING, ERROR or CRITICAL")
-    if mode == "delta":
-        untracked = [p for p in properties if p.lower() in _NOT_IN_DELTA]
-        check("USER_PROPERTIES", not untracked,
-              f"holds {', '.join(untracked)}, which Graph does not track in users/delta: remove it or set "
-              "EXPORT_MODE=full")
-
+    values = _read(SETTINGS, text, problems)
+    _between_settings(values, text, problems)
+    values["storage"] = _storage_target(env, problems)
     # ... and is not also "missing".
     problems = [p for p in problems if not p.startswith(tuple(f"{n} is missing" for n in placeholders))]
     if problems:
         raise ConfigError("Invalid settings: " + "; ".join(problems) + ".")
-    return Settings(
-        tenant_id=tenant_id,
-        client_id=client_id.lower(),
-        key_vault_url=key_vault_url,
-        client_secret_name=secret_name,
-        authority_host=authority_host,
-        graph_endpoint=graph_endpoint,
-        storage=storage,
-        container=container,
-        schedule=schedule,
-        user_properties=properties,
-        retry_backoff_base_s=backoff,
-        graph_retries_per_page=int(per_page),
-        graph_retries_per_run=int(per_run),
-        http_timeout_s=timeout,
-        checkpoint_every_pages=int(every),
-        checkpoint_max_age_h=max_age,
-        client_credential=credential,
-        client_certificate_name=certificate_name,
-        certificate_send_x5c=send_x5c == "true",
-        managed_identity_client_id=identity_client_id,
-        federated_token_audience=audience,
-        credential_expiry_warning_days=warning_days,
-        progress_every_s=progress_every,
-        export_formats=formats,
-        csv_excel=csv_excel == "true",
-        export_mode=mode,
-        full_sync_every_days=full_sync,
-        delta_max_changes=int(max_changes),
-        state_container_name=state_container,
-        library_log_level=LOG_LEVELS[library_level],
-    )
+    return Settings(**values)
 
 
 def load_storage_settings(env: Mapping[str, str] | None = None) -> StorageSettings:
@@ -384,42 +551,49 @@ def load_storage_settings(env: Mapping[str, str] | None = None) -> StorageSettin
     env = os.environ if env is None else env
     problems: list[str] = []
 
-    def get(name: str) -> str:
+    def text(name: str) -> str:
         return (env.get(name) or "").strip() or (_DEFAULTS.get(name) or "")
 
-    identity_client_id = _identity_client_id(get, problems)
-    container, state_container = _containers(get, problems)
-    backoff = _backoff(get, problems)
-    storage = _storage_target(env, problems)
+    values = _read(_STORAGE_ROWS, text, problems)
+    _one_state_container(values)
+    values["storage"] = _storage_target(env, problems)
     if problems:
         raise ConfigError("Invalid settings: " + "; ".join(problems) + ".")
-    return StorageSettings(storage=storage, container=container, state_container_name=state_container,
-                           retry_backoff_base_s=backoff, managed_identity_client_id=identity_client_id)
+    return StorageSettings(**values)
 
 
-def _identity_client_id(get: Callable[[str], str], problems: list[str]) -> str | None:
-    identity_client_id = get("MANAGED_IDENTITY_CLIENT_ID").lower() or None
-    if identity_client_id is not None and not _GUID.match(identity_client_id):
-        problems.append(f"MANAGED_IDENTITY_CLIENT_ID is '{identity_client_id}': expected the user-assigned "
-                        "identity's client ID GUID")
-    return identity_client_id
+def _read(rows: Iterable[Setting], text: Callable[[str], str], problems: list[str]) -> dict[str, Any]:
+    """Each row's field, parsed from its text; the storage pair (no parser) is _storage_target's."""
+    values: dict[str, Any] = {}
+    for row in rows:
+        if row.parse is not None:
+            values[row.field] = row.parse(row.name, text(row.name), problems)
+    return values
 
 
-def _containers(get: Callable[[str], str], problems: list[str]) -> tuple[str, str | None]:
-    """EXPORT_CONTAINER, and EXPORT_STATE_CONTAINER when it names another container (else None)."""
-    container = get("EXPORT_CONTAINER")
-    if not _CONTAINER.match(container):
-        problems.append(f"EXPORT_CONTAINER is '{container}': container names are 3-63 lowercase letters, digits "
-                        "and single hyphens")
-    state_container = get("EXPORT_STATE_CONTAINER") or None
-    if state_container is not None and not _CONTAINER.match(state_container):
-        problems.append(f"EXPORT_STATE_CONTAINER is '{state_container}': container names are 3-63 lowercase "
-                        "letters, digits and single hyphens")
-    return container, None if state_container in (None, container) else state_container
+def _between_settings(values: dict[str, Any], text: Callable[[str], str], problems: list[str]) -> None:
+    """The rules that join two settings, applied to ``values`` once each setting is read on its own."""
+    federated = values["client_credential"] is CredentialKind.FEDERATED
+    # A federated credential needs no vault; the other two keep their secret or key there.
+    if not federated and not text("KEY_VAULT_URL"):
+        problems.append("KEY_VAULT_URL is missing: set it to an https:// URL")
+    if federated and values["managed_identity_client_id"] is None:
+        problems.append("MANAGED_IDENTITY_CLIENT_ID is missing: CLIENT_CREDENTIAL=federated signs in with the "
+                        "function's user-assigned managed identity; set it to that identity's client ID")
+    values["federated_token_audience"] = values["federated_token_audience"] or federated_audience(
+        values["authority_host"])
+    _one_state_container(values)
+    if values["export_mode"] is ExportMode.DELTA:
+        untracked = [p for p in values["user_properties"] if p.lower() in _NOT_IN_DELTA]
+        if untracked:
+            problems.append(f"USER_PROPERTIES holds {', '.join(untracked)}, which Graph does not track in "
+                            "users/delta: remove it or set EXPORT_MODE=full")
 
 
-def _backoff(get: Callable[[str], str], problems: list[str]) -> float:
-    return _number("RETRY_BACKOFF_BASE_SECONDS", get("RETRY_BACKOFF_BASE_SECONDS"), problems, 0.0, 60.0)
+def _one_state_container(values: dict[str, Any]) -> None:
+    """EXPORT_STATE_CONTAINER naming EXPORT_CONTAINER is no other container: None, as when unset."""
+    if values["state_container_name"] == values["container"]:
+        values["state_container_name"] = None
 
 
 def _is_placeholder(value: str | None) -> bool:
@@ -432,27 +606,6 @@ def _placeholder_problem(name: str) -> str:
     """The problem of a setting still holding a placeholder; the value itself is not repeated."""
     instead = _INSTEAD_OF_PLACEHOLDER.get(name, "your own value, or remove it for the default")
     return f"{name} is still a placeholder (as in local.settings.json.example): replace it with {instead}"
-
-
-def _https_url(name: str, value: str, problems: list[str]) -> str:
-    """Validate an https base URL and return it without a trailing slash.
-
-    User info (``user:pass@``), a query or a fragment is refused before anything echoes the value:
-    requests would send the first as Basic auth, and the others are where SAS tokens ride.
-    """
-    if not value:
-        problems.append(f"{name} is missing: set it to an https:// URL")
-        return ""
-    parts = _safe_url_parts(name, value, problems, "remove it and give the https:// base URL only")
-    if parts is None:
-        return ""
-    if parts.scheme != "https" or not parts.hostname:
-        problems.append(f"{name} is '{value}': expected an https:// URL")
-        return ""
-    if parts.path.strip("/"):
-        problems.append(f"{name} is '{value}': give the base URL only, without a path such as '{parts.path}'")
-        return ""
-    return f"https://{parts.netloc}"
 
 
 def _safe_url_parts(name: str, value: str, problems: list[str], fix: str) -> SplitResult | None:
@@ -500,62 +653,6 @@ def _number(name: str, value: str, problems: list[str], low: float, high: float,
         problems.append(f"{name} is '{value}': expected {kind} from {low:g} to {high:g}")
         return low
     return number
-
-
-def _user_properties(raw: str, problems: list[str]) -> tuple[str, ...]:
-    """The ``$select`` list in Graph's spelling: ``id`` first, then each other property once, in order.
-
-    Graph matches ``$select`` names case-insensitively and answers with its own spelling, so each name
-    is resolved to that spelling (:func:`graph_properties.graph_spelling`): ``Department`` is
-    ``department``, and ``mail,Mail`` is one property. A name that is not a v1.0 user property is an
-    error (Graph would answer 400), with the closest property as a suggestion; so are relationships
-    and the properties Graph returns only for a single user. A list with no names at all (``,,,``) is
-    an error rather than a silent export of ids only.
-    """
-    names = [p.strip() for p in raw.split(",") if p.strip()]
-    if not names:
-        problems.append("USER_PROPERTIES names no property: give comma-separated Graph user property names "
-                        "such as 'id,displayName,mail', or leave it unset for the default list")
-        return ()
-    bad = [n for n in names if not _PROPERTY.match(n)]
-    if bad:
-        problems.append(f"USER_PROPERTIES has invalid property names {', '.join(repr(b) for b in bad)}: "
-                        "give comma-separated Graph user property names such as 'id,displayName,mail'")
-        return ()
-    resolved: list[str] = []
-    unknown: list[str] = []
-    relationships: list[str] = []
-    single_user: list[str] = []
-    for name in names:
-        spelled = graph_properties.graph_spelling(name)
-        if spelled is None:
-            (relationships if graph_properties.relationship(name) else unknown).append(name)
-        elif spelled in graph_properties.SINGLE_USER_ONLY:
-            single_user.append(spelled)
-        else:
-            resolved.append(spelled)
-    if unknown:
-        problems.append(f"USER_PROPERTIES has names that are not Microsoft Graph v1.0 user properties: "
-                        f"{', '.join(_unknown_property(n) for n in unknown)}: use the names of "
-                        f"{graph_properties.DOCS_URL} (any case), or a directory extension "
-                        "extension_<appId without dashes>_<name> (a property Graph added after this export's "
-                        "table, graph_export/properties.py, must be added there)")
-    if relationships:
-        listed = ", ".join(repr(graph_properties.relationship(n)) for n in relationships)
-        what = "a relationship of user, not a property" if len(relationships) == 1 else \
-            "relationships of user, not properties"
-        problems.append(f"USER_PROPERTIES has {listed}, {what}: /users returns relationships only with $expand, "
-                        f"which this export does not use; remove {_it(relationships)}")
-    if single_user:
-        problems.append(f"USER_PROPERTIES has {', '.join(repr(n) for n in single_user)}, which Graph returns only "
-                        f"when reading one user, not when listing users: remove {_it(single_user)}")
-    if unknown or relationships or single_user:
-        return ()
-    # id first, always: it is what makes an export line traceable to a directory object.
-    unique = {"id": "id"}
-    for name in resolved:
-        unique.setdefault(name.lower(), name)
-    return tuple(unique.values())
 
 
 def _it(names: list[str]) -> str:

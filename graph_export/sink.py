@@ -25,7 +25,7 @@ from .csvfile import CsvEncoder
 from .errors import SlotBusyError
 from .naming import RunNames
 from .records import Progress
-from .settings import Settings
+from .settings import ExportFormat, Settings
 from .storage import storage_errors
 
 BLOCK_SIZE = 4 * 1024 * 1024
@@ -261,7 +261,7 @@ class _Both:
 def open_files(settings: Settings, exports: ContainerClient, names: RunNames,
                resume: Checkpoint | None = None) -> ExportFiles:
     """The run's export file and, if EXPORT_FORMATS asks for it, its CSV copy; continuing what ``resume`` staged."""
-    csv = exports.get_blob_client(names.csv) if "csv" in settings.export_formats else None
+    csv = exports.get_blob_client(names.csv) if ExportFormat.CSV in settings.export_formats else None
     return ExportFiles(exports.get_blob_client(names.jsonl), csv,
                        CsvEncoder(settings.user_properties, excel=settings.csv_excel),
                        resume_from=None if resume is None else resume.progress,

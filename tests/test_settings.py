@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import logging
 import os
@@ -10,7 +11,19 @@ from azure.functions.timer import TimerRequest
 
 from graph_export.errors import ConfigError
 from graph_export.setting_names import CASE_SENSITIVE, misnamed_settings, prefixes
-from graph_export.settings import DEFAULT_USER_PROPERTIES, SETTINGS, StorageTarget, load_settings
+from graph_export.settings import (
+    DEFAULT_LIBRARY_LOG_LEVEL,
+    DEFAULT_USER_PROPERTIES,
+    SETTINGS,
+    CredentialKind,
+    ExportFormat,
+    ExportMode,
+    Settings,
+    StorageSettings,
+    StorageTarget,
+    load_settings,
+    load_storage_settings,
+)
 from tests.integration.helpers import invocation_context
 
 GUID = "11111111-2222-3333-4444-555555555555"
@@ -569,3 +582,71 @@ def _message(env):
     with pytest.raises(ConfigError) as info:
         load_settings(env)
     return str(info.value)
+
+
+# --- issue 22: one table of settings (name, default, parser), enums for the choices -----------------------
+
+
+ROWS = [s for s in SETTINGS if s.parse is not None]
+
+
+def test_each_row_with_a_parser_fills_one_field_and_the_storage_pair_fills_storage():
+    assert {s.name for s in SETTINGS if s.parse is None} == {"EXPORT_STORAGE", "EXPORT_STORAGE__blobServiceUri"}
+    fields = [f.name for f in dataclasses.fields(Settings)]
+    assert [f for f in fields if f != "storage"] == [s.field for s in ROWS]  # one each, in the table's order
+
+
+@pytest.mark.parametrize("record", [Settings, StorageSettings])
+def test_the_defaults_are_the_tables_only(record):
+    """No dataclass default to drift from SETTINGS: a field has the value its row's parser makes of the text."""
+    assert all(f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+               for f in dataclasses.fields(record))
+
+
+@pytest.mark.parametrize("row", [s for s in ROWS if s.default is not None], ids=lambda s: s.name)
+def test_an_unset_setting_is_its_default_as_its_row_parses_it(row):
+    problems_seen: list[str] = []
+    assert getattr(load_settings(BASE), row.field) == row.parse(row.name, row.default, problems_seen)
+    assert problems_seen == []
+
+
+def test_the_storage_settings_are_the_same_rows_read_alone():
+    env = {**NO_EXPORT_STORAGE, "EXPORT_STORAGE": "UseDevelopmentStorage=true", "EXPORT_STATE_CONTAINER": "state",
+           "MANAGED_IDENTITY_CLIENT_ID": GUID.upper(), "RETRY_BACKOFF_BASE_SECONDS": "2.5"}
+    assert load_storage_settings(env) == load_settings(env).storage_settings
+    assert load_storage_settings({**env, "EXPORT_STATE_CONTAINER": "graph-exports"}).state_container_name is None
+    assert DEFAULT_LIBRARY_LOG_LEVEL == logging.WARNING == load_settings(BASE).library_log_level
+
+
+def test_modes_formats_and_credential_kinds_are_enums_read_in_any_case():
+    s = load_settings({**BASE, "EXPORT_MODE": "Delta", "EXPORT_FORMATS": " JSONL, csv,jsonl",
+                       "CLIENT_CREDENTIAL": "Certificate"})
+    assert s.export_mode is ExportMode.DELTA
+    assert s.export_formats == (ExportFormat.JSONL, ExportFormat.CSV)
+    assert all(type(f) is ExportFormat for f in s.export_formats)
+    assert s.client_credential is CredentialKind.CERTIFICATE
+    defaults = load_settings(BASE)
+    assert (defaults.export_mode, defaults.export_formats, defaults.client_credential) == (
+        ExportMode.FULL, (ExportFormat.JSONL,), CredentialKind.SECRET)
+
+
+@pytest.mark.parametrize("name,choices", [("EXPORT_MODE", ExportMode), ("CLIENT_CREDENTIAL", CredentialKind)])
+def test_a_choice_that_is_none_of_its_values_names_each_value(name, choices):
+    quoted = [f"'{c.value}'" for c in choices]
+    assert f"{name} is 'Other': expected {', '.join(quoted[:-1])} or {quoted[-1]}." in problems(
+        {**BASE, name: "Other"})
+
+
+def test_every_row_checks_its_own_setting():
+    message = problems({**BASE, **{s.name: "bad value!" for s in ROWS}})
+    for row in ROWS:
+        assert f"{row.name} " in message, row.name
+
+
+def test_each_settings_problems_come_in_the_tables_order():
+    message = problems({**NO_EXPORT_STORAGE, "EXPORT_STORAGE": "UseDevelopmentStorage=true",
+                        **{s.name: "bad value!" for s in ROWS}})
+    order = [s.name for s in SETTINGS]
+    named = [p.split(" ", 1)[0] for p in message.removeprefix("Invalid settings: ").split("; ")]
+    named = [n for n in named if n in order]  # a problem's own "; expected ..." part names none
+    assert len(named) == len(ROWS) and named == sorted(named, key=order.index)
