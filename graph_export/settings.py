@@ -36,15 +36,16 @@ Parse = Callable[[str, str, list[str]], object]
 
 @dataclass(frozen=True)
 class Setting:
-    """One documented setting: its name, whether it is required, its default and what it means; the
-    :class:`Settings` field it fills and how (none for the storage pair, read together)."""
+    """One documented setting: its name, whether it is required, its default, the :class:`Settings`
+    field it fills and the parser that fills it, and what it means. The storage pair has neither field
+    nor parser: it is read together, with the host's storage as its fallback (``_storage_target``)."""
 
     name: str
     required: bool
     default: str | None
+    field: str
+    parse: Parse | None
     description: str
-    field: str = ""
-    parse: Parse | None = None
 
 
 class ExportMode(StrEnum):
@@ -340,66 +341,37 @@ def _user_properties(setting: str, raw: str, problems: list[str]) -> tuple[str, 
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("TENANT_ID", True, None, "Directory (tenant) ID GUID or verified domain of the tenant to export.",
-            "tenant_id", _tenant),
-    Setting("CLIENT_ID", True, None, "Application (client) ID of the app registration that has User.Read.All.",
-            "client_id", _client_id),
-    Setting("KEY_VAULT_URL", True, None, "Vault holding the client secret or certificate, e.g. `https://kv-name.vault.azure.net/` (not needed when `CLIENT_CREDENTIAL=federated`).",
-            "key_vault_url", _optional_https_url),
-    Setting("CLIENT_CREDENTIAL", False, "secret", "How the app registration proves itself to Entra ID: `secret` (client secret in Key Vault), `certificate` (Key Vault certificate) or `federated` (the function's user-assigned managed identity; no secret at all). See Choosing a credential.",
-            "client_credential", _one_of(CredentialKind)),
-    Setting("CLIENT_SECRET_NAME", False, "graph-client-secret", "Name of the Key Vault secret holding the client secret value.",
-            "client_secret_name", _secret_name),
-    Setting("CLIENT_CERTIFICATE_NAME", False, "graph-client-certificate", "`certificate`: name of the Key Vault certificate whose private key signs the sign-in assertion.",
-            "client_certificate_name", _certificate_name),
-    Setting("CLIENT_CERTIFICATE_SEND_X5C", False, "false", "`certificate`: also send the certificate chain (`x5c`) with each assertion, for subject name + issuer authentication.",
-            "certificate_send_x5c", _flag),
-    Setting("MANAGED_IDENTITY_CLIENT_ID", False, None, "Client ID of the function's user-assigned managed identity; required when `CLIENT_CREDENTIAL=federated`, and used for Key Vault and Storage too when set.",
-            "managed_identity_client_id", _identity_client_id),
-    Setting("FEDERATED_TOKEN_AUDIENCE", False, None, "`federated`: audience of the identity's token for the app (default: `api://AzureADTokenExchange`, or the US Government / China value for those clouds' AUTHORITY_HOST).",
-            "federated_token_audience", _audience),
-    Setting("CREDENTIAL_EXPIRY_WARNING_DAYS", False, "30", "Log a warning (and alert) when the client secret or certificate in Key Vault expires within this many days; an expired one fails the run before sign-in.",
-            "credential_expiry_warning_days", _between(0, 3650)),
-    Setting("AUTHORITY_HOST", False, "https://login.microsoftonline.com", "Entra ID sign-in host (sovereign clouds, emulators).",
-            "authority_host", _https_url),
-    Setting("GRAPH_ENDPOINT", False, "https://graph.microsoft.com", "Microsoft Graph base URL, without `/v1.0`.",
-            "graph_endpoint", _https_url),
-    Setting("EXPORT_STORAGE", False, None, "Storage connection string (`UseDevelopmentStorage=true` for Azurite). Set this or the next one; if neither, `AzureWebJobsStorage` / `AzureWebJobsStorage__blobServiceUri` is used."),
-    Setting("EXPORT_STORAGE__blobServiceUri", False, None, "Blob service URI for identity-based access (DefaultAzureCredential), the Functions convention."),
-    Setting("EXPORT_CONTAINER", False, "graph-exports", "Blob container for exports; created if missing.",
-            "container", _container),
-    Setting("EXPORT_STATE_CONTAINER", False, None, "Blob container for what changes between runs (`users/latest.json`, slot pointers, locks, checkpoints, delta state); default: `EXPORT_CONTAINER`. Set it to another container to keep the export container under an immutability (WORM) policy; created if missing.",
-            "state_container_name", _optional_container),
-    Setting("EXPORT_SCHEDULE", False, "0 0 2 * * *", "NCRONTAB schedule (6 fields, seconds first, UTC) read by the timer trigger binding; checked as the host reads it, and one that never fires is refused.",
-            "schedule", _schedule),
-    Setting("USER_PROPERTIES", False, ",".join(DEFAULT_USER_PROPERTIES), "Comma-separated Graph user properties to `$select` (at least one), resolved to Graph's spelling, which the export's keys, CSV header and manifest use (`Department` is `department`; names differing only in case are one property); `id` is always included, first. A name that is not a v1.0 user property is an error naming the closest one; directory extensions (`extension_<appId>_<name>`) and schema extensions are passed on, and must match Graph's case.",
-            "user_properties", _user_properties),
-    Setting("RETRY_BACKOFF_BASE_SECONDS", False, "1", "Base of the exponential backoff between retries of Graph, Key Vault and Blob requests (a `Retry-After` from Graph always wins).",
-            "retry_backoff_base_s", _between(0.0, 60.0)),
-    Setting("GRAPH_MAX_RETRIES_PER_PAGE", False, "8", "Retries of one Graph page (throttling, 5xx, resets, timeouts) before the run fails.",
-            "graph_retries_per_page", _whole(0, 100)),
-    Setting("GRAPH_MAX_RETRIES_PER_RUN", False, "200", "Retries of all Graph requests in one run before it fails.",
-            "graph_retries_per_run", _whole(0, 100_000)),
-    Setting("HTTP_TIMEOUT_SECONDS", False, "60", "Read timeout of each Graph and sign-in request (connecting times out after 10 s).",
-            "http_timeout_s", _between(0.1, 600.0)),
-    Setting("CHECKPOINT_EVERY_PAGES", False, "10", "Save resumable progress every this many pages; a killed run's next invocation for the same slot resumes there.",
-            "checkpoint_every_pages", _whole(1, 10_000)),
-    Setting("CHECKPOINT_MAX_AGE_HOURS", False, "24", "A checkpoint older than this is discarded and the slot restarts clean.",
-            "checkpoint_max_age_h", _between(0.0, 144.0)),
-    Setting("PROGRESS_EVERY_SECONDS", False, "30", "Log a progress line (users, pages, users/s, retries, throttled waits) at most this often during a run.",
-            "progress_every_s", _between(1, 3600)),
-    Setting("EXPORT_FORMATS", False, "jsonl", "Comma-separated: `jsonl` (gzip JSON Lines, always) and `csv` (also `users-<slot>.csv.gz`, from the same pages: one pass over Graph).",
-            "export_formats", _formats),
-    Setting("CSV_EXCEL", False, "false", "`csv`: start the file with a UTF-8 byte order mark, so Excel shows non-ASCII names correctly.",
-            "csv_excel", _flag),
-    Setting("EXPORT_MODE", False, "full", "`full` reads every user each slot; `delta` publishes the same complete snapshot from the changes since the previous one (`/users/delta`), with a full export when it must.",
-            "export_mode", _one_of(ExportMode)),
-    Setting("FULL_SYNC_EVERY_DAYS", False, "6", "Delta mode: a full export (which also measures drift) once the saved delta link is this old; Graph expires directory delta links after 7 days.",
-            "full_sync_every_days", _between(0.0, 7.0)),
-    Setting("DELTA_MAX_CHANGES", False, "250000", "Delta mode: more changed users than this in one slot means a full export instead (the changes are held in memory).",
-            "delta_max_changes", _whole(1, 10_000_000)),
-    Setting("LIBRARY_LOG_LEVEL", False, "WARNING", "Under the function: the lowest level of the libraries' log records (Azure SDK, MSAL, urllib3, OpenTelemetry) that reach the invocation log; `INFO` or `DEBUG` shows each request (redacted), `ERROR` or `CRITICAL` fewer. The export's own lines are INFO whatever this says; the CLI shows the libraries' records with `--debug` only.",
-            "library_log_level", _log_level),
+    Setting("TENANT_ID", True, None, "tenant_id", _tenant, "Directory (tenant) ID GUID or verified domain of the tenant to export."),
+    Setting("CLIENT_ID", True, None, "client_id", _client_id, "Application (client) ID of the app registration that has User.Read.All."),
+    Setting("KEY_VAULT_URL", True, None, "key_vault_url", _optional_https_url, "Vault holding the client secret or certificate, e.g. `https://kv-name.vault.azure.net/` (not needed when `CLIENT_CREDENTIAL=federated`)."),
+    Setting("CLIENT_CREDENTIAL", False, "secret", "client_credential", _one_of(CredentialKind), "How the app registration proves itself to Entra ID: `secret` (client secret in Key Vault), `certificate` (Key Vault certificate) or `federated` (the function's user-assigned managed identity; no secret at all). See Choosing a credential."),
+    Setting("CLIENT_SECRET_NAME", False, "graph-client-secret", "client_secret_name", _secret_name, "Name of the Key Vault secret holding the client secret value."),
+    Setting("CLIENT_CERTIFICATE_NAME", False, "graph-client-certificate", "client_certificate_name", _certificate_name, "`certificate`: name of the Key Vault certificate whose private key signs the sign-in assertion."),
+    Setting("CLIENT_CERTIFICATE_SEND_X5C", False, "false", "certificate_send_x5c", _flag, "`certificate`: also send the certificate chain (`x5c`) with each assertion, for subject name + issuer authentication."),
+    Setting("MANAGED_IDENTITY_CLIENT_ID", False, None, "managed_identity_client_id", _identity_client_id, "Client ID of the function's user-assigned managed identity; required when `CLIENT_CREDENTIAL=federated`, and used for Key Vault and Storage too when set."),
+    Setting("FEDERATED_TOKEN_AUDIENCE", False, None, "federated_token_audience", _audience, "`federated`: audience of the identity's token for the app (default: `api://AzureADTokenExchange`, or the US Government / China value for those clouds' AUTHORITY_HOST)."),
+    Setting("CREDENTIAL_EXPIRY_WARNING_DAYS", False, "30", "credential_expiry_warning_days", _between(0, 3650), "Log a warning (and alert) when the client secret or certificate in Key Vault expires within this many days; an expired one fails the run before sign-in."),
+    Setting("AUTHORITY_HOST", False, "https://login.microsoftonline.com", "authority_host", _https_url, "Entra ID sign-in host (sovereign clouds, emulators)."),
+    Setting("GRAPH_ENDPOINT", False, "https://graph.microsoft.com", "graph_endpoint", _https_url, "Microsoft Graph base URL, without `/v1.0`."),
+    Setting("EXPORT_STORAGE", False, None, "", None, "Storage connection string (`UseDevelopmentStorage=true` for Azurite). Set this or the next one; if neither, `AzureWebJobsStorage` / `AzureWebJobsStorage__blobServiceUri` is used."),
+    Setting("EXPORT_STORAGE__blobServiceUri", False, None, "", None, "Blob service URI for identity-based access (DefaultAzureCredential), the Functions convention."),
+    Setting("EXPORT_CONTAINER", False, "graph-exports", "container", _container, "Blob container for exports; created if missing."),
+    Setting("EXPORT_STATE_CONTAINER", False, None, "state_container_name", _optional_container, "Blob container for what changes between runs (`users/latest.json`, slot pointers, locks, checkpoints, delta state); default: `EXPORT_CONTAINER`. Set it to another container to keep the export container under an immutability (WORM) policy; created if missing."),
+    Setting("EXPORT_SCHEDULE", False, "0 0 2 * * *", "schedule", _schedule, "NCRONTAB schedule (6 fields, seconds first, UTC) read by the timer trigger binding; checked as the host reads it, and one that never fires is refused."),
+    Setting("USER_PROPERTIES", False, ",".join(DEFAULT_USER_PROPERTIES), "user_properties", _user_properties, "Comma-separated Graph user properties to `$select` (at least one), resolved to Graph's spelling, which the export's keys, CSV header and manifest use (`Department` is `department`; names differing only in case are one property); `id` is always included, first. A name that is not a v1.0 user property is an error naming the closest one; directory extensions (`extension_<appId>_<name>`) and schema extensions are passed on, and must match Graph's case."),
+    Setting("RETRY_BACKOFF_BASE_SECONDS", False, "1", "retry_backoff_base_s", _between(0.0, 60.0), "Base of the exponential backoff between retries of Graph, Key Vault and Blob requests (a `Retry-After` from Graph always wins)."),
+    Setting("GRAPH_MAX_RETRIES_PER_PAGE", False, "8", "graph_retries_per_page", _whole(0, 100), "Retries of one Graph page (throttling, 5xx, resets, timeouts) before the run fails."),
+    Setting("GRAPH_MAX_RETRIES_PER_RUN", False, "200", "graph_retries_per_run", _whole(0, 100_000), "Retries of all Graph requests in one run before it fails."),
+    Setting("HTTP_TIMEOUT_SECONDS", False, "60", "http_timeout_s", _between(0.1, 600.0), "Read timeout of each Graph and sign-in request (connecting times out after 10 s)."),
+    Setting("CHECKPOINT_EVERY_PAGES", False, "10", "checkpoint_every_pages", _whole(1, 10_000), "Save resumable progress every this many pages; a killed run's next invocation for the same slot resumes there."),
+    Setting("CHECKPOINT_MAX_AGE_HOURS", False, "24", "checkpoint_max_age_h", _between(0.0, 144.0), "A checkpoint older than this is discarded and the slot restarts clean."),
+    Setting("PROGRESS_EVERY_SECONDS", False, "30", "progress_every_s", _between(1, 3600), "Log a progress line (users, pages, users/s, retries, throttled waits) at most this often during a run."),
+    Setting("EXPORT_FORMATS", False, "jsonl", "export_formats", _formats, "Comma-separated: `jsonl` (gzip JSON Lines, always) and `csv` (also `users-<slot>.csv.gz`, from the same pages: one pass over Graph)."),
+    Setting("CSV_EXCEL", False, "false", "csv_excel", _flag, "`csv`: start the file with a UTF-8 byte order mark, so Excel shows non-ASCII names correctly."),
+    Setting("EXPORT_MODE", False, "full", "export_mode", _one_of(ExportMode), "`full` reads every user each slot; `delta` publishes the same complete snapshot from the changes since the previous one (`/users/delta`), with a full export when it must."),
+    Setting("FULL_SYNC_EVERY_DAYS", False, "6", "full_sync_every_days", _between(0.0, 7.0), "Delta mode: a full export (which also measures drift) once the saved delta link is this old; Graph expires directory delta links after 7 days."),
+    Setting("DELTA_MAX_CHANGES", False, "250000", "delta_max_changes", _whole(1, 10_000_000), "Delta mode: more changed users than this in one slot means a full export instead (the changes are held in memory)."),
+    Setting("LIBRARY_LOG_LEVEL", False, "WARNING", "library_log_level", _log_level, "Under the function: the lowest level of the libraries' log records (Azure SDK, MSAL, urllib3, OpenTelemetry) that reach the invocation log; `INFO` or `DEBUG` shows each request (redacted), `ERROR` or `CRITICAL` fewer. The export's own lines are INFO whatever this says; the CLI shows the libraries' records with `--debug` only."),
 )
 
 _DEFAULTS = {s.name: s.default for s in SETTINGS}
