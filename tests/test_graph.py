@@ -474,3 +474,31 @@ def test_a_rejected_saved_delta_link_says_paging_must_start_over():
     session, _ = session_with({link: (400, {"error": {"code": "syncStateNotFound", "message": "gone"}}, {})})
     with pytest.raises(PageLinkRejected, match="HTTP 400 .syncStateNotFound"):
         list(users_of(session).changes(link))
+
+
+def test_with_debug_logging_a_failed_page_keeps_its_underlying_cause_without_the_skiptoken(caplog):
+    """What the user sees is one line (``from None``); ``--debug`` shows what went wrong underneath."""
+    import logging
+
+    from graph_export import redact
+
+    second = f"{ENDPOINT}/v1.0/users?$skiptoken=continue-secret"
+
+    class Refusing(CannedGraph):
+        def send(self, request, **kwargs):
+            if request.url == second:
+                raise requests.ConnectionError(f"HTTPSConnectionPool: Max retries exceeded with url: {request.url} "
+                                               "(Caused by NewConnectionError: [Errno 111] Connection refused)")
+            return super().send(request, **kwargs)
+
+    session = requests.Session()
+    session.mount("https://", Refusing({first_url(): (200, {"value": [{"id": "1"}], "@odata.nextLink": second}, {})}))
+    caplog.set_level(logging.DEBUG, logger="graph_export")
+    with pytest.raises(GraphError, match="could not be reached for page 2") as info:
+        pages_of(session)
+    assert info.value.__cause__ is None and info.value.__suppress_context__  # the user's line stands alone
+    record = next(r for r in caplog.records if r.levelno == logging.DEBUG and "page 2" in r.getMessage())
+    redact.RedactingFilter().filter(record)
+    shown = logging.Formatter().format(record)
+    assert "Connection refused" in shown and "ConnectionError" in shown
+    assert "continue-secret" not in shown
