@@ -13,6 +13,7 @@ from azure.keyvault.secrets import SecretClient
 from azure.storage.blob import ContainerClient
 
 from . import credentials, storage, transport
+from .graph import GraphUsers
 from .settings import CredentialKind, Settings
 from .token import Credential, GraphTokenProvider, GraphTokens
 
@@ -30,10 +31,13 @@ class WarmClients:
         # A user-assigned identity must be named; without one, the system-assigned identity (or az login).
         self.azure_credential = DefaultAzureCredential(managed_identity_client_id=settings.managed_identity_client_id)
         self.retry_budget = transport.RetryBudget(settings.graph_retries_per_run)
-        self.http = transport.make_session(settings.retry_backoff_base_s, settings.graph_retries_per_page,
-                                           self.retry_budget)
+        retry = transport.budgeted_retry(settings.retry_backoff_base_s, settings.graph_retries_per_page,
+                                         self.retry_budget)
+        sent = transport.RequestSignal()
+        self.http = transport.make_session(retry, announce=sent)
         self.tokens = GraphTokens(read_secret=self._read_credential, sign_in=self._sign_in,
                                   read_older=self._read_older_certificates)
+        self.graph = GraphUsers(self.http, settings.graph_endpoint, self.tokens, settings.http_timeout_s, sent=sent)
         self._containers: dict[str, ContainerClient] = {}
 
     def container(self) -> ContainerClient:

@@ -27,7 +27,7 @@ from isal import igzip, isal_zlib
 
 from . import graph, jsontext, naming, publish, storage
 from .clients import WarmClients
-from .errors import ExportError, GraphError, origin_of
+from .errors import ExportError, GraphError, PageLinkRejected, origin_of
 from .progress import RunProgress
 from .properties import absent_value, check_spelling
 from .records import DeltaApplied, DeltaState, Manifest, RecordError, iso
@@ -151,8 +151,7 @@ def _disagreement(state: DeltaState, manifest: Manifest, settings: Settings) -> 
 def latest_link(clients: WarmClients, settings: Settings) -> str:
     """A deltaLink for now (``$deltatoken=latest``): taken before a full export, replayed by the next slot."""
     url = graph.latest_delta_url(settings.graph_endpoint, settings.user_properties)
-    pages = graph.iter_user_pages(clients.http, url, settings.graph_endpoint, clients.tokens,
-                                  settings.http_timeout_s, change_feed=True)
+    pages = clients.graph.changes(url)
     with contextlib.closing(pages):
         return _last_of(pages, lambda page: None)
 
@@ -206,8 +205,7 @@ def read_changes(clients: WarmClients, settings: Settings, delta_link: str, chan
     Returns the round's new deltaLink and the number of pages. FallBack when Graph no longer accepts
     the link (expired: syncStateNotFound, 410, resyncRequired) or there are too many changes.
     """
-    pages = graph.iter_user_pages(clients.http, delta_link, settings.graph_endpoint, clients.tokens,
-                                  settings.http_timeout_s, change_feed=True)
+    pages = clients.graph.changes(delta_link)
     count = 0
 
     def take(page: graph.Page) -> None:
@@ -223,7 +221,7 @@ def read_changes(clients: WarmClients, settings: Settings, delta_link: str, chan
     try:
         with contextlib.closing(pages):
             link = _last_of(pages, take)
-    except graph.PageLinkRejected as rejected:
+    except PageLinkRejected as rejected:
         raise FallBack(f"Graph no longer accepts the saved delta link ({rejected})") from None
     return link, count
 

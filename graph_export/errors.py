@@ -36,10 +36,42 @@ class AuthError(ExportError):
     exit_code = 3
 
 
+class CredentialRejectedError(AuthError):
+    """Entra refused the secret or certificate itself (wrong, expired, not registered); a rotated one may fix it."""
+
+
 class GraphError(ExportError):
     """Microsoft Graph refused or kept failing: missing permission/consent, throttling, outages."""
 
     exit_code = 4
+
+
+class PageLinkRejected(GraphError):
+    """Graph refused a nextLink (expired or unknown skiptoken): paging must start over."""
+
+
+class PageCut(GraphError):
+    """The connection broke off while a page's body was arriving; the caller only sees the second one."""
+
+    def __init__(self, number: int, reason: str) -> None:
+        self.reason = reason
+        super().__init__(
+            f"The connection to Graph broke off while page {number} was arriving ({reason}), twice: nothing was "
+            "published; check the network path to GRAPH_ENDPOINT and run again (the export resumes from its "
+            "last checkpoint)."
+        )
+
+
+class PageTooLarge(GraphError):
+    """A page's body exceeds the most a page may hold (declared or actually sent): stopped before it is read."""
+
+    def __init__(self, number: int, size: str, request_id: str | None, limit_bytes: int) -> None:
+        where = f" (request-id {request_id})" if request_id else ""
+        super().__init__(
+            f"Graph page {number} is larger than the {limit_bytes // (1024 * 1024)} MiB a page of 999 users "
+            f"can plausibly take ({size}): stopped before reading it into memory and nothing was published; "
+            f"check GRAPH_ENDPOINT and any proxy in between, and report it to Microsoft if it persists{where}."
+        )
 
 
 class StorageError(ExportError):

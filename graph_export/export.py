@@ -20,7 +20,7 @@ from typing import Callable
 
 from . import checkpoint, delta, graph, naming, publish
 from .clients import WarmClients, warm_clients
-from .errors import ConfigError
+from .errors import ConfigError, PageLinkRejected
 from .lease import SlotLease
 from .progress import RunProgress, Snapshot, log_line
 from .properties import conform
@@ -111,7 +111,7 @@ def _full_slot(run: SlotRun, resume: checkpoint.Resume | None,
         resumed = run.continuing(resume.checkpoint.run)
         try:
             return resumed, _export(resumed, resume, delta_link)
-        except graph.PageLinkRejected as exc:
+        except PageLinkRejected as exc:
             log.warning("Graph no longer accepts the checkpoint's page link (%s); restarting the slot", exc)
     return run, _export(run, None, delta_link)
 
@@ -154,8 +154,7 @@ def _export(run: SlotRun, resume: checkpoint.Resume | None, delta_link: str | No
     # Three stages overlap: page k+1 is requested as soon as page k's nextLink arrives, page k is
     # parsed and encoded here, and compression and block uploads trail behind on their own thread.
     clients = run.clients
-    fetched = run.progress.watch(graph.iter_user_pages(clients.http, url, settings.graph_endpoint, clients.tokens,
-                                                       settings.http_timeout_s, first, ids=ids))
+    fetched = run.progress.watch(clients.graph.pages(url, first, ids=ids))
     with contextlib.closing(fetched) as pages_ahead, \
             open_files(settings, run.exports, run.names, resume.checkpoint if resume else None) as writer:
         for page in pages_ahead:

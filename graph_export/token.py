@@ -22,11 +22,18 @@ from urllib.parse import urljoin, urlsplit
 import msal
 import msal.exceptions
 import requests
-from requests.adapters import HTTPAdapter
 
 from .credentials import FEDERATION_MISMATCH_CODES, FederatedAssertion
-from .errors import AuthError, certificate_failure, first_line, origin_of, refused_or_unresolved, untrusted_certificate
-from .transport import RETRY_STATUSES, BudgetedRetry
+from .errors import (
+    AuthError,
+    CredentialRejectedError,
+    certificate_failure,
+    first_line,
+    origin_of,
+    refused_or_unresolved,
+    untrusted_certificate,
+)
+from .transport import RETRY_STATUSES, BudgetedRetry, make_session
 
 log = logging.getLogger(__name__)
 
@@ -75,11 +82,6 @@ class Credential(Protocol):
     def msal_credential(self, client_id: str, token_endpoint: Callable[[], str]) -> Any: ...
 
 
-class CredentialRejectedError(AuthError):
-    """Entra refused the secret or certificate itself (wrong, expired, not registered); a rotated one may fix it."""
-
-
-
 def make_sign_in_session(backoff_base_s: float = 1.0) -> requests.Session:
     """The HTTP transport MSAL signs in through (its documented ``http_client`` seam).
 
@@ -103,11 +105,7 @@ def make_sign_in_session(backoff_base_s: float = 1.0) -> requests.Session:
         respect_retry_after_header=True,
         raise_on_status=False,  # hand the last answer to MSAL, which reports it
     )
-    session = requests.Session()
-    adapter = HTTPAdapter(max_retries=retry, pool_connections=1, pool_maxsize=2)
-    session.mount("https://", adapter)
-    session.mount("http://", adapter)
-    return session
+    return make_session(retry, pool_size=2)
 
 
 @dataclass(frozen=True)
@@ -284,7 +282,7 @@ class GraphTokenProvider:
 class GraphTokens:
     """A valid Graph token for one app registration, re-reading the vault once if Entra rejects its credential.
 
-    What ``graph.iter_user_pages`` asks for tokens (``get``, and ``refresh`` after Graph rejected one).
+    What ``graph.GraphUsers`` asks for tokens (``get``, and ``refresh`` after Graph rejected one).
     The credential (secret, certificate or federated assertion) and the signed-in
     :class:`GraphTokenProvider` are kept for the life of the warm instance. When Entra rejects the
     secret or certificate itself (wrong, expired, not registered), someone may have rotated it since

@@ -3,8 +3,8 @@
 Throttling and transient failures are retried by urllib3's ``Retry``, which honours ``Retry-After`` on
 429/503 and otherwise backs off exponentially with jitter; every retry also draws on a budget shared
 by the whole run, and every wait before a retry is announced to the run's listener (its progress) while
-it lasts, with the reason and the seconds. The connections announce when a request has been written (see
-:func:`on_request_sent`), so the thread that sends Graph requests can keep ahead of the threads that
+it lasts, with the reason and the seconds. The connections can announce when a request has been written (see
+:class:`RequestSignal`), so the thread that sends Graph requests can keep ahead of the threads that
 parse what came back.
 """
 
@@ -135,9 +135,9 @@ class RunBudgetExhausted(Exception):
         return "the run's retry budget is spent"
 
 
-def make_session(backoff_base_s: float, retries_per_request: int, budget: RetryBudget) -> requests.Session:
-    """The HTTP transport for Graph and sign-in: keep-alive pools, retries for throttling and faults."""
-    retry = BudgetedRetry(
+def budgeted_retry(backoff_base_s: float, retries_per_request: int, budget: RetryBudget) -> BudgetedRetry:
+    """Graph's retry policy: ``retries_per_request`` for throttling and faults, each drawn on the run's budget."""
+    return BudgetedRetry(
         total=retries_per_request,
         status_forcelist=RETRY_STATUSES,
         allowed_methods=frozenset({"GET", "POST"}),  # POST: token requests, safe to repeat
@@ -148,64 +148,85 @@ def make_session(backoff_base_s: float, retries_per_request: int, budget: RetryB
         raise_on_status=False,  # hand back the last response so its Graph error can be reported
         budget=budget,
     )
+
+
+def make_session(retry: Retry, *, announce: Callable[[], None] | None = None, pool_size: int = 4) -> requests.Session:
+    """A requests session with keep-alive pools of ``pool_size`` that retries as ``retry`` says.
+
+    With ``announce``, every connection calls it once a request has been written (a
+    :class:`RequestSignal` passes that on to whoever armed it for the request).
+    """
+    adapter = (HTTPAdapter(max_retries=retry, pool_connections=pool_size, pool_maxsize=pool_size) if announce is None
+               else _AnnouncingAdapter(announce, max_retries=retry, pool_connections=pool_size,
+                                       pool_maxsize=pool_size))
     session = requests.Session()
-    adapter = _AnnouncingAdapter(max_retries=retry, pool_connections=4, pool_maxsize=4)
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     return session
 
 
-class _Pending(threading.local):
-    callback: Callable[[], None] | None = None
-
-
-_pending = _Pending()
-
-
-@contextlib.contextmanager
-def on_request_sent(callback: Callable[[], None]) -> Iterator[None]:
-    """Call ``callback`` once this thread's next request has been written, or at the latest on leaving.
+class RequestSignal:
+    """Tells the thread sending a request when it has been written: armed around the request, called by
+    the connection (``make_session(announce=signal)``).
 
     A thread that hands a response to another thread and then sends the next request wants that
     request out first: otherwise both threads want the GIL at the same moment, and the request waits
-    behind the other thread's parsing, on every page.
+    behind the other thread's parsing, on every page. Armed per thread: a session serves several.
     """
-    _pending.callback = callback
-    try:
-        yield
-    finally:
-        _announce()  # not sent (failed before writing, or went through a proxy's own pool)
+
+    def __init__(self) -> None:
+        self._armed = threading.local()
+
+    @contextlib.contextmanager
+    def armed(self, callback: Callable[[], None]) -> Iterator[None]:
+        """Call ``callback`` once this thread's next request has been written, or at the latest on leaving."""
+        self._armed.callback = callback
+        try:
+            yield
+        finally:
+            self()  # not sent (failed before writing, or went through a proxy's own pool)
+
+    def __call__(self) -> None:
+        callback: Callable[[], None] | None = getattr(self._armed, "callback", None)
+        self._armed.callback = None
+        if callback is not None:
+            callback()
 
 
-def _announce() -> None:
-    callback, _pending.callback = _pending.callback, None
-    if callback is not None:
-        callback()
+def _announcing_pools(announce: Callable[[], None]) -> dict[str, type[HTTPConnectionPool]]:
+    """urllib3 pool classes whose connections call ``announce`` once a request is written.
 
+    Relies on ``PoolManager.pool_classes_by_scheme``, ``ConnectionCls`` and ``getresponse`` being
+    called right after the request is sent: urllib3 2.x (requirements.txt pins the range; a test
+    checks the signal against the installed version).
+    """
 
-class _AnnouncingHTTPConnection(HTTPConnection):
-    def getresponse(self, *args: Any, **kwargs: Any) -> Any:
-        _announce()  # the request is written; from here on this thread waits on the socket
-        return super().getresponse(*args, **kwargs)
+    class Connection(HTTPConnection):
+        def getresponse(self, *args: Any, **kwargs: Any) -> Any:
+            announce()  # the request is written; from here on this thread waits on the socket
+            return super().getresponse(*args, **kwargs)
 
+    class TlsConnection(HTTPSConnection):
+        def getresponse(self, *args: Any, **kwargs: Any) -> Any:
+            announce()
+            return super().getresponse(*args, **kwargs)
 
-class _AnnouncingHTTPSConnection(HTTPSConnection):
-    def getresponse(self, *args: Any, **kwargs: Any) -> Any:
-        _announce()
-        return super().getresponse(*args, **kwargs)
+    class Pool(HTTPConnectionPool):
+        ConnectionCls = Connection
 
+    class TlsPool(HTTPSConnectionPool):
+        ConnectionCls = TlsConnection
 
-class _AnnouncingHTTPPool(HTTPConnectionPool):
-    ConnectionCls = _AnnouncingHTTPConnection
-
-
-class _AnnouncingHTTPSPool(HTTPSConnectionPool):
-    ConnectionCls = _AnnouncingHTTPSConnection
+    return {"http": Pool, "https": TlsPool}
 
 
 class _AnnouncingAdapter(HTTPAdapter):
-    """requests' adapter with connections that call :func:`on_request_sent` callbacks."""
+    """requests' adapter whose connections call ``announce`` once each request is written."""
+
+    def __init__(self, announce: Callable[[], None], **kwargs: Any) -> None:
+        self._pools = _announcing_pools(announce)  # before super(): it builds the pool manager
+        super().__init__(**kwargs)
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {"http": _AnnouncingHTTPPool, "https": _AnnouncingHTTPSPool}
+        self.poolmanager.pool_classes_by_scheme = self._pools

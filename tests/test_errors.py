@@ -65,3 +65,15 @@ def test_causes_ends_on_a_loop():
     first, second = ValueError("a"), ValueError("b")
     first.__context__, second.__context__ = second, first
     assert list(causes(first)) == [first, second]
+
+
+def test_the_graph_and_sign_in_failures_are_in_the_one_hierarchy():
+    from graph_export import errors
+
+    for name in ("PageCut", "PageTooLarge", "PageLinkRejected"):
+        assert issubclass(getattr(errors, name), errors.GraphError)
+    assert issubclass(errors.CredentialRejectedError, errors.AuthError)
+    too_large = errors.PageTooLarge(3, "Content-Length 9", "rid", 2 * 1024 * 1024)
+    assert str(too_large).startswith("Graph page 3 is larger than the 2 MiB") and "(request-id rid)" in str(too_large)
+    cut = errors.PageCut(4, "ReadTimeoutError")
+    assert cut.reason == "ReadTimeoutError" and "page 4 was arriving (ReadTimeoutError), twice" in str(cut)

@@ -7,8 +7,8 @@ import pytest
 import requests
 from requests.adapters import BaseAdapter
 
-from graph_export import graph, sink, transport
-from graph_export.errors import GraphError
+from graph_export import graph, graph_stream, sink, transport
+from graph_export.errors import GraphError, PageLinkRejected, PageTooLarge
 from tests.tls_listener import UntrustedTls
 
 ENDPOINT = "https://graph.example"
@@ -54,7 +54,11 @@ class FixedTokens:
 
 
 def pages_of(session, tokens=None, url=None):
-    return list(graph.iter_user_pages(session, url or first_url(), ENDPOINT, tokens or FixedTokens(), 30.0))
+    return list(users_of(session, tokens).pages(url or first_url()))
+
+
+def users_of(session, tokens=None, endpoint=ENDPOINT):
+    return graph.GraphUsers(session, endpoint, tokens or FixedTokens(), 30.0)
 
 
 def session_with(pages):
@@ -104,14 +108,14 @@ def test_next_link_is_found_wherever_graph_puts_it():
 
 def test_next_link_in_reads_only_the_page_level_annotation():
     # Decoded as JSON, like the parser will: escapes included.
-    assert graph.next_link_in(b'{"@odata.nextLink":"https://g/v1.0/users?$skiptoken=a\\u002fb"}') == \
+    assert graph_stream.next_link_in(b'{"@odata.nextLink":"https://g/v1.0/users?$skiptoken=a\\u002fb"}') == \
         "https://g/v1.0/users?$skiptoken=a/b"
-    assert graph.next_link_in(b'{"@odata.nextLink":"https:\\/\\/g\\/x"}') == "https://g/x"
-    assert graph.next_link_in(b'{"@odata.nextLink":""}') is None
+    assert graph_stream.next_link_in(b'{"@odata.nextLink":"https:\\/\\/g\\/x"}') == "https://g/x"
+    assert graph_stream.next_link_in(b'{"@odata.nextLink":""}') is None
     # A user whose name is the annotation's text: its quotes are escaped, so it cannot match.
     fake = json.dumps({"value": [{"displayName": '"@odata.nextLink":"https://evil/x"'}]}).encode()
-    assert graph.next_link_in(fake) is None
-    assert graph.next_link_in(b'{"members@odata.nextLink":"https://g/m","value":[]}') is None
+    assert graph_stream.next_link_in(fake) is None
+    assert graph_stream.next_link_in(b'{"members@odata.nextLink":"https://g/m","value":[]}') is None
 
 
 def test_a_page_with_two_different_next_links_stops_instead_of_guessing():
@@ -240,7 +244,7 @@ def test_a_token_rejected_twice_fails_with_advice():
 def test_a_rejected_next_link_is_reported_as_such():
     link = f"{ENDPOINT}/v1.0/users?$skiptoken=expired"
     session, _ = session_with({link: (400, {"error": {"code": "Request_BadRequest", "message": "bad skiptoken"}}, {})})
-    with pytest.raises(graph.PageLinkRejected):
+    with pytest.raises(PageLinkRejected):
         pages_of(session, url=link)
 
 
@@ -343,25 +347,25 @@ def test_a_bad_item_among_annotated_users_is_a_graph_error_not_an_attribute_erro
 def test_a_page_declaring_more_than_the_cap_fails_before_its_body_is_read():
     session = requests.Session()
     adapter = CountingGraph({first_url(): (200, {"value": [{"id": "1"}]},
-                                           {"Content-Length": str(graph.MAX_PAGE_BYTES + 1), "request-id": "rid-big"})})
+                                           {"Content-Length": str(graph_stream.MAX_PAGE_BYTES + 1), "request-id": "rid-big"})})
     session.mount("https://", adapter)
-    with pytest.raises(graph.PageTooLarge) as info:
+    with pytest.raises(PageTooLarge) as info:
         pages_of(session)
     message = str(info.value)
-    assert "page 1 is larger than the 64 MiB" in message and f"Content-Length {graph.MAX_PAGE_BYTES + 1}" in message
+    assert "page 1 is larger than the 64 MiB" in message and f"Content-Length {graph_stream.MAX_PAGE_BYTES + 1}" in message
     assert "rid-big" in message and isinstance(info.value, GraphError)
     assert sum(adapter.reads) == 0
 
 
 def test_a_page_that_sends_more_than_the_cap_fails_once_the_cap_is_passed(monkeypatch):
-    monkeypatch.setattr(graph, "MAX_PAGE_BYTES", 1024 * 1024)
+    monkeypatch.setattr(graph_stream, "MAX_PAGE_BYTES", 1024 * 1024)
     body = b'{"value":[{"id":"1"}]' + b" " * (3 * 1024 * 1024) + b"}"  # valid JSON, no Content-Length
     session = requests.Session()
     adapter = CountingGraph({first_url(): (200, body, {})})
     session.mount("https://", adapter)
-    with pytest.raises(graph.PageTooLarge, match="page 1 is larger than the 1 MiB .*more than 1048576 bytes arrived"):
+    with pytest.raises(PageTooLarge, match="page 1 is larger than the 1 MiB .*more than 1048576 bytes arrived"):
         pages_of(session)
-    assert sum(adapter.reads) <= 1024 * 1024 + graph.REST_BYTES  # stopped at the cap, not at the end
+    assert sum(adapter.reads) <= 1024 * 1024 + graph_stream.REST_BYTES  # stopped at the cap, not at the end
 
 
 class BreaksOff:
@@ -383,7 +387,7 @@ class BreaksOff:
 
 
 def test_a_page_asked_for_again_is_held_to_the_cap_as_well(monkeypatch):
-    monkeypatch.setattr(graph, "MAX_PAGE_BYTES", 1024 * 1024)
+    monkeypatch.setattr(graph_stream, "MAX_PAGE_BYTES", 1024 * 1024)
     big = b'{"value":[{"id":"1"}]' + b" " * (3 * 1024 * 1024) + b"}"
     answers = iter([BreaksOff(b'{"value":[{"id'), io.BytesIO(big)])
 
@@ -395,7 +399,7 @@ def test_a_page_asked_for_again_is_held_to_the_cap_as_well(monkeypatch):
 
     session = requests.Session()
     session.mount("https://", Again({first_url(): (200, b"", {})}))
-    with pytest.raises(graph.PageTooLarge, match="more than 1048576 bytes arrived"):
+    with pytest.raises(PageTooLarge, match="more than 1048576 bytes arrived"):
         pages_of(session)
 
 
@@ -406,7 +410,7 @@ def test_a_user_id_of_an_earlier_page_fails_before_the_last_page_is_handed_on():
         second: (200, {"value": [{"id": "c"}, {"id": "a"}], "@odata.nextLink": third}, {"request-id": "rid-2"}),
         third: (200, {"value": [{"id": "d"}]}, {"request-id": "rid-3"}),
     })
-    pages = graph.iter_user_pages(session, first_url(), ENDPOINT, FixedTokens(), 30.0)
+    pages = users_of(session).pages(first_url())
     assert [next(pages).number, next(pages).number] == [1, 2]
     with pytest.raises(GraphError, match="same user twice in one listing, on page 1 and again on page 2: .*rid-2"):
         next(pages)
@@ -421,26 +425,23 @@ def test_pages_add_their_ids_to_the_given_user_ids_which_catch_a_repeat_across_a
         second: (200, {"value": [{"id": "c"}]}, {}),
     })
     before = UserIds()
-    assert [p.number for p in graph.iter_user_pages(session, first_url(), ENDPOINT, FixedTokens(), 30.0,
-                                                    ids=before)] == [1, 2]
+    assert [p.number for p in users_of(session).pages(first_url(), ids=before)] == [1, 2]
     assert len(before) == 3
     # A run resumed at page 2 with the ids saved after page 1: page 2 repeating "a" is caught.
     saved = UserIds()
     saved.add_ids(1, ["a", "b"])
     session, _ = session_with({second: (200, {"value": [{"id": "a"}]}, {})})
     with pytest.raises(GraphError, match="before the page this run resumed from and again on page 2"):
-        list(graph.iter_user_pages(session, second, ENDPOINT, FixedTokens(), 30.0, 2,
-                                   ids=UserIds.from_bytes(saved.to_bytes())))
+        list(users_of(session).pages(second, 2, ids=UserIds.from_bytes(saved.to_bytes())))
 
 
 def test_a_graph_certificate_this_machine_does_not_trust_is_named_as_such_and_not_retried(tmp_path, monkeypatch):
     untrusted = UntrustedTls(tmp_path)
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(untrusted.other_ca))
-    session = transport.make_session(0.5, 5, transport.RetryBudget(50))
+    session = transport.make_session(transport.budgeted_retry(0.5, 5, transport.RetryBudget(50)))
     try:
         with pytest.raises(GraphError) as raised:
-            list(graph.iter_user_pages(session, graph.first_page_url(untrusted.url, PROPS, 999), untrusted.url,
-                                       FixedTokens(), 30.0))
+            list(users_of(session, endpoint=untrusted.url).pages(graph.first_page_url(untrusted.url, PROPS, 999)))
     finally:
         untrusted.close()
     message = str(raised.value)
@@ -449,3 +450,55 @@ def test_a_graph_certificate_this_machine_does_not_trust_is_named_as_such_and_no
     assert "GRAPH_ENDPOINT" in message and "REQUESTS_CA_BUNDLE" in message and "TLS-inspecting proxy" in message
     assert "could not be reached" not in message and "\n" not in message and "t1" not in message
     assert untrusted.connections == 1  # the five retries a page may have were not spent on it
+
+
+def test_changes_ask_for_delta_pages_allow_a_repeated_id_and_end_with_the_delta_link():
+    link = f"{ENDPOINT}/v1.0/users/delta?$deltatoken=saved"
+    second = f"{ENDPOINT}/v1.0/users/delta?$skiptoken=b"
+    session, adapter = session_with({
+        link: (200, {"value": [{"id": "a"}], "@odata.nextLink": second}, {}),
+        second: (200, {"value": [{"id": "a", "@removed": {"reason": "changed"}}],
+                       "@odata.deltaLink": f"{ENDPOINT}/v1.0/users/delta?$deltatoken=next"}, {}),
+    })
+    seen = []
+    adapter.send = (lambda send: lambda request, **kw: (seen.append(request.headers.get("Prefer")),
+                                                         send(request, **kw))[1])(adapter.send)
+    pages = list(users_of(session).changes(link))
+    assert [len(p.users) for p in pages] == [1, 1]  # "a" twice is a change feed, not a duplicate
+    assert pages[-1].delta_link == f"{ENDPOINT}/v1.0/users/delta?$deltatoken=next"
+    assert seen == [graph.DELTA_PREFER] * 2
+
+
+def test_a_rejected_saved_delta_link_says_paging_must_start_over():
+    link = f"{ENDPOINT}/v1.0/users/delta?$deltatoken=expired"
+    session, _ = session_with({link: (400, {"error": {"code": "syncStateNotFound", "message": "gone"}}, {})})
+    with pytest.raises(PageLinkRejected, match="HTTP 400 .syncStateNotFound"):
+        list(users_of(session).changes(link))
+
+
+def test_with_debug_logging_a_failed_page_keeps_its_underlying_cause_without_the_skiptoken(caplog):
+    """What the user sees is one line (``from None``); ``--debug`` shows what went wrong underneath."""
+    import logging
+
+    from graph_export import redact
+
+    second = f"{ENDPOINT}/v1.0/users?$skiptoken=continue-secret"
+
+    class Refusing(CannedGraph):
+        def send(self, request, **kwargs):
+            if request.url == second:
+                raise requests.ConnectionError(f"HTTPSConnectionPool: Max retries exceeded with url: {request.url} "
+                                               "(Caused by NewConnectionError: [Errno 111] Connection refused)")
+            return super().send(request, **kwargs)
+
+    session = requests.Session()
+    session.mount("https://", Refusing({first_url(): (200, {"value": [{"id": "1"}], "@odata.nextLink": second}, {})}))
+    caplog.set_level(logging.DEBUG, logger="graph_export")
+    with pytest.raises(GraphError, match="could not be reached for page 2") as info:
+        pages_of(session)
+    assert info.value.__cause__ is None and info.value.__suppress_context__  # the user's line stands alone
+    record = next(r for r in caplog.records if r.levelno == logging.DEBUG and "page 2" in r.getMessage())
+    redact.RedactingFilter().filter(record)
+    shown = logging.Formatter().format(record)
+    assert "Connection refused" in shown and "ConnectionError" in shown
+    assert "continue-secret" not in shown

@@ -7,10 +7,9 @@ import requests
 from urllib3.exceptions import MaxRetryError, NameResolutionError
 
 from graph_export.credentials import Secret
-from graph_export.errors import AuthError
+from graph_export.errors import AuthError, CredentialRejectedError
 from graph_export.token import (
     CONNECT_TIMEOUT_S,
-    CredentialRejectedError,
     GraphTokenProvider,
     GraphTokens,
     describe_sign_in_error,

@@ -11,8 +11,13 @@ import requests
 from graph_export import transport
 
 
+def session_of(backoff_base_s, retries, budget, announce=None):
+    """A session with Graph's retry policy, as WarmClients builds it."""
+    return transport.make_session(transport.budgeted_retry(backoff_base_s, retries, budget), announce=announce)
+
+
 def test_retry_policy_covers_throttling_and_honours_retry_after():
-    session = transport.make_session(0.5, 7, transport.RetryBudget(10))
+    session = session_of(0.5, 7, transport.RetryBudget(10))
     retry = session.get_adapter("https://graph.example").max_retries
     assert {429, 503, 504}.issubset(retry.status_forcelist)
     assert retry.respect_retry_after_header and retry.backoff_factor == 0.5
@@ -57,9 +62,10 @@ def server():
 
 def test_the_callback_runs_once_the_request_is_written_before_any_response(server):
     url, sent, statuses = server
-    session = transport.make_session(0.01, 2, transport.RetryBudget(5))
+    signal = transport.RequestSignal()
+    session = session_of(0.01, 2, transport.RetryBudget(5), announce=signal)
     calls = []
-    with transport.on_request_sent(lambda: (calls.append(1), sent.set())):
+    with signal.armed(lambda: (calls.append(1), sent.set())):
         response = session.get(url, timeout=10)
     # The server held its answer until the callback ran: the callback came before the response.
     assert statuses == [200] and response.status_code == 200 and calls == [1]
@@ -67,22 +73,24 @@ def test_the_callback_runs_once_the_request_is_written_before_any_response(serve
 
 def test_the_callback_runs_on_leaving_when_nothing_was_sent():
     calls = []
+    signal = transport.RequestSignal()
     with pytest.raises(ValueError):
-        with transport.on_request_sent(lambda: calls.append(1)):
+        with signal.armed(lambda: calls.append(1)):
             raise ValueError("failed before sending")
     assert calls == [1]
-    session = transport.make_session(0.01, 0, transport.RetryBudget(5))
+    session = session_of(0.01, 0, transport.RetryBudget(5), announce=signal)
     with pytest.raises(requests.ConnectionError):
-        with transport.on_request_sent(lambda: calls.append(2)):
+        with signal.armed(lambda: calls.append(2)):
             session.get("http://127.0.0.1:9/", timeout=1)  # refused: never written
     assert calls == [1, 2]
 
 
 def test_the_callback_is_for_this_thread_only(server):
     url, sent, statuses = server
-    session = transport.make_session(0.01, 2, transport.RetryBudget(5))
+    signal = transport.RequestSignal()
+    session = session_of(0.01, 2, transport.RetryBudget(5), announce=signal)
     calls = []
-    with transport.on_request_sent(lambda: calls.append("mine")):
+    with signal.armed(lambda: calls.append("mine")):
         other = threading.Thread(target=lambda: calls.append(session.get(url, timeout=10).status_code))
         sent.set()
         other.start()
@@ -91,8 +99,37 @@ def test_the_callback_is_for_this_thread_only(server):
     assert calls == [200, "mine"]
 
 
+def test_a_signal_hears_only_the_session_it_was_given_to(server):
+    """The signal travels with its session, not through a module-level side channel."""
+    url, sent, statuses = server
+    signal = transport.RequestSignal()
+    session_of(0.01, 2, transport.RetryBudget(5), announce=signal)  # another session holds the signal
+    plain = session_of(0.01, 2, transport.RetryBudget(5))
+    calls = []
+    sent.set()
+    with signal.armed(lambda: calls.append(len(statuses))):
+        assert plain.get(url, timeout=10).status_code == 200
+    assert calls == [1]  # called on leaving, after the answer: the plain session never announced
+
+
+def test_the_installed_urllib3_is_in_the_range_the_request_signal_was_checked_against():
+    """transport.py subclasses urllib3's connections and pools: a urllib3 outside requirements.txt's range
+    may call them differently (the signal tests above check the behaviour on the installed one)."""
+    import pathlib
+
+    import urllib3
+    from packaging.requirements import Requirement
+
+    lines = (pathlib.Path(__file__).parents[1] / "requirements.txt").read_text().splitlines()
+    pinned = next(Requirement(line) for line in lines if line.startswith("urllib3"))
+    assert str(pinned.specifier) == "<3,>=2"
+    assert pinned.specifier.contains(urllib3.__version__)
+    manager = session_of(0.01, 0, transport.RetryBudget(1), announce=lambda: None).get_adapter("http://x").poolmanager
+    assert {"http", "https"} <= set(manager.pool_classes_by_scheme)  # the hook urllib3 2.x offers
+
+
 def test_a_spent_run_budget_names_the_request_it_stopped():
-    session = transport.make_session(0.0, 5, transport.RetryBudget(1))
+    session = session_of(0.0, 5, transport.RetryBudget(1))
     with pytest.raises(requests.ConnectionError) as info:
         session.get("http://127.0.0.1:9/users?page=2", timeout=1)  # refused: retried once, then the budget is out
     stopped = info.value.args[0]
@@ -135,7 +172,7 @@ def test_each_wait_before_a_retry_is_told_to_the_runs_listener_while_it_lasts():
 
     budget.listener = Listener()
     try:
-        response = transport.make_session(0.01, 3, budget).get(f"http://127.0.0.1:{httpd.server_address[1]}/",
+        response = session_of(0.01, 3, budget).get(f"http://127.0.0.1:{httpd.server_address[1]}/",
                                                                timeout=10)
     finally:
         httpd.shutdown()
@@ -169,7 +206,7 @@ def test_a_request_retrying_for_more_than_a_few_seconds_says_so_on_each_wait(mon
     # "A few seconds", shortened: the first retry goes at once (not announced), the second after 0.02-0.03 s.
     monkeypatch.setattr(retrying, "PROGRESS_AFTER_S", 0.015)
     try:
-        response = transport.make_session(0.01, 5, transport.RetryBudget(5)).get(
+        response = session_of(0.01, 5, transport.RetryBudget(5)).get(
             f"http://127.0.0.1:{httpd.server_address[1]}/v1.0/users?$skiptoken=secret", timeout=10)
     finally:
         httpd.shutdown()

@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from graph_export import GraphError, load_settings, run_export
-from graph_export.graph import MAX_PAGE_BYTES
+from graph_export.graph_stream import MAX_PAGE_BYTES
 from sandbox.faults import FaultPlan
 from sandbox.requestlog import RequestLog
 from sandbox.server import Request, Response, ServiceServer, json_response, tls_context
