@@ -56,15 +56,32 @@ class SlotLease:
         self._renewer = threads.start(self._keep_renewing, name="slot-lease")
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         self._stop.set()
         if self._renewer is not None:
             self._renewer.join()
+        lost = self._lost_meanwhile(exc)
         if not self._lost:
             try:  # let the next run in now rather than when the lease runs out, and leave no lock behind
                 self._blob.delete_blob(lease=self._lease)
             except Exception as error:  # noqa: BLE001 - the lease runs out on its own within LEASE_S
                 log.debug("removing the slot lock failed (%s); its lease runs out by itself", type(error).__name__)
+        if lost is not None:
+            raise lost from exc
+
+    def _lost_meanwhile(self, failure: BaseException | None) -> SlotBusyError | None:
+        """Whether ``failure`` came from a run that had lost the slot: a run that stalled past its lease and woke
+        mid-write fails on what the run that took over changed (a blob it finished and removed, say); that loss,
+        not the storage error, is what happened and what the operator must hear."""
+        if not isinstance(failure, Exception) or isinstance(failure, SlotBusyError):
+            return None
+        try:
+            self.ensure()
+        except SlotBusyError as busy:
+            return busy
+        except StorageError:  # cannot tell now: the failure stands as it is
+            pass
+        return None
 
     def ensure(self) -> None:
         """Return only while this run certainly holds the slot for at least ``SAFE_MARGIN_S`` more."""

@@ -8,7 +8,7 @@ import pytest
 from azure.storage.blob import BlobLeaseClient
 
 from graph_export import lease
-from graph_export.errors import SlotBusyError
+from graph_export.errors import SlotBusyError, StorageError
 from graph_export.lease import SlotLease
 from graph_export.naming import lock_blob_name
 
@@ -85,3 +85,25 @@ def test_another_runs_15_s_lease_keeps_the_wait_and_retry_advice(container):
             SlotLease(container, SLOT).__enter__()
     assert "the lease runs out within 15 s, then run again" in str(info.value)
     assert "az storage blob lease break" not in str(info.value)
+
+
+def test_a_failure_of_a_run_that_lost_the_slot_meanwhile_is_reported_as_that_loss(container, monkeypatch):
+    # A run frozen past its lease wakes mid-write and fails on a blob the run that took over removed:
+    # the operator hears that the slot was lost and nothing was published, not a storage 404.
+    monkeypatch.setattr(lease, "SAFE_MARGIN_S", lease.LEASE_S)
+    with pytest.raises(SlotBusyError, match="lost slot .* published nothing") as raised:
+        with SlotLease(container, SLOT):
+            lock = container.get_blob_client(lock_blob_name(SLOT))
+            BlobLeaseClient(lock).break_lease(lease_break_period=0)
+            BlobLeaseClient(lock).acquire(lease_duration=15)
+            raise StorageError("Blob users/…ids not found while appending: published nothing; run again.")
+    assert isinstance(raised.value.__cause__, StorageError)
+
+
+def test_a_failure_while_the_slot_is_still_held_stands_as_it_is(container, monkeypatch):
+    monkeypatch.setattr(lease, "SAFE_MARGIN_S", lease.LEASE_S)
+    with pytest.raises(StorageError, match="appending"):
+        with SlotLease(container, SLOT):
+            raise StorageError("Blob not found while appending.")
+    with SlotLease(container, SLOT):  # and the lock was released
+        pass
