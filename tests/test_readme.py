@@ -82,3 +82,11 @@ def test_readme_performance_figures_are_the_latest_measured_run():
     prose = "\n".join(line for line in section.splitlines() if not line.startswith("|"))
     claimed = set(re.findall(r"(?<!≤ )(\d+\.\d+) ×", prose))  # "≤ 1.15 ×" is a target, not a figure
     assert claimed and claimed <= ratios, claimed - ratios
+
+
+def test_the_module_list_names_every_module_of_the_package_and_no_other():
+    block = README[README.index("## How it works"):]
+    block = block[:block.index("```", block.index("```") + 3)]
+    listed = set(re.findall(r"^\s{5}(\w+\.py)\s", block, flags=re.M))
+    package = {p.name for p in (Path(__file__).resolve().parents[1] / "graph_export").glob("*.py")} - {"__init__.py"}
+    assert listed == package, (sorted(package - listed), sorted(listed - package))
