@@ -227,7 +227,7 @@ def _caption(results: dict[str, Any]) -> str:
     if "msgraph" in {r["contender"] for r in results["summary"]}:
         caption += " (msgraph-sdk: one, and up to 100,000 users)"
     else:
-        caption += "; msgraph-sdk was not run for these charts: its figures are in the README's table"
+        caption += "; msgraph-sdk was not run for these charts: its figures are in docs/performance.md's table"
     return caption
 
 
