@@ -32,19 +32,14 @@ def test_the_run_budget_is_shared_by_every_request_and_can_run_out():
     assert not budget.exhausted and budget.used == 0
 
 
-@pytest.fixture
-def server():
-    """A local HTTP server whose handler answers only once the test's ``sent`` event is set (or 5 s pass)."""
-    sent = threading.Event()
-    statuses = []
-
+@contextlib.contextmanager
+def serving(answer):
+    """A local HTTP/1.1 server answering each GET with the status ``answer()`` gives and a 2-byte body; its URL."""
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
         def do_GET(self):
-            status = 200 if sent.wait(5.0) else 504
-            statuses.append(status)
-            self.send_response(status)
+            self.send_response(answer())
             self.send_header("Content-Length", "2")
             self.end_headers()
             self.wfile.write(b"ok")
@@ -53,11 +48,26 @@ def server():
             pass
 
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/", sent, statuses
-    httpd.shutdown()
-    httpd.server_close()
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.fixture
+def server():
+    """A local HTTP server whose handler answers only once the test's ``sent`` event is set (or 5 s pass)."""
+    sent = threading.Event()
+    statuses = []
+
+    def answer():
+        statuses.append(200 if sent.wait(5.0) else 504)
+        return statuses[-1]
+
+    with serving(answer) as url:
+        yield f"{url}/", sent, statuses
 
 
 def test_the_callback_runs_once_the_request_is_written_before_any_response(server):
@@ -188,33 +198,15 @@ def test_a_request_retrying_for_more_than_a_few_seconds_says_so_on_each_wait(mon
     from graph_export import retrying
 
     answers = [503, 503, 200]
-
-    class Busy(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_GET(self):
-            self.send_response(answers.pop(0))
-            self.send_header("Content-Length", "2")
-            self.end_headers()
-            self.wfile.write(b"ok")
-
-        def log_message(self, *args):
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Busy)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
     # "A few seconds", shortened: the first retry goes at once (not announced), the second after 0.02-0.03 s.
     monkeypatch.setattr(retrying, "PROGRESS_AFTER_S", 0.015)
-    try:
-        response = session_of(0.01, 5, transport.RetryBudget(5)).get(
-            f"http://127.0.0.1:{httpd.server_address[1]}/v1.0/users?$skiptoken=secret", timeout=10)
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with serving(lambda: answers.pop(0)) as url:
+        response = session_of(0.01, 5, transport.RetryBudget(5)).get(f"{url}/v1.0/users?$skiptoken=secret",
+                                                                      timeout=10)
     assert response.status_code == 200
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING and r.name.startswith("graph_export")]
     assert [w.getMessage().split(" in ")[0] for w in warnings] == [
-        f"Graph at http://127.0.0.1:{httpd.server_address[1]} answered HTTP 503; retry 2"]
+        f"Graph at {url} answered HTTP 503; retry 2"]
     assert "secret" not in caplog.text
 
 
