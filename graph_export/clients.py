@@ -59,11 +59,11 @@ class WarmClients:
         """The credential CLIENT_CREDENTIAL names: the latest secret or certificate in Key Vault, read with
         the app's own identity, or the federated assertion of its user-assigned identity."""
         s = self.settings
-        if s.client_credential is CredentialKind.FEDERATED:
+        if s.client_credential == CredentialKind.FEDERATED:
             identity = ManagedIdentityCredential(client_id=s.managed_identity_client_id)
             return credentials.FederatedAssertion(identity, s.federated_token_audience)
         vault = self._vault()
-        if s.client_credential is CredentialKind.CERTIFICATE:
+        if s.client_credential == CredentialKind.CERTIFICATE:
             return credentials.read_client_certificate(vault, s.client_certificate_name,
                                                        send_x5c=s.certificate_send_x5c)
         return credentials.read_client_secret(vault, s.client_secret_name)
@@ -71,7 +71,7 @@ class WarmClients:
     def _read_older_certificates(self, newest: Credential) -> list[Credential]:
         """Certificate versions other than ``newest`` that are enabled and unexpired, newest first (at most two)."""
         s = self.settings
-        if s.client_credential is not CredentialKind.CERTIFICATE:
+        if s.client_credential != CredentialKind.CERTIFICATE:
             return []
         older = credentials.older_certificate_versions(self._vault(), s.client_certificate_name, newest.version,
                                                        send_x5c=s.certificate_send_x5c, limit=2)

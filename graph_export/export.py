@@ -76,7 +76,7 @@ def run_export(settings: Settings, slot: datetime | None = None, *, force: bool 
                       lease=lease, progress=progress, started=started, supersedes=before.supersedes)
         link: str | None = None
         taken: datetime | None = None
-        if settings.export_mode is ExportMode.DELTA:
+        if settings.export_mode == ExportMode.DELTA:
             run, manifest, link, taken = _delta_slot(run, force)
         else:
             run, manifest = _full_slot(run, None if force else _resumable(run))
@@ -120,7 +120,7 @@ def _resumable(run: SlotRun) -> checkpoint.Resume | None:
     s = run.settings
     return checkpoint.resumable(run.state, run.exports, run.slot, s.user_properties,
                                 timedelta(hours=s.checkpoint_max_age_h), run.started,
-                                needs_delta_link=s.export_mode is ExportMode.DELTA,
+                                needs_delta_link=s.export_mode == ExportMode.DELTA,
                                 with_csv=ExportFormat.CSV in s.export_formats)
 
 
