@@ -1,12 +1,15 @@
-"""What a warm Functions instance keeps between invocations: credential, connection pools, tokens.
+"""What a warm Functions instance keeps between invocations: credentials, storage clients, tokens.
 
 Building these is the slow part of a cold start (and MSAL's token cache only helps if it lives on),
-so one set per distinct :class:`Settings` lives as long as the process.
+so one set per distinct :class:`Settings` lives as long as the process. What belongs to one run (its
+Graph connections and retry budget) is made per run: :meth:`WarmClients.graph_users`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from typing import ContextManager, Iterator, Protocol
 
 from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
 from azure.keyvault.secrets import SecretClient
@@ -14,31 +17,51 @@ from azure.storage.blob import ContainerClient
 
 from . import credentials, storage, transport
 from .graph import GraphUsers
-from .settings import CredentialKind, Settings
+from .modes import CredentialKind
+from .settings import Settings
 from .token import Credential, GraphTokenProvider, GraphTokens
+
+
+class Clients(Protocol):
+    """What an export needs from outside itself: storage, Graph tokens, and a Graph client for each run."""
+
+    tokens: GraphTokens
+
+    def container(self) -> ContainerClient: ...
+
+    def state_container(self) -> ContainerClient: ...
+
+    def graph_users(self, budget: transport.RetryBudget) -> ContextManager[GraphUsers]: ...
 
 
 class WarmClients:
     """What is worth keeping between invocations on a warm instance.
 
-    The Azure credential (and its token cache), the Graph connection pool, the export container and
-    the Graph token source, which holds the app's credential (read from Key Vault, or the federated
-    assertion) and MSAL's token cache.
+    The Azure credential (and its token cache), the export and state containers, and the Graph token
+    source, which holds the app's credential (read from Key Vault, or the federated assertion) and
+    MSAL's token cache.
     """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         # A user-assigned identity must be named; without one, the system-assigned identity (or az login).
         self.azure_credential = DefaultAzureCredential(managed_identity_client_id=settings.managed_identity_client_id)
-        self.retry_budget = transport.RetryBudget(settings.graph_retries_per_run)
-        retry = transport.budgeted_retry(settings.retry_backoff_base_s, settings.graph_retries_per_page,
-                                         self.retry_budget)
-        sent = transport.RequestSignal()
-        self.http = transport.make_session(retry, announce=sent)
         self.tokens = GraphTokens(read_secret=self._read_credential, sign_in=self._sign_in,
                                   read_older=self._read_older_certificates)
-        self.graph = GraphUsers(self.http, settings.graph_endpoint, self.tokens, settings.http_timeout_s, sent=sent)
         self._containers: dict[str, ContainerClient] = {}
+
+    @contextlib.contextmanager
+    def graph_users(self, budget: transport.RetryBudget) -> Iterator[GraphUsers]:
+        """A Graph client for one run: its own connections, its retries drawn on ``budget``, this process's tokens.
+
+        Per run, not kept: runs are hours apart (Graph has closed idle connections long before), and a
+        run's retry budget must be its own even when two runs share the process.
+        """
+        s = self.settings
+        retry = transport.budgeted_retry(s.retry_backoff_base_s, s.graph_retries_per_page, budget)
+        sent = transport.RequestSignal()
+        with transport.make_session(retry, announce=sent) as session:
+            yield GraphUsers(session, s.graph_endpoint, self.tokens, s.http_timeout_s, sent=sent)
 
     def container(self) -> ContainerClient:
         """The export container (EXPORT_CONTAINER): published files and manifests, never overwritten."""

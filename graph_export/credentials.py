@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from msal.oauth2cli.assertion import JwtAssertionCreator
 
 from .errors import AuthError, certificate_failure, first_line, origin_of, refused_or_unresolved, untrusted_certificate
+from .modes import CredentialKind
 from .retrying import VaultRetry
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ class Secret:
     """A secret string that does not show itself in ``repr``/``str``, logs or tracebacks."""
 
     __slots__ = ("_value", "version", "expires", "described")
-    kind = "secret"
+    kind = CredentialKind.SECRET
     rejected_codes = SECRET_REJECTED_CODES
 
     def __init__(self, value: str, version: str | None = None, expires: datetime | None = None,
@@ -116,7 +117,7 @@ class ClientCertificate:
     subject name + issuer authentication. The key stays in memory, never in a repr.
     """
 
-    kind = "certificate"
+    kind = CredentialKind.CERTIFICATE
     rejected_codes = CERTIFICATE_REJECTED_CODES
 
     def __init__(self, private_key_pem: bytes, chain: list[x509.Certificate], *, version: str | None = None,
@@ -165,7 +166,7 @@ class FederatedAssertion:
     identity's own token cache serves repeats). Nothing secret is stored anywhere.
     """
 
-    kind = "federated"
+    kind = CredentialKind.FEDERATED
     rejected_codes: frozenset[int] = frozenset()
     expires: datetime | None = None
     version: str | None = None

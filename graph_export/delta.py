@@ -4,7 +4,8 @@ Graph's change feed (``/v1.0/users/delta``) is followed from the deltaLink saved
 snapshot was published. The changes are held in memory (encoded, capped by DELTA_MAX_CHANGES), then
 the previous snapshot is streamed from storage, each user either copied as it is, merged with its
 change, or dropped; users the snapshot did not hold follow at the end. The result is the same set of
-users a full export would publish, at a cost that grows with the changes, not the tenant.
+users a full export would publish, at a cost that grows with the changes, not the tenant. It writes
+into files the caller opened (:func:`make_snapshot`): committing and publishing are ``export``'s.
 
 Whenever a delta slot cannot be trusted to be complete, it does not guess: :class:`FallBack` says
 why, and the caller runs a full export instead.
@@ -26,13 +27,13 @@ from azure.storage.blob import BlobClient
 from isal import igzip, isal_zlib
 
 from . import graph, jsontext, naming, publish, storage
-from .clients import WarmClients
 from .errors import ExportError, GraphError, PageLinkRejected, origin_of
+from .graph import GraphUsers
 from .progress import RunProgress
 from .properties import absent_value, check_spelling
 from .records import DeltaApplied, DeltaState, Manifest, RecordError, iso
 from .settings import Settings
-from .sink import GzipBlobWriter, encode_user, open_files
+from .sink import CommittedBlob, encode_user
 from .slotrun import SlotRun, SlotStore
 
 log = logging.getLogger(__name__)
@@ -49,9 +50,15 @@ class FallBack(Exception):
 
 
 class LineSink(Protocol):
-    """Where merged users go: the export writer, or :class:`Fingerprints` when only comparing."""
+    """Where merged users go: the export's files, or :class:`Fingerprints` when only comparing."""
 
     def write_lines(self, lines: list[bytes]) -> None: ...
+
+
+class RecordSink(Protocol):
+    """Where the change records go as Graph sent them: the slot's changes file."""
+
+    def write(self, users: list[dict[str, Any]]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -148,10 +155,10 @@ def _disagreement(state: DeltaState, manifest: Manifest, settings: Settings) -> 
     return None
 
 
-def latest_link(clients: WarmClients, settings: Settings) -> str:
+def latest_link(users: GraphUsers, settings: Settings) -> str:
     """A deltaLink for now (``$deltatoken=latest``): taken before a full export, replayed by the next slot."""
     url = graph.latest_delta_url(settings.graph_endpoint, settings.user_properties)
-    pages = clients.graph.changes(url)
+    pages = users.changes(url)
     with contextlib.closing(pages):
         return _last_of(pages, lambda page: None)
 
@@ -198,14 +205,14 @@ class Changes:
         return iter(self._by_id.values())
 
 
-def read_changes(clients: WarmClients, settings: Settings, delta_link: str, changes: Changes,
-                 feed: GzipBlobWriter | None, progress: RunProgress | None = None) -> tuple[str, int]:
+def read_changes(users: GraphUsers, settings: Settings, delta_link: str, changes: Changes,
+                 feed: RecordSink | None, progress: RunProgress | None = None) -> tuple[str, int]:
     """Follow ``delta_link`` to the end of the round: every change into ``changes`` and ``feed``.
 
     Returns the round's new deltaLink and the number of pages. FallBack when Graph no longer accepts
     the link (expired: syncStateNotFound, 410, resyncRequired) or there are too many changes.
     """
-    pages = clients.graph.changes(delta_link)
+    pages = users.changes(delta_link)
     count = 0
 
     def take(page: graph.Page) -> None:
@@ -399,7 +406,7 @@ def measure_drift(run: SlotRun, exported: Manifest) -> int | None:
     try:
         base = load_base(run.store, settings, datetime.now(timezone.utc), stale_ok=True)
         changes = Changes(settings.delta_max_changes)
-        read_changes(run.clients, settings, base.state.delta_link, changes, None)
+        read_changes(run.graph, settings, base.state.delta_link, changes, None)
         expected, actual = Fingerprints(), Fingerprints()
         merge(base.manifest, run.blob(base.manifest.blob), changes, settings.user_properties, expected)
         actual.write_lines(_lines(run.blob(exported.blob), hashlib.sha256()))
@@ -417,38 +424,33 @@ def measure_drift(run: SlotRun, exported: Manifest) -> int | None:
 
 
 @dataclass(frozen=True)
-class DeltaSlot:
-    """A delta slot's snapshot, and where the slot after it starts."""
+class DeltaRound:
+    """What one slot's round of changes made: where the slot after it starts, and the counts for its manifest."""
 
-    manifest: Manifest
     delta_link: str
     taken: datetime
+    pages: int
+    change_records: int
+    merged: Merged
+
+    def applied(self, base: Base, changes: CommittedBlob) -> DeltaApplied:
+        """The manifest's ``delta`` section, once the changes file is committed as ``changes``."""
+        m = self.merged
+        return DeltaApplied(
+            base_manifest=base.manifest.manifest, base_sha256=base.manifest.sha256, changes_blob=changes.name,
+            changes_bytes=changes.bytes, changes_sha256=changes.sha256, change_records=self.change_records,
+            added=m.added, updated=m.updated, removed=m.removed)
 
 
-def export_slot(run: SlotRun, base: Base) -> DeltaSlot:
-    """This slot's snapshot from ``base`` and the changes since; FallBack when that is not possible.
-
-    Both files are staged, then committed (changes first) under the run's names; the caller commits
-    the manifest, so a slot that fails anywhere before leaves what consumers read as it was.
-    """
-    settings, slot = run.settings, run.slot
+def make_snapshot(run: SlotRun, base: Base, snapshot: LineSink, feed: RecordSink) -> DeltaRound:
+    """This slot's snapshot from ``base`` and the changes since, written to ``snapshot`` (the changes
+    themselves to ``feed``); FallBack when that is not possible. Committing is the caller's."""
+    settings = run.settings
     taken = datetime.now(timezone.utc)
     changes = Changes(settings.delta_max_changes)
     run.progress.reading("changes")  # its count is of change records; the last report adds the users published
-    with GzipBlobWriter(run.blob(run.names.changes)) as feed, \
-            open_files(settings, run.exports, run.names) as writer:
-        link, pages = read_changes(run.clients, settings, base.state.delta_link, changes, feed, run.progress)
-        counts = merge(base.manifest, run.blob(base.manifest.blob), changes, settings.user_properties, writer)
-        run.lease.ensure()
-        fed = feed.commit(metadata={"slot": iso(slot)})
-        run.record(fed)
-        run.lease.ensure()
-        committed, csv = writer.commit(metadata={"slot": iso(slot)})
-        run.record(committed, csv)
-    log.info("Delta slot %s: %d change records in %d pages; %d added, %d updated, %d removed", iso(slot),
-             changes.records, pages, counts.added, counts.updated, counts.removed)
-    applied = DeltaApplied(
-        base_manifest=base.manifest.manifest, base_sha256=base.manifest.sha256, changes_blob=fed.name,
-        changes_bytes=fed.bytes, changes_sha256=fed.sha256, change_records=changes.records,
-        added=counts.added, updated=counts.updated, removed=counts.removed)
-    return DeltaSlot(run.manifest(committed, csv, pages, started=run.started, delta=applied), link, taken)
+    link, pages = read_changes(run.graph, settings, base.state.delta_link, changes, feed, run.progress)
+    merged = merge(base.manifest, run.blob(base.manifest.blob), changes, settings.user_properties, snapshot)
+    log.info("Delta slot %s: %d change records in %d pages; %d added, %d updated, %d removed", iso(run.slot),
+             changes.records, pages, merged.added, merged.updated, merged.removed)
+    return DeltaRound(link, taken, pages, changes.records, merged)

@@ -15,19 +15,22 @@ import dataclasses
 import functools
 import logging
 import time
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Callable
 
 from . import checkpoint, delta, graph, naming, publish
-from .clients import WarmClients, warm_clients
+from .clients import Clients, warm_clients
 from .errors import ConfigError, PageLinkRejected
 from .lease import SlotLease
+from .modes import ExportFormat, ExportMode
 from .progress import RunProgress, Snapshot, log_line
 from .properties import conform
 from .records import ExportSummary, Manifest, Progress, iso
-from .settings import ExportFormat, ExportMode, Settings
-from .sink import open_files
+from .settings import Settings
+from .sink import CommittedBlob, ExportFiles, GzipBlobWriter, open_files
 from .slotrun import SlotRun, SlotStore
+from .transport import RetryBudget
 from .userids import UserIds
 
 log = logging.getLogger(__name__)
@@ -35,7 +38,7 @@ log = logging.getLogger(__name__)
 
 def run_export(settings: Settings, slot: datetime | None = None, *, force: bool = False,
                on_progress: Callable[[Snapshot], None] = log_line, progress_every_s: float | None = None,
-               clients: WarmClients | None = None) -> ExportSummary:
+               clients: Clients | None = None) -> ExportSummary:
     """Export every user once for ``slot`` (default: now). Raises an ExportError subclass on failure.
 
     A slot that already has a published export is left alone unless ``force`` (only what its
@@ -49,7 +52,7 @@ def run_export(settings: Settings, slot: datetime | None = None, *, force: bool 
     clock = time.monotonic()
     try:
         slot = naming.check_slot(slot or started, started)
-    except ValueError as why:
+    except ValueError as why:  # our own message, complete: nothing underneath to keep
         raise ConfigError(f"The slot to export is not usable: {why}.") from None
     clients = clients or warm_clients(settings)
     store = SlotStore(clients.container(), clients.state_container(), slot, settings.container)
@@ -66,32 +69,41 @@ def run_export(settings: Settings, slot: datetime | None = None, *, force: bool 
             log.info("Slot %s was already exported; finished what its publishing left undone: %s", iso(slot),
                      ", ".join(did) or "nothing")
             return _summary(before.manifest, "repaired" if did else "skipped", store, clock, repaired=did)
-        retries = clients.retry_budget
-        retries.reset(settings.graph_retries_per_run)
-        progress = RunProgress(retries, progress_every_s or settings.progress_every_s, on_progress)
-        retries.listener = progress  # waits before retries are reported while they last
+        budget = RetryBudget(settings.graph_retries_per_run)
+        progress = RunProgress(budget, progress_every_s or settings.progress_every_s, on_progress)
+        budget.listener = progress  # waits before retries are reported while they last
         expires = clients.tokens.check_expiry(timedelta(days=settings.credential_expiry_warning_days), started)
         clients.tokens.get()  # fail on Key Vault or sign-in before staging anything
-        run = SlotRun(settings=settings, clients=clients, store=store, names=naming.run_names(slot, naming.new_run_id()),
-                      lease=lease, progress=progress, started=started, supersedes=before.supersedes)
-        link: str | None = None
-        taken: datetime | None = None
-        if settings.export_mode == ExportMode.DELTA:
-            run, manifest, link, taken = _delta_slot(run, force)
-        else:
-            run, manifest = _full_slot(run, None if force else _resumable(run))
-        pointer = publish.commit(run, manifest, before, link, taken)
-        publish.finish(store, pointer, manifest, lease)
-    finished = progress.finish(manifest.users)
-    return _summary(manifest, "succeeded", store, clock, expires, finished)
+        with clients.graph_users(budget) as graph:
+            run = SlotRun(settings=settings, graph=graph, store=store,
+                          names=naming.run_names(slot, naming.new_run_id()), lease=lease, progress=progress,
+                          started=started, supersedes=before.supersedes)
+            if settings.export_mode == ExportMode.DELTA:
+                made = _delta_slot(run, force)
+            else:
+                made = _full_slot(run, None if force else _resumable(run))
+        pointer = publish.commit(made.run, made.manifest, before, made.delta_link, made.taken)
+        publish.finish(store, pointer, made.manifest, lease)
+    finished = progress.finish(made.manifest.users)
+    return _summary(made.manifest, "succeeded", store, clock, expires, finished)
 
 
-def _delta_slot(run: SlotRun, force: bool) -> tuple[SlotRun, Manifest, str, datetime]:
+@dataclass(frozen=True)
+class _Exported:
+    """What a slot's files became, committed but not yet published: the run that wrote them (a resumed
+    run writes under an earlier run's names), their manifest, and in delta mode where the next slot starts."""
+
+    run: SlotRun
+    manifest: Manifest
+    delta_link: str | None = None
+    taken: datetime | None = None
+
+
+def _delta_slot(run: SlotRun, force: bool) -> _Exported:
     """The snapshot from the changes since the last one; a full export when that cannot be trusted."""
     settings = run.settings
     try:
-        made = delta.export_slot(run, delta.load_base(run.store, settings, run.started))
-        return run, made.manifest, made.delta_link, made.taken
+        return _from_changes(run, delta.load_base(run.store, settings, run.started))
     except delta.FallBack as why:
         log.warning("Delta mode: exporting slot %s in full, as %s", iso(run.slot), why)
         run.progress.reading("users")
@@ -99,21 +111,33 @@ def _delta_slot(run: SlotRun, force: bool) -> tuple[SlotRun, Manifest, str, date
     if resume is not None and resume.checkpoint.delta_link is not None:
         link, taken = resume.checkpoint.delta_link, resume.checkpoint.started
     else:
-        resume, link, taken = None, delta.latest_link(run.clients, settings), datetime.now(timezone.utc)
-    run, manifest = _full_slot(run, resume, link)
-    return run, dataclasses.replace(manifest, drift=delta.measure_drift(run, manifest)), link, taken
+        resume, link, taken = None, delta.latest_link(run.graph, settings), datetime.now(timezone.utc)
+    made = _full_slot(run, resume, link)
+    drift = delta.measure_drift(made.run, made.manifest)
+    return dataclasses.replace(made, manifest=dataclasses.replace(made.manifest, drift=drift), taken=taken)
 
 
-def _full_slot(run: SlotRun, resume: checkpoint.Resume | None,
-               delta_link: str | None = None) -> tuple[SlotRun, Manifest]:
+def _from_changes(run: SlotRun, base: delta.Base) -> _Exported:
+    """The changes since ``base`` and the snapshot they make, both committed (changes first); FallBack
+    when the slot cannot be made so, before anything is committed."""
+    with GzipBlobWriter(run.blob(run.names.changes)) as feed, \
+            open_files(run.settings, run.exports, run.names) as writer:
+        made = delta.make_snapshot(run, base, writer, feed)
+        fed = _commit(run, feed)
+        committed, csv = _commit_files(run, writer)
+    manifest = run.manifest(committed, csv, made.pages, started=run.started, delta=made.applied(base, fed))
+    return _Exported(run, manifest, made.delta_link, made.taken)
+
+
+def _full_slot(run: SlotRun, resume: checkpoint.Resume | None, delta_link: str | None = None) -> _Exported:
     """Every user from /users, continuing from ``resume`` (a usable checkpoint) if there is one."""
     if resume is not None:
         resumed = run.continuing(resume.checkpoint.run)
         try:
-            return resumed, _export(resumed, resume, delta_link)
+            return _Exported(resumed, _export(resumed, resume, delta_link), delta_link)
         except PageLinkRejected as exc:
             log.warning("Graph no longer accepts the checkpoint's page link (%s); restarting the slot", exc)
-    return run, _export(run, None, delta_link)
+    return _Exported(run, _export(run, None, delta_link), delta_link)
 
 
 def _resumable(run: SlotRun) -> checkpoint.Resume | None:
@@ -153,8 +177,7 @@ def _export(run: SlotRun, resume: checkpoint.Resume | None, delta_link: str | No
 
     # Three stages overlap: page k+1 is requested as soon as page k's nextLink arrives, page k is
     # parsed and encoded here, and compression and block uploads trail behind on their own thread.
-    clients = run.clients
-    fetched = run.progress.watch(clients.graph.pages(url, first, ids=ids))
+    fetched = run.progress.watch(run.graph.pages(url, first, ids=ids))
     with contextlib.closing(fetched) as pages_ahead, \
             open_files(settings, run.exports, run.names, resume.checkpoint if resume else None) as writer:
         for page in pages_ahead:
@@ -162,10 +185,24 @@ def _export(run: SlotRun, resume: checkpoint.Resume | None, delta_link: str | No
             pages = page.number
             if page.next_link and pages % settings.checkpoint_every_pages == 0:
                 writer.end_segment(functools.partial(save_checkpoint, page.next_link, pages, ids.new_bytes()))
-        run.lease.ensure()
-        committed, csv = writer.commit(metadata={"slot": iso(slot)})
-    run.record(committed, csv)
+        committed, csv = _commit_files(run, writer)
     return run.manifest(committed, csv, pages, started=started, resumed=resume is not None)
+
+
+def _commit(run: SlotRun, file: GzipBlobWriter) -> CommittedBlob:
+    """Commit one file under the run's name, once sure the run still holds the slot; recorded for the pointer."""
+    run.lease.ensure()
+    committed = file.commit(metadata={"slot": iso(run.slot)})
+    run.record(committed)
+    return committed
+
+
+def _commit_files(run: SlotRun, writer: ExportFiles) -> tuple[CommittedBlob, CommittedBlob | None]:
+    """Commit the snapshot (and its CSV copy), once sure the run still holds the slot; recorded for the pointer."""
+    run.lease.ensure()
+    committed, csv = writer.commit(metadata={"slot": iso(run.slot)})
+    run.record(committed, csv)
+    return committed, csv
 
 
 def _summary(manifest: Manifest, status: str, store: SlotStore, clock: float,

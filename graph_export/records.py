@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
 
+from .modes import ExportMode
+
 MANIFEST_FORMAT = "graph-users-export/3"
 #: Manifests of earlier versions that are still read (a /1 manifest is a full export; neither has a run).
 _OLDER_MANIFESTS = ("graph-users-export/1", "graph-users-export/2")
@@ -161,8 +163,8 @@ class Manifest:
     resumed: bool
     tenant_id: str
     graph_endpoint: str
-    #: "full" (every user read from /users) or "delta" (the previous snapshot with the changes applied).
-    mode: str = "full"
+    #: Every user read from /users, or the previous snapshot with the changes applied.
+    mode: ExportMode = ExportMode.FULL
     delta: DeltaApplied | None = None
     #: A full export in delta mode: users that differ from what the changes alone would have made.
     drift: int | None = None
@@ -212,12 +214,13 @@ class Manifest:
         version = document.get("format")
         if version != MANIFEST_FORMAT and version not in _OLDER_MANIFESTS:
             raise RecordError(f"manifest format is {version!r}, not {MANIFEST_FORMAT!r}")
-        mode = "full" if version == "graph-users-export/1" else f.text("mode")
+        named = "full" if version == "graph-users-export/1" else f.text("mode")
         current = version == MANIFEST_FORMAT
-        if mode not in ("full", "delta"):
-            raise RecordError(f"manifest mode is {mode!r}, not 'full' or 'delta'")
+        if named not in tuple(ExportMode):
+            raise RecordError(f"manifest mode is {named!r}, not 'full' or 'delta'")
+        mode = ExportMode(named)
         delta = document.get("delta")
-        if (mode == "delta") != (delta is not None):
+        if (mode == ExportMode.DELTA) != (delta is not None):
             raise RecordError("manifest mode and its delta section disagree")
         return cls(
             container=f.text("container"), blob=f.text("blob"), manifest=f.text("manifest"),
@@ -344,7 +347,7 @@ class ExportSummary:
     started: str
     finished: str
     duration_s: float
-    mode: str = "full"
+    mode: ExportMode = ExportMode.FULL
     #: When the app's secret or certificate in Key Vault expires, if it says (not for federated).
     credential_expires: str | None = None
     #: Graph requests retried, and seconds spent waiting on throttling (429), in this run.
@@ -375,7 +378,7 @@ class ExportSummary:
                 for name, value in asdict(self).items() if value is not None and value != ()}
 
     def line(self) -> str:
-        how = " from changes" if self.mode == "delta" else ""
+        how = " from changes" if self.mode == ExportMode.DELTA else ""
         if self.repaired:
             how += f" (finished {', '.join(self.repaired)})"
         return (f"Export {self.status}{how}: {self.users} users in {self.pages} pages -> "

@@ -25,6 +25,7 @@ from urllib.parse import SplitResult, urlsplit
 from . import properties as graph_properties
 from . import schedule as ncrontab
 from .errors import ConfigError
+from .modes import CredentialKind, ExportFormat, ExportMode
 from .setting_names import misnamed_settings
 
 log = logging.getLogger(__name__)
@@ -46,28 +47,6 @@ class Setting:
     field: str
     parse: Parse | None
     description: str
-
-
-class ExportMode(StrEnum):
-    """EXPORT_MODE: read every user each slot, or apply users/delta's changes to the previous snapshot."""
-
-    FULL = "full"
-    DELTA = "delta"
-
-
-class ExportFormat(StrEnum):
-    """One of EXPORT_FORMATS: JSON Lines (always written) and its CSV copy."""
-
-    JSONL = "jsonl"
-    CSV = "csv"
-
-
-class CredentialKind(StrEnum):
-    """CLIENT_CREDENTIAL: how the app registration proves itself to Entra ID."""
-
-    SECRET = "secret"
-    CERTIFICATE = "certificate"
-    FEDERATED = "federated"
 
 
 DEFAULT_USER_PROPERTIES = (

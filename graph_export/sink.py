@@ -23,9 +23,10 @@ from . import jsontext, pipeline
 from .checkpoint import Checkpoint
 from .csvfile import CsvEncoder
 from .errors import SlotBusyError
+from .modes import ExportFormat
 from .naming import RunNames
 from .records import Progress
-from .settings import ExportFormat, Settings
+from .settings import Settings
 from .storage import storage_errors
 
 BLOCK_SIZE = 4 * 1024 * 1024

@@ -9,8 +9,9 @@ from datetime import datetime, timezone
 from azure.storage.blob import BlobClient, ContainerClient
 
 from . import naming
-from .clients import WarmClients
+from .graph import GraphUsers
 from .lease import SlotLease
+from .modes import ExportMode
 from .naming import RunNames
 from .progress import RunProgress
 from .records import CsvFile, DeltaApplied, Manifest
@@ -32,13 +33,13 @@ class SlotStore:
 
 @dataclass(frozen=True)
 class SlotRun:
-    """One run of a slot: its settings and clients, where the slot lives, its own blob names, the lease.
+    """One run of a slot: its settings, its Graph client, where the slot lives, its own blob names, the lease.
 
     ``committed`` collects the ETag of each file as it is committed, which the slot's pointer records.
     """
 
     settings: Settings
-    clients: WarmClients
+    graph: GraphUsers
     store: SlotStore
     names: RunNames
     lease: SlotLease
@@ -85,7 +86,7 @@ class SlotRun:
             properties=s.user_properties, bytes=data.bytes, uncompressed_bytes=data.uncompressed_bytes,
             sha256=data.sha256, slot=self.slot, started=started, finished=datetime.now(timezone.utc),
             resumed=resumed, tenant_id=s.tenant_id, graph_endpoint=s.graph_endpoint,
-            mode="full" if delta is None else "delta", delta=delta,
+            mode=ExportMode.FULL if delta is None else ExportMode.DELTA, delta=delta,
             csv=None if csv is None else CsvFile(blob=csv.name, bytes=csv.bytes,
                                                  uncompressed_bytes=csv.uncompressed_bytes, sha256=csv.sha256),
             run=self.run, supersedes=self.supersedes,

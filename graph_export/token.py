@@ -33,6 +33,7 @@ from .errors import (
     refused_or_unresolved,
     untrusted_certificate,
 )
+from .modes import CredentialKind
 from .transport import RETRY_STATUSES, BudgetedRetry, make_session
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ UNKNOWN_RESOURCE = 500011
 class Credential(Protocol):
     """A client secret, a certificate or a federated assertion (see ``credentials``), as MSAL takes it."""
 
-    kind: str
+    kind: CredentialKind
     rejected_codes: frozenset[int]
     expires: datetime | None
     version: str | None
@@ -392,8 +393,8 @@ class GraphTokens:
         self._secret = self._provider = None
 
 
-def _renew_advice(kind: str) -> str:
-    if kind == "certificate":
+def _renew_advice(kind: CredentialKind) -> str:
+    if kind == CredentialKind.CERTIFICATE:
         return ("renew the certificate in Key Vault (or check its rotation policy) and register its public part on "
                 "the app registration (infra/deploy.sh, or az ad app credential reset --id <CLIENT_ID> --cert "
                 "<certificate name> --keyvault <vault> --append)")

@@ -1,9 +1,9 @@
 """The HTTP transport for Graph and sign-in: keep-alive pools, retries, and a signal when a request is out.
 
 Throttling and transient failures are retried by urllib3's ``Retry``, which honours ``Retry-After`` on
-429/503 and otherwise backs off exponentially with jitter; every retry also draws on a budget shared
-by the whole run, and every wait before a retry is announced to the run's listener (its progress) while
-it lasts, with the reason and the seconds. The connections can announce when a request has been written (see
+429/503 and otherwise backs off exponentially with jitter; every retry also draws on the run's budget,
+and every wait before a retry is announced to the run's listener (its progress) while it lasts, with
+the reason and the seconds. The connections can announce when a request has been written (see
 :class:`RequestSignal`), so the thread that sends Graph requests can keep ahead of the threads that
 parse what came back.
 """
@@ -36,16 +36,17 @@ class WaitListener(Protocol):
 
 
 class RetryBudget:
-    """Retries left for the whole run, shared by every request of a session; and time spent throttled."""
+    """One run's retries (every request of its Graph client draws on them) and its time spent throttled.
+
+    Made per run and handed to that run's session (``clients.WarmClients.graph_users``): two runs in
+    one process never share or reset each other's budget.
+    """
 
     def __init__(self, limit: int) -> None:
-        self.reset(limit)
-
-    def reset(self, limit: int) -> None:
         self.limit, self.used = limit, 0
         #: Seconds slept after 429 answers (Retry-After or backoff), for progress and the run summary.
         self.throttled_s = 0.0
-        #: The run's progress, told of each wait as it happens; a new run sets its own.
+        #: The run's progress, told of each wait as it happens (set once the progress exists: it reads this budget).
         self.listener: WaitListener | None = None
 
     @property
