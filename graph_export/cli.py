@@ -134,6 +134,7 @@ def apply_settings_file(path: Path) -> None:
     try:
         values = json.loads(Path(path).read_text(encoding="utf-8")).get("Values")
     except (OSError, ValueError, AttributeError) as exc:
+        log.debug("Settings file %s could not be read", path, exc_info=True)  # errno, or where the JSON broke
         raise ConfigError(f"Cannot read settings file {path} ({type(exc).__name__}): "
                           "give a local.settings.json with a \"Values\" object.") from None
     if not isinstance(values, dict):

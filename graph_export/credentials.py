@@ -185,6 +185,7 @@ class FederatedAssertion:
         try:
             token = self._identity.get_token(f"{self.audience}/.default").token
         except ClientAuthenticationError as exc:
+            log.debug("The managed identity could not get a token for %s", self.audience, exc_info=True)
             raise AuthError(
                 f"The function's user-assigned managed identity could not get a token for {self.audience}: "
                 "check MANAGED_IDENTITY_CLIENT_ID (the identity's client ID) and that the identity is assigned "
@@ -363,6 +364,7 @@ def read_client_certificate(client: SecretClient, name: str, *, send_x5c: bool =
             raise AuthError(f"The {where} is not a certificate Key Vault manages (its secret's content type is "
                             f"{kind or 'not set'!r}, not PKCS#12 or PEM): import or create it as a certificate.")
     except (ValueError, TypeError):
+        log.debug("The %s could not be loaded", where, exc_info=True)  # cryptography's reason, never the key
         raise AuthError(f"The private key of the {where} could not be read (not a PKCS#12 or PEM certificate with "
                         "an unencrypted key): create or import it again with an exportable key.") from None
     if key is None or not chain:
@@ -421,46 +423,51 @@ def _utc(moment: datetime | None) -> datetime | None:
 
 def _get_secret(client: SecretClient, name: str, what: str, create_hint: str, version: str | None = None) -> Any:
     """Secret ``name`` (its latest version unless ``version``; ``what`` it is, for messages); every failure an
-    AuthError."""
-    vault = client.vault_url
+    AuthError, the SDK's own error logged at DEBUG first (``--debug``: the one line drops its chain)."""
     try:
         return client.get_secret(name, version)
-    except ResourceNotFoundError:
-        raise AuthError(f"Key Vault {vault} has no {what}: {create_hint}.") from None
-    except ClientAuthenticationError as exc:
-        raise AuthError(
+    except (HttpResponseError, ServiceRequestError, ValueError) as exc:
+        log.debug("Reading the %s from Key Vault %s failed", what, client.vault_url, exc_info=True)
+        raise _vault_error(exc, client.vault_url, what, create_hint) from None
+
+
+def _vault_error(exc: HttpResponseError | ServiceRequestError | ValueError, vault: str, what: str, create_hint: str) -> AuthError:
+    """The one line for Key Vault's failure ``exc`` to read the ``what``: what is wrong and what to do."""
+    if isinstance(exc, ResourceNotFoundError):
+        return AuthError(f"Key Vault {vault} has no {what}: {create_hint}.")
+    if isinstance(exc, ClientAuthenticationError):
+        return AuthError(
             f"Could not get a token to read Key Vault {vault}: enable the function app's managed identity "
             "(and set MANAGED_IDENTITY_CLIENT_ID for a user-assigned one), or sign in with 'az login' when "
             f"running locally ({first_line(exc.message)})."
-        ) from None
-    except ValueError:  # the SDK refuses a challenge naming a resource off the vault's own domain
-        raise AuthError(
+        )
+    if isinstance(exc, ValueError):  # the SDK refuses a challenge naming a resource off the vault's own domain
+        return AuthError(
             f"Key Vault {vault} answered with an authentication challenge for a resource that is not this "
             "vault: check that KEY_VAULT_URL is your vault's URL (https://<name>.vault.azure.net)."
-        ) from None
-    except ServiceRequestError as exc:
+        )
+    if isinstance(exc, ServiceRequestError):
         untrusted = certificate_failure(exc)
         if untrusted is not None:
-            raise AuthError(f"{untrusted_certificate('Key Vault', origin_of(vault), 'KEY_VAULT_URL', untrusted)}; "
-                            "nothing was published.") from None
+            return AuthError(f"{untrusted_certificate('Key Vault', origin_of(vault), 'KEY_VAULT_URL', untrusted)}; "
+                             "nothing was published.")
         why = refused_or_unresolved(exc)
-        raise AuthError(
+        return AuthError(
             f"Key Vault {vault} is unreachable{f' ({why})' if why else ''}: check KEY_VAULT_URL and the network "
             "path (private endpoint, firewall, DNS)."
-        ) from None
-    except HttpResponseError as exc:
-        if exc.status_code == 403 and "disabled" in _inner_code(exc).lower():
-            raise AuthError(f"The {what} in Key Vault {vault} is disabled: enable it, or store a new version.") from None
-        if exc.status_code == 403:
-            raise AuthError(
-                f"The identity running the export may not read {what} in Key Vault {vault}: "
-                "assign it the 'Key Vault Secrets User' role on the vault or the secret "
-                "(and check the vault firewall)."
-            ) from None
-        raise AuthError(
-            f"Key Vault {vault} failed reading {what} with HTTP {exc.status_code} "
-            f"{_error_code(exc)}: retry later or check the vault's health."
-        ) from None
+        )
+    if exc.status_code == 403 and "disabled" in _inner_code(exc).lower():
+        return AuthError(f"The {what} in Key Vault {vault} is disabled: enable it, or store a new version.")
+    if exc.status_code == 403:
+        return AuthError(
+            f"The identity running the export may not read {what} in Key Vault {vault}: "
+            "assign it the 'Key Vault Secrets User' role on the vault or the secret "
+            "(and check the vault firewall)."
+        )
+    return AuthError(
+        f"Key Vault {vault} failed reading {what} with HTTP {exc.status_code} "
+        f"{_error_code(exc)}: retry later or check the vault's health."
+    )
 
 
 def _inner_code(exc: HttpResponseError) -> str:

@@ -314,6 +314,7 @@ def _record(line: bytes) -> dict[str, Any]:
     try:
         record = jsontext.loads(line)
     except jsontext.JSONDecodeError:
+        log.debug("A line of the base snapshot is not JSON", exc_info=True)  # where the decoder stopped
         raise FallBack("the base snapshot holds a line that is not JSON") from None
     if not isinstance(record, dict):
         raise FallBack("the base snapshot holds a line that is not a user object")
@@ -358,6 +359,7 @@ def _lines(blob: BlobClient, digest: Any) -> Iterator[bytes]:
                     rest = lines.pop()
                     yield from lines
         except _NOT_GZIP as why:
+            log.debug("The base snapshot %s is not valid gzip", blob.blob_name, exc_info=True)
             raise FallBack(f"the base snapshot {blob.blob_name} is not valid gzip ({type(why).__name__})") from None
     if rest:
         raise FallBack(f"the base snapshot {blob.blob_name} ends in the middle of a line")

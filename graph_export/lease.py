@@ -106,6 +106,7 @@ class SlotLease:
             except HttpResponseError as error:
                 code = getattr(error, "error_code", None)
                 if error.status_code == 409 and code in ("LeaseAlreadyPresent", "LeaseIsBreakingAndCannotBeAcquired"):
+                    log.debug("The lease of slot %s is held", self._slot, exc_info=True)
                     raise self._held() from None
                 raise
         self._renewed_at = asked
@@ -121,6 +122,7 @@ class SlotLease:
                     lock_gone = error.status_code == 404  # the run that took over finished and removed it
                     if lock_gone or getattr(error, "error_code", None) in _LOST_CODES:
                         self._lost = True
+                        log.debug("The lease of slot %s could not be renewed", self._slot, exc_info=True)
                         raise self._busy(taken_over=True) from None
                     raise
         except StorageError:

@@ -174,6 +174,7 @@ def finish(store: SlotStore, pointer: SlotPointer, manifest: Manifest, lease: Sl
             did.append("delta state")
         _clean_up(store, pointer, lease, did)
     except SlotBusyError:
+        log.debug("Publishing slot %s stopped", iso(store.slot), exc_info=True)  # how the lease was lost
         raise SlotBusyError(f"This run lost its lease on slot {iso(store.slot)} after committing it: {left}.") from None
     return tuple(did)
 

@@ -118,11 +118,13 @@ def storage_errors(doing: str, outcome: str = NOTHING_PUBLISHED) -> Iterator[Non
 
     ``outcome`` ends a failure the operator can retry: what was and was not published. A refusal says
     which credential was refused (the account key or SAS of a connection string, or the identity), as
-    seen on the refused request itself, and never shows it.
+    seen on the refused request itself, and never shows it. The SDK's own error goes to the DEBUG log
+    first (``--debug``), redacted like every record: the one line drops its chain.
     """
     try:
         yield
     except (ServiceRequestError, ServiceResponseError) as exc:
+        _keep_cause(doing)
         origin = request_origin(exc)
         setting = _setting_for(origin)
         untrusted = certificate_failure(exc)
@@ -136,6 +138,7 @@ def storage_errors(doing: str, outcome: str = NOTHING_PUBLISHED) -> Iterator[Non
             f"EXPORT_STORAGE__blobServiceUri (is Azurite running locally?) and the network path; {outcome}."
         ) from None
     except ClientAuthenticationError as exc:
+        _keep_cause(doing)
         if exc.response is None:  # the credential itself failed before storage was asked anything
             raise StorageError(
                 f"Could not get a token for the export storage while {doing}: enable the function "
@@ -150,6 +153,7 @@ def storage_errors(doing: str, outcome: str = NOTHING_PUBLISHED) -> Iterator[Non
             "'Storage Blob Data Contributor' on the export container, or check the connection string."
         ) from None
     except HttpResponseError as exc:
+        _keep_cause(doing)
         code = _error_code(exc)
         if exc.status_code in (401, 403):
             refused = _refused_key_or_sas(exc, doing, outcome)
@@ -165,10 +169,16 @@ def storage_errors(doing: str, outcome: str = NOTHING_PUBLISHED) -> Iterator[Non
     except ValueError as exc:
         if isinstance(exc, RecordError):
             raise
+        _keep_cause(doing)
         # The SDK's answer to a malformed connection string.
         raise StorageError(
             f"The export storage settings are not usable while {doing}: check EXPORT_STORAGE."
         ) from None
+
+
+def _keep_cause(doing: str) -> None:
+    """Log the exception being handled at DEBUG: what the one StorageError line (raised ``from None``) leaves out."""
+    log.debug("Export storage failed while %s", doing, exc_info=True)
 
 
 def _error_code(exc: HttpResponseError) -> str:
@@ -267,6 +277,7 @@ def read_json(container: ContainerClient, name: str) -> Any:
     try:
         return json.loads(data)
     except ValueError:
+        log.debug("%s is not JSON", name, exc_info=True)  # where the decoder stopped
         raise RecordError(f"{name} is not JSON") from None
 
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -47,6 +48,8 @@ from .errors import GraphError, VerifyError, first_line
 from .records import DeltaApplied, LatestPointer, Manifest, RecordError, SlotPointer, iso
 from .settings import StorageSettings
 from .userids import UserIds
+
+log = logging.getLogger(__name__)
 
 #: Decompressed bytes read at a time (a batch of users is what one such piece holds).
 PIECE = 1024 * 1024
@@ -331,6 +334,7 @@ def _json_object(line: bytes, number: int, name: str) -> dict[str, Any]:
     try:
         value = jsontext.loads(line)
     except jsontext.JSONDecodeError:
+        log.debug("Line %d of %s is not JSON", number, name, exc_info=True)  # where the decoder stopped
         raise Mismatch(f"line {number} of {name} is not JSON") from None
     if type(value) is not dict:
         raise Mismatch(f"line {number} of {name} is not a JSON object")
