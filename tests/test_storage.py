@@ -264,7 +264,7 @@ def free_port() -> int:
 @pytest.mark.parametrize("endpoint, why", [
     (f"http://127.0.0.1:{free_port()}/devstoreaccount1", "the connection was refused"),
     ("http://export-storage.invalid/devstoreaccount1", "its name does not resolve"),
-])
+], ids=["refused", "unresolved"])  # ids without the port: the same on every xdist worker
 def test_storage_nothing_listens_on_fails_within_seconds_with_the_production_backoff(endpoint, why):
     target = StorageTarget(connection_string=key_string(endpoint), source="EXPORT_STORAGE")
     started = time.monotonic()

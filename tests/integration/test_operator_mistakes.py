@@ -144,7 +144,7 @@ def test_a_graph_endpoint_entra_does_not_know_names_graph_endpoint(export_env, s
 @pytest.mark.parametrize("endpoint, why", [
     (f"http://127.0.0.1:{free_port()}/{ACCOUNT}", "the connection was refused"),
     (f"http://export-storage.invalid/{ACCOUNT}", "its name does not resolve"),
-])
+], ids=["refused", "unresolved"])  # ids without the port: the same on every xdist worker
 def test_storage_nothing_listens_on_fails_within_seconds(export_env, sandbox, endpoint, why):
     storage = f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};BlobEndpoint={endpoint};"
     result, elapsed = run_cli(dict(os.environ, EXPORT_STORAGE=storage, RETRY_BACKOFF_BASE_SECONDS=PRODUCTION_BACKOFF))
