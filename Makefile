@@ -14,6 +14,8 @@ USERS  ?= 10000
 # The engine layer's Python: the Functions engine (azure-functions-runtime) needs 3.13.
 PYTHON313 ?= $(shell p="$$(pyenv root 2>/dev/null)/versions/3.13.0/bin/python"; [ -x "$$p" ] && echo "$$p" || command -v python3.13)
 ENGINE := .venv-engine
+# The checkers' and the engine's virtualenvs get no pip of their own (~25 MB each): .venv's pip installs into them.
+PIP_INTO := $(PY) -m pip --python
 
 .PHONY: demo test test-fast test-engine test-bench bench install install-iac install-bench install-engine sandbox clean
 
@@ -67,9 +69,9 @@ install-bench: .venv-bench/.installed
 # shellcheck binary there too: no apt, no sudo).
 install-iac: $(IAC)/.installed
 
-$(IAC)/.installed: infra/requirements-iac.txt
-	test -x $(IAC)/bin/python || $(PYTHON) -m venv $(IAC)
-	$(IAC)/bin/python -m pip install --quiet --disable-pip-version-check -r infra/requirements-iac.txt
+$(IAC)/.installed: infra/requirements-iac.txt $(VENV)/.installed
+	test -x $(IAC)/bin/python || $(PYTHON) -m venv --without-pip $(IAC)
+	$(PIP_INTO) $(IAC)/bin/python install --quiet --disable-pip-version-check -r infra/requirements-iac.txt
 	touch $@
 
 # Python 3.13 with the app's requirements (azure-functions-runtime among them on 3.13) and the protobuf
@@ -77,11 +79,11 @@ $(IAC)/.installed: infra/requirements-iac.txt
 # (as a top-level `tests` package: unpacked apart, in $(ENGINE)/rpc, so it shadows nothing).
 install-engine: $(ENGINE)/.installed
 
-$(ENGINE)/.installed: requirements.txt requirements-engine.txt
+$(ENGINE)/.installed: requirements.txt requirements-engine.txt $(VENV)/.installed
 	@test -n "$(PYTHON313)" || { echo "install-engine: no Python 3.13 found (pyenv's 3.13.0 or python3.13 on PATH): install one, or set PYTHON313=/path/to/python3.13" >&2; exit 1; }
-	test -x $(ENGINE)/bin/python || $(PYTHON313) -m venv $(ENGINE)
-	$(ENGINE)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-engine.txt
-	$(ENGINE)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --upgrade --target $(ENGINE)/rpc \
+	test -x $(ENGINE)/bin/python || $(PYTHON313) -m venv --without-pip $(ENGINE)
+	$(PIP_INTO) $(ENGINE)/bin/python install --quiet --disable-pip-version-check -r requirements-engine.txt
+	$(PIP_INTO) $(ENGINE)/bin/python install --quiet --disable-pip-version-check --no-deps --upgrade --target $(ENGINE)/rpc \
 		"azure-functions-runtime-v1>=1.2,<2"
 	touch $@
 
