@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import io
 import json
 import socket
 import threading
@@ -24,6 +23,7 @@ from graph_export.records import LatestPointer
 from graph_export.settings import StorageTarget
 from graph_export.storage import open_container, point_latest, storage_errors, write_json
 from sandbox.azurite import ACCOUNT, ACCOUNT_KEY
+from tests.canned import Canned
 
 
 @pytest.fixture
@@ -184,23 +184,10 @@ def test_a_sas_without_a_permission_it_needs_says_which_ones(azurite, container)
     assert "--permissions racwdl" in message
 
 
-class CannedStorage(requests.adapters.BaseAdapter):
-    """Answers every request as Azure Storage answers a refusal: ``status`` with ``code``."""
-
-    def __init__(self, status: int, code: str) -> None:
-        super().__init__()
-        self.status, self.code = status, code
-
-    def send(self, request, **kwargs):
-        response = requests.Response()
-        response.status_code, response.url, response.request = self.status, request.url, request
-        body = f'<?xml version="1.0" encoding="utf-8"?><Error><Code>{self.code}</Code><Message>No.</Message></Error>'
-        response.raw = io.BytesIO(body.encode())
-        response.headers.update({"x-ms-error-code": self.code, "Content-Type": "application/xml"})
-        return response
-
-    def close(self) -> None:
-        pass
+def canned_storage(status: int, code: str) -> Canned:
+    """Azure Storage's refusal, ``status`` with ``code``, for every request."""
+    body = f'<?xml version="1.0" encoding="utf-8"?><Error><Code>{code}</Code><Message>No.</Message></Error>'
+    return Canned(status, body.encode(), {"x-ms-error-code": code, "Content-Type": "application/xml"})
 
 
 class Token:
@@ -210,7 +197,7 @@ class Token:
 
 def canned(status: int, code: str, *, identity: bool = False) -> str:
     session = requests.Session()
-    session.mount("https://", CannedStorage(status, code))
+    session.mount("https://", canned_storage(status, code))
     options = {"transport": RequestsTransport(session=session, session_owner=False), "retry_total": 0}
     url = "https://acct.blob.core.windows.net"
     if identity:

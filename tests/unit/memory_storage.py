@@ -469,11 +469,7 @@ class MemoryBlob:
                           metadata: dict[str, str] | None = None, **kwargs: Any) -> dict[str, Any]:
         """Put Block List: the blob becomes exactly these blocks; staged blocks left out are discarded."""
         with _Operation(self.account):
-            held = self.account._state(self.container_name)
-            blob = held.blobs.get(self.blob_name)
-            _check_conditions(blob, kwargs, creates=True)
-            _check_lease(blob, kwargs.get("lease"), self.account.clock())
-            _check_mutable(held, blob)
+            held, blob = self._writable(kwargs)
             staged = held.staged.get(self.blob_name, {})
             committed: dict[str, bytes] = {}
             at = 0
@@ -513,14 +509,20 @@ class MemoryBlob:
             _fail(404, "BlobNotFound", "The specified blob does not exist.")
         return blob
 
+    def _writable(self, kwargs: dict[str, Any]) -> tuple[Any, Any]:
+        """The container's state and the blob (or None) once a write with ``kwargs`` may go ahead, as the
+        service checks it: conditions, then the lease, then an immutability policy."""
+        held = self.account._state(self.container_name)
+        blob = held.blobs.get(self.blob_name)
+        _check_conditions(blob, kwargs, creates=True)
+        _check_lease(blob, kwargs.get("lease"), self.account.clock())
+        _check_mutable(held, blob)
+        return held, blob
+
     def _put(self, content: bytes, kind: BlobType, metadata: dict[str, str] | None, kwargs: dict[str, Any], *,
              op: str) -> dict[str, Any]:
         with _Operation(self.account):
-            held = self.account._state(self.container_name)
-            blob = held.blobs.get(self.blob_name)
-            _check_conditions(blob, kwargs, creates=True)
-            _check_lease(blob, kwargs.get("lease"), self.account.clock())
-            _check_mutable(held, blob)
+            held, blob = self._writable(kwargs)
             written = self._store(held, content, kind, metadata, kwargs.get("content_settings"), blob, op=op)
             return {"etag": written.etag, "last_modified": written.last_modified}
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import types
 import uuid
 from datetime import datetime, timezone
 from typing import Callable
@@ -28,6 +27,7 @@ from graph_export.errors import AuthError, SlotBusyError, StorageError
 from graph_export.lease import SlotLease
 from graph_export.settings import load_settings
 from graph_export.slotrun import SlotStore
+from tests.canned import Canned
 
 SLOT = datetime(2026, 3, 7, 2, tzinfo=timezone.utc)
 SIG = "c2VjcmV0LXNpZ25hdHVyZS1vZi10aGUtc2Fz%3D"
@@ -128,22 +128,10 @@ class NoCredential:
         raise AssertionError("unexpected token request")
 
 
-class RefusingVault(requests.adapters.BaseAdapter):
-    """Answers every request with Key Vault's ``status`` error document."""
-
-    def __init__(self, status: int, code: str) -> None:
-        super().__init__()
-        self.status, self.code = status, code
-
-    def send(self, request, **kwargs):
-        response = requests.Response()
-        response.status_code, response.url, response.request = self.status, request.url, request
-        response.raw, response.headers["Content-Type"] = types.SimpleNamespace(), "application/json"
-        response._content = json.dumps({"error": {"code": self.code, "message": "Not for you."}}).encode()
-        return response
-
-    def close(self) -> None:
-        pass
+def refusing_vault(status: int, code: str) -> Canned:
+    """Key Vault's ``status`` error document for every request."""
+    body = json.dumps({"error": {"code": code, "message": "Not for you."}}).encode()
+    return Canned(status, body, {"Content-Type": "application/json"})
 
 
 @pytest.mark.parametrize("status, code, says", [(403, "Forbidden", "may not read secret 'client-secret'"),
@@ -151,7 +139,7 @@ class RefusingVault(requests.adapters.BaseAdapter):
 def test_a_key_vault_failure_keeps_the_sdks_error_at_debug(caplog, status, code, says):
     http_challenge_cache.clear()
     session = requests.Session()
-    session.mount("https://", RefusingVault(status, code))
+    session.mount("https://", refusing_vault(status, code))
     client = make_secret_client("https://kv-export.vault.azure.net", NoCredential(),
                                 transport=RequestsTransport(session=session, session_owner=False), retry_total=0)
 
