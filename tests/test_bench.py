@@ -101,7 +101,7 @@ def test_make_test_installs_no_bench_contender_and_needs_no_sudo():
     test = make_dry_run("test")
     assert "requirements-bench.txt" not in test and ".venv-bench" not in test
     assert not re.search(r"\b(sudo|apt-get|apt)\b", test), test
-    assert re.search(r"-m pytest -m .not bench.", test)
+    assert re.search(r"-m pytest (-n \d+ )?-m .not bench.", test)
     test_bench = make_dry_run("test-bench")
     assert "-r requirements-bench.txt" in test_bench and re.search(r"-m pytest -m bench", test_bench)
     assert "-r requirements-bench.txt" in make_dry_run("bench")
