@@ -46,7 +46,7 @@ class WarmClients:
         self.settings = settings
         # A user-assigned identity must be named; without one, the system-assigned identity (or az login).
         self.azure_credential = DefaultAzureCredential(managed_identity_client_id=settings.managed_identity_client_id)
-        self.tokens = GraphTokens(read_secret=self._read_credential, sign_in=self._sign_in,
+        self.tokens = GraphTokens(read_credential=self._read_credential, sign_in=self._sign_in,
                                   read_older=self._read_older_certificates)
         self._containers: dict[str, ContainerClient] = {}
 
@@ -107,9 +107,10 @@ class WarmClients:
             retry_total=4, retry_backoff_factor=s.retry_backoff_base_s, connection_timeout=10, read_timeout=30,
         )
 
-    def _sign_in(self, secret: Credential) -> GraphTokenProvider:
+    def _sign_in(self, credential: Credential) -> GraphTokenProvider:
         s = self.settings
-        return GraphTokenProvider(authority=s.authority, client_id=s.client_id, scope=s.graph_scope, secret=secret,
+        return GraphTokenProvider(authority=s.authority, client_id=s.client_id, scope=s.graph_scope,
+                                  credential=credential,
                                   timeout_s=s.http_timeout_s, backoff_base_s=s.retry_backoff_base_s)
 
 

@@ -171,7 +171,7 @@ class _SignInHttp:
 
 
 class GraphTokenProvider:
-    """Acquires Graph tokens for one app registration with a client secret.
+    """Acquires Graph tokens for one app registration with its credential (secret, certificate or assertion).
 
     Sign-in requests go through :func:`make_sign_in_session` (or ``http_client``, any object with
     ``get``/``post`` such as a ``requests.Session``), each with a connect timeout of
@@ -184,7 +184,7 @@ class GraphTokenProvider:
         authority: str,
         client_id: str,
         scope: str,
-        secret: Credential,
+        credential: Credential,
         timeout_s: float | None = 60.0,
         backoff_base_s: float = 1.0,
         http_client: Any = None,
@@ -198,12 +198,12 @@ class GraphTokenProvider:
         self._timeout_s = timeout_s
         self._http = _SignInHttp(http_client if http_client is not None else make_sign_in_session(backoff_base_s),
                                  timeout_s)
-        self._credential = secret
+        self._credential = credential
         # MSAL reads the authority's OpenID configuration here, in the constructor; an assertion's
         # audience is the token endpoint it found there.
         self._app = self._signing_in(lambda: msal.ConfidentialClientApplication(
             client_id,
-            client_credential=secret.msal_credential(client_id, lambda: str(self._app.authority.token_endpoint)),
+            client_credential=credential.msal_credential(client_id, lambda: str(self._app.authority.token_endpoint)),
             authority=self._authority,
             http_client=self._http,
             # Instance discovery only exists to validate unknown hosts against the public cloud's
@@ -290,17 +290,17 @@ class GraphTokens:
     it was read: the vault is read again and, if it now holds another one, sign-in is tried once more
     with it; if Entra knows neither, older versions still valid are tried (``read_older``: a renewed
     certificate not yet registered). Any other sign-in failure forgets both, so the next run starts
-    afresh. ``read_secret`` (whatever credential the settings name), ``read_older`` and ``sign_in`` are
+    afresh. ``read_credential`` (whatever credential the settings name), ``read_older`` and ``sign_in`` are
     the seams to Key Vault and Entra.
     """
 
-    def __init__(self, read_secret: Callable[[], Credential],
+    def __init__(self, read_credential: Callable[[], Credential],
                  sign_in: Callable[[Credential], GraphTokenProvider],
                  read_older: Callable[[Credential], list[Credential]] = lambda newest: []) -> None:
-        self._read_secret = read_secret
+        self._read_credential = read_credential
         self._read_older = read_older
         self._sign_in = sign_in
-        self._secret: Credential | None = None
+        self._credential: Credential | None = None
         self._provider: GraphTokenProvider | None = None
 
     def check_expiry(self, warning: timedelta, now: datetime) -> datetime | None:
@@ -310,10 +310,10 @@ class GraphTokens:
         rotated meanwhile), and a warning line starting ``Credential expiry:`` is logged, which the
         infrastructure alerts on. An expired credential fails before Entra is asked.
         """
-        expires = self._current_secret().expires
+        expires = self._current_credential().expires
         if expires is not None and expires - now <= warning:
             self._forget()
-            credential = self._current_secret()
+            credential = self._current_credential()
             expires = credential.expires
             if expires is not None and expires <= now:
                 self._forget()
@@ -337,9 +337,9 @@ class GraphTokens:
         try:
             return call(self._current())
         except CredentialRejectedError as first:
-            rejected = self._secret
+            rejected = self._credential
             self._forget()
-            if self._current_secret() != rejected:
+            if self._current_credential() != rejected:
                 log.warning("Entra rejected the cached %s; retrying once with the vault's latest version",
                             "client secret" if rejected is None else rejected.kind)
                 try:
@@ -361,9 +361,9 @@ class GraphTokens:
         the new one on the app registration, the old one still signs in. The warning starts with
         ``Credential expiry:`` so that the expiry alert fires well before the old one runs out.
         """
-        newest = self._current_secret()
+        newest = self._current_credential()
         for older in self._read_older(newest):
-            self._secret, self._provider = older, None
+            self._credential, self._provider = older, None
             try:
                 token = call(self._current())
             except CredentialRejectedError:
@@ -379,18 +379,18 @@ class GraphTokens:
         self._forget()
         raise rejected
 
-    def _current_secret(self) -> Credential:
-        if self._secret is None:
-            self._secret = self._read_secret()
-        return self._secret
+    def _current_credential(self) -> Credential:
+        if self._credential is None:
+            self._credential = self._read_credential()
+        return self._credential
 
     def _current(self) -> GraphTokenProvider:
         if self._provider is None:
-            self._provider = self._sign_in(self._current_secret())
+            self._provider = self._sign_in(self._current_credential())
         return self._provider
 
     def _forget(self) -> None:
-        self._secret = self._provider = None
+        self._credential = self._provider = None
 
 
 def _renew_advice(kind: CredentialKind) -> str:

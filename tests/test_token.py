@@ -89,7 +89,7 @@ class FakeSignIn:
 
 def provider(http):
     return GraphTokenProvider(authority=AUTHORITY, client_id=CLIENT, scope="https://graph.microsoft.com/.default",
-                              secret=Secret(SECRET), timeout_s=42, http_client=http)
+                              credential=Secret(SECRET), timeout_s=42, http_client=http)
 
 
 def sign_in_error(http) -> str:
@@ -159,7 +159,7 @@ def test_a_refused_connection_is_not_retried():
     started = time.monotonic()
     with pytest.raises(AuthError, match="AUTHORITY_HOST"):
         GraphTokenProvider(authority=f"https://127.0.0.1:{port}/{TENANT}", client_id=CLIENT, scope="x/.default",
-                           secret=Secret(SECRET), backoff_base_s=1.0)
+                           credential=Secret(SECRET), backoff_base_s=1.0)
     assert time.monotonic() - started < 1.0  # no backoff: with one retry it would sleep >= 1 s
 
 
@@ -198,7 +198,7 @@ class Vault:
 
 def test_a_rotated_secret_is_read_again_once_and_used():
     vault = Vault("old", "new")
-    tokens = GraphTokens(vault.read, lambda secret: FakeProvider(secret, accepted="new"))
+    tokens = GraphTokens(vault.read, lambda credential: FakeProvider(credential, accepted="new"))
     assert tokens.get() == "token-for-new" and vault.reads == 2
     assert tokens.get() == "token-for-new" and vault.reads == 2  # kept for the warm instance
 
@@ -206,7 +206,7 @@ def test_a_rotated_secret_is_read_again_once_and_used():
 def test_a_rejected_secret_the_vault_still_holds_fails_without_a_second_sign_in():
     vault = Vault("old")
     signed_in = []
-    tokens = GraphTokens(vault.read, lambda secret: signed_in.append(1) or FakeProvider(secret, accepted="new"))
+    tokens = GraphTokens(vault.read, lambda credential: signed_in.append(1) or FakeProvider(credential, accepted="new"))
     with pytest.raises(CredentialRejectedError):
         tokens.get()
     assert vault.reads == 2 and len(signed_in) == 1
@@ -216,11 +216,11 @@ def test_any_other_sign_in_failure_forgets_the_secret_so_the_next_run_reads_it_a
     vault = Vault("s")
     attempts = []
 
-    def sign_in(secret):
+    def sign_in(credential):
         attempts.append(1)
         if len(attempts) == 1:
             raise AuthError("the tenant was not found")
-        return FakeProvider(secret, accepted="s")
+        return FakeProvider(credential, accepted="s")
 
     tokens = GraphTokens(vault.read, sign_in)
     with pytest.raises(AuthError, match="tenant"):
@@ -230,7 +230,7 @@ def test_any_other_sign_in_failure_forgets_the_secret_so_the_next_run_reads_it_a
 
 def test_when_entra_knows_no_newest_version_an_older_one_still_valid_signs_in_and_warns(caplog):
     vault = Vault("renewed")
-    tokens = GraphTokens(vault.read, lambda secret: FakeProvider(secret, accepted="previous"),
+    tokens = GraphTokens(vault.read, lambda credential: FakeProvider(credential, accepted="previous"),
                          read_older=lambda newest: [Secret("older"), Secret("previous")])
     assert tokens.get() == "token-for-previous"
     assert tokens.get() == "token-for-previous" and vault.reads == 2  # kept for the warm instance
@@ -239,7 +239,7 @@ def test_when_entra_knows_no_newest_version_an_older_one_still_valid_signs_in_an
 
 
 def test_when_no_version_is_known_the_first_rejection_is_what_fails():
-    tokens = GraphTokens(Vault("renewed").read, lambda secret: FakeProvider(secret, accepted="none of them"),
+    tokens = GraphTokens(Vault("renewed").read, lambda credential: FakeProvider(credential, accepted="none of them"),
                          read_older=lambda newest: [Secret("older")])
     with pytest.raises(CredentialRejectedError, match="AADSTS7000215"):
         tokens.get()
@@ -276,7 +276,7 @@ def test_entras_own_text_is_cut_at_a_word_boundary():
 def test_a_sign_in_certificate_this_machine_does_not_trust_is_named_as_such_and_not_retried(untrusted):
     with pytest.raises(AuthError) as raised:
         GraphTokenProvider(authority=f"{untrusted.url}/{TENANT}", client_id=CLIENT, scope="x/.default",
-                           secret=Secret(SECRET), backoff_base_s=1.0)
+                           credential=Secret(SECRET), backoff_base_s=1.0)
     message = str(raised.value)
     assert message.startswith(f"The sign-in service at {untrusted.url} failed TLS certificate verification "
                               "(unable to get local issuer certificate)")

@@ -23,22 +23,18 @@ from graph_export import load_settings, run_export
 from .helpers import REPO, container, read_bytes, read_json
 
 SECTION = "## Read the newest export"
-#: Where the section waits until it is merged into README.md; README.md wins once it has the section.
-PROPOSED = Path("/tmp/readme-15-consumers.md")
 SLOT = datetime(2026, 3, 7, 2, tzinfo=timezone.utc)  # users-20260307T020000Z.*, as in the SQL snippet
 
 
 def snippet(language: str) -> tuple[str, str]:
-    """The section's one fenced block of ``language``, and where it came from."""
-    for source in (REPO / "README.md", PROPOSED):
-        text = source.read_text(encoding="utf-8") if source.exists() else ""
-        if SECTION in text:
-            section = text.split(SECTION, 1)[1].split("\n## ", 1)[0]
-            blocks = [code for lang, code in re.findall(r"^```(\w*)\n(.*?)^```", section, flags=re.M | re.S)
-                      if lang == language]
-            assert len(blocks) == 1, f"{source}: '{SECTION}' should have one ```{language} block, has {len(blocks)}"
-            return blocks[0], f"{source.name}: {SECTION[3:]} ({language})"
-    pytest.fail(f"No '{SECTION}' section in README.md (nor in {PROPOSED})")
+    """The README section's one fenced block of ``language``, and where it came from."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    assert SECTION in text, f"README.md has no '{SECTION}' section"
+    section = text.split(SECTION, 1)[1].split("\n## ", 1)[0]
+    blocks = [code for lang, code in re.findall(r"^```(\w*)\n(.*?)^```", section, flags=re.M | re.S)
+              if lang == language]
+    assert len(blocks) == 1, f"README.md: '{SECTION}' should have one ```{language} block, has {len(blocks)}"
+    return blocks[0], f"README.md: {SECTION[3:]} ({language})"
 
 
 def run_python_snippet() -> dict:
