@@ -6,8 +6,9 @@ run's next invocation for the same slot continues from there; because each check
 own gzip member (RFC 1952 allows a file of several), the result is byte for byte what an
 uninterrupted run writes. The digests of the user ids staged so far are appended to a state blob
 beside it at each checkpoint, so the resumed run still catches an id repeated across the resume.
-A resumed run continues the killed one under its run id, so its blocks land on the same blobs. A
-checkpoint that cannot be parsed is discarded and the slot restarts.
+A resumed run continues the killed one under its run id, so its blocks land on the same blobs, and
+keeps the user count Graph gave when the killed run began (``completeness``). A checkpoint that
+cannot be parsed (one of an earlier format too) is discarded and the slot restarts.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from .userids import UserIds
 
 log = logging.getLogger(__name__)
 
-FORMAT = "graph-users-export-checkpoint/3"
+FORMAT = "graph-users-export-checkpoint/4"
 _RUN = naming.RUN_ID
 
 
@@ -47,6 +48,8 @@ class Checkpoint:
     delta_link: str | None = None
     #: EXPORT_FORMATS with csv: what is staged of the CSV copy, at the same page.
     csv_progress: Progress | None = None
+    #: Graph's user count when the run began (None: unknown), which a resumed run keeps for its check.
+    count_before: int | None = None
 
     def to_document(self) -> dict[str, Any]:
         return {
@@ -58,6 +61,7 @@ class Checkpoint:
             "csv": None if self.csv_progress is None else {
                 "users": self.csv_progress.users, "uncompressed_bytes": self.csv_progress.uncompressed_bytes,
                 "block_ids": list(self.csv_progress.block_ids), "block_sizes": list(self.csv_progress.block_sizes)},
+            "count_before": self.count_before,
         }
 
     @classmethod
@@ -71,7 +75,8 @@ class Checkpoint:
                    next_link=f.text("next_link"), pages=f.count("pages"), progress=progress,
                    ids_bytes=f.count("ids_bytes"), started=f.time("started"), saved=f.time("saved"),
                    delta_link=None if document.get("delta_link") is None else f.text("delta_link"),
-                   csv_progress=None if csv is None else _progress(Fields(csv, "checkpoint csv")))
+                   csv_progress=None if csv is None else _progress(Fields(csv, "checkpoint csv")),
+                   count_before=f.maybe_count("count_before"))
 
 
 def _progress(f: Fields) -> Progress:
@@ -100,6 +105,12 @@ def leftovers(container: ContainerClient, slot: datetime) -> list[str]:
     """The slot's checkpoint and saved user ids that still exist (removed once the slot is published)."""
     names = (naming.checkpoint_blob_name(slot), naming.ids_blob_name(slot))
     return [name for name in names if storage.properties_of(container, name) is not None]
+
+
+def discard(container: ContainerClient, slot: datetime) -> None:
+    """Remove the slot's checkpoint and saved ids, so that its next run starts the slot over."""
+    for name in leftovers(container, slot):
+        storage.delete(container, name, "the slot's next run may resume from it")
 
 
 class SavedIds:

@@ -31,7 +31,7 @@ from .errors import ExportError, GraphError, PageLinkRejected, origin_of
 from .graph import GraphUsers
 from .progress import RunProgress
 from .properties import absent_value, check_spelling
-from .records import DeltaApplied, DeltaState, Manifest, RecordError, iso
+from .records import DeltaApplied, DeltaState, Manifest, RecordError, UserCount, iso
 from .settings import Settings
 from .sink import CommittedBlob, encode_user
 from .slotrun import SlotRun, SlotStore
@@ -434,6 +434,8 @@ class DeltaRound:
     pages: int
     change_records: int
     merged: Merged
+    #: Graph's user counts before and after the changes were read, for the completeness check.
+    count: UserCount
 
     def applied(self, base: Base, changes: CommittedBlob) -> DeltaApplied:
         """The manifest's ``delta`` section, once the changes file is committed as ``changes``."""
@@ -446,13 +448,16 @@ class DeltaRound:
 
 def make_snapshot(run: SlotRun, base: Base, snapshot: LineSink, feed: RecordSink) -> DeltaRound:
     """This slot's snapshot from ``base`` and the changes since, written to ``snapshot`` (the changes
-    themselves to ``feed``); FallBack when that is not possible. Committing is the caller's."""
+    themselves to ``feed``), with Graph's user counts from before and after reading the changes;
+    FallBack when that is not possible. Checking the counts and committing are the caller's."""
     settings = run.settings
     taken = datetime.now(timezone.utc)
     changes = Changes(settings.delta_max_changes)
     run.progress.reading("changes")  # its count is of change records; the last report adds the users published
+    before = run.graph.count()
     link, pages = read_changes(run.graph, settings, base.state.delta_link, changes, feed, run.progress)
+    count = UserCount(before, run.graph.count(), settings.user_count_tolerance)
     merged = merge(base.manifest, run.blob(base.manifest.blob), changes, settings.user_properties, snapshot)
     log.info("Delta slot %s: %d change records in %d pages; %d added, %d updated, %d removed", iso(run.slot),
              changes.records, pages, merged.added, merged.updated, merged.removed)
-    return DeltaRound(link, taken, pages, changes.records, merged)
+    return DeltaRound(link, taken, pages, changes.records, merged, count)

@@ -86,6 +86,17 @@ class SlotBusyError(ExportError):
     exit_code = 6
 
 
+class IncompleteExport(ExportError):
+    """The snapshot holds fewer or more users than Graph counted around reading it: not published.
+
+    Graph's ``/users/$count`` at the start and at the end of the run allow a range (with
+    USER_COUNT_TOLERANCE for its eventual consistency); a snapshot outside it lost or gained users on the
+    way (a page Graph or something in between dropped, a delta round that drifted).
+    """
+
+    exit_code = 8
+
+
 class VerifyError(ExportError):
     """``verify``: what a consumer reads is not what was committed (a slot or ``latest.json`` FAILED)."""
 

@@ -19,14 +19,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Callable
 
-from . import checkpoint, delta, graph, naming, publish
+from . import checkpoint, completeness, delta, graph, naming, publish
 from .clients import Clients, warm_clients
-from .errors import ConfigError, PageLinkRejected
+from .errors import ConfigError, IncompleteExport, PageLinkRejected, SlotBusyError, StorageError
 from .lease import SlotLease
 from .modes import ExportFormat, ExportMode
 from .progress import RunProgress, Snapshot, log_line
 from .properties import conform
-from .records import ExportSummary, Manifest, Progress, iso
+from .records import ExportSummary, Manifest, Progress, UserCount, iso
 from .settings import Settings
 from .sink import CommittedBlob, ExportFiles, GzipBlobWriter, open_files
 from .slotrun import SlotRun, SlotStore
@@ -123,9 +123,11 @@ def _from_changes(run: SlotRun, base: delta.Base) -> _Exported:
     with GzipBlobWriter(run.blob(run.names.changes)) as feed, \
             open_files(run.settings, run.exports, run.names) as writer:
         made = delta.make_snapshot(run, base, writer, feed)
+        _check_complete(run, made.count, writer.jsonl.users)  # before any file of the run is committed
         fed = _commit(run, feed)
         committed, csv = _commit_files(run, writer)
-    manifest = run.manifest(committed, csv, made.pages, started=run.started, delta=made.applied(base, fed))
+    manifest = run.manifest(committed, csv, made.pages, started=run.started, delta=made.applied(base, fed),
+                            count=made.count)
     return _Exported(run, manifest, made.delta_link, made.taken)
 
 
@@ -151,8 +153,10 @@ def _resumable(run: SlotRun) -> checkpoint.Resume | None:
 def _export(run: SlotRun, resume: checkpoint.Resume | None, delta_link: str | None) -> Manifest:
     """Page through every user into the run's files, checkpointing as it goes; commit; the manifest.
 
-    Every write others could read (checkpoint, commit) first makes sure this run still holds the
-    slot's lease.
+    Graph's user count is taken before the first page (a resumed run keeps the one its checkpoint
+    saved) and after the last one; the snapshot must agree with them before anything is committed
+    (``completeness``). Every write others could read (checkpoint, commit) first makes sure this run
+    still holds the slot's lease.
     """
     settings, slot = run.settings, run.slot
     saved_ids = checkpoint.SavedIds(run.state, slot)
@@ -160,7 +164,9 @@ def _export(run: SlotRun, resume: checkpoint.Resume | None, delta_link: str | No
         ids = resume.ids
         url, first, started = resume.checkpoint.next_link, resume.checkpoint.pages + 1, resume.checkpoint.started
         saved_ids.start(ids.to_bytes())  # drops digests appended after that checkpoint was saved
+        count_before = resume.checkpoint.count_before
     else:
+        count_before = run.graph.count()
         ids = UserIds()
         url, first = graph.first_page_url(settings.graph_endpoint, settings.user_properties, settings.page_size), 1
         started = run.started
@@ -172,7 +178,7 @@ def _export(run: SlotRun, resume: checkpoint.Resume | None, delta_link: str | No
         checkpoint.save(run.state, checkpoint.Checkpoint(
             slot=slot, run=run.run, blob=run.names.jsonl, properties=settings.user_properties, next_link=next_link,
             pages=pages, progress=staged, ids_bytes=saved_ids.append(new_ids), started=started,
-            saved=datetime.now(timezone.utc), delta_link=delta_link, csv_progress=csv))
+            saved=datetime.now(timezone.utc), delta_link=delta_link, csv_progress=csv, count_before=count_before))
         log.debug("checkpoint after page %d: %d users", pages, staged.users)
 
     # Three stages overlap: page k+1 is requested as soon as page k's nextLink arrives, page k is
@@ -185,8 +191,24 @@ def _export(run: SlotRun, resume: checkpoint.Resume | None, delta_link: str | No
             pages = page.number
             if page.next_link and pages % settings.checkpoint_every_pages == 0:
                 writer.end_segment(functools.partial(save_checkpoint, page.next_link, pages, ids.new_bytes()))
+        count = UserCount(count_before, run.graph.count(), settings.user_count_tolerance)
+        _check_complete(run, count, writer.jsonl.users)
         committed, csv = _commit_files(run, writer)
-    return run.manifest(committed, csv, pages, started=started, resumed=resume is not None)
+    return run.manifest(committed, csv, pages, started=started, resumed=resume is not None, count=count)
+
+
+def _check_complete(run: SlotRun, count: UserCount, users: int) -> None:
+    """IncompleteExport, with the slot's checkpoint discarded, when the snapshot's ``users`` are not what
+    Graph counted: the next run then starts the slot over instead of resuming past a hole."""
+    try:
+        completeness.check(count, users)
+    except IncompleteExport:
+        try:
+            run.lease.ensure()
+            checkpoint.discard(run.state, run.slot)
+        except (SlotBusyError, StorageError) as why:
+            log.warning("Slot %s: the checkpoint was not discarded (%s)", iso(run.slot), why)
+        raise
 
 
 def _commit(run: SlotRun, file: GzipBlobWriter) -> CommittedBlob:

@@ -12,14 +12,23 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 from typing import Any, Generator, Iterator, Protocol
 from urllib.parse import urlencode, urlsplit
 
 import requests
 
 from . import graph_stream, pipeline, transport
-from .errors import GraphError, PageLinkRejected, PageTooLarge, certificate_failure, origin_of, untrusted_certificate
-from .graph_messages import describe_graph_failure, describe_redirect
+from .errors import (
+    ExportError,
+    GraphError,
+    PageLinkRejected,
+    PageTooLarge,
+    certificate_failure,
+    origin_of,
+    untrusted_certificate,
+)
+from .graph_messages import describe_graph_failure, describe_redirect, graph_error
 from .graph_pages import Page, parse
 from .graph_stream import ArrivingPage, reason
 from .userids import UserIds
@@ -72,6 +81,33 @@ class GraphUsers:
         self._timeout = (CONNECT_TIMEOUT, read_timeout_s)
         self._origin = origin_of(endpoint)
         self._sent = sent if sent is not None else transport.RequestSignal()
+
+    def count(self) -> int | None:
+        """How many users the tenant has now, by ``GET /v1.0/users/$count`` (``ConsistencyLevel: eventual``).
+
+        The same session (retries, the run's budget), token source (one fresh token after a 401) and
+        timeout as pages. Whatever keeps it from being a whole number (a refusal such as 403 without the
+        permission or 400 without advanced queries, 5xx or no connection after the retries, a redirect,
+        a body that is not a number) is one warning saying so, and None: the completeness check is then
+        skipped for this end of the run, which goes on.
+        """
+        url = f"{self.endpoint}/v1.0/users/$count"
+        headers = {"Accept": "text/plain", "ConsistencyLevel": "eventual"}
+        token = self._tokens.get()
+        try:
+            for attempt in (1, 2):
+                with self._session.get(url, headers={**headers, "Authorization": f"Bearer {token}"},
+                                       timeout=self._timeout, allow_redirects=False) as response:
+                    if response.status_code == 401 and attempt == 1:
+                        token = self._tokens.refresh(token)
+                        continue
+                    return _count_in(response)
+        except requests.RequestException as exc:
+            log.debug("Graph's user count could not be had", exc_info=True)
+            _count_unknown(f"could not be had after retries ({reason(exc)})")
+        except ExportError as exc:  # the token source failing on the refresh: the pages will say it too
+            _count_unknown(f"could not be asked for ({exc})")
+        return None
 
     def pages(self, url: str, first_number: int = 1, *, ids: UserIds | None = None) -> Generator[Page, None, None]:
         """Each page of a users listing (users without ``@odata.*`` annotations, and its nextLink) to the last one.
@@ -184,6 +220,31 @@ class GraphUsers:
                 f"Graph at {origin_of(url)} could not be reached for page {number} after retries "
                 f"({reason(exc)}): check GRAPH_ENDPOINT and the network, then run again."
             ) from None
+
+
+def _count_in(response: requests.Response) -> int | None:
+    """The whole number a 200 answer of /users/$count holds (text/plain, perhaps after a byte order mark,
+    which OData services may send); otherwise a warning and None."""
+    if response.status_code != 200:
+        code, message = graph_error(response)
+        request_id = response.headers.get("request-id")
+        detail = f"{code}: {message}" if code else message
+        _count_unknown(f"was refused with HTTP {response.status_code} ({detail})"
+                       + (f" (request-id {request_id})" if request_id else ""))
+        return None
+    text = response.content[:64].decode("utf-8", "replace").lstrip("\ufeff").strip()
+    if not _WHOLE_NUMBER.fullmatch(text):
+        _count_unknown("came back as something other than a whole number")
+        return None
+    return int(text)
+
+
+def _count_unknown(why: str) -> None:
+    log.warning("Graph's user count (GET /users/$count) %s: recorded as unknown, and the completeness check is "
+                "skipped for this end of the run", why)
+
+
+_WHOLE_NUMBER = re.compile(r"[0-9]{1,12}")
 
 
 def _is_saved_delta_link(url: str) -> bool:

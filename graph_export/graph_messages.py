@@ -38,7 +38,7 @@ def describe_redirect(response: requests.Response, url: str, page_number: int) -
 
 def describe_graph_failure(response: requests.Response, page_number: int) -> str:
     """One actionable line for a failed page: the status, Graph's error code, what to do, request id."""
-    code, message = _graph_error(response)
+    code, message = graph_error(response)
     request_id = response.headers.get("request-id")
     where = f" (request-id {request_id})" if request_id else ""
     status = response.status_code
@@ -71,7 +71,7 @@ def describe_graph_failure(response: requests.Response, page_number: int) -> str
     return f"Graph failed listing users on page {page_number} with HTTP {status} ({detail}): {advice}{where}."
 
 
-def _graph_error(response: requests.Response) -> tuple[str, str]:
+def graph_error(response: requests.Response) -> tuple[str, str]:
     try:
         error = response.json().get("error") or {}
         return str(error.get("code") or ""), first_line(str(error.get("message") or ""), 200)

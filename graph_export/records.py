@@ -16,9 +16,11 @@ from typing import Any, Callable
 
 from .modes import ExportMode
 
-MANIFEST_FORMAT = "graph-users-export/3"
-#: Manifests of earlier versions that are still read (a /1 manifest is a full export; neither has a run).
-_OLDER_MANIFESTS = ("graph-users-export/1", "graph-users-export/2")
+MANIFEST_FORMAT = "graph-users-export/4"
+#: Manifests of earlier versions that are still read (a /1 manifest is a full export; /1 and /2 have no run;
+#: none of them has Graph's user counts).
+_OLDER_MANIFESTS = ("graph-users-export/1", "graph-users-export/2", "graph-users-export/3")
+_WITH_RUN = ("graph-users-export/3", MANIFEST_FORMAT)
 DELTA_STATE_FORMAT = "graph-users-export-delta/1"
 SLOT_POINTER_FORMAT = "graph-users-export-slot/1"
 
@@ -141,6 +143,41 @@ class DeltaApplied:
 
 
 @dataclass(frozen=True)
+class UserCount:
+    """What Graph's ``GET /users/$count`` said when the run began and when it had read every user
+    (None: Graph refused or could not answer), and the USER_COUNT_TOLERANCE the snapshot was held to."""
+
+    before: int | None
+    after: int | None
+    tolerance: int
+
+    def allowed(self) -> tuple[int, int] | None:
+        """The fewest and most users a complete snapshot may hold; None when neither count is known.
+
+        Users added or removed while the run reads them make the two counts differ, and a snapshot
+        taken in between may hold any number from the smaller to the larger; ``$count`` is eventually
+        consistent, so each end may lag by a few users more: the tolerance.
+        """
+        known = [c for c in (self.before, self.after) if c is not None]
+        if not known:
+            return None
+        return max(min(known) - self.tolerance, 0), max(known) + self.tolerance
+
+    def holds(self, users: int) -> bool:
+        """Whether a snapshot of ``users`` users lies in the allowed range (always, when nothing was counted)."""
+        allowed = self.allowed()
+        return allowed is None or allowed[0] <= users <= allowed[1]
+
+    def to_document(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def parse(cls, document: Any) -> "UserCount":
+        f = Fields(document, "manifest count")
+        return cls(before=f.maybe_count("before"), after=f.maybe_count("after"), tolerance=f.count("tolerance"))
+
+
+@dataclass(frozen=True)
 class Manifest:
     """What one run of a slot published: written once, under the run's own name, after its files.
 
@@ -172,6 +209,9 @@ class Manifest:
     #: The run that wrote it (every name it lists holds it); None in manifests before format 3.
     run: str | None = None
     supersedes: str | None = None
+    #: Graph's user counts around the run and the tolerance (``UserCount``); None in manifests before format 4
+    #: (and in one built without counting: every run of this version counts).
+    count: UserCount | None = None
 
     def files(self) -> dict[str, tuple[int, str]]:
         """Every file the manifest lists: name -> (bytes, sha256)."""
@@ -206,6 +246,7 @@ class Manifest:
             "delta": None if self.delta is None else self.delta.to_document(),
             "drift": self.drift,
             "csv": None if self.csv is None else self.csv.to_document(),
+            "count": None if self.count is None else self.count.to_document(),
         }
 
     @classmethod
@@ -215,7 +256,7 @@ class Manifest:
         if version != MANIFEST_FORMAT and version not in _OLDER_MANIFESTS:
             raise RecordError(f"manifest format is {version!r}, not {MANIFEST_FORMAT!r}")
         named = "full" if version == "graph-users-export/1" else f.text("mode")
-        current = version == MANIFEST_FORMAT
+        current, with_run = version == MANIFEST_FORMAT, version in _WITH_RUN
         if named not in tuple(ExportMode):
             raise RecordError(f"manifest mode is {named!r}, not 'full' or 'delta'")
         mode = ExportMode(named)
@@ -231,8 +272,9 @@ class Manifest:
             graph_endpoint=f.text("graph_endpoint"), mode=mode,
             delta=None if delta is None else DeltaApplied.parse(delta), drift=f.maybe_count("drift"),
             csv=None if document.get("csv") is None else CsvFile.parse(document["csv"]),
-            run=f.text("run", _RUN) if current else None,
-            supersedes=None if not current or document.get("supersedes") is None else f.text("supersedes"),
+            run=f.text("run", _RUN) if with_run else None,
+            supersedes=None if not with_run or document.get("supersedes") is None else f.text("supersedes"),
+            count=UserCount.parse(document["count"]) if current and document.get("count") is not None else None,
         )
 
     def pointer(self) -> "LatestPointer":

@@ -350,6 +350,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("EXPORT_MODE", False, "full", "export_mode", _one_of(ExportMode), "`full` reads every user each slot; `delta` publishes the same complete snapshot from the changes since the previous one (`/users/delta`), with a full export when it must."),
     Setting("FULL_SYNC_EVERY_DAYS", False, "6", "full_sync_every_days", _between(0.0, 7.0), "Delta mode: a full export (which also measures drift) once the saved delta link is this old; Graph expires directory delta links after 7 days."),
     Setting("DELTA_MAX_CHANGES", False, "250000", "delta_max_changes", _whole(1, 10_000_000), "Delta mode: more changed users than this in one slot means a full export instead (the changes are held in memory)."),
+    Setting("USER_COUNT_TOLERANCE", False, "5", "user_count_tolerance", _whole(0, 100_000), "How many users a snapshot may hold beyond the range Graph's user counts at the start and the end of the run allow (`GET /users/$count` is eventually consistent); a snapshot outside it is not published (exit 8). See Completeness."),
     Setting("LIBRARY_LOG_LEVEL", False, "WARNING", "library_log_level", _log_level, "Under the function: the lowest level of the libraries' log records (Azure SDK, MSAL, urllib3, OpenTelemetry) that reach the invocation log; `INFO` or `DEBUG` shows each request (redacted), `ERROR` or `CRITICAL` fewer. The export's own lines are INFO whatever this says; the CLI shows the libraries' records with `--debug` only."),
 )
 
@@ -433,6 +434,8 @@ class Settings:
     export_mode: ExportMode
     full_sync_every_days: float
     delta_max_changes: int
+    #: How far a snapshot's users may lie outside Graph's counts around the run (USER_COUNT_TOLERANCE).
+    user_count_tolerance: int
     #: The libraries' log level under the function (LIBRARY_LOG_LEVEL).
     library_log_level: int
 

@@ -14,7 +14,7 @@ from .lease import SlotLease
 from .modes import ExportMode
 from .naming import RunNames
 from .progress import RunProgress
-from .records import CsvFile, DeltaApplied, Manifest
+from .records import CsvFile, DeltaApplied, Manifest, UserCount
 from .settings import Settings
 from .sink import CommittedBlob
 
@@ -78,7 +78,7 @@ class SlotRun:
                 self.committed[blob.name] = blob.etag
 
     def manifest(self, data: CommittedBlob, csv: CommittedBlob | None, pages: int, *, started: datetime,
-                 resumed: bool = False, delta: DeltaApplied | None = None) -> Manifest:
+                 resumed: bool = False, delta: DeltaApplied | None = None, count: UserCount | None = None) -> Manifest:
         """The manifest of what this run committed (``data`` and ``csv``, already recorded)."""
         s = self.settings
         return Manifest(
@@ -89,5 +89,5 @@ class SlotRun:
             mode=ExportMode.FULL if delta is None else ExportMode.DELTA, delta=delta,
             csv=None if csv is None else CsvFile(blob=csv.name, bytes=csv.bytes,
                                                  uncompressed_bytes=csv.uncompressed_bytes, sha256=csv.sha256),
-            run=self.run, supersedes=self.supersedes,
+            run=self.run, supersedes=self.supersedes, count=count,
         )

@@ -17,6 +17,8 @@ the manifest → its files, and reads every byte of it back:
   at the same position: the export makes both from the same users, so this is exact, lone-surrogate
   replacement and the apostrophe rule included.
 - **The changes** (delta slots): every line a JSON object with an id, ``change_records`` of them.
+- **The count** (format 4 manifests): its ``users`` lie in the range Graph's user counts at the start and
+  the end of its run allow (``UserCount.allowed``), as the export checked before committing it.
 - **latest.json**: exactly what the manifest its slot's pointer names says (``Manifest.pointer()``).
 
 Memory stays flat in the tenant's size: each file is read in the 4 MiB GETs ``storage.open_container``
@@ -42,7 +44,7 @@ from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob import ContainerClient
 from isal import igzip, isal_zlib
 
-from . import jsontext, naming, storage
+from . import completeness, jsontext, naming, storage
 from .csvfile import UTF8_BOM, CsvEncoder
 from .errors import GraphError, VerifyError, first_line
 from .records import DeltaApplied, LatestPointer, Manifest, RecordError, SlotPointer, iso
@@ -213,6 +215,7 @@ def check_slot(exports: ContainerClient, state: ContainerClient, container: str,
         if problem is not None or manifest is None:
             raise Mismatch(problem or "")
         _check_commit(pointer, manifest, container)
+        _check_count(manifest)
         check_files(exports, manifest, pointer.etags)
     except Mismatch as why:
         return SlotCheck(slot, pointer, manifest, Verdict(iso(slot), str(why)))
@@ -272,6 +275,14 @@ def _check_commit(pointer: SlotPointer, manifest: Manifest, container: str) -> N
         if held_name != own:
             raise Mismatch(f"its manifest {name} lists {held_name}, which is not a name of run {pointer.run} "
                            f"(expected {own})")
+
+
+def _check_count(manifest: Manifest) -> None:
+    """The manifest's users lie in the range Graph's counts around its run allow (formats before 4 have none)."""
+    count = manifest.count
+    if count is not None and not count.holds(manifest.users):
+        raise Mismatch(f"its manifest {manifest.manifest} says the snapshot holds {manifest.users} users, but "
+                       f"{completeness.counted(count)} (tolerance {count.tolerance}): it is not complete")
 
 
 def check_files(exports: ContainerClient, manifest: Manifest, etags: dict[str, str]) -> None:

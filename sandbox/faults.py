@@ -17,7 +17,9 @@ per rule:
   ``pad_bytes=N`` adds N bytes of JSON whitespace before the closing brace (still valid JSON),
   streamed from a fixed buffer so a page of gigabytes costs the sandbox no memory; ``chunked=True``
   (alone, or with one of these) sends the page with ``Transfer-Encoding: chunked`` and no
-  Content-Length, the way a server that streams its answer does.
+  Content-Length, the way a server that streams its answer does; ``skip_next=True`` moves the page's
+  ``@odata.nextLink`` on by one page (a users listing's or a delta round's), so the client silently
+  receives one page fewer, the way a Graph or proxy fault that loses a page would.
 
 Rules are checked in the order they were added; the first one that matches and has firings left is
 applied. A rule's ``fired`` counts its firings and ``sent_bytes`` how much of a page-action body got
@@ -40,9 +42,9 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 SERVICES = ("graph", "entra", "keyvault", "identity")
-ACTIONS = ("status", "drop", "delay", "stall", "cut", "value", "repeat_user", "pad", "chunked")
+ACTIONS = ("status", "drop", "delay", "stall", "cut", "value", "repeat_user", "pad", "chunked", "skip_next")
 #: Actions that answer a normal Graph page differently: with something wrong in it, or chunked.
-PAGE_ACTIONS = ("value", "repeat_user", "pad", "chunked")
+PAGE_ACTIONS = ("value", "repeat_user", "pad", "chunked", "skip_next")
 #: Where ``stall_s`` pauses and ``cut`` closes a response body.
 PARTIAL_BYTES = 16 * 1024
 ENV_VAR = "SANDBOX_FAULTS"
@@ -51,7 +53,8 @@ ENV_VAR = "SANDBOX_FAULTS"
 @dataclass
 class FaultRule:
     """One rule. Exactly one action: ``status`` (respond with it), ``drop``, ``delay_s``, ``stall_s``, ``cut``,
-    or (Graph pages) ``value``, ``repeat_user``, ``pad_bytes`` or ``chunked``; the other three may be chunked too."""
+    or (Graph pages) ``value``, ``repeat_user``, ``pad_bytes``, ``skip_next`` or ``chunked``; the four before
+    ``chunked`` may be chunked too."""
 
     service: str
     status: int | None = None
@@ -63,6 +66,7 @@ class FaultRule:
     repeat_user: int | None = None   # Graph: a normal page, with tenant user N (0-based) first again
     pad_bytes: int | None = None     # Graph: a normal page, with N bytes of whitespace before its last "}"
     chunked: bool = False            # Graph: Transfer-Encoding chunked, no Content-Length (alone or with the above)
+    skip_next: bool = False          # Graph: a normal page whose nextLink skips the page after it
     headers: dict[str, str] = field(default_factory=dict)
     body: Any = None                 # None: the service's own error body for ``status``
     request: int | None = None       # 1-based request number for that service
@@ -77,13 +81,13 @@ class FaultRule:
         if self.service not in SERVICES:
             raise ValueError(f"fault service must be one of {SERVICES}, not {self.service!r}")
         actions = [self.status is not None, self.drop, self.delay_s is not None, self.stall_s is not None, self.cut,
-                   self.value is not None, self.repeat_user is not None, self.pad_bytes is not None]
+                   self.value is not None, self.repeat_user is not None, self.pad_bytes is not None, self.skip_next]
         if sum(actions) + (self.chunked and not any(actions[5:])) != 1:
             raise ValueError("a fault rule needs exactly one action: status=N, drop=True, delay_s=S, stall_s=S, "
-                             "cut=True, value=[...], repeat_user=N, pad_bytes=N or chunked=True (which also goes "
-                             "with the three before it)")
+                             "cut=True, value=[...], repeat_user=N, pad_bytes=N, skip_next=True or chunked=True "
+                             "(which also goes with the four before it)")
         if self.action in PAGE_ACTIONS and self.service != "graph":
-            raise ValueError("value / repeat_user / pad_bytes / chunked only apply to the 'graph' service")
+            raise ValueError("value / repeat_user / pad_bytes / skip_next / chunked only apply to the 'graph' service")
         if self.value is not None and not isinstance(self.value, list):
             raise ValueError(f"value must be a list (the page's users), not {type(self.value).__name__}")
         if self.repeat_user is not None and (type(self.repeat_user) is not int or self.repeat_user < 0):
@@ -102,7 +106,7 @@ class FaultRule:
         chosen = {"status": self.status is not None, "drop": self.drop, "delay": self.delay_s is not None,
                   "stall": self.stall_s is not None, "cut": self.cut, "value": self.value is not None,
                   "repeat_user": self.repeat_user is not None, "pad": self.pad_bytes is not None,
-                  "chunked": self.chunked}
+                  "skip_next": self.skip_next, "chunked": self.chunked}
         return next(name for name, on in chosen.items() if on)
 
     def describe(self) -> str:
@@ -113,7 +117,7 @@ class FaultRule:
         what = {"status": f"{self.status}", "drop": "drop", "delay": f"delay {self.delay_s}s",
                 "stall": f"stall {self.stall_s}s", "cut": "cut",
                 "value": f"value of {len(self.value or ())} items", "repeat_user": f"repeat user {self.repeat_user}",
-                "pad": f"pad {self.pad_bytes} bytes", "chunked": "chunked"}[self.action]
+                "pad": f"pad {self.pad_bytes} bytes", "skip_next": "skip the next page", "chunked": "chunked"}[self.action]
         also = ["chunked"] if self.chunked and self.action != "chunked" else []
         return " ".join([self.service, *where, "->", what, *also])
 
@@ -141,7 +145,7 @@ class FaultPlan:
     def add(self, service: str, *, status: int | None = None, drop: bool = False,
             delay_s: float | None = None, stall_s: float | None = None, cut: bool = False,
             value: list[Any] | None = None, repeat_user: int | None = None, pad_bytes: int | None = None,
-            chunked: bool = False, headers: Mapping[str, str] | None = None, body: Any = None,
+            chunked: bool = False, skip_next: bool = False, headers: Mapping[str, str] | None = None, body: Any = None,
             request: int | None = None, page: int | None = None, from_page: int | None = None,
             path_contains: str | None = None, count: int | None = None) -> FaultRule:
         """Add a rule and return it (its ``fired`` attribute counts firings).
@@ -150,7 +154,7 @@ class FaultPlan:
         503 on page 1 that a retry gets past.
         """
         rule = FaultRule(service=service, status=status, drop=drop, delay_s=delay_s, stall_s=stall_s, cut=cut,
-                         value=value, repeat_user=repeat_user, pad_bytes=pad_bytes, chunked=chunked,
+                         value=value, repeat_user=repeat_user, pad_bytes=pad_bytes, chunked=chunked, skip_next=skip_next,
                          headers={str(k): str(v) for k, v in (headers or {}).items()}, body=body,
                          request=request, page=page, from_page=from_page,
                          path_contains=path_contains, count=count)

@@ -1,5 +1,6 @@
 """Microsoft Graph look-alike: ``GET /v1.0/users`` with ``$select``, ``$top`` and opaque ``$skiptoken``,
-and ``GET /v1.0/users/delta`` with its rounds, ``$deltatoken`` links and ``Prefer`` headers.
+``GET /v1.0/users/delta`` with its rounds, ``$deltatoken`` links and ``Prefer`` headers, and
+``GET /v1.0/users/$count``.
 
 Users come from a :class:`sandbox.directory.Directory`: computed on demand by
 :func:`sandbox.tenant.make_user`, so a million-user tenant costs no memory, plus the changes a test
@@ -16,6 +17,13 @@ sequence window, the position and the page number; they expire after ``delta_tok
 (400 ``syncStateNotFound``), or at once with :meth:`Graph.expire_delta_tokens`. Page size is
 ``Prefer: odata.maxpagesize=N`` (at most 200, default 100); ``Prefer: return=minimal`` makes updated
 users carry only the properties changed since the token.
+
+Count (``/users/$count``): the number of live users now, as ``text/plain``, with the same permissions
+as ``/users``. Counting directory objects is an advanced query: with ``ConsistencyLevel: eventual``
+only ("List users", Example 3 "Get only a count of users"). Without the header Graph answers 400
+``Request_BadRequest`` "$count is not currently supported." (reported in
+microsoftgraph/microsoft-graph-docs#13226, where Microsoft answers that the header is missing, and
+microsoftgraph/microsoft-graph-docs-contrib#2716).
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import Any, Iterator
+from urllib.parse import unquote
 
 from .directory import ALL_PROPERTIES, Directory
 from .faults import FaultRule
@@ -87,6 +96,8 @@ _CHALLENGE = ('Bearer realm="", authorization_uri="https://login.microsoftonline
               'client_id="00000003-0000-0000-c000-000000000000"')
 #: What ``pad_bytes`` streams, a piece at a time: JSON whitespace, so the padded page stays valid JSON.
 _PADDING = b" " * (1024 * 1024)
+#: /users/$count without ``ConsistencyLevel: eventual`` (see the module's docstring).
+_COUNT_NEEDS_EVENTUAL = ("Request_BadRequest", "$count is not currently supported.")
 _FAULT_CODES = {429: ("TooManyRequests", "Too many requests."),
                 500: ("UnknownError", ""),
                 502: ("BadGateway", "Bad gateway."),
@@ -225,6 +236,8 @@ class Graph:
                                "Insufficient privileges to complete the operation.", ids)
         path = request.path.rstrip("/")
         delta = _is_delta(path.lower())
+        if _is_count(path) and request.method == "GET":
+            return self._count(request, ids)
         if delta:
             with self._cache_lock:
                 self._delta_requests += 1
@@ -243,6 +256,13 @@ class Graph:
         except SyncStateNotFound:
             return self._error(400, "syncStateNotFound", _SYNC_STATE_NOT_FOUND, ids)
 
+    def _count(self, request: Request, ids: tuple[str, str]) -> Response:
+        """``/users/$count``: the live users now as text/plain, or Graph's 400 without ConsistencyLevel: eventual."""
+        if (request.header("ConsistencyLevel") or "").strip().lower() != "eventual":
+            return self._error(400, *_COUNT_NEEDS_EVENTUAL, ids)
+        return Response(200, str(len(self.directory)).encode("ascii"), {
+            "Content-Type": "text/plain", "Cache-Control": "no-cache", **self._common_headers(ids)})
+
     def fault_response(self, request: Request, status: int) -> Response:
         ids = (str(uuid.uuid4()), request.header("client-request-id") or str(uuid.uuid4()))
         code, message = _FAULT_CODES.get(status, ("BadRequest", "Sandbox fault injected."))
@@ -257,6 +277,15 @@ class Graph:
         and headers stay as they were.
         """
         body = response.body
+        if rule.skip_next:
+            page = json.loads(body)
+            if page.get("@odata.nextLink"):
+                link = self._skipping_next(request, page["@odata.nextLink"])
+                if link is None:
+                    del page["@odata.nextLink"]  # the page after this one was the last: this one is now
+                else:
+                    page["@odata.nextLink"] = link
+                body = _json_value(page)
         if rule.value is not None or rule.repeat_user is not None:
             page = json.loads(body)
             if rule.value is not None:
@@ -273,6 +302,25 @@ class Graph:
             return Response(response.status, body, response.headers)
         return Response(response.status, b"", response.headers, stream=_padded(body, pad),
                         length=None if rule.chunked else len(body) + pad)
+
+    def _skipping_next(self, request: Request, link: str) -> str | None:
+        """``link`` (a page's nextLink) moved on by one page: the client silently receives one page fewer.
+        None when no page follows the skipped one (in a users listing; a delta round just ends sooner)."""
+        found = re.search(r"\$skiptoken=([A-Za-z0-9_-]+)", link)
+        if found is None:
+            return link
+        token = found.group(1)
+        if _is_delta(request.path.rstrip("/").lower()):
+            skip = self.decode_delta_token(token, _DELTA_SKIP)
+            size = _delta_preferences(request)[0]
+            moved = self.encode_delta_token(replace(skip, position=skip.position + size))
+        else:
+            top = int(_query(request).get("top") or DEFAULT_TOP)
+            offset = self.decode_skiptoken(token) + top
+            if offset >= len(self.directory):
+                return None
+            moved = self.encode_skiptoken(offset)
+        return link[:found.start(1)] + moved + link[found.end(1):]
 
     # --- paging ---------------------------------------------------------------------------------
 
@@ -532,6 +580,11 @@ def _query(request: Request) -> dict[str, str]:
             raise BadRequest(f"The query option '${name}' is not supported by the sandbox.")
         out[name] = values[0]
     return out
+
+
+def _is_count(path: str) -> bool:
+    """``/v1.0/users/$count`` (the ``$`` percent-encoded or not)."""
+    return unquote(path).lower() == "/v1.0/users/$count"
 
 
 def _is_delta(path: str) -> bool:

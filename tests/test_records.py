@@ -39,7 +39,7 @@ def test_a_manifest_reads_back_as_written():
     document = MANIFEST.to_document()
     assert list(document) == ["format", "run", "supersedes", "mode", "container", "blob", "manifest", "users", "pages", "properties",
                               "bytes", "uncompressed_bytes", "sha256", "slot", "started", "finished", "resumed",
-                              "tenant_id", "graph_endpoint", "delta", "drift", "csv"]
+                              "tenant_id", "graph_endpoint", "delta", "drift", "csv", "count"]
     assert document["slot"] == "2026-03-07T02:00:00Z"
     assert Manifest.parse(document) == MANIFEST
 

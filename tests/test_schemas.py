@@ -23,15 +23,18 @@ from jsonschema import Draft202012Validator
 from graph_export.records import MANIFEST_FORMAT, CsvFile, DeltaApplied, LatestPointer, Manifest, RecordError
 
 SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
-FILES = ("manifest.schema.json", "manifest-1.schema.json", "latest.schema.json", "manifest-2.schema.json")
+FILES = ("manifest.schema.json", "manifest-1.schema.json", "latest.schema.json", "manifest-2.schema.json",
+         "manifest-3.schema.json")
 FORMAT_1 = "graph-users-export/1"
 FORMAT_2 = "graph-users-export/2"
+FORMAT_3 = "graph-users-export/3"
 
 #: sha256 of the schemas' structure (titles and descriptions left out), per manifest format. A schema change
 #: readers can see needs a new MANIFEST_FORMAT (records.py); the old manifest schema then stays as
 #: schemas/manifest-N.schema.json for the manifests already written, frozen like manifest-1.
 SCHEMA_DIGESTS = {
-    MANIFEST_FORMAT: "60c97a262f3a0bd04c5bbb6cc6a89d08c6a4ce34117e7b057de2a16554b4671b",
+    MANIFEST_FORMAT: "c9213c9a72ab63761845831775be8fb8cb2ec53012b52093b678dc57678f6731",
+    FORMAT_3: "db9be4fdb496304939be3514f55188a11ba35f9bf4bd7565da6bc6936e85f2a0",
     FORMAT_2: "a9cf53251ac6263a2078eb47592e3653c523e17520cef86850791d19a50fcd13",
     FORMAT_1: "566cc77227c546bded807ca65b2d11ea8259b5ed370fb8ed17b4eb23f98233e5",
 }
@@ -45,13 +48,13 @@ def validator(name: str) -> Draft202012Validator:
     return Draft202012Validator(load(name), format_checker=Draft202012Validator.FORMAT_CHECKER)
 
 
-MANIFEST_SCHEMA, MANIFEST_1_SCHEMA, LATEST_SCHEMA, MANIFEST_2_SCHEMA = (validator(name) for name in FILES)
+MANIFEST_SCHEMA, MANIFEST_1_SCHEMA, LATEST_SCHEMA, MANIFEST_2_SCHEMA, MANIFEST_3_SCHEMA = (validator(name) for name in FILES)
 
 
 def manifest_schema_for(document: Any) -> Draft202012Validator:
     """As a reader picks it: by the manifest's format."""
     version = document.get("format") if isinstance(document, dict) else None
-    return {FORMAT_1: MANIFEST_1_SCHEMA, FORMAT_2: MANIFEST_2_SCHEMA}.get(version, MANIFEST_SCHEMA) \
+    return {FORMAT_1: MANIFEST_1_SCHEMA, FORMAT_2: MANIFEST_2_SCHEMA, FORMAT_3: MANIFEST_3_SCHEMA}.get(version, MANIFEST_SCHEMA) \
         if isinstance(version, str) else MANIFEST_SCHEMA
 
 
@@ -128,17 +131,18 @@ def test_every_field_has_a_title_and_a_description_a_reader_can_use(name):
 
 
 def test_the_schemas_list_exactly_the_fields_the_exporter_writes():
-    manifest, manifest_1, latest, manifest_2 = (load(name) for name in FILES)
+    manifest, manifest_1, latest, manifest_2, manifest_3 = (load(name) for name in FILES)
     document = EXAMPLES["delta with csv"].to_document()
     assert set(manifest["properties"]) == set(manifest["required"]) == set(document)
-    assert set(manifest_2["properties"]) == set(document) - {"run", "supersedes"}
-    assert set(manifest_2["required"]) == set(document) - {"run", "supersedes", "csv"}  # absent csv: before CSV
+    assert set(manifest_3["properties"]) == set(manifest_3["required"]) == set(document) - {"count"}
+    assert set(manifest_2["properties"]) == set(document) - {"run", "supersedes", "count"}
+    assert set(manifest_2["required"]) == set(document) - {"run", "supersedes", "csv", "count"}  # absent csv: before CSV
     assert set(manifest["$defs"]["deltaApplied"]["properties"]) == set(document["delta"])
     assert set(manifest["$defs"]["deltaApplied"]["required"]) == set(document["delta"])
     assert set(manifest["$defs"]["csvFile"]["properties"]) == set(document["csv"])
     assert set(manifest["$defs"]["csvFile"]["required"]) == set(document["csv"])
     assert set(manifest_1["properties"]) == set(manifest_1["required"]) == set(document) - {
-        "mode", "delta", "drift", "csv", "run", "supersedes"}
+        "mode", "delta", "drift", "csv", "run", "supersedes", "count"}
     assert set(latest["properties"]) == set(latest["required"]) == set(FULL.pointer().to_document())
 
 
@@ -165,7 +169,7 @@ def digest(*names: str) -> str:
 
 def test_a_changed_schema_comes_with_a_new_format():
     current = {MANIFEST_FORMAT: digest("manifest.schema.json", "latest.schema.json"),
-               FORMAT_2: digest("manifest-2.schema.json"), FORMAT_1: digest("manifest-1.schema.json")}
+               FORMAT_3: digest("manifest-3.schema.json"), FORMAT_2: digest("manifest-2.schema.json"), FORMAT_1: digest("manifest-1.schema.json")}
     assert current == SCHEMA_DIGESTS, (
         "schemas/ changed in a way validators see. If readers of existing exports could tell (a field added, "
         "removed, renamed, retyped or stricter), give the manifest a new format (MANIFEST_FORMAT in records.py), "
@@ -192,7 +196,8 @@ FULL_2 = dataclasses.replace(FULL, blob="users/2026/03/07/users-20260307T020000Z
 
 
 def format_2(manifest: Manifest) -> dict[str, Any]:
-    return {k: v for k, v in {**manifest.to_document(), "format": FORMAT_2}.items() if k not in ("run", "supersedes")}
+    return {k: v for k, v in {**manifest.to_document(), "format": FORMAT_2}.items()
+            if k not in ("run", "supersedes", "count")}
 
 
 def test_a_format_2_manifest_without_a_csv_field_is_one_without_a_csv_copy():
@@ -282,7 +287,7 @@ REJECTED_MANIFESTS = {
     "base_sha256 bad": (changed(DELTA_CSV, delta__base_sha256="nothex"), True),
     "csv sha256 bad": (changed(DELTA_CSV, csv__sha256=SHA + "00"), True),
     # bad format
-    "a future format": (changed(FULL, format="graph-users-export/4"), True),
+    "a future format": (changed(FULL, format="graph-users-export/5"), True),
     "run missing": (without(FULL, "run"), True),
     "run not hex": (changed(FULL, run="ZZZZZZZZZZZZ"), True),
     "supersedes a number": (changed(FULL, supersedes=5), True),
@@ -350,7 +355,7 @@ VALUES = [None, True, False, 0, 1, 7, -1, 2.5, "", "x", "3", "full", "delta", SH
           "2026-03-08T02:00:00Z", "2026-03-08T02:00:00", "2026-03-08T03:00:00+01:00", "2026-13-01T00:00:00Z",
           [], ["id"], ["id", "mail"], ["mail"], ["id", 5], {}, DELTA.to_document(), CSV.to_document(),
           f"{DAY}.jsonl.gz", f"{DAY}.manifest.json", f"{DAY}.changes.jsonl.gz", f"{DAY}.csv.gz",
-          "graph-exports", "https://graph.microsoft.us", MANIFEST_FORMAT, FORMAT_1, FORMAT_2, "graph-users-export/4",
+          "graph-exports", "https://graph.microsoft.us", MANIFEST_FORMAT, FORMAT_1, FORMAT_2, FORMAT_3, "graph-users-export/5",
           RUN, "f" * 12]
 
 #: Fields whose schema says more than the parser checks: name patterns, times to the second in Z, properties
@@ -393,11 +398,11 @@ def check_agreement(parse: Callable[[Any], Any], schema_ok: Callable[[Any], bool
 def test_generated_manifests_are_accepted_by_the_schema_only_if_the_parser_reads_them(example):
     def allowed(where: str, document: dict[str, Any]) -> bool:
         field = where.lstrip("-")
-        return (field in STRICTER or where in ("-delta", "-drift", "-csv", "-supersedes", "+extra")
-                or where.endswith(".+extra") or document.get("format") in (FORMAT_1, FORMAT_2))
+        return (field in STRICTER or where in ("-delta", "-drift", "-csv", "-supersedes", "-count", "+extra")
+                or where.endswith(".+extra") or document.get("format") in (FORMAT_1, FORMAT_2, FORMAT_3))
 
     accepted = check_agreement(Manifest.parse, lambda d: manifest_schema_for(d).is_valid(d),
-                               EXAMPLES[example].to_document(), allowed, {"csv": None, "supersedes": None})
+                               EXAMPLES[example].to_document(), allowed, {"csv": None, "supersedes": None, "count": None})
     assert accepted > 50  # the generator also makes documents the schema accepts, not only rejections
 
 

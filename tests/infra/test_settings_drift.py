@@ -22,6 +22,7 @@ NOT_SET_IN_AZURE = {
              "set), it lasts until the next deployment, which writes the app settings as a whole"
        for name in ("GRAPH_MAX_RETRIES_PER_PAGE", "GRAPH_MAX_RETRIES_PER_RUN", "HTTP_TIMEOUT_SECONDS",
                     "CHECKPOINT_EVERY_PAGES", "CHECKPOINT_MAX_AGE_HOURS", "DELTA_MAX_CHANGES",
+                    "USER_COUNT_TOLERANCE",
                     "PROGRESS_EVERY_SECONDS", "LIBRARY_LOG_LEVEL")},
     "CLIENT_CERTIFICATE_SEND_X5C": "only for subject name + issuer authentication, which needs a certificate from a "
                                    "CA Entra ID trusts for that; the Key Vault certificate here is self-signed and "

@@ -28,7 +28,7 @@ def export_env(export_env, monkeypatch):
 
 
 def graph_pages(sandbox):
-    return [r.page for r in sandbox.requests.entries("graph") if r.status == 200]
+    return [r.page for r in sandbox.requests.entries("graph") if r.status == 200 and r.page is not None]
 
 
 def fail_from_page(sandbox, page):

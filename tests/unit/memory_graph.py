@@ -1,7 +1,7 @@
 """Microsoft Graph's users served from memory, at the transport seam: no socket, everything above it real.
 
 :class:`MemoryGraph` answers ``GET /v1.0/users`` (``$select``, ``$top``, ``@odata.nextLink`` with an
-opaque ``$skiptoken``) and ``GET /v1.0/users/delta`` (``$deltatoken=latest``, rounds of changes with
+opaque ``$skiptoken``), ``GET /v1.0/users/$count`` and ``GET /v1.0/users/delta`` (``$deltatoken=latest``, rounds of changes with
 ``@removed``, ``@odata.deltaLink``) from a :class:`MemoryDirectory`, checks the bearer token against
 :class:`MemorySignIn`, and answers scripted faults (:func:`throttled`, :func:`unavailable`,
 :func:`cut_short`, :func:`redirected`, :func:`reset`) when their request comes.
@@ -181,7 +181,7 @@ class GraphRequest:
 
     method: str
     url: str
-    kind: str  # "users", "delta" or "other"
+    kind: str  # "users", "delta", "count" or "other"
     #: The page of its listing or round (1 for the first): the skiptoken's offset in pages.
     page: int
     authorized: bool
@@ -218,6 +218,11 @@ def any_request(request: GraphRequest) -> bool:
 def users_page(number: int) -> Callable[[GraphRequest], bool]:
     """A fault's ``when``: page ``number`` of a /users listing."""
     return lambda request: request.kind == "users" and request.page == number
+
+
+def count_request(request: GraphRequest) -> bool:
+    """A fault's ``when``: ``/users/$count``."""
+    return request.kind == "count"
 
 
 def delta_request(request: GraphRequest) -> bool:
@@ -303,7 +308,8 @@ class MemoryGraph:
         query = dict(parse_qsl(parts.query, keep_blank_values=True))
         authorization = next((v for k, v in headers.items() if k.lower() == "authorization"), "")
         authorized = authorization.startswith("Bearer ") and self.sign_in.accepts(authorization[len("Bearer "):])
-        kind = {"/v1.0/users": "users", "/v1.0/users/delta": "delta"}.get(parts.path.rstrip("/"), "other")
+        kind = {"/v1.0/users": "users", "/v1.0/users/delta": "delta",
+                "/v1.0/users/$count": "count"}.get(parts.path.rstrip("/"), "other")
         with self._lock:
             request = GraphRequest(method, url, kind, self._page_number(kind, query, headers), authorized)
             self.requests.append(request)
@@ -320,10 +326,19 @@ class MemoryGraph:
             return _graph_error(401, "InvalidAuthenticationToken", "Access token validation failure.")
         if request.method != "GET" or request.kind == "other":
             return _graph_error(404, "Request_ResourceNotFound", "Resource not found.")
+        if request.kind == "count":
+            return self._count(headers)
         try:
             return self._users(query) if request.kind == "users" else self._delta(query, headers)
         except _BadToken:
             return _graph_error(400, "Directory_ExpiredPageToken", "The specified page token value has expired.")
+
+    def _count(self, headers: dict[str, str]) -> Answer:
+        """``/users/$count``: the users now as text/plain; Graph's 400 without ``ConsistencyLevel: eventual``."""
+        if next((v for k, v in headers.items() if k.lower() == "consistencylevel"), "").lower() != "eventual":
+            return _graph_error(400, "Request_BadRequest", "$count is not currently supported.")
+        return Answer(200, str(len(self.directory)).encode(), {"Content-Type": "text/plain",
+                                                               "request-id": str(uuid.uuid4())})
 
     def _users(self, query: dict[str, str]) -> Answer:
         properties = _properties(query.get("$select", ""))

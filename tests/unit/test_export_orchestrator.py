@@ -98,7 +98,7 @@ def under(clients: MemoryClients, prefix: str) -> dict[str, bytes]:
 
 
 def requested_pages(clients: MemoryClients, since: int = 0) -> list[tuple[str, int]]:
-    return [(r.kind, r.page) for r in clients.graph.requests[since:]]
+    return [(r.kind, r.page) for r in clients.graph.requests[since:] if r.kind != "count"]
 
 
 # -- a full export ---------------------------------------------------------------------------------------------
