@@ -273,8 +273,8 @@ class Graph:
 
         ``value`` replaces the page's users, ``repeat_user`` puts tenant user N first again (shaped by
         the request's ``$select``), ``pad_bytes`` streams whitespace before the closing brace, and
-        ``chunked`` sends it all without a Content-Length; the page's other keys (context, nextLink)
-        and headers stay as they were.
+        ``chunked`` sends it all without a Content-Length, ``skip_next`` moves its nextLink on by one page;
+        the page's other keys (context, nextLink) and headers stay as they were.
         """
         body = response.body
         if rule.skip_next:

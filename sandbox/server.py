@@ -92,7 +92,7 @@ class Service(Protocol):
         ...
 
     # Graph only: ``fault_page(request, response, rule) -> Response`` applies a page action
-    # (value / repeat_user / pad / chunked, see faults.PAGE_ACTIONS) to a normal page.
+    # (value / repeat_user / pad / chunked / skip_next, see faults.PAGE_ACTIONS) to a normal page.
 
 
 def tls_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
