@@ -17,7 +17,7 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Callable
+from typing import Callable, Iterator
 
 from . import checkpoint, completeness, delta, graph, naming, publish
 from .clients import Clients, warm_clients
@@ -120,10 +120,10 @@ def _delta_slot(run: SlotRun, force: bool) -> _Exported:
 def _from_changes(run: SlotRun, base: delta.Base) -> _Exported:
     """The changes since ``base`` and the snapshot they make, both committed (changes first); FallBack
     when the slot cannot be made so, before anything is committed."""
-    with GzipBlobWriter(run.blob(run.names.changes)) as feed, \
+    with _starting_over_if_incomplete(run), GzipBlobWriter(run.blob(run.names.changes)) as feed, \
             open_files(run.settings, run.exports, run.names) as writer:
         made = delta.make_snapshot(run, base, writer, feed)
-        _check_complete(run, made.count, writer.jsonl.users)  # before any file of the run is committed
+        completeness.check(made.count, writer.jsonl.users)  # before any file of the run is committed
         fed = _commit(run, feed)
         committed, csv = _commit_files(run, writer)
     manifest = run.manifest(committed, csv, made.pages, started=run.started, delta=made.applied(base, fed),
@@ -184,7 +184,7 @@ def _export(run: SlotRun, resume: checkpoint.Resume | None, delta_link: str | No
     # Three stages overlap: page k+1 is requested as soon as page k's nextLink arrives, page k is
     # parsed and encoded here, and compression and block uploads trail behind on their own thread.
     fetched = run.progress.watch(run.graph.pages(url, first, ids=ids))
-    with contextlib.closing(fetched) as pages_ahead, \
+    with _starting_over_if_incomplete(run), contextlib.closing(fetched) as pages_ahead, \
             open_files(settings, run.exports, run.names, resume.checkpoint if resume else None) as writer:
         for page in pages_ahead:
             writer.write(conform(page.users, settings.user_properties))  # exactly the manifest's keys
@@ -192,16 +192,18 @@ def _export(run: SlotRun, resume: checkpoint.Resume | None, delta_link: str | No
             if page.next_link and pages % settings.checkpoint_every_pages == 0:
                 writer.end_segment(functools.partial(save_checkpoint, page.next_link, pages, ids.new_bytes()))
         count = UserCount(count_before, run.graph.count(), settings.user_count_tolerance)
-        _check_complete(run, count, writer.jsonl.users)
+        completeness.check(count, writer.jsonl.users)  # before any file of the run is committed
         committed, csv = _commit_files(run, writer)
     return run.manifest(committed, csv, pages, started=started, resumed=resume is not None, count=count)
 
 
-def _check_complete(run: SlotRun, count: UserCount, users: int) -> None:
-    """IncompleteExport, with the slot's checkpoint discarded, when the snapshot's ``users`` are not what
-    Graph counted: the next run then starts the slot over instead of resuming past a hole."""
+@contextlib.contextmanager
+def _starting_over_if_incomplete(run: SlotRun) -> Iterator[None]:
+    """On IncompleteExport, discard the slot's checkpoint, so that its next run starts over instead of
+    resuming past the hole. Entered before the files are opened: the discard comes after their threads
+    have saved every checkpoint they still had on the way."""
     try:
-        completeness.check(count, users)
+        yield
     except IncompleteExport:
         try:
             run.lease.ensure()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -19,7 +20,7 @@ from typing import Any, Callable
 import pytest
 from jsonschema import Draft202012Validator
 
-from graph_export import completeness, naming
+from graph_export import checkpoint, completeness, naming
 from graph_export.errors import GraphError, IncompleteExport
 from graph_export.export import run_export
 from graph_export.naming import DELTA_STATE_BLOB, LATEST_BLOB, slot_pointer_name, slot_prefix
@@ -377,3 +378,20 @@ def test_a_checkpoint_of_the_earlier_format_is_not_resumed():
     clients.graph.faults.clear()
     again = run_export(clients.settings, SLOT1, clients=clients)
     assert document(clients, again.manifest)["resumed"] is False and again.users == USERS
+
+
+def test_the_checkpoint_is_discarded_after_the_last_one_the_writers_were_still_saving(monkeypatch):
+    """Checkpoints are saved on the writers' threads, behind the pages: one still on its way when the
+    check fails must not land after the discard (the next run would resume past the lost page)."""
+    save = checkpoint.save
+
+    def slow_save(*args: Any) -> None:
+        time.sleep(0.05)
+        save(*args)
+    monkeypatch.setattr(checkpoint, "save", slow_save)
+    clients = memory()
+    clients.graph.script(emptied(users_page(2)))
+    with pytest.raises(IncompleteExport):
+        run_export(clients.settings, SLOT1, clients=clients)
+    assert naming.checkpoint_blob_name(SLOT1) not in names(clients)
+    assert naming.ids_blob_name(SLOT1) not in names(clients)
