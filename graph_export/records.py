@@ -397,6 +397,9 @@ class ExportSummary:
     throttled_s: float = 0.0
     #: What this run finished of an earlier run's publishing (status "repaired"), e.g. "latest.json".
     repaired: tuple[str, ...] = ()
+    #: Graph's user counts at the start and the end of the export's run (the manifest's ``count``; None: unknown).
+    count_before: int | None = None
+    count_after: int | None = None
 
     @classmethod
     def of(cls, manifest: "Manifest", status: str, url: str, duration_s: float,
@@ -407,7 +410,9 @@ class ExportSummary:
                    sha256=manifest.sha256, slot=iso(manifest.slot), started=iso(manifest.started),
                    finished=iso(manifest.finished), duration_s=round(duration_s, 3), mode=manifest.mode,
                    credential_expires=None if credential_expires is None else iso(credential_expires),
-                   retries=retries, throttled_s=round(throttled_s, 3), repaired=repaired)
+                   retries=retries, throttled_s=round(throttled_s, 3), repaired=repaired,
+                   count_before=None if manifest.count is None else manifest.count.before,
+                   count_after=None if manifest.count is None else manifest.count.after)
 
     def as_dict(self) -> dict[str, Any]:
         document = asdict(self)

@@ -337,6 +337,10 @@ def test_users_added_during_the_run_within_the_counts_are_published():
     summary = run_export(clients.settings, SLOT1, clients=clients)
     assert summary.users == USERS
     assert document(clients, summary.manifest)["count"] == {"before": USERS, "after": USERS + 3, "tolerance": 5}
+    assert (summary.count_before, summary.count_after) == (USERS, USERS + 3)  # the CLI's summary and telemetry
+    assert summary.fields()["export_count_after"] == USERS + 3
+    skipped = run_export(clients.settings, SLOT1, clients=clients)
+    assert (skipped.status, skipped.count_before, skipped.count_after) == ("skipped", USERS, USERS + 3)
 
 
 def test_a_count_that_lags_beyond_the_tolerance_is_caught_and_zero_tolerance_is_strict():
