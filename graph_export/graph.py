@@ -104,7 +104,9 @@ class GraphUsers:
                     return _count_in(response)
         except requests.RequestException as exc:
             log.debug("Graph's user count could not be had", exc_info=True)
-            _count_unknown(f"could not be had after retries ({reason(exc)})")
+            untrusted = certificate_failure(exc)
+            _count_unknown(f"could not be asked for: Graph at {self._origin} failed TLS certificate verification "
+                           f"({untrusted})" if untrusted else f"could not be had after retries ({reason(exc)})")
         except ExportError as exc:  # the token source failing on the refresh: the pages will say it too
             _count_unknown(f"could not be asked for ({exc})")
         return None
