@@ -1,4 +1,5 @@
-"""Microsoft Graph's users: pages of ``GET /v1.0/users`` and changes from ``/v1.0/users/delta``.
+"""Microsoft Graph's users: pages of ``GET /v1.0/users``, changes from ``/v1.0/users/delta``, and how
+many there are (``/v1.0/users/$count``, for the completeness check).
 
 :class:`GraphUsers` holds what every request shares (the session, the endpoint, the token source, the
 timeout). Paging follows each ``@odata.nextLink`` as an opaque, whole URL (Graph has no ``$skip`` for
