@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Any, Generator, Iterator, Protocol
+from typing import Any, Generator, Iterator, Mapping, Protocol
 from urllib.parse import urlencode, urlsplit
 
 import requests
@@ -147,7 +147,7 @@ class GraphUsers:
         # another host) and its body would become the export. Refused in a response hook, before requests
         # looks at the redirect at all: even with allow_redirects=False it reads the whole 3xx body and
         # parses its Location.
-        refuse_redirects = {"response": functools.partial(_refuse_redirect, page_url=url, page_number=number)}
+        refuse_redirects = {"response": functools.partial(_refuse_redirect, url=url, what=f"page {number}")}
         headers = {"Accept": "application/json", **({"Prefer": prefer} if prefer else {})}
         for attempt in (1, 2):
             response = self._send(url, number, {**headers, "Authorization": f"Bearer {token}"}, refuse_redirects)
@@ -186,6 +186,35 @@ class GraphUsers:
             ) from None
 
 
+    def call(self, method: str, path: str, *, what: str, json_body: Any = None,
+             headers: Mapping[str, str] | None = None) -> requests.Response:
+        """One request for ``path`` under the endpoint that is not a page of users (``what`` names it in
+        messages), with what pages have: the token (one fresh one after a 401), the transport's retries,
+        no redirect followed. The answer is returned whatever its status, its body read."""
+        url = f"{self.endpoint}{path}"
+        hooks = {"response": functools.partial(_refuse_redirect, url=url, what=what)}
+        token = self._tokens.get()
+        for attempt in (1, 2):
+            try:
+                response = self._session.request(
+                    method, url, json=json_body, timeout=self._timeout, allow_redirects=False, hooks=hooks,
+                    headers={"Accept": "application/json", **(headers or {}), "Authorization": f"Bearer {token}"})
+            except requests.RequestException as exc:
+                log.debug("Graph could not be asked for %s", what, exc_info=True)
+                untrusted = certificate_failure(exc)
+                if untrusted is not None:
+                    raise GraphError(f"{untrusted_certificate('Graph', origin_of(url), 'GRAPH_ENDPOINT', untrusted)} "
+                                     f"({what}).") from None
+                raise GraphError(f"Graph at {origin_of(url)} could not be reached for {what} after retries "
+                                 f"({reason(exc)}): check GRAPH_ENDPOINT and the network, then run again.") from None
+            if response.status_code == 401 and attempt == 1:
+                log.info("Graph rejected the access token for %s; retrying once with a fresh token", what)
+                token = self._tokens.refresh(token)
+                continue
+            break
+        return response
+
+
 def _is_saved_delta_link(url: str) -> bool:
     return "deltatoken=" in url and not url.endswith("deltatoken=latest")
 
@@ -194,10 +223,9 @@ def _nothing() -> None:
     pass
 
 
-def _refuse_redirect(response: requests.Response, *args: Any, page_url: str, page_number: int,
-                     **kwargs: Any) -> requests.Response:
+def _refuse_redirect(response: requests.Response, *args: Any, url: str, what: str, **kwargs: Any) -> requests.Response:
     """A requests response hook: any 3xx ends the run, its body unread."""
     if 300 <= response.status_code < 400:
         response.close()
-        raise GraphError(describe_redirect(response, page_url, page_number))
+        raise GraphError(describe_redirect(response, url, what))
     return response

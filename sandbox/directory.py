@@ -31,9 +31,12 @@ from typing import Any, Iterator, NamedTuple, Sequence
 from .tenant import (
     _ID_NAMESPACE_BYTES,
     DEFAULT_PROPERTIES,
+    HIRE_COHORT,
+    MULTI_VALUED_EXTENSIONS,
     OTHER_PROPERTIES,
     TENANT_DOMAIN,
     UNMODELLED_PROPERTIES,
+    USER_EXTENSIONS,
     USER_PROPERTIES,
     canonical_properties,
     default_value,
@@ -48,15 +51,17 @@ LIVE, SOFT_DELETED, DELETED, ABSENT = "live", "soft_deleted", "deleted", "absent
 ADD, UPDATE, SOFT_DELETE, RESTORE, HARD_DELETE = "add", "update", "soft_delete", "restore", "hard_delete"
 
 #: Every property a user may have, in a fixed order (delta tokens encode a selection as indices into it).
-ALL_PROPERTIES: tuple[str, ...] = (*USER_PROPERTIES, *OTHER_PROPERTIES, *UNMODELLED_PROPERTIES)
+ALL_PROPERTIES: tuple[str, ...] = (*USER_PROPERTIES, *OTHER_PROPERTIES, *UNMODELLED_PROPERTIES, *USER_EXTENSIONS)
 _KNOWN = frozenset(ALL_PROPERTIES)
 #: Collection-valued properties: cleared to ``[]``, never to null (Graph never returns null for them).
 LIST_PROPERTIES = frozenset(p for p, v in (*OTHER_PROPERTIES.items(), *UNMODELLED_PROPERTIES.items())
                             if isinstance(v, list)) | {"businessPhones"}
 _BOOL_PROPERTIES = ("accountEnabled", "onPremisesSyncEnabled", "showInAddressList")
 _DATE_PROPERTIES = ("createdDateTime", "employeeHireDate", "lastPasswordChangeDateTime", "onPremisesLastSyncDateTime")
-#: What random_changes() edits: the modelled properties but the id and the complex signInActivity.
-_RANDOM_PROPERTIES = tuple(p for p in (*USER_PROPERTIES, *OTHER_PROPERTIES) if p not in ("id", "signInActivity"))
+#: What random_changes() edits: the modelled properties but the id and the complex signInActivity, and the
+#: directory extensions.
+_RANDOM_PROPERTIES = tuple(p for p in (*USER_PROPERTIES, *OTHER_PROPERTIES, *USER_EXTENSIONS)
+                           if p not in ("id", "signInActivity"))
 _NEVER_SET_CANDIDATES = tuple(p for p in OTHER_PROPERTIES if p != "signInActivity")
 
 
@@ -606,7 +611,9 @@ def _random_value(rng: random.Random, prop: str) -> Any:
     tag = f"{rng.getrandbits(32):08x}"
     if prop in _BOOL_PROPERTIES:
         return rng.random() < 0.5
-    if prop in LIST_PROPERTIES:
+    if prop == HIRE_COHORT:
+        return rng.randint(2000, 2030)
+    if prop in LIST_PROPERTIES or prop in MULTI_VALUED_EXTENSIONS:
         return [f"{prop}-{tag}-{k}" for k in range(rng.randint(1, 2))]
     if prop in _DATE_PROPERTIES:
         return f"20{rng.randint(19, 25)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}T12:00:00Z"

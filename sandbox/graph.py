@@ -33,11 +33,20 @@ import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import Any, Iterator
+from urllib.parse import unquote
 
 from .directory import ALL_PROPERTIES, Directory
 from .faults import FaultRule
 from .server import Request, Response
-from .tenant import DEFAULT_PROPERTIES, SINGLE_USER_ONLY, USER_PROPERTIES, canonical_properties, make_user, select
+from .tenant import (
+    DEFAULT_PROPERTIES,
+    EXTENSIONS,
+    SINGLE_USER_ONLY,
+    USER_PROPERTIES,
+    canonical_properties,
+    make_user,
+    select,
+)
 from .tokens import AUDIENCE, EXPIRED, ISSUER, MISSING, NOT_YET_VALID, Resources, TokenError, TokenService, bearer
 
 ODATA_JSON = "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8"
@@ -58,6 +67,11 @@ _PERMISSION_MISSING = ("Authentication_MSGraphPermissionMissing",
                        "Calling principal does not have required MSGraph permissions AuditLog.Read.All")
 _NOT_PREMIUM = ("Authentication_RequestFromNonPremiumTenantOrB2CTenant",
                 "Neither tenant is B2C or tenant doesn't have premium license")
+#: Application permissions that allow listing an application's extension properties (the least privileged first).
+APPLICATION_READ_ROLES = frozenset({"Application.Read.All", "Application.ReadWrite.All", "Directory.Read.All",
+                                    "Directory.ReadWrite.All"})
+_APP_EXTENSIONS = re.compile(r"/v1\.0/applications\(appId='([0-9a-fA-F-]{36})'\)/extensionProperties", re.IGNORECASE)
+_EXTENSION_APPS = frozenset(e.app_id for e in EXTENSIONS)
 #: Query options Graph has but this sandbox does not implement: refuse loudly instead of ignoring.
 _UNSUPPORTED = ("filter", "orderby", "search", "count", "expand", "format", "skip")
 _TOKEN_PREFIX = b"SBX1"
@@ -151,6 +165,9 @@ class Graph:
         self.base_url = ""                    # set by the Sandbox once the port is known
         #: The tenant has an Entra ID P1 or P2 licence, which Graph requires to serve signInActivity.
         self.premium_licence = True
+        #: getAvailableExtensionProperties' documented known issue: an empty answer in tenants with more than
+        #: 1,000 service principals.
+        self.many_service_principals = False
         #: Delta: a user changed k times in a round appears k times (at its changes' places), as Graph may do.
         self.delta_repeats = False
         #: Delta tokens (and a round's skiptokens) older than this many seconds are refused as expired.
@@ -220,10 +237,13 @@ class Graph:
             return self._error(401, "InvalidAuthenticationToken",
                                _AUTH_MESSAGES.get(e.reason, "Access token validation failure."), ids,
                                {"WWW-Authenticate": _CHALLENGE})
+        path = request.path.rstrip("/")
+        extensions = self._extension_route(request, path, ids, claims.roles)
+        if extensions is not None:
+            return extensions
         if not READ_ROLES.intersection(claims.roles):
             return self._error(403, "Authorization_RequestDenied",
                                "Insufficient privileges to complete the operation.", ids)
-        path = request.path.rstrip("/")
         delta = _is_delta(path.lower())
         if delta:
             with self._cache_lock:
@@ -273,6 +293,59 @@ class Graph:
             return Response(response.status, body, response.headers)
         return Response(response.status, b"", response.headers, stream=_padded(body, pad),
                         length=None if rule.chunked else len(body) + pad)
+
+    # --- directory extensions ---------------------------------------------------------------------
+
+    def _extension_route(self, request: Request, path: str, ids: tuple[str, str],
+                         roles: tuple[str, ...]) -> Response | None:
+        """The two ways to list directory extension definitions; None for any other path.
+
+        ``GET /applications(appId='…')/extensionProperties`` (Application.Read.All, or a higher
+        Application/Directory permission) lists one app's; ``POST
+        /directoryObjects/getAvailableExtensionProperties`` (Directory.Read.All only) the tenant's,
+        from every app: https://learn.microsoft.com/en-us/graph/api/application-list-extensionproperty and
+        https://learn.microsoft.com/en-us/graph/api/directoryobject-getavailableextensionproperties (which
+        answers an empty list in tenants with more than 1,000 service principals: ``many_service_principals``).
+        """
+        decoded = unquote(path)
+        app = _APP_EXTENSIONS.fullmatch(decoded)
+        if app is not None:
+            if request.method != "GET":
+                return self._error(405, "Request_BadRequest",
+                                   "Specified HTTP method is not allowed for the request target.", ids)
+            if not APPLICATION_READ_ROLES.intersection(roles):
+                return self._error(403, "Authorization_RequestDenied",
+                                   "Insufficient privileges to complete the operation.", ids)
+            owned = [e for e in EXTENSIONS if e.app_id == app.group(1).lower()]
+            if not owned and app.group(1).lower() not in _EXTENSION_APPS:
+                return self._error(404, "Request_ResourceNotFound",
+                                   f"Resource '{app.group(1)}' does not exist or one of its queried "
+                                   "reference-property objects are not present.", ids)
+            context = f"{self.base_url}/v1.0/$metadata#applications('{app.group(1)}')/extensionProperties"
+            return self._json(200, {"@odata.context": context, "value": [e.resource() for e in owned]}, ids)
+        if decoded.lower() != "/v1.0/directoryobjects/getavailableextensionproperties":
+            return None
+        if request.method != "POST":
+            return self._error(405, "Request_BadRequest",
+                               "Specified HTTP method is not allowed for the request target.", ids)
+        if "Directory.Read.All" not in roles:
+            return self._error(403, "Authorization_RequestDenied",
+                               "Insufficient privileges to complete the operation.", ids)
+        try:
+            body = json.loads(request.body or b"{}")
+        except ValueError:
+            return self._error(400, "BadRequest", "Invalid JSON in the request body.", ids)
+        synced = body.get("isSyncedFromOnPremises") if isinstance(body, dict) else None
+        listed = [] if self.many_service_principals else \
+            [e for e in EXTENSIONS if synced is None or e.synced_from_on_premises == bool(synced)]
+        context = f"{self.base_url}/v1.0/$metadata#Collection(microsoft.graph.extensionProperty)"
+        return self._json(200, {"@odata.context": context, "value": [
+            {"@odata.type": "#microsoft.graph.extensionProperty", **e.resource()} for e in listed]}, ids)
+
+    def _json(self, status: int, document: dict[str, Any], ids: tuple[str, str]) -> Response:
+        return Response(status, json.dumps(document, separators=(",", ":")).encode("utf-8"), {
+            "Content-Type": ODATA_JSON, "OData-Version": "4.0", "Cache-Control": "no-cache",
+            **self._common_headers(ids)})
 
     # --- paging ---------------------------------------------------------------------------------
 
@@ -369,8 +442,10 @@ class Graph:
                 return cached
         domain = self.tenant_domain
         if version == 0:  # nothing changed: the computed tenant, position = index
-            if props == USER_PROPERTIES:
-                users = [make_user(i, domain) for i in range(start, end)]
+            if props == USER_PROPERTIES:  # make_user's own dict, unless it carries extensions besides
+                width = len(USER_PROPERTIES)
+                users = [user if len(user) == width else select(user, props)
+                         for user in (make_user(i, domain) for i in range(start, end))]
             else:
                 users = [select(make_user(i, domain), props) for i in range(start, end)]
         else:

@@ -29,7 +29,7 @@ from cryptography import x509
 from sandbox import Sandbox
 from sandbox.azurite import Azurite, AzuriteError
 from sandbox.faults import PARTIAL_BYTES, FaultPlan
-from sandbox.tenant import DEFAULT_PROPERTIES, USER_PROPERTIES, make_user, select
+from sandbox.tenant import DEFAULT_PROPERTIES, USER_EXTENSIONS, USER_PROPERTIES, make_user, select
 from sandbox.tokens import peek_claims
 from tests.sandbox_env import FOREIGN_ENV
 
@@ -493,7 +493,8 @@ def test_entra_fault_and_request_log_holds_no_secrets(env, sbx):
 def test_make_user_is_deterministic_and_realistic():
     users = [make_user(i) for i in range(1_000)]
     assert users == [make_user(i) for i in range(1_000)]
-    assert all(list(u) == list(USER_PROPERTIES) for u in users)
+    assert all(list(u)[:len(USER_PROPERTIES)] == list(USER_PROPERTIES) for u in users)
+    assert {p for u in users for p in list(u)[len(USER_PROPERTIES):]} == set(USER_EXTENSIONS)  # a quarter of members
     assert len({u["id"] for u in users}) == len({u["userPrincipalName"] for u in users}) == 1_000
     guests = [u for u in users if u["userType"] == "Guest"]
     assert len(guests) == 100
