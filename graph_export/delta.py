@@ -30,7 +30,7 @@ from . import graph, jsontext, naming, publish, storage
 from .errors import ExportError, GraphError, PageLinkRejected, origin_of
 from .graph import GraphUsers
 from .progress import RunProgress
-from .properties import absent_value, check_spelling
+from .properties import MANAGER, absent_value, check_spelling, manager_from_delta
 from .records import DeltaApplied, DeltaState, Manifest, RecordError, iso
 from .settings import Settings
 from .sink import CommittedBlob, encode_user
@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 #: How much merged output is handed to the writer at a time.
 _FLUSH_BYTES = 1024 * 1024
 _ID_PREFIX = b'{"id":"'
+#: How users/delta reports a change of manager (``$select`` names ``manager``): a list of references.
+_MANAGER_DELTA = f"{MANAGER}@delta"
 #: What reading a damaged gzip stream raises; isal's own error (a bad deflate block) is not an OSError.
 _NOT_GZIP = (OSError, EOFError, cast(type[Exception], isal_zlib.error))  # isal's stubs call it an instance
 
@@ -183,6 +185,8 @@ class Changes:
         published = []
         for item in items:
             item = {k: v for k, v in item.items() if not k.startswith("@") or k == "@removed"}
+            if _MANAGER_DELTA in item:  # the relationship's change, as the snapshot names it
+                item[MANAGER] = manager_from_delta(item.pop(_MANAGER_DELTA))
             published.append(item)
             user_id = item["id"].encode("utf-8")
             if "@removed" in item:

@@ -22,6 +22,7 @@ from .errors import GraphError, PageLinkRejected, PageTooLarge, certificate_fail
 from .graph_messages import describe_graph_failure, describe_redirect
 from .graph_pages import Page, parse
 from .graph_stream import ArrivingPage, reason
+from .properties import MANAGER
 from .userids import UserIds
 
 __all__ = ["CONNECT_TIMEOUT", "DELTA_PREFER", "MAX_PAGES", "GraphUsers", "Page", "Tokens", "first_page_url",
@@ -49,8 +50,12 @@ class Tokens(Protocol):
 
 
 def first_page_url(graph_endpoint: str, properties: tuple[str, ...], page_size: int) -> str:
-    query = urlencode({"$select": ",".join(properties), "$top": str(page_size)}, safe="$,")
-    return f"{graph_endpoint}/v1.0/users?{query}"
+    """The first page of /users: the selection, the page size, and the manager as ``$expand`` when selected
+    (a relationship cannot be in ``$select`` there; ``settings.page_size`` keeps to $expand's 100 a page)."""
+    query = {"$select": ",".join(p for p in properties if p != MANAGER), "$top": str(page_size)}
+    if MANAGER in properties:
+        query["$expand"] = f"{MANAGER}($select=id)"
+    return f"{graph_endpoint}/v1.0/users?{urlencode(query, safe='$,()=')}"
 
 
 def latest_delta_url(graph_endpoint: str, properties: tuple[str, ...]) -> str:

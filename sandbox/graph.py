@@ -41,10 +41,12 @@ from .server import Request, Response
 from .tenant import (
     DEFAULT_PROPERTIES,
     EXTENSIONS,
+    MANAGER,
     SINGLE_USER_ONLY,
     USER_PROPERTIES,
     canonical_properties,
     make_user,
+    manager_reference,
     select,
 )
 from .tokens import AUDIENCE, EXPIRED, ISSUER, MISSING, NOT_YET_VALID, Resources, TokenError, TokenService, bearer
@@ -73,7 +75,13 @@ APPLICATION_READ_ROLES = frozenset({"Application.Read.All", "Application.ReadWri
 _APP_EXTENSIONS = re.compile(r"/v1\.0/applications\(appId='([0-9a-fA-F-]{36})'\)/extensionProperties", re.IGNORECASE)
 _EXTENSION_APPS = frozenset(e.app_id for e in EXTENSIONS)
 #: Query options Graph has but this sandbox does not implement: refuse loudly instead of ignoring.
-_UNSUPPORTED = ("filter", "orderby", "search", "count", "expand", "format", "skip")
+_UNSUPPORTED = ("filter", "orderby", "search", "count", "format", "skip")
+#: The one $expand the sandbox serves on /users: the manager, whole or as its id. With $expand a page holds at
+#: most 100 users, whatever $top asks ("$expand ... returns a maximum of 100 objects" on directory objects:
+#: https://learn.microsoft.com/en-us/graph/query-parameters#expand-parameter; as reported in
+#: https://techcommunity.microsoft.com/discussions/officegraph/the-top-parameter-does-not-work-together-with-the-expand-parameter-in-the-get-gr/3885391).
+_EXPAND_MANAGER = re.compile(r"manager(\(\$?select=id\))?", re.IGNORECASE)
+MAX_EXPANDED_PAGE = 100
 _TOKEN_PREFIX = b"SBX1"
 _SIGNATURE_BYTES = 16
 #: Delta: page size without ``Prefer: odata.maxpagesize``, and the most a page holds whatever is asked.
@@ -202,8 +210,11 @@ class Graph:
     # --- what a full paging yields --------------------------------------------------------------
 
     def expected_users(self, properties: list[str] | tuple[str, ...] | None = None) -> Iterator[dict[str, Any]]:
-        """Exactly the users a complete paging with ``$select=properties`` returns, in order."""
-        return self.directory.users(self._properties(properties))
+        """Exactly the users a complete paging with ``$select=properties`` returns, in order (with ``manager``
+        among them: as ``$expand=manager`` returns them)."""
+        manager = properties is not None and any(p.lower() == MANAGER for p in properties)
+        selected = self._properties([p for p in properties if p.lower() != MANAGER] if properties is not None else None)
+        return self.directory.users(selected + [MANAGER] if manager else selected)
 
     # --- HTTP -----------------------------------------------------------------------------------
 
@@ -226,6 +237,8 @@ class Graph:
             offset = self.decode_skiptoken(q["skiptoken"]) if q.get("skiptoken") is not None else 0
         except (ValueError, BadRequest):
             return None
+        if q.get("expand") is not None:
+            top = min(top, MAX_EXPANDED_PAGE)
         return offset // top + 1 if top > 0 else None
 
     def handle(self, request: Request) -> Response:
@@ -409,15 +422,20 @@ class Graph:
         if not 1 <= top <= max_top:
             raise BadRequest(bad_top)
         offset = self.decode_skiptoken(q["skiptoken"]) if q.get("skiptoken") is not None else 0
+        raw_expand = q.get("expand")
+        if raw_expand is not None and not _EXPAND_MANAGER.fullmatch(raw_expand.strip()):
+            raise BadRequest(f"The sandbox expands only the manager ('$expand=manager($select=id)'), not '{raw_expand}'.")
+        expand = raw_expand is not None
 
         total = len(self.directory)
-        end = min(offset + top, total)
-        value = self._page_value(tuple(props), offset, end)
+        end = min(offset + (min(top, MAX_EXPANDED_PAGE) if expand else top), total)
+        value = self._page_value(tuple(props), offset, end, expand)
         context = f"{self.base_url}/v1.0/$metadata#users" + (f"({','.join(props)})" if raw_select is not None else "")
         parts = [b'{"@odata.context":', _json(context)]
         if end < total:
             link = [f"$select={','.join(props)}"] if raw_select is not None else []
             link += [f"$top={top}"] if raw_top is not None else []
+            link += [f"$expand={raw_expand}"] if expand else []
             link.append(f"$skiptoken={self.encode_skiptoken(end)}")
             parts += [b',"@odata.nextLink":', _json(f"{self.base_url}/v1.0/users?{'&'.join(link)}")]
         parts += [b',"value":', value, b"}"]
@@ -429,12 +447,12 @@ class Graph:
             "Content-Type": ODATA_JSON, "OData-Version": "4.0", "Cache-Control": "no-cache",
             **self._common_headers(ids)})
 
-    def _page_value(self, props: tuple[str, ...], start: int, end: int) -> bytes:
-        """The JSON array of the live users at positions [start, end) of the /users order, built once per
-        distinct page and tenant version and cached briefly."""
+    def _page_value(self, props: tuple[str, ...], start: int, end: int, expand: bool = False) -> bytes:
+        """The JSON array of the live users at positions [start, end) of the /users order (``expand``: each
+        with its manager), built once per distinct page and tenant version and cached briefly."""
         directory = self.directory
         version = directory.version
-        key = (props, start, end, self.tenant_domain, directory.epoch, version)
+        key = (props, start, end, expand, self.tenant_domain, directory.epoch, version)
         with self._cache_lock:
             cached = self._cache.get(key)
             if cached is not None:
@@ -442,16 +460,20 @@ class Graph:
                 return cached
         domain = self.tenant_domain
         if version == 0:  # nothing changed: the computed tenant, position = index
-            if props == USER_PROPERTIES:  # make_user's own dict, unless it carries extensions besides
-                width = len(USER_PROPERTIES)
-                users = [user if len(user) == width else select(user, props)
-                         for user in (make_user(i, domain) for i in range(start, end))]
-            else:
-                users = [select(make_user(i, domain), props) for i in range(start, end)]
+            records = [make_user(i, domain) for i in range(start, end)]
         else:
             version, rows = directory.live_slice(start, end)
-            key = (props, start, end, self.tenant_domain, directory.epoch, version)
-            users = [select(make_user(i, domain) if record is None else record, props) for i, record in rows]
+            key = (props, start, end, expand, self.tenant_domain, directory.epoch, version)
+            records = [make_user(i, domain) if record is None else record for i, record in rows]
+        if props == USER_PROPERTIES and not expand:  # the records themselves, but for what follows those keys
+            width = len(USER_PROPERTIES)
+            users = [record if len(record) == width else select(record, props) for record in records]
+        else:
+            users = [select(record, props) for record in records]
+        if expand:
+            for user, record in zip(users, records, strict=True):
+                if record.get(MANAGER) is not None:
+                    user[MANAGER] = manager_reference(record[MANAGER])
         value = _json_value(users)
         with self._cache_lock:
             self._cache[key] = value
@@ -508,8 +530,15 @@ class Graph:
             if value is not None and value.lower() != "latest":
                 token = self.decode_delta_token(value, kind)
                 return token.properties, token.default_selection
+        if q.get("expand") is not None:
+            raise BadRequest("The query option '$expand' is not supported with delta queries; $select the manager "
+                             "to track it.")
         selected = _selected(q)
-        props = tuple(self._properties(selected))
+        # users/delta tracks the manager when $select names it (the delta query overview, "Optional query
+        # parameters"), and reports it as manager@delta.
+        manager = [name for name in selected or [] if name.lower() == MANAGER]
+        props = tuple(self._properties([name for name in selected if name.lower() != MANAGER]
+                                       if selected is not None else None)) + ((MANAGER,) if manager else ())
         if "signInActivity" in props:
             raise BadRequest("Property 'signInActivity' is not supported in delta queries.")
         return props, selected is None
@@ -548,7 +577,8 @@ class Graph:
             items, position = directory.initial_page(props, token.until, token.limit, token.position, size)
         else:
             items, position = directory.change_page(props, token.since, token.until, token.position, size,
-                                                    repeats=token.repeats, minimal=minimal)
+                                                    repeats=token.repeats, minimal=minimal,
+                                                    tracked=None if token.default_selection else props)
         following = None if position is None else \
             replace(token, generation=self._delta_generation, issued=now, position=position, page=token.page + 1)
         return self._delta_response(request, ids, token, items, following, applied)

@@ -88,6 +88,9 @@ COST_CENTER, HIRE_COHORT, BADGE_IDS, EMPLOYEE_NUMBER = USER_EXTENSIONS
 MULTI_VALUED_EXTENSIONS = frozenset(e.name for e in EXTENSIONS if e.multi_valued and "User" in e.targets)
 _EXTENSION_NAMES = frozenset(USER_EXTENSIONS)
 
+#: The relationship users/delta can $select and /users can $expand; a record holds the manager's id under it.
+MANAGER = "manager"
+
 #: Other real v1.0 user properties a client may $select; the sandbox returns them as null / [].
 #: (Graph answers 400 only for names that are not properties of microsoft.graph.user at all.)
 OTHER_PROPERTIES: dict[str, Any] = {
@@ -173,8 +176,9 @@ def user_id(i: int) -> str:
 
 
 def make_user(i: int, tenant_domain: str = TENANT_DOMAIN) -> dict[str, Any]:
-    """User number ``i`` (0-based) with every property in :data:`USER_PROPERTIES`, in that order, then
-    the directory extensions set on it (:func:`extensions_of`).
+    """User number ``i`` (0-based) with every property in :data:`USER_PROPERTIES`, in that order, then its
+    manager's id as ``manager`` if it has one (:func:`manager_index`; Graph serves it only as a
+    relationship) and the directory extensions set on it (:func:`extensions_of`).
 
     Proportions: ``i % 10 == 3`` is a guest (10%); ``i % 40`` in (7, 13) is disabled (5%); members are
     hybrid-synced when ``i % 3 == 0`` (onPremisesSyncEnabled true) and cloud-only otherwise (null).
@@ -235,9 +239,21 @@ def make_user(i: int, tenant_domain: str = TENANT_DOMAIN) -> dict[str, Any]:
         "country": country,
         "city": city,
     }
+    manager = manager_index(i)
+    if manager is not None:
+        user[MANAGER] = user_id(manager)
     if i % 4 == 1:
         user.update(extensions_of(i, synced))
     return user
+
+
+def manager_index(i: int) -> int | None:
+    """The index of member ``i``'s manager in the computed tenant: user ``i // 8``, a member too, for every
+    member from 8 on but one in nine (``i % 9 == 0``: nobody's report). Guests have none."""
+    manager = i // 8
+    if i < 8 or i % 9 == 0 or i % 10 == 3 or manager % 10 == 3:
+        return None
+    return manager
 
 
 def extensions_of(i: int, synced: bool) -> dict[str, Any]:
@@ -275,6 +291,11 @@ def select(user: Mapping[str, Any], properties: Sequence[str] | None = None) -> 
     props = DEFAULT_PROPERTIES if properties is None else properties
     return {p: user[p] if p in user else _copy_default(p) for p in props
             if p not in _EXTENSION_NAMES or user.get(p) not in (None, [])}
+
+
+def manager_reference(manager_id: str) -> dict[str, Any]:
+    """A manager as Graph returns one, expanded or in ``manager@delta``."""
+    return {"@odata.type": "#microsoft.graph.user", "id": manager_id}
 
 
 def _copy_default(prop: str) -> Any:

@@ -68,11 +68,16 @@ def test_schema_extensions_pass_as_given():
 
 
 @pytest.mark.parametrize("name", [
-    "shoeSize", "jobTitel", "manager", "memberOf", "extension_123_costCenter",
+    "shoeSize", "jobTitel", "directReports", "memberOf", "extension_123_costCenter",
     f"extension_{APP}", "extension_costCenter", "display Name", "", "_x",
 ])
 def test_names_that_are_not_properties_resolve_to_none(name):
     assert graph_spelling(name) is None
+
+
+@pytest.mark.parametrize("name", ["manager", "Manager", "MANAGER"])
+def test_the_manager_is_the_one_relationship_that_resolves(name):
+    assert graph_spelling(name) == "manager" and not properties.is_extension(name)
 
 
 def test_relationships_and_suggestions():

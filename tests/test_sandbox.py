@@ -494,7 +494,8 @@ def test_make_user_is_deterministic_and_realistic():
     users = [make_user(i) for i in range(1_000)]
     assert users == [make_user(i) for i in range(1_000)]
     assert all(list(u)[:len(USER_PROPERTIES)] == list(USER_PROPERTIES) for u in users)
-    assert {p for u in users for p in list(u)[len(USER_PROPERTIES):]} == set(USER_EXTENSIONS)  # a quarter of members
+    # then the manager's id (most members have one) and the extensions (a quarter of the members)
+    assert {p for u in users for p in list(u)[len(USER_PROPERTIES):]} == {"manager", *USER_EXTENSIONS}
     assert len({u["id"] for u in users}) == len({u["userPrincipalName"] for u in users}) == 1_000
     guests = [u for u in users if u["userType"] == "Guest"]
     assert len(guests) == 100

@@ -289,10 +289,11 @@ def test_a_malformed_directory_extension_name_says_what_the_form_is():
 
 
 def test_relationships_and_single_user_properties_are_refused_with_why():
-    message = problems({**BASE, "USER_PROPERTIES": "id,Manager,aboutMe,Skills"})
-    assert "USER_PROPERTIES has 'manager', a relationship of user, not a property" in message
-    assert "USER_PROPERTIES has 'manager', 'memberOf', relationships of user" in problems(
-        {**BASE, "USER_PROPERTIES": "manager,memberof"})
+    message = problems({**BASE, "USER_PROPERTIES": "id,DirectReports,aboutMe,Skills"})
+    assert "USER_PROPERTIES has 'directReports', a relationship of user, not a property" in message
+    assert "only 'manager' is exported" in message
+    assert "USER_PROPERTIES has 'directReports', 'memberOf', relationships of user" in problems(
+        {**BASE, "USER_PROPERTIES": "manager,directreports,memberof"})
     assert "USER_PROPERTIES has 'aboutMe', 'skills', which Graph returns only when reading one user" in message
     assert "did you mean" not in message
 
