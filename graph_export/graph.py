@@ -22,7 +22,7 @@ from .errors import GraphError, PageLinkRejected, PageTooLarge, certificate_fail
 from .graph_messages import describe_graph_failure, describe_redirect
 from .graph_pages import Page, parse
 from .graph_stream import ArrivingPage, reason
-from .properties import MANAGER
+from .properties import MANAGER, NOT_IN_DELTA
 from .userids import UserIds
 
 __all__ = ["CONNECT_TIMEOUT", "DELTA_PREFER", "MAX_PAGES", "GraphUsers", "Page", "Tokens", "first_page_url",
@@ -59,8 +59,10 @@ def first_page_url(graph_endpoint: str, properties: tuple[str, ...], page_size: 
 
 
 def latest_delta_url(graph_endpoint: str, properties: tuple[str, ...]) -> str:
-    """users/delta for "now": no users, only a deltaLink that later rounds start from."""
-    query = urlencode({"$select": ",".join(properties), "$deltatoken": "latest"}, safe="$,")
+    """users/delta for "now": no users, only a deltaLink that later rounds start from; it selects what
+    users/delta tracks (the others are read apart: ``signins``)."""
+    tracked = ",".join(p for p in properties if p not in NOT_IN_DELTA)
+    query = urlencode({"$select": tracked, "$deltatoken": "latest"}, safe="$,")
     return f"{graph_endpoint}/v1.0/users/delta?{query}"
 
 

@@ -86,6 +86,11 @@ RELATIONSHIPS: frozenset[str] = frozenset({
     "teamwork", "todo", "transitiveMemberOf",
 })
 
+#: Graph's page size limit when signInActivity is selected (settings.page_size).
+SIGN_IN_ACTIVITY_PAGE = 500
+#: Selected properties users/delta does not track: delta mode reads them beside the change feed (signins.py).
+NOT_IN_DELTA: frozenset[str] = frozenset({"signInActivity"})
+
 #: The one relationship USER_PROPERTIES may name: read with ``$expand=manager($select=id)`` on /users, and
 #: as ``manager@delta`` on users/delta.
 MANAGER = "manager"

@@ -107,7 +107,7 @@ _FEDERATED_AUDIENCE_BY_AUTHORITY = {
 }
 PUBLIC_FEDERATED_AUDIENCE = "api://AzureADTokenExchange"
 #: User properties users/delta does not return or does not track changes of (lower case).
-_NOT_IN_DELTA = {"signinactivity", "licenseassignmentstates"}
+_NOT_IN_DELTA = {"licenseassignmentstates"}
 
 _Choice = TypeVar("_Choice", bound=StrEnum)
 
@@ -464,7 +464,8 @@ class Settings:
         # users whatever $top asks (https://learn.microsoft.com/en-us/graph/query-parameters#expand-parameter).
         if graph_properties.MANAGER in self.user_properties:
             return 100
-        return 500 if any(p.lower() == "signinactivity" for p in self.user_properties) else 999
+        selects_sign_ins = any(p.lower() == "signinactivity" for p in self.user_properties)
+        return graph_properties.SIGN_IN_ACTIVITY_PAGE if selects_sign_ins else 999
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:

@@ -320,9 +320,13 @@ def test_export_mode_is_full_or_delta_and_delta_has_its_defaults():
     assert "DELTA_MAX_CHANGES" in problems({**BASE, "DELTA_MAX_CHANGES": "0"})
 
 
-@pytest.mark.parametrize("untracked, spelled", [("signInActivity", "signInActivity"),
-                                                ("licenseAssignmentStates", "licenseAssignmentStates"),
-                                                ("SIGNINACTIVITY", "signInActivity")])
+def test_sign_in_activity_is_allowed_in_delta_mode_which_reads_it_apart():
+    env = {**BASE, "USER_PROPERTIES": "id,displayName,SIGNINACTIVITY", "EXPORT_MODE": "delta"}
+    assert load_settings(env).user_properties == ("id", "displayName", "signInActivity")
+
+
+@pytest.mark.parametrize("untracked, spelled", [("licenseAssignmentStates", "licenseAssignmentStates"),
+                                                ("LICENSEASSIGNMENTSTATES", "licenseAssignmentStates")])
 def test_properties_users_delta_does_not_track_are_refused_in_delta_mode_only(untracked, spelled):
     env = {**BASE, "USER_PROPERTIES": f"id,displayName,{untracked}"}
     assert load_settings(env).export_mode == "full"
