@@ -3,9 +3,9 @@
 users/delta does not track ``signInActivity`` (it changes with every sign-in, and Graph leaves it out of
 change tracking), yet an audit wants it as of the slot for every user. So a delta slot that selects it
 reads ``GET /v1.0/users?$select=id,signInActivity`` through (500 users a page, Graph's limit with
-``signInActivity``) and the merge takes each user's value from there by id. The
-values are held in a SQLite file in the temporary directory (``tempfile``), not in memory: at
-1,000,000 users they are ~250 MB, and memory must stay flat in tenant size.
+``signInActivity``) and the merge takes each user's value from there by id. The values are held in a
+SQLite file in the temporary directory (``tempfile``), not in memory: at 1,000,000 users they are
+500 MB on disk (measured), and memory must stay flat in tenant size.
 """
 
 from __future__ import annotations
