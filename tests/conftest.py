@@ -18,11 +18,10 @@ from azure.storage.blob import ContainerClient
 
 from graph_export.clients import warm_clients
 from graph_export.naming import LATEST_BLOB
-from graph_export.settings import SETTINGS, StorageTarget
-from graph_export.storage import open_container
+from graph_export.settings import SETTINGS
 from sandbox import Sandbox
 from sandbox.azurite import Azurite
-from tests.tls_listener import UntrustedTls
+from tests.sandbox.tls_listener import UntrustedTls
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_USERS = 2_500
@@ -63,13 +62,6 @@ def azurite(tmp_path_factory):
     server.start()
     yield server
     server.stop()
-
-
-@pytest.fixture
-def blob_container(azurite):
-    """A fresh, empty container in Azurite, opened the way the export opens its own."""
-    target = StorageTarget(connection_string=azurite.connection_string, source="EXPORT_STORAGE")
-    return open_container(target, f"t-{uuid.uuid4().hex[:12]}", None, 0.01)
 
 
 @pytest.fixture
