@@ -18,9 +18,14 @@ def test_a_connection_from_a_unit_test_is_refused_naming_the_layers_it_belongs_t
     no_network_sockets.clear()  # provoked on purpose: the guard's teardown would fail this test
 
 
-@pytest.mark.parametrize("family, address", [(socket.AF_INET, ("127.0.0.1", 0)), (socket.AF_INET6, ("::1", 0))])
+@pytest.mark.parametrize("family, address", [(socket.AF_INET, ("127.0.0.1", 0)), (socket.AF_INET6, ("::1", 0))],
+                         ids=["ipv4", "ipv6"])
 def test_binding_or_connecting_a_network_socket_is_refused(no_network_sockets, family, address):
-    with socket.socket(family) as s:
+    try:
+        s = socket.socket(family)
+    except OSError:  # a kernel without IPv6: creating the socket is refused before the guard is asked
+        pytest.skip(f"this machine cannot create an {family.name} socket")
+    with s:
         for call in (s.bind, s.connect, s.connect_ex):
             with pytest.raises(SocketForbidden, match=MESSAGE):
                 call(address)
