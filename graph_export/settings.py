@@ -73,7 +73,7 @@ _HOST_STORAGE = "AzureWebJobsStorage"
 _HOST_STORAGE_URI = "AzureWebJobsStorage__blobServiceUri"
 
 # Placeholders, such as local.settings.json.example's: a value that still holds one was never filled in.
-# Matched here, not read from the example (the deployment package does not ship it); tests/test_settings.py
+# Matched here, not read from the example (the deployment package does not ship it); tests/unit/test_settings.py
 # checks that every placeholder of the example is one of these.
 _NIL_GUID = "00000000-0000-0000-0000-000000000000"
 _ANGLE_PLACEHOLDER = re.compile(r"<[^<>]*>")  # <your-vault-name>

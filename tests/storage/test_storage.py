@@ -4,26 +4,18 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
 import threading
-import time
-import types
 from datetime import datetime, timedelta, timezone
 
 import pytest
-import requests
-from azure.core.credentials import AccessToken
-from azure.core.exceptions import ServiceRequestError
-from azure.core.pipeline.transport import RequestsTransport
-from azure.storage.blob import AccountSasPermissions, ContainerClient, ResourceTypes, generate_account_sas
+from azure.storage.blob import AccountSasPermissions, ResourceTypes, generate_account_sas
 
 from graph_export.errors import StorageError
 from graph_export.naming import LATEST_BLOB
 from graph_export.records import LatestPointer
 from graph_export.settings import StorageTarget
-from graph_export.storage import open_container, point_latest, storage_errors, write_json
+from graph_export.storage import open_container, point_latest, write_json
 from sandbox.azurite import ACCOUNT, ACCOUNT_KEY
-from tests.canned import Canned
 
 
 @pytest.fixture
@@ -117,17 +109,8 @@ def test_write_json_replaces_the_document(container):
     assert json.loads(container.download_blob("m.json").readall()) == {"n": 2}
 
 
-def test_unreachable_storage_is_one_actionable_line():
-    target = StorageTarget(connection_string=(
-        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5;"
-        "BlobEndpoint=http://127.0.0.1:9/devstoreaccount1;"), source="EXPORT_STORAGE")
-    with pytest.raises(StorageError) as info:
-        open_container(target, "graph-exports", None, 0.01)
-    assert "unreachable" in str(info.value) and "EXPORT_STORAGE" in str(info.value)
-    assert "a2V5" not in str(info.value)
-
-
 # --- a refused account key or SAS says so; an identity keeps the RBAC advice ------------------------
+
 
 def key_string(endpoint: str, key: str = "a2V5") -> str:
     scheme = endpoint.split(":", 1)[0]
@@ -182,108 +165,3 @@ def test_a_sas_without_a_permission_it_needs_says_which_ones(azurite, container)
     assert message.startswith("Export storage refused the SAS in EXPORT_STORAGE (AuthorizationPermissionMismatch) "
                               "while writing state/x.json: it does not allow this request")
     assert "--permissions racwdl" in message
-
-
-def canned_storage(status: int, code: str) -> Canned:
-    """Azure Storage's refusal, ``status`` with ``code``, for every request."""
-    body = f'<?xml version="1.0" encoding="utf-8"?><Error><Code>{code}</Code><Message>No.</Message></Error>'
-    return Canned(status, body.encode(), {"x-ms-error-code": code, "Content-Type": "application/xml"})
-
-
-class Token:
-    def get_token(self, *scopes, **kwargs):
-        return AccessToken("storage-token", 4_102_444_800)
-
-
-def canned(status: int, code: str, *, identity: bool = False) -> str:
-    session = requests.Session()
-    session.mount("https://", canned_storage(status, code))
-    options = {"transport": RequestsTransport(session=session, session_owner=False), "retry_total": 0}
-    url = "https://acct.blob.core.windows.net"
-    if identity:
-        client = ContainerClient(url, "graph-exports", credential=Token(), **options)
-    else:
-        client = ContainerClient.from_connection_string(
-            f"DefaultEndpointsProtocol=https;AccountName=acct;AccountKey={WRONG_KEY};EndpointSuffix=core.windows.net",
-            "graph-exports", **options)
-    with pytest.raises(StorageError) as info:
-        with storage_errors("opening container 'graph-exports'"):
-            client.get_container_properties()
-    message = str(info.value)
-    assert "\n" not in message and "StorageErrorCode" not in message and WRONG_KEY not in message
-    return message
-
-
-def test_azures_answer_to_a_wrong_key_says_the_key_is_wrong():
-    message = canned(403, "AuthenticationFailed")
-    assert message.startswith("Export storage refused the account key in EXPORT_STORAGE (AuthenticationFailed) while "
-                              "opening container 'graph-exports': the key is wrong or has been rotated;")
-    assert "firewall" not in message and "Storage Blob Data Contributor" not in message
-
-
-def test_an_account_that_allows_no_shared_key_says_to_use_the_identity():
-    message = canned(403, "KeyBasedAuthenticationNotPermitted")
-    assert "does not allow shared key access" in message and "EXPORT_STORAGE__blobServiceUri" in message
-
-
-def test_another_refusal_of_a_key_does_not_blame_the_key():
-    message = canned(403, "AccountIsDisabled")
-    assert message.startswith("Export storage refused a request made with the account key in EXPORT_STORAGE "
-                              "(AccountIsDisabled) while opening container 'graph-exports': check the storage firewall")
-    assert "wrong" not in message
-
-
-def test_an_identity_without_access_keeps_the_role_advice():
-    message = canned(403, "AuthorizationPermissionMismatch", identity=True)
-    assert message.startswith("Export storage denied access (AuthorizationPermissionMismatch) while opening")
-    assert "'Storage Blob Data Contributor'" in message and "storage-token" not in message
-
-
-# --- storage that cannot be reached: why, and at once when retrying cannot help ---------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.mark.parametrize("endpoint, why", [
-    (f"http://127.0.0.1:{free_port()}/devstoreaccount1", "the connection was refused"),
-    ("http://export-storage.invalid/devstoreaccount1", "its name does not resolve"),
-], ids=["refused", "unresolved"])  # ids without the port: the same on every xdist worker
-def test_storage_nothing_listens_on_fails_within_seconds_with_the_production_backoff(endpoint, why):
-    target = StorageTarget(connection_string=key_string(endpoint), source="EXPORT_STORAGE")
-    started = time.monotonic()
-    with pytest.raises(StorageError) as info:
-        open_container(target, "graph-exports", None, 1.0)  # 1 s: the default RETRY_BACKOFF_BASE_SECONDS
-    assert time.monotonic() - started < 10  # it took 43 s of backoff before
-    message = str(info.value)
-    origin = endpoint.rsplit("/", 1)[0]
-    assert f"Export storage at {origin} is unreachable ({why}) while opening container 'graph-exports'" in message
-    assert "EXPORT_STORAGE" in message and "a2V5" not in message and "\n" not in message
-
-
-def test_a_refused_connection_after_storage_has_answered_is_retried_as_a_blip():
-    from graph_export.retrying import StorageRetry
-
-    policy = StorageRetry(retry_total=4, initial_backoff=0, increment_base=0, random_jitter_range=0)
-    refused = ServiceRequestError("refused", error=ConnectionRefusedError(111, "Connection refused"))
-    request = types.SimpleNamespace(url="https://acct.blob.core.windows.net/c?sig=x", body=None, method="GET")
-    settings = {"total": 4, "connect": 3, "read": 3, "status": 3, "retry_secondary": False, "hosts": None,
-                "count": 0, "history": [], "body_position": None, "mode": None}
-    assert policy.increment(dict(settings, history=[]), request, error=refused) is False  # never answered
-    policy.answered = True
-    assert policy.increment(dict(settings, history=[]), request, error=refused) is True
-
-
-def test_a_storage_certificate_this_machine_does_not_trust_is_named_as_such_and_not_retried(untrusted):
-    target = StorageTarget(connection_string=key_string(f"{untrusted.url}/devstoreaccount1"), source="EXPORT_STORAGE")
-    with pytest.raises(StorageError) as info:
-        open_container(target, "graph-exports", None, 1.0)
-    message = str(info.value)
-    assert message.startswith(f"Export storage at {untrusted.url} failed TLS certificate verification "
-                              "(unable to get local issuer certificate)")
-    assert "check EXPORT_STORAGE" in message and "REQUESTS_CA_BUNDLE" in message and "TLS-inspecting proxy" in message
-    assert "unreachable" not in message and "a2V5" not in message and "\n" not in message
-    assert untrusted.connections == 1

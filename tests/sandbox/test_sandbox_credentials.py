@@ -30,7 +30,7 @@ from msal.oauth2cli.assertion import JwtAssertionCreator
 from sandbox import Sandbox, certs
 from sandbox.entra import JWT_BEARER
 from sandbox.tokens import TokenService, peek_claims
-from tests.sandbox_env import FOREIGN_ENV
+from tests.sandbox.sandbox_env import FOREIGN_ENV
 
 EXCHANGE = "api://AzureADTokenExchange"
 

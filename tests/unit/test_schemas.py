@@ -22,7 +22,7 @@ from jsonschema import Draft202012Validator
 
 from graph_export.records import MANIFEST_FORMAT, CsvFile, DeltaApplied, LatestPointer, Manifest, RecordError
 
-SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
+SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 FILES = ("manifest.schema.json", "manifest-1.schema.json", "latest.schema.json", "manifest-2.schema.json")
 FORMAT_1 = "graph-users-export/1"
 FORMAT_2 = "graph-users-export/2"

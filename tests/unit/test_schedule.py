@@ -1,7 +1,7 @@
 """graph_export.schedule on its own: the NCRONTAB rules, without loading any other setting.
 
 How the answer reaches the operator (``EXPORT_SCHEDULE is '…': …; expected …``) is
-tests/test_settings.py's.
+tests/unit/test_settings.py's.
 """
 
 import pytest

@@ -49,7 +49,7 @@ def test_hooks_end_with_their_block_and_threads_are_daemons():
 
 def test_every_thread_the_package_starts_comes_from_threads_start():
     # A thread started any other way carries no invocation id, and the host drops what it logs.
-    package = Path(__file__).resolve().parents[1] / "graph_export"
+    package = Path(__file__).resolve().parents[2] / "graph_export"
     offenders = [path.name for path in package.rglob("*.py") if path.name != "threads.py"
                  and re.search(r"\bThread\(|ThreadPoolExecutor|_thread\.start_new", path.read_text(encoding="utf-8"))]
     assert offenders == []

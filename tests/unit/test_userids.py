@@ -11,7 +11,7 @@ from graph_export.errors import GraphError
 from graph_export.userids import UserIds, digest, page_digests
 from sandbox.tenant import make_user
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def guid_with_digest(d: int, salt: int = 0) -> str:

@@ -14,7 +14,7 @@ import pytest
 from graph_export.delta import Changes, FallBack, Fingerprints, merge
 from graph_export.records import Manifest
 from graph_export.sink import GzipBlobWriter, encode_user
-from tests.test_sink_unit import MemoryBlob, lines
+from tests.unit.test_sink import MemoryBlob, lines
 
 PROPS = ("id", "displayName", "mail", "businessPhones", "accountEnabled")
 WHEN = datetime(2026, 3, 1, 2, tzinfo=timezone.utc)

@@ -1,4 +1,5 @@
-"""The export writer against an in-memory BlobClient: no sockets, the unit layer's view of ``sink``."""
+"""The export writer against an in-memory BlobClient, and the bytes of one user: no sockets, the unit layer's view
+of ``sink``."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import hashlib
 import json
 from typing import Any
 
+import pytest
+
 from graph_export.records import Progress
-from graph_export.sink import GzipBlobWriter
+from graph_export.sink import GzipBlobWriter, encode_user
 
 USERS = [{"id": f"{i:08d}", "displayName": f"Zoë {i}", "mail": None} for i in range(2000)]
 
@@ -95,3 +98,13 @@ def test_a_resumed_writer_continues_the_same_stream_and_hashes_it_from_storage()
     # changed: the digest is the manifest's alone
     assert committed.sha256 == hashlib.sha256(blob.committed).hexdigest()
     assert "sha256" not in blob.metadata and committed.users == 2000 == int(blob.metadata["users"])
+
+
+@pytest.mark.parametrize("user", [
+    {"id": "1", "displayName": "Zoë Łukasz 李 José", "mail": None, "accountEnabled": False},
+    {"id": "2", "jobTitle": "line\nbreak\ttab \"quoted\" back\\slash \u2028 \x01 /slash", "n": 12345678901},
+    {"id": "3", "businessPhones": ["+1 555", ""], "nested": {"a": [1, True, None]}, "emoji": "\U0001F600"},
+])
+def test_encoding_is_exactly_compact_utf8_json(user):
+    reference = json.dumps(user, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    assert encode_user(user) == reference

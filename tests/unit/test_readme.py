@@ -8,7 +8,7 @@ from pathlib import Path
 
 from graph_export.settings import SETTINGS
 
-README = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+README = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
 
 
 def settings_table() -> dict[str, tuple[str, str]]:
@@ -43,7 +43,7 @@ def test_readme_set_up_is_the_two_make_commands():
     setup = README.split("## Set-up", 1)[1].split("\n## ", 1)[0]
     commands = re.findall(r"^(make \w+)", setup, flags=re.M)
     assert commands == ["make demo", "make test"]
-    makefile = (Path(__file__).resolve().parents[1] / "Makefile").read_text()
+    makefile = (Path(__file__).resolve().parents[2] / "Makefile").read_text()
     assert re.search(r"^demo:", makefile, re.M) and re.search(r"^test:", makefile, re.M)
 
 
@@ -52,7 +52,7 @@ def test_every_file_the_readme_links_to_exists():
     links = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", README)
     local = [link for link in links if not re.match(r"[a-z]+://", link)]
     assert {"docs/design.md", "docs/testing.md", "docs/performance.md", "docs/publishing.md"} <= set(local)
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     assert [link for link in local if not (root / link).exists()] == []
 
 
@@ -64,7 +64,7 @@ def test_readme_performance_figures_are_the_latest_measured_run():
     """Every figure of the README's Performance table, and every ratio its prose claims, is in
     docs/bench/results.json, which `make bench` writes. Fails on 56343e6: the README claimed 1.05 × the
     floor from one run while its chart, from a later one, showed about 1.35 ×."""
-    results = json.loads((Path(__file__).resolve().parents[1] / "docs" / "bench" / "results.json").read_text())
+    results = json.loads((Path(__file__).resolve().parents[2] / "docs" / "bench" / "results.json").read_text())
     measured = {(f"{r['users']:,}", f"{r['latency_ms']:g} ms", r["contender"]): r for r in results["summary"]}
     section = performance_section()
     rows = [[cell.strip().strip("*") for cell in line.strip("|").split("|")]
@@ -88,5 +88,5 @@ def test_the_module_list_names_every_module_of_the_package_and_no_other():
     block = README[README.index("## How it works"):]
     block = block[:block.index("```", block.index("```") + 3)]
     listed = set(re.findall(r"^\s{5}(\w+\.py)\s", block, flags=re.M))
-    package = {p.name for p in (Path(__file__).resolve().parents[1] / "graph_export").glob("*.py")} - {"__init__.py"}
+    package = {p.name for p in (Path(__file__).resolve().parents[2] / "graph_export").glob("*.py")} - {"__init__.py"}
     assert listed == package, (sorted(package - listed), sorted(listed - package))

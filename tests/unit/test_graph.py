@@ -7,9 +7,8 @@ import pytest
 import requests
 from requests.adapters import BaseAdapter
 
-from graph_export import graph, graph_stream, sink, transport
+from graph_export import graph, graph_stream, sink
 from graph_export.errors import GraphError, PageLinkRejected, PageTooLarge
-from tests.tls_listener import UntrustedTls
 
 ENDPOINT = "https://graph.example"
 PROPS = ("id", "displayName")
@@ -250,6 +249,7 @@ def test_a_rejected_next_link_is_reported_as_such():
 
 # --- what a page may hold: redirects, items, size, repeated ids (issue 10) -----------------------
 
+
 class CountingRaw(io.BytesIO):
     """A response body that records how much of it was read."""
 
@@ -433,23 +433,6 @@ def test_pages_add_their_ids_to_the_given_user_ids_which_catch_a_repeat_across_a
     session, _ = session_with({second: (200, {"value": [{"id": "a"}]}, {})})
     with pytest.raises(GraphError, match="before the page this run resumed from and again on page 2"):
         list(users_of(session).pages(second, 2, ids=UserIds.from_bytes(saved.to_bytes())))
-
-
-def test_a_graph_certificate_this_machine_does_not_trust_is_named_as_such_and_not_retried(tmp_path, monkeypatch):
-    untrusted = UntrustedTls(tmp_path)
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(untrusted.other_ca))
-    session = transport.make_session(transport.budgeted_retry(0.5, 5, transport.RetryBudget(50)))
-    try:
-        with pytest.raises(GraphError) as raised:
-            list(users_of(session, endpoint=untrusted.url).pages(graph.first_page_url(untrusted.url, PROPS, 999)))
-    finally:
-        untrusted.close()
-    message = str(raised.value)
-    assert message.startswith(f"Graph at {untrusted.url} failed TLS certificate verification "
-                              "(unable to get local issuer certificate)")
-    assert "GRAPH_ENDPOINT" in message and "REQUESTS_CA_BUNDLE" in message and "TLS-inspecting proxy" in message
-    assert "could not be reached" not in message and "\n" not in message and "t1" not in message
-    assert untrusted.connections == 1  # the five retries a page may have were not spent on it
 
 
 def test_changes_ask_for_delta_pages_allow_a_repeated_id_and_end_with_the_delta_link():

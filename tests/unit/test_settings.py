@@ -338,7 +338,7 @@ def test_properties_users_delta_does_not_track_are_refused_in_delta_mode_only(un
 # --- issue 20: names that look like a setting, placeholders left in, token credentials over http ----------
 
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = json.loads((REPO / "local.settings.json.example").read_text(encoding="utf-8"))["Values"]
 README = (REPO / "README.md").read_text(encoding="utf-8")
 NAMES = [s.name for s in SETTINGS]

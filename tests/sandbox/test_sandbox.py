@@ -28,12 +28,12 @@ from cryptography import x509
 
 from sandbox import Sandbox
 from sandbox.azurite import Azurite, AzuriteError
-from sandbox.faults import PARTIAL_BYTES, FaultPlan
-from sandbox.tenant import DEFAULT_PROPERTIES, USER_EXTENSIONS, USER_PROPERTIES, make_user, select
+from sandbox.faults import PARTIAL_BYTES
+from sandbox.tenant import DEFAULT_PROPERTIES
 from sandbox.tokens import peek_claims
-from tests.sandbox_env import FOREIGN_ENV
+from tests.sandbox.sandbox_env import FOREIGN_ENV
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 PROPS = ["id", "displayName", "userPrincipalName", "mail", "accountEnabled"]
 
 
@@ -87,6 +87,7 @@ def secret_client(sb: Sandbox, credential) -> SecretClient:
 
 
 # --- Entra ID via MSAL ----------------------------------------------------------------------------
+
 
 def test_msal_acquires_token_by_tenant_domain_and_caches_it(env, sbx):
     app = msal_app(sbx, tenant=sbx.tenant_domain)
@@ -155,6 +156,7 @@ def test_token_endpoint_scope_tenant_and_basic_auth(env, sbx):
 
 
 # --- managed identity + Key Vault -----------------------------------------------------------------
+
 
 @pytest.mark.parametrize("credential_type", [ManagedIdentityCredential, DefaultAzureCredential])
 def test_key_vault_secret_via_managed_identity(env, sbx, credential_type):
@@ -235,6 +237,7 @@ def test_managed_identity_endpoint_protocol(env, sbx, monkeypatch):
 
 
 # --- Graph -----------------------------------------------------------------------------------------
+
 
 def graph_token(sb: Sandbox) -> str:
     r = token_via_post(sb)
@@ -391,6 +394,7 @@ def test_graph_token_expires_after_configured_lifetime(env, sbx):
 
 # --- faults and the request log --------------------------------------------------------------------
 
+
 def test_fault_503_with_retry_after_fires_once_on_page_2(env, sbx):
     rule = sbx.faults.add("graph", page=2, status=503, headers={"Retry-After": "2"}, count=1)
     token = graph_token(sbx)
@@ -450,26 +454,6 @@ def test_fault_stall_and_cut_act_partway_through_the_body(env, sbx):
         sbx.faults.add("graph", cut=True, stall_s=1.0)
 
 
-def test_fault_rules_from_json_and_env(tmp_path):
-    plan = FaultPlan()
-    path = tmp_path / "faults.json"
-    path.write_text(json.dumps([{"service": "graph", "from_page": 2, "status": 503, "count": None},
-                                {"service": "entra", "path_contains": "/token", "drop": True, "count": 1}]))
-    rules = plan.load_env({"SANDBOX_FAULTS": str(path)})
-    assert [r.describe() for r in rules] == ["graph from_page=2 -> 503", "entra path=/token -> drop"]
-    assert plan.take("graph", 1, "/v1.0/users", page=1) is None
-    assert all(plan.take("graph", n, "/v1.0/users", page=p) is rules[0] for n, p in ((2, 2), (3, 2), (4, 7)))
-    assert plan.take("entra", 1, "/t/v2.0/.well-known/openid-configuration") is None
-    assert plan.take("entra", 2, "/t/oauth2/v2.0/token") is rules[1]
-    assert plan.take("entra", 3, "/t/oauth2/v2.0/token") is None  # count=1: fired already
-    inline = FaultPlan().load_env({"SANDBOX_FAULTS": '{"service": "keyvault", "request": 1, "delay_s": 0.5}'})
-    assert inline[0].action == "delay"
-    with pytest.raises(ValueError):
-        FaultPlan().add("graph", status=503, drop=True)
-    with pytest.raises(ValueError):
-        FaultPlan().load([{"service": "graph", "status": 503, "colour": "red"}])
-
-
 def test_entra_fault_and_request_log_holds_no_secrets(env, sbx):
     sbx.faults.add("entra", path_contains="/token", status=503, count=1)
     app = msal_app(sbx)
@@ -490,28 +474,6 @@ def test_entra_fault_and_request_log_holds_no_secrets(env, sbx):
 
 # --- directory data, certificates ------------------------------------------------------------------
 
-def test_make_user_is_deterministic_and_realistic():
-    users = [make_user(i) for i in range(1_000)]
-    assert users == [make_user(i) for i in range(1_000)]
-    assert all(list(u)[:len(USER_PROPERTIES)] == list(USER_PROPERTIES) for u in users)
-    # then the manager's id (most members have one) and the extensions (a quarter of the members)
-    assert {p for u in users for p in list(u)[len(USER_PROPERTIES):]} == {"manager", *USER_EXTENSIONS}
-    assert len({u["id"] for u in users}) == len({u["userPrincipalName"] for u in users}) == 1_000
-    guests = [u for u in users if u["userType"] == "Guest"]
-    assert len(guests) == 100
-    guest_upn = re.compile(r"[a-z.0-9]+_[a-z.]+#EXT#@contoso\.onmicrosoft\.com")
-    assert all(guest_upn.fullmatch(g["userPrincipalName"]) for g in guests)
-    assert all(not g["mail"].endswith("contoso.onmicrosoft.com") for g in guests)
-    assert sum(not u["accountEnabled"] for u in users) == 50
-    names = " ".join(u["displayName"] for u in users)
-    assert all(n in names for n in ("Zoë", "Łukasz", "José", "李", "Müller"))
-    for prop in ("mail", "jobTitle", "department", "mobilePhone", "onPremisesSyncEnabled"):
-        assert any(u[prop] is None for u in users) and any(u[prop] is not None for u in users), prop
-    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", u["createdDateTime"]) for u in users)
-    assert all(isinstance(u["businessPhones"], list) for u in users)
-    assert list(select(users[0], ["mail", "id"])) == ["mail", "id"]
-    assert list(select(users[0])) == list(DEFAULT_PROPERTIES)
-
 
 def test_tls_files_stay_in_workdir_and_cover_loopback(sbx, tmp_path):
     assert sbx.ca_file.parent.parent == tmp_path / "sandbox"
@@ -525,6 +487,7 @@ def test_tls_files_stay_in_workdir_and_cover_loopback(sbx, tmp_path):
 
 
 # --- Azurite and the CLI ----------------------------------------------------------------------------
+
 
 def test_azurite_starts_serves_blobs_and_stops(tmp_path):
     from azure.storage.blob import BlobServiceClient

@@ -1,5 +1,5 @@
 """``verify`` on small exports built here with the exporter's own writers (``sink``) in Azurite: every
-check, each on its own, and the storage-only settings and CLI around it."""
+check, each on its own (its settings and its CLI's arguments need no storage: tests/unit/test_verify.py)."""
 
 from __future__ import annotations
 
@@ -19,14 +19,13 @@ from typing import Any
 
 import pytest
 
-from graph_export import VerifyError, cli, naming, storage, verify
+from graph_export import cli, naming, storage, verify
 from graph_export.csvfile import REPLACEMENT, CsvEncoder
-from graph_export.errors import ConfigError
 from graph_export.records import CsvFile, DeltaApplied, Manifest, SlotPointer
-from graph_export.settings import SETTINGS, StorageTarget, load_settings, load_storage_settings
+from graph_export.settings import SETTINGS, StorageTarget
 from graph_export.sink import CommittedBlob, ExportFiles, GzipBlobWriter, encode_user
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PROPERTIES = ("id", "displayName", "mail", "accountEnabled", "businessPhones", "employeeId")
 SLOT = datetime(2026, 3, 7, 2, tzinfo=timezone.utc)
 RUN = "0123456789ab"
@@ -130,6 +129,7 @@ def commit(container, data: CommittedBlob, csv: CommittedBlob | None = None, fed
 
 # --- ok -----------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("excel", [False, True])
 def test_an_export_over_several_pieces_and_gzip_members_verifies(blob_container, excel):
     users = make_users(6_000) + TRICKY  # ~2.5 MB of JSON Lines: lines and rows cut across 1 MiB pieces
@@ -169,6 +169,7 @@ def test_a_delta_slot_verifies_its_changes(blob_container):
 
 
 # --- the files ----------------------------------------------------------------------------------------
+
 
 def test_a_line_with_a_key_beyond_the_properties_fails(blob_container):
     users = make_users(10)
@@ -267,6 +268,7 @@ def recommit_manifest(built: Built, manifest: Manifest) -> None:
 
 # --- the pointer and the manifest ---------------------------------------------------------------------
 
+
 def test_the_pointer_must_parse_and_be_for_its_slot(blob_container):
     built = build(blob_container, make_users(3))
     name = naming.slot_pointer_name(SLOT)
@@ -338,55 +340,6 @@ def test_all_warns_when_a_newer_slot_is_not_in_latest_json(blob_container):
             "publishing is unfinished (run that slot again to finish it)") in lines
 
 
-def test_a_report_without_slots_is_not_ok():
-    assert not verify.Report().ok
-    assert verify.Report().summary() == "verify FAILED: no slot to verify"
-    missing = verify.Report(latest=verify.Verdict("latest.json", "users/latest.json is missing"))
-    assert missing.summary() == "verify FAILED: no slot to verify; latest.json FAILED"
-    with pytest.raises(VerifyError) as raised:
-        verify.Report().raise_if_failed()
-    assert raised.value.exit_code == 7
-
-
-def test_mismatch_is_no_value_error_so_storage_errors_passes_it_through():
-    with pytest.raises(verify.Mismatch):
-        with storage.storage_errors("reading x"):
-            raise verify.Mismatch("x is missing")
-
-
-# --- settings: only storage -----------------------------------------------------------------------------
-
-def test_storage_settings_need_no_graph_or_key_vault_settings():
-    s = load_storage_settings({"EXPORT_STORAGE": "UseDevelopmentStorage=true", "EXPORT_STATE_CONTAINER": "state-c"})
-    assert s.storage == StorageTarget(connection_string="UseDevelopmentStorage=true", source="EXPORT_STORAGE")
-    assert (s.container, s.state_container, s.retry_backoff_base_s) == ("graph-exports", "state-c", 1.0)
-    same = load_storage_settings({"EXPORT_STORAGE": "UseDevelopmentStorage=true", "EXPORT_STATE_CONTAINER": "graph-exports"})
-    assert same.state_container_name is None and same.state_container == "graph-exports"
-
-
-def test_storage_settings_are_validated_as_load_settings_validates_them():
-    env = {"EXPORT_STORAGE__blobServiceUri": "https://st.blob.core.windows.net?sv=secret", "EXPORT_CONTAINER": "Bad_Name",
-           "RETRY_BACKOFF_BASE_SECONDS": "-1", "MANAGED_IDENTITY_CLIENT_ID": "nope"}
-    with pytest.raises(ConfigError) as storage_only:
-        load_storage_settings(env)
-    with pytest.raises(ConfigError) as everything:
-        load_settings(env)
-    problems = str(storage_only.value).removeprefix("Invalid settings: ").removesuffix(".").split("; ")
-    assert len(problems) == 4 and "secret" not in str(storage_only.value)
-    for problem in problems:
-        assert problem in str(everything.value)
-
-
-def test_full_settings_carry_the_same_storage_settings():
-    env = {"TENANT_ID": "contoso.onmicrosoft.com", "CLIENT_ID": "11111111-2222-3333-4444-555555555555",
-           "KEY_VAULT_URL": "https://kv.vault.azure.net", "EXPORT_STORAGE__blobServiceUri": "https://st.blob.core.windows.net",
-           "EXPORT_CONTAINER": "exports", "EXPORT_STATE_CONTAINER": "state", "RETRY_BACKOFF_BASE_SECONDS": "0.5",
-           "MANAGED_IDENTITY_CLIENT_ID": "11111111-2222-3333-4444-555555555556"}
-    assert load_settings(env).storage_settings == load_storage_settings(env)
-
-
-# --- the CLI --------------------------------------------------------------------------------------------
-
 @pytest.fixture
 def clean_environment(monkeypatch):
     for setting in SETTINGS:
@@ -399,22 +352,6 @@ def clean_environment(monkeypatch):
     for logger, level in zip(loggers, levels, strict=True):
         logger.setLevel(level)
     logging.getLogger().handlers[:] = handlers
-
-
-def test_cli_verify_without_storage_settings_exits_2(clean_environment, capsys):
-    assert cli.main(["verify"]) == 2
-    out, err = capsys.readouterr()
-    assert out == "" and err.startswith("error: Invalid settings: EXPORT_STORAGE__blobServiceUri (or EXPORT_STORAGE)")
-    assert "TENANT_ID" not in err and len(err.strip().splitlines()) == 1
-
-
-def test_cli_verify_slot_and_all_are_one_or_the_other(clean_environment, capsys):
-    with pytest.raises(SystemExit) as exited:
-        cli.main(["verify", "--slot", STAMP, "--all"])
-    assert exited.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
-    clean_environment.setenv("EXPORT_STORAGE", "UseDevelopmentStorage=true")
-    assert cli.main(["verify", "--slot", "0001-01-01T00:00:00+05:00"]) == 2
-    assert capsys.readouterr().err.startswith("error: --slot ")
 
 
 def test_cli_verify_ok_then_failed(clean_environment, capsys, blob_container, azurite):
@@ -434,6 +371,7 @@ def test_cli_verify_ok_then_failed(clean_environment, capsys, blob_container, az
 
 
 # --- memory: flat in the number of users ------------------------------------------------------------------
+
 
 def build_big(container, users: int) -> None:
     """``users`` GUID users with their CSV copy, written in pages as the exporter writes them."""
@@ -492,21 +430,3 @@ def test_verify_peak_memory_does_not_grow_with_the_users(azurite):
     print(f"\nverify peak RSS: {peaks[small]:.1f} MB at {small:,} users, {peaks[large]:.1f} MB at {large:,} "
           f"(digests: {digests_mb:.1f} MB)")
     assert peaks[large] - peaks[small] < digests_mb + MEMORY_MARGIN_MB
-
-
-# --- the README documents verify as it is ---------------------------------------------------------------
-
-def test_the_readme_verify_commands_parse_and_its_exit_code_is_verify_errors():
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
-    section = readme.split("## Verify an export", 1)[1].split("\n## ", 1)[0]
-    commands = [line.split("#")[0].split()[4:] for line in section.splitlines()
-                if line.startswith("python -m graph_export verify")]
-    assert len(commands) == 4
-    for argv in commands:
-        parsed = cli._parser().parse_args(["verify", *argv])
-        assert parsed.command == "verify"
-    assert f"exit {VerifyError.exit_code}" in section
-    table = readme.split("## When something is wrong", 1)[1].split("\n## ", 1)[0]
-    assert f"| {VerifyError.exit_code} | `VerifyError` |" in table
-    for line in ("ok 2026-03-07T02:00:00Z 2500 users users/2026/03/07/", "verified 1 slot and latest.json: all ok"):
-        assert line in section
