@@ -46,6 +46,7 @@ def assert_well_formed(stdout: str, document: dict, contenders: tuple[str, ...])
         assert row["wall_s"] > 0 and row["cpu_s"] > 0 and row["peak_rss_mb"] > 0 and row["users_per_s"] > 0
         assert ("ours_over_this" in row) == (row["contender"] != "ours")
     contenders_table, _, delta_table = stdout.partition("Delta mode")
+    delta_table, _, properties_table = delta_table.partition("The audit properties")
     table = contenders_table.splitlines()
     assert table[0].split()[:3] == ["users", "latency", "contender"]
     assert len([line for line in table if line.strip().startswith("10,000")]) == len(contenders)
@@ -67,6 +68,16 @@ def assert_well_formed(stdout: str, document: dict, contenders: tuple[str, ...])
     assert delta_lines[1].split()[:4] == ["users", "latency", "changes", "full"]
     assert [line.split()[:3] for line in delta_lines if line.strip().startswith("10,000")] == [
         ["10,000", "0ms", f"{delta_run['change_records']:,}"]]
+
+    # The properties scenario: each case once, what it costs in requests in the order Graph's page sizes say.
+    costs = {r["case"]: r for r in document["properties"]["summary"]}
+    assert list(costs) == ["plain", "manager", "signInActivity", "all", "all, delta"]
+    assert costs["plain"]["over_plain"] == 1.0 and all(r["wall_s"] > 0 and r["peak_rss_mb"] > 0 for r in costs.values())
+    assert costs["plain"]["requests"] < costs["signInActivity"]["requests"] < costs["manager"]["requests"] \
+        <= costs["all"]["requests"]
+    assert costs["manager"]["requests"] >= 10_000 // 100  # $expand: 100 users a page
+    assert [line.split()[2] for line in properties_table.splitlines() if line.strip().startswith("10,000")] == [
+        "plain", "manager", "signInActivity", "all", "all,"]
 
 
 @pytest.mark.slow
