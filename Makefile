@@ -17,7 +17,7 @@ ENGINE := .venv-engine
 # The checkers' and the engine's virtualenvs get no pip of their own (~25 MB each): .venv's pip installs into them.
 PIP_INTO := $(PY) -m pip --python
 
-.PHONY: demo test test-fast test-engine test-bench bench install install-iac install-bench install-engine sandbox clean
+.PHONY: demo test test-fast test-unit test-storage test-sandbox test-integration test-infra test-engine test-bench bench install install-iac install-bench install-engine sandbox clean
 
 demo: install
 	$(PY) -m sandbox demo --users $(USERS)
@@ -32,9 +32,30 @@ test: install install-iac install-engine
 test-engine: install-engine
 	$(ENGINE)/bin/python -m pytest tests/engine
 
-# The unit layer only (no Azurite-and-sandbox integration tests, no slow ones): seconds, for the edit loop.
+# The layers, one folder of tests/ each (docs/testing.md), each runnable alone.
+# unit: no network socket (tests/unit/conftest.py refuses them), seconds.
+test-unit: install
+	$(PY) -m pytest tests/unit
+
+# storage: against Azurite (npm, from package-lock.json).
+test-storage: install
+	$(PY) -m pytest tests/storage
+
+# sandbox: against the sandbox's simulators, local servers and TLS listeners (and Azurite behind the blob proxy).
+test-sandbox: install
+	$(PY) -m pytest tests/sandbox
+
+# integration: whole exports end to end, minutes (3 xdist workers; `bench` needs .venv-bench: make test-bench).
+test-integration: install
+	$(PY) -m pytest -n 3 -m "not bench" tests/integration
+
+# infra: the Bicep and deploy.sh, with checkov, pycep-parser and shellcheck from .venv-iac.
+test-infra: install install-iac
+	$(PY) -m pytest -n 3 tests/infra
+
+# The edit loop: unit, storage and sandbox without the tests marked slow.
 test-fast: install
-	$(PY) -m pytest -m "not integration and not slow"
+	$(PY) -m pytest -n 3 -m "not slow" tests/unit tests/storage tests/sandbox
 
 # The tests that need .venv-bench: the msgraph-sdk contender's smoke run and the charts (bench/plot.py).
 test-bench: install install-bench

@@ -29,7 +29,7 @@ from graph_export.graph import first_page_url
 from graph_export.settings import DEFAULT_USER_PROPERTIES
 from sandbox.azurite import Azurite
 
-from . import delta
+from . import delta, properties
 from .measure import REPO, timed
 
 BENCH_PYTHON = REPO / ".venv-bench" / "bin" / "python"
@@ -59,7 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.quick:
         args.users, args.delta_users, args.latency_ms, args.repeat = [10_000], [10_000], [0.0], 1
+        args.properties_users = [10_000]
     contenders_too, delta_too = args.scenario in ("contenders", "all"), args.scenario in ("delta", "all")
+    properties_too = args.scenario in ("properties", "all")
     contenders = [c.strip() for c in args.contenders.split(",") if c.strip()]
     unknown = set(contenders) - set(CONTENDERS)
     if unknown:
@@ -77,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     _compile_sources()
     runs: list[Run] = []
     delta_runs: list[delta.DeltaRun] = []
+    property_runs: list[properties.PropertyRun] = []
     with tempfile.TemporaryDirectory(prefix="bench-") as work, Azurite(Path(work) / "azurite", REPO) as azurite:
         for users in args.users if contenders_too else []:
             for latency in args.latency_ms:
@@ -85,6 +88,10 @@ def main(argv: list[str] | None = None) -> int:
             for latency in args.latency_ms:
                 delta_runs += delta.measure(users, latency, args.repeat, args.delta_percent,
                                             azurite.connection_string)
+        for users in args.properties_users if properties_too else []:
+            for latency in args.latency_ms:
+                property_runs += properties.measure(users, latency, args.repeat, args.delta_percent,
+                                                    azurite.connection_string)
     results: dict = {}
     if contenders_too:
         table = summarize(runs)
@@ -96,6 +103,12 @@ def main(argv: list[str] | None = None) -> int:
         print(delta.format_table(rows))
         print(delta.notes(rows, args.delta_percent))
         results["delta"] = {"percent": args.delta_percent, "runs": [asdict(r) for r in delta_runs], "summary": rows}
+    if properties_too:
+        rows = properties.summarize(property_runs)
+        print("\nThe audit properties: manager and signInActivity beside a plain export")
+        print(properties.format_table(rows))
+        results["properties"] = {"percent": args.delta_percent, "runs": [asdict(r) for r in property_runs],
+                                 "summary": rows}
     Path(args.json).write_text(json.dumps(results, indent=2))
     print(f"\nraw numbers: {args.json}", file=sys.stderr)
     if plots is not None:
@@ -222,8 +235,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeat", type=int, default=3, help="repetitions of each contender (default 3)")
     parser.add_argument("--contenders", default=",".join(CONTENDERS), help="default: all four")
     parser.add_argument("--json", default="bench-results.json", help="raw numbers (default bench-results.json)")
-    parser.add_argument("--scenario", choices=("contenders", "delta", "all"), default="all",
-                        help="the contender matrix, the delta scenario (bench/delta.py), or both (default)")
+    parser.add_argument("--scenario", choices=("contenders", "delta", "properties", "all"), default="all",
+                        help="the contender matrix, the delta scenario (bench/delta.py), the cost of manager and "
+                             "signInActivity (bench/properties.py), or all of them (default)")
+    parser.add_argument("--properties-users", type=numbers, default=[1_000_000],
+                        help="tenant sizes of the properties scenario, comma-separated (default 1000000)")
     parser.add_argument("--delta-users", type=numbers, default=[100_000, 1_000_000],
                         help="tenant sizes of the delta scenario, comma-separated (default 100000,1000000)")
     parser.add_argument("--delta-percent", type=float, default=1.0,

@@ -9,6 +9,7 @@ commands on stdin, answering each with one JSON line, until stdin closes:
   the live user count
 - ``clear``: forget the request log
 - ``reset``: a fresh tenant of ``--users`` users without changes (earlier delta links expire)
+- ``roles A,B``: the app's Graph application permissions from now on (e.g. ``User.Read.All,AuditLog.Read.All``)
 """
 
 from __future__ import annotations
@@ -55,9 +56,12 @@ def answer(tenant: Sandbox, words: list[str], users: int) -> dict[str, Any]:
         if command == "reset" and not rest:
             tenant.users = users
             return {"users": tenant.users}
+        if command == "roles" and len(rest) == 1:
+            tenant.entra.set_roles(rest[0].split(","))
+            return {"roles": rest[0].split(",")}
     except ValueError as why:
         return {"error": f"{' '.join(words)}: {why}"}
-    return {"error": f"unknown command {' '.join(words)!r}: changes N SEED | requests | clear | reset"}
+    return {"error": f"unknown command {' '.join(words)!r}: changes N SEED | requests | clear | reset | roles A,B"}
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""``python -m graph_export``: argument parsing, logging and exit codes around ``run`` (the one pipeline)
-and ``verify`` (reading back what it published)."""
+"""``python -m graph_export``: argument parsing, logging and exit codes around ``run`` (the one pipeline),
+``verify`` (reading back what it published) and ``properties`` (what USER_PROPERTIES can select)."""
 
 from __future__ import annotations
 
@@ -14,11 +14,13 @@ from typing import Callable, Sequence
 
 from tqdm import tqdm
 
-from . import naming, redact, verify
+from . import naming, redact, tenant_properties, verify
+from .clients import warm_clients
 from .errors import ConfigError, ExportError
 from .export import run_export
 from .progress import Snapshot
 from .settings import load_settings, load_storage_settings
+from .transport import RetryBudget
 
 log = logging.getLogger("graph_export")
 
@@ -28,6 +30,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(args.debug)
     if args.command == "verify":
         return _one_line_on_failure(lambda: _verify(args), args.debug, "the export was not fully verified")
+    if args.command == "properties":
+        return _one_line_on_failure(lambda: _properties(args), args.debug, "nothing was listed")
     return _one_line_on_failure(lambda: _run(args), args.debug, "nothing was published for this run")
 
 
@@ -81,6 +85,16 @@ def _verify(args: argparse.Namespace) -> str:
     report = verify.run(settings, slot=slot, every=args.all, echo=lambda line: print(line, flush=True))
     report.raise_if_failed()
     return report.summary()
+
+
+def _properties(args: argparse.Namespace) -> str:
+    """``properties``: what USER_PROPERTIES can select in this tenant, signed in as ``run`` signs in."""
+    if args.settings:
+        apply_settings_file(args.settings)
+    settings = load_settings()
+    with warm_clients(settings).graph_users(RetryBudget(settings.graph_retries_per_run)) as graph:
+        extensions = tenant_properties.user_extensions(graph, args.app)
+    return tenant_properties.report(extensions, args.app)
 
 
 def _parse_verify_slot(text: str) -> datetime:
@@ -182,6 +196,17 @@ def _parser() -> argparse.ArgumentParser:
     which.add_argument("--all", action="store_true",
                        help="verify every slot that has a pointer, latest.json, and warn of blobs no pointer reaches")
     check.add_argument("--debug", action="store_true", help="verbose logs and tracebacks on failure")
+    listing = commands.add_parser(
+        "properties", help="list what USER_PROPERTIES can select in this tenant",
+        description="List Graph's user properties that /users can return and the tenant's directory extensions "
+                    "for users (extension_<appId>_<name>), signed in with the same settings as run. Listing "
+                    "every app's extensions needs Directory.Read.All; --app lists only the named apps' and needs "
+                    "Application.Read.All instead. Exporting extensions needs neither.")
+    listing.add_argument("--settings", type=Path, metavar="FILE",
+                         help="read settings from a local.settings.json 'Values' object (overrides the environment)")
+    listing.add_argument("--app", action="append", default=[], metavar="APP_ID",
+                         help="list only the extensions of this app registration (Application (client) ID); repeatable")
+    listing.add_argument("--debug", action="store_true", help="verbose logs and tracebacks on failure")
     return parser
 
 

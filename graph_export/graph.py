@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
-from typing import Any, Generator, Iterator, Protocol
+from typing import Any, Generator, Iterator, Mapping, Protocol
 from urllib.parse import urlencode, urlsplit
 
 import requests
@@ -32,6 +32,7 @@ from .errors import (
 from .graph_messages import describe_graph_failure, describe_redirect, graph_error
 from .graph_pages import Page, parse
 from .graph_stream import ArrivingPage, reason
+from .properties import MANAGER, NOT_IN_DELTA
 from .userids import UserIds
 
 __all__ = ["CONNECT_TIMEOUT", "DELTA_PREFER", "MAX_PAGES", "GraphUsers", "Page", "Tokens", "first_page_url",
@@ -59,13 +60,19 @@ class Tokens(Protocol):
 
 
 def first_page_url(graph_endpoint: str, properties: tuple[str, ...], page_size: int) -> str:
-    query = urlencode({"$select": ",".join(properties), "$top": str(page_size)}, safe="$,")
-    return f"{graph_endpoint}/v1.0/users?{query}"
+    """The first page of /users: the selection, the page size, and the manager as ``$expand`` when selected
+    (a relationship cannot be in ``$select`` there; ``settings.page_size`` keeps to $expand's 100 a page)."""
+    query = {"$select": ",".join(p for p in properties if p != MANAGER), "$top": str(page_size)}
+    if MANAGER in properties:
+        query["$expand"] = f"{MANAGER}($select=id)"
+    return f"{graph_endpoint}/v1.0/users?{urlencode(query, safe='$,()=')}"
 
 
 def latest_delta_url(graph_endpoint: str, properties: tuple[str, ...]) -> str:
-    """users/delta for "now": no users, only a deltaLink that later rounds start from."""
-    query = urlencode({"$select": ",".join(properties), "$deltatoken": "latest"}, safe="$,")
+    """users/delta for "now": no users, only a deltaLink that later rounds start from; it selects what
+    users/delta tracks (the others are read apart: ``signins``)."""
+    tracked = ",".join(p for p in properties if p not in NOT_IN_DELTA)
+    query = urlencode({"$select": tracked, "$deltatoken": "latest"}, safe="$,")
     return f"{graph_endpoint}/v1.0/users/delta?{query}"
 
 
@@ -86,31 +93,20 @@ class GraphUsers:
     def count(self) -> int | None:
         """How many users the tenant has now, by ``GET /v1.0/users/$count`` (``ConsistencyLevel: eventual``).
 
-        The same session (retries, the run's budget), token source (one fresh token after a 401) and
-        timeout as pages. Whatever keeps it from being a whole number (a refusal such as 403 without the
-        permission or 400 without advanced queries, 5xx or no connection after the retries, a redirect,
-        a body that is not a number) is one warning saying so, and None: the completeness check is then
-        skipped for this end of the run, which goes on.
+        Asked as pages are (:meth:`call`: the session's retries on the run's budget, one fresh token after
+        a 401, no redirect followed). Whatever keeps it from being a whole number (a refusal such as 403
+        without the permission or 400 without advanced queries, 5xx or no connection after the retries, a
+        redirect, a body that is not a number) is one warning saying so, and None: the completeness check
+        is then skipped for this end of the run, which goes on.
         """
-        url = f"{self.endpoint}/v1.0/users/$count"
-        headers = {"Accept": "text/plain", "ConsistencyLevel": "eventual"}
-        token = self._tokens.get()
         try:
-            for attempt in (1, 2):
-                with self._session.get(url, headers={**headers, "Authorization": f"Bearer {token}"},
-                                       timeout=self._timeout, allow_redirects=False) as response:
-                    if response.status_code == 401 and attempt == 1:
-                        token = self._tokens.refresh(token)
-                        continue
-                    return _count_in(response)
-        except requests.RequestException as exc:
-            log.debug("Graph's user count could not be had", exc_info=True)
-            untrusted = certificate_failure(exc)
-            _count_unknown(f"could not be asked for: Graph at {self._origin} failed TLS certificate verification "
-                           f"({untrusted})" if untrusted else f"could not be had after retries ({reason(exc)})")
-        except ExportError as exc:  # the token source failing on the refresh: the pages will say it too
-            _count_unknown(f"could not be asked for ({exc})")
-        return None
+            response = self.call("GET", "/v1.0/users/$count", what="the user count",
+                                 headers={"Accept": "text/plain", "ConsistencyLevel": "eventual"})
+        except ExportError as exc:  # no connection, an untrusted certificate, a redirect, the token source failing
+            _count_unknown(f"could not be had ({exc})")
+            return None
+        with response:
+            return _count_in(response)
 
     def pages(self, url: str, first_number: int = 1, *, ids: UserIds | None = None) -> Generator[Page, None, None]:
         """Each page of a users listing (users without ``@odata.*`` annotations, and its nextLink) to the last one.
@@ -186,7 +182,7 @@ class GraphUsers:
         # another host) and its body would become the export. Refused in a response hook, before requests
         # looks at the redirect at all: even with allow_redirects=False it reads the whole 3xx body and
         # parses its Location.
-        refuse_redirects = {"response": functools.partial(_refuse_redirect, page_url=url, page_number=number)}
+        refuse_redirects = {"response": functools.partial(_refuse_redirect, url=url, what=f"page {number}")}
         headers = {"Accept": "application/json", **({"Prefer": prefer} if prefer else {})}
         for attempt in (1, 2):
             response = self._send(url, number, {**headers, "Authorization": f"Bearer {token}"}, refuse_redirects)
@@ -225,6 +221,35 @@ class GraphUsers:
             ) from None
 
 
+    def call(self, method: str, path: str, *, what: str, json_body: Any = None,
+             headers: Mapping[str, str] | None = None) -> requests.Response:
+        """One request for ``path`` under the endpoint that is not a page of users (``what`` names it in
+        messages), with what pages have: the token (one fresh one after a 401), the transport's retries,
+        no redirect followed. The answer is returned whatever its status, its body read."""
+        url = f"{self.endpoint}{path}"
+        hooks = {"response": functools.partial(_refuse_redirect, url=url, what=what)}
+        token = self._tokens.get()
+        for attempt in (1, 2):
+            try:
+                response = self._session.request(
+                    method, url, json=json_body, timeout=self._timeout, allow_redirects=False, hooks=hooks,
+                    headers={"Accept": "application/json", **(headers or {}), "Authorization": f"Bearer {token}"})
+            except requests.RequestException as exc:
+                log.debug("Graph could not be asked for %s", what, exc_info=True)
+                untrusted = certificate_failure(exc)
+                if untrusted is not None:
+                    raise GraphError(f"{untrusted_certificate('Graph', origin_of(url), 'GRAPH_ENDPOINT', untrusted)} "
+                                     f"({what}).") from None
+                raise GraphError(f"Graph at {origin_of(url)} could not be reached for {what} after retries "
+                                 f"({reason(exc)}): check GRAPH_ENDPOINT and the network, then run again.") from None
+            if response.status_code == 401 and attempt == 1:
+                log.info("Graph rejected the access token for %s; retrying once with a fresh token", what)
+                token = self._tokens.refresh(token)
+                continue
+            break
+        return response
+
+
 def _count_in(response: requests.Response) -> int | None:
     """The whole number a 200 answer of /users/$count holds (text/plain, perhaps after a byte order mark,
     which OData services may send); otherwise a warning and None."""
@@ -258,10 +283,9 @@ def _nothing() -> None:
     pass
 
 
-def _refuse_redirect(response: requests.Response, *args: Any, page_url: str, page_number: int,
-                     **kwargs: Any) -> requests.Response:
+def _refuse_redirect(response: requests.Response, *args: Any, url: str, what: str, **kwargs: Any) -> requests.Response:
     """A requests response hook: any 3xx ends the run, its body unread."""
     if 300 <= response.status_code < 400:
         response.close()
-        raise GraphError(describe_redirect(response, page_url, page_number))
+        raise GraphError(describe_redirect(response, url, what))
     return response

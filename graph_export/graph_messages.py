@@ -20,8 +20,9 @@ AUDIT_LOG_READ_ALL_ROLE_ID = "b0afded3-3588-46d8-8b3d-9842eff778da"
 GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
 
 
-def describe_redirect(response: requests.Response, url: str, page_number: int) -> str:
-    """One line for a 3xx: the status and where it pointed, as an origin only (a URL may carry secrets)."""
+def describe_redirect(response: requests.Response, url: str, what: str) -> str:
+    """One line for a 3xx to ``what`` (``page 3``): the status and where it pointed, as an origin only (a URL may
+    carry secrets)."""
     location = response.headers.get("Location")
     try:
         resolved = urljoin(url, location) if location else None
@@ -30,8 +31,8 @@ def describe_redirect(response: requests.Response, url: str, page_number: int) -
     target = f"a redirect to {origin_of(resolved)}" if resolved else "a redirect without a Location"
     request_id = response.headers.get("request-id")
     where = f" (request-id {request_id})" if request_id else ""
-    return (f"Graph answered page {page_number} with HTTP {response.status_code}, {target}: refused, as users are "
-            f"only read from GRAPH_ENDPOINT and a redirect is never followed, and nothing was published; check "
+    return (f"Graph answered {what} with HTTP {response.status_code}, {target}: refused, as Graph is only asked "
+            f"at GRAPH_ENDPOINT and a redirect is never followed, and nothing was published; check "
             f"that GRAPH_ENDPOINT is the Graph root (e.g. https://graph.microsoft.com) and any proxy in "
             f"between{where}.")
 
@@ -61,7 +62,8 @@ def describe_graph_failure(response: requests.Response, page_number: int) -> str
         advice = ("Graph did not accept the access token: check that GRAPH_ENDPOINT and AUTHORITY_HOST belong "
                   "to the same cloud")
     elif status == 400:
-        advice = "Graph rejected the query: check USER_PROPERTIES for misspelt or unsupported properties"
+        advice = ("Graph rejected the query: check USER_PROPERTIES for misspelt or unsupported properties "
+                  "(python -m graph_export properties lists what this tenant can select)")
     elif status in RETRY_STATUSES:
         advice = ("Graph kept failing after the retries allowed (GRAPH_MAX_RETRIES_PER_PAGE / "
                   "GRAPH_MAX_RETRIES_PER_RUN): nothing was published; the next run resumes from the last checkpoint")
@@ -72,6 +74,7 @@ def describe_graph_failure(response: requests.Response, page_number: int) -> str
 
 
 def graph_error(response: requests.Response) -> tuple[str, str]:
+    """Graph's error code and the first line of its message (or the HTTP reason when the body is not Graph's)."""
     try:
         error = response.json().get("error") or {}
         return str(error.get("code") or ""), first_line(str(error.get("message") or ""), 200)

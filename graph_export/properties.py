@@ -15,7 +15,8 @@ does not list (``authorizationInfo``, ``customSecurityAttributes``, ``deviceEnro
 ``serviceProvisioningErrors``) were added from the v1.0 model generated from that metadata
 (microsoftgraph/msgraph-sdk-python, ``msgraph/generated/models/user.py``). ``deletedDateTime`` and ``id``
 come from directoryObject. Relationships (``manager``, ``memberOf``, …) are navigation properties:
-``/users`` returns them only with ``$expand``, which this export does not use.
+``/users`` returns them only with ``$expand``. One of them can be selected: :data:`MANAGER`, exported as
+the reference Graph returns, minus annotations: ``{"id": "<the manager's object id>"}``, or null.
 
 The properties that "are only supported when retrieving a single user" come from the "List users"
 page, https://learn.microsoft.com/en-us/graph/api/user-list?view=graph-rest-1.0 ("Optional query
@@ -85,6 +86,15 @@ RELATIONSHIPS: frozenset[str] = frozenset({
     "teamwork", "todo", "transitiveMemberOf",
 })
 
+#: Graph's page size limit when signInActivity is selected (settings.page_size).
+SIGN_IN_ACTIVITY_PAGE = 500
+#: Selected properties users/delta does not track: delta mode reads them beside the change feed (signins.py).
+NOT_IN_DELTA: frozenset[str] = frozenset({"signInActivity"})
+
+#: The one relationship USER_PROPERTIES may name: read with ``$expand=manager($select=id)`` on /users, and
+#: as ``manager@delta`` on users/delta.
+MANAGER = "manager"
+
 _BY_LOWER: dict[str, str] = {p.lower(): p for p in PROPERTIES}
 _RELATIONSHIP_BY_LOWER: dict[str, str] = {p.lower(): p for p in RELATIONSHIPS}
 _DIRECTORY_EXTENSION = re.compile(r"^extension_([0-9a-f]{32})_([A-Za-z0-9_]+)$", re.IGNORECASE)
@@ -96,11 +106,13 @@ def graph_spelling(name: str) -> str | None:
 
     ``department``, ``Department`` and ``DEPARTMENT`` all give ``department``. A directory extension
     gives ``extension_`` and the app id in lower case, with ``<name>`` as given; a schema extension is
-    returned as given. Relationships and other names give None.
+    returned as given; ``Manager`` gives :data:`MANAGER`. Other relationships and other names give None.
     """
     known = _BY_LOWER.get(name.lower())
     if known is not None:
         return known
+    if name.lower() == MANAGER:
+        return MANAGER
     match = _DIRECTORY_EXTENSION.match(name)
     if match is not None:
         return f"extension_{match.group(1).lower()}_{match.group(2)}"
@@ -111,7 +123,7 @@ def graph_spelling(name: str) -> str | None:
 
 def is_extension(name: str) -> bool:
     """Whether ``name`` is a directory or schema extension name (whose case Graph decides)."""
-    return name.lower() not in _BY_LOWER and graph_spelling(name) is not None
+    return name.lower() not in _BY_LOWER and name.lower() != MANAGER and graph_spelling(name) is not None
 
 
 def relationship(name: str) -> str | None:
@@ -147,6 +159,8 @@ def conform(users: list[dict[str, Any]], properties: tuple[str, ...]) -> list[di
     :func:`check_spelling` instead (or this, for a user the snapshot does not hold yet).
     """
     wanted = frozenset(properties)
+    if MANAGER in wanted:
+        users = [_with_manager_reference(user) for user in users]
     if _same_keys(users, wanted):
         return users
     check_spelling(users, properties)
@@ -162,6 +176,33 @@ def conform(users: list[dict[str, Any]], properties: tuple[str, ...]) -> list[di
                     shaped[p] = absent_value(p)
         out.append(shaped)
     return out
+
+
+def manager_reference(value: Any) -> dict[str, str] | None:
+    """An expanded manager (``{"@odata.type": "#microsoft.graph.user", "id": …}``) as the export keeps it:
+    ``{"id": …}``; None for none. Anything else is a GraphError: a user must never be published without
+    the manager Graph sent."""
+    if value is None:
+        return None
+    if isinstance(value, dict) and isinstance(value.get("id"), str) and value["id"]:
+        return {"id": value["id"]}
+    raise GraphError("Graph sent a manager that is not an object with an id: nothing was published.")
+
+
+def manager_from_delta(entries: Any) -> dict[str, str] | None:
+    """What a users/delta ``manager@delta`` annotation says the manager is now: the last entry not marked
+    ``@removed`` (a change may list the old manager as removed and the new one), else None (removed)."""
+    if not isinstance(entries, list):
+        raise GraphError("Graph sent a manager@delta that is not a list: nothing was published.")
+    current = [e for e in entries if not (isinstance(e, dict) and "@removed" in e)]
+    return manager_reference(current[-1]) if current else None
+
+
+def _with_manager_reference(user: dict[str, Any]) -> dict[str, Any]:
+    value = user.get(MANAGER)
+    if value is None:
+        return user
+    return {**user, MANAGER: manager_reference(value)}
 
 
 def _same_keys(users: list[dict[str, Any]], wanted: frozenset[str]) -> bool:

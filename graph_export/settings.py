@@ -73,7 +73,7 @@ _HOST_STORAGE = "AzureWebJobsStorage"
 _HOST_STORAGE_URI = "AzureWebJobsStorage__blobServiceUri"
 
 # Placeholders, such as local.settings.json.example's: a value that still holds one was never filled in.
-# Matched here, not read from the example (the deployment package does not ship it); tests/test_settings.py
+# Matched here, not read from the example (the deployment package does not ship it); tests/unit/test_settings.py
 # checks that every placeholder of the example is one of these.
 _NIL_GUID = "00000000-0000-0000-0000-000000000000"
 _ANGLE_PLACEHOLDER = re.compile(r"<[^<>]*>")  # <your-vault-name>
@@ -107,7 +107,7 @@ _FEDERATED_AUDIENCE_BY_AUTHORITY = {
 }
 PUBLIC_FEDERATED_AUDIENCE = "api://AzureADTokenExchange"
 #: User properties users/delta does not return or does not track changes of (lower case).
-_NOT_IN_DELTA = {"signinactivity", "licenseassignmentstates"}
+_NOT_IN_DELTA = {"licenseassignmentstates"}
 
 _Choice = TypeVar("_Choice", bound=StrEnum)
 
@@ -305,8 +305,8 @@ def _user_properties(setting: str, raw: str, problems: list[str]) -> tuple[str, 
         listed = ", ".join(repr(graph_properties.relationship(n)) for n in relationships)
         what = "a relationship of user, not a property" if len(relationships) == 1 else \
             "relationships of user, not properties"
-        problems.append(f"{setting} has {listed}, {what}: /users returns relationships only with $expand, "
-                        f"which this export does not use; remove {_it(relationships)}")
+        problems.append(f"{setting} has {listed}, {what}: of the relationships only 'manager' is exported; "
+                        f"remove {_it(relationships)}")
     if single_user:
         problems.append(f"{setting} has {', '.join(repr(n) for n in single_user)}, which Graph returns only "
                         f"when reading one user, not when listing users: remove {_it(single_user)}")
@@ -337,7 +337,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("EXPORT_CONTAINER", False, "graph-exports", "container", _container, "Blob container for exports; created if missing."),
     Setting("EXPORT_STATE_CONTAINER", False, None, "state_container_name", _optional_container, "Blob container for what changes between runs (`users/latest.json`, slot pointers, locks, checkpoints, delta state); default: `EXPORT_CONTAINER`. Set it to another container to keep the export container under an immutability (WORM) policy; created if missing."),
     Setting("EXPORT_SCHEDULE", False, "0 0 2 * * *", "schedule", _schedule, "NCRONTAB schedule (6 fields, seconds first, UTC) read by the timer trigger binding; checked as the host reads it, and one that never fires is refused."),
-    Setting("USER_PROPERTIES", False, ",".join(DEFAULT_USER_PROPERTIES), "user_properties", _user_properties, "Comma-separated Graph user properties to `$select` (at least one), resolved to Graph's spelling, which the export's keys, CSV header and manifest use (`Department` is `department`; names differing only in case are one property); `id` is always included, first. A name that is not a v1.0 user property is an error naming the closest one; directory extensions (`extension_<appId>_<name>`) and schema extensions are passed on, and must match Graph's case."),
+    Setting("USER_PROPERTIES", False, ",".join(DEFAULT_USER_PROPERTIES), "user_properties", _user_properties, "Comma-separated Graph user properties to `$select` (at least one), resolved to Graph's spelling, which the export's keys, CSV header and manifest use (`Department` is `department`; names differing only in case are one property); `id` is always included, first. A name that is not a v1.0 user property is an error naming the closest one; `manager` exports each user's manager as `{\"id\": …}` (null without one; pages of 100 users); directory extensions (`extension_<appId>_<name>`, null for a user who does not have one) and schema extensions are passed on, and must match Graph's case (`python -m graph_export properties` lists the tenant's)."),
     Setting("RETRY_BACKOFF_BASE_SECONDS", False, "1", "retry_backoff_base_s", _between(0.0, 60.0), "Base of the exponential backoff between retries of Graph, Key Vault and Blob requests (a `Retry-After` from Graph always wins)."),
     Setting("GRAPH_MAX_RETRIES_PER_PAGE", False, "8", "graph_retries_per_page", _whole(0, 100), "Retries of one Graph page (throttling, 5xx, resets, timeouts) before the run fails."),
     Setting("GRAPH_MAX_RETRIES_PER_RUN", False, "200", "graph_retries_per_run", _whole(0, 100_000), "Retries of all Graph requests in one run before it fails."),
@@ -463,8 +463,12 @@ class Settings:
     @property
     def page_size(self) -> int:
         # Graph caps $top at 999, or 500 when signInActivity is selected (in any spelling: $select
-        # names are matched case-insensitively).
-        return 500 if any(p.lower() == "signinactivity" for p in self.user_properties) else 999
+        # names are matched case-insensitively); with $expand (the manager) a page holds at most 100
+        # users whatever $top asks (https://learn.microsoft.com/en-us/graph/query-parameters#expand-parameter).
+        if graph_properties.MANAGER in self.user_properties:
+            return 100
+        selects_sign_ins = any(p.lower() == "signinactivity" for p in self.user_properties)
+        return graph_properties.SIGN_IN_ACTIVITY_PAGE if selects_sign_ins else 999
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:

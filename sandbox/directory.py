@@ -11,6 +11,10 @@ increasing sequence number, per user and in one global log, so that
   consistent snapshot as of one (``initial_page()``), by replaying a user's few events over its base
   record: the cost is in the number of changes, never in the size of the tenant.
 
+A user's manager is its record's ``manager`` (the manager's id): set with :meth:`Directory.update`
+(``manager=<id>`` or None), and cleared on every report when the manager is deleted (soft or hard; a
+restore does not bring those links back). users/delta shows it as ``manager@delta`` (:func:`manager_delta`).
+
 "Ever set" (what delta returns for a user) is tracked per user: a property counts as set if it was
 non-null (a non-empty list; ``[]`` counts as null) in the user's first record or was ever given such a
 value by a mutation, even if it was cleared since.
@@ -31,13 +35,18 @@ from typing import Any, Iterator, NamedTuple, Sequence
 from .tenant import (
     _ID_NAMESPACE_BYTES,
     DEFAULT_PROPERTIES,
+    HIRE_COHORT,
+    MANAGER,
+    MULTI_VALUED_EXTENSIONS,
     OTHER_PROPERTIES,
     TENANT_DOMAIN,
     UNMODELLED_PROPERTIES,
+    USER_EXTENSIONS,
     USER_PROPERTIES,
     canonical_properties,
     default_value,
     make_user,
+    manager_reference,
     select,
     user_id,
 )
@@ -48,15 +57,18 @@ LIVE, SOFT_DELETED, DELETED, ABSENT = "live", "soft_deleted", "deleted", "absent
 ADD, UPDATE, SOFT_DELETE, RESTORE, HARD_DELETE = "add", "update", "soft_delete", "restore", "hard_delete"
 
 #: Every property a user may have, in a fixed order (delta tokens encode a selection as indices into it).
-ALL_PROPERTIES: tuple[str, ...] = (*USER_PROPERTIES, *OTHER_PROPERTIES, *UNMODELLED_PROPERTIES)
+ALL_PROPERTIES: tuple[str, ...] = (*USER_PROPERTIES, *OTHER_PROPERTIES, *UNMODELLED_PROPERTIES, *USER_EXTENSIONS,
+                                   MANAGER)
 _KNOWN = frozenset(ALL_PROPERTIES)
 #: Collection-valued properties: cleared to ``[]``, never to null (Graph never returns null for them).
 LIST_PROPERTIES = frozenset(p for p, v in (*OTHER_PROPERTIES.items(), *UNMODELLED_PROPERTIES.items())
                             if isinstance(v, list)) | {"businessPhones"}
 _BOOL_PROPERTIES = ("accountEnabled", "onPremisesSyncEnabled", "showInAddressList")
 _DATE_PROPERTIES = ("createdDateTime", "employeeHireDate", "lastPasswordChangeDateTime", "onPremisesLastSyncDateTime")
-#: What random_changes() edits: the modelled properties but the id and the complex signInActivity.
-_RANDOM_PROPERTIES = tuple(p for p in (*USER_PROPERTIES, *OTHER_PROPERTIES) if p not in ("id", "signInActivity"))
+#: What random_changes() edits: the modelled properties but the id and the complex signInActivity, and the
+#: directory extensions.
+_RANDOM_PROPERTIES = tuple(p for p in (*USER_PROPERTIES, *OTHER_PROPERTIES, *USER_EXTENSIONS)
+                           if p not in ("id", "signInActivity"))
 _NEVER_SET_CANDIDATES = tuple(p for p in OTHER_PROPERTIES if p != "signInActivity")
 
 
@@ -163,6 +175,7 @@ class Directory:
         self._next = users
         self._live = users
         self._log: list[int] = []                      # _log[seq - 1] = index of the user changed at seq
+        self._touched: list[frozenset[str] | None] = []  # what the update at seq changed (None: not an update)
         self._events: dict[int, list[Event]] = {}      # index -> its events, in order
         self._current: dict[int, UserState] = {}       # index -> current state, for every changed user
         self._added_ids: dict[str, int] = {}
@@ -170,7 +183,8 @@ class Directory:
         self._soft = _IndexSet()
         self._recent: list[int] = []                   # indices random_changes() touched lately
         self._gone: tuple[int, list[int]] = (0, [])    # (seq, sorted indices of soft/hard-deleted users)
-        self._change_lists: OrderedDict[tuple[int, int, bool], list[tuple[int, int]]] = OrderedDict()
+        self._change_lists: OrderedDict[tuple[Any, ...], list[tuple[int, int]]] = OrderedDict()
+        self._assigned: dict[str, set[int]] = {}       # manager id -> indices a change made its reports
 
     @property
     def version(self) -> int:
@@ -225,8 +239,9 @@ class Directory:
         changes = self._checked(props)
         with self._lock:
             i = self._next
-            record = make_user(i, self.tenant_domain)
+            record = self._with_live_manager(make_user(i, self.tenant_domain))
             record.update(changes)
+            self._check_manager(record["id"], record.get(MANAGER))
             self._next += 1
             self._added_ids[record["id"]] = i
             self._record(i, ADD, record)
@@ -240,6 +255,7 @@ class Directory:
             state = self._state(i)
             if state.status != LIVE or state.record is None:
                 raise KeyError(f"{user_id} is {state.status}, not live")
+            self._check_manager(user_id, changes.get(MANAGER))
             diff = {p: v for p, v in changes.items() if not _same(_value(state.record, p), v)}
             if diff:
                 self._record(i, UPDATE, diff)
@@ -292,7 +308,7 @@ class Directory:
                     i = self._random_live(rng)
                 if i is None or kind == ADD:
                     i = self._next
-                    record = make_user(i, self.tenant_domain)
+                    record = self._with_live_manager(make_user(i, self.tenant_domain))
                     record.update(self._random_props(rng, record, 2))
                     self._next += 1
                     self._added_ids[record["id"]] = i
@@ -304,6 +320,11 @@ class Directory:
                     assert state.record is not None
                     changes = self._random_props(rng, state.record, rng.randint(1, 4))
                     diff = {p: v for p, v in changes.items() if not _same(_value(state.record, p), v)}
+                    if rng.random() < 0.2:  # a new manager, or none
+                        manager = self._random_live(rng)
+                        diff[MANAGER] = None if manager in (None, i) or rng.random() < 0.3 else user_id(manager)
+                        if _same(_value(state.record, MANAGER), diff[MANAGER]):
+                            del diff[MANAGER]
                     if not diff:
                         diff = {"displayName": f"Renamed {rng.getrandbits(40):010x}"}
                     self._record(i, UPDATE, diff)
@@ -314,23 +335,32 @@ class Directory:
     # --- the current state ----------------------------------------------------------------------
 
     def users(self, properties: Sequence[str] | None = None) -> Iterator[dict[str, Any]]:
-        """Every live user, ``$select``-shaped like :func:`sandbox.tenant.select`, in ``/users`` order."""
-        props = self._properties(properties)
+        """Every live user, ``$select``-shaped like :func:`sandbox.tenant.select`, in ``/users`` order; with
+        ``manager`` among ``properties``, each with its manager as ``$expand=manager`` gives it (if it has one)."""
+        expand = properties is not None and MANAGER in properties
+        props = self._properties([p for p in properties if p != MANAGER] if properties is not None else None)
+        for record in self._live_records():
+            user = select(record, props)
+            if expand and record.get(MANAGER) is not None:
+                user[MANAGER] = manager_reference(record[MANAGER])
+            yield user
+
+    def _live_records(self) -> Iterator[dict[str, Any]]:
         domain = self.tenant_domain
         with self._lock:
             changed = dict(self._current)
             end, base = self._next, self.base_users
         if not changed:
             for i in range(base):
-                yield select(make_user(i, domain), props)
+                yield make_user(i, domain)
             return
         for i in range(end):
             state = changed.get(i)
             if state is None:
-                yield select(make_user(i, domain), props)
+                yield make_user(i, domain)
             elif state.status == LIVE:
                 assert state.record is not None
-                yield select(state.record, props)
+                yield state.record
 
     def live_slice(self, start: int, end: int) -> tuple[int, list[tuple[int, dict[str, Any] | None]]]:
         """Live users at positions [start, end) of the /users order, as (index, record or None for a base
@@ -366,25 +396,32 @@ class Directory:
             i = cursor
             while i < limit and len(items) < size:
                 if i not in events:
-                    items.append(_full_item(make_user(i, domain), None, props))
+                    items.append(manager_delta(_full_item(make_user(i, domain), None, props), None))
                 else:
                     state = self._state_at(i, seq)
                     if state.status == LIVE:
                         assert state.record is not None
-                        items.append(_full_item(state.record, state.ever, props))
+                        items.append(manager_delta(_full_item(state.record, state.ever, props), None))
                 i += 1
             while i < limit and i in events and self._state_at(i, seq).status != LIVE:
                 i += 1
         return items, (i if i < limit else None)
 
-    def change_count(self, since: int, until: int, repeats: bool = False) -> int:
-        """How many delta items the changes in (since, until] make."""
+    def change_count(self, since: int, until: int, repeats: bool = False,
+                     tracked: Sequence[str] | None = None) -> int:
+        """How many delta items the changes in (since, until] make (to properties ``tracked``: see change_page)."""
         with self._lock:
-            return len(self._changes(since, until, repeats))
+            return len(self._changes(since, until, repeats, tracked))
 
     def change_page(self, props: Sequence[str], since: int, until: int, offset: int, size: int, *,
-                    repeats: bool = False, minimal: bool = False) -> tuple[list[dict[str, Any]], int | None]:
+                    repeats: bool = False, minimal: bool = False,
+                    tracked: Sequence[str] | None = None) -> tuple[list[dict[str, Any]], int | None]:
         """Delta items [offset, offset + size) for the changes in (since, until], and the next offset or None.
+
+        ``tracked``: the ``$select``ed properties, when the round has a ``$select``: an update that changed
+        none of them does not make its user appear ("If a change occurs to a property that is not
+        selected, the resource for which that property changed does not appear", the delta query
+        overview); None (no ``$select``) tracks every property.
 
         Each changed user once, in order of its last change (``repeats``: once per change, at each
         change's place, showing the user as of that change). A live user that was live at ``since`` and
@@ -393,7 +430,7 @@ class Directory:
         ``@removed``.
         """
         with self._lock:
-            changes = self._changes(since, until, repeats)
+            changes = self._changes(since, until, repeats, tracked)
             chunk = changes[offset:offset + size]
             items = [self._delta_item(i, seq, since, props, minimal) for i, seq in chunk]
         end = offset + len(chunk)
@@ -404,8 +441,8 @@ class Directory:
         with self._lock:
             state = self._state(i)
         if state.record is None:
-            return _full_item(make_user(i, self.tenant_domain), None, props)
-        return _full_item(state.record, state.ever, props)
+            return manager_delta(_full_item(make_user(i, self.tenant_domain), None, props), None)
+        return manager_delta(_full_item(state.record, state.ever, props), None)
 
     # --- internals ------------------------------------------------------------------------------
 
@@ -499,6 +536,7 @@ class Directory:
         event = Event(self._seq + 1, kind, changes)
         after = _apply(before, event)
         self._log.append(i)
+        self._touched.append(frozenset(changes) if kind == UPDATE and changes is not None else None)
         self._events.setdefault(i, []).append(event)
         self._current[i] = after
         self._seq = event.seq   # last: a version read without the lock never runs ahead of the log
@@ -510,6 +548,32 @@ class Directory:
             self._soft.add(i)
         else:
             self._soft.discard(i)
+        if changes is not None and changes.get(MANAGER) is not None:
+            self._assigned.setdefault(changes[MANAGER], set()).add(i)
+        if before.status == LIVE and after.status != LIVE:
+            self._clear_reports(i)
+
+    def _clear_reports(self, i: int) -> None:
+        """A deleted manager is nobody's manager any more: each live report's link is removed (recorded)."""
+        manager = user_id(i)
+        candidates = set(range(8 * i, min(8 * i + 8, self.base_users))) | self._assigned.pop(manager, set())
+        for report in sorted(candidates):
+            state = self._state(report)
+            if state.status == LIVE and state.record is not None and state.record.get(MANAGER) == manager:
+                self._record(report, UPDATE, {MANAGER: None})
+
+    def _with_live_manager(self, record: dict[str, Any]) -> dict[str, Any]:
+        """A new user's computed record, without its computed manager if that user is not live."""
+        manager = record.get(MANAGER)
+        if manager is not None and self._state(self._index(manager)).status != LIVE:
+            del record[MANAGER]
+        return record
+
+    def _check_manager(self, uid: str, manager: Any) -> None:
+        if manager is None:
+            return
+        if not isinstance(manager, str) or manager == uid or self._state(self._index(manager)).status != LIVE:
+            raise ValueError(f"a manager must be another live user's id, not {manager!r}")
 
     def _gone_indices(self) -> list[int]:
         """Sorted indices of soft- and hard-deleted users, rebuilt at most once per version."""
@@ -531,22 +595,26 @@ class Directory:
                 lo = mid + 1
         return lo
 
-    def _changes(self, since: int, until: int, repeats: bool) -> list[tuple[int, int]]:
-        """(index, seq) of the delta items for the changes in (since, until]; a few cached."""
-        key = (since, until, repeats)
+    def _changes(self, since: int, until: int, repeats: bool,
+                 tracked: Sequence[str] | None = None) -> list[tuple[int, int]]:
+        """(index, seq) of the delta items for the changes in (since, until] (those ``tracked`` sees); a few cached."""
+        selected = None if tracked is None else frozenset(tracked)
+        key = (since, until, repeats, selected)
         cached = self._change_lists.get(key)
         if cached is not None:
             self._change_lists.move_to_end(key)
             return cached
         window = self._log[since:until]
+        touched = self._touched[since:until]
+        seen_at = [selected is None or t is None or not t.isdisjoint(selected) for t in touched]
         if repeats:
-            out = [(i, since + 1 + k) for k, i in enumerate(window)]
+            out = [(i, since + 1 + k) for k, i in enumerate(window) if seen_at[k]]
         else:
             seen: set[int] = set()
             out = []
             for k in range(len(window) - 1, -1, -1):
                 i = window[k]
-                if i not in seen:
+                if i not in seen and seen_at[k]:
                     seen.add(i)
                     out.append((i, since + 1 + k))
             out.reverse()
@@ -562,14 +630,15 @@ class Directory:
             return {"id": user_id(i), "@removed": {"reason": reason}}
         window = [e for e in self._events[i] if since < e.seq <= seq]
         then = self._state_at(i, since)
+        before = then.record.get(MANAGER) if then.status == LIVE and then.record is not None else None
         if then.status != LIVE or any(e.kind in (ADD, RESTORE) for e in window) or not minimal:
-            return _full_item(now.record, now.ever, props)
+            return manager_delta(_full_item(now.record, now.ever, props), before)
         touched = {p for e in window if e.kind == UPDATE and e.changes for p in e.changes}
         item = {} if "id" in props else {"id": now.record["id"]}
         for p in props:
             if p == "id" or p in touched:
                 item[p] = _value(now.record, p)
-        return item
+        return manager_delta(item, before)
 
     def _random_live(self, rng: random.Random) -> int | None:
         if self._live <= 0:
@@ -606,11 +675,30 @@ def _random_value(rng: random.Random, prop: str) -> Any:
     tag = f"{rng.getrandbits(32):08x}"
     if prop in _BOOL_PROPERTIES:
         return rng.random() < 0.5
-    if prop in LIST_PROPERTIES:
+    if prop == HIRE_COHORT:
+        return rng.randint(2000, 2030)
+    if prop in LIST_PROPERTIES or prop in MULTI_VALUED_EXTENSIONS:
         return [f"{prop}-{tag}-{k}" for k in range(rng.randint(1, 2))]
     if prop in _DATE_PROPERTIES:
         return f"20{rng.randint(19, 25)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}T12:00:00Z"
     return f"{prop} {tag} ✓"
+
+
+def manager_delta(item: dict[str, Any], before: str | None) -> dict[str, Any]:
+    """A delta item with its ``manager`` (an id, or None) as users/delta shows the relationship:
+    ``manager@delta``, a list of references: the manager it had at the round's start marked ``@removed``
+    when that changed, then the one it has now; no annotation when there is nothing to say."""
+    if MANAGER not in item:
+        return item
+    now = item.pop(MANAGER)
+    entries = []
+    if before is not None and before != now:
+        entries.append({**manager_reference(before), "@removed": {"reason": "deleted"}})
+    if now is not None:
+        entries.append(manager_reference(now))
+    if entries:
+        item[f"{MANAGER}@delta"] = entries
+    return item
 
 
 def _full_item(record: dict[str, Any], ever: frozenset[str] | None, props: Sequence[str]) -> dict[str, Any]:

@@ -46,7 +46,17 @@ from urllib.parse import unquote
 from .directory import ALL_PROPERTIES, Directory
 from .faults import FaultRule
 from .server import Request, Response
-from .tenant import DEFAULT_PROPERTIES, SINGLE_USER_ONLY, USER_PROPERTIES, canonical_properties, make_user, select
+from .tenant import (
+    DEFAULT_PROPERTIES,
+    EXTENSIONS,
+    MANAGER,
+    SINGLE_USER_ONLY,
+    USER_PROPERTIES,
+    canonical_properties,
+    make_user,
+    manager_reference,
+    select,
+)
 from .tokens import AUDIENCE, EXPIRED, ISSUER, MISSING, NOT_YET_VALID, Resources, TokenError, TokenService, bearer
 
 ODATA_JSON = "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8"
@@ -67,8 +77,19 @@ _PERMISSION_MISSING = ("Authentication_MSGraphPermissionMissing",
                        "Calling principal does not have required MSGraph permissions AuditLog.Read.All")
 _NOT_PREMIUM = ("Authentication_RequestFromNonPremiumTenantOrB2CTenant",
                 "Neither tenant is B2C or tenant doesn't have premium license")
+#: Application permissions that allow listing an application's extension properties (the least privileged first).
+APPLICATION_READ_ROLES = frozenset({"Application.Read.All", "Application.ReadWrite.All", "Directory.Read.All",
+                                    "Directory.ReadWrite.All"})
+_APP_EXTENSIONS = re.compile(r"/v1\.0/applications\(appId='([0-9a-fA-F-]{36})'\)/extensionProperties", re.IGNORECASE)
+_EXTENSION_APPS = frozenset(e.app_id for e in EXTENSIONS)
 #: Query options Graph has but this sandbox does not implement: refuse loudly instead of ignoring.
-_UNSUPPORTED = ("filter", "orderby", "search", "count", "expand", "format", "skip")
+_UNSUPPORTED = ("filter", "orderby", "search", "count", "format", "skip")
+#: The one $expand the sandbox serves on /users: the manager, whole or as its id. With $expand a page holds at
+#: most 100 users, whatever $top asks ("$expand ... returns a maximum of 100 objects" on directory objects:
+#: https://learn.microsoft.com/en-us/graph/query-parameters#expand-parameter; as reported in
+#: https://techcommunity.microsoft.com/discussions/officegraph/the-top-parameter-does-not-work-together-with-the-expand-parameter-in-the-get-gr/3885391).
+_EXPAND_MANAGER = re.compile(r"manager(\(\$?select=id\))?", re.IGNORECASE)
+MAX_EXPANDED_PAGE = 100
 _TOKEN_PREFIX = b"SBX1"
 _SIGNATURE_BYTES = 16
 #: Delta: page size without ``Prefer: odata.maxpagesize``, and the most a page holds whatever is asked.
@@ -162,6 +183,9 @@ class Graph:
         self.base_url = ""                    # set by the Sandbox once the port is known
         #: The tenant has an Entra ID P1 or P2 licence, which Graph requires to serve signInActivity.
         self.premium_licence = True
+        #: getAvailableExtensionProperties' documented known issue: an empty answer in tenants with more than
+        #: 1,000 service principals.
+        self.many_service_principals = False
         #: Delta: a user changed k times in a round appears k times (at its changes' places), as Graph may do.
         self.delta_repeats = False
         #: Delta tokens (and a round's skiptokens) older than this many seconds are refused as expired.
@@ -196,8 +220,11 @@ class Graph:
     # --- what a full paging yields --------------------------------------------------------------
 
     def expected_users(self, properties: list[str] | tuple[str, ...] | None = None) -> Iterator[dict[str, Any]]:
-        """Exactly the users a complete paging with ``$select=properties`` returns, in order."""
-        return self.directory.users(self._properties(properties))
+        """Exactly the users a complete paging with ``$select=properties`` returns, in order (with ``manager``
+        among them: as ``$expand=manager`` returns them)."""
+        manager = properties is not None and any(p.lower() == MANAGER for p in properties)
+        selected = self._properties([p for p in properties if p.lower() != MANAGER] if properties is not None else None)
+        return self.directory.users(selected + [MANAGER] if manager else selected)
 
     # --- HTTP -----------------------------------------------------------------------------------
 
@@ -220,6 +247,8 @@ class Graph:
             offset = self.decode_skiptoken(q["skiptoken"]) if q.get("skiptoken") is not None else 0
         except (ValueError, BadRequest):
             return None
+        if q.get("expand") is not None:
+            top = min(top, MAX_EXPANDED_PAGE)
         return offset // top + 1 if top > 0 else None
 
     def handle(self, request: Request) -> Response:
@@ -231,10 +260,13 @@ class Graph:
             return self._error(401, "InvalidAuthenticationToken",
                                _AUTH_MESSAGES.get(e.reason, "Access token validation failure."), ids,
                                {"WWW-Authenticate": _CHALLENGE})
+        path = request.path.rstrip("/")
+        extensions = self._extension_route(request, path, ids, claims.roles)
+        if extensions is not None:
+            return extensions
         if not READ_ROLES.intersection(claims.roles):
             return self._error(403, "Authorization_RequestDenied",
                                "Insufficient privileges to complete the operation.", ids)
-        path = request.path.rstrip("/")
         delta = _is_delta(path.lower())
         if _is_count(path) and request.method == "GET":
             return self._count(request, ids)
@@ -315,12 +347,68 @@ class Graph:
             size = _delta_preferences(request)[0]
             moved = self.encode_delta_token(replace(skip, position=skip.position + size))
         else:
-            top = int(_query(request).get("top") or DEFAULT_TOP)
+            q = _query(request)
+            top = int(q.get("top") or DEFAULT_TOP)
+            if q.get("expand") is not None:
+                top = min(top, MAX_EXPANDED_PAGE)
             offset = self.decode_skiptoken(token) + top
             if offset >= len(self.directory):
                 return None
             moved = self.encode_skiptoken(offset)
         return link[:found.start(1)] + moved + link[found.end(1):]
+
+    # --- directory extensions ---------------------------------------------------------------------
+
+    def _extension_route(self, request: Request, path: str, ids: tuple[str, str],
+                         roles: tuple[str, ...]) -> Response | None:
+        """The two ways to list directory extension definitions; None for any other path.
+
+        ``GET /applications(appId='…')/extensionProperties`` (Application.Read.All, or a higher
+        Application/Directory permission) lists one app's; ``POST
+        /directoryObjects/getAvailableExtensionProperties`` (Directory.Read.All only) the tenant's,
+        from every app: https://learn.microsoft.com/en-us/graph/api/application-list-extensionproperty and
+        https://learn.microsoft.com/en-us/graph/api/directoryobject-getavailableextensionproperties (which
+        answers an empty list in tenants with more than 1,000 service principals: ``many_service_principals``).
+        """
+        decoded = unquote(path)
+        app = _APP_EXTENSIONS.fullmatch(decoded)
+        if app is not None:
+            if request.method != "GET":
+                return self._error(405, "Request_BadRequest",
+                                   "Specified HTTP method is not allowed for the request target.", ids)
+            if not APPLICATION_READ_ROLES.intersection(roles):
+                return self._error(403, "Authorization_RequestDenied",
+                                   "Insufficient privileges to complete the operation.", ids)
+            owned = [e for e in EXTENSIONS if e.app_id == app.group(1).lower()]
+            if not owned and app.group(1).lower() not in _EXTENSION_APPS:
+                return self._error(404, "Request_ResourceNotFound",
+                                   f"Resource '{app.group(1)}' does not exist or one of its queried "
+                                   "reference-property objects are not present.", ids)
+            context = f"{self.base_url}/v1.0/$metadata#applications('{app.group(1)}')/extensionProperties"
+            return self._json(200, {"@odata.context": context, "value": [e.resource() for e in owned]}, ids)
+        if decoded.lower() != "/v1.0/directoryobjects/getavailableextensionproperties":
+            return None
+        if request.method != "POST":
+            return self._error(405, "Request_BadRequest",
+                               "Specified HTTP method is not allowed for the request target.", ids)
+        if "Directory.Read.All" not in roles:
+            return self._error(403, "Authorization_RequestDenied",
+                               "Insufficient privileges to complete the operation.", ids)
+        try:
+            body = json.loads(request.body or b"{}")
+        except ValueError:
+            return self._error(400, "BadRequest", "Invalid JSON in the request body.", ids)
+        synced = body.get("isSyncedFromOnPremises") if isinstance(body, dict) else None
+        listed = [] if self.many_service_principals else \
+            [e for e in EXTENSIONS if synced is None or e.synced_from_on_premises == bool(synced)]
+        context = f"{self.base_url}/v1.0/$metadata#Collection(microsoft.graph.extensionProperty)"
+        return self._json(200, {"@odata.context": context, "value": [
+            {"@odata.type": "#microsoft.graph.extensionProperty", **e.resource()} for e in listed]}, ids)
+
+    def _json(self, status: int, document: dict[str, Any], ids: tuple[str, str]) -> Response:
+        return Response(status, json.dumps(document, separators=(",", ":")).encode("utf-8"), {
+            "Content-Type": ODATA_JSON, "OData-Version": "4.0", "Cache-Control": "no-cache",
+            **self._common_headers(ids)})
 
     # --- paging ---------------------------------------------------------------------------------
 
@@ -384,15 +472,20 @@ class Graph:
         if not 1 <= top <= max_top:
             raise BadRequest(bad_top)
         offset = self.decode_skiptoken(q["skiptoken"]) if q.get("skiptoken") is not None else 0
+        raw_expand = q.get("expand")
+        if raw_expand is not None and not _EXPAND_MANAGER.fullmatch(raw_expand.strip()):
+            raise BadRequest(f"The sandbox expands only the manager ('$expand=manager($select=id)'), not '{raw_expand}'.")
+        expand = raw_expand is not None
 
         total = len(self.directory)
-        end = min(offset + top, total)
-        value = self._page_value(tuple(props), offset, end)
+        end = min(offset + (min(top, MAX_EXPANDED_PAGE) if expand else top), total)
+        value = self._page_value(tuple(props), offset, end, expand)
         context = f"{self.base_url}/v1.0/$metadata#users" + (f"({','.join(props)})" if raw_select is not None else "")
         parts = [b'{"@odata.context":', _json(context)]
         if end < total:
             link = [f"$select={','.join(props)}"] if raw_select is not None else []
             link += [f"$top={top}"] if raw_top is not None else []
+            link += [f"$expand={raw_expand}"] if expand else []
             link.append(f"$skiptoken={self.encode_skiptoken(end)}")
             parts += [b',"@odata.nextLink":', _json(f"{self.base_url}/v1.0/users?{'&'.join(link)}")]
         parts += [b',"value":', value, b"}"]
@@ -404,12 +497,12 @@ class Graph:
             "Content-Type": ODATA_JSON, "OData-Version": "4.0", "Cache-Control": "no-cache",
             **self._common_headers(ids)})
 
-    def _page_value(self, props: tuple[str, ...], start: int, end: int) -> bytes:
-        """The JSON array of the live users at positions [start, end) of the /users order, built once per
-        distinct page and tenant version and cached briefly."""
+    def _page_value(self, props: tuple[str, ...], start: int, end: int, expand: bool = False) -> bytes:
+        """The JSON array of the live users at positions [start, end) of the /users order (``expand``: each
+        with its manager), built once per distinct page and tenant version and cached briefly."""
         directory = self.directory
         version = directory.version
-        key = (props, start, end, self.tenant_domain, directory.epoch, version)
+        key = (props, start, end, expand, self.tenant_domain, directory.epoch, version)
         with self._cache_lock:
             cached = self._cache.get(key)
             if cached is not None:
@@ -417,14 +510,20 @@ class Graph:
                 return cached
         domain = self.tenant_domain
         if version == 0:  # nothing changed: the computed tenant, position = index
-            if props == USER_PROPERTIES:
-                users = [make_user(i, domain) for i in range(start, end)]
-            else:
-                users = [select(make_user(i, domain), props) for i in range(start, end)]
+            records = [make_user(i, domain) for i in range(start, end)]
         else:
             version, rows = directory.live_slice(start, end)
-            key = (props, start, end, self.tenant_domain, directory.epoch, version)
-            users = [select(make_user(i, domain) if record is None else record, props) for i, record in rows]
+            key = (props, start, end, expand, self.tenant_domain, directory.epoch, version)
+            records = [make_user(i, domain) if record is None else record for i, record in rows]
+        if props == USER_PROPERTIES and not expand:  # the records themselves, but for what follows those keys
+            width = len(USER_PROPERTIES)
+            users = [record if len(record) == width else select(record, props) for record in records]
+        else:
+            users = [select(record, props) for record in records]
+        if expand:
+            for user, record in zip(users, records, strict=True):
+                if record.get(MANAGER) is not None:
+                    user[MANAGER] = manager_reference(record[MANAGER])
         value = _json_value(users)
         with self._cache_lock:
             self._cache[key] = value
@@ -481,8 +580,15 @@ class Graph:
             if value is not None and value.lower() != "latest":
                 token = self.decode_delta_token(value, kind)
                 return token.properties, token.default_selection
+        if q.get("expand") is not None:
+            raise BadRequest("The query option '$expand' is not supported with delta queries; $select the manager "
+                             "to track it.")
         selected = _selected(q)
-        props = tuple(self._properties(selected))
+        # users/delta tracks the manager when $select names it (the delta query overview, "Optional query
+        # parameters"), and reports it as manager@delta.
+        manager = [name for name in selected or [] if name.lower() == MANAGER]
+        props = tuple(self._properties([name for name in selected if name.lower() != MANAGER]
+                                       if selected is not None else None)) + ((MANAGER,) if manager else ())
         if "signInActivity" in props:
             raise BadRequest("Property 'signInActivity' is not supported in delta queries.")
         return props, selected is None
@@ -521,7 +627,8 @@ class Graph:
             items, position = directory.initial_page(props, token.until, token.limit, token.position, size)
         else:
             items, position = directory.change_page(props, token.since, token.until, token.position, size,
-                                                    repeats=token.repeats, minimal=minimal)
+                                                    repeats=token.repeats, minimal=minimal,
+                                                    tracked=None if token.default_selection else props)
         following = None if position is None else \
             replace(token, generation=self._delta_generation, issued=now, position=position, page=token.page + 1)
         return self._delta_response(request, ids, token, items, following, applied)

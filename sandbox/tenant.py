@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 from graph_export import properties as graph_properties
@@ -35,6 +36,60 @@ USER_PROPERTIES: tuple[str, ...] = (
     "officeLocation", "usageLocation", "onPremisesSyncEnabled", "businessPhones", "mobilePhone",
     "preferredLanguage", "country", "city",
 )
+
+
+
+@dataclass(frozen=True)
+class ExtensionProperty:
+    """A directory extension definition, as Graph's ``extensionProperty`` resource describes one.
+
+    Registered on an application (``GET /applications(appId='…')/extensionProperties``); its name is
+    ``extension_<that appId without dashes>_<name>``. Users carry it only where it is set: ``/users``
+    omits it otherwise, even when ``$select`` names it.
+    """
+
+    id: str
+    name: str
+    data_type: str          # Binary, Boolean, DateTime, Integer, LargeInteger or String
+    multi_valued: bool
+    targets: tuple[str, ...]
+    app_id: str
+    app_name: str
+    synced_from_on_premises: bool = False
+
+    def resource(self) -> dict[str, Any]:
+        return {"id": self.id, "deletedDateTime": None, "appDisplayName": self.app_name, "dataType": self.data_type,
+                "isMultiValued": self.multi_valued, "isSyncedFromOnPremises": self.synced_from_on_premises,
+                "name": self.name, "targetObjects": list(self.targets)}
+
+
+#: The HR sync tool whose app registration owns most of the tenant's directory extensions.
+HR_APP_ID = "8a6f1b2c-3d4e-4f50-9a1b-2c3d4e5f6a7b"
+#: Microsoft Entra Connect's "Tenant Schema Extension App": extensions synced from on-premises AD.
+SCHEMA_APP_ID = "5b1e7c3d-9f20-4a8e-b6c1-0d2e3f4a5b6c"
+_HR = f"extension_{HR_APP_ID.replace('-', '')}_"
+_SCHEMA = f"extension_{SCHEMA_APP_ID.replace('-', '')}_"
+EXTENSIONS: tuple[ExtensionProperty, ...] = (
+    ExtensionProperty("0d3c5a1e-7b2f-4c8d-9e0a-1b2c3d4e5f60", _HR + "costCenter", "String", False, ("User",),
+                      HR_APP_ID, "Contoso HR Sync"),
+    ExtensionProperty("1e4d6b2f-8c30-4d9e-af1b-2c3d4e5f6071", _HR + "hireCohort", "Integer", False, ("User",),
+                      HR_APP_ID, "Contoso HR Sync"),
+    ExtensionProperty("2f5e7c30-9d41-4eaf-b02c-3d4e5f607182", _HR + "badgeIds", "String", True, ("User",),
+                      HR_APP_ID, "Contoso HR Sync"),
+    ExtensionProperty("306f8d41-ae52-4fb0-813d-4e5f60718293", _HR + "budgetOwner", "String", False, ("Group",),
+                      HR_APP_ID, "Contoso HR Sync"),
+    ExtensionProperty("417a9e52-bf63-40c1-924e-5f60718293a4", _SCHEMA + "employeeNumber", "String", False,
+                      ("User",), SCHEMA_APP_ID, "Tenant Schema Extension App", synced_from_on_premises=True),
+)
+#: The extensions a user can carry, by Graph's spelling; make_user sets them on some members.
+USER_EXTENSIONS: tuple[str, ...] = tuple(e.name for e in EXTENSIONS if "User" in e.targets)
+COST_CENTER, HIRE_COHORT, BADGE_IDS, EMPLOYEE_NUMBER = USER_EXTENSIONS
+#: Multi-valued user extensions (Graph answers a JSON array for them when set).
+MULTI_VALUED_EXTENSIONS = frozenset(e.name for e in EXTENSIONS if e.multi_valued and "User" in e.targets)
+_EXTENSION_NAMES = frozenset(USER_EXTENSIONS)
+
+#: The relationship users/delta can $select and /users can $expand; a record holds the manager's id under it.
+MANAGER = "manager"
 
 #: Other real v1.0 user properties a client may $select; the sandbox returns them as null / [].
 #: (Graph answers 400 only for names that are not properties of microsoft.graph.user at all.)
@@ -62,7 +117,8 @@ _DEFAULTS: dict[str, Any] = {**OTHER_PROPERTIES, **UNMODELLED_PROPERTIES}
 
 #: Case-insensitive name -> Graph's spelling, for $select (Graph matches $select names
 #: case-insensitively and answers with its own spelling).
-CANONICAL: dict[str, str] = {p.lower(): p for p in (*USER_PROPERTIES, *OTHER_PROPERTIES, *UNMODELLED_PROPERTIES)}
+CANONICAL: dict[str, str] = {p.lower(): p for p in (*USER_PROPERTIES, *OTHER_PROPERTIES, *UNMODELLED_PROPERTIES,
+                                                     *USER_EXTENSIONS)}
 #: Properties Graph refuses when listing users (lower case -> Graph's spelling).
 SINGLE_USER_ONLY: dict[str, str] = {p.lower(): p for p in graph_properties.SINGLE_USER_ONLY}
 
@@ -120,7 +176,9 @@ def user_id(i: int) -> str:
 
 
 def make_user(i: int, tenant_domain: str = TENANT_DOMAIN) -> dict[str, Any]:
-    """User number ``i`` (0-based) with every property in :data:`USER_PROPERTIES`, in that order.
+    """User number ``i`` (0-based) with every property in :data:`USER_PROPERTIES`, in that order, then its
+    manager's id as ``manager`` if it has one (:func:`manager_index`; Graph serves it only as a
+    relationship) and the directory extensions set on it (:func:`extensions_of`).
 
     Proportions: ``i % 10 == 3`` is a guest (10%); ``i % 40`` in (7, 13) is disabled (5%); members are
     hybrid-synced when ``i % 3 == 0`` (onPremisesSyncEnabled true) and cloud-only otherwise (null).
@@ -158,7 +216,7 @@ def make_user(i: int, tenant_domain: str = TENANT_DOMAIN) -> dict[str, Any]:
             "city": None,
         }
     synced = i % 3 == 0
-    return {
+    user = {
         "id": user_id(i),
         "userPrincipalName": f"{local}@{tenant_domain}",
         "displayName": f"{given} {surname}",
@@ -181,6 +239,37 @@ def make_user(i: int, tenant_domain: str = TENANT_DOMAIN) -> dict[str, Any]:
         "country": country,
         "city": city,
     }
+    manager = manager_index(i)
+    if manager is not None:
+        user[MANAGER] = user_id(manager)
+    if i % 4 == 1:
+        user.update(extensions_of(i, synced))
+    return user
+
+
+def manager_index(i: int) -> int | None:
+    """The index of member ``i``'s manager in the computed tenant: user ``i // 8``, a member too, for every
+    member from 8 on but one in nine (``i % 9 == 0``: nobody's report). Guests have none."""
+    manager = i // 8
+    if i < 8 or i % 9 == 0 or i % 10 == 3 or manager % 10 == 3:
+        return None
+    return manager
+
+
+def extensions_of(i: int, synced: bool) -> dict[str, Any]:
+    """The directory extensions member ``i`` carries (only members with ``i % 4 == 1``: a quarter of them).
+
+    Every one of them has a cost centre; every other one a hire cohort (an Integer); every fourth one
+    badge ids (multi-valued); the hybrid-synced ones their on-premises employee number.
+    """
+    out: dict[str, Any] = {COST_CENTER: f"CC-{(i // 4) % 40:03d}"}
+    if i % 8 == 1:
+        out[HIRE_COHORT] = 2015 + i % 11
+    if i % 16 == 1:
+        out[BADGE_IDS] = [f"B{i:07d}", f"B{i + 1:07d}"]
+    if synced:
+        out[EMPLOYEE_NUMBER] = f"{i:08d}"
+    return out
 
 
 def canonical_properties(names: Iterable[str]) -> tuple[list[str], list[str]]:
@@ -197,9 +286,16 @@ def canonical_properties(names: Iterable[str]) -> tuple[list[str], list[str]]:
 
 
 def select(user: Mapping[str, Any], properties: Sequence[str] | None = None) -> dict[str, Any]:
-    """Exactly the requested properties in the requested order (Graph's default set if None)."""
+    """Exactly the requested properties in the requested order (Graph's default set if None), but for
+    directory extensions the user does not have set: Graph leaves those out."""
     props = DEFAULT_PROPERTIES if properties is None else properties
-    return {p: user[p] if p in user else _copy_default(p) for p in props}
+    return {p: user[p] if p in user else _copy_default(p) for p in props
+            if p not in _EXTENSION_NAMES or user.get(p) not in (None, [])}
+
+
+def manager_reference(manager_id: str) -> dict[str, Any]:
+    """A manager as Graph returns one, expanded or in ``manager@delta``."""
+    return {"@odata.type": "#microsoft.graph.user", "id": manager_id}
 
 
 def _copy_default(prop: str) -> Any:
@@ -210,3 +306,8 @@ def _copy_default(prop: str) -> Any:
 def default_value(prop: str) -> Any:
     """What property ``prop`` (Graph's spelling) reads as for a record without it: null, or a new []."""
     return _copy_default(prop) if prop in _DEFAULTS else None
+
+
+def is_extension(prop: str) -> bool:
+    """Whether ``prop`` (Graph's spelling) is one of the tenant's user extensions."""
+    return prop in _EXTENSION_NAMES

@@ -1,4 +1,4 @@
-"""Fixtures shared by the integration tests: Azurite once per session, a fresh sandbox tenant per test.
+"""Fixtures shared by the layers that use sockets: Azurite once per session, a fresh sandbox tenant per test.
 
 Everything runs over real sockets on 127.0.0.1: Azurite speaks the Blob protocol, the sandbox speaks
 Entra ID, managed identity, Key Vault and Graph over HTTPS with a CA generated for the test run.
@@ -18,11 +18,10 @@ from azure.storage.blob import ContainerClient
 
 from graph_export.clients import warm_clients
 from graph_export.naming import LATEST_BLOB
-from graph_export.settings import SETTINGS, StorageTarget
-from graph_export.storage import open_container
+from graph_export.settings import SETTINGS
 from sandbox import Sandbox
 from sandbox.azurite import Azurite
-from tests.tls_listener import UntrustedTls
+from tests.sandbox.tls_listener import UntrustedTls
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_USERS = 2_500
@@ -63,13 +62,6 @@ def azurite(tmp_path_factory):
     server.start()
     yield server
     server.stop()
-
-
-@pytest.fixture
-def blob_container(azurite):
-    """A fresh, empty container in Azurite, opened the way the export opens its own."""
-    target = StorageTarget(connection_string=azurite.connection_string, source="EXPORT_STORAGE")
-    return open_container(target, f"t-{uuid.uuid4().hex[:12]}", None, 0.01)
 
 
 @pytest.fixture
@@ -154,9 +146,15 @@ def pytest_configure(config):
         "(export_env then skips checking its container against schemas/)")
 
 
+#: The layers, one folder each under tests/ (docs/testing.md); each test is marked with its folder's name.
+LAYERS = ("unit", "storage", "sandbox", "integration", "infra", "engine")
+
+
 def pytest_collection_modifyitems(items):
-    """Everything under tests/integration and tests/infra is the integration layer."""
+    """Each test is marked with its layer, the folder under tests/ it is in: ``-m unit``, ``-m "not infra"``..."""
     for item in items:
-        layer = Path(str(item.fspath)).resolve().relative_to(REPO / "tests").parts[0]
-        if layer in ("integration", "infra"):
-            item.add_marker(pytest.mark.integration)
+        parts = Path(str(item.fspath)).resolve().relative_to(REPO / "tests").parts
+        if len(parts) < 2 or parts[0] not in LAYERS:
+            raise pytest.UsageError(f"{item.nodeid}: every test lives in one layer's folder, tests/<layer>/ with "
+                                    f"<layer> one of {', '.join(LAYERS)} (docs/testing.md)")
+        item.add_marker(getattr(pytest.mark, parts[0]))

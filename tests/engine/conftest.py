@@ -22,9 +22,3 @@ def worker():
     host.load_responses = [host.load(function) for function in host.functions]
     yield host
     host.stop()
-
-
-def pytest_collection_modifyitems(items):
-    """Every engine test starts Azurite or the worker: the integration layer, as far as markers go."""
-    for item in items:
-        item.add_marker(pytest.mark.integration)

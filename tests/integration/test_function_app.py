@@ -77,7 +77,7 @@ _RUN_WITH_TELEMETRY = r"""
 import json, os
 from azure.functions.timer import TimerRequest
 
-from tests.ingestion import serve
+from tests.integration.ingestion import serve
 from tests.integration.helpers import invocation_context
 
 received = serve()

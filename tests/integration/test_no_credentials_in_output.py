@@ -175,7 +175,7 @@ import json, logging, os, sys, traceback
 # The worker's logging: its handler on the root logger at INFO, installed before the app is loaded.
 logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
 
-from tests.ingestion import serve
+from tests.integration.ingestion import serve
 from tests.integration.helpers import invocation_context
 
 received = serve()

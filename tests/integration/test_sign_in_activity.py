@@ -6,13 +6,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from graph_export import GraphError, load_settings, run_export
+from graph_export.clients import warm_clients
+from graph_export.naming import LATEST_BLOB
 
-from .helpers import REPO, blob_names, read_export
+from .helpers import REPO, blob_names, published, read_export, read_json
 
 SLOT = datetime(2026, 3, 7, 2, tzinfo=timezone.utc)
 PROPERTIES = "id,displayName,signInActivity"
@@ -57,3 +59,70 @@ def test_a_tenant_without_a_premium_licence_is_told_so(sign_in_env, sandbox):
     message = str(info.value)
     assert "HTTP 403 (Authentication_RequestFromNonPremiumTenantOrB2CTenant" in message
     assert "Entra ID P1 or P2 licence" in message and "USER_PROPERTIES" in message
+
+
+# --- delta mode: users/delta does not track it, so each slot reads it for every user beside the changes ------
+
+def _delta_slot(n: int):
+    warm_clients.cache_clear()
+    return run_export(load_settings(), SLOT + timedelta(days=n))
+
+
+def _sign_in(day: int) -> dict:
+    at = f"2026-03-{day:02d}T08:00:00Z"
+    return {"lastSignInDateTime": at, "lastSignInRequestId": f"req-{day}", "lastNonInteractiveSignInDateTime": at,
+            "lastNonInteractiveSignInRequestId": f"nreq-{day}", "lastSuccessfulSignInDateTime": at,
+            "lastSuccessfulSignInRequestId": f"sreq-{day}"}
+
+
+def test_in_delta_mode_every_users_sign_in_activity_is_as_of_the_slot(sign_in_env, sandbox, monkeypatch):
+    monkeypatch.setenv("EXPORT_MODE", "delta")
+    sandbox.entra.set_roles(["User.Read.All", "AuditLog.Read.All"])
+    d = sandbox.directory
+    d.update(d.id_of(1), signInActivity=_sign_in(6))
+    assert _delta_slot(0).mode == "full"
+    # Sign-ins change no user in users/delta; a rename does.
+    d.update(d.id_of(1), signInActivity=_sign_in(7))
+    d.update(d.id_of(2), signInActivity=_sign_in(7))
+    d.update(d.id_of(3), displayName="Renamed")
+    new = d.add(displayName="New Hire", signInActivity=_sign_in(7))
+    sandbox.requests.clear()
+    summary = _delta_slot(1)
+    assert summary.mode == "delta"
+    manifest, users = published(sign_in_env)
+    by_id = {u["id"]: u for u in users}
+    expected = {u["id"]: {"id": u["id"], "displayName": u["displayName"], "signInActivity": u["signInActivity"]}
+                for u in sandbox.expected_users(PROPERTIES.split(","))}
+    assert by_id == expected  # what a full export would publish now, sign-ins and all
+    assert by_id[d.id_of(1)]["signInActivity"] == _sign_in(7) == by_id[new]["signInActivity"]
+    assert manifest["delta"]["updated"] == 1 and manifest["delta"]["added"] == 1
+    listed = [r for r in sandbox.requests.entries("graph") if r.path == "/v1.0/users"]
+    assert len(listed) == -(-sandbox.graph.users // 500)  # the sign-in read: 500 users a page
+
+
+def test_in_delta_mode_a_missing_audit_log_permission_is_one_line_and_nothing_is_published(sign_in_env, sandbox,
+                                                                                           monkeypatch):
+    monkeypatch.setenv("EXPORT_MODE", "delta")
+    sandbox.entra.set_roles(["User.Read.All", "AuditLog.Read.All"])
+    _delta_slot(0)
+    before = read_json(sign_in_env, LATEST_BLOB)
+    sandbox.entra.set_roles(["User.Read.All"])
+    with pytest.raises(GraphError) as info:
+        _delta_slot(1)
+    message = str(info.value)
+    assert "\n" not in message and "AuditLog.Read.All" in message and "P1 or P2" in message
+    assert read_json(sign_in_env, LATEST_BLOB) == before
+
+
+def test_in_delta_mode_drift_is_measured_without_sign_in_activity(sign_in_env, sandbox, monkeypatch):
+    monkeypatch.setenv("EXPORT_MODE", "delta")
+    sandbox.entra.set_roles(["User.Read.All", "AuditLog.Read.All"])
+    d = sandbox.directory
+    _delta_slot(0)
+    d.update(d.id_of(1), signInActivity=_sign_in(8))  # not in the change feed: no drift for it
+    d.update(d.id_of(2), displayName="Renamed")
+    monkeypatch.setenv("FULL_SYNC_EVERY_DAYS", "0")
+    summary = _delta_slot(1)
+    manifest, users = published(sign_in_env)
+    assert summary.mode == "full" and manifest["drift"] == 0
+    assert {u["id"]: u for u in users}[d.id_of(1)]["signInActivity"] == _sign_in(8)

@@ -2,7 +2,8 @@
 
 Each test makes a real function fail and looks at the log twice: at DEBUG a record of ours carries the
 original exception (its type named), at INFO nothing is added. Failures come from fake servers behind the
-SDKs' own transports (requests adapters) or from Azurite, never from replacing our own code.
+SDKs' own transports (requests adapters), never from replacing our own code; the two whose failures
+come from Azurite are in tests/storage/test_debug_keeps_cause.py.
 """
 
 from __future__ import annotations
@@ -10,8 +11,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import uuid
-from datetime import datetime, timezone
 from typing import Callable
 
 import pytest
@@ -21,15 +20,11 @@ from azure.core.pipeline.transport import RequestsTransport
 from azure.keyvault.secrets._shared import http_challenge_cache
 from azure.storage.blob import ContainerClient
 
-from graph_export import cli, delta, naming, storage
+from graph_export import cli, storage
 from graph_export.credentials import make_secret_client, read_client_secret
-from graph_export.errors import AuthError, SlotBusyError, StorageError
-from graph_export.lease import SlotLease
-from graph_export.settings import load_settings
-from graph_export.slotrun import SlotStore
+from graph_export.errors import AuthError, StorageError
 from tests.canned import Canned
 
-SLOT = datetime(2026, 3, 7, 2, tzinfo=timezone.utc)
 SIG = "c2VjcmV0LXNpZ25hdHVyZS1vZi10aGUtc2Fz%3D"
 SAS = f"sv=2024-11-04&ss=b&srt=co&sp=rl&se=2030-01-01T00:00:00Z&sig={SIG}"
 
@@ -60,6 +55,7 @@ def assert_cause_kept(caplog: pytest.LogCaptureFixture, fail: Callable[[], objec
 
 
 # --- storage: the SDK's error behind StorageError -------------------------------------------------------
+
 
 class FakeStorage(requests.adapters.BaseAdapter):
     """Answers as Azure Storage does with ``status`` and ``code``; or, with ``refuse``, fails to connect as
@@ -123,6 +119,7 @@ def test_a_debug_traceback_of_a_storage_error_holding_the_sas_is_redacted_by_the
 
 # --- Key Vault: the SDK's error behind AuthError -----------------------------------------------------
 
+
 class NoCredential:
     def get_token(self, *scopes, **kwargs):  # never called: the vault refuses before asking for a token
         raise AssertionError("unexpected token request")
@@ -153,36 +150,8 @@ def test_a_key_vault_failure_keeps_the_sdks_error_at_debug(caplog, status, code,
     assert code in printed
 
 
-# --- Azurite: a delta state that is not JSON, a lease another run holds ------------------------------
-
-def test_a_delta_state_that_is_not_json_falls_back_keeping_where_the_decoder_stopped(caplog, blob_container):
-    blob_container.upload_blob(naming.DELTA_STATE_BLOB, b'{"deltaLink": "https://graph', overwrite=True)
-    store = SlotStore(blob_container, blob_container, SLOT, blob_container.container_name)
-    settings = load_settings({"TENANT_ID": "contoso.onmicrosoft.com", "CLIENT_ID": str(uuid.uuid4()),
-                              "KEY_VAULT_URL": "https://kv-export.vault.azure.net/",
-                              "EXPORT_STORAGE__blobServiceUri": "https://stexport.blob.core.windows.net/"})
-
-    def fail() -> None:
-        with pytest.raises(delta.FallBack, match=r"the delta state is not valid \(state/delta.json is not JSON\)"):
-            delta.load_base(store, settings, SLOT)
-
-    record, printed = assert_cause_kept(caplog, fail, "graph_export.storage", json.JSONDecodeError)
-    assert record.getMessage() == "state/delta.json is not JSON"
-    assert "line 1 column" in printed
-
-
-def test_a_lease_another_run_holds_keeps_storages_answer_at_debug(caplog, blob_container):
-    with SlotLease(blob_container, SLOT):
-        def fail() -> None:
-            with pytest.raises(SlotBusyError, match="Another run is exporting slot 2026-03-07T02:00:00Z"):
-                SlotLease(blob_container, SLOT).__enter__()
-
-        record, printed = assert_cause_kept(caplog, fail, "graph_export.lease", HttpResponseError)
-    assert record.getMessage() == "The lease of slot 2026-03-07T02:00:00Z is held"
-    assert "LeaseAlreadyPresent" in printed
-
-
 # --- the CLI: a settings file that is not JSON ------------------------------------------------------
+
 
 def test_a_settings_file_that_is_not_json_says_where_only_with_debug(capsys, caplog, tmp_path):
     broken = tmp_path / "local.settings.json"

@@ -3,7 +3,8 @@
 The clients are injected (``clients=MemoryClients``): the slot's lease, checkpoints, commit, publish,
 delta mode and the per-run retry budget run as in production, against the in-memory account of
 ``memory_storage`` (held to Azurite's answers by tests/storage) and the in-memory Graph of
-``memory_graph`` behind the export's own HTTP transport. No sockets; the whole file takes seconds.
+``memory_graph`` behind the export's own HTTP transport. No sockets (tests/unit/conftest.py refuses them);
+the whole file takes seconds.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import socket
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -51,15 +51,6 @@ ENV = {
     "CHECKPOINT_EVERY_PAGES": "1",
 }
 USERS = 230  # five pages of at most 50
-
-
-@pytest.fixture(autouse=True)
-def no_sockets(monkeypatch):
-    """Nothing here may reach a network: every far end is in memory."""
-    def refuse(*args: Any, **kwargs: Any) -> None:
-        raise AssertionError("a unit test of the orchestrator opened a connection")
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
 
 
 def settings(**overrides: str) -> Settings:
