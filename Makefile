@@ -25,7 +25,7 @@ demo: install
 test: install install-iac install-engine
 	$(VENV)/bin/ruff check .
 	$(PY) -m mypy
-	$(PY) -m pytest -n 3 -m "not bench"
+	$(PY) -m pytest -n 3 -m "not bench" --durations=15
 	$(ENGINE)/bin/python -m pytest tests/engine
 
 # The engine layer only: function_app.py driven through the Functions Python engine as the host drives it.
