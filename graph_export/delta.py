@@ -33,7 +33,7 @@ from .progress import RunProgress
 from .properties import MANAGER, absent_value, check_spelling, manager_from_delta
 from .records import DeltaApplied, DeltaState, Manifest, RecordError, UserCount, iso
 from .settings import Settings
-from .signins import SIGN_IN_ACTIVITY, SignIns
+from .signins import NOT_LISTED, SIGN_IN_ACTIVITY, SignIns
 from .sink import CommittedBlob, encode_user
 from .slotrun import SlotRun, SlotStore
 
@@ -304,9 +304,14 @@ def merge(base: Manifest, base_blob: BlobClient, changes: Changes, properties: t
 
 
 def _signed_in(record: dict[str, Any], sign_ins: SignIns | None) -> dict[str, Any]:
-    """The record with its signInActivity as read for this slot (users/delta does not track it)."""
+    """The record with its signInActivity as read for this slot (users/delta does not track it); null for a
+    user the listing did not hold, which ``sign_ins`` counts."""
     if sign_ins is not None:
-        record[SIGN_IN_ACTIVITY] = sign_ins.get(record["id"])
+        value = sign_ins.get(record["id"])
+        if value is NOT_LISTED:
+            sign_ins.missed += 1
+            value = None
+        record[SIGN_IN_ACTIVITY] = value
     return record
 
 
@@ -455,6 +460,12 @@ def _sign_ins_if_selected(users: GraphUsers, settings: Settings) -> Iterator[Sig
     with signins.read(users) as sign_ins:
         log.info("Delta mode: signInActivity of %d users read in %d pages", sign_ins.users, sign_ins.pages)
         yield sign_ins
+        # Users created after the listing was read are not in it; more than the count check's tolerance
+        # means pages of it were lost, and their users would be published as never having signed in.
+        if sign_ins.missed > settings.user_count_tolerance:
+            raise GraphError(f"The signInActivity listing lacked {sign_ins.missed} users of the snapshot (more than "
+                             f"USER_COUNT_TOLERANCE, {settings.user_count_tolerance}): pages of it were lost; "
+                             "nothing was published. Run again.")
 
 
 @dataclass(frozen=True)

@@ -124,6 +124,11 @@ class GraphUsers:
         """
         return self._follow(url, first_number, UserIds() if ids is None else ids, prefer=None)
 
+    def listing(self, url: str) -> Generator[Page, None, None]:
+        """Each page of a users listing like :meth:`pages`, without keeping the ids: for a listing whose
+        reader finds a repeated id itself (``signins``' unique index), at no memory per user here."""
+        return self._follow(url, 1, None, prefer=None)
+
     def changes(self, link: str) -> Generator[Page, None, None]:
         """Each page of a users/delta round from ``link`` (an id may come again: no repeat check); the last
         one carries the deltaLink the next round starts from."""

@@ -126,3 +126,20 @@ def test_in_delta_mode_drift_is_measured_without_sign_in_activity(sign_in_env, s
     manifest, users = published(sign_in_env)
     assert summary.mode == "full" and manifest["drift"] == 0
     assert {u["id"]: u for u in users}[d.id_of(1)]["signInActivity"] == _sign_in(8)
+
+
+@pytest.mark.parametrize("fault, says", [({"skip_next": True}, "lacked 500 users of the snapshot"),
+                                         ({"repeat_user": 7}, "listed a user twice")],
+                         ids=["a listing page lost", "a user listed twice"])
+def test_in_delta_mode_a_sign_in_listing_graph_got_wrong_publishes_nothing(sign_in_env, sandbox, monkeypatch, fault,
+                                                                           says):
+    monkeypatch.setenv("EXPORT_MODE", "delta")
+    sandbox.entra.set_roles(["User.Read.All", "AuditLog.Read.All"])
+    _delta_slot(0)
+    before = read_json(sign_in_env, LATEST_BLOB)
+    sandbox.directory.update(sandbox.directory.id_of(3), displayName="Renamed")
+    # The delta slot's only paged /users request is the sign-in listing (500 a page): its page 3.
+    sandbox.faults.add("graph", path_contains="/v1.0/users", page=3, count=1, **fault)
+    with pytest.raises(GraphError, match=says):
+        _delta_slot(1)
+    assert read_json(sign_in_env, LATEST_BLOB) == before
