@@ -8,7 +8,12 @@ users only; faults and the request log tell the tenants apart.
 
 from __future__ import annotations
 
+import json
+import signal
+import subprocess
+import sys
 from email.message import Message
+from pathlib import Path
 
 import msal
 import pytest
@@ -22,6 +27,7 @@ from sandbox.tenant import USER_PROPERTIES, id_namespace, make_user, select, use
 from sandbox.tokens import peek_claims
 from tests.sandbox.sandbox_env import FOREIGN_ENV
 
+REPO = Path(__file__).resolve().parents[2]
 EXCHANGE = "api://AzureADTokenExchange"
 PROPS = ["id", "displayName", "userPrincipalName"]
 
@@ -260,3 +266,32 @@ def test_customer_tenants_of_the_home_tenants_size_by_default(tmp_path):
     assert [c.users for c in sb.customers] == [12, 12] and all(c.consented for c in sb.customers)
     assert [c.domain for c in sb.customers] == ["customer1.onmicrosoft.com", "customer2.onmicrosoft.com"]
     assert "customer_tenants=2" in repr(sb)
+
+
+def test_cli_serve_hosts_customer_tenants_and_prints_their_ids(tmp_path, monkeypatch):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sandbox", "serve", "--users", "7", "--customer-tenants", "2", "--no-azurite",
+         "--json", "--workdir", str(tmp_path), "--max-seconds", "60"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        for line in proc.stdout:  # bounded: one JSON object, then it waits
+            lines.append(line)
+            if line.rstrip() == "}":
+                break
+        settings = json.loads("".join(lines))
+        assert "TENANT_ID" not in settings and len(settings["TENANT_IDS"].split(",")) == 2
+        customer = settings["TENANT_IDS"].split(",")[1]
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", settings["REQUESTS_CA_BUNDLE"])  # requests prefers it to verify=
+        app = msal.ConfidentialClientApplication(
+            settings["CLIENT_ID"], client_credential="not-the-secret", instance_discovery=False,
+            authority=f"{settings['AUTHORITY_HOST']}/{customer}")
+        # The tenant exists and the app is consented there: only the (deliberately wrong) secret is refused.
+        assert app.acquire_token_for_client([f"{settings['GRAPH_ENDPOINT']}/.default"])["error_codes"] == [7000215]
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
