@@ -270,9 +270,14 @@ def open_files(settings: Settings, exports: ContainerClient, names: RunNames,
 
 
 def encode_user(user: dict[str, Any]) -> bytes:
-    """One JSON line's content: compact UTF-8, keys in Graph's order (orjson's bytes); a lone surrogate
-    (valid JSON text, not valid Unicode) keeps its ``\\udXXX`` escape, so the line holds the exact value."""
-    return jsontext.dumps_line(user)
+    """One JSON line's content: compact UTF-8, keys in Graph's order; a lone surrogate (valid JSON text, not
+    valid Unicode) keeps its ``\\udXXX`` escape, so the line holds the exact value.
+
+    A copy of orjson's bytes: its result keeps its whole output buffer (~4 KB) however short the JSON, and
+    a delta merge holds thousands of lines on their way to the writer (a delta slot of 1,000,000 users with
+    signInActivity, where every line is encoded anew, peaked at 108 MB without the copy, 96 MB with it).
+    """
+    return bytes(memoryview(jsontext.dumps_line(user)))
 
 
 def _new_member() -> Any:
