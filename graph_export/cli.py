@@ -174,13 +174,12 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run one export now with settings from the environment",
                               description="Run one export with settings from the environment (see README).")
-    run.add_argument("--settings", type=Path, metavar="FILE",
-                     help="read settings from a local.settings.json 'Values' object (overrides the environment)")
+    _with_settings_file(run)
     run.add_argument("--slot", metavar="TIME",
                      help="schedule slot to export as (ISO 8601, UTC; from 2000 to 5 minutes past now); default: now")
     run.add_argument("--force", action="store_true",
                      help="export the slot again even if it was already exported, ignoring any checkpoint")
-    run.add_argument("--debug", action="store_true", help="verbose logs and tracebacks on failure")
+    _with_debug(run)
     run.add_argument("--quiet", action="store_true",
                      help="no progress (a live display on a terminal, else a line every PROGRESS_EVERY_SECONDS)")
     check = commands.add_parser(
@@ -189,25 +188,32 @@ def _parser() -> argparse.ArgumentParser:
                     "against the commit (ETags), the manifest (size, sha256, users, properties) and, for the "
                     "CSV copy, the JSON Lines. Needs only the storage settings. One line per slot, then a "
                     "summary; exit 7 when anything is not as committed.")
-    check.add_argument("--settings", type=Path, metavar="FILE",
-                       help="read settings from a local.settings.json 'Values' object (overrides the environment)")
+    _with_settings_file(check)
     which = check.add_mutually_exclusive_group()
     which.add_argument("--slot", metavar="TIME", help="verify this slot (ISO 8601, UTC) instead of latest.json's")
     which.add_argument("--all", action="store_true",
                        help="verify every slot that has a pointer, latest.json, and warn of blobs no pointer reaches")
-    check.add_argument("--debug", action="store_true", help="verbose logs and tracebacks on failure")
+    _with_debug(check)
     listing = commands.add_parser(
         "properties", help="list what USER_PROPERTIES can select in this tenant",
         description="List Graph's user properties that /users can return and the tenant's directory extensions "
                     "for users (extension_<appId>_<name>), signed in with the same settings as run. Listing "
                     "every app's extensions needs Directory.Read.All; --app lists only the named apps' and needs "
                     "Application.Read.All instead. Exporting extensions needs neither.")
-    listing.add_argument("--settings", type=Path, metavar="FILE",
-                         help="read settings from a local.settings.json 'Values' object (overrides the environment)")
+    _with_settings_file(listing)
     listing.add_argument("--app", action="append", default=[], metavar="APP_ID",
                          help="list only the extensions of this app registration (Application (client) ID); repeatable")
-    listing.add_argument("--debug", action="store_true", help="verbose logs and tracebacks on failure")
+    _with_debug(listing)
     return parser
+
+
+def _with_settings_file(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--settings", type=Path, metavar="FILE",
+                         help="read settings from a local.settings.json 'Values' object (overrides the environment)")
+
+
+def _with_debug(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--debug", action="store_true", help="verbose logs and tracebacks on failure")
 
 
 def _configure_logging(debug: bool) -> None:

@@ -216,15 +216,7 @@ class GraphUsers:
                                      allow_redirects=False, hooks=hooks)
         except requests.RequestException as exc:
             log.debug("Graph page %d could not be fetched", number, exc_info=True)
-            untrusted = certificate_failure(exc)
-            if untrusted is not None:
-                raise GraphError(f"{untrusted_certificate('Graph', origin_of(url), 'GRAPH_ENDPOINT', untrusted)}; "
-                                 f"nothing was published (page {number}).") from None
-            raise GraphError(
-                f"Graph at {origin_of(url)} could not be reached for page {number} after retries "
-                f"({reason(exc)}): check GRAPH_ENDPOINT and the network, then run again."
-            ) from None
-
+            raise _unreachable(exc, url, f"page {number}", published="; nothing was published") from None
 
     def call(self, method: str, path: str, *, what: str, json_body: Any = None,
              headers: Mapping[str, str] | None = None) -> requests.Response:
@@ -241,12 +233,7 @@ class GraphUsers:
                     headers={"Accept": "application/json", **(headers or {}), "Authorization": f"Bearer {token}"})
             except requests.RequestException as exc:
                 log.debug("Graph could not be asked for %s", what, exc_info=True)
-                untrusted = certificate_failure(exc)
-                if untrusted is not None:
-                    raise GraphError(f"{untrusted_certificate('Graph', origin_of(url), 'GRAPH_ENDPOINT', untrusted)} "
-                                     f"({what}).") from None
-                raise GraphError(f"Graph at {origin_of(url)} could not be reached for {what} after retries "
-                                 f"({reason(exc)}): check GRAPH_ENDPOINT and the network, then run again.") from None
+                raise _unreachable(exc, url, what) from None
             if response.status_code == 401 and attempt == 1:
                 log.info("Graph rejected the access token for %s; retrying once with a fresh token", what)
                 token = self._tokens.refresh(token)
@@ -278,6 +265,17 @@ def _count_unknown(why: str) -> None:
 
 
 _WHOLE_NUMBER = re.compile(r"[0-9]{1,12}")
+
+
+def _unreachable(exc: requests.RequestException, url: str, what: str, published: str = "") -> GraphError:
+    """One line for a request that got no answer: a certificate this machine does not trust (which retrying
+    cannot heal), or no answer after the retries. ``published`` says what that means for the run."""
+    untrusted = certificate_failure(exc)
+    if untrusted is not None:
+        return GraphError(f"{untrusted_certificate('Graph', origin_of(url), 'GRAPH_ENDPOINT', untrusted)}"
+                          f"{published} ({what}).")
+    return GraphError(f"Graph at {origin_of(url)} could not be reached for {what} after retries ({reason(exc)}): "
+                      "check GRAPH_ENDPOINT and the network, then run again.")
 
 
 def _is_saved_delta_link(url: str) -> bool:

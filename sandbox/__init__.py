@@ -38,7 +38,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 from . import certs
 from .ca import TlsFiles, generate_tls
@@ -46,7 +46,7 @@ from .customers import CustomerTenant
 from .directory import Directory
 from .entra import TOKEN_EXCHANGE_AUDIENCES, AppRegistration, Entra, new_client_secret
 from .faults import FaultPlan, FaultRule
-from .graph import Graph
+from .graph import Graph, TenantUsers
 from .graphtenants import GraphTenants
 from .identity import PATH as IDENTITY_PATH
 from .identity import ManagedIdentityEndpoint
@@ -72,7 +72,7 @@ STORAGE_RESOURCE = "https://storage.azure.com"
 STORAGE_APP_ID = "e406a681-f3d4-42a8-90b6-c2b029497af1"
 
 
-class Sandbox:
+class Sandbox(TenantUsers):
     """One tenant: an app registration with a secret, a managed identity allowed into the vault, users;
     and any number of customer tenants where the app may be consented.
 
@@ -294,20 +294,6 @@ class Sandbox:
         self._require_started()
         return self.identity.federation_issuer()
 
-    @property
-    def directory(self) -> Directory:
-        """The tenant's users: add, update, delete and restore them (``/users`` and ``/users/delta`` follow)."""
-        return self.graph.directory
-
-    @property
-    def users(self) -> int:
-        """Live users now."""
-        return len(self.graph.directory)
-
-    @users.setter
-    def users(self, value: int) -> None:
-        """Start over with a fresh tenant of ``value`` users and no changes."""
-        self.graph.directory.reset(int(value))
 
     @property
     def token_lifetime_s(self) -> int:
@@ -345,10 +331,6 @@ class Sandbox:
 
     # --- expectations and knobs for tests -------------------------------------------------------
 
-    def expected_users(self, properties: list[str] | tuple[str, ...] | None = None) -> Iterator[dict[str, Any]]:
-        """Exactly what following every nextLink of ``/users?$select=properties`` yields now, in order
-        (``directory.users(properties)``)."""
-        return self.graph.expected_users(properties)
 
     def rotate_secret(self) -> None:
         """New secret in Entra and as a new vault version; the old secret stops working at once."""

@@ -9,15 +9,12 @@ whose ``tid`` is this tenant (:mod:`sandbox.graphtenants`).
 
 from __future__ import annotations
 
-from typing import Any, Iterator
-
 from .consent import Organization, ServicePrincipal
-from .directory import Directory
 from .entra import Entra
-from .graph import Graph
+from .graph import Graph, TenantUsers
 
 
-class CustomerTenant:
+class CustomerTenant(TenantUsers):
     """A tenant where the provider's multi-tenant app may be consented, with users of its own."""
 
     def __init__(self, *, entra: Entra, graph: Graph, organization: Organization, client_id: str) -> None:
@@ -34,24 +31,6 @@ class CustomerTenant:
     def domain(self) -> str:
         return self.organization.domain
 
-    @property
-    def directory(self) -> Directory:
-        """This tenant's users: change them as in the home tenant (``/users`` and ``/users/delta`` follow)."""
-        return self.graph.directory
-
-    @property
-    def users(self) -> int:
-        """Live users now."""
-        return len(self.graph.directory)
-
-    @users.setter
-    def users(self, value: int) -> None:
-        """Start over with ``value`` users and no changes."""
-        self.graph.directory.reset(int(value))
-
-    def expected_users(self, properties: list[str] | tuple[str, ...] | None = None) -> Iterator[dict[str, Any]]:
-        """Exactly what paging this tenant's ``/users?$select=properties`` yields now, in order."""
-        return self.graph.expected_users(properties)
 
     # --- consent ----------------------------------------------------------------------------------
 

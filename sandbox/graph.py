@@ -750,3 +750,29 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 
 def _json(text: str) -> bytes:
     return json.dumps(text, ensure_ascii=False).encode("utf-8")
+
+
+class TenantUsers:
+    """What a tenant offers tests about its users, from its :attr:`graph` (the home tenant and each customer's)."""
+
+    graph: Graph
+
+    @property
+    def directory(self) -> Directory:
+        """The tenant's users: add, update, delete and restore them (``/users`` and ``/users/delta`` follow)."""
+        return self.graph.directory
+
+    @property
+    def users(self) -> int:
+        """Live users now."""
+        return len(self.graph.directory)
+
+    @users.setter
+    def users(self, value: int) -> None:
+        """Start over with a fresh tenant of ``value`` users and no changes."""
+        self.graph.directory.reset(int(value))
+
+    def expected_users(self, properties: list[str] | tuple[str, ...] | None = None) -> Iterator[dict[str, Any]]:
+        """Exactly what following every nextLink of the tenant's ``/users?$select=properties`` yields now, in
+        order (``directory.users(properties)``)."""
+        return self.graph.expected_users(properties)

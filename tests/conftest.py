@@ -158,3 +158,18 @@ def pytest_collection_modifyitems(items):
             raise pytest.UsageError(f"{item.nodeid}: every test lives in one layer's folder, tests/<layer>/ with "
                                     f"<layer> one of {', '.join(LAYERS)} (docs/testing.md)")
         item.add_marker(getattr(pytest.mark, parts[0]))
+
+
+@pytest.fixture
+def clean_environment(monkeypatch):
+    """No setting from this machine's environment, and the loggers as they were afterwards (cli.main sets them)."""
+    for setting in SETTINGS:
+        monkeypatch.delenv(setting.name, raising=False)
+    for name in ("AzureWebJobsStorage", "AzureWebJobsStorage__blobServiceUri"):
+        monkeypatch.delenv(name, raising=False)
+    loggers = [logging.getLogger(name) for name in ("", "graph_export", "urllib3", "requests", "azure", "msal")]
+    levels, handlers = [lg.level for lg in loggers], list(logging.getLogger().handlers)
+    yield monkeypatch
+    for logger, level in zip(loggers, levels, strict=True):
+        logger.setLevel(level)
+    logging.getLogger().handlers[:] = handlers

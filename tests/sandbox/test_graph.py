@@ -6,25 +6,13 @@ import pytest
 
 from graph_export import graph, transport
 from graph_export.errors import GraphError
+from tests.fixed_tokens import FixedTokens
 from tests.sandbox.tls_listener import UntrustedTls
 
 ENDPOINT = "https://graph.example"
 PROPS = ("id", "displayName")
 
 
-class FixedTokens:
-    """graph.Tokens that hands out t1, t2, ... and records refreshes."""
-
-    def __init__(self):
-        self.issued, self.refreshed = 0, []
-
-    def get(self):
-        self.issued += 1
-        return f"t{self.issued}"
-
-    def refresh(self, rejected):
-        self.refreshed.append(rejected)
-        return self.get()
 
 
 def users_of(session, tokens=None, endpoint=ENDPOINT):

@@ -23,7 +23,6 @@ import requests
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
 from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
 from azure.keyvault.secrets import SecretClient
-from azure.keyvault.secrets._shared import http_challenge_cache
 from cryptography import x509
 
 from sandbox import Sandbox
@@ -31,7 +30,7 @@ from sandbox.azurite import Azurite, AzuriteError
 from sandbox.faults import PARTIAL_BYTES
 from sandbox.tenant import DEFAULT_PROPERTIES
 from sandbox.tokens import peek_claims
-from tests.sandbox.sandbox_env import FOREIGN_ENV
+from tests.sandbox.sandbox_env import FOREIGN_ENV, point_at
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROPS = ["id", "displayName", "userPrincipalName", "mail", "accountEnabled"]
@@ -45,15 +44,7 @@ def sbx(tmp_path):
 
 @pytest.fixture
 def env(sbx, monkeypatch):
-    """Point this process at the sandbox. REQUESTS_CA_BUNDLE is preset here, so it MUST be overridden."""
-    # The Key Vault SDK caches challenges per vault host:port for the whole process; a port reused
-    # by a later sandbox would otherwise skip the 401 challenge round trip the tests look at.
-    http_challenge_cache.clear()
-    for name in FOREIGN_ENV:
-        monkeypatch.delenv(name, raising=False)
-    for name, value in sbx.settings.items():
-        monkeypatch.setenv(name, value)
-    return sbx.settings
+    return point_at(sbx, monkeypatch)
 
 
 def msal_app(sb: Sandbox, *, secret: str | None = None, client_id: str | None = None,

@@ -21,7 +21,6 @@ import requests
 from azure.core.exceptions import HttpResponseError
 from azure.identity import ManagedIdentityCredential
 from azure.keyvault.secrets import SecretClient
-from azure.keyvault.secrets._shared import http_challenge_cache
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
@@ -30,7 +29,7 @@ from msal.oauth2cli.assertion import JwtAssertionCreator
 from sandbox import Sandbox, certs
 from sandbox.entra import JWT_BEARER
 from sandbox.tokens import TokenService, peek_claims
-from tests.sandbox.sandbox_env import FOREIGN_ENV
+from tests.sandbox.sandbox_env import point_at
 
 EXCHANGE = "api://AzureADTokenExchange"
 
@@ -43,12 +42,7 @@ def sbx(tmp_path):
 
 @pytest.fixture
 def env(sbx, monkeypatch):
-    http_challenge_cache.clear()  # process-wide; a reused port would skip the vault's 401 challenge
-    for name in FOREIGN_ENV:
-        monkeypatch.delenv(name, raising=False)
-    for name, value in sbx.settings.items():
-        monkeypatch.setenv(name, value)
-    return sbx.settings
+    return point_at(sbx, monkeypatch)
 
 
 # --- helpers ---------------------------------------------------------------------------------------

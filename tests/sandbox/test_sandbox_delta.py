@@ -13,8 +13,8 @@ import pytest
 import requests
 
 from sandbox import Sandbox
-from sandbox.directory import LIST_PROPERTIES, Directory
 from sandbox.tenant import DEFAULT_PROPERTIES, USER_PROPERTIES, make_user, select, user_id
+from tests.delta_client import expected, full, merge
 
 PROPS = ["id", "displayName", "mail", "jobTitle", "businessPhones", "faxNumber", "accountEnabled"]
 SYNC_STATE_NOT_FOUND = {"code": "syncStateNotFound", "message": "The sync state generation is not found. "
@@ -80,26 +80,6 @@ def delta_round(sb: Sandbox, token: str, url: str, prefer: str | list[str] | Non
     raise AssertionError("no deltaLink")
 
 
-def default(prop: str):
-    return [] if prop in LIST_PROPERTIES else None
-
-
-def merge(state: dict[str, dict], items: list[dict]) -> None:
-    """What a delta client does: @removed drops, anything else is an upsert of the properties it carries."""
-    for item in items:
-        if "@removed" in item:
-            state.pop(item["id"], None)
-        else:
-            state[item["id"]] = {**state.get(item["id"], {}), **item}
-
-
-def full(state: dict[str, dict], props: list[str]) -> dict[str, dict]:
-    """Omitted (never set) properties are null / [] in the export."""
-    return {uid: {p: record.get(p, default(p)) for p in props} for uid, record in state.items()}
-
-
-def expected(directory: Directory, props: list[str]) -> dict[str, dict]:
-    return {u["id"]: u for u in directory.users(props)}
 
 
 def error(r: requests.Response) -> dict:

@@ -19,13 +19,12 @@ import msal
 import pytest
 import requests
 from azure.identity import ManagedIdentityCredential
-from azure.keyvault.secrets._shared import http_challenge_cache
 
 from sandbox import Sandbox
 from sandbox.server import Request
 from sandbox.tenant import USER_PROPERTIES, id_namespace, make_user, select, user_id
 from sandbox.tokens import peek_claims
-from tests.sandbox.sandbox_env import FOREIGN_ENV
+from tests.sandbox.sandbox_env import point_at
 
 REPO = Path(__file__).resolve().parents[2]
 EXCHANGE = "api://AzureADTokenExchange"
@@ -40,12 +39,7 @@ def sbx(tmp_path):
 
 @pytest.fixture
 def env(sbx, monkeypatch):
-    http_challenge_cache.clear()
-    for name in FOREIGN_ENV:
-        monkeypatch.delenv(name, raising=False)
-    for name, value in sbx.settings.items():
-        monkeypatch.setenv(name, value)
-    return sbx.settings
+    return point_at(sbx, monkeypatch)
 
 
 def msal_app(sb: Sandbox, tenant: str, credential=None, client_id: str | None = None):

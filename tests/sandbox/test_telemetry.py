@@ -4,17 +4,9 @@ exporter's own set-up (which opens a connection). The unit layer's telemetry tes
 
 from __future__ import annotations
 
-import logging
-
-from graph_export import telemetry
+from tests.telemetry_check import configured_with
 
 
 def test_a_broken_connection_string_is_one_warning_not_a_failed_run(monkeypatch, caplog):
-    monkeypatch.setenv("APPLICATIONINSIGHTS_CONNECTION_STRING", "not a connection string")
-    telemetry.configure.cache_clear()
-    caplog.set_level(logging.WARNING)
-    try:
-        assert telemetry.configure() is False
-    finally:
-        telemetry.configure.cache_clear()
+    assert configured_with(monkeypatch, caplog, "not a connection string") is False
     assert "not sent to Application Insights" in caplog.text

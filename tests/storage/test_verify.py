@@ -7,7 +7,6 @@ import dataclasses
 import gzip
 import hashlib
 import json
-import logging
 import os
 import random
 import subprocess
@@ -340,18 +339,6 @@ def test_all_warns_when_a_newer_slot_is_not_in_latest_json(blob_container):
             "publishing is unfinished (run that slot again to finish it)") in lines
 
 
-@pytest.fixture
-def clean_environment(monkeypatch):
-    for setting in SETTINGS:
-        monkeypatch.delenv(setting.name, raising=False)
-    for name in ("AzureWebJobsStorage", "AzureWebJobsStorage__blobServiceUri"):
-        monkeypatch.delenv(name, raising=False)
-    loggers = [logging.getLogger(name) for name in ("", "graph_export", "urllib3", "requests", "azure", "msal")]
-    levels, handlers = [lg.level for lg in loggers], list(logging.getLogger().handlers)
-    yield monkeypatch
-    for logger, level in zip(loggers, levels, strict=True):
-        logger.setLevel(level)
-    logging.getLogger().handlers[:] = handlers
 
 
 def test_cli_verify_ok_then_failed(clean_environment, capsys, blob_container, azurite):

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import time
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,64 +23,20 @@ from graph_export.errors import GraphError, IncompleteExport
 from graph_export.export import run_export
 from graph_export.naming import DELTA_STATE_BLOB, LATEST_BLOB, slot_pointer_name, slot_prefix
 from graph_export.records import MANIFEST_FORMAT, Manifest, RecordError, UserCount
-from graph_export.settings import Settings, load_settings
 from graph_export.transport import RetryBudget
 from tests.unit.memory_clients import MemoryClients
 from tests.unit.memory_graph import (
     Answer,
     Fault,
     GraphRequest,
-    MemoryDirectory,
     count_request,
     make_users,
     unavailable,
     users_page,
 )
+from tests.unit.orchestration import SLOT0, SLOT1, SLOT2, USERS, blob, document, memory, settings
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
-PROPERTIES = ("id", "displayName", "mail", "department")
-ENV = {
-    "TENANT_ID": "contoso.onmicrosoft.com",
-    "CLIENT_ID": "11111111-2222-3333-4444-555555555555",
-    "KEY_VAULT_URL": "https://kv-export.vault.azure.net/",
-    "EXPORT_STORAGE__blobServiceUri": "https://memoryaccount.blob.memory.invalid/",
-    "GRAPH_ENDPOINT": "https://graph.memory.invalid",
-    "USER_PROPERTIES": ",".join(PROPERTIES),
-    "RETRY_BACKOFF_BASE_SECONDS": "0",
-    "CHECKPOINT_EVERY_PAGES": "1",
-}
-USERS = 230  # five pages of at most 50
-
-
-@pytest.fixture(autouse=True)
-def no_sockets(monkeypatch):
-    def refuse(*args: Any, **kwargs: Any) -> None:
-        raise AssertionError("a unit test opened a connection")
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
-
-
-def settings(**overrides: str) -> Settings:
-    return load_settings({**ENV, **overrides})
-
-
-def slot(days_ago: int) -> datetime:
-    return (datetime.now(timezone.utc) - timedelta(days=days_ago)).replace(hour=2, minute=0, second=0, microsecond=0)
-
-
-SLOT0, SLOT1, SLOT2 = slot(3), slot(2), slot(1)
-
-
-def memory(s: Settings | None = None, users: int = USERS) -> MemoryClients:
-    return MemoryClients(s or settings(), MemoryDirectory(make_users(users)))
-
-
-def blob(clients: MemoryClients, name: str) -> bytes:
-    return clients.storage.contents()[(clients.settings.container, name)]
-
-
-def document(clients: MemoryClients, name: str) -> Any:
-    return json.loads(blob(clients, name))
 
 
 def names(clients: MemoryClients) -> set[str]:

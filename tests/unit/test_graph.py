@@ -9,6 +9,7 @@ from requests.adapters import BaseAdapter
 
 from graph_export import graph, graph_stream, sink
 from graph_export.errors import GraphError, PageLinkRejected, PageTooLarge
+from tests.fixed_tokens import FixedTokens
 
 ENDPOINT = "https://graph.example"
 PROPS = ("id", "displayName")
@@ -37,19 +38,6 @@ class CannedGraph(BaseAdapter):
         pass
 
 
-class FixedTokens:
-    """graph.Tokens that hands out t1, t2, ... and records refreshes."""
-
-    def __init__(self):
-        self.issued, self.refreshed = 0, []
-
-    def get(self):
-        self.issued += 1
-        return f"t{self.issued}"
-
-    def refresh(self, rejected):
-        self.refreshed.append(rejected)
-        return self.get()
 
 
 def pages_of(session, tokens=None, url=None):

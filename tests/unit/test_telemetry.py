@@ -13,6 +13,7 @@ import pytest
 
 from graph_export import ExportSummary, telemetry
 from graph_export.errors import AuthError
+from tests.telemetry_check import configured_with
 
 
 def test_nothing_is_configured_without_a_connection_string(monkeypatch):
@@ -50,13 +51,7 @@ IKEY = "InstrumentationKey=00000000-0000-0000-0000-000000000000"
 def test_an_endpoint_with_a_password_or_query_is_one_warning_and_telemetry_off(monkeypatch, caplog,
                                                                                 connection_string, key, what):
     # On b28d639 the first is configured as given (and azure-core's INFO lines print the URL, password included).
-    monkeypatch.setenv("APPLICATIONINSIGHTS_CONNECTION_STRING", connection_string)
-    telemetry.configure.cache_clear()
-    caplog.set_level(logging.WARNING)
-    try:
-        assert telemetry.configure() is False
-    finally:
-        telemetry.configure.cache_clear()
+    assert configured_with(monkeypatch, caplog, connection_string) is False
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert warnings == [f"Run fields are not sent to Application Insights: APPLICATIONINSIGHTS_CONNECTION_STRING's "
                         f"{key} {what}: remove it; the endpoint is the base URL only, e.g. "

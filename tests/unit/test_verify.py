@@ -4,14 +4,13 @@ verify commands. The checks themselves, on exports built in Azurite: tests/stora
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import pytest
 
 from graph_export import VerifyError, cli, storage, verify
 from graph_export.errors import ConfigError
-from graph_export.settings import SETTINGS, StorageTarget, load_settings, load_storage_settings
+from graph_export.settings import StorageTarget, load_settings, load_storage_settings
 
 REPO = Path(__file__).resolve().parents[2]
 STAMP = "2026-03-07T02:00:00Z"
@@ -68,18 +67,6 @@ def test_full_settings_carry_the_same_storage_settings():
 # --- the CLI --------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def clean_environment(monkeypatch):
-    for setting in SETTINGS:
-        monkeypatch.delenv(setting.name, raising=False)
-    for name in ("AzureWebJobsStorage", "AzureWebJobsStorage__blobServiceUri"):
-        monkeypatch.delenv(name, raising=False)
-    loggers = [logging.getLogger(name) for name in ("", "graph_export", "urllib3", "requests", "azure", "msal")]
-    levels, handlers = [lg.level for lg in loggers], list(logging.getLogger().handlers)
-    yield monkeypatch
-    for logger, level in zip(loggers, levels, strict=True):
-        logger.setLevel(level)
-    logging.getLogger().handlers[:] = handlers
 
 
 def test_cli_verify_without_storage_settings_exits_2(clean_environment, capsys):
