@@ -568,6 +568,8 @@ tenants_summary() {
   [[ -n "$tenant_ids" ]] || return 0
   local tenant
   info "tenants:        $(tr ',' ' ' <<<"$tenant_ids")"
+  [[ -z "$export_queue" ]] ||
+    info "                one message per tenant and slot on queue $export_queue in $export_account; failed ones end on $poison_queue"
   info "                each tenant's administrator (Privileged Role Administrator or Global Administrator there)"
   info "                opens its admin-consent URL once; until then that tenant's exports fail, the others run:"
   for tenant in ${tenant_ids//,/ }; do
@@ -972,7 +974,7 @@ deploy_bicep() {
 read_outputs() {
   local raw outputs=()
   raw="$(az deployment group show --resource-group "$resource_group" --name "$DEPLOYMENT_NAME" \
-    --query '[properties.outputs.functionAppName.value, properties.outputs.keyVaultName.value, properties.outputs.keyVaultId.value, properties.outputs.clientSecretName.value, properties.outputs.clientCertificateName.value, properties.outputs.exportStorageAccountName.value, properties.outputs.exportContainerName.value, properties.outputs.identityName.value, properties.outputs.identityPrincipalId.value, properties.outputs.federatedCredentialIssuer.value, properties.outputs.federatedTokenAudience.value, properties.outputs.hostStorageAccountName.value, properties.outputs.vnetName.value, properties.outputs.appInsightsName.value, properties.outputs.stateContainerName.value]' \
+    --query '[properties.outputs.functionAppName.value, properties.outputs.keyVaultName.value, properties.outputs.keyVaultId.value, properties.outputs.clientSecretName.value, properties.outputs.clientCertificateName.value, properties.outputs.exportStorageAccountName.value, properties.outputs.exportContainerName.value, properties.outputs.identityName.value, properties.outputs.identityPrincipalId.value, properties.outputs.federatedCredentialIssuer.value, properties.outputs.federatedTokenAudience.value, properties.outputs.hostStorageAccountName.value, properties.outputs.vnetName.value, properties.outputs.appInsightsName.value, properties.outputs.stateContainerName.value, properties.outputs.exportQueueName.value, properties.outputs.poisonQueueName.value]' \
     -o tsv | tr -d '\r')"
   mapfile -t outputs <<<"$raw"
   function_app="${outputs[0]-}" key_vault="${outputs[1]-}" key_vault_id="${outputs[2]-}" secret_name="${outputs[3]-}"
@@ -980,10 +982,11 @@ read_outputs() {
   identity_name="${outputs[7]-}" identity_principal_id="${outputs[8]-}"
   federated_issuer="${outputs[9]-}" federated_audience="${outputs[10]-}" host_account="${outputs[11]-}"
   vnet_name="${outputs[12]-}" app_insights="${outputs[13]-}" state_container="${outputs[14]-}"
+  export_queue="${outputs[15]-}" poison_queue="${outputs[16]-}"
   local name
   for name in function_app key_vault key_vault_id secret_name certificate_name export_account export_container \
     identity_name identity_principal_id federated_issuer federated_audience host_account vnet_name app_insights \
-    state_container; do
+    state_container export_queue poison_queue; do
     [[ "${!name}" != None ]] || printf -v "$name" '%s' ''
   done
 }

@@ -108,6 +108,8 @@ def test_the_admin_consent_url_is_printed_for_each_other_tenant(tmp_path):
     assert fake.state["consented"], "this tenant's consent is granted as with one tenant"
     summary = proc.stderr.split("==> Done")[1]
     assert "tenants:" in summary and CUSTOMER_A in summary, "in the summary, after the deployment"
+    assert ("one message per tenant and slot on queue graph-export-tenants in stgraphexpexabc; failed ones end on "
+            "graph-export-tenants-poison") in summary, "the deployment's outputs name the queues"
 
 
 def test_this_tenants_pending_consent_is_said_beside_the_others(tmp_path):
