@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Deploy the Graph user export to Azure with the az CLI: resource group, app registration with
 # Microsoft Graph User.Read.All (application) and admin consent (and AuditLog.Read.All when USER_PROPERTIES
-# selects signInActivity), the Bicep in infra/, the app's
+# selects signInActivity; multi-tenant with --tenant-ids, printing each other tenant's admin-consent URL), the Bicep
+# in infra/, the app's
 # credential (--credential: a client secret piped straight into Key Vault, a self-renewing Key Vault
 # certificate registered on the app, or a federated credential trusting the function's user-assigned
 # identity), and the function code. Safe to run again: every step first looks at what exists and
@@ -26,6 +27,8 @@ readonly FUNCTION_NAME='export_users' # the timer function in function_app.py
 readonly PLACEHOLDER_CLIENT_ID='00000000-0000-0000-0000-000000000000'
 readonly DEPLOYMENT_NAME='graph-export'
 readonly CREDENTIAL_KINDS='secret certificate federated'
+readonly MULTI_TENANT='AzureADMultipleOrgs' # signInAudience of a registration other tenants can consent to
+readonly GUID_FORM='[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}'
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(cd "$SCRIPT_DIR/.." && pwd)"
@@ -49,6 +52,9 @@ immutability_source=''
 immutability_locked=false  # the policy is locked: the deployment leaves it alone
 immutability_extend=false  # ... at fewer days than asked: extend it after the deployment
 policy_days='' policy_etag=''
+tenant_ids=''           # TENANT_IDS, comma-separated tenant ids; empty = one tenant (see tenant_ids_given)
+tenant_ids_given=false  # --tenant-ids / --no-tenant-ids given; else the last deployment's, else none
+tenant_ids_source=''
 # The export settings people change, app settings that main.bicep writes from its parameters: flag, else the last
 # deployment's value, else main.bicepparam's (choose_export_settings). A row: shell variable, flag, main.bicep
 # parameter, the GRAPH_EXPORT_* variable main.bicepparam reads it from.
@@ -126,6 +132,14 @@ Options:
                               0 turns it off, which a policy allows only while unlocked, once deleted; a
                               locked policy can only grow. Default: what the last deployment to the group
                               used, else 0. See "Immutable exports (WORM)" in infra/README.md.
+      --tenant-ids LIST       TENANT_IDS: export these tenants (comma-separated directory (tenant) ids) from
+                              this one deployment: at each slot the timer queues one message per tenant and
+                              the queue trigger exports each. The app registration becomes multi-tenant
+                              (signInAudience AzureADMultipleOrgs); after the deployment this script prints,
+                              for each tenant other than this one, the admin-consent URL an administrator of
+                              that tenant opens once. This tenant gets its consent as without the flag.
+      --no-tenant-ids         One tenant again, this one (TENANT_ID). The registration stays multi-tenant.
+                              Default: what the last deployment to the group used, else one tenant.
       --schedule NCRONTAB     EXPORT_SCHEDULE, when the export runs: 6 fields, second minute hour day month
                               day-of-week, UTC (default: '0 0 2 * * *', daily at 02:00).
       --export-mode MODE      EXPORT_MODE: full (default) or delta.
@@ -248,6 +262,8 @@ parse_args() {
       --vnet) vnet=true; vnet_source='--vnet'; shift ;;
       --no-vnet) vnet=false; vnet_source='--no-vnet'; shift ;;
       --immutability-days) immutability_days="${2:?$1 needs a value}"; immutability_source="$1"; shift 2 ;;
+      --tenant-ids) tenant_ids="${2:?$1 needs a value}"; tenant_ids_given=true; tenant_ids_source="$1"; shift 2 ;;
+      --no-tenant-ids) tenant_ids=''; tenant_ids_given=true; tenant_ids_source="$1"; shift ;;
       --schedule) schedule="${2:?$1 needs a value}"; shift 2 ;;
       --export-mode) export_mode="${2:?$1 needs a value}"; shift 2 ;;
       --formats) formats="${2:?$1 needs a value}"; shift 2 ;;
@@ -298,6 +314,7 @@ parse_args() {
   location="$(printf '%s' "${location// /}" | tr '[:upper:]' '[:lower:]')"
   check_rotation_flags
   check_export_settings
+  check_tenant_ids
 }
 
 set_mode() {
@@ -420,14 +437,16 @@ ensure_resource_group() {
 # an output prints "None" for it.
 previous_deployment() {
   previous_credential='' previous_vnet='' previous_immutability='' previous_account='' previous_container=''
+  previous_tenants=''
   [[ -n "$existing_location" ]] || return 0
   local raw previous=()
   raw="$(az deployment group show --resource-group "$resource_group" --name "$DEPLOYMENT_NAME" \
-    --query '[properties.outputs.clientCredential.value, properties.outputs.vnetEnabled.value, properties.outputs.exportImmutabilityDays.value, properties.outputs.exportStorageAccountName.value, properties.outputs.exportContainerName.value]' \
+    --query '[properties.outputs.clientCredential.value, properties.outputs.vnetEnabled.value, properties.outputs.exportImmutabilityDays.value, properties.outputs.exportStorageAccountName.value, properties.outputs.exportContainerName.value, properties.outputs.tenantIds.value]' \
     -o tsv 2>/dev/null | tr -d '\r' || true)"
   mapfile -t previous <<<"$raw"
   previous_credential="${previous[0]-}" previous_vnet="${previous[1]-}" previous_immutability="${previous[2]-}"
-  previous_account="${previous[3]-}" previous_container="${previous[4]-}"
+  previous_account="${previous[3]-}" previous_container="${previous[4]-}" previous_tenants="${previous[5]-}"
+  [[ "$previous_tenants" != None ]] || previous_tenants=''
   [[ "$previous_credential" != None ]] || previous_credential=''
   [[ "$previous_vnet" =~ ^(true|false)$ ]] || previous_vnet=''
   [[ "$previous_immutability" =~ ^[0-9]+$ ]] || previous_immutability=''
@@ -466,6 +485,100 @@ choose_network() {
   else
     log "Network: public endpoints, Entra ID + RBAC ($vnet_source)"
   fi
+}
+
+# --- many tenants ------------------------------------------------------------------------------------------
+
+# check_tenant_ids: TENANT_IDS as the app takes it (graph_export/settings.py): directory (tenant) ids, which are GUIDs
+# (a domain name is not one: the app signs in to each tenant's authority by id). Normalised to lower case, without
+# blanks, each once, in the order given. Refused in one line before anything is created.
+check_tenant_ids() {
+  [[ -n "$tenant_ids" ]] || return 0
+  local items=() item seen=',' normal=''
+  IFS=',' read -r -a items <<<"$tenant_ids"
+  for item in "${items[@]}"; do
+    item="$(tr -d ' \t' <<<"$item" | tr '[:upper:]' '[:lower:]')"
+    [[ -n "$item" ]] || continue
+    [[ "$item" =~ ^$GUID_FORM$ ]] ||
+      die "--tenant-ids takes comma-separated directory (tenant) ids, GUIDs such as 11111111-2222-3333-4444-555555555555; '$item' is not one$(tenant_ids_origin) (a tenant's id: az account show --query tenantId there, or the GUID in the issuer of https://login.microsoftonline.com/<domain>/v2.0/.well-known/openid-configuration)"
+    [[ "$seen" == *",$item,"* ]] && continue
+    seen+="$item," normal+="${normal:+,}$item"
+  done
+  [[ -n "$normal" ]] || die "--tenant-ids names no tenant id (got '$tenant_ids'): pass at least one, or --no-tenant-ids for one tenant"
+  tenant_ids="$normal"
+}
+
+tenant_ids_origin() {
+  [[ "$tenant_ids_source" == 'the last deployment' ]] && printf ' (from the last deployment)'
+  return 0
+}
+
+# choose_tenants: --tenant-ids / --no-tenant-ids, else what the last deployment used (a plain re-run keeps every
+# tenant: the deployment writes the app settings as a whole), else one tenant.
+choose_tenants() {
+  if ! $tenant_ids_given; then
+    tenant_ids="$previous_tenants"
+    tenant_ids_source="$([[ -n "$previous_tenants" ]] && echo 'the last deployment' || echo 'default')"
+    check_tenant_ids
+  fi
+  if [[ -z "$tenant_ids" ]]; then
+    log "Tenants: one, this one ($tenant_id) ($tenant_ids_source)"
+    return
+  fi
+  local count
+  count="$(tr ',' '\n' <<<"$tenant_ids" | grep -c .)"
+  log "Tenants: $count from one deployment, each through the queue ($tenant_ids_source); the app registration is multi-tenant"
+}
+
+# exports_tenant ID: whether this deployment exports tenant ID (TENANT_IDS, or with none this tenant only).
+exports_tenant() {
+  [[ -z "$tenant_ids" && "$1" == "$tenant_id" ]] || [[ ",$tenant_ids," == *",${1,,},"* ]]
+}
+
+# consent_url TENANT: the URL an administrator of TENANT opens to grant the app's application permissions there
+# (tenant-wide admin consent: learn.microsoft.com/entra/identity/enterprise-apps/grant-admin-consent, "Construct the
+# URL for granting tenant-wide admin consent": <sign-in host>/{tenant}/adminconsent?client_id={client id}), on this
+# cloud's sign-in host (az cloud show: login.microsoftonline.us, login.chinacloudapi.cn, ...).
+consent_url() { printf '%s/%s/adminconsent?client_id=%s' "$login_url" "$1" "$client_id"; }
+
+# ensure_audience: a registration other tenants can consent to is AzureADMultipleOrgs (one with personal accounts
+# too, AzureADandPersonalMicrosoftAccount, already is). Without --tenant-ids an existing audience is left as it is:
+# making a multi-tenant registration single-tenant again would cut off every tenant that consented.
+ensure_audience() {
+  local audience
+  audience="$(az ad app show --id "$client_id" --query signInAudience -o tsv | tr -d '\r')" ||
+    die "could not read the sign-in audience of app registration $client_id"
+  if [[ -z "$tenant_ids" ]]; then
+    [[ "$audience" == AzureADMyOrg ]] ||
+      info "sign-in audience $audience: left as it is (single-tenant again: az ad app update --id $client_id --sign-in-audience AzureADMyOrg, which stops every other tenant's sign-ins)"
+    return
+  fi
+  if [[ "$audience" == AzureADMyOrg ]]; then
+    az ad app update --id "$client_id" --sign-in-audience "$MULTI_TENANT" -o none ||
+      die "could not make app registration $client_id multi-tenant (signInAudience $MULTI_TENANT): $(app_permission_help)"
+    info "made multi-tenant (signInAudience $MULTI_TENANT): other tenants can consent to it"
+  else
+    info "multi-tenant (signInAudience $audience)"
+  fi
+}
+
+# tenants_summary: each tenant this deployment exports and how its consent stands. This tenant's was granted above
+# (or printed as pending); every other one needs its administrator to open the admin-consent URL once.
+tenants_summary() {
+  [[ -n "$tenant_ids" ]] || return 0
+  local tenant
+  info "tenants:        $(tr ',' ' ' <<<"$tenant_ids")"
+  [[ -z "$export_queue" ]] ||
+    info "                one message per tenant and slot on queue $export_queue in $export_account; failed ones end on $poison_queue"
+  info "                each tenant's administrator (Privileged Role Administrator or Global Administrator there)"
+  info "                opens its admin-consent URL once; until then that tenant's exports fail, the others run:"
+  for tenant in ${tenant_ids//,/ }; do
+    if [[ "$tenant" == "${tenant_id,,}" ]]; then
+      info "  $tenant (this tenant): $($pending_consent && echo 'consent still missing, see below' || echo 'consent granted by this script')"
+    else
+      info "  $tenant: $(consent_url "$tenant")"
+    fi
+  done
 }
 
 # choose_immutability: --immutability-days, else what the last deployment used (a plain re-run must not move the
@@ -731,10 +844,13 @@ ensure_app_registration() {
     client_id="$app_ids"
     info "reusing existing registration, client id $client_id"
   else
-    client_id="$(az ad app create --display-name "$app_name" --sign-in-audience AzureADMyOrg --query appId -o tsv |
+    local audience=AzureADMyOrg
+    [[ -z "$tenant_ids" ]] || audience="$MULTI_TENANT"
+    client_id="$(az ad app create --display-name "$app_name" --sign-in-audience "$audience" --query appId -o tsv |
       tr -d '\r')" || die "could not create the app registration: $(app_permission_help)"
-    info "created, client id $client_id"
+    info "created, client id $client_id (signInAudience $audience)"
   fi
+  ((app_count == 0)) || ensure_audience
 
   sp_id="$(az ad sp list --filter "appId eq '$client_id'" --query '[].id' -o tsv | tr -d '\r')"
   if [[ -z "$sp_id" ]]; then
@@ -759,7 +875,11 @@ ensure_app_registration() {
       info "requested Microsoft Graph $(role_name "$role") (application)"
     fi
   done
-  grant_consent
+  if exports_tenant "$tenant_id"; then
+    grant_consent
+  else
+    info "no consent in this tenant ($tenant_id): TENANT_IDS does not export it"
+  fi
 }
 
 # grant_consent: admin consent for an application permission is an app role assignment on the app's
@@ -807,6 +927,7 @@ export_parameters() {
   export GRAPH_EXPORT_GRAPH_ENDPOINT="$graph_url"
   export GRAPH_EXPORT_IMMUTABILITY_DAYS="$immutability_days"
   export GRAPH_EXPORT_IMMUTABILITY_LOCKED="$immutability_locked"
+  export GRAPH_EXPORT_TENANT_IDS="$tenant_ids"
   local row variable flag param env
   for row in "${EXPORT_SETTINGS[@]}"; do
     read -r variable flag param env <<<"$row"
@@ -853,7 +974,7 @@ deploy_bicep() {
 read_outputs() {
   local raw outputs=()
   raw="$(az deployment group show --resource-group "$resource_group" --name "$DEPLOYMENT_NAME" \
-    --query '[properties.outputs.functionAppName.value, properties.outputs.keyVaultName.value, properties.outputs.keyVaultId.value, properties.outputs.clientSecretName.value, properties.outputs.clientCertificateName.value, properties.outputs.exportStorageAccountName.value, properties.outputs.exportContainerName.value, properties.outputs.identityName.value, properties.outputs.identityPrincipalId.value, properties.outputs.federatedCredentialIssuer.value, properties.outputs.federatedTokenAudience.value, properties.outputs.hostStorageAccountName.value, properties.outputs.vnetName.value, properties.outputs.appInsightsName.value, properties.outputs.stateContainerName.value]' \
+    --query '[properties.outputs.functionAppName.value, properties.outputs.keyVaultName.value, properties.outputs.keyVaultId.value, properties.outputs.clientSecretName.value, properties.outputs.clientCertificateName.value, properties.outputs.exportStorageAccountName.value, properties.outputs.exportContainerName.value, properties.outputs.identityName.value, properties.outputs.identityPrincipalId.value, properties.outputs.federatedCredentialIssuer.value, properties.outputs.federatedTokenAudience.value, properties.outputs.hostStorageAccountName.value, properties.outputs.vnetName.value, properties.outputs.appInsightsName.value, properties.outputs.stateContainerName.value, properties.outputs.exportQueueName.value, properties.outputs.poisonQueueName.value]' \
     -o tsv | tr -d '\r')"
   mapfile -t outputs <<<"$raw"
   function_app="${outputs[0]-}" key_vault="${outputs[1]-}" key_vault_id="${outputs[2]-}" secret_name="${outputs[3]-}"
@@ -861,10 +982,11 @@ read_outputs() {
   identity_name="${outputs[7]-}" identity_principal_id="${outputs[8]-}"
   federated_issuer="${outputs[9]-}" federated_audience="${outputs[10]-}" host_account="${outputs[11]-}"
   vnet_name="${outputs[12]-}" app_insights="${outputs[13]-}" state_container="${outputs[14]-}"
+  export_queue="${outputs[15]-}" poison_queue="${outputs[16]-}"
   local name
   for name in function_app key_vault key_vault_id secret_name certificate_name export_account export_container \
     identity_name identity_principal_id federated_issuer federated_audience host_account vnet_name app_insights \
-    state_container; do
+    state_container export_queue poison_queue; do
     [[ "${!name}" != None ]] || printf -v "$name" '%s' ''
   done
 }
@@ -1328,6 +1450,7 @@ summary() {
   if [[ -n "$vnet_name" ]]; then
     info "network:        VNet $vnet_name, private endpoints; public network access disabled"
   fi
+  tenants_summary
   if $pending_consent; then
     local command
     for command in "${consent_commands[@]}"; do
@@ -1416,6 +1539,9 @@ preview() {
   fi
   if ((${#graph_roles[@]} > 1)); then
     info "would request and grant AuditLog.Read.All too: USER_PROPERTIES selects signInActivity"
+  fi
+  if [[ -n "$tenant_ids" ]]; then
+    info "would make the registration multi-tenant ($MULTI_TENANT) and export $(tr ',' ' ' <<<"$tenant_ids"); then each other tenant's administrator opens its admin-consent URL (printed after a deployment)"
   fi
   if [[ -z "$existing_location" ]]; then
     info "ARM what-if needs an existing resource group: every resource of infra/main.bicep would be created"
@@ -1544,6 +1670,7 @@ main() {
   choose_network
   choose_immutability
   choose_export_settings
+  choose_tenants
   choose_graph_roles
   if [[ "$mode" == what-if ]]; then
     preview

@@ -37,6 +37,9 @@ param tags object = {
 @description('TENANT_ID: directory (tenant) to export. Defaults to the tenant of the deployment\'s subscription.')
 param tenantId string = tenant().tenantId
 
+@description('TENANT_IDS: comma-separated directory (tenant) ids to export, each consented to the app registration (a multi-tenant one: deploy.sh --tenant-ids); at each slot the timer puts one message per tenant on the queue exportQueue and the queue trigger exports each. Empty: one tenant, TENANT_ID, as before this setting existed.')
+param tenantIds string = ''
+
 @description('CLIENT_ID: Application (client) ID of the app registration with Microsoft Graph User.Read.All (application).')
 @minLength(36)
 @maxLength(36)
@@ -72,6 +75,11 @@ param graphEndpoint string = 'https://graph.microsoft.com'
 @minLength(3)
 @maxLength(63)
 param exportContainerName string = 'graph-exports'
+
+@description('EXPORT_QUEUE: the queue, in the export storage account, that fans a slot out to one message per tenant (TENANT_IDS); its poison queue is <exportQueue>-poison. Lowercase letters, digits and single hyphens; at most 56 characters, so that the poison queue\'s name fits the 63 a queue name may have.')
+@minLength(3)
+@maxLength(56)
+param exportQueue string = 'graph-export-tenants'
 
 // The export settings people change are parameters (deploy.sh flags), not settings to add by hand: the deployment
 // writes the app settings as a whole, and a setting added in the portal is gone after the next one.
@@ -131,7 +139,7 @@ param logRetentionDays int = 30
 @description('E-mail address notified when an export fails or none succeeded in 26 hours; empty = no e-mail.')
 param alertEmail string = ''
 
-@description('Scale-out ceiling of the Flex Consumption plan: 40 to 1000, the range Flex accepts (the timer runs on one instance at a time, so this only bounds cost).')
+@description('Scale-out ceiling of the Flex Consumption plan: 40 to 1000, the range Flex accepts. The timer runs on one instance at a time; with TENANT_IDS the queue trigger scales out to at most this many instances, each exporting as many tenants at once as host.json\'s queues batch allows, which bounds the Graph requests in flight across all tenants (README, "Many tenants": 40 keeps 1,000 tenants well inside Graph\'s per-app budget).')
 @minValue(40)
 @maxValue(1000)
 param maximumInstanceCount int = 40
@@ -176,6 +184,8 @@ var names = {
   appInsights: '${prefix}-appi-${suffix}'
 }
 var deploymentContainerName = 'app-package'
+// Where the Functions host moves a fan-out message that failed its dequeue limit (the host's naming: <queue>-poison).
+var poisonQueue = '${exportQueue}-poison'
 
 // Immutable exports: a container-level WORM policy covers every blob of the export container, so what the app
 // rewrites moves to a container of its own, '<export container>-state' (at most 63 characters: a longer export
@@ -254,6 +264,10 @@ module exportStorage 'modules/storage.bicep' = {
     location: location
     tags: tags
     containerNames: exportContainerNames
+    queueNames: [
+      exportQueue
+      poisonQueue
+    ]
     softDeleteRetentionDays: softDeleteRetentionDays
     // Both containers, as when the state lived beside the exports: a slot's pointer goes with its export.
     deleteAfterDays: exportRetentionDays
@@ -301,6 +315,8 @@ module network 'modules/network.bicep' = if (vnetEnabled) {
 // string needs the account key, and shared key access is disabled; the identity-based URI is used instead).
 var exportAppSettings = {
   TENANT_ID: tenantId
+  // Empty = one tenant, TENANT_ID (the code reads an empty setting as unset).
+  TENANT_IDS: tenantIds
   CLIENT_ID: clientId
   KEY_VAULT_URL: useKeyVault ? keyVault.outputs.uri : ''
   CLIENT_CREDENTIAL: clientCredential
@@ -312,6 +328,10 @@ var exportAppSettings = {
   AUTHORITY_HOST: authorityHost
   GRAPH_ENDPOINT: graphEndpoint
   EXPORT_STORAGE__blobServiceUri: exportStorage.outputs.blobEndpoint
+  // The same connection's queue endpoint: the timer enqueues there, and the queue trigger (connection EXPORT_STORAGE)
+  // listens there; functionapp.bicep names the identity the host uses for it (EXPORT_STORAGE__credential, __clientId).
+  EXPORT_STORAGE__queueServiceUri: exportStorage.outputs.queueEndpoint
+  EXPORT_QUEUE: exportQueue
   EXPORT_CONTAINER: exportContainerName
   // Empty = the code's default, the export container (as before this setting existed).
   EXPORT_STATE_CONTAINER: exportImmutable ? stateContainerName : ''
@@ -333,6 +353,8 @@ module roles 'modules/roles.bicep' = {
     exportStorageName: exportStorage.outputs.name
     exportContainerName: exportContainerName
     stateContainerName: exportImmutable ? stateContainerName : ''
+    exportQueueName: exportQueue
+    poisonQueueName: poisonQueue
     vaultName: names.keyVault
     clientCredential: clientCredential
     appInsightsName: monitoring.outputs.appInsightsName
@@ -404,6 +426,11 @@ output hostStorageAccountName string = hostStorage.outputs.name
 output exportStorageAccountName string = exportStorage.outputs.name
 output exportBlobEndpoint string = exportStorage.outputs.blobEndpoint
 output exportContainerName string = exportContainerName
+@description('The fan-out queue (EXPORT_QUEUE) and its poison queue, in the export storage account.')
+output exportQueueName string = exportQueue
+output poisonQueueName string = poisonQueue
+@description('TENANT_IDS as deployed; empty = one tenant (deploy.sh keeps it on a plain re-run and prints each tenant\'s admin-consent URL).')
+output tenantIds string = tenantIds
 @description('Where users/latest.json and the app\'s state live (EXPORT_STATE_CONTAINER): the export container unless exportImmutabilityDays > 0.')
 output stateContainerName string = stateContainerName
 @description('Days of the export container\'s immutability policy; 0 = none (deploy.sh keeps it on a plain re-run).')

@@ -35,8 +35,16 @@ param vnetEnabled = readEnvironmentVariable('GRAPH_EXPORT_VNET_ENABLED', 'false'
 // Microsoft Graph of the cloud deployed to, without /v1.0 (deploy.sh passes the one `az cloud show` names).
 param graphEndpoint = readEnvironmentVariable('GRAPH_EXPORT_GRAPH_ENDPOINT', 'https://graph.microsoft.com')
 
-// Scale-out ceiling; Flex Consumption accepts 40 to 1000.
+// Scale-out ceiling; Flex Consumption accepts 40 to 1000. With TENANT_IDS it bounds how many tenants export at once
+// (README, "Many tenants": the numbers for 1,000 tenants).
 param maximumInstanceCount = 40
+
+// TENANT_IDS (deploy.sh --tenant-ids, --no-tenant-ids): comma-separated directory (tenant) ids, each consented to the
+// (multi-tenant) app registration; empty = one tenant, TENANT_ID. Kept from the last deployment like the settings below.
+param tenantIds = readEnvironmentVariable('GRAPH_EXPORT_TENANT_IDS', '')
+
+// EXPORT_QUEUE: the fan-out queue in the export storage account (and <name>-poison beside it).
+param exportQueue = 'graph-export-tenants'
 
 param exportContainerName = 'graph-exports'
 

@@ -52,7 +52,7 @@ param pythonVersion string = '3.13'
 ])
 param instanceMemoryMB int = 2048
 
-@description('Scale-out ceiling: Flex Consumption accepts 40 to 1000 (40 is the samples\' default). A timer function runs on one instance at a time (blob lease), so this only bounds cost.')
+@description('Scale-out ceiling: Flex Consumption accepts 40 to 1000 (40 is the samples\' default). A timer function runs on one instance at a time (blob lease); the queue trigger (many tenants) scales out up to this.')
 @minValue(40)
 @maxValue(1000)
 param maximumInstanceCount int = 40
@@ -78,6 +78,12 @@ var hostSettings = {
   AzureWebJobsStorage__clientId: identityClientId
   AzureWebJobsStorage__blobServiceUri: hostBlobEndpoint
   AzureWebJobsStorage__queueServiceUri: 'https://${hostStorageName}.queue.${storageSuffix}/'
+  // The queue trigger's connection EXPORT_STORAGE (its __queueServiceUri is an app setting, main.bicep): without these
+  // the host would use a system-assigned identity, which this app does not have ("The system-assigned identity is used
+  // by default, although a user-assigned identity can be specified with the credential and clientID properties",
+  // learn.microsoft.com/azure/azure-functions/functions-reference, identity-based connections).
+  EXPORT_STORAGE__credential: 'managedidentity'
+  EXPORT_STORAGE__clientId: identityClientId
   APPLICATIONINSIGHTS_CONNECTION_STRING: appInsightsConnectionString
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
 }

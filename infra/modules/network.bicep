@@ -3,7 +3,8 @@
 //    needs: the function app's outbound traffic (host storage, export storage, Key Vault) leaves from it;
 //  - a subnet for private endpoints: the host storage account (blob and queue: the Functions host keeps
 //    its timer status and singleton lease in blobs and uses queues; a timer app uses no tables), the export
-//    storage account (blob) and the Key Vault (not deployed for clientCredential federated);
+//    storage account (blob, and queue: the fan-out queue of many tenants) and the Key Vault (not deployed
+//    for clientCredential federated);
 //  - one private DNS zone per service, linked to the VNet, so that the usual host names
 //    (<account>.blob.core.windows.net, <vault>.vault.azure.net, ...) resolve to the private endpoints
 //    from inside the VNet. The zone names follow the cloud (environment()).
@@ -30,7 +31,7 @@ param privateEndpointSubnetPrefix string = '10.0.2.0/24'
 @description('Resource ID of the Functions host storage account (private endpoints for blob and queue).')
 param hostStorageId string
 
-@description('Resource ID of the export storage account (private endpoint for blob).')
+@description('Resource ID of the export storage account (private endpoints for blob and queue).')
 param exportStorageId string
 
 @description('Resource ID of the Key Vault; empty = no vault (clientCredential federated), no endpoint for it.')
@@ -64,6 +65,12 @@ var storageEndpoints = [
     target: exportStorageId
     group: 'blob'
     zone: 0
+  }
+  {
+    name: '${namePrefix}-pe-export-queue-${nameSuffix}'
+    target: exportStorageId
+    group: 'queue'
+    zone: 1
   }
 ]
 var vaultEndpoints = [

@@ -18,6 +18,12 @@ param exportContainerName string
 @description('Container of the app\'s state (EXPORT_STATE_CONTAINER) when it is not the export container (main.bicep exportImmutabilityDays > 0); empty = none, the state lives in the export container.')
 param stateContainerName string = ''
 
+@description('The fan-out queue in the export storage account (EXPORT_QUEUE): one message per tenant and slot.')
+param exportQueueName string
+
+@description('Its poison queue (<exportQueueName>-poison), where the Functions host moves a message that failed its dequeue limit.')
+param poisonQueueName string
+
 @description('Key Vault of the client secret or certificate (a name even when keyVaultAccess is false).')
 param vaultName string
 
@@ -36,6 +42,13 @@ var roleIds = {
   storageBlobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
   storageBlobDataContributor: 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
   storageQueueDataContributor: '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
+  // The queue data roles, each of a few data actions (Azure built-in roles for Storage,
+  // learn.microsoft.com/azure/role-based-access-control/built-in-roles/storage): Message Sender only adds
+  // messages (queues/messages/add/action); Reader reads the queue and peeks (queues/read, messages/read); Message
+  // Processor peeks, receives and deletes (messages/read, messages/process/action).
+  storageQueueDataMessageSender: 'c6a89b2d-59bc-44d0-9896-0f6e12d7b80a'
+  storageQueueDataReader: '19e7f393-937e-4f77-808e-94535e297925'
+  storageQueueDataMessageProcessor: '8a0f0c08-91a1-4084-bc3d-661d67233fed'
   monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'
   keyVaultSecretsUser: '4633458b-17de-408a-b874-0445c86b69e6'
 }
@@ -66,6 +79,21 @@ resource exportContainer 'Microsoft.Storage/storageAccounts/blobServices/contain
 resource stateContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
   parent: exportBlobService
   name: empty(stateContainerName) ? exportContainerName : stateContainerName
+}
+
+resource exportQueueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' existing = {
+  parent: exportStorage
+  name: 'default'
+}
+
+resource exportQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' existing = {
+  parent: exportQueueService
+  name: exportQueueName
+}
+
+resource poisonQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' existing = {
+  parent: exportQueueService
+  name: poisonQueueName
 }
 
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
@@ -118,6 +146,56 @@ resource stateContainerContributor 'Microsoft.Authorization/roleAssignments@2022
   scope: stateContainer
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleIds.storageBlobDataContributor)
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// The fan-out queue, each role on that queue only (queue-level scope is supported for the queue data roles), none on
+// the account: the timer function adds one message per tenant (Message Sender); the queue trigger (connection
+// EXPORT_STORAGE) reads the queue and receives and deletes messages (Reader + Message Processor, the roles the
+// Functions docs give a queue trigger: learn.microsoft.com/azure/azure-functions/functions-bindings-storage-queue,
+// "Grant permission to the identity"). No role creates queues: Bicep creates both (modules/storage.bicep), and the
+// app must not need to.
+resource queueSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(exportQueue.id, principalId, roleIds.storageQueueDataMessageSender)
+  scope: exportQueue
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleIds.storageQueueDataMessageSender)
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource queueReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(exportQueue.id, principalId, roleIds.storageQueueDataReader)
+  scope: exportQueue
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleIds.storageQueueDataReader)
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource queueProcessor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(exportQueue.id, principalId, roleIds.storageQueueDataMessageProcessor)
+  scope: exportQueue
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleIds.storageQueueDataMessageProcessor)
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// The poison queue: after the dequeue limit the host sends the message there and deletes it from the fan-out queue.
+// It sends first and creates the queue only when the send answers QueueNotFound
+// (Microsoft.Azure.WebJobs.Extensions.Storage.Common StorageQueueExtensions.AddMessageAndCreateIfNotExistsAsync), so
+// with the queue made by Bicep, Message Sender on it is all the move needs.
+resource poisonSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(poisonQueue.id, principalId, roleIds.storageQueueDataMessageSender)
+  scope: poisonQueue
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleIds.storageQueueDataMessageSender)
     principalId: principalId
     principalType: 'ServicePrincipal'
   }

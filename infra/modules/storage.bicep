@@ -17,6 +17,9 @@ param tags object = {}
 @description('Blob containers to create (private).')
 param containerNames array = []
 
+@description('Queues to create (the export account: the per-tenant fan-out queue and its poison queue); none = no queue service resource.')
+param queueNames array = []
+
 @description('Days a deleted blob or container stays recoverable.')
 @minValue(1)
 @maxValue(365)
@@ -150,6 +153,21 @@ resource immutabilityPolicies 'Microsoft.Storage/storageAccounts/blobServices/co
     // Append blobs could otherwise grow under the policy; the export writes block blobs only.
     allowProtectedAppendWrites: false
   }
+}]
+
+// Queues (the export account: the fan-out queue, one message per tenant and slot, and its poison queue). Types, the
+// name 'default' and the queue name rule (3-63 characters, lowercase letters, digits and single hyphens):
+// Azure/bicep-types-az generated/storage/microsoft.storage/2023-05-01/types.md (queueServices, queueServices/queues).
+// Messages carry a tenant id and a slot only; their reads are not audited (the queue trigger polls, which would
+// fill the log with reads of nothing), the account's transaction metrics cover them.
+resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' = if (!empty(queueNames)) {
+  parent: account
+  name: 'default'
+}
+
+resource queues 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = [for queueName in queueNames: {
+  parent: queueService
+  name: queueName
 }]
 
 resource lifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05-01' = if (deleteAfterDays > 0) {

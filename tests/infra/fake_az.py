@@ -21,7 +21,9 @@ source and ``--help``):
   ``rest`` sends a token only to the active cloud's Microsoft Graph (any other host: 401), the consent
   ``POST .../servicePrincipals/{graph}/appRoleAssignedTo`` checks its body and refuses a duplicate;
   ``ad app permission admin-consent`` works only for a user in the public cloud (an internal portal API);
-- behaviours deploy.sh relies on: ``ad app list --display-name`` matches names that *start with* it,
+- behaviours deploy.sh relies on: ``ad app create`` and ``ad app update`` take ``--sign-in-audience`` only as one of
+  az's four choices (another is a usage error, exit 2), a new app without one is ``AzureADMyOrg`` (Graph's default),
+  and ``update`` prints nothing (its PATCH answers 204); ``ad app list --display-name`` matches names that *start with* it,
   ``--filter "displayName eq '…'"`` exactly; ``ad app credential reset`` returns only
   ``{appId, password, tenant}`` (no key id), refuses ``--years`` with ``--end-date``, drops the other
   passwords without ``--append``, and with ``--cert NAME --keyvault VAULT`` registers that certificate's
@@ -109,6 +111,13 @@ SPEC = {
     "functionapp list-flexconsumption-locations": "--runtime --show-details --zone-redundant!",
     "ad app list": "--all! --app-id --display-name --filter --identifier-uri --show-mine!",
     "ad app create": "--display-name* --sign-in-audience --identifier-uris --required-resource-accesses",
+    "ad app show": "--id*",
+    "ad app update": "--id* --display-name --identifier-uris --is-fallback-public-client --service-management-reference "
+                     "--sign-in-audience --requested-access-token-version --end-date --key-display-name --key-type "
+                     "--key-usage --key-value --start-date --public-client-redirect-uris --enable-access-token-issuance "
+                     "--enable-id-token-issuance --web-home-page-url --web-redirect-uris --app-roles --optional-claims "
+                     "--required-resource-accesses --add --force-string! --remove --set --acquire-policy-token! "
+                     "--change-reference",
     "ad app delete": "--id*",
     "ad sp list": "--all! --display-name --filter --show-mine! --spn",
     "ad sp show": "--id*",
@@ -437,6 +446,9 @@ def deployment_outputs(env: dict[str, str]) -> dict[str, Any]:
         "logAnalyticsWorkspaceName": "graphexp-log-abc",
         "vnetEnabled": vnet,
         "vnetName": "graphexp-vnet-abc" if vnet else "",
+        "exportQueueName": "graph-export-tenants",
+        "poisonQueueName": "graph-export-tenants-poison",
+        "tenantIds": env.get("GRAPH_EXPORT_TENANT_IDS", ""),
     }
     kinds = {bool: "Bool", int: "Int", str: "String"}
     return {k: {"type": kinds[type(v)], "value": v} for k, v in values.items()}
@@ -709,13 +721,47 @@ def app_list(opts: dict[str, Any]) -> Any:
     return apps
 
 
+# azure-cli role module _params.py: --sign-in-audience is get_enum_type of these (argparse refuses others, exit 2).
+SIGN_IN_AUDIENCES = ["AzureADMyOrg", "AzureADMultipleOrgs", "AzureADandPersonalMicrosoftAccount",
+                     "PersonalMicrosoftAccount"]
+
+
+def sign_in_audience(opts: dict[str, Any]) -> str | None:
+    audience = opts.get("--sign-in-audience")
+    if audience is not None and audience not in SIGN_IN_AUDIENCES:
+        raise AzError(f"argument --sign-in-audience: invalid choice: '{audience}' (choose from "
+                      + ", ".join(f"'{a}'" for a in SIGN_IN_AUDIENCES) + ")", 2)
+    return audience
+
+
 @handles("ad app create")
 def app_create(opts: dict[str, Any]) -> Any:
+    audience = sign_in_audience(opts)
     if STATE["app_create_fails"]:
         raise AzError("Insufficient privileges to complete the operation.", 1)
     created = new_app(CFG["new_app"], opts["--display-name"])
+    # Without --sign-in-audience az sends none and Graph makes the app AzureADMyOrg (its default).
+    created["signInAudience"] = audience or "AzureADMyOrg"
     STATE["apps"].append(created)
     return created
+
+
+@handles("ad app show")
+def app_show(opts: dict[str, Any]) -> Any:
+    return app(opts["--id"])
+
+
+@handles("ad app update")
+def app_update(opts: dict[str, Any]) -> Any:
+    """A generic update whose setter PATCHes the application (Graph answers 204): az prints nothing. Only the
+    sign-in audience is modelled; STATE's audience_update_fails is Graph refusing the caller."""
+    audience = sign_in_audience(opts)
+    target = app(opts["--id"])
+    if STATE.get("audience_update_fails"):
+        raise AzError("Insufficient privileges to complete the operation.", 1)
+    if audience is not None:
+        target["signInAudience"] = audience
+    return None
 
 
 @handles("ad app delete")

@@ -1,8 +1,8 @@
 """Private networking (main.bicep vnetEnabled, deploy.sh --vnet), on the parsed Bicep: a VNet with a subnet
 delegated to Microsoft.App/environments for Flex Consumption VNet integration, private endpoints for the
-host storage (blob and queue: a timer app uses no tables), the export storage (blob) and the Key Vault, a private DNS zone per
-service (this cloud's names) linked to the VNet, and public network access disabled on all three. Off by
-default; test_bicep_policy.py runs checkov on both settings.
+host storage (blob and queue: a timer app uses no tables), the export storage (blob, and queue: the fan-out queue)
+and the Key Vault, a private DNS zone per service (this cloud's names) linked to the VNet, and public network access
+disabled on all three. Off by default; test_bicep_policy.py runs checkov on both settings.
 """
 
 from __future__ import annotations
@@ -92,7 +92,8 @@ def test_private_endpoints_for_host_storage_export_storage_and_the_vault(bicep):
     assert {(e["target"], e["group"], zones[e["zone"]].split(".")[1] if e["group"] != "vault" else "vault")
             for e in endpoints} == {
         ("hostStorageId", "blob", "blob"), ("hostStorageId", "queue", "queue"),
-        ("exportStorageId", "blob", "blob"), ("keyVaultId", "vault", "vault"),
+        ("exportStorageId", "blob", "blob"), ("exportStorageId", "queue", "queue"),  # the fan-out queue
+        ("keyVaultId", "vault", "vault"),
     }
     # No vault (federated): no vault endpoint and no vault zone.
     assert variables["endpoints"]["value"] == _conditional(

@@ -163,6 +163,7 @@ def test_first_run_creates_everything_in_order(tmp_path):
         "GRAPH_EXPORT_SCHEDULE": "0 0 2 * * *", "GRAPH_EXPORT_MODE": "full", "GRAPH_EXPORT_FORMATS": "jsonl",
         "GRAPH_EXPORT_CSV_EXCEL": "false", "GRAPH_EXPORT_FULL_SYNC_EVERY_DAYS": "6",
         "GRAPH_EXPORT_USER_PROPERTIES": DEFAULT_USER_PROPERTIES,
+        "GRAPH_EXPORT_TENANT_IDS": "",  # one tenant (test_deploy_tenants.py)
     }
     assert "ad app permission admin-consent" not in fake.commands(), "consent goes through Graph (az rest)"
     assert fake.state["consented"]

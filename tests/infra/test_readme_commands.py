@@ -9,7 +9,8 @@ options, query language, output rules and response shapes), and leaves what depl
   also equal infra/README.md's step 4);
 - README.md "Point it at your tenant": its blocks in order, against a vault of the caller's own;
 - infra/README.md "Immutable exports (WORM)": deploy.sh with --immutability-days, then locking the policy;
-- infra/README.md "Using it": deploy.sh --reader and --run-now after a deployment.
+- infra/README.md "Using it": deploy.sh --reader and --run-now after a deployment;
+- infra/README.md "Many tenants": deploy.sh --tenant-ids, then a plain re-run that keeps the tenants.
 
 test_every_az_block_is_run fails when a block that calls az or deploy.sh is in neither list.
 """
@@ -57,6 +58,7 @@ CHOOSING = "## Choosing a credential"
 WORM = "## Immutable exports (WORM)"
 EXPORT_SETTINGS = "## Export settings"
 USING = "## Using it"
+MANY_TENANTS = "## Many tenants"
 APP_FILES = ("function_app.py", "host.json", "requirements.txt", "graph_export")
 
 
@@ -260,6 +262,20 @@ def test_infra_readme_using_it_commands_run(tmp_path):
     assert fake.state["invocations"] == 1 and "az monitor app-insights query" in proc.stderr
 
 
+def test_infra_readme_many_tenants_commands_run(tmp_path):
+    """--tenant-ids reaches the deployment, the registration is multi-tenant, the consent URLs are printed, and the
+    plain re-run after it keeps the tenants."""
+    [code] = [c for c in blocks(INFRA_README, MANY_TENANTS) if runs_az(c)]
+    fake = FakeAzure(tmp_path)
+    proc = run(fake, code, REPO)
+    tenants = "0f3e5a4c-1b2d-4c6e-8f90-a1b2c3d4e5f6,7c8d9e0f-1a2b-4c3d-9e5f-a6b7c8d9e0f1"
+    deployments = [call["env"]["GRAPH_EXPORT_TENANT_IDS"] for call in fake.all("deployment group create")]
+    assert deployments == [tenants, tenants], proc.stderr
+    assert fake.the_app(NEW_APP)["signInAudience"] == "AzureADMultipleOrgs"
+    for tenant in tenants.split(","):
+        assert f"https://login.microsoftonline.com/{tenant}/adminconsent?client_id={NEW_APP}" in proc.stderr
+
+
 def test_the_walkthrough_waits_for_a_new_role(tmp_path):
     """The until loop of step 4 waits while the role propagates (the fake refuses a few calls)."""
     setup, by_kind, _ = walkthrough()
@@ -291,8 +307,12 @@ def test_point_it_at_your_tenant_commands_run(tmp_path):
     state["config"]["existing_vaults"] = [vault]
     fake.save_state(state)
     code = [c for c in blocks(README, POINT) if runs_az(c)]
-    assert len(code) == 3, "app registration and consent, the secret, read access"
-    run(fake, "\n".join(code), REPO)
+    assert len(code) == 4, "app registration and consent, the secret, read access, many tenants"
+    proc = run(fake, "\n".join(code), REPO)
+    assert fake.the_app(NEW_APP)["signInAudience"] == "AzureADMultipleOrgs"
+    urls = [line for line in proc.stdout.splitlines() if "adminconsent" in line]
+    assert urls == [f"{t}: https://login.microsoftonline.com/{t}/adminconsent?client_id={NEW_APP}"
+                    for t in ("0f3e5a4c-1b2d-4c6e-8f90-a1b2c3d4e5f6", "7c8d9e0f-1a2b-4c3d-9e5f-a6b7c8d9e0f1")]
     assert fake.state["consented"] and "ad app permission admin-consent" not in fake.commands()
     assert opt(fake.call("ad app list"), "--filter") == "displayName eq 'graph-users-export'"
     stored = fake.call("keyvault secret set")
@@ -334,7 +354,7 @@ def test_the_walkthrough_and_the_choosing_section_show_the_same_commands():
 
 def test_choosing_a_credential_uses_only_real_deploy_options():
     text = (section(README, CHOOSING) + section(README, DEPLOY) + section(INFRA_README, QUICK_START)
-            + section(INFRA_README, WORM) + section(INFRA_README, USING))
+            + section(INFRA_README, WORM) + section(INFRA_README, USING) + section(INFRA_README, MANY_TENANTS))
     usage = subprocess.run(["bash", str(INFRA / "deploy.sh"), "--help"], capture_output=True, text=True,
                            check=True).stdout
     for code in [c for _, c in code_blocks(text)] + re.findall(r"`(infra/deploy\.sh[^`]*)`", text):
@@ -359,6 +379,7 @@ def executed_blocks() -> list[str]:
     run_here += [c for c in blocks(INFRA_README, WORM) if runs_az(c)]
     run_here += [c for c in blocks(INFRA_README, EXPORT_SETTINGS) if runs_az(c)]
     run_here += [c for c in blocks(INFRA_README, USING) if runs_az(c)]
+    run_here += [c for c in blocks(INFRA_README, MANY_TENANTS) if runs_az(c)]
     return run_here
 
 
