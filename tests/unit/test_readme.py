@@ -57,7 +57,15 @@ def test_every_file_the_readme_links_to_exists():
 
 
 def performance_section() -> str:
-    return README.split("\n## Performance\n", 1)[1].split("\n## ", 1)[0]
+    """The Performance section up to its first subsection (the contender table and what it claims)."""
+    return README.split("\n## Performance\n", 1)[1].split("\n## ", 1)[0].split("\n### ", 1)[0]
+
+
+def properties_subsection() -> str:
+    section = README.split("\n## Performance\n", 1)[1].split("\n## ", 1)[0]
+    return section.split("\n### What manager and signInActivity cost\n", 1)[1].split("\n### ", 1)[0]
+
+
 
 
 def test_readme_performance_figures_are_the_latest_measured_run():
@@ -90,3 +98,17 @@ def test_the_module_list_names_every_module_of_the_package_and_no_other():
     listed = set(re.findall(r"^\s{5}(\w+\.py)\s", block, flags=re.M))
     package = {p.name for p in (Path(__file__).resolve().parents[2] / "graph_export").glob("*.py")} - {"__init__.py"}
     assert listed == package, (sorted(package - listed), sorted(listed - package))
+
+
+def test_readme_cost_of_manager_and_sign_in_activity_is_the_measured_run():
+    """The README's table of what manager and signInActivity cost is docs/bench/results.json's properties
+    scenario, figure for figure."""
+    results = json.loads((Path(__file__).resolve().parents[2] / "docs" / "bench" / "results.json").read_text())
+    measured = {(f"{r['users']:,}", f"{r['latency_ms']:g} ms", r["case"]): r for r in results["properties"]["summary"]}
+    rows = [[cell.strip().strip("*") for cell in line.strip("|").split("|")]
+            for line in properties_subsection().splitlines() if re.match(r"^\| [\d,]+ \|", line)]
+    assert {tuple(row[:3]) for row in rows} == set(measured)
+    for users, latency, case, wall_s, over_plain, requests, peak_rss_mb in rows:
+        row = measured[(users, latency, case)]
+        assert (wall_s, over_plain, requests, peak_rss_mb) == (
+            f"{row['wall_s']:.2f}", f"{row['over_plain']:.2f}", f"{row['requests']:,}", f"{row['peak_rss_mb']:.0f}"), case
