@@ -590,6 +590,16 @@ def load_storage_settings(env: Mapping[str, str] | None = None) -> StorageSettin
     return StorageSettings(**values)
 
 
+def load_tenant_ids(env: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """TENANT_IDS alone, validated as :func:`load_settings` does (``status`` needs nothing else of Graph's)."""
+    env = os.environ if env is None else env
+    problems: list[str] = []
+    tenants = _tenant_ids("TENANT_IDS", (env.get("TENANT_IDS") or "").strip(), problems)
+    if problems:
+        raise ConfigError("Invalid settings: " + "; ".join(problems) + ".")
+    return tenants
+
+
 def _read(rows: Iterable[Setting], text: Callable[[str], str], problems: list[str]) -> dict[str, Any]:
     """Each row's field, parsed from its text; the storage pair (no parser) is _storage_target's."""
     values: dict[str, Any] = {}
