@@ -644,10 +644,18 @@ def _tenants_and_queue(values: dict[str, Any], problems: list[str]) -> None:
     else:
         values["tenant_id"] = ""
     storage: StorageTarget = values["storage"]
+    if storage.connection_string and _has_blob_endpoint_only(storage.connection_string):
+        problems.append(f"{storage.source} names a BlobEndpoint but no QueueEndpoint: TENANT_IDS fans out through "
+                        "a queue of the same account; add QueueEndpoint=... to it")
     if storage.blob_service_uri and not storage.queue_service_uri:
         problems.append(f"EXPORT_STORAGE__queueServiceUri is missing: TENANT_IDS fans out through a queue in the "
                         f"export storage account; set it to the account's queue URI, e.g. "
                         f"{_queue_uri_of(storage.blob_service_uri)}")
+
+
+def _has_blob_endpoint_only(connection_string: str) -> bool:
+    keys = {p.split("=", 1)[0].strip().lower() for p in connection_string.split(";") if "=" in p}
+    return "blobendpoint" in keys and "queueendpoint" not in keys
 
 
 def _queue_uri_of(blob_service_uri: str) -> str:

@@ -167,3 +167,11 @@ def test_a_rooted_container_lists_and_strips_only_its_own_names():
     assert seen.get_blob_client("users/x").blob_name == f"tenants/{A}/users/x"
     with pytest.raises(ValueError):
         tenant_root.under(raw, "tenants/no-slash")  # type: ignore[arg-type]
+
+
+def test_a_connection_string_with_a_blob_endpoint_needs_its_queue_endpoint_with_tenant_ids():
+    conn = {k: v for k, v in ENV.items() if not k.startswith("EXPORT_STORAGE__")}
+    blob_only = "DefaultEndpointsProtocol=http;AccountName=a;AccountKey=k;BlobEndpoint=http://127.0.0.1:1/a;"
+    assert "EXPORT_STORAGE names a BlobEndpoint but no QueueEndpoint" in problems({**conn, "EXPORT_STORAGE": blob_only})
+    both = blob_only + "QueueEndpoint=http://127.0.0.1:2/a;"
+    assert load_settings({**conn, "EXPORT_STORAGE": both}).tenant_ids == (A, B)

@@ -1,0 +1,85 @@
+"""Queue trigger invocations (TENANT_IDS) as the host sends them, through the engine, against the sandbox
+tenant and Azurite: the same layer as the timer's (tests/engine/host.py). The sandbox serves one tenant, so
+TENANT_IDS lists it; the many-tenant runs are the unit layer's (tests/unit/test_worker.py) until the
+multi-tenant sandbox is merged."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from graph_export.naming import FAILURE_BLOB, LATEST_BLOB
+from graph_export.queues import TenantSlot
+from graph_export.records import iso
+from tests.integration.helpers import blob_names
+
+NO_QUEUE = "QueueEndpoint=http://127.0.0.1:9/devstoreaccount1;"
+
+
+def a_slot(days_ago: int = 1) -> datetime:
+    today = datetime.now(timezone.utc).replace(hour=2, minute=0, second=0, microsecond=0)
+    return today - timedelta(days=days_ago)
+
+
+def function(worker, name):
+    return next(f for f in worker.functions if f.name == name)
+
+
+@pytest.fixture
+def tenant_env(export_env, monkeypatch):
+    """The deployed function's settings with TENANT_IDS naming the sandbox's tenant (and TENANT_ID unset)."""
+    tenant = export_env["TENANT_ID"].lower()
+    monkeypatch.delenv("TENANT_ID")
+    monkeypatch.setenv("TENANT_IDS", tenant)
+    # tests/conftest.py's Azurite serves blobs only: a queue endpoint where nothing listens (loopback) satisfies
+    # the settings; these tests never send to it.
+    monkeypatch.setenv("EXPORT_STORAGE", export_env["EXPORT_STORAGE"] + NO_QUEUE)
+    return {**export_env, "TENANT": tenant}
+
+
+def read_root(env, tenant, name):
+    from azure.storage.blob import ContainerClient
+
+    container = ContainerClient.from_connection_string(env["EXPORT_STORAGE"], env["EXPORT_CONTAINER"])
+    return json.loads(container.download_blob(f"tenants/{tenant}/{name}").readall())
+
+
+def test_a_message_exports_its_tenants_slot_under_the_tenants_root(worker, tenant_env):
+    tenant, slot = tenant_env["TENANT"], a_slot()
+    run = worker.invoke_queue(function(worker, "export_tenant"), TenantSlot(tenant, slot).to_text())
+    assert run.status == "Success", run.exception
+    latest = read_root(tenant_env, tenant, LATEST_BLOB)
+    assert latest["slot"] == iso(slot) and latest["users"] > 0
+    assert all(name.startswith(f"tenants/{tenant}/") for name in blob_names(tenant_env))
+    assert len([log for log in run.logs if log.message.startswith("Export succeeded")]) == 1
+
+    again = worker.invoke_queue(function(worker, "export_tenant"), TenantSlot(tenant, slot).to_text(), dequeue_count=2)
+    assert again.status == "Success" and any(log.message.startswith("Export skipped") for log in again.logs)
+
+
+def test_a_failing_message_fails_the_invocation_for_the_host_to_retry_with_one_line(worker, tenant_env, sandbox):
+    tenant, slot = tenant_env["TENANT"], a_slot(2)
+    sandbox.faults.add("graph", status=403, body={"error": {"code": "Authorization_RequestDenied",
+                                                            "message": "Insufficient privileges."}})
+    run = worker.invoke_queue(function(worker, "export_tenant"), TenantSlot(tenant, slot).to_text())
+    assert run.status == "Failure"
+    errors = [log for log in run.logs if log.level in ("Error", "Critical")]
+    assert len(errors) == 1 and errors[0].message.startswith("Export failed: ") and "\n" not in errors[0].message
+    failure = read_root(tenant_env, tenant, FAILURE_BLOB)
+    assert failure["slot"] == iso(slot) and failure["error"] == errors[0].message.removeprefix("Export failed: ")
+
+
+def test_the_timer_with_tenant_ids_names_a_queue_endpoint_it_lacks_in_one_line(worker, tenant_env, monkeypatch):
+    # tests/conftest.py's Azurite serves blobs only and its connection string has no QueueEndpoint: refused up
+    # front (otherwise the SDK would look for the account's queue service in Azure).
+    from .host import timer_info
+
+    monkeypatch.setenv("EXPORT_STORAGE", tenant_env["EXPORT_STORAGE"])
+    run = worker.invoke(function(worker, "export_users"), timer_info(last=None, next_="", last_updated=None,
+                                                                     status=False))
+    assert run.status == "Failure"
+    errors = [log for log in run.logs if log.level in ("Error", "Critical")]
+    assert len(errors) == 1 and errors[0].message.startswith("Export failed: ")
+    assert "EXPORT_STORAGE names a BlobEndpoint but no QueueEndpoint" in errors[0].message
