@@ -15,8 +15,14 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.queue import QueueMessage, QueueProperties
+
+
+def _error(kind: type[HttpResponseError], status: int, code: str, message: str) -> HttpResponseError:
+    error = kind(message)
+    error.status_code, error.error_code = status, code  # type: ignore[assignment]
+    return error
 
 
 @dataclass
@@ -88,8 +94,11 @@ class MemoryQueue:
 
     def _find(self, message: QueueMessage) -> _Held:
         held = next((h for h in self._held if h.id == message.id), None)
-        if held is None or held.pop_receipt != message.pop_receipt:
-            raise ResourceNotFoundError("The specified message does not exist.")  # Azure: 404 MessageNotFound
+        if held is None:
+            raise _error(ResourceNotFoundError, 404, "MessageNotFound", "The specified message does not exist.")
+        if held.pop_receipt != message.pop_receipt:  # received again, or updated, since: as Azurite answers
+            raise _error(HttpResponseError, 400, "PopReceiptMismatch",
+                         "The specified pop receipt did not match the pop receipt for a dequeued message.")
         return held
 
     def _message(self, held: _Held) -> QueueMessage:
