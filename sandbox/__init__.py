@@ -15,6 +15,18 @@ Besides the client secret the app can sign in with a certificate kept in the vau
 trusting the function's user-assigned managed identity (:meth:`Sandbox.use_federated`); both return
 the settings to merge over :attr:`Sandbox.settings`.
 
+The tenant above is the provider's *home* tenant, where the (multi-tenant) app registration lives. The
+sandbox can host customer tenants beside it (``Sandbox(customer_tenants=3)`` or :meth:`Sandbox.add_tenant`),
+each with its own id, domain and users and the app's consent there (:class:`sandbox.customers.CustomerTenant`):
+the app signs in at ``/{customer}/oauth2/v2.0/token`` with the same credential and reads that tenant's
+users from the same Graph URL; :meth:`Sandbox.multi_tenant_settings` has ``TENANT_IDS``.
+
+    with Sandbox(users=100, customer_tenants=[500, 2_000]) as sb:
+        os.environ.update(sb.multi_tenant_settings())
+        first = sb.tenant(sb.tenant_ids[0])
+        first.revoke_consent()                 # its sign-ins now answer AADSTS7000229
+        sb.faults.add("graph", tenant=sb.tenant_ids[1], page=2, status=503)   # one tenant's Graph fails
+
 Nothing here logs or prints the client secret, a private key, an assertion or any token.
 """
 
@@ -26,23 +38,26 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 from . import certs
 from .ca import TlsFiles, generate_tls
+from .customers import CustomerTenant
 from .directory import Directory
 from .entra import TOKEN_EXCHANGE_AUDIENCES, AppRegistration, Entra, new_client_secret
 from .faults import FaultPlan, FaultRule
 from .graph import Graph
+from .graphtenants import GraphTenants
 from .identity import PATH as IDENTITY_PATH
 from .identity import ManagedIdentityEndpoint
 from .keyvault import VAULT_RESOURCE, KeyVault
 from .requestlog import RequestLog, RequestRecord
 from .server import ServiceServer, tls_context
-from .tenant import TENANT_DOMAIN, make_user, select
+from .tenant import TENANT_DOMAIN, id_namespace, make_user, select
 from .tokens import Resources, TokenService
 
-__all__ = ["Sandbox", "Directory", "FaultPlan", "FaultRule", "RequestLog", "RequestRecord", "make_user", "select"]
+__all__ = ["Sandbox", "CustomerTenant", "Directory", "FaultPlan", "FaultRule", "RequestLog", "RequestRecord",
+           "make_user", "select"]
 
 GRAPH_RESOURCE = "https://graph.microsoft.com"
 GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
@@ -58,15 +73,18 @@ STORAGE_APP_ID = "e406a681-f3d4-42a8-90b6-c2b029497af1"
 
 
 class Sandbox:
-    """One tenant: an app registration with a secret, a managed identity allowed into the vault, users.
+    """One tenant: an app registration with a secret, a managed identity allowed into the vault, users;
+    and any number of customer tenants where the app may be consented.
 
-    Services exist from construction (so tests can change state before ``start()``); ports, URLs,
+    ``customer_tenants``: how many customer tenants to create, each of ``users`` users and consented with
+    the home tenant's roles; or a sequence of their sizes. Services exist from construction (so tests can change state before ``start()``); ports, URLs,
     certificates and :attr:`settings` exist between ``start()`` and ``stop()``.
     """
 
     def __init__(self, users: int = 10_000, workdir: Path | str | None = None, *,
                  token_lifetime_s: int = 3599, page_latency_ms: float = 0,
-                 tenant_id: str | None = None, tenant_domain: str = TENANT_DOMAIN) -> None:
+                 tenant_id: str | None = None, tenant_domain: str = TENANT_DOMAIN,
+                 customer_tenants: int | Sequence[int] = 0) -> None:
         self._workdir_arg = Path(workdir) if workdir is not None else None
         self.workdir: Path | None = None
         self.tenant_id = (tenant_id or str(uuid.uuid4())).lower()
@@ -83,7 +101,8 @@ class Sandbox:
 
         self.entra = Entra(tenant_id=self.tenant_id, tenant_domain=tenant_domain, tokens=self.tokens,
                            resources=self.resources, token_lifetime_s=token_lifetime_s)
-        self.app: AppRegistration = self.entra.register_app(roles=list(GRAPH_ROLES))
+        self.app: AppRegistration = self.entra.register_app(roles=list(GRAPH_ROLES),
+                                                            sign_in_audience="AzureADMultipleOrgs")
         self._client_secret = new_client_secret()
         secret = self.entra.add_secret(self._client_secret)
 
@@ -106,6 +125,12 @@ class Sandbox:
 
         self.graph = Graph(tenant_id=self.tenant_id, tenant_domain=tenant_domain, tokens=self.tokens,
                            resources=self.resources, users=users, page_latency_ms=page_latency_ms)
+        #: The one Graph listener: every hosted tenant's Graph behind it, chosen by the token's tid.
+        self.graphs = GraphTenants(self.graph, self.tokens)
+        self._customers: dict[str, CustomerTenant] = {}
+        sizes = [users] * customer_tenants if isinstance(customer_tenants, int) else list(customer_tenants)
+        for size in sizes:
+            self.add_tenant(size)
         self._servers: dict[str, ServiceServer] = {}
         self._tls: TlsFiles | None = None
         self._owns_workdir = False
@@ -124,14 +149,14 @@ class Sandbox:
         self._tls = generate_tls(self.workdir / "tls")
         ctx = tls_context(self._tls.cert_file, self._tls.key_file)
         try:
-            for service, tls in ((self.entra, True), (self.identity, False), (self.vault, True), (self.graph, True)):
+            for service, tls in ((self.entra, True), (self.identity, False), (self.vault, True), (self.graphs, True)):
                 self._servers[service.name] = ServiceServer(service, request_log=self.requests, faults=self.faults,
                                                             ssl_context=ctx if tls else None)
             self.entra.base_url = self._url("entra")
             self.vault.base_url = self._url("keyvault")
-            self.graph.base_url = self._url("graph")
+            self.graphs.base_url = self._url("graph")
             # Production asks for "{GRAPH_ENDPOINT}/.default", so the sandbox's own URL is a Graph audience.
-            self.resources.add("graph", self.graph.base_url)
+            self.resources.add("graph", self.graphs.base_url)
             for server in self._servers.values():
                 server.start()
         except BaseException:
@@ -177,6 +202,47 @@ class Sandbox:
             "REQUESTS_CA_BUNDLE": str(self._tls.ca_file),
             "SSL_CERT_FILE": str(self._tls.ca_file),
         }
+
+    def multi_tenant_settings(self, tenant_ids: Sequence[str] | None = None) -> dict[str, str]:
+        """:attr:`settings` for a run over many tenants: ``TENANT_IDS`` (comma-separated; default every
+        customer tenant, in the order added) and no ``TENANT_ID``. Key Vault and the managed identity stay
+        the home tenant's."""
+        chosen = list(self.tenant_ids if tenant_ids is None else tenant_ids)
+        settings = {k: v for k, v in self.settings.items() if k != "TENANT_ID"}
+        return {**settings, "TENANT_IDS": ",".join(chosen)}
+
+    # --- customer tenants -------------------------------------------------------------------------
+
+    def add_tenant(self, users: int = 1_000, *, tenant_id: str | None = None, domain: str | None = None,
+                   consent: bool = True, roles: list[str] | None = None) -> CustomerTenant:
+        """A customer tenant with ``users`` users of its own (ids in its own namespace) and, unless
+        ``consent=False``, the app consented there with ``roles`` (default: the home tenant's). Works
+        before or after ``start()``."""
+        tid = (tenant_id or str(uuid.uuid4())).lower()
+        name = domain or f"customer{len(self._customers) + 1}.onmicrosoft.com"
+        organization = self.entra.add_tenant(tid, name)
+        graph = Graph(tenant_id=tid, tenant_domain=name, tokens=self.tokens, resources=self.resources,
+                      users=users, page_latency_ms=self.graph.page_latency_ms, namespace=id_namespace(tid))
+        self.graphs.add(graph)
+        customer = CustomerTenant(entra=self.entra, graph=graph, organization=organization,
+                                  client_id=self.app.client_id)
+        if consent:
+            customer.consent(list(self.app.roles) if roles is None else roles)
+        self._customers[tid] = customer
+        return customer
+
+    @property
+    def tenant_ids(self) -> list[str]:
+        """The customer tenants' ids, in the order added (the home tenant is :attr:`tenant_id`)."""
+        return list(self._customers)
+
+    @property
+    def customers(self) -> list[CustomerTenant]:
+        return list(self._customers.values())
+
+    def tenant(self, tenant_id: str) -> CustomerTenant:
+        """A customer tenant by id; KeyError for any other (the home tenant is this object itself)."""
+        return self._customers[tenant_id.lower()]
 
     @property
     def ca_file(self) -> Path:
@@ -259,7 +325,9 @@ class Sandbox:
 
     @page_latency_ms.setter
     def page_latency_ms(self, value: float) -> None:
-        self.graph.page_latency_ms = float(value)
+        """Every tenant's Graph, the home one and the customers'."""
+        for graph in [self.graph, *(c.graph for c in self._customers.values())]:
+            graph.page_latency_ms = float(value)
 
     @property
     def running(self) -> bool:
@@ -358,13 +426,17 @@ class Sandbox:
         """Mint a token directly (bypassing Entra), e.g. an expired or wrong-audience one for tests.
 
         ``resource`` is "graph", "keyvault" or a literal audience. Default roles: the app's roles
-        for Graph, none otherwise.
+        for Graph, none otherwise; in a consented customer tenant its service principal's id and roles there.
         """
         aud = {"graph": self.graph.base_url or GRAPH_RESOURCE, "keyvault": VAULT_RESOURCE}.get(resource, resource)
+        customer = self._customers.get((tenant_id or "").lower())
+        principal = customer.principal if customer is not None else None
         if roles is None:
-            roles = list(self.app.roles) if resource == "graph" else []
+            granted = principal.roles if principal is not None else self.app.roles
+            roles = list(granted) if resource == "graph" else []
+        oid = principal_id or (principal.object_id if principal is not None else self.app.principal_id)
         token, _ = self.tokens.issue(aud=aud, tenant_id=tenant_id or self.tenant_id, appid=self.app.client_id,
-                                     oid=principal_id or self.app.principal_id, roles=roles,
+                                     oid=oid, roles=roles,
                                      lifetime_s=self.entra.token_lifetime_s if lifetime_s is None else lifetime_s)
         return token
 
@@ -380,4 +452,5 @@ class Sandbox:
 
     def __repr__(self) -> str:  # never include the secret
         state = "running" if self._servers else "stopped"
-        return f"Sandbox(tenant={self.tenant_id}, users={self.users}, {state})"
+        customers = f", customer_tenants={len(self._customers)}" if self._customers else ""
+        return f"Sandbox(tenant={self.tenant_id}, users={self.users}{customers}, {state})"

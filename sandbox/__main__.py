@@ -35,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
                                                    "SANDBOX_FAULTS is also read")
     serve.add_argument("--page-latency-ms", type=float, default=0, help="delay before each Graph page")
     serve.add_argument("--token-lifetime-s", type=int, default=3599, help="access token lifetime")
+    serve.add_argument("--customer-tenants", type=int, default=0,
+                       help="also host this many consented customer tenants of --users users each, and print "
+                            "TENANT_IDS (their ids) instead of TENANT_ID")
     serve.add_argument("--no-azurite", action="store_true", help="do not start Azurite")
     serve.add_argument("--max-seconds", type=float, help="stop by itself after this long")
     serve.add_argument("--json", action="store_true", help="print one JSON object instead of export lines")
@@ -65,7 +68,7 @@ def _serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
 
     sandbox = Sandbox(users=args.users, workdir=workdir, token_lifetime_s=args.token_lifetime_s,
-                      page_latency_ms=args.page_latency_ms)
+                      page_latency_ms=args.page_latency_ms, customer_tenants=max(0, args.customer_tenants))
     azurite = None if args.no_azurite else Azurite(workdir)
     try:
         try:
@@ -78,7 +81,7 @@ def _serve(args: argparse.Namespace) -> int:
         sandbox.start()
         if azurite is not None:
             azurite.start()
-        settings = dict(sandbox.settings)
+        settings = sandbox.multi_tenant_settings() if sandbox.tenant_ids else dict(sandbox.settings)
         if azurite is not None:
             settings["EXPORT_STORAGE"] = azurite.connection_string
         if args.json:

@@ -1,9 +1,12 @@
-"""Azurite (the Blob Storage emulator from npm) as a managed child process.
+"""Azurite (the Storage emulator from npm) as a managed child process: Blob and Queue storage.
 
-Started from the repo's ``node_modules`` (``npm ci`` installs it) on a free loopback port, with its
-data under the given work dir, in its own process group so stopping it never touches anything else.
-``--skipApiVersionCheck`` is required: azure-storage-blob sends an ``x-ms-version`` newer than
-Azurite knows. ``--disableTelemetry`` keeps it from trying to reach the internet.
+Started from the repo's ``node_modules`` (``npm ci`` installs it) as one ``azurite`` process serving
+the blob and the queue service, each on a free loopback port, with its data under the given work dir,
+in its own process group so stopping it never touches anything else. The table service cannot be left
+out of that process (``azurite`` has no option to skip one), so it listens on a free port too, unused.
+``--skipApiVersionCheck`` is required: azure-storage-blob and azure-storage-queue send an
+``x-ms-version`` newer than Azurite knows. ``--disableTelemetry`` keeps it from trying to reach the
+internet. With TLS, ``--cert``/``--key`` and ``--oauth basic`` apply to every service of the process.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ class AzuriteError(RuntimeError):
 
 
 class Azurite:
-    """``azurite-blob`` on ``127.0.0.1:<free port>``; use :attr:`connection_string` to reach it."""
+    """Azurite's blob and queue services on ``127.0.0.1:<free ports>``; :attr:`connection_string` reaches both."""
 
     def __init__(self, workdir: Path | str, repo_root: Path | str | None = None, *,
                  startup_timeout_s: float = 20.0, tls: TlsFiles | None = None) -> None:
@@ -40,12 +43,14 @@ class Azurite:
         self.tls = tls
         self.repo_root = Path(repo_root) if repo_root is not None else _REPO_ROOT
         self.startup_timeout_s = startup_timeout_s
-        self.port: int | None = None
+        self.port: int | None = None          # the blob service's
+        self.queue_port: int | None = None
+        self.table_port: int | None = None    # bound because azurite starts it; nothing here uses it
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def executable(self) -> Path:
-        return self.repo_root / "node_modules" / ".bin" / "azurite-blob"
+        return self.repo_root / "node_modules" / ".bin" / "azurite"
 
     @property
     def pid(self) -> int | None:
@@ -62,11 +67,17 @@ class Azurite:
         return f"{scheme}://{LOOPBACK}:{self.port}/{ACCOUNT}"
 
     @property
+    def queue_endpoint(self) -> str:
+        self._require_port()
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{LOOPBACK}:{self.queue_port}/{ACCOUNT}"
+
+    @property
     def connection_string(self) -> str:
-        """Explicit BlobEndpoint: ``UseDevelopmentStorage=true`` would assume port 10000."""
+        """Explicit BlobEndpoint and QueueEndpoint: ``UseDevelopmentStorage=true`` would assume 10000/10001."""
         scheme = "https" if self.tls else "http"
         return (f"DefaultEndpointsProtocol={scheme};AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};"
-                f"BlobEndpoint={self.blob_endpoint};")
+                f"BlobEndpoint={self.blob_endpoint};QueueEndpoint={self.queue_endpoint};")
 
     def start(self) -> "Azurite":
         """Start Azurite and wait (bounded) until its port accepts connections."""
@@ -77,11 +88,13 @@ class Azurite:
                                f"in {self.repo_root}")
         location = self.workdir / "azurite"
         location.mkdir(parents=True, exist_ok=True)
-        self.port = _free_port()
+        self.port, self.queue_port, self.table_port = _free_ports(3)
         log_path = self.workdir / "azurite.log"
         with open(log_path, "wb") as log:
             self._proc = subprocess.Popen(
                 [str(self.executable), "--blobHost", LOOPBACK, "--blobPort", str(self.port),
+                 "--queueHost", LOOPBACK, "--queuePort", str(self.queue_port),
+                 "--tableHost", LOOPBACK, "--tablePort", str(self.table_port),
                  "--location", str(location), "--skipApiVersionCheck", "--disableTelemetry", "--silent",
                  *self._tls_args()],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
@@ -93,11 +106,11 @@ class Azurite:
                 self._proc = None
                 raise AzuriteError(f"Azurite exited with code {code} during start-up: "
                                    f"{_tail(log_path)}")
-            if _accepts(self.port):
+            if _accepts(self.port) and _accepts(self.queue_port):
                 return self
             time.sleep(0.05)
         self.stop()
-        raise AzuriteError(f"Azurite did not accept connections on port {self.port} within "
+        raise AzuriteError(f"Azurite did not accept connections on ports {self.port} and {self.queue_port} within "
                            f"{self.startup_timeout_s:.0f} s: {_tail(log_path)}")
 
     def stop(self, timeout_s: float = 5.0) -> None:
@@ -134,11 +147,17 @@ class Azurite:
             raise AzuriteError("Azurite is not started")
 
 
-def _free_port() -> int:
-    """A port the OS considers free right now (Azurite binds it a moment later)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((LOOPBACK, 0))
-        return int(s.getsockname()[1])
+def _free_ports(count: int) -> tuple[int, ...]:
+    """``count`` distinct ports the OS considers free right now (Azurite binds them a moment later): all held
+    open at once while choosing, so the OS cannot hand out one of them twice."""
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind((LOOPBACK, 0))
+        return tuple(int(s.getsockname()[1]) for s in sockets)
+    finally:
+        for s in sockets:
+            s.close()
 
 
 def _accepts(port: int) -> bool:

@@ -17,6 +17,13 @@ urn:ietf:params:oauth:client-assertion-type:jwt-bearer``), checked offline and f
   credentials, and the token must have been signed by this sandbox's token service and be unexpired.
 
 Where each AADSTS code and text comes from is noted at :data:`ASSERTION_ERRORS`.
+
+Besides its home tenant (where the app registrations live) Entra knows customer tenants
+(:meth:`Entra.add_tenant`, :mod:`sandbox.consent`): a multi-tenant app (``sign_in_audience``
+"AzureADMultipleOrgs") signs in at ``/{customer}/oauth2/v2.0/token`` with the same secret, certificate or
+federated credential, and gets a token whose ``tid`` is that tenant and whose ``oid`` and ``roles`` are
+its service principal's there; without one (no consent) AADSTS7000229. A single-tenant app is not found
+in another tenant's directory: AADSTS700016, as for any app the tenant does not know.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from .certs import CertificateInfo, decode_thumbprint, inspect
+from .consent import MISSING_SERVICE_PRINCIPAL, MISSING_SERVICE_PRINCIPAL_TEXT, Organization, ServicePrincipal
 from .server import JSON, Request, Response, json_response
 from .tokens import Resources, TokenError, TokenService
 
@@ -164,6 +172,12 @@ class AppRegistration:
     secrets: list[ClientSecret] = field(default_factory=list)
     certificates: list[KeyCredential] = field(default_factory=list)
     federated_credentials: list[FederatedCredential] = field(default_factory=list)
+    #: "AzureADMyOrg" (this tenant only) or "AzureADMultipleOrgs" (any tenant where it has a service principal).
+    sign_in_audience: str = "AzureADMyOrg"
+
+    @property
+    def multi_tenant(self) -> bool:
+        return self.sign_in_audience != "AzureADMyOrg"
 
 
 def new_client_secret() -> str:
@@ -187,6 +201,8 @@ class Entra:
         self.token_lifetime_s = token_lifetime_s
         self.base_url = ""          # set by the Sandbox once the port is known
         self.apps: dict[str, AppRegistration] = {}
+        #: Customer tenants by (lower-case) tenant id: where multi-tenant apps may have service principals.
+        self.organizations: dict[str, Organization] = {}
         self._default_client_id: str | None = None
         self._lock = threading.Lock()
         #: Every token request with an app, in order: the kind of credential and the outcome (no values).
@@ -201,10 +217,11 @@ class Entra:
     # --- Python API for tests -------------------------------------------------------------------
 
     def register_app(self, *, display_name: str = "graph-users-export", roles: list[str] | None = None,
-                     client_id: str | None = None) -> AppRegistration:
+                     client_id: str | None = None, sign_in_audience: str = "AzureADMyOrg") -> AppRegistration:
         """Register an app (the first one becomes the default for the helpers below)."""
         app = AppRegistration(client_id=(client_id or str(uuid.uuid4())).lower(), display_name=display_name,
-                              principal_id=str(uuid.uuid4()), roles=list(roles or []))
+                              principal_id=str(uuid.uuid4()), roles=list(roles or []),
+                              sign_in_audience=sign_in_audience)
         with self._lock:
             self.apps[app.client_id] = app
             self._default_client_id = self._default_client_id or app.client_id
@@ -304,7 +321,55 @@ class Entra:
             return [s.kind for s in self.sign_ins if s.code is None]
 
     def knows_tenant(self, tenant: str) -> bool:
-        return tenant.lower() in (self.tenant_id.lower(), self.tenant_domain.lower())
+        return self.resolve(tenant) is not None
+
+    # --- customer tenants and consent -------------------------------------------------------------
+
+    def add_tenant(self, tenant_id: str, domain: str) -> Organization:
+        """Another tenant Entra serves; no app has a service principal there until :meth:`consent`."""
+        organization = Organization(tenant_id=tenant_id.lower(), domain=domain)
+        with self._lock:
+            if self.resolve(tenant_id) is not None or self.resolve(domain) is not None:
+                raise ValueError(f"tenant {tenant_id} ({domain}) is already known")
+            self.organizations[organization.tenant_id] = organization
+        return organization
+
+    def organization(self, tenant_id: str) -> Organization:
+        """A customer tenant by id or domain; KeyError for the home tenant or an unknown one."""
+        resolved = self.resolve(tenant_id)
+        if resolved is None or resolved not in self.organizations:
+            raise KeyError(f"no customer tenant {tenant_id!r}")
+        return self.organizations[resolved]
+
+    def consent(self, tenant_id: str, roles: list[str], client_id: str | None = None) -> ServicePrincipal:
+        """An administrator of ``tenant_id`` consents to the app: its service principal there, with ``roles``."""
+        return self.organization(tenant_id).consent(self.app(client_id).client_id, roles)
+
+    def revoke_consent(self, tenant_id: str, client_id: str | None = None) -> None:
+        """The app's service principal in ``tenant_id`` is deleted: sign-ins there answer AADSTS7000229."""
+        self.organization(tenant_id).revoke(self.app(client_id).client_id)
+
+    def resolve(self, tenant: str) -> str | None:
+        """The lower-case id of the tenant named by id or domain (home or customer), or None."""
+        wanted = tenant.lower()
+        if wanted in (self.tenant_id.lower(), self.tenant_domain.lower()):
+            return self.tenant_id.lower()
+        if wanted in self.organizations:
+            return wanted
+        return next((o.tenant_id for o in list(self.organizations.values()) if o.domain.lower() == wanted), None)
+
+    def domain_of(self, tenant_id: str) -> str:
+        """The initial domain of a known tenant (by id)."""
+        if tenant_id.lower() == self.tenant_id.lower():
+            return self.tenant_domain
+        return self.organizations[tenant_id.lower()].domain
+
+    def tenant_of(self, request: Request) -> str | None:
+        """The id of the tenant the request's path names (by id or domain), else that segment as sent."""
+        parts = [unquote_plus(p) for p in request.path.split("/") if p]
+        if not parts:
+            return None
+        return self.resolve(parts[0]) or parts[0].lower()
 
     # --- HTTP -----------------------------------------------------------------------------------
 
@@ -318,18 +383,20 @@ class Entra:
             return self._not_found()
         tenant, rest = parts[0], "/".join(parts[1:])
         if rest == "v2.0/.well-known/openid-configuration":
-            if not self.knows_tenant(tenant):
+            resolved = self.resolve(tenant)
+            if resolved is None:
                 return self.error(400, "invalid_tenant", 90002, _tenant_not_found(tenant), correlation_id)
-            return json_response(200, self.openid_configuration(), {"Cache-Control": "max-age=86400, private"})
+            return json_response(200, self.openid_configuration(resolved), {"Cache-Control": "max-age=86400, private"})
         if rest == "discovery/v2.0/keys":
             return json_response(200, {"keys": []})
         if rest == "oauth2/v2.0/token":
             if request.method != "POST":
                 message = f"The endpoint only accepts POST, OPTIONS requests. Received a {request.method} request."
                 return self.error(400, "invalid_request", 900561, message, correlation_id)
-            if not self.knows_tenant(tenant):
+            resolved = self.resolve(tenant)
+            if resolved is None:
                 return self.error(400, "invalid_request", 90002, _tenant_not_found(tenant), correlation_id)
-            return self._token(request, tenant, correlation_id)
+            return self._token(request, tenant, resolved, correlation_id)
         return self._not_found()
 
     def fault_response(self, request: Request, status: int) -> Response:
@@ -343,9 +410,10 @@ class Entra:
                               "A transient error has occurred. Please try again.", correlation_id)
         return self.error(status, "invalid_request", 90000, "Sandbox fault injected.", correlation_id)
 
-    def openid_configuration(self) -> dict[str, Any]:
-        """The v2.0 discovery document; endpoints use the tenant GUID even when asked by domain."""
-        t = f"{self.base_url}/{self.tenant_id}"
+    def openid_configuration(self, tenant_id: str | None = None) -> dict[str, Any]:
+        """The v2.0 discovery document of a tenant (default: home); endpoints use the tenant GUID even when
+        asked by domain."""
+        t = f"{self.base_url}/{tenant_id or self.tenant_id}"
         return {
             "token_endpoint": f"{t}/oauth2/v2.0/token",
             "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt", "client_secret_basic"],
@@ -395,7 +463,8 @@ class Entra:
     def _not_found(self) -> Response:
         return Response(404, b"", {"Content-Type": JSON})
 
-    def _token(self, request: Request, tenant: str, correlation_id: str) -> Response:
+    def _token(self, request: Request, tenant: str, tenant_id: str, correlation_id: str) -> Response:
+        """A client-credentials request at ``/{tenant}/oauth2/v2.0/token`` (``tenant_id``: that tenant's id)."""
         form = {k: v[0] for k, v in parse_qs(request.body.decode("utf-8", "replace"), keep_blank_values=True).items()}
         client_id, client_secret = form.get("client_id"), form.get("client_secret")
         basic = _basic_auth(request.header("Authorization"))
@@ -415,23 +484,29 @@ class Entra:
                               "The request body must contain the following parameter: 'client_id'.", correlation_id)
         kind = _credential_kind(client_secret, form)
         app = self.apps.get(client_id.lower())
-        if app is None:
+        home = tenant_id == self.tenant_id.lower()
+        if app is None or (not home and not app.multi_tenant):
             return self._record(kind, client_id, self.error(400, "unauthorized_client", 700016, (
                 f"Application with identifier '{client_id}' was not found in the directory '{tenant}'. "
                 "This can happen if the application has not been installed by the administrator of the "
                 "tenant or consented to by any user in the tenant. You may have sent your authentication "
                 "request to the wrong tenant."), correlation_id))
+        if not home and self.organizations[tenant_id].principal(app.client_id) is None:
+            # Checked before the credential: the sandbox's choice (Entra does not document the order).
+            return self._record(kind, app.client_id, self.error(401, "invalid_client", MISSING_SERVICE_PRINCIPAL,
+                                MISSING_SERVICE_PRINCIPAL_TEXT.format(app=app.client_id, tenant=tenant_id),
+                                correlation_id))
         if client_secret:
             refusal = self._check_secret(app, client_secret, correlation_id)
         elif form.get("client_assertion") or form.get("client_assertion_type"):
-            refusal = self._check_assertion(app, form, correlation_id)
+            refusal = self._check_assertion(app, form, correlation_id, tenant_id)
         else:
             refusal = self.error(401, "invalid_client", 7000218, (
                 "The request body must contain the following parameter: 'client_assertion' or "
                 "'client_secret'."), correlation_id)
         if refusal is not None:
             return self._record(kind, app.client_id, refusal)
-        return self._record(kind, app.client_id, self._issue(app, form, correlation_id))
+        return self._record(kind, app.client_id, self._issue(app, form, correlation_id, tenant_id))
 
     def _record(self, kind: str, client_id: str, response: Response) -> Response:
         code = None
@@ -458,15 +533,25 @@ class Entra:
                 "certificate credentials for added security: https://aka.ms/certCreds."), correlation_id)
         return None
 
-    def _issue(self, app: AppRegistration, form: dict[str, str], correlation_id: str) -> Response:
+    def _issue(self, app: AppRegistration, form: dict[str, str], correlation_id: str, tenant_id: str) -> Response:
+        """A token for the app's service principal in ``tenant_id``: its object id, its roles there (Graph only)."""
         scope = (form.get("scope") or "").strip()
-        resource_or_error = self._resource_for_scope(scope, correlation_id)
+        resource_or_error = self._resource_for_scope(scope, correlation_id, self.domain_of(tenant_id))
         if isinstance(resource_or_error, Response):
             return resource_or_error
         resource = resource_or_error
-        roles = app.roles if self.resources.kind_of(resource) == "graph" else []
-        token, _ = self.tokens.issue(aud=resource, tenant_id=self.tenant_id, appid=app.client_id,
-                                     oid=app.principal_id, roles=roles, lifetime_s=self.token_lifetime_s,
+        if tenant_id == self.tenant_id.lower():
+            tid, oid, granted = self.tenant_id, app.principal_id, app.roles
+        else:
+            principal = self.organizations[tenant_id].principal(app.client_id)
+            if principal is None:  # consent revoked while this request was being checked
+                return self.error(401, "invalid_client", MISSING_SERVICE_PRINCIPAL,
+                                  MISSING_SERVICE_PRINCIPAL_TEXT.format(app=app.client_id, tenant=tenant_id),
+                                  correlation_id)
+            tid, oid, granted = tenant_id, principal.object_id, principal.roles
+        roles = list(granted) if self.resources.kind_of(resource) == "graph" else []
+        token, _ = self.tokens.issue(aud=resource, tenant_id=tid, appid=app.client_id,
+                                     oid=oid, roles=roles, lifetime_s=self.token_lifetime_s,
                                      app_displayname=app.display_name)
         return json_response(200, {
             "token_type": "Bearer",
@@ -481,7 +566,8 @@ class Entra:
         status, error = ASSERTION_ERRORS[code]
         return self.error(status, error, code, message, correlation_id)
 
-    def _check_assertion(self, app: AppRegistration, form: dict[str, str], correlation_id: str) -> Response | None:
+    def _check_assertion(self, app: AppRegistration, form: dict[str, str], correlation_id: str,
+                         tenant_id: str) -> Response | None:
         """None if the client assertion proves the app; else Entra's refusal. Never echoes the assertion."""
         assertion_type = form.get("client_assertion_type")
         if not assertion_type:
@@ -498,7 +584,8 @@ class Entra:
             return self._assertion_error(50027, "JWT token is invalid or malformed.", correlation_id)
         header, claims, signing_input, signature = parsed
         if "x5t#S256" in header or "x5t" in header:
-            return self._check_certificate_assertion(app, header, claims, signing_input, signature, correlation_id)
+            return self._check_certificate_assertion(app, header, claims, signing_input, signature, correlation_id,
+                                                     tenant_id)
         if claims.get("iss") == claims.get("sub") and str(claims.get("iss", "")).lower() == app.client_id:
             # A private_key_jwt assertion that does not say which certificate signed it.
             return self._assertion_error(
@@ -507,7 +594,7 @@ class Entra:
 
     def _check_certificate_assertion(self, app: AppRegistration, header: dict[str, Any],
                                      claims: dict[str, Any], signing_input: bytes, signature: bytes,
-                                     correlation_id: str) -> Response | None:
+                                     correlation_id: str, tenant_id: str) -> Response | None:
         # 1. Which certificate: SHA-256 thumbprint first (PS256, MSAL >= 1.35), else SHA-1 (RS256).
         presented = decode_thumbprint(header.get("x5t#S256")) or decode_thumbprint(header.get("x5t"))
         if presented is None:
@@ -546,7 +633,7 @@ class Entra:
         aud = claims.get("aud")
         if not isinstance(aud, str):  # a list of audiences is refused as malformed (panva/openid-client#348)
             return self._assertion_error(50027, "JWT token is invalid or malformed.", correlation_id)
-        if aud.rstrip("/").lower() not in self._assertion_audiences():
+        if aud.rstrip("/").lower() not in self._assertion_audiences(tenant_id):
             return self._assertion_error(700023, (
                 "Client assertion audience claim does not match Realm issuer. Review the documentation at "
                 f"{_CERT_DOCS} ."), correlation_id)
@@ -555,10 +642,11 @@ class Entra:
             return refusal
         return self._check_replay(app, claims, correlation_id)
 
-    def _assertion_audiences(self) -> set[str]:
-        """The token endpoint URLs a certificate assertion may name: v2 and v1, by tenant GUID or domain."""
-        return {f"{self.base_url}/{t}/{path}".lower()
-                for t in (self.tenant_id, self.tenant_domain) for path in ("oauth2/v2.0/token", "oauth2/token")}
+    def _assertion_audiences(self, tenant_id: str) -> set[str]:
+        """The token endpoint URLs a certificate assertion may name: the tenant signed in to, v2 and v1, by its
+        GUID or domain (an assertion made for one tenant's endpoint does not sign in at another's)."""
+        return {f"{self.base_url}/{t}/{path}".lower() for t in (tenant_id, self.domain_of(tenant_id))
+                for path in ("oauth2/v2.0/token", "oauth2/token")}
 
     def _check_lifetime(self, claims: dict[str, Any], correlation_id: str) -> Response | None:
         exp, nbf = claims.get("exp"), claims.get("nbf", 0)
@@ -641,7 +729,7 @@ class Entra:
                 found = s
         return found
 
-    def _resource_for_scope(self, scope: str, correlation_id: str) -> str | Response:
+    def _resource_for_scope(self, scope: str, correlation_id: str, domain: str) -> str | Response:
         """Client credentials need exactly one ``<resource>/.default`` scope for a known resource."""
         if not scope:
             return self.error(400, "invalid_request", 900144,
@@ -661,7 +749,7 @@ class Entra:
         if self.resources.kind_of(resource) is None:
             return self.error(400, "invalid_resource", 500011, (
                 f"The resource principal named {resource} was not found in the tenant named "
-                f"{self.tenant_domain}. This can happen if the application has not been installed by the "
+                f"{domain}. This can happen if the application has not been installed by the "
                 "administrator of the tenant or consented to by any user in the tenant. You might have sent "
                 "your authentication request to the wrong tenant."), correlation_id)
         return resource

@@ -1,8 +1,8 @@
 """A scriptable fault plan: make a service fail on chosen requests, the way the real one can.
 
 A rule names a service and *which* requests it hits (the n-th request to that service; a Graph page
-by number, 1 for the first as clients count; every Graph request from page k on; or simply every
-request), *what* happens and *how often* it fires (``count``; default: every time). Exactly one action
+by number, 1 for the first as clients count; every Graph request from page k on; only Entra or Graph
+requests for one ``tenant`` id, when the sandbox hosts several; or simply every request), *what* happens and *how often* it fires (``count``; default: every time). Exactly one action
 per rule:
 
 - ``status``: answer with that HTTP status, the service's own error body (or ``body``) and any
@@ -73,6 +73,7 @@ class FaultRule:
     page: int | None = None          # Graph: page number, 1 for the first
     from_page: int | None = None     # Graph: every request for page >= from_page
     path_contains: str | None = None # e.g. "/token" to leave Entra's discovery document alone
+    tenant: str | None = None        # Entra / Graph: only requests for this tenant id (path / token tid)
     count: int | None = None         # how many times it fires; None (default) = forever
     fired: int = 0
     sent_bytes: int = 0              # page actions: body bytes written (before the client hung up)
@@ -98,6 +99,10 @@ class FaultRule:
             raise ValueError(f"fault status must be an HTTP status code, not {self.status}")
         if (self.page is not None or self.from_page is not None) and self.service != "graph":
             raise ValueError("page / from_page only apply to the 'graph' service")
+        if self.tenant is not None and self.service not in ("graph", "entra"):
+            raise ValueError("tenant only applies to the 'graph' and 'entra' services")
+        if self.tenant is not None:
+            self.tenant = self.tenant.lower()
         if self.count is not None and self.count < 1:
             raise ValueError("count must be >= 1, or None for 'forever'")
 
@@ -112,7 +117,8 @@ class FaultRule:
     def describe(self) -> str:
         """Short text for the request log, e.g. ``graph page=1 -> 503``."""
         where = [f"{k}={v}" for k, v in (("request", self.request), ("page", self.page),
-                                         ("from_page", self.from_page), ("path", self.path_contains))
+                                         ("from_page", self.from_page), ("path", self.path_contains),
+                                         ("tenant", self.tenant))
                  if v is not None]
         what = {"status": f"{self.status}", "drop": "drop", "delay": f"delay {self.delay_s}s",
                 "stall": f"stall {self.stall_s}s", "cut": "cut",
@@ -121,8 +127,10 @@ class FaultRule:
         also = ["chunked"] if self.chunked and self.action != "chunked" else []
         return " ".join([self.service, *where, "->", what, *also])
 
-    def matches(self, service: str, number: int, path: str, page: int | None) -> bool:
+    def matches(self, service: str, number: int, path: str, page: int | None, tenant: str | None = None) -> bool:
         if service != self.service or (self.count is not None and self.fired >= self.count):
+            return False
+        if self.tenant is not None and (tenant or "").lower() != self.tenant:
             return False
         if self.request is not None and self.request != number:
             return False
@@ -147,7 +155,7 @@ class FaultPlan:
             value: list[Any] | None = None, repeat_user: int | None = None, pad_bytes: int | None = None,
             chunked: bool = False, skip_next: bool = False, headers: Mapping[str, str] | None = None, body: Any = None,
             request: int | None = None, page: int | None = None, from_page: int | None = None,
-            path_contains: str | None = None, count: int | None = None) -> FaultRule:
+            path_contains: str | None = None, tenant: str | None = None, count: int | None = None) -> FaultRule:
         """Add a rule and return it (its ``fired`` attribute counts firings).
 
         ``count=None`` (the default) fires on every matching request; ``count=1`` only once, e.g. one
@@ -157,7 +165,7 @@ class FaultPlan:
                          value=value, repeat_user=repeat_user, pad_bytes=pad_bytes, chunked=chunked, skip_next=skip_next,
                          headers={str(k): str(v) for k, v in (headers or {}).items()}, body=body,
                          request=request, page=page, from_page=from_page,
-                         path_contains=path_contains, count=count)
+                         path_contains=path_contains, tenant=tenant, count=count)
         with self._lock:
             self._rules.append(rule)
         return rule
@@ -198,11 +206,12 @@ class FaultPlan:
         with self._lock:
             return list(self._rules)
 
-    def take(self, service: str, number: int, path: str, page: int | None = None) -> FaultRule | None:
+    def take(self, service: str, number: int, path: str, page: int | None = None,
+             tenant: str | None = None) -> FaultRule | None:
         """Find the first matching rule, count the firing, and return it (None: serve normally)."""
         with self._lock:
             for rule in self._rules:
-                if rule.matches(service, number, path, page):
+                if rule.matches(service, number, path, page, tenant):
                     rule.fired += 1
                     return rule
         return None

@@ -49,6 +49,7 @@ from .server import Request, Response
 from .tenant import (
     DEFAULT_PROPERTIES,
     EXTENSIONS,
+    HOME_NAMESPACE,
     MANAGER,
     SINGLE_USER_ONLY,
     USER_PROPERTIES,
@@ -173,12 +174,13 @@ class Graph:
     name = "graph"
 
     def __init__(self, *, tenant_id: str, tenant_domain: str, tokens: TokenService, resources: Resources,
-                 users: int, page_latency_ms: float = 0, page_cache_pages: int = 16) -> None:
+                 users: int, page_latency_ms: float = 0, page_cache_pages: int = 16,
+                 namespace: bytes = HOME_NAMESPACE) -> None:
         self.tenant_id = tenant_id
         self.tenant_domain = tenant_domain
         self.tokens = tokens
         self.resources = resources
-        self.directory = Directory(users, tenant_domain)
+        self.directory = Directory(users, tenant_domain, namespace)
         self.page_latency_ms = page_latency_ms
         self.base_url = ""                    # set by the Sandbox once the port is known
         #: The tenant has an Entra ID P1 or P2 licence, which Graph requires to serve signInActivity.
@@ -508,13 +510,13 @@ class Graph:
             if cached is not None:
                 self._cache.move_to_end(key)
                 return cached
-        domain = self.tenant_domain
+        domain, namespace = self.tenant_domain, directory.namespace
         if version == 0:  # nothing changed: the computed tenant, position = index
-            records = [make_user(i, domain) for i in range(start, end)]
+            records = [make_user(i, domain, namespace) for i in range(start, end)]
         else:
             version, rows = directory.live_slice(start, end)
             key = (props, start, end, expand, self.tenant_domain, directory.epoch, version)
-            records = [make_user(i, domain) if record is None else record for i, record in rows]
+            records = [make_user(i, domain, namespace) if record is None else record for i, record in rows]
         if props == USER_PROPERTIES and not expand:  # the records themselves, but for what follows those keys
             width = len(USER_PROPERTIES)
             users = [record if len(record) == width else select(record, props) for record in records]

@@ -81,6 +81,10 @@ class ManagedIdentityEndpoint:
         """The ``iss`` of token-exchange tokens: ``{authority}/{tenant}/v2.0``."""
         return f"{self._authority_host()}/{self.tenant_id}/v2.0"
 
+    def tenant_of(self, request: Request) -> str | None:
+        """None: this service lives in the home tenant only, so fault rules cannot scope it to a tenant."""
+        return None
+
     def page_of(self, request: Request) -> int | None:
         return None
 

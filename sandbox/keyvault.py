@@ -233,6 +233,10 @@ class KeyVault:
 
     # --- HTTP -----------------------------------------------------------------------------------
 
+    def tenant_of(self, request: Request) -> str | None:
+        """None: this service lives in the home tenant only, so fault rules cannot scope it to a tenant."""
+        return None
+
     def page_of(self, request: Request) -> int | None:
         return None
 

@@ -23,6 +23,7 @@ class RequestRecord:
     status: int | None    # None when the connection was dropped by a fault
     fault: str | None     # description of the fault rule applied, if any
     page: int | None = None   # Graph only: page number, 1 for the first
+    tenant: str | None = None  # Entra and Graph: the tenant id it was for (path / token ``tid``), if known
     at: float = 0.0       # time.time() when the request arrived
     duration_ms: float = 0.0
 
@@ -46,10 +47,12 @@ class RequestLog:
         with self._lock:
             self._records.append(record)
 
-    def entries(self, service: str | None = None) -> list[RequestRecord]:
-        """A snapshot copy, optionally for one service only."""
+    def entries(self, service: str | None = None, *, tenant: str | None = None) -> list[RequestRecord]:
+        """A snapshot copy, optionally for one service and/or one tenant id only."""
+        wanted = tenant.lower() if tenant is not None else None
         with self._lock:
-            return [r for r in self._records if service is None or r.service == service]
+            return [r for r in self._records if (service is None or r.service == service)
+                    and (wanted is None or r.tenant == wanted)]
 
     def count(self, service: str | None = None, *, status: int | None = None) -> int:
         return sum(1 for r in self.entries(service) if status is None or r.status == status)

@@ -91,6 +91,11 @@ class Service(Protocol):
         """Graph's page number (1 for the first) for fault rules; None for other services."""
         ...
 
+    def tenant_of(self, request: Request) -> str | None:
+        """The tenant id a request is for (Entra: its path's tenant; Graph: its token's ``tid``), for fault rules
+        and the request log; None where the service has no tenants or cannot tell."""
+        ...
+
     # Graph only: ``fault_page(request, response, rule) -> Response`` applies a page action
     # (value / repeat_user / pad / chunked / skip_next, see faults.PAGE_ACTIONS) to a normal page.
 
@@ -135,7 +140,8 @@ class _Handler(BaseHTTPRequestHandler):
             page = service.page_of(request)
         except Exception:  # a malformed request is the service's business, not the fault plan's
             page = None
-        rule = srv.faults.take(service.name, number, split.path, page)
+        tenant = service.tenant_of(request)
+        rule = srv.faults.take(service.name, number, split.path, page, tenant)
 
         response: Response | None = None
         if rule is None or rule.action != "drop":
@@ -149,7 +155,7 @@ class _Handler(BaseHTTPRequestHandler):
         srv.request_log.append(RequestRecord(
             service=service.name, number=number, method=self.command, path=split.path,
             status=response.status if response is not None else None,
-            fault=rule.describe() if rule is not None else None, page=page, at=at,
+            fault=rule.describe() if rule is not None else None, page=page, tenant=tenant, at=at,
             duration_ms=(time.perf_counter() - started) * 1000.0))
         if response is None:
             self._drop()

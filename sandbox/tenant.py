@@ -22,6 +22,8 @@ TENANT_DOMAIN = "contoso.onmicrosoft.com"
 #: Namespace for user ids, so ids are stable across runs and machines.
 _ID_NAMESPACE = uuid.UUID("6f1c1d5e-2f43-4a55-9c57-3d1f1f0b7a10")
 _ID_NAMESPACE_BYTES = _ID_NAMESPACE.bytes
+#: The home tenant's user id namespace (the default of :func:`user_id` and :func:`make_user`).
+HOME_NAMESPACE = _ID_NAMESPACE_BYTES
 
 #: Graph's default property set for ``GET /users`` without ``$select``, in Graph's order.
 DEFAULT_PROPERTIES: tuple[str, ...] = (
@@ -162,26 +164,33 @@ _CREATED_BASE = 1546300800
 _CREATED_SPAN = 6 * 365 * 86400
 
 
-def user_id(i: int) -> str:
-    """The deterministic object id of user ``i``: ``str(uuid.uuid5(_ID_NAMESPACE, str(i)))``.
+def id_namespace(tenant_id: str) -> bytes:
+    """The user id namespace of a customer tenant: its own, derived from its tenant id, so no user id of one
+    tenant is a user id of another (the home tenant keeps the default namespace, and its ids as they were)."""
+    return uuid.uuid5(_ID_NAMESPACE, f"tenant:{tenant_id.lower()}").bytes
+
+
+def user_id(i: int, namespace: bytes = _ID_NAMESPACE_BYTES) -> str:
+    """The deterministic object id of user ``i``: ``str(uuid.uuid5(namespace, str(i)))``, by default in the
+    home tenant's namespace (:func:`id_namespace` gives a customer tenant's).
 
     Computed directly from SHA-1 because it is about twice as fast as building UUID objects, and
     this runs once per served user.
     """
-    h = bytearray(hashlib.sha1(_ID_NAMESPACE_BYTES + str(i).encode("ascii")).digest()[:16])
+    h = bytearray(hashlib.sha1(namespace + str(i).encode("ascii")).digest()[:16])
     h[6] = (h[6] & 0x0F) | 0x50  # version 5
     h[8] = (h[8] & 0x3F) | 0x80  # RFC 4122 variant
     x = h.hex()
     return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
 
 
-def make_user(i: int, tenant_domain: str = TENANT_DOMAIN) -> dict[str, Any]:
+def make_user(i: int, tenant_domain: str = TENANT_DOMAIN, namespace: bytes = _ID_NAMESPACE_BYTES) -> dict[str, Any]:
     """User number ``i`` (0-based) with every property in :data:`USER_PROPERTIES`, in that order, then its
     manager's id as ``manager`` if it has one (:func:`manager_index`; Graph serves it only as a
     relationship) and the directory extensions set on it (:func:`extensions_of`).
 
-    Proportions: ``i % 10 == 3`` is a guest (10%); ``i % 40`` in (7, 13) is disabled (5%); members are
-    hybrid-synced when ``i % 3 == 0`` (onPremisesSyncEnabled true) and cloud-only otherwise (null).
+    Its id and its manager's are in ``namespace`` (:func:`user_id`). Proportions: ``i % 10 == 3`` is a guest
+    (10%); ``i % 40`` in (7, 13) is disabled (5%); members are hybrid-synced when ``i % 3 == 0`` (onPremisesSyncEnabled true) and cloud-only otherwise (null).
     """
     given, given_ascii = _GIVEN[i % len(_GIVEN)]
     surname, surname_ascii = _SURNAME[(i // len(_GIVEN) + i * 7) % len(_SURNAME)]
@@ -193,7 +202,7 @@ def make_user(i: int, tenant_domain: str = TENANT_DOMAIN) -> dict[str, Any]:
     if guest:
         home = _GUEST_DOMAINS[(i // 10) % len(_GUEST_DOMAINS)]
         return {
-            "id": user_id(i),
+            "id": user_id(i, namespace),
             "userPrincipalName": f"{local}_{home}#EXT#@{tenant_domain}",
             "displayName": f"{given} {surname} (Guest)" if i % 4 else f"{given_ascii}.{surname_ascii}{i}@{home}",
             "givenName": given if i % 4 else None,
@@ -217,7 +226,7 @@ def make_user(i: int, tenant_domain: str = TENANT_DOMAIN) -> dict[str, Any]:
         }
     synced = i % 3 == 0
     user = {
-        "id": user_id(i),
+        "id": user_id(i, namespace),
         "userPrincipalName": f"{local}@{tenant_domain}",
         "displayName": f"{given} {surname}",
         "givenName": given,
@@ -241,7 +250,7 @@ def make_user(i: int, tenant_domain: str = TENANT_DOMAIN) -> dict[str, Any]:
     }
     manager = manager_index(i)
     if manager is not None:
-        user[MANAGER] = user_id(manager)
+        user[MANAGER] = user_id(manager, namespace)
     if i % 4 == 1:
         user.update(extensions_of(i, synced))
     return user
