@@ -139,7 +139,7 @@ def _work(args: argparse.Namespace) -> str:
     queue is a failure (exit 1), named in the one error line."""
     settings = _multi_tenant_settings(args, "work")
     queue, poison = worker.open_queues(settings)
-    report = worker.work(settings, queue, poison, retry_delay_s=args.retry_delay,
+    report = worker.work(settings, queue, poison, retry_delay_s=args.retry_delay, lease_s=args.lease,
                          on_line=lambda line: print(line, file=sys.stderr, flush=True))
     if report.poisoned:
         raise ExportError(f"{len(report.poisoned)} message(s) moved to {queues.poison_name(settings.export_queue)} "
@@ -296,6 +296,9 @@ def _parser() -> argparse.ArgumentParser:
             command.add_argument("--retry-delay", type=int, metavar="SECONDS", default=None,
                                  help="seconds before a failed message is tried again (default: host.json's "
                                       "visibilityTimeout)")
+            command.add_argument("--lease", type=int, metavar="SECONDS", default=worker.LEASE_S,
+                                 help="seconds a message being exported stays invisible to other workers; a killed "
+                                      f"worker's message comes back after them (default {worker.LEASE_S})")
         if name == "status":
             command.add_argument("--json", action="store_true", help="one JSON list instead of a line per tenant")
     return parser

@@ -76,15 +76,16 @@ class WorkReport:
 
 def work(settings: Settings, queue: QueueClient, poison: QueueClient, *, clients_for: ClientsFor = warm_clients,
          options: hostconfig.QueueOptions | None = None, retry_delay_s: int | None = None,
-         on_line: Callable[[str], None] = log.error, poll_s: float = 1.0) -> WorkReport:
+         on_line: Callable[[str], None] = log.error, poll_s: float = 1.0, lease_s: int = LEASE_S) -> WorkReport:
     """Process ``queue``'s messages until none is left (visible or waiting for its retry); ``on_line`` hears each
-    ``Export failed:`` line. ``retry_delay_s`` overrides host.json's visibilityTimeout (tests, impatient operators)."""
+    ``Export failed:`` line. ``retry_delay_s`` overrides host.json's visibilityTimeout (tests, impatient operators);
+    ``lease_s`` is how long a received message stays invisible (a killed worker's message comes back after it)."""
     options = options or hostconfig.queue_options()
     delay = options.visibility_timeout_s if retry_delay_s is None else retry_delay_s
     report = WorkReport()
     while True:
         with storage_errors(f"receiving from queue {queue.queue_name}", "nothing was received"):
-            message = queue.receive_message(visibility_timeout=LEASE_S)
+            message = queue.receive_message(visibility_timeout=lease_s)
         if message is None:
             if not _waiting(queue):
                 return report
