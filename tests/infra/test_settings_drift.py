@@ -24,6 +24,12 @@ NOT_SET_IN_AZURE = {
                     "CHECKPOINT_EVERY_PAGES", "CHECKPOINT_MAX_AGE_HOURS", "DELTA_MAX_CHANGES",
                     "USER_COUNT_TOLERANCE",
                     "PROGRESS_EVERY_SECONDS", "LIBRARY_LOG_LEVEL")},
+    # Issue 24 (many tenants): added by the exporter side before the Bicep has them; the infra engineer wires them
+    # in infra/main.bicep (EXPORT_QUEUE always, with the code's default, so that the queue trigger's %EXPORT_QUEUE%
+    # resolves; EXPORT_STORAGE__queueServiceUri always, so that its identity-based connection does) and removes
+    # them from here.
+    **{name: "not yet in the Bicep (issue 24, multi-tenant fan-out): to be wired by the infra side"
+       for name in ("TENANT_IDS", "EXPORT_QUEUE", "EXPORT_STORAGE__queueServiceUri")},
     "CLIENT_CERTIFICATE_SEND_X5C": "only for subject name + issuer authentication, which needs a certificate from a "
                                    "CA Entra ID trusts for that; the Key Vault certificate here is self-signed and "
                                    "its public key is registered on the app (deploy.sh), so the code default (false) "
