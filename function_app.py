@@ -105,6 +105,7 @@ def _export_message(text: str) -> None:
     library_logging(DEFAULT_LIBRARY_LOG_LEVEL)
     telemetry.configure()
     redact.install(logging.getLogger(), runs)
+    summary = None
     with _one_line_on_failure(""):
         settings = load_settings()
         library_logging(settings.library_log_level)
@@ -114,7 +115,8 @@ def _export_message(text: str) -> None:
             _, poison = worker.open_queues(settings)  # no attempt can process it: straight to poison, not retried
             poison.send_message(text)
             raise
-    runs.info(summary.line(), extra=summary.fields())
+    if summary is not None:  # None: the message was rejected, logged and moved to the poison queue
+        runs.info(summary.line(), extra=summary.fields())
 
 
 @contextlib.contextmanager

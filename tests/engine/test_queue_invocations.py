@@ -1,7 +1,6 @@
-"""Queue trigger invocations (TENANT_IDS) as the host sends them, through the engine, against the sandbox
-tenant and Azurite: the same layer as the timer's (tests/engine/host.py). The sandbox serves one tenant, so
-TENANT_IDS lists it; the many-tenant runs are the unit layer's (tests/unit/test_worker.py) until the
-multi-tenant sandbox is merged."""
+"""The timer's fan-out and queue trigger invocations (TENANT_IDS) as the host sends them, through the engine,
+against the sandbox tenant and Azurite's blobs and queues: the same layer as the timer's (tests/engine/host.py).
+TENANT_IDS lists the sandbox's home tenant (its many-tenant runs are tests/integration/test_tenants.py's)."""
 
 from __future__ import annotations
 
@@ -9,13 +8,12 @@ import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from azure.storage.queue import QueueClient, TextBase64DecodePolicy
 
 from graph_export.naming import FAILURE_BLOB, LATEST_BLOB
 from graph_export.queues import TenantSlot
 from graph_export.records import iso
 from tests.integration.helpers import blob_names
-
-NO_QUEUE = "QueueEndpoint=http://127.0.0.1:9/devstoreaccount1;"
 
 
 def a_slot(days_ago: int = 1) -> datetime:
@@ -33,10 +31,8 @@ def tenant_env(export_env, monkeypatch):
     tenant = export_env["TENANT_ID"].lower()
     monkeypatch.delenv("TENANT_ID")
     monkeypatch.setenv("TENANT_IDS", tenant)
-    # tests/conftest.py's Azurite serves blobs only: a queue endpoint where nothing listens (loopback) satisfies
-    # the settings; these tests never send to it.
-    monkeypatch.setenv("EXPORT_STORAGE", export_env["EXPORT_STORAGE"] + NO_QUEUE)
-    return {**export_env, "TENANT": tenant}
+    monkeypatch.setenv("EXPORT_QUEUE", f"q-{export_env['EXPORT_CONTAINER']}")
+    return {**export_env, "TENANT": tenant, "EXPORT_QUEUE": f"q-{export_env['EXPORT_CONTAINER']}"}
 
 
 def read_root(env, tenant, name):
@@ -71,12 +67,40 @@ def test_a_failing_message_fails_the_invocation_for_the_host_to_retry_with_one_l
     assert failure["slot"] == iso(slot) and failure["error"] == errors[0].message.removeprefix("Export failed: ")
 
 
-def test_the_timer_with_tenant_ids_names_a_queue_endpoint_it_lacks_in_one_line(worker, tenant_env, monkeypatch):
-    # tests/conftest.py's Azurite serves blobs only and its connection string has no QueueEndpoint: refused up
-    # front (otherwise the SDK would look for the account's queue service in Azure).
+def test_the_timer_fans_out_and_each_message_is_exported_by_the_queue_trigger(worker, tenant_env):
     from .host import timer_info
 
-    monkeypatch.setenv("EXPORT_STORAGE", tenant_env["EXPORT_STORAGE"])
+    slot = a_slot(3)
+    timer = timer_info(last=None, next_=f"{slot:%Y-%m-%dT%H:%M:%S}+00:00", last_updated=None)
+    run = worker.invoke(function(worker, "export_users"), timer)
+    assert run.status == "Success", run.exception
+    assert blob_names(tenant_env) == []  # the timer only enqueued
+    queue = QueueClient.from_connection_string(tenant_env["EXPORT_STORAGE"], tenant_env["EXPORT_QUEUE"],
+                                               message_decode_policy=TextBase64DecodePolicy())
+    texts = [str(m.content) for m in queue.receive_messages()]
+    assert texts == [TenantSlot(tenant_env["TENANT"], slot).to_text()]
+    exported = worker.invoke_queue(function(worker, "export_tenant"), texts[0])
+    assert exported.status == "Success", exported.exception
+    assert read_root(tenant_env, tenant_env["TENANT"], LATEST_BLOB)["slot"] == iso(slot)
+
+
+def test_a_message_no_attempt_can_process_goes_to_poison_and_the_invocation_succeeds(worker, tenant_env):
+    text = json.dumps({"tenant": "dddddddd-0000-4000-8000-00000000000d", "slot": "2026-01-01T02:00:00Z"})
+    run = worker.invoke_queue(function(worker, "export_tenant"), text)
+    assert run.status == "Success", run.exception  # not retried: the host would only fail it five times more
+    errors = [log for log in run.logs if log.level in ("Error", "Critical")]
+    assert len(errors) == 1 and "which TENANT_IDS does not list" in errors[0].message
+    poison = QueueClient.from_connection_string(tenant_env["EXPORT_STORAGE"], tenant_env["EXPORT_QUEUE"] + "-poison",
+                                                message_decode_policy=TextBase64DecodePolicy())
+    assert [str(m.content) for m in poison.receive_messages()] == [text]
+
+
+def test_the_timer_with_tenant_ids_names_a_queue_endpoint_it_lacks_in_one_line(worker, tenant_env, monkeypatch):
+    from .host import timer_info
+
+    blob_only = ";".join(part for part in tenant_env["EXPORT_STORAGE"].split(";")
+                         if not part.startswith("QueueEndpoint="))
+    monkeypatch.setenv("EXPORT_STORAGE", blob_only)
     run = worker.invoke(function(worker, "export_users"), timer_info(last=None, next_="", last_updated=None,
                                                                      status=False))
     assert run.status == "Failure"
