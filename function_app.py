@@ -1,4 +1,5 @@
-"""Azure Functions door: a timer that runs one export per schedule slot.
+"""Azure Functions door: a timer that runs one export per schedule slot; with TENANT_IDS, the timer fans the
+slot out (one queue message per tenant on EXPORT_QUEUE) and a queue trigger exports each tenant's slot.
 
 Binding and logging only; the work is in ``graph_export.export.run_export``. Settings are read at
 invocation time, not import time, so a misconfigured app still indexes and each failed run says
@@ -19,12 +20,15 @@ the export starts (``graph_export.threads``) carries the invocation's id too, se
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from datetime import datetime, timezone
+from typing import Iterator
 
 import azure.functions as func
 
-from graph_export import ExportError, load_settings, redact, run_export, telemetry, threads
+from graph_export import ExportError, load_settings, queues, redact, run_export, telemetry, threads, worker
+from graph_export.errors import MessageRejected
 from graph_export.naming import slot_from_schedule_status
 from graph_export.records import iso
 from graph_export.settings import DEFAULT_LIBRARY_LOG_LEVEL
@@ -73,18 +77,62 @@ def _export(timer: func.TimerRequest) -> None:
     slot = slot_from_schedule_status(timer.schedule_status, now)
     if timer.past_due:
         logging.warning("Timer is past due: running the missed slot %s now (%s).", slot.isoformat(), now.isoformat())
-    try:
+    with _one_line_on_failure(iso(slot)):
         settings = load_settings()
         library_logging(settings.library_log_level)
+        if settings.tenant_ids:  # many tenants: one message each; the queue trigger exports them
+            queue, _ = worker.open_queues(settings)
+            queues.fan_out(queue, settings.tenant_ids, slot)
+            return
         summary = run_export(settings, slot)
+    runs.info(summary.line(), extra=summary.fields())
+
+
+# TENANT_IDS: one tenant's slot per message. The host retries a failed message (host.json extensions.queues:
+# maxDequeueCount attempts, visibilityTimeout apart) and then moves it to <EXPORT_QUEUE>-poison; a message no
+# attempt can process is moved there at once. Without TENANT_IDS the queue is never written, so this never runs.
+@app.queue_trigger(arg_name="message", queue_name="%EXPORT_QUEUE%", connection="EXPORT_STORAGE")
+def export_tenant(message: func.QueueMessage, context: func.Context) -> None:
+    """Export the tenant and slot one fan-out message names."""
+    def carry_invocation_id() -> None:
+        context.thread_local_storage.invocation_id = context.invocation_id
+
+    with threads.on_start(carry_invocation_id):
+        _export_message(message.get_body().decode("utf-8", errors="replace"))
+
+
+def _export_message(text: str) -> None:
+    library_logging(DEFAULT_LIBRARY_LOG_LEVEL)
+    telemetry.configure()
+    redact.install(logging.getLogger(), runs)
+    summary = None
+    with _one_line_on_failure(""):
+        settings = load_settings()
+        library_logging(settings.library_log_level)
+        try:
+            summary = worker.process(settings, text)
+        except MessageRejected:
+            _, poison = worker.open_queues(settings)  # no attempt can process it: straight to poison, not retried
+            queues.send_text(poison, text)
+            raise
+    if summary is not None:  # None: the message was rejected, logged and moved to the poison queue
+        runs.info(summary.line(), extra=summary.fields())
+
+
+@contextlib.contextmanager
+def _one_line_on_failure(slot: str) -> Iterator[None]:
+    """One ``Export failed:`` line for the log and the failure alert, then re-raised (redacted) so the host counts
+    the invocation as failed and retries it; a rejected message is logged and swallowed (it is in poison now)."""
+    try:
+        yield
+    except MessageRejected as exc:
+        runs.error("Export failed: %s", exc, extra=telemetry.failure_fields(exc, slot))
     except ExportError as exc:
-        # One actionable line for the log and the failure alert; re-raised so the run counts as failed.
-        runs.error("Export failed: %s", exc, extra=telemetry.failure_fields(exc, iso(slot)))
+        runs.error("Export failed: %s", exc, extra=telemetry.failure_fields(exc, slot))
         redact.scrub_exception(exc)  # the host shows its text and traceback
         raise
     except Exception as exc:  # a bug or an unmapped failure: still one line, then the host's traceback
         runs.error("Export failed: unexpected %s; nothing was published. Report it with this "
-                   "invocation's traceback.", type(exc).__name__, extra=telemetry.failure_fields(exc, iso(slot)))
+                   "invocation's traceback.", type(exc).__name__, extra=telemetry.failure_fields(exc, slot))
         redact.scrub_exception(exc)  # the host shows its text and traceback (a URL's query, say): redacted
         raise
-    runs.info(summary.line(), extra=summary.fields())

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -14,12 +15,13 @@ from typing import Callable, Sequence
 
 from tqdm import tqdm
 
-from . import naming, redact, tenant_properties, verify
+from . import failures, naming, queues, redact, status, tenant_properties, tenant_root, verify, worker
 from .clients import warm_clients
 from .errors import ConfigError, ExportError
 from .export import run_export
 from .progress import Snapshot
-from .settings import load_settings, load_storage_settings
+from .records import iso
+from .settings import TENANTS_PREFIX, Settings, load_settings, load_storage_settings, load_tenant_ids
 from .transport import RetryBudget
 
 log = logging.getLogger("graph_export")
@@ -32,6 +34,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _one_line_on_failure(lambda: _verify(args), args.debug, "the export was not fully verified")
     if args.command == "properties":
         return _one_line_on_failure(lambda: _properties(args), args.debug, "nothing was listed")
+    if args.command == "fan-out":
+        return _one_line_on_failure(lambda: _fan_out(args), args.debug, "some tenants may have no message")
+    if args.command == "work":
+        return _one_line_on_failure(lambda: _work(args), args.debug, "the message being exported is retried")
+    if args.command == "status":
+        return _one_line_on_failure(lambda: _status(args), args.debug, "nothing was read")
     return _one_line_on_failure(lambda: _run(args), args.debug, "nothing was published for this run")
 
 
@@ -63,7 +71,16 @@ def _run(args: argparse.Namespace) -> str:
     if args.settings:
         apply_settings_file(args.settings)
     settings = load_settings()
+    if args.tenant:
+        settings = settings.for_tenant(args.tenant)
     slot = _parse_slot(args.slot) if args.slot else None
+    kept = failures.kept(tenant_root.under(warm_clients(settings).state_container(), settings.tenant_root),
+                         slot or datetime.now(timezone.utc)) if args.tenant else contextlib.nullcontext()
+    with kept:
+        return _run_one(args, settings, slot)
+
+
+def _run_one(args: argparse.Namespace, settings: Settings, slot: datetime | None) -> str:
     if args.quiet:
         summary = run_export(settings, slot, force=args.force, on_progress=_silent)
     elif sys.stderr.isatty():
@@ -81,6 +98,8 @@ def _verify(args: argparse.Namespace) -> str:
     if args.settings:
         apply_settings_file(args.settings)
     settings = load_storage_settings()  # no Graph or Key Vault settings needed: a consumer can run it
+    if args.tenant:
+        settings = settings.for_tenant(args.tenant)
     slot = _parse_verify_slot(args.slot) if args.slot else None
     report = verify.run(settings, slot=slot, every=args.all, echo=lambda line: print(line, flush=True))
     report.raise_if_failed()
@@ -95,6 +114,51 @@ def _properties(args: argparse.Namespace) -> str:
     with warm_clients(settings).graph_users(RetryBudget(settings.graph_retries_per_run)) as graph:
         extensions = tenant_properties.user_extensions(graph, args.app)
     return tenant_properties.report(extensions, args.app)
+
+
+def _multi_tenant_settings(args: argparse.Namespace, command: str) -> Settings:
+    if args.settings:
+        apply_settings_file(args.settings)
+    settings = load_settings()
+    if not settings.tenant_ids:
+        raise ConfigError(f"{command} needs TENANT_IDS (the tenants to fan out to); with one tenant, use run.")
+    return settings
+
+
+def _fan_out(args: argparse.Namespace) -> str:
+    """``fan-out``: one message per tenant of TENANT_IDS for the slot (default: now) on EXPORT_QUEUE."""
+    settings = _multi_tenant_settings(args, "fan-out")
+    slot = _parse_slot(args.slot) if args.slot else naming.normalize_slot(datetime.now(timezone.utc))
+    queue, _ = worker.open_queues(settings)
+    sent = queues.fan_out(queue, settings.tenant_ids, slot)
+    return json.dumps({"queue": settings.export_queue, "slot": iso(slot), "tenants": [m.tenant for m in sent]})
+
+
+def _work(args: argparse.Namespace) -> str:
+    """``work``: the queue trigger's loop, here, until EXPORT_QUEUE is empty; a message moved to the poison
+    queue is a failure (exit 1), named in the one error line."""
+    settings = _multi_tenant_settings(args, "work")
+    queue, poison = worker.open_queues(settings)
+    report = worker.work(settings, queue, poison, retry_delay_s=args.retry_delay, lease_s=args.lease,
+                         on_line=lambda line: print(line, file=sys.stderr, flush=True))
+    if report.poisoned:
+        raise ExportError(f"{len(report.poisoned)} message(s) moved to {queues.poison_name(settings.export_queue)} "
+                          f"after failing (tenants {', '.join(report.poisoned)}); the other tenants were exported: "
+                          "fix the cause shown in their Export failed: lines and fan out again.")
+    return json.dumps(report.as_dict())
+
+
+def _status(args: argparse.Namespace) -> str:
+    """``status``: per tenant of TENANT_IDS (or the one tenant), the latest published slot, its users, a newer failure."""
+    if args.settings:
+        apply_settings_file(args.settings)
+    env_tenants = load_tenant_ids()
+    _, state = verify.open_containers(load_storage_settings())
+    tenants = [(t, f"{TENANTS_PREFIX}{t}/") for t in env_tenants] or [("(single tenant)", "")]
+    standings = [status.of_tenant(state, tenant, root) for tenant, root in tenants]
+    if args.json:
+        return json.dumps([s.as_dict() for s in standings])
+    return "\n".join(s.line() for s in standings)
 
 
 def _parse_verify_slot(text: str) -> datetime:
@@ -179,6 +243,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="schedule slot to export as (ISO 8601, UTC; from 2000 to 5 minutes past now); default: now")
     run.add_argument("--force", action="store_true",
                      help="export the slot again even if it was already exported, ignoring any checkpoint")
+    run.add_argument("--tenant", metavar="TENANT_ID",
+                     help="with TENANT_IDS: export this one tenant (its exports are under tenants/<id>/)")
     _with_debug(run)
     run.add_argument("--quiet", action="store_true",
                      help="no progress (a live display on a terminal, else a line every PROGRESS_EVERY_SECONDS)")
@@ -193,6 +259,8 @@ def _parser() -> argparse.ArgumentParser:
     which.add_argument("--slot", metavar="TIME", help="verify this slot (ISO 8601, UTC) instead of latest.json's")
     which.add_argument("--all", action="store_true",
                        help="verify every slot that has a pointer, latest.json, and warn of blobs no pointer reaches")
+    check.add_argument("--tenant", metavar="TENANT_ID",
+                       help="verify one tenant's export of a TENANT_IDS deployment (below tenants/<id>/)")
     _with_debug(check)
     listing = commands.add_parser(
         "properties", help="list what USER_PROPERTIES can select in this tenant",
@@ -204,6 +272,31 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--app", action="append", default=[], metavar="APP_ID",
                          help="list only the extensions of this app registration (Application (client) ID); repeatable")
     _with_debug(listing)
+    for name, help_text, description in (
+            ("fan-out", "TENANT_IDS: enqueue one message per tenant for a slot on EXPORT_QUEUE",
+             "Send one message per tenant of TENANT_IDS ({\"tenant\", \"slot\"}) to EXPORT_QUEUE, as the timer does at "
+             "each slot; the queue-triggered function (or `work`) exports each. A slot already published is skipped."),
+            ("work", "TENANT_IDS: process EXPORT_QUEUE's messages here until it is empty",
+             "What the queue trigger does in Azure, locally: export each message's tenant and slot, delete it on "
+             "success, retry a failure after host.json's visibilityTimeout, and move it to <queue>-poison after "
+             "maxDequeueCount attempts."),
+            ("status", "each tenant's latest published slot, its users, and a newer failure",
+             "Per tenant of TENANT_IDS (or the one tenant without it): the latest published slot, its user count, "
+             "and the last failure if it is newer. Needs only the storage settings and TENANT_IDS.")):
+        command = commands.add_parser(name, help=help_text, description=description)
+        _with_settings_file(command)
+        _with_debug(command)
+        if name == "fan-out":
+            command.add_argument("--slot", metavar="TIME", help="the slot to fan out (ISO 8601, UTC); default: now")
+        if name == "work":
+            command.add_argument("--retry-delay", type=int, metavar="SECONDS", default=None,
+                                 help="seconds before a failed message is tried again (default: host.json's "
+                                      "visibilityTimeout)")
+            command.add_argument("--lease", type=int, metavar="SECONDS", default=worker.LEASE_S,
+                                 help="seconds a message being exported stays invisible to other workers; a killed "
+                                      f"worker's message comes back after them (default {worker.LEASE_S})")
+        if name == "status":
+            command.add_argument("--json", action="store_true", help="one JSON list instead of a line per tenant")
     return parser
 
 

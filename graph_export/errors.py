@@ -30,6 +30,11 @@ class ConfigError(ExportError):
     exit_code = 2
 
 
+class MessageRejected(ConfigError):
+    """A queue message no attempt can ever process (not JSON, a tenant not in TENANT_IDS, a bad slot): it goes
+    straight to the poison queue instead of being retried."""
+
+
 class AuthError(ExportError):
     """Key Vault or Entra ID refused us: missing secret, no vault access, wrong or expired secret."""
 

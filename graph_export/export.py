@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Iterator
 
-from . import checkpoint, completeness, delta, graph, naming, publish
+from . import checkpoint, completeness, delta, graph, naming, publish, tenant_root
 from .clients import Clients, warm_clients
 from .errors import ConfigError, IncompleteExport, PageLinkRejected, SlotBusyError, StorageError
 from .lease import SlotLease
@@ -54,8 +54,14 @@ def run_export(settings: Settings, slot: datetime | None = None, *, force: bool 
         slot = naming.check_slot(slot or started, started)
     except ValueError as why:  # our own message, complete: nothing underneath to keep
         raise ConfigError(f"The slot to export is not usable: {why}.") from None
+    if settings.tenant_ids and not settings.tenant_id:
+        raise ConfigError("TENANT_IDS is set: export one tenant at a time (python -m graph_export run --tenant <id>, "
+                          "or fan-out and work).")
     clients = clients or warm_clients(settings)
-    store = SlotStore(clients.container(), clients.state_container(), slot, settings.container)
+    # One tenant's root (tenants/<id>/ with TENANT_IDS), applied here once: every name below is relative to it.
+    root = settings.tenant_root
+    store = SlotStore(tenant_root.under(clients.container(), root), tenant_root.under(clients.state_container(), root),
+                      slot, settings.container)
     if not force:
         before = publish.standing(store)
         if before.pointer and before.manifest and not publish.unfinished(store, before.pointer, before.manifest,
@@ -120,7 +126,7 @@ def _delta_slot(run: SlotRun, force: bool) -> _Exported:
 def _from_changes(run: SlotRun, base: delta.Base) -> _Exported:
     """The changes since ``base`` and the snapshot they make, both committed (changes first); FallBack
     when the slot cannot be made so, before anything is committed."""
-    with _starting_over_if_incomplete(run), GzipBlobWriter(run.blob(run.names.changes)) as feed, \
+    with _starting_over_if_incomplete(run), GzipBlobWriter(run.blob(run.names.changes), name=run.names.changes) as feed, \
             open_files(run.settings, run.exports, run.names) as writer:
         made = delta.make_snapshot(run, base, writer, feed)
         completeness.check(made.count, writer.jsonl.users)  # before any file of the run is committed

@@ -17,6 +17,8 @@ from typing import Any, Mapping
 LATEST_BLOB = "users/latest.json"
 #: Where the next delta slot starts (``records.DeltaState``).
 DELTA_STATE_BLOB = "state/delta.json"
+#: The last failure of a tenant's export (``records.FailureRecord``), for ``status``.
+FAILURE_BLOB = "state/failure.json"
 
 #: A scheduled time further ahead than this is not the current occurrence (clock skew allowance).
 FUTURE_TOLERANCE = timedelta(minutes=5)

@@ -345,6 +345,25 @@ class LatestPointer:
 
 
 @dataclass(frozen=True)
+class FailureRecord:
+    """``state/failure.json``: the last failed export of a tenant's slot, for ``status``: when, which slot, and
+    the one redacted line of the failure (never a secret: the line is the ExportError's, redacted again)."""
+
+    slot: datetime
+    failed: datetime
+    error: str
+    exit_code: int
+
+    def to_document(self) -> dict[str, Any]:
+        return {"slot": iso(self.slot), "failed": iso(self.failed), "error": self.error, "exit_code": self.exit_code}
+
+    @classmethod
+    def parse(cls, document: Any) -> "FailureRecord":
+        f = Fields(document, "failure.json")
+        return cls(slot=f.time("slot"), failed=f.time("failed"), error=f.text("error"), exit_code=f.count("exit_code"))
+
+
+@dataclass(frozen=True)
 class DeltaState:
     """``state/delta.json``: where the next delta slot starts. Advanced only when a slot publishes.
 

@@ -14,6 +14,7 @@ README's settings table and the Bicep app settings are checked against :data:`SE
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -93,6 +94,7 @@ _GUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 _DOMAIN = re.compile(r"^(?=.{4,253}$)([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\.)+[a-zA-Z]{2,63}$")
 _SECRET_NAME = re.compile(r"^[0-9a-zA-Z-]{1,127}$")
 _CONTAINER = re.compile(r"^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$")
+_QUEUE = re.compile(r"^(?=.{3,56}$)[a-z0-9]+(-[a-z0-9]+)*$")
 _PROPERTY = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")  # extension names have underscores
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:\S+$")
 _MULTI_TENANT_ALIASES = {"common", "organizations", "consumers"}
@@ -129,6 +131,32 @@ def _tenant(name: str, text: str, problems: list[str]) -> str:
                         "not a multi-tenant alias")
     elif not (_GUID.match(text) or _DOMAIN.match(text)):
         problems.append(f"{name} is '{text}': expected a GUID or a domain such as contoso.onmicrosoft.com")
+    return text
+
+
+def _tenant_ids(name: str, text: str, problems: list[str]) -> tuple[str, ...]:
+    """Comma-separated tenant GUIDs, lower-cased and de-duplicated in their order. GUIDs only, not domains:
+    each id names its tenant's root in storage (``tenants/<id>/``), which must not change when a domain does."""
+    ids: dict[str, None] = {}
+    bad: list[str] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        (ids.__setitem__(part.lower(), None) if _GUID.match(part) else bad.append(part))
+    if bad:
+        problems.append(f"{name} has {', '.join(repr(b) for b in bad)}: expected comma-separated directory "
+                        "(tenant) ID GUIDs")
+    if text.strip() and not ids and not bad:
+        problems.append(f"{name} names no tenant: give comma-separated directory (tenant) ID GUIDs, or unset it")
+    return tuple(ids)
+
+
+def _queue(name: str, text: str, problems: list[str]) -> str:
+    # Azure's queue name rules (3-63 lowercase letters, digits, single hyphens), less the 7 characters of
+    # the "-poison" suffix the Functions host appends for the poison queue.
+    if not _QUEUE.match(text):
+        problems.append(f"{name} is '{text}': queue names are 3-56 lowercase letters, digits and single hyphens "
+                        "(the host adds '-poison' for the poison queue, and a queue name has at most 63)")
     return text
 
 
@@ -320,7 +348,8 @@ def _user_properties(setting: str, raw: str, problems: list[str]) -> tuple[str, 
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("TENANT_ID", True, None, "tenant_id", _tenant, "Directory (tenant) ID GUID or verified domain of the tenant to export."),
+    Setting("TENANT_ID", True, None, "tenant_id", _tenant, "Directory (tenant) ID GUID or verified domain of the tenant to export (not needed when `TENANT_IDS` is set)."),
+    Setting("TENANT_IDS", False, None, "tenant_ids", _tenant_ids, "Comma-separated directory (tenant) ID GUIDs of every tenant to export with the one multi-tenant app registration (consented in each). The timer then enqueues one message per tenant on `EXPORT_QUEUE` and a queue-triggered function exports each; each tenant's exports and state live under `tenants/<tenant-id>/`. Unset: one tenant, `TENANT_ID`, at the container's root. See Many tenants."),
     Setting("CLIENT_ID", True, None, "client_id", _client_id, "Application (client) ID of the app registration that has User.Read.All."),
     Setting("KEY_VAULT_URL", True, None, "key_vault_url", _optional_https_url, "Vault holding the client secret or certificate, e.g. `https://kv-name.vault.azure.net/` (not needed when `CLIENT_CREDENTIAL=federated`)."),
     Setting("CLIENT_CREDENTIAL", False, "secret", "client_credential", _one_of(CredentialKind), "How the app registration proves itself to Entra ID: `secret` (client secret in Key Vault), `certificate` (Key Vault certificate) or `federated` (the function's user-assigned managed identity; no secret at all). See Choosing a credential."),
@@ -334,8 +363,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("GRAPH_ENDPOINT", False, "https://graph.microsoft.com", "graph_endpoint", _https_url, "Microsoft Graph base URL, without `/v1.0`."),
     Setting("EXPORT_STORAGE", False, None, "", None, "Storage connection string (`UseDevelopmentStorage=true` for Azurite). Set this or the next one; if neither, `AzureWebJobsStorage` / `AzureWebJobsStorage__blobServiceUri` is used."),
     Setting("EXPORT_STORAGE__blobServiceUri", False, None, "", None, "Blob service URI for identity-based access (DefaultAzureCredential), the Functions convention."),
+    Setting("EXPORT_STORAGE__queueServiceUri", False, None, "", None, "`TENANT_IDS` with `EXPORT_STORAGE__blobServiceUri`: the queue service URI of the same account (the queue trigger's identity-based connection reads it too)."),
     Setting("EXPORT_CONTAINER", False, "graph-exports", "container", _container, "Blob container for exports; created if missing."),
     Setting("EXPORT_STATE_CONTAINER", False, None, "state_container_name", _optional_container, "Blob container for what changes between runs (`users/latest.json`, slot pointers, locks, checkpoints, delta state); default: `EXPORT_CONTAINER`. Set it to another container to keep the export container under an immutability (WORM) policy; created if missing."),
+    Setting("EXPORT_QUEUE", False, "graph-export-tenants", "export_queue", _queue, "`TENANT_IDS`: the Storage queue (in the export storage account) that carries one message per tenant and slot; created if missing. Failed messages end in `<name>-poison` after host.json's `maxDequeueCount` attempts."),
     Setting("EXPORT_SCHEDULE", False, "0 0 2 * * *", "schedule", _schedule, "NCRONTAB schedule (6 fields, seconds first, UTC) read by the timer trigger binding; checked as the host reads it, and one that never fires is refused."),
     Setting("USER_PROPERTIES", False, ",".join(DEFAULT_USER_PROPERTIES), "user_properties", _user_properties, "Comma-separated Graph user properties to `$select` (at least one), resolved to Graph's spelling, which the export's keys, CSV header and manifest use (`Department` is `department`; names differing only in case are one property); `id` is always included, first. A name that is not a v1.0 user property is an error naming the closest one; `manager` exports each user's manager as `{\"id\": …}` (null without one; pages of 100 users); directory extensions (`extension_<appId>_<name>`, null for a user who does not have one) and schema extensions are passed on, and must match Graph's case (`python -m graph_export properties` lists the tenant's)."),
     Setting("RETRY_BACKOFF_BASE_SECONDS", False, "1", "retry_backoff_base_s", _between(0.0, 60.0), "Base of the exponential backoff between retries of Graph, Key Vault and Blob requests (a `Retry-After` from Graph always wins)."),
@@ -355,6 +386,8 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 _DEFAULTS = {s.name: s.default for s in SETTINGS}
+#: What every tenant's root starts with under TENANT_IDS (``Settings.tenant_root``).
+TENANTS_PREFIX = "tenants/"
 #: The libraries' log level until LIBRARY_LOG_LEVEL has been read (the function sets it before loading settings).
 DEFAULT_LIBRARY_LOG_LEVEL = _log_level("LIBRARY_LOG_LEVEL", _DEFAULTS["LIBRARY_LOG_LEVEL"] or "", [])
 # What reading the published export back needs (load_storage_settings), besides the storage pair.
@@ -369,6 +402,8 @@ class StorageTarget:
     connection_string: str | None = None
     blob_service_uri: str | None = None
     source: str = ""  # the setting it came from, for messages
+    #: With ``blob_service_uri``: the same account's queue service (EXPORT_STORAGE__queueServiceUri), if set.
+    queue_service_uri: str | None = None
 
     def __repr__(self) -> str:
         # A connection string may carry an account key or a SAS, a URI a SAS query: never print them.
@@ -389,10 +424,19 @@ class StorageSettings:
     state_container_name: str | None
     retry_backoff_base_s: float
     managed_identity_client_id: str | None
+    #: Where one tenant's export lives in both containers (``tenants/<id>/``, :meth:`for_tenant`); "" the root.
+    tenant_root: str
 
     @property
     def state_container(self) -> str:
         return self.state_container_name or self.container
+
+    def for_tenant(self, tenant: str) -> "StorageSettings":
+        """The same storage, read at one tenant's root (``verify --tenant``); ConfigError unless a tenant GUID."""
+        tenant = tenant.strip().lower()
+        if not _GUID.match(tenant):
+            raise ConfigError(f"--tenant is '{tenant}': expected a directory (tenant) ID GUID, as in TENANT_IDS.")
+        return dataclasses.replace(self, tenant_root=f"{TENANTS_PREFIX}{tenant}/")
 
 
 @dataclass(frozen=True)
@@ -405,6 +449,8 @@ class Settings:
     """
 
     tenant_id: str
+    #: TENANT_IDS: every tenant to export; empty: the one tenant of TENANT_ID, at the container's root.
+    tenant_ids: tuple[str, ...]
     client_id: str
     key_vault_url: str
     client_credential: CredentialKind
@@ -420,6 +466,7 @@ class Settings:
     container: str
     #: Where the mutable records live (EXPORT_STATE_CONTAINER); None: in ``container``.
     state_container_name: str | None
+    export_queue: str
     schedule: str
     user_properties: tuple[str, ...]
     retry_backoff_base_s: float
@@ -449,7 +496,28 @@ class Settings:
         return StorageSettings(storage=self.storage, container=self.container,
                                state_container_name=self.state_container_name,
                                retry_backoff_base_s=self.retry_backoff_base_s,
-                               managed_identity_client_id=self.managed_identity_client_id)
+                               managed_identity_client_id=self.managed_identity_client_id,
+                               tenant_root=self.tenant_root)
+
+    @property
+    def tenant_root(self) -> str:
+        """Where this tenant's exports and state live in both containers: ``tenants/<id>/`` with TENANT_IDS
+        (:meth:`for_tenant`), the container's root ("") for the one tenant of TENANT_ID."""
+        return f"{TENANTS_PREFIX}{self.tenant_id}/" if self.tenant_ids and self.tenant_id else ""
+
+    def for_tenant(self, tenant: str) -> "Settings":
+        """The settings of one tenant of TENANT_IDS: the whole pipeline stays single-tenant inside.
+
+        ConfigError if TENANT_IDS does not list it (or is unset: then there is only TENANT_ID's tenant).
+        """
+        tenant = tenant.strip().lower()
+        if not self.tenant_ids:
+            raise ConfigError(f"Tenant '{tenant}' was asked for, but TENANT_IDS is not set: this app exports "
+                              "only TENANT_ID's tenant (drop --tenant, or set TENANT_IDS).")
+        if tenant not in self.tenant_ids:
+            raise ConfigError(f"Tenant '{tenant}' is not one of TENANT_IDS: add it there (and consent the app "
+                              "in it) or check the id.")
+        return dataclasses.replace(self, tenant_id=tenant)
 
     @property
     def authority(self) -> str:
@@ -495,6 +563,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     values = _read(SETTINGS, text, problems)
     _between_settings(values, text, problems)
     values["storage"] = _storage_target(env, problems)
+    _tenants_and_queue(values, problems)
     # ... and is not also "missing".
     problems = [p for p in problems if not p.startswith(tuple(f"{n} is missing" for n in placeholders))]
     if problems:
@@ -515,9 +584,20 @@ def load_storage_settings(env: Mapping[str, str] | None = None) -> StorageSettin
     values = _read(_STORAGE_ROWS, text, problems)
     _one_state_container(values)
     values["storage"] = _storage_target(env, problems)
+    values["tenant_root"] = ""
     if problems:
         raise ConfigError("Invalid settings: " + "; ".join(problems) + ".")
     return StorageSettings(**values)
+
+
+def load_tenant_ids(env: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """TENANT_IDS alone, validated as :func:`load_settings` does (``status`` needs nothing else of Graph's)."""
+    env = os.environ if env is None else env
+    problems: list[str] = []
+    tenants = _tenant_ids("TENANT_IDS", (env.get("TENANT_IDS") or "").strip(), problems)
+    if problems:
+        raise ConfigError("Invalid settings: " + "; ".join(problems) + ".")
+    return tenants
 
 
 def _read(rows: Iterable[Setting], text: Callable[[str], str], problems: list[str]) -> dict[str, Any]:
@@ -546,6 +626,41 @@ def _between_settings(values: dict[str, Any], text: Callable[[str], str], proble
         if untracked:
             problems.append(f"USER_PROPERTIES holds {', '.join(untracked)}, which Graph does not track in "
                             "users/delta: remove it or set EXPORT_MODE=full")
+
+
+def _tenants_and_queue(values: dict[str, Any], problems: list[str]) -> None:
+    """With TENANT_IDS, TENANT_ID is not needed (and, if set, must be one of them); the queue must be reachable
+    with the export storage's own authentication: a connection string serves both, a blob URI needs its queue URI."""
+    tenants: tuple[str, ...] = values["tenant_ids"]
+    if not tenants:
+        return
+    missing = "TENANT_ID is missing"
+    if any(p.startswith(missing) for p in problems):
+        problems[:] = [p for p in problems if not p.startswith(missing)]
+        values["tenant_id"] = ""
+    elif values["tenant_id"].lower() not in tenants:
+        problems.append(f"TENANT_ID is '{values['tenant_id']}', which TENANT_IDS does not list: with TENANT_IDS "
+                        "set, remove TENANT_ID or add it to TENANT_IDS")
+    else:
+        values["tenant_id"] = ""
+    storage: StorageTarget = values["storage"]
+    if storage.connection_string and _has_blob_endpoint_only(storage.connection_string):
+        problems.append(f"{storage.source} names a BlobEndpoint but no QueueEndpoint: TENANT_IDS fans out through "
+                        "a queue of the same account; add QueueEndpoint=... to it")
+    if storage.blob_service_uri and not storage.queue_service_uri:
+        problems.append(f"EXPORT_STORAGE__queueServiceUri is missing: TENANT_IDS fans out through a queue in the "
+                        f"export storage account; set it to the account's queue URI, e.g. "
+                        f"{_queue_uri_of(storage.blob_service_uri)}")
+
+
+def _has_blob_endpoint_only(connection_string: str) -> bool:
+    keys = {p.split("=", 1)[0].strip().lower() for p in connection_string.split(";") if "=" in p}
+    return "blobendpoint" in keys and "queueendpoint" not in keys
+
+
+def _queue_uri_of(blob_service_uri: str) -> str:
+    """The queue service URI an Azure blob service URI suggests (only a hint in a message)."""
+    return blob_service_uri.replace(".blob.", ".queue.", 1)
 
 
 def _one_state_container(values: dict[str, Any]) -> None:
@@ -647,14 +762,26 @@ def _storage_target(env: Mapping[str, str], problems: list[str]) -> StorageTarge
                 return StorageTarget()
             return StorageTarget(connection_string=conn, source=conn_name)
         if uri:
-            return _blob_service_target(uri_name, conn_name, uri, problems)
+            target = _blob_service_target(uri_name, conn_name, uri, problems)
+            queue_name = uri_name.replace("__blobServiceUri", "__queueServiceUri")
+            queue = (env.get(queue_name) or "").strip()
+            if target.blob_service_uri and queue:
+                queue_uri = _service_uri(queue_name, conn_name, queue, problems)
+                return dataclasses.replace(target, queue_service_uri=queue_uri)
+            return target
     problems.append("EXPORT_STORAGE__blobServiceUri (or EXPORT_STORAGE) is missing: set the export storage "
                     "account's blob URI, or a connection string such as 'UseDevelopmentStorage=true' for Azurite")
     return StorageTarget()
 
 
 def _blob_service_target(name: str, conn_name: str, uri: str, problems: list[str]) -> StorageTarget:
-    """An identity-based target from a blob service URI setting.
+    """An identity-based target from a blob service URI setting (:func:`_service_uri`)."""
+    checked = _service_uri(name, conn_name, uri, problems)
+    return StorageTarget() if checked is None else StorageTarget(blob_service_uri=checked, source=name)
+
+
+def _service_uri(name: str, conn_name: str, uri: str, problems: list[str]) -> str | None:
+    """An identity-based service URI setting (blob or queue), without its trailing slash; None if refused.
 
     The URI is used with DefaultAzureCredential, so it has no place for credentials: user info or a
     query (a SAS token, most likely) is refused without echoing it, and a SAS is pointed to the
@@ -667,18 +794,18 @@ def _blob_service_target(name: str, conn_name: str, uri: str, problems: list[str
                "to a connection string 'BlobEndpoint=https://...;SharedAccessSignature=...' instead")
     parts = _safe_url_parts(name, uri, problems, fix)
     if parts is None:
-        return StorageTarget()
+        return None
     if parts.scheme not in ("https", "http") or not parts.hostname:
         problems.append(f"{name} is '{uri}': expected a URL such as https://account.blob.core.windows.net")
-        return StorageTarget()
+        return None
     if parts.scheme == "http":
         # azure-storage-blob refuses a token credential over http ("Token credential is only supported with
         # HTTPS"), and a blob service URI is always used with one; a connection string may use http.
         problems.append(f"{name} is an http:// URL, and the export's identity (a token) is sent over https only: "
                         "use https://, or for Azurite set EXPORT_STORAGE to a connection string such as "
                         "'UseDevelopmentStorage=true'")
-        return StorageTarget()
-    return StorageTarget(blob_service_uri=uri.rstrip("/"), source=name)
+        return None
+    return uri.rstrip("/")
 
 
 def _looks_like_connection_string(value: str) -> bool:

@@ -61,8 +61,11 @@ class GzipBlobWriter:
     so that a later run can resume after it (see ``checkpoint``). Use it as a context manager.
     """
 
-    def __init__(self, blob: BlobClient, block_size: int = BLOCK_SIZE, resume_from: Progress | None = None) -> None:
+    def __init__(self, blob: BlobClient, block_size: int = BLOCK_SIZE, resume_from: Progress | None = None, *,
+                 name: str | None = None) -> None:
         self._blob = blob
+        #: The name records give the file: relative to the tenant's root (``tenant_root``); default the blob's.
+        self.name = blob.blob_name if name is None else name
         self._block_size = block_size
         self._compressor = _new_member()
         self._pending: list[bytes] = []
@@ -125,7 +128,7 @@ class GzipBlobWriter:
         """
         self._worker.submit(self._end_member)
         self._worker.wait()
-        name = self._blob.blob_name
+        name = self.name
         metadata = {**(metadata or {}), "users": str(self.users)}
         if self._sha256 is not None:
             metadata["sha256"] = self._sha256.hexdigest()
@@ -194,12 +197,13 @@ class ExportFiles:
     """
 
     def __init__(self, blob: BlobClient, csv_blob: BlobClient | None = None, encoder: CsvEncoder | None = None, *,
-                 resume_from: Progress | None = None, csv_resume_from: Progress | None = None) -> None:
-        self.jsonl = GzipBlobWriter(blob, resume_from=resume_from)
+                 resume_from: Progress | None = None, csv_resume_from: Progress | None = None,
+                 name: str | None = None, csv_name: str | None = None) -> None:
+        self.jsonl = GzipBlobWriter(blob, resume_from=resume_from, name=name)
         self.csv: GzipBlobWriter | None = None
         self._encoder = encoder
         if csv_blob is not None and encoder is not None:
-            self.csv = GzipBlobWriter(csv_blob, resume_from=csv_resume_from)
+            self.csv = GzipBlobWriter(csv_blob, resume_from=csv_resume_from, name=csv_name)
             if csv_resume_from is None:
                 self.csv.write_encoded(encoder.header(), 0)
 
@@ -266,7 +270,8 @@ def open_files(settings: Settings, exports: ContainerClient, names: RunNames,
     return ExportFiles(exports.get_blob_client(names.jsonl), csv,
                        CsvEncoder(settings.user_properties, excel=settings.csv_excel),
                        resume_from=None if resume is None else resume.progress,
-                       csv_resume_from=None if resume is None else resume.csv_progress)
+                       csv_resume_from=None if resume is None else resume.csv_progress,
+                       name=names.jsonl, csv_name=names.csv)
 
 
 def encode_user(user: dict[str, Any]) -> bytes:

@@ -44,7 +44,7 @@ from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob import ContainerClient
 from isal import igzip, isal_zlib
 
-from . import completeness, jsontext, naming, storage
+from . import completeness, jsontext, naming, storage, tenant_root
 from .csvfile import UTF8_BOM, CsvEncoder
 from .errors import GraphError, VerifyError, first_line
 from .records import DeltaApplied, LatestPointer, Manifest, RecordError, SlotPointer, iso
@@ -121,7 +121,7 @@ def run(settings: StorageSettings, *, slot: datetime | None = None, every: bool 
         echo: Callable[[str], None] = lambda line: None) -> Report:
     """Verify ``slot``, every slot (``every``), or by default what ``latest.json`` names; ``echo``
     hears each line as it is decided. StorageError when storage cannot be read at all."""
-    exports, state = open_containers(settings)
+    exports, state = (tenant_root.under(c, settings.tenant_root) for c in open_containers(settings))
     return verify(exports, state, settings.container, slot=slot, every=every, echo=echo)
 
 

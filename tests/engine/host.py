@@ -189,11 +189,37 @@ class Host:
 
     def invoke(self, function: Any, timer_json: str, *, retry_count: int = 0, max_retry_count: int = 0) -> Invocation:
         """One timer invocation with the host's TimerInfo JSON; its answer and the logs tied to it."""
+        return self._invoke(function, [self.pb2.ParameterBinding(name="timer", data=self.pb2.TypedData(json=timer_json))],
+                            {}, retry_count=retry_count, max_retry_count=max_retry_count)
+
+    def invoke_queue(self, function: Any, text: str, *, dequeue_count: int = 1) -> Invocation:
+        """One queue trigger invocation as the host sends it: the message's text (already base64-decoded by the
+        host's queue extension) as a string input, and the message's properties as trigger metadata (the names
+        the Python library's QueueMessageInConverter reads: Id, DequeueCount, PopReceipt, the three times).
+
+        DequeueCount is sent as JSON, which the library decodes like an int (azure.functions.meta
+        ``_decode_typed_data``); the host's exact TypedData kind for it was not checked against the host's source.
+        """
+        now = "2026-12-03T02:00:00+00:00"
+        metadata = {
+            "Id": self.pb2.TypedData(string=str(uuid.uuid4())),
+            "DequeueCount": self.pb2.TypedData(json=str(dequeue_count)),
+            "PopReceipt": self.pb2.TypedData(string=uuid.uuid4().hex),
+            "InsertionTime": self.pb2.TypedData(json=json.dumps(now)),
+            "ExpirationTime": self.pb2.TypedData(json=json.dumps("2026-12-10T02:00:00+00:00")),
+            "NextVisibleTime": self.pb2.TypedData(json=json.dumps(now)),
+            "QueueTrigger": self.pb2.TypedData(string=text),
+        }
+        return self._invoke(function, [self.pb2.ParameterBinding(name="message", data=self.pb2.TypedData(string=text))],
+                            metadata)
+
+    def _invoke(self, function: Any, inputs: list[Any], metadata: dict[str, Any], *, retry_count: int = 0,
+                max_retry_count: int = 0) -> Invocation:
         invocation_id = str(uuid.uuid4())
         before = len(self.handler.logs)
         request = self.pb2.InvocationRequest(
-            invocation_id=invocation_id, function_id=function.function_id,
-            input_data=[self.pb2.ParameterBinding(name="timer", data=self.pb2.TypedData(json=timer_json))],
+            invocation_id=invocation_id, function_id=function.function_id, input_data=inputs,
+            trigger_metadata=metadata,
             trace_context=self.pb2.RpcTraceContext(
                 trace_parent=f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01", trace_state=""),
             retry_context=self.pb2.RetryContext(retry_count=retry_count, max_retry_count=max_retry_count))

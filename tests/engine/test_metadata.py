@@ -15,9 +15,9 @@ FUNCTION_NAME = re.compile(r"^[a-z][a-z0-9_\-]{0,127}$(?<!^host$)", re.IGNORECAS
 BINDING_NAME = re.compile(r"^([a-zA-Z][a-zA-Z0-9]{0,127}|\$return)$")
 
 
-def the_function(worker):
-    assert len(worker.functions) == 1, [f.name for f in worker.functions]
-    return worker.functions[0]
+def the_function(worker, name="export_users"):
+    assert sorted(f.name for f in worker.functions) == ["export_tenant", "export_users"]
+    return next(f for f in worker.functions if f.name == name)
 
 
 def test_the_worker_starts_and_indexes_the_app(worker):
@@ -25,15 +25,16 @@ def test_the_worker_starts_and_indexes_the_app(worker):
         worker.init_response.result.exception.message
     assert worker.pb2.StatusResult.Status.Name(worker.metadata_response.result.status) == "Success"
     assert worker.metadata_response.use_default_metadata_indexing is False  # the worker indexed it itself
-    assert [worker.pb2.StatusResult.Status.Name(r.result.status) for r in worker.load_responses] == ["Success"]
+    assert [worker.pb2.StatusResult.Status.Name(r.result.status) for r in worker.load_responses] == ["Success"] * 2
 
 
-def test_the_function_passes_the_hosts_validation(worker):
-    function = the_function(worker)
-    assert FUNCTION_NAME.match(function.name) and function.name == "export_users"
-    assert function.language == "python" and function.script_file.endswith("function_app.py")
-    assert function.bindings and all(BINDING_NAME.match(name) for name in function.bindings)
-    assert function.properties["worker_indexed"] == "True"
+def test_the_functions_pass_the_hosts_validation(worker):
+    for name in ("export_users", "export_tenant"):
+        function = the_function(worker, name)
+        assert FUNCTION_NAME.match(function.name)
+        assert function.language == "python" and function.script_file.endswith("function_app.py")
+        assert function.bindings and all(BINDING_NAME.match(binding) for binding in function.bindings)
+        assert function.properties["worker_indexed"] == "True"
 
 
 def test_the_timer_binding_is_the_documented_one(worker):
@@ -53,3 +54,13 @@ def test_a_failed_invocation_is_retried_within_the_hosts_bounds(worker):
     minimum, maximum = retry.minimum_interval.ToTimedelta(), retry.maximum_interval.ToTimedelta()
     assert (minimum, maximum) == (timedelta(minutes=1), timedelta(minutes=15))
     assert timedelta(0) <= minimum <= maximum  # the host refuses a negative or inverted pair
+
+
+def test_the_queue_binding_reads_export_queue_with_the_export_storage_connection(worker):
+    function = the_function(worker, "export_tenant")
+    assert [json.loads(raw) for raw in function.raw_bindings] == [{
+        "direction": "IN", "type": "queueTrigger", "name": "message",
+        "queueName": "%EXPORT_QUEUE%", "connection": "EXPORT_STORAGE",
+    }]
+    # No function-level retry: the queue's own (host.json maxDequeueCount, then the poison queue) retries it.
+    assert not function.HasField("retry_options")

@@ -39,12 +39,6 @@ PLATFORM_SETTINGS = {
     "APPLICATIONINSIGHTS_CONNECTION_STRING", "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
 }
 
-# Many tenants (issue 24): settings infra/main.bicep sets before graph_export/settings.py reads them (the exporter
-# side adds them to SETTINGS in parallel), with the code default each parameter's default stands for ("" = unset).
-# While a name is missing from SETTINGS it is allowed here; once SETTINGS has it, the checks below apply to it as to
-# every other setting, and test_settings_ahead_of_the_code_are_still_ahead says to delete its entry.
-AHEAD_OF_THE_CODE = {"TENANT_IDS": None, "EXPORT_QUEUE": "graph-export-tenants", "EXPORT_STORAGE__queueServiceUri": None}
-
 
 def _app_settings(bicep) -> dict:
     return bicep["main.bicep"]["variables"]["exportAppSettings"]["value"]
@@ -68,7 +62,7 @@ def test_bicep_configures_every_setting_the_code_reads(bicep):
     code = {s.name for s in SETTINGS}
     configured = set(_app_settings(bicep))
     missing = code - configured - set(NOT_SET_IN_AZURE)
-    unknown = configured - code - set(AHEAD_OF_THE_CODE)
+    unknown = configured - code
     assert not missing, (
         f"settings in graph_export/settings.py that infra/main.bicep does not set: {sorted(missing)}. "
         "Add each to `exportAppSettings` (with a parameter defaulting to the code's default), or to "
@@ -91,25 +85,6 @@ def test_platform_settings_do_not_clash_with_the_app_contract(bicep):
     assert host == PLATFORM_SETTINGS
     assert not host & {s.name for s in SETTINGS}
     assert not host & set(_app_settings(bicep)), "one writer per setting: union() would let the host's win silently"
-
-
-def test_settings_ahead_of_the_code_are_still_ahead():
-    """An entry of AHEAD_OF_THE_CODE that SETTINGS now reads is checked like the others: delete the entry."""
-    landed = sorted(set(AHEAD_OF_THE_CODE) & {s.name for s in SETTINGS})
-    assert not landed, (f"graph_export/settings.py now reads {landed}: remove them from AHEAD_OF_THE_CODE in "
-                        "tests/infra/test_settings_drift.py (the drift checks cover them from now on)")
-
-
-@pytest.mark.parametrize("name", sorted(AHEAD_OF_THE_CODE))
-def test_settings_ahead_of_the_code_are_wired_with_the_expected_default(bicep, name):
-    main = bicep["main.bicep"]
-    value = _app_settings(bicep)[name]
-    wired = wired_parameter(value)
-    if wired is not None and wired[0] in main["parameters"]:
-        parameter, as_text = wired
-        assert _same_default(as_text(main["parameters"][parameter]["default"]), AHEAD_OF_THE_CODE[name]), name
-    else:  # from a resource (the queue endpoint)
-        assert AHEAD_OF_THE_CODE[name] is None and not isinstance(value, str), name
 
 
 @pytest.mark.parametrize("setting", [s for s in SETTINGS if s.name not in NOT_SET_IN_AZURE], ids=lambda s: s.name)

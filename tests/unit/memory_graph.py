@@ -506,3 +506,9 @@ def _memory_pool(pool: type[HTTPConnectionPool], service: MemoryGraph) -> type[H
     bases = (memory,) if base in (HTTPConnection, HTTPSConnection) else (base, memory)
     connection = type(f"Memory{base.__name__}", bases, {"service": service})
     return type(f"Memory{pool.__name__}", (pool,), {"ConnectionCls": connection})
+
+
+def denied(times: int | None = None, *, when: Callable[[GraphRequest], bool] = any_request) -> Fault:
+    """403 Authorization_RequestDenied: the app has no consent (User.Read.All) in this tenant."""
+    return Fault(lambda request, normal: _graph_error(
+        403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation."), when, times)

@@ -83,3 +83,49 @@ def test_debug_library_lines_are_redacted_before_any_handler_prints_them(capsys,
                           "/v1.0/users/delta?$deltatoken=REDACTED)")
     assert "$deltatoken=REDACTED" in caplog.text and "Traceback" in caplog.text  # the line, and --debug's traceback
     assert TOKEN not in caplog.text + err
+
+
+# -- many tenants (issue 24): what the new commands refuse before contacting anything -------------------------
+
+TENANT = "aaaaaaaa-0000-4000-8000-00000000000a"
+
+
+@pytest.mark.parametrize("command", ["fan-out", "work"])
+def test_fan_out_and_work_without_tenant_ids_exit_2_with_one_line(capsys, monkeypatch, command):
+    for name, value in VALID.items():
+        monkeypatch.setenv(name, value)
+    code = cli.main([command])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    assert err == f"error: {command} needs TENANT_IDS (the tenants to fan out to); with one tenant, use run.\n"
+
+
+def test_run_with_tenant_ids_but_no_tenant_says_how_to_choose_one(capsys, monkeypatch):
+    for name, value in VALID.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("TENANT_ID")
+    monkeypatch.setenv("TENANT_IDS", TENANT)
+    monkeypatch.setenv("EXPORT_STORAGE__queueServiceUri", "https://st.queue.core.windows.net")
+    code, out, err = run(capsys)
+    assert code == 2 and out == "" and "run --tenant <id>" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("tenant, expect", [
+    ("bbbbbbbb-0000-4000-8000-00000000000b", "is not one of TENANT_IDS"),
+    (TENANT.upper() + "x", "is not one of TENANT_IDS"),
+])
+def test_run_tenant_must_be_one_of_tenant_ids(capsys, monkeypatch, tenant, expect):
+    for name, value in VALID.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("TENANT_IDS", TENANT)
+    monkeypatch.setenv("TENANT_ID", TENANT)
+    monkeypatch.setenv("EXPORT_STORAGE__queueServiceUri", "https://st.queue.core.windows.net")
+    code, out, err = run(capsys, "--tenant", tenant)
+    assert code == 2 and out == "" and expect in err and len(err.strip().splitlines()) == 1
+
+
+def test_verify_tenant_must_be_a_guid(capsys, monkeypatch):
+    monkeypatch.setenv("EXPORT_STORAGE__blobServiceUri", "https://st.blob.core.windows.net")
+    code = cli.main(["verify", "--tenant", "contoso.onmicrosoft.com"])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == "" and "expected a directory (tenant) ID GUID" in err

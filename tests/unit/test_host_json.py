@@ -1,4 +1,5 @@
-"""host.json: what the Functions host enforces around each invocation (no Python code reads it)."""
+"""host.json: what the Functions host enforces around each invocation (graph_export/hostconfig.py reads its queue
+options, so that `work` retries as the host does)."""
 
 from __future__ import annotations
 

@@ -596,7 +596,8 @@ ROWS = [s for s in SETTINGS if s.parse is not None]
 
 
 def test_each_row_with_a_parser_fills_one_field_and_the_storage_pair_fills_storage():
-    assert {s.name for s in SETTINGS if s.parse is None} == {"EXPORT_STORAGE", "EXPORT_STORAGE__blobServiceUri"}
+    assert {s.name for s in SETTINGS if s.parse is None} == {"EXPORT_STORAGE", "EXPORT_STORAGE__blobServiceUri",
+                                                             "EXPORT_STORAGE__queueServiceUri"}
     fields = [f.name for f in dataclasses.fields(Settings)]
     assert [f for f in fields if f != "storage"] == [s.field for s in ROWS]  # one each, in the table's order
 
