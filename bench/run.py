@@ -29,7 +29,7 @@ from graph_export.graph import first_page_url
 from graph_export.settings import DEFAULT_USER_PROPERTIES
 from sandbox.azurite import Azurite
 
-from . import delta, properties
+from . import delta, properties, tenants
 from .measure import REPO, timed
 
 BENCH_PYTHON = REPO / ".venv-bench" / "bin" / "python"
@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         args.properties_users = [10_000]
     contenders_too, delta_too = args.scenario in ("contenders", "all"), args.scenario in ("delta", "all")
     properties_too = args.scenario in ("properties", "all")
+    tenants_too = args.scenario == "tenants"  # minutes per worker count: only when asked for
     contenders = [c.strip() for c in args.contenders.split(",") if c.strip()]
     unknown = set(contenders) - set(CONTENDERS)
     if unknown:
@@ -80,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     runs: list[Run] = []
     delta_runs: list[delta.DeltaRun] = []
     property_runs: list[properties.PropertyRun] = []
+    tenant_runs: list[tenants.TenantsRun] = []
     with tempfile.TemporaryDirectory(prefix="bench-") as work, Azurite(Path(work) / "azurite", REPO) as azurite:
         for users in args.users if contenders_too else []:
             for latency in args.latency_ms:
@@ -88,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
             for latency in args.latency_ms:
                 delta_runs += delta.measure(users, latency, args.repeat, args.delta_percent,
                                             azurite.connection_string)
+        if tenants_too:
+            tenant_runs = tenants.measure(args.tenants, args.tenant_users, args.workers, azurite.connection_string)
         for users in args.properties_users if properties_too else []:
             for latency in args.latency_ms:
                 property_runs += properties.measure(users, latency, args.repeat, args.delta_percent,
@@ -103,6 +107,11 @@ def main(argv: list[str] | None = None) -> int:
         print(delta.format_table(rows))
         print(delta.notes(rows, args.delta_percent))
         results["delta"] = {"percent": args.delta_percent, "runs": [asdict(r) for r in delta_runs], "summary": rows}
+    if tenants_too:
+        rows = tenants.summarize(tenant_runs)
+        print(f"Many tenants: {args.tenants} tenants fanned out, exported by local `work` processes")
+        print(tenants.format_table(rows))
+        results["tenants"] = {"runs": [asdict(r) for r in tenant_runs], "summary": rows}
     if properties_too:
         rows = properties.summarize(property_runs)
         print("\nThe audit properties: manager and signInActivity beside a plain export")
@@ -235,9 +244,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeat", type=int, default=3, help="repetitions of each contender (default 3)")
     parser.add_argument("--contenders", default=",".join(CONTENDERS), help="default: all four")
     parser.add_argument("--json", default="bench-results.json", help="raw numbers (default bench-results.json)")
-    parser.add_argument("--scenario", choices=("contenders", "delta", "properties", "all"), default="all",
+    parser.add_argument("--scenario", choices=("contenders", "delta", "properties", "tenants", "all"), default="all",
                         help="the contender matrix, the delta scenario (bench/delta.py), the cost of manager and "
-                             "signInActivity (bench/properties.py), or all of them (default)")
+                             "signInActivity (bench/properties.py), all three (default), or many tenants through "
+                             "the queue (bench/tenants.py, only when asked for)")
+    parser.add_argument("--tenants", type=int, default=100, help="tenants of the tenants scenario (default 100)")
+    parser.add_argument("--tenant-users", type=int, default=10_000,
+                        help="users of each tenant in the tenants scenario (default 10000)")
+    parser.add_argument("--workers", type=numbers, default=[1, 2, 4],
+                        help="local work processes to compare in the tenants scenario (default 1,2,4)")
     parser.add_argument("--properties-users", type=numbers, default=[1_000_000],
                         help="tenant sizes of the properties scenario, comma-separated (default 1000000)")
     parser.add_argument("--delta-users", type=numbers, default=[100_000, 1_000_000],

@@ -29,11 +29,14 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--users", type=int, required=True)
     parser.add_argument("--latency-ms", type=float, default=0)
+    parser.add_argument("--customer-tenants", type=int, default=0,
+                        help="customer tenants of --users users each, consented (the line then has TENANT_IDS' settings)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-sandbox-") as workdir, \
             Sandbox(users=args.users, workdir=Path(workdir), token_lifetime_s=4 * 3600,
-                    page_latency_ms=args.latency_ms) as tenant:
-        print(json.dumps({"settings": tenant.settings, "graph_token": tenant.issue_token("graph")}), flush=True)
+                    page_latency_ms=args.latency_ms, customer_tenants=args.customer_tenants) as tenant:
+        settings = tenant.multi_tenant_settings() if args.customer_tenants else tenant.settings
+        print(json.dumps({"settings": settings, "graph_token": tenant.issue_token("graph")}), flush=True)
         for line in sys.stdin:  # until the benchmark closes our stdin
             if line.strip():
                 print(json.dumps(answer(tenant, line.split(), args.users)), flush=True)
