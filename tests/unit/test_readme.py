@@ -112,3 +112,14 @@ def test_readme_cost_of_manager_and_sign_in_activity_is_the_measured_run():
         row = measured[(users, latency, case)]
         assert (wall_s, over_plain, requests, peak_rss_mb) == (
             f"{row['wall_s']:.2f}", f"{row['over_plain']:.2f}", f"{row['requests']:,}", f"{row['peak_rss_mb']:.0f}"), case
+
+
+def test_readme_many_tenants_figures_are_the_measured_run():
+    """The README's table of the tenants scenario is docs/bench/results.json's tenants summary, figure for figure."""
+    results = json.loads((Path(__file__).resolve().parents[2] / "docs" / "bench" / "results.json").read_text())
+    section = README.split("\n### Many tenants through the queue\n", 1)[1].split("\n## ", 1)[0]
+    rows = [[cell.strip() for cell in line.strip("|").split("|")]
+            for line in section.splitlines() if re.match(r"^\| \d+ \|", line)]
+    assert rows == [[str(r["tenants"]), f"{r['users']:,}", str(r["workers"]), f"{r['wall_s']:.2f}",
+                     f"{r['tenants_per_minute']:.1f}", f"{r['speedup']:.2f}", f"{r['peak_rss_mb']:.0f}"]
+                    for r in results["tenants"]["summary"]]
