@@ -22,6 +22,16 @@ ENV = {
     "RETRY_BACKOFF_BASE_SECONDS": "0",
     "CHECKPOINT_EVERY_PAGES": "1",
 }
+#: A TENANT_IDS deployment on the memory clients: the same app and endpoints, storage with a queue service too.
+MULTI_TENANT_ENV = {
+    "CLIENT_ID": "11111111-2222-3333-4444-555555555555",
+    "KEY_VAULT_URL": "https://kv-export.vault.azure.net/",
+    "EXPORT_STORAGE__blobServiceUri": "https://memoryaccount.blob.memory.invalid/",
+    "EXPORT_STORAGE__queueServiceUri": "https://memoryaccount.queue.memory.invalid/",
+    "GRAPH_ENDPOINT": "https://graph.memory.invalid",
+    "USER_PROPERTIES": "id,displayName",
+    "RETRY_BACKOFF_BASE_SECONDS": "0",
+}
 USERS = 230  # five pages of at most 50
 
 

@@ -16,18 +16,13 @@ from graph_export.settings import Settings, load_settings
 from tests.unit.memory_clients import MemoryClients
 from tests.unit.memory_graph import MemoryDirectory, make_users
 from tests.unit.memory_storage import MemoryAccount
+from tests.unit.orchestration import MULTI_TENANT_ENV
 
 A = "aaaaaaaa-0000-4000-8000-00000000000a"
 B = "bbbbbbbb-0000-4000-8000-00000000000b"
 ENV = {
     "TENANT_IDS": f"{A.upper()}, {B},{A}",
-    "CLIENT_ID": "11111111-2222-3333-4444-555555555555",
-    "KEY_VAULT_URL": "https://kv-export.vault.azure.net/",
-    "EXPORT_STORAGE__blobServiceUri": "https://memoryaccount.blob.memory.invalid/",
-    "EXPORT_STORAGE__queueServiceUri": "https://memoryaccount.queue.memory.invalid/",
-    "GRAPH_ENDPOINT": "https://graph.memory.invalid",
-    "USER_PROPERTIES": "id,displayName",
-    "RETRY_BACKOFF_BASE_SECONDS": "0",
+    **MULTI_TENANT_ENV,
 }
 SLOT = (datetime.now(timezone.utc) - timedelta(days=1)).replace(hour=2, minute=0, second=0, microsecond=0)
 

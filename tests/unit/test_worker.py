@@ -19,6 +19,7 @@ from tests.unit.memory_clients import MemoryClients
 from tests.unit.memory_graph import MemoryDirectory, denied, make_users, unavailable, users_page
 from tests.unit.memory_queue import MemoryQueue
 from tests.unit.memory_storage import MemoryAccount
+from tests.unit.orchestration import MULTI_TENANT_ENV
 
 A = "aaaaaaaa-0000-4000-8000-00000000000a"
 B = "bbbbbbbb-0000-4000-8000-00000000000b"
@@ -26,13 +27,7 @@ C = "cccccccc-0000-4000-8000-00000000000c"
 TENANTS = {A: 120, B: 30, C: 75}
 ENV = {
     "TENANT_IDS": ",".join(TENANTS),
-    "CLIENT_ID": "11111111-2222-3333-4444-555555555555",
-    "KEY_VAULT_URL": "https://kv-export.vault.azure.net/",
-    "EXPORT_STORAGE__blobServiceUri": "https://memoryaccount.blob.memory.invalid/",
-    "EXPORT_STORAGE__queueServiceUri": "https://memoryaccount.queue.memory.invalid/",
-    "GRAPH_ENDPOINT": "https://graph.memory.invalid",
-    "USER_PROPERTIES": "id,displayName",
-    "RETRY_BACKOFF_BASE_SECONDS": "0",
+    **MULTI_TENANT_ENV,
     "GRAPH_MAX_RETRIES_PER_PAGE": "1",
     "CHECKPOINT_EVERY_PAGES": "1",
 }
