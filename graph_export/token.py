@@ -291,16 +291,21 @@ class GraphTokens:
     with it; if Entra knows neither, older versions still valid are tried (``read_older``: a renewed
     certificate not yet registered). Any other sign-in failure forgets both, so the next run starts
     afresh. ``read_credential`` (whatever credential the settings name), ``read_older`` and ``sign_in`` are
-    the seams to Key Vault and Entra.
+    the seams to Key Vault and Entra; ``read_after`` is how a credential is read once this one forgot
+    ``forgotten`` (by default the vault is read again; tenants sharing one credential
+    (``clients.AppClients``) read it again only if no other tenant has since).
     """
 
     def __init__(self, read_credential: Callable[[], Credential],
                  sign_in: Callable[[Credential], GraphTokenProvider],
-                 read_older: Callable[[Credential], list[Credential]] = lambda newest: []) -> None:
+                 read_older: Callable[[Credential], list[Credential]] = lambda newest: [],
+                 read_after: Callable[[Credential], Credential] | None = None) -> None:
         self._read_credential = read_credential
+        self._read_after = read_after or (lambda forgotten: read_credential())
         self._read_older = read_older
         self._sign_in = sign_in
         self._credential: Credential | None = None
+        self._forgotten: Credential | None = None
         self._provider: GraphTokenProvider | None = None
 
     def check_expiry(self, warning: timedelta, now: datetime) -> datetime | None:
@@ -381,7 +386,8 @@ class GraphTokens:
 
     def _current_credential(self) -> Credential:
         if self._credential is None:
-            self._credential = self._read_credential()
+            forgotten, self._forgotten = self._forgotten, None
+            self._credential = self._read_credential() if forgotten is None else self._read_after(forgotten)
         return self._credential
 
     def _current(self) -> GraphTokenProvider:
@@ -390,6 +396,8 @@ class GraphTokens:
         return self._provider
 
     def _forget(self) -> None:
+        if self._credential is not None:
+            self._forgotten = self._credential
         self._credential = self._provider = None
 
 

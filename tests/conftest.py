@@ -16,7 +16,7 @@ import pytest
 from azure.core.exceptions import AzureError
 from azure.storage.blob import ContainerClient
 
-from graph_export.clients import warm_clients
+from graph_export.clients import app_clients
 from graph_export.naming import LATEST_BLOB
 from graph_export.settings import SETTINGS
 from sandbox import Sandbox
@@ -91,7 +91,7 @@ def export_env(sandbox, azurite, monkeypatch, request):
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     yield env
-    warm_clients.cache_clear()
+    app_clients.cache_clear()
     if request.node.get_closest_marker("writes_invalid_records") is None:
         # A test may have moved the export elsewhere (monkeypatch, still in force here) or to a dead port.
         _check_published_records([(os.environ.get("EXPORT_STORAGE"), os.environ.get("EXPORT_CONTAINER")),

@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 import pytest
 
 from graph_export import IncompleteExport, load_settings, run_export, verify
-from graph_export.clients import warm_clients
+from graph_export.clients import app_clients
 from graph_export.naming import DELTA_STATE_BLOB, LATEST_BLOB, checkpoint_blob_name, ids_blob_name
 from graph_export.records import Manifest, UserCount
 from graph_export.settings import load_storage_settings
@@ -68,7 +68,7 @@ def test_a_page_dropped_from_a_20000_user_tenant_is_caught_and_nothing_is_publis
 
     sandbox.faults.clear()
     sandbox.requests.clear()
-    warm_clients.cache_clear()
+    app_clients.cache_clear()
     summary = run_export(load_settings(), SLOT)
     users, sha = read_export(export_env, summary.blob)
     assert users == list(sandbox.expected_users(load_settings().user_properties)) and sha == summary.sha256

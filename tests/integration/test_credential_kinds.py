@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 import pytest
 
 from graph_export import AuthError, ConfigError, load_settings, run_export
-from graph_export.clients import warm_clients
+from graph_export.clients import app_clients
 
 from .helpers import blob_names, read_export
 
@@ -26,7 +26,7 @@ LATER = datetime(2026, 3, 8, 2, tzinfo=timezone.utc)
 def use(monkeypatch, settings: dict[str, str]) -> None:
     for name, value in settings.items():
         monkeypatch.setenv(name, value)
-    warm_clients.cache_clear()
+    app_clients.cache_clear()
 
 
 def exported_everyone(env: dict, sandbox, summary) -> bool:
@@ -145,7 +145,7 @@ def test_a_renewed_certificate_not_yet_registered_falls_back_to_the_previous_ver
     run_export(load_settings(), SLOT)
     key_pem, cert_pem = sandbox.new_certificate()
     sandbox.vault.import_certificate("graph-client-certificate", key_pem, cert_pem)  # renewed, not registered
-    warm_clients.cache_clear()  # a cold start reads the vault's newest version
+    app_clients.cache_clear()  # a cold start reads the vault's newest version
     caplog.set_level(logging.WARNING)
     summary = run_export(load_settings(), LATER)
     assert exported_everyone(export_env, sandbox, summary)

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 import pytest
 
 from graph_export import GraphError, load_settings, run_export
-from graph_export.clients import warm_clients
+from graph_export.clients import app_clients
 from graph_export.csvfile import cell
 from graph_export.naming import LATEST_BLOB
 
@@ -83,7 +83,7 @@ def test_a_failed_run_publishes_neither_file_and_the_resumed_one_both(csv_env, s
         run_export(load_settings(), SLOT)
     assert slot_files(csv_env, SLOT) == [] and LATEST_BLOB not in blob_names(csv_env)
     sandbox.faults.clear()
-    warm_clients.cache_clear()
+    app_clients.cache_clear()
     sandbox.requests.clear()
     summary = run_export(load_settings(), SLOT)
     manifest = read_json(csv_env, summary.manifest)
@@ -101,7 +101,7 @@ def test_in_delta_mode_the_csv_is_a_complete_snapshot_too(csv_env, sandbox, monk
     run_export(load_settings(), SLOT)
     sandbox.directory.update(sandbox.directory.id_of(8), jobTitle="Changed")
     sandbox.directory.hard_delete(sandbox.directory.id_of(9))
-    warm_clients.cache_clear()
+    app_clients.cache_clear()
     later = datetime(2026, 3, 8, 2, tzinfo=timezone.utc)
     summary = run_export(load_settings(), later)
     assert summary.mode == "delta"

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from graph_export import GraphError, StorageError, load_settings, run_export
-from graph_export.clients import warm_clients
+from graph_export.clients import app_clients
 from graph_export.naming import DELTA_STATE_BLOB, LATEST_BLOB
 from sandbox.blobproxy import BlobFaultProxy
 from sandbox.tenant import USER_EXTENSIONS
@@ -39,7 +39,7 @@ def slot(n: int) -> datetime:
 
 
 def export(n: int, **kwargs):
-    warm_clients.cache_clear()
+    app_clients.cache_clear()
     return run_export(load_settings(), slot(n), **kwargs)
 
 
@@ -169,7 +169,7 @@ def test_random_changes_over_several_slots_equal_a_full_export_at_the_same_momen
         with monkeypatch.context() as m:
             m.setenv("EXPORT_MODE", "full")
             m.setenv("EXPORT_CONTAINER", f"{delta_env['EXPORT_CONTAINER']}-full")
-            warm_clients.cache_clear()
+            app_clients.cache_clear()
             full = run_export(load_settings(), slot(n))
             full_users, _ = read_export({**delta_env, "EXPORT_CONTAINER": f"{delta_env['EXPORT_CONTAINER']}-full"},
                                         full.blob)

@@ -24,7 +24,7 @@ from datetime import datetime
 import pytest
 
 from graph_export.cli import main
-from graph_export.clients import warm_clients
+from graph_export.clients import app_clients
 from graph_export.csvfile import read_cell
 from graph_export.graph import latest_delta_url
 from graph_export.naming import DELTA_STATE_BLOB, run_names
@@ -122,7 +122,7 @@ CORRUPTIONS = {
 
 def cli(capsys, n: int) -> tuple[int, dict]:
     """``python -m graph_export run --slot <slot n>``: the exit code and the summary it printed."""
-    warm_clients.cache_clear()
+    app_clients.cache_clear()
     capsys.readouterr()
     code = main(["run", "--slot", iso(slot(n)), "--quiet"])
     out = capsys.readouterr().out.strip()

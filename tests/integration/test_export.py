@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 import pytest
 
 from graph_export import AuthError, ConfigError, GraphError, StorageError, load_settings, run_export
-from graph_export.clients import warm_clients
+from graph_export.clients import app_clients
 from graph_export.naming import LATEST_BLOB, checkpoint_blob_name
 
 from .helpers import (
@@ -186,7 +186,7 @@ def test_neither_secret_nor_token_ever_reaches_the_logs(export_env, sandbox, cap
     caplog.set_level(logging.DEBUG)
     run_export(load_settings(), SLOT)
     sandbox.entra.expire_secrets()
-    warm_clients.cache_clear()
+    app_clients.cache_clear()
     with pytest.raises(AuthError) as info:
         run_export(load_settings(), datetime(2026, 3, 8, 2, tzinfo=timezone.utc))
     text = caplog.text + str(info.value)

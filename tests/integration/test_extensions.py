@@ -15,7 +15,7 @@ import pytest
 
 from graph_export import GraphError, load_settings, run_export
 from graph_export.cli import main
-from graph_export.clients import warm_clients
+from graph_export.clients import app_clients
 from sandbox.tenant import BADGE_IDS, COST_CENTER, EMPLOYEE_NUMBER, HIRE_COHORT, HR_APP_ID, USER_EXTENSIONS
 
 from .helpers import blob_names, read_export
@@ -64,7 +64,7 @@ def test_an_extension_the_tenant_does_not_have_is_refused_by_graph_with_a_line_p
 # --- python -m graph_export properties ---------------------------------------------------------------------
 
 def properties(capsys, *args: str) -> tuple[int, str, str]:
-    warm_clients.cache_clear()  # tokens issued after set_roles carry the new roles
+    app_clients.cache_clear()  # tokens issued after set_roles carry the new roles
     code = main(["properties", *args])
     out, err = capsys.readouterr()
     return code, out, err

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from graph_export import load_settings, run_export
-from graph_export.clients import warm_clients
+from graph_export.clients import app_clients
 
 from .helpers import published, read_export
 
@@ -35,7 +35,7 @@ def tenant_now(sandbox) -> dict[str, dict]:
 
 
 def export(n: int):
-    warm_clients.cache_clear()
+    app_clients.cache_clear()
     return run_export(load_settings(), FIRST + n * timedelta(days=1))
 
 

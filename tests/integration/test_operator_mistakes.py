@@ -18,7 +18,7 @@ import pytest
 from azure.storage.blob import AccountSasPermissions, ResourceTypes, generate_account_sas
 
 from graph_export import load_settings, run_export
-from graph_export.clients import warm_clients
+from graph_export.clients import app_clients
 from sandbox.azurite import ACCOUNT, ACCOUNT_KEY, Azurite
 from sandbox.blobproxy import BlobFaultProxy
 from sandbox.ca import generate_tls
@@ -177,7 +177,7 @@ def test_every_service_that_keeps_a_run_waiting_says_so(export_env, sandbox, blo
     from graph_export import retrying
 
     monkeypatch.setattr(retrying, "PROGRESS_AFTER_S", 0.0)  # "a few seconds", shortened: backoff is 0.01 s here
-    warm_clients.cache_clear()
+    app_clients.cache_clear()
     storage = blob_proxy.add("503", query_contains="restype=container", count=3)
     vault = sandbox.faults.add("keyvault", status=503, count=2)
     graph = sandbox.faults.add("graph", page=1, status=503, count=2)

@@ -16,7 +16,7 @@ import json
 import pytest
 
 from graph_export import load_settings, run_export
-from graph_export.clients import warm_clients
+from graph_export.clients import app_clients
 from graph_export.csvfile import cell
 
 from .helpers import published_manifest, read_bytes
@@ -61,7 +61,7 @@ def test_a_full_export_publishes_graphs_spelling_everywhere(names_env, sandbox):
     assert load_settings().user_properties == tuple(GRAPH_SPELLING)
     d = sandbox.directory
     d.update(d.id_of(4), department="Research", jobTitle="Chemist")
-    warm_clients.cache_clear()
+    app_clients.cache_clear()
     run_export(load_settings(), slot(0))
     manifest, users = check_published(names_env, 0)
     assert manifest["mode"] == "full"
@@ -90,7 +90,7 @@ def test_delta_slots_merge_under_graphs_spelling_and_equal_a_full_export(names_e
     with monkeypatch.context() as m:
         m.setenv("EXPORT_MODE", "full")
         m.setenv("EXPORT_CONTAINER", other)
-        warm_clients.cache_clear()
+        app_clients.cache_clear()
         run_export(load_settings(), slot(1))
         _, full_users = check_published({**names_env, "EXPORT_CONTAINER": other}, 1)
     assert full_users == users

@@ -22,7 +22,7 @@ import pytest
 from azure.storage.blob import BlobLeaseClient, ContainerClient
 
 from graph_export import GraphError, SlotBusyError, StorageError, load_settings, run_export
-from graph_export.clients import warm_clients
+from graph_export.clients import app_clients
 from graph_export.naming import LATEST_BLOB, lock_blob_name, slot_pointer_name
 from graph_export.verify import verify
 from sandbox.blobproxy import BlobFaultProxy
@@ -43,7 +43,7 @@ def proxy(azurite, export_env, monkeypatch):
 
 
 def export(slot: datetime = SLOT, **kwargs):
-    warm_clients.cache_clear()
+    app_clients.cache_clear()
     return run_export(load_settings(), slot, **kwargs)
 
 

@@ -12,7 +12,7 @@ from email.utils import format_datetime
 import pytest
 
 from graph_export import AuthError, GraphError, StorageError, load_settings, run_export
-from graph_export.clients import warm_clients
+from graph_export.clients import app_clients
 from graph_export.naming import LATEST_BLOB
 from sandbox.blobproxy import BlobFaultProxy
 
@@ -36,7 +36,7 @@ def wait_after(sandbox, service, fault_record):
 def baseline(export_env, sandbox):
     """The fault-free export of this tenant; then a cold instance and an empty request log."""
     clean = run_export(load_settings(), CLEAN)
-    warm_clients.cache_clear()  # the faulty run starts cold, so its sign-in path meets the faults too
+    app_clients.cache_clear()  # the faulty run starts cold, so its sign-in path meets the faults too
     sandbox.requests.clear()
     return clean
 

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 import pytest
 
 from graph_export import GraphError, load_settings, run_export
-from graph_export.clients import warm_clients
+from graph_export.clients import app_clients
 from graph_export.naming import checkpoint_blob_name, ids_blob_name
 
 from .helpers import blob_names, container, read_bytes, read_export, read_json, slot_files
@@ -42,7 +42,7 @@ def interrupted_run(sandbox, page):
         run_export(load_settings(), SLOT)
     sandbox.faults.clear()
     sandbox.requests.clear()
-    warm_clients.cache_clear()
+    app_clients.cache_clear()
 
 
 def assert_identical_to_a_clean_run(export_env, sandbox, resumed_summary):

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from graph_export import GraphError, load_settings, run_export
-from graph_export.clients import warm_clients
+from graph_export.clients import app_clients
 from graph_export.naming import LATEST_BLOB
 
 from .helpers import REPO, blob_names, published, read_export, read_json
@@ -64,7 +64,7 @@ def test_a_tenant_without_a_premium_licence_is_told_so(sign_in_env, sandbox):
 # --- delta mode: users/delta does not track it, so each slot reads it for every user beside the changes ------
 
 def _delta_slot(n: int):
-    warm_clients.cache_clear()
+    app_clients.cache_clear()
     return run_export(load_settings(), SLOT + timedelta(days=n))
 
 

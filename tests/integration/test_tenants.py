@@ -17,8 +17,9 @@ import pytest
 from azure.storage.blob import ContainerClient
 from azure.storage.queue import QueueClient
 
-from graph_export import queues
+from graph_export import queues, worker
 from graph_export.naming import FAILURE_BLOB, LATEST_BLOB, checkpoint_blob_name, parse_slot
+from graph_export.settings import load_settings
 from sandbox import Sandbox
 
 from .helpers import REPO
@@ -28,9 +29,11 @@ SLOT, LATER = "2026-03-07T02:00:00Z", "2026-03-08T02:00:00Z"
 
 
 @pytest.fixture
-def sandbox(tmp_path):
-    """The provider's home tenant (Key Vault, the app) and three customer tenants, each consented."""
-    with Sandbox(users=10, workdir=tmp_path / "sandbox", customer_tenants=SIZES) as tenant:
+def sandbox(tmp_path, request):
+    """The provider's home tenant (Key Vault, the app) and three customer tenants, each consented (a test's
+    ``indirect`` parameter: other Sandbox options)."""
+    options = {"customer_tenants": SIZES, **getattr(request, "param", {})}
+    with Sandbox(users=10, workdir=tmp_path / "sandbox", **options) as tenant:
         yield tenant
 
 
@@ -152,3 +155,29 @@ def test_delta_mode_per_tenant(tenants_env, sandbox, monkeypatch):
         manifest = root_json(tenants_env, tenant, latest["manifest"])
         assert latest["slot"] == LATER and manifest["mode"] == "delta" and manifest["users"] == users
         assert manifest["delta"]["change_records"] == (1 if tenant == changed else 0), tenant
+
+
+def vault_reads(sandbox) -> int:
+    """How many times the vault handed out the client secret (its 401 challenges not counted)."""
+    return sum(1 for r in sandbox.requests.entries("keyvault") if r.status == 200)
+
+
+# Tokens of a minute: MSAL treats a token within 5 minutes of its end as expired, so every run signs in.
+@pytest.mark.parametrize("sandbox", [{"customer_tenants": [40, 50, 60], "token_lifetime_s": 60}], indirect=True)
+def test_the_tenants_of_one_process_share_one_vault_read_and_one_rotation(tenants_env, sandbox):
+    settings = load_settings()
+    queue, poison = worker.open_queues(settings)
+    queues.fan_out(queue, settings.tenant_ids, parse_slot(SLOT))
+    assert worker.work(settings, queue, poison, retry_delay_s=0).succeeded == 3
+    assert vault_reads(sandbox) == 1
+    assert len(sandbox.requests.entries("identity")) == 1  # one managed identity token for the vault
+
+    sandbox.rotate_secret()  # the old secret stops working at once: every tenant's next sign-in is refused
+    queues.fan_out(queue, settings.tenant_ids, parse_slot(LATER))
+    report = worker.work(settings, queue, poison, retry_delay_s=0)
+    assert (report.succeeded, report.failed_attempts) == (3, 0)
+    assert vault_reads(sandbox) == 2  # the first tenant refused read the rotated secret; the others used it
+    refused = [r for r in sandbox.requests.entries("entra") if r.method == "POST" and r.status != 200]
+    assert len(refused) == 3  # each tenant's own sign-in with the old secret, once
+    for tenant in sandbox.tenant_ids:
+        assert root_json(tenants_env, tenant, LATEST_BLOB)["slot"] == LATER

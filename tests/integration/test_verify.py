@@ -20,7 +20,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from graph_export import StorageError, VerifyError, load_settings, run_export, verify
-from graph_export.clients import warm_clients
+from graph_export.clients import app_clients
 from graph_export.naming import LATEST_BLOB, slot_pointer_name
 from graph_export.settings import load_storage_settings
 
@@ -32,7 +32,7 @@ USERS = 2_500
 
 
 def export(slot: datetime = SLOT, **kwargs):
-    warm_clients.cache_clear()
+    app_clients.cache_clear()
     return run_export(load_settings(), slot, **kwargs)
 
 

@@ -19,7 +19,7 @@ import pytest
 from azure.storage.blob import BlobLeaseClient
 
 from graph_export import naming
-from graph_export.clients import warm_clients
+from graph_export.clients import app_clients
 from graph_export.errors import GraphError, SlotBusyError
 from graph_export.export import run_export
 from graph_export.naming import DELTA_STATE_BLOB, LATEST_BLOB, slot_pointer_name, slot_prefix
@@ -85,12 +85,12 @@ def test_a_full_export_publishes_its_file_manifest_pointer_and_latest_and_a_seco
 
 
 def test_run_export_with_clients_never_builds_the_warm_ones():
-    warm_clients.cache_clear()
-    before = warm_clients.cache_info()
+    app_clients.cache_clear()
+    before = app_clients.cache_info()
     clients = memory()
     run_export(clients.settings, SLOT1, clients=clients)
     run_export(clients.settings, SLOT1, clients=clients, force=True)
-    assert warm_clients.cache_info() == before
+    assert app_clients.cache_info() == before
 
 
 def test_force_replaces_the_export_and_latest_moves_only_once_the_new_manifest_is_complete():

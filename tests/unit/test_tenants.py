@@ -9,6 +9,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from graph_export import tenant_root, verify
+from graph_export.clients import TENANTS_KEPT, app_clients, warm_clients
 from graph_export.errors import ConfigError
 from graph_export.export import run_export
 from graph_export.naming import LATEST_BLOB, slot_pointer_name
@@ -170,3 +171,18 @@ def test_a_connection_string_with_a_blob_endpoint_needs_its_queue_endpoint_with_
     assert "EXPORT_STORAGE names a BlobEndpoint but no QueueEndpoint" in problems({**conn, "EXPORT_STORAGE": blob_only})
     both = blob_only + "QueueEndpoint=http://127.0.0.1:2/a;"
     assert load_settings({**conn, "EXPORT_STORAGE": both}).tenant_ids == (A, B)
+
+
+def test_the_tenants_of_one_deployment_share_their_app_clients_and_the_recent_ones_keep_their_sign_in():
+    app_clients.cache_clear()
+    many = load_settings({**MULTI_TENANT_ENV, "TENANT_IDS": ",".join(f"{n:08d}-0000-4000-8000-000000000000"
+                                                                    for n in range(TENANTS_KEPT + 1))})
+    first, second = (warm_clients(many.for_tenant(t)) for t in many.tenant_ids[:2])
+    assert first.app is second.app and first.tokens is not second.tokens
+    assert first.settings.authority.endswith(many.tenant_ids[0]) and second.settings.authority.endswith(many.tenant_ids[1])
+    assert warm_clients(many.for_tenant(many.tenant_ids[0])) is first
+    for tenant in many.tenant_ids[2:]:
+        warm_clients(many.for_tenant(tenant))
+    assert warm_clients(many.for_tenant(many.tenant_ids[-1])).app is first.app
+    assert warm_clients(many.for_tenant(many.tenant_ids[1])) is not second  # the oldest beyond TENANTS_KEPT
+    app_clients.cache_clear()

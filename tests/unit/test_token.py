@@ -217,6 +217,18 @@ def test_any_other_sign_in_failure_forgets_the_secret_so_the_next_run_reads_it_a
     assert tokens.get() == "token-for-s" and vault.reads == 2
 
 
+def test_a_credential_given_up_on_is_named_to_read_after_so_a_shared_one_is_read_again_only_once():
+    vault, asked = Vault("old", "new"), []
+
+    def read_after(forgotten):
+        asked.append(forgotten.reveal())
+        return vault.read()
+
+    tokens = GraphTokens(vault.read, lambda credential: FakeProvider(credential, accepted="new"), read_after=read_after)
+    assert tokens.get() == "token-for-new"
+    assert asked == ["old"] and vault.reads == 2
+
+
 def test_when_entra_knows_no_newest_version_an_older_one_still_valid_signs_in_and_warns(caplog):
     vault = Vault("renewed")
     tokens = GraphTokens(vault.read, lambda credential: FakeProvider(credential, accepted="previous"),
