@@ -293,8 +293,9 @@ def _parser() -> argparse.ArgumentParser:
                                  help="seconds before a failed message is tried again (default: host.json's "
                                       "visibilityTimeout)")
             command.add_argument("--lease", type=int, metavar="SECONDS", default=worker.LEASE_S,
-                                 help="seconds a message being exported stays invisible to other workers; a killed "
-                                      f"worker's message comes back after them (default {worker.LEASE_S})")
+                                 help="seconds a received message stays invisible to other workers, renewed halfway "
+                                      "while its tenant is exported; a killed worker's message comes back within "
+                                      f"them (default {worker.LEASE_S}, the Functions host's)")
         if name == "status":
             command.add_argument("--json", action="store_true", help="one JSON list instead of a line per tenant")
     return parser

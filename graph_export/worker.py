@@ -9,30 +9,33 @@ A failure is recorded in the tenant's state (``failures``) and raised, so the qu
 :func:`work` receives messages until the queue is empty, as the host would: deleted on success (skipped
 included), left for another attempt after host.json's ``visibilityTimeout`` on failure, moved to
 ``<queue>-poison`` once dequeued ``maxDequeueCount`` times (``hostconfig``), and a message no attempt can
-process (MessageRejected) to the poison queue at once. One ``Export failed:`` line per failure.
+process (MessageRejected) to the poison queue at once. One ``Export failed:`` line per failure. While a
+tenant is exported its message is kept invisible (:func:`kept_invisible`), as the host keeps it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
-from azure.core.exceptions import ResourceNotFoundError
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.storage.queue import QueueClient, QueueMessage
 
-from . import failures, hostconfig, queues, redact, tenant_root
+from . import failures, hostconfig, queues, redact, tenant_root, threads
 from .clients import Clients, warm_clients
-from .errors import ExportError, MessageRejected
+from .errors import ExportError, MessageRejected, StorageError
 from .export import run_export
 from .records import ExportSummary
 from .settings import Settings
 from .storage import storage_errors
 
 log = logging.getLogger(__name__)
-#: How long ``work`` keeps a received message invisible to others while it exports it (seconds). A longer
-#: export is still alone: a second delivery meanwhile finds the slot's lease taken (SlotBusyError) and retries.
+#: How long a message ``work`` received stays invisible to others (seconds), renewed halfway while its tenant
+#: is exported (:func:`kept_invisible`): the host's 10 minutes. A killed worker's message is back within it.
 LEASE_S = 600
 
 ClientsFor = Callable[[Settings], Clients]
@@ -80,62 +83,121 @@ def work(settings: Settings, queue: QueueClient, poison: QueueClient, *, clients
          on_line: Callable[[str], None] = log.error, poll_s: float = 1.0, lease_s: int = LEASE_S) -> WorkReport:
     """Process ``queue``'s messages until none is left (visible or waiting for its retry); ``on_line`` hears each
     ``Export failed:`` line. ``retry_delay_s`` overrides host.json's visibilityTimeout (tests, impatient operators);
-    ``lease_s`` is how long a received message stays invisible (a killed worker's message comes back after it)."""
+    ``lease_s`` is how long a received message stays invisible, renewed while it is exported (a killed worker's
+    message comes back within it)."""
     options = options or hostconfig.queue_options()
-    delay = options.visibility_timeout_s if retry_delay_s is None else retry_delay_s
-    report = WorkReport()
+    worker = _Worker(settings, queue, poison, clients_for, options,
+                     options.visibility_timeout_s if retry_delay_s is None else retry_delay_s, on_line, lease_s)
     while True:
         with storage_errors(f"receiving from queue {queue.queue_name}", "nothing was received"):
             try:
                 message = queue.receive_message(visibility_timeout=lease_s)
             except ResourceNotFoundError:  # no slot was ever fanned out to it (the first send creates it)
                 log.info("Queue %s does not exist yet: nothing to do", queue.queue_name)
-                return report
+                return worker.report
         if message is None:
             if not _waiting(queue):
-                return report
+                return worker.report
             time.sleep(poll_s)
             continue
-        _handle(settings, queue, poison, message, clients_for, options, delay, on_line, report)
+        worker.handle(message)
 
 
-def _handle(settings: Settings, queue: QueueClient, poison: QueueClient, message: QueueMessage,
-            clients_for: ClientsFor, options: hostconfig.QueueOptions, delay: int,
-            on_line: Callable[[str], None], report: WorkReport) -> None:
-    text = str(message.content)
-    try:
-        wanted = queues.TenantSlot.parse(text, settings.tenant_ids)
-    except MessageRejected as error:
-        on_line(failed_line(error))
-        _to_poison(queue, poison, message, report, "(rejected)")
-        return
-    try:
-        summary = export_tenant(settings.for_tenant(wanted.tenant), wanted, clients_for=clients_for)
-    except Exception as error:  # every failure is retried by the queue, as the host retries the trigger
-        on_line(failed_line(error, text))
-        report.failed_attempts += 1
-        if message.dequeue_count is not None and message.dequeue_count >= options.max_dequeue_count:
-            _to_poison(queue, poison, message, report, wanted.tenant)
+@dataclass
+class _Worker:
+    """What ``work`` carries from message to message: where messages come from and go, and what it did."""
+
+    settings: Settings
+    queue: QueueClient
+    poison: QueueClient
+    clients_for: ClientsFor
+    options: hostconfig.QueueOptions
+    retry_delay_s: int
+    on_line: Callable[[str], None]
+    lease_s: int
+    report: WorkReport = field(default_factory=WorkReport)
+
+    def handle(self, message: QueueMessage) -> None:
+        text = str(message.content)
+        try:
+            wanted = queues.TenantSlot.parse(text, self.settings.tenant_ids)
+        except MessageRejected as error:
+            self.on_line(failed_line(error))
+            self._to_poison(message, "(rejected)")
+            return
+        try:
+            with kept_invisible(self.queue, message, self.lease_s, wanted.tenant):
+                summary = export_tenant(self.settings.for_tenant(wanted.tenant), wanted, clients_for=self.clients_for)
+        except Exception as error:  # every failure is retried by the queue, as the host retries the trigger
+            self.on_line(failed_line(error, text))
+            self.report.failed_attempts += 1
+            if message.dequeue_count is not None and message.dequeue_count >= self.options.max_dequeue_count:
+                self._to_poison(message, wanted.tenant)
+            else:
+                with storage_errors(f"returning a message to queue {self.queue.queue_name}",
+                                    "it is retried after its lease"):
+                    self.queue.update_message(message, visibility_timeout=self.retry_delay_s)
+            return
+        if summary.status == "skipped":
+            self.report.skipped += 1
         else:
-            with storage_errors(f"returning a message to queue {queue.queue_name}", "it is retried after its lease"):
-                queue.update_message(message, visibility_timeout=delay)
-        return
-    if summary.status == "skipped":
-        report.skipped += 1
-    else:
-        report.succeeded += 1
-    log.info("Tenant %s: %s", wanted.tenant, summary.line())
-    with storage_errors(f"deleting a processed message from queue {queue.queue_name}",
-                        "it is delivered again and then skipped"):
-        queue.delete_message(message)
+            self.report.succeeded += 1
+        log.info("Tenant %s: %s", wanted.tenant, summary.line())
+        with storage_errors(f"deleting a processed message from queue {self.queue.queue_name}",
+                            "it is delivered again and then skipped"):
+            self.queue.delete_message(message)
+
+    def _to_poison(self, message: QueueMessage, tenant: str) -> None:
+        """Move ``message`` to the poison queue as the host does: a copy there first, then the original deleted."""
+        with storage_errors(f"moving a message to {self.poison.queue_name}", "it is retried after its lease"):
+            queues.send_text(self.poison, str(message.content))
+            self.queue.delete_message(message)
+        self.report.poisoned.append(tenant)
 
 
-def _to_poison(queue: QueueClient, poison: QueueClient, message: QueueMessage, report: WorkReport, tenant: str) -> None:
-    """Move ``message`` to the poison queue as the host does: a copy there first, then the original deleted."""
-    with storage_errors(f"moving a message to {poison.queue_name}", "it is retried after its lease"):
-        queues.send_text(poison, str(message.content))
-        queue.delete_message(message)
-    report.poisoned.append(tenant)
+@contextlib.contextmanager
+def kept_invisible(queue: QueueClient, message: QueueMessage, lease_s: int, tenant: str) -> Iterator[None]:
+    """Keep a received ``message`` invisible while the block exports its tenant, as the Functions host keeps
+    the message of a running queue trigger: its visibility is updated when halfway to expiring, and sooner
+    after an update failed (WebJobs' QueueListener: received for 10 minutes, renewed each 5).
+
+    ``message``'s pop receipt is kept current, so that it can be deleted or returned afterwards. A renewal
+    that fails is a warning, not a failure: the export goes on, and a second delivery meanwhile meets the
+    slot's lease. Once another worker has received the message (404, or a pop receipt it replaced) renewing
+    stops.
+    """
+    stop = threading.Event()
+    renewer = threads.start(_renew, queue, message, lease_s, tenant, stop, name=f"renew-{tenant}")
+    try:
+        yield
+    finally:
+        stop.set()
+        renewer.join()
+
+
+def _renew(queue: QueueClient, message: QueueMessage, lease_s: int, tenant: str, stop: threading.Event) -> None:
+    every = max(lease_s / 2, 0.5)
+    wait = every
+    while not stop.wait(wait):
+        doing = f"renewing the invisibility of tenant {tenant}'s message on queue {queue.queue_name}"
+        try:
+            with storage_errors(doing, "the export goes on; a second delivery meanwhile meets the slot's lease"):
+                try:
+                    renewed = queue.update_message(message.id, pop_receipt=message.pop_receipt,
+                                                   visibility_timeout=lease_s)
+                except HttpResponseError as error:
+                    if error.status_code == 404 or getattr(error, "error_code", None) == "PopReceiptMismatch":
+                        log.warning("Tenant %s's message was received by another worker after its lease (%d s) "
+                                    "ran out: the export goes on, and that delivery meets the slot's lease.",
+                                    tenant, lease_s)
+                        return
+                    raise
+        except StorageError as error:
+            log.warning("%s", error)
+            wait = max(min(wait / 2, 60.0), 0.5)  # sooner, as the host speeds up after a failed update
+            continue
+        message.pop_receipt, message.next_visible_on = renewed.pop_receipt, renewed.next_visible_on
+        wait = every
 
 
 def _waiting(queue: QueueClient) -> bool:

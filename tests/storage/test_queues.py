@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 import uuid
 from datetime import datetime, timezone
 from typing import Any, Callable
@@ -70,7 +71,8 @@ def outcome(call: Callable[[], Any]) -> Any:
 
 
 def retry_cycle(q: Any) -> list[Any]:
-    """Send, receive (invisible), update to visible, receive again (dequeue count 2), stale delete, delete."""
+    """Send, receive (invisible), update to visible, receive again (dequeue count 2), stale delete, renew by id
+    (the old receipt is then stale), delete with the renewed receipt."""
     q.send_message("one")
     first = q.receive_message(visibility_timeout=30)
     steps = [(first.content, first.dequeue_count), outcome(lambda: q.receive_message(visibility_timeout=30))]
@@ -79,6 +81,10 @@ def retry_cycle(q: Any) -> list[Any]:
     second = q.receive_message(visibility_timeout=30)
     steps.append((second.content, second.dequeue_count))
     steps.append(outcome(lambda: q.delete_message(first)))  # its pop receipt is stale now
+    renewed = q.update_message(second.id, pop_receipt=second.pop_receipt, visibility_timeout=30)  # by id: no body
+    steps.append(outcome(lambda: q.update_message(second.id, pop_receipt=second.pop_receipt, visibility_timeout=30)))
+    steps.append(q.receive_message(visibility_timeout=30))  # still invisible after the renewal
+    second.pop_receipt = renewed.pop_receipt
     steps.append(outcome(lambda: q.delete_message(second)))
     steps.append((q.receive_message(), q.get_queue_properties().approximate_message_count))
     return steps
@@ -128,3 +134,16 @@ def test_a_tenant_root_on_azurite_lists_only_its_own_blobs_with_relative_names(b
     assert seen.download_blob("users/new.json").readall() == b"1"
     seen.delete_blob("users/new.json")
     assert not blob_container.get_blob_client(f"tenants/{A}/users/new.json").exists()
+
+
+def test_a_message_kept_invisible_outlives_its_lease_and_is_deleted_with_its_renewed_receipt(target):
+    from graph_export import worker
+
+    queue = queues.open_queue(target, f"q-{uuid.uuid4().hex[:12]}", None)
+    queues.send_text(queue, "tenant's slot")
+    message = queue.receive_message(visibility_timeout=2)
+    with worker.kept_invisible(queue, message, 2, A):
+        time.sleep(3.5)  # beyond the 2 s it was received for: renewed at 1, 2 and 3 s
+        assert queue.receive_message(visibility_timeout=1) is None
+    queue.delete_message(message)  # the pop receipt the renewals left
+    assert queue.get_queue_properties().approximate_message_count == 0

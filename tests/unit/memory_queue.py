@@ -68,10 +68,10 @@ class MemoryQueue:
             held.visible_at = now + (30 if visibility_timeout is None else visibility_timeout)
             return self._message(held)
 
-    def update_message(self, message: QueueMessage, pop_receipt: str | None = None, content: object = None, *,
+    def update_message(self, message: QueueMessage | str, pop_receipt: str | None = None, content: object = None, *,
                        visibility_timeout: int | None = None, **kwargs: Any) -> QueueMessage:
         with self._lock:
-            held = self._find(message)
+            held = self._find(message, pop_receipt)
             held.pop_receipt = secrets.token_hex(8)
             held.visible_at = self.clock() + (visibility_timeout or 0)
             if content is not None:
@@ -92,11 +92,15 @@ class MemoryQueue:
         """Every message's text, visible or not, in the order sent."""
         return [h.content for h in self._held]
 
-    def _find(self, message: QueueMessage) -> _Held:
-        held = next((h for h in self._held if h.id == message.id), None)
+    def _find(self, message: QueueMessage | str, pop_receipt: str | None = None) -> _Held:
+        """The held message by id, if ``pop_receipt`` (or the message's own) is its latest: by a QueueMessage or
+        its id and receipt, as the SDK takes them."""
+        message_id = message if isinstance(message, str) else message.id
+        receipt = pop_receipt or (None if isinstance(message, str) else message.pop_receipt)
+        held = next((h for h in self._held if h.id == message_id), None)
         if held is None:
             raise _error(ResourceNotFoundError, 404, "MessageNotFound", "The specified message does not exist.")
-        if held.pop_receipt != message.pop_receipt:  # received again, or updated, since: as Azurite answers
+        if held.pop_receipt != receipt:  # received again, or updated, since: as Azurite answers
             raise _error(HttpResponseError, 400, "PopReceiptMismatch",
                          "The specified pop receipt did not match the pop receipt for a dequeued message.")
         return held

@@ -6,9 +6,11 @@ module of ours is the real one."""
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
 from graph_export import queues, status, worker
 from graph_export.errors import GraphError, MessageRejected
@@ -17,7 +19,7 @@ from graph_export.naming import FAILURE_BLOB, LATEST_BLOB
 from graph_export.settings import Settings, load_settings
 from tests.unit.memory_clients import MemoryClients
 from tests.unit.memory_graph import MemoryDirectory, denied, make_users, unavailable, users_page
-from tests.unit.memory_queue import MemoryQueue
+from tests.unit.memory_queue import MemoryQueue, _error
 from tests.unit.memory_storage import MemoryAccount
 from tests.unit.orchestration import MULTI_TENANT_ENV
 
@@ -166,3 +168,59 @@ def test_process_is_the_queue_triggers_call_and_raises_for_the_host_to_retry():
 def test_the_dequeue_limit_is_host_jsons():
     options = queue_options()
     assert options == QueueOptions(max_dequeue_count=5, visibility_timeout_s=60)
+
+
+# -- a long export keeps its message invisible ---------------------------------------------------------------------
+
+
+class RenewalsFail(MemoryQueue):
+    """A queue whose visibility renewals (an update by id, no body) fail as ``error`` says; the rest as MemoryQueue."""
+
+    def __init__(self, name: str, error: Exception) -> None:
+        super().__init__(name)
+        self.error, self.renewals = error, 0
+
+    def update_message(self, message, pop_receipt=None, content=None, **kwargs):
+        if isinstance(message, str):
+            self.renewals += 1
+            raise self.error
+        return super().update_message(message, pop_receipt, content, **kwargs)
+
+
+def slow_export(d: Deployment, seconds: float, during=lambda: None):
+    """clients_for that takes ``seconds`` inside the export (where the message must stay invisible), then ``during``."""
+    def clients_for(settings: Settings) -> MemoryClients:
+        time.sleep(seconds)
+        during()
+        return d.clients[settings.tenant_id]
+    return clients_for
+
+
+def test_a_message_stays_invisible_while_its_tenant_is_exported_beyond_the_lease_and_is_deleted_after():
+    d = Deployment()
+    queues.send(d.queue, queues.TenantSlot(A, slot(1)))  # type: ignore[arg-type]
+    seen = []
+    report = worker.work(d.settings, d.queue, d.poison, clients_for=slow_export(d, 1.8, lambda: seen.append(
+        d.queue.receive_message(visibility_timeout=1))), options=OPTIONS, on_line=d.lines.append, poll_s=0, lease_s=1)
+    assert seen == [None]  # another worker would have found nothing: renewed at 0.5, 1.0 and 1.5 s
+    assert (report.succeeded, report.failed_attempts, d.queue.contents()) == (1, 0, [])
+
+
+@pytest.mark.parametrize("error, stops", [
+    (_error(HttpResponseError, 500, "InternalError", "Server busy"), False),
+    (_error(ResourceNotFoundError, 404, "MessageNotFound", "The specified message does not exist."), True),
+    (_error(HttpResponseError, 400, "PopReceiptMismatch", "The specified pop receipt did not match."), True),
+])
+def test_a_failed_renewal_is_a_warning_and_the_export_goes_on(caplog, error, stops):
+    d = Deployment()
+    d.queue = RenewalsFail("graph-export-tenants", error)
+    queues.send(d.queue, queues.TenantSlot(A, slot(1)))  # type: ignore[arg-type]
+    report = worker.work(d.settings, d.queue, d.poison, clients_for=slow_export(d, 1.4), options=OPTIONS,
+                         on_line=d.lines.append, poll_s=0, lease_s=1)
+    assert (report.succeeded, d.lines, d.queue.contents()) == (1, [], [])
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and r.name == "graph_export.worker"]
+    if stops:
+        assert d.queue.renewals == 1 and len(warnings) == 1 and "received by another worker" in warnings[0]
+    else:
+        assert d.queue.renewals >= 2 and all(w.startswith("Export storage failed with HTTP 500") for w in warnings)
+        assert "renewing the invisibility of tenant" in warnings[0]
