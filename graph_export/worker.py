@@ -135,7 +135,7 @@ class _Worker:
                 self._to_poison(message, wanted.tenant)
             else:
                 with storage_errors(f"returning a message to queue {self.queue.queue_name}",
-                                    "it is retried after its lease"):
+                                    "it is retried after its lease"), _unless_taken_over(wanted.tenant, "returned"):
                     self.queue.update_message(message, visibility_timeout=self.retry_delay_s)
             return
         if summary.status == "skipped":
@@ -144,7 +144,7 @@ class _Worker:
             self.report.succeeded += 1
         log.info("Tenant %s: %s", wanted.tenant, summary.line())
         with storage_errors(f"deleting a processed message from queue {self.queue.queue_name}",
-                            "it is delivered again and then skipped"):
+                            "it is delivered again and then skipped"), _unless_taken_over(wanted.tenant, "deleted"):
             self.queue.delete_message(message)
 
     def _to_poison(self, message: QueueMessage, tenant: str) -> None:
@@ -186,7 +186,7 @@ def _renew(queue: QueueClient, message: QueueMessage, lease_s: int, tenant: str,
                     renewed = queue.update_message(message.id, pop_receipt=message.pop_receipt,
                                                    visibility_timeout=lease_s)
                 except HttpResponseError as error:
-                    if error.status_code == 404 or getattr(error, "error_code", None) == "PopReceiptMismatch":
+                    if _taken_over(error):
                         log.warning("Tenant %s's message was received by another worker after its lease (%d s) "
                                     "ran out: the export goes on, and that delivery meets the slot's lease.",
                                     tenant, lease_s)
@@ -198,6 +198,23 @@ def _renew(queue: QueueClient, message: QueueMessage, lease_s: int, tenant: str,
             continue
         message.pop_receipt, message.next_visible_on = renewed.pop_receipt, renewed.next_visible_on
         wait = every
+
+
+def _taken_over(error: HttpResponseError) -> bool:
+    """Whether the message is another receiver's now (its pop receipt replaced ours) or gone: the host then lets
+    it be, for a release, a delete and a renewal alike (WebJobs' QueueProcessor and its visibility command)."""
+    return error.status_code == 404 or getattr(error, "error_code", None) == "PopReceiptMismatch"
+
+
+@contextlib.contextmanager
+def _unless_taken_over(tenant: str, would_be: str) -> Iterator[None]:
+    try:
+        yield
+    except HttpResponseError as error:
+        if not _taken_over(error):
+            raise
+        log.info("Tenant %s's message was not %s: another worker received it after its lease ran out, and it is "
+                 "settled there.", tenant, would_be)
 
 
 def _waiting(queue: QueueClient) -> bool:

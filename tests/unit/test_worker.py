@@ -224,3 +224,16 @@ def test_a_failed_renewal_is_a_warning_and_the_export_goes_on(caplog, error, sto
     else:
         assert d.queue.renewals >= 2 and all(w.startswith("Export storage failed with HTTP 500") for w in warnings)
         assert "renewing the invisibility of tenant" in warnings[0]
+
+
+def test_a_message_another_worker_received_meanwhile_is_left_to_it_not_a_failure():
+    d = Deployment()
+    d.queue = RenewalsFail("graph-export-tenants", _error(HttpResponseError, 503, "ServerBusy", "busy"))
+    queues.send(d.queue, queues.TenantSlot(A, slot(1)))  # type: ignore[arg-type]
+    taken = []
+    clients_for = slow_export(d, 1.3, lambda: taken.append(d.queue.receive_message(visibility_timeout=30)))
+    report = worker.work(d.settings, d.queue, d.poison, clients_for=clients_for, options=OPTIONS,
+                         on_line=d.lines.append, poll_s=0, lease_s=1)
+    assert taken[0] is not None and taken[0].dequeue_count == 2  # its lease lapsed unrenewed: another worker has it
+    assert (report.succeeded, d.lines) == (1, [])  # our delete met its pop receipt: the host's way, no failure
+    assert d.queue.contents() == [taken[0].content]  # settled by the one that holds it now
