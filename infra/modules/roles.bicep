@@ -42,13 +42,9 @@ var roleIds = {
   storageBlobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
   storageBlobDataContributor: 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
   storageQueueDataContributor: '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
-  // The queue data roles, each of a few data actions (Azure built-in roles for Storage,
-  // learn.microsoft.com/azure/role-based-access-control/built-in-roles/storage): Message Sender only adds
-  // messages (queues/messages/add/action); Reader reads the queue and peeks (queues/read, messages/read); Message
-  // Processor peeks, receives and deletes (messages/read, messages/process/action).
+  // Adds messages only (queues/messages/add/action): Azure built-in roles for Storage,
+  // learn.microsoft.com/azure/role-based-access-control/built-in-roles/storage.
   storageQueueDataMessageSender: 'c6a89b2d-59bc-44d0-9896-0f6e12d7b80a'
-  storageQueueDataReader: '19e7f393-937e-4f77-808e-94535e297925'
-  storageQueueDataMessageProcessor: '8a0f0c08-91a1-4084-bc3d-661d67233fed'
   monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'
   keyVaultSecretsUser: '4633458b-17de-408a-b874-0445c86b69e6'
 }
@@ -151,37 +147,23 @@ resource stateContainerContributor 'Microsoft.Authorization/roleAssignments@2022
   }
 }
 
-// The fan-out queue, each role on that queue only (queue-level scope is supported for the queue data roles), none on
-// the account: the timer function adds one message per tenant (Message Sender); the queue trigger (connection
-// EXPORT_STORAGE) reads the queue and receives and deletes messages (Reader + Message Processor, the roles the
-// Functions docs give a queue trigger: learn.microsoft.com/azure/azure-functions/functions-bindings-storage-queue,
-// "Grant permission to the identity"). No role creates queues: Bicep creates both (modules/storage.bicep), and the
-// app must not need to.
-resource queueSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(exportQueue.id, principalId, roleIds.storageQueueDataMessageSender)
+// The fan-out queue: Storage Queue Data Contributor on that queue only, none on the account. The timer puts one
+// message per tenant; the queue trigger (connection EXPORT_STORAGE) reads the queue's metadata, gets and deletes
+// messages, and calls Update Message to release a failed one with host.json's visibilityTimeout and to renew an
+// in-flight one (WebJobs Storage Queues extension: QueueProcessor.ReleaseMessageAsync,
+// UpdateQueueMessageVisibilityCommand). Update Message needs queues/messages/write
+// (learn.microsoft.com/rest/api/storageservices/authorize-with-azure-active-directory, "Permissions for Queue
+// service operations"), which Reader + Message Processor, the roles the Functions docs give a trigger, lack: a
+// release then fails with 403 and the retry waits out the message's first invisibility
+// (github.com/MicrosoftDocs/azure-docs/issues/120932). Of the built-in roles only Contributor grants messages/write;
+// beyond Sender + Reader + Processor it adds messages/delete, queues/write and queues/delete, on this queue only.
+// A custom role was rejected: it needs roleDefinitions/write at deploy time and a tenant-wide object per deployment.
+// Bicep creates both queues (modules/storage.bicep): the app never needs to.
+resource queueContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(exportQueue.id, principalId, roleIds.storageQueueDataContributor)
   scope: exportQueue
   properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleIds.storageQueueDataMessageSender)
-    principalId: principalId
-    principalType: 'ServicePrincipal'
-  }
-}
-
-resource queueReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(exportQueue.id, principalId, roleIds.storageQueueDataReader)
-  scope: exportQueue
-  properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleIds.storageQueueDataReader)
-    principalId: principalId
-    principalType: 'ServicePrincipal'
-  }
-}
-
-resource queueProcessor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(exportQueue.id, principalId, roleIds.storageQueueDataMessageProcessor)
-  scope: exportQueue
-  properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleIds.storageQueueDataMessageProcessor)
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleIds.storageQueueDataContributor)
     principalId: principalId
     principalType: 'ServicePrincipal'
   }

@@ -17,8 +17,6 @@ ROLE_IDS = {
     "storageBlobDataContributor": "ba92f5b4-2d11-453d-a403-e96b0029c9fe",
     "storageQueueDataContributor": "974c5e8b-45b9-4653-ba55-5f855dd0fb88",
     "storageQueueDataMessageSender": "c6a89b2d-59bc-44d0-9896-0f6e12d7b80a",
-    "storageQueueDataReader": "19e7f393-937e-4f77-808e-94535e297925",
-    "storageQueueDataMessageProcessor": "8a0f0c08-91a1-4084-bc3d-661d67233fed",
     "monitoringMetricsPublisher": "3913510d-42f4-4e42-8a64-420c390055eb",
     "keyVaultSecretsUser": "4633458b-17de-408a-b874-0445c86b69e6",
 }
@@ -340,9 +338,7 @@ def test_app_identity_gets_exactly_the_least_privilege_roles(bicep):
         ("exportContainer", ROLE_IDS["storageBlobDataContributor"]),
         ("stateContainer", ROLE_IDS["storageBlobDataContributor"]),
         # The fan-out queue and its poison queue, never the account (test_bicep_queue.py).
-        ("exportQueue", ROLE_IDS["storageQueueDataMessageSender"]),
-        ("exportQueue", ROLE_IDS["storageQueueDataReader"]),
-        ("exportQueue", ROLE_IDS["storageQueueDataMessageProcessor"]),
+        ("exportQueue", ROLE_IDS["storageQueueDataContributor"]),
         ("poisonQueue", ROLE_IDS["storageQueueDataMessageSender"]),
         ("vault", ROLE_IDS["keyVaultSecretsUser"]),
         ("appInsights", ROLE_IDS["monitoringMetricsPublisher"]),
