@@ -131,6 +131,8 @@ class ServiceAdvice:
     use_identity: str
     #: A SAS that allows every request the export makes of the service, and the command that makes one.
     new_sas: str
+    #: Why storage refuses a SAS's signature or validity.
+    sas_refused: str
     #: The command that makes a new SAS of the same kind, with its expiry.
     renew_sas: str
 
@@ -150,6 +152,7 @@ def blob_advice(setting: str) -> ServiceAdvice:
         use_identity="set EXPORT_STORAGE__blobServiceUri and assign 'Storage Blob Data Contributor'",
         new_sas=("make a new SAS for the container with read, add, create, write, delete and list permissions "
                  "(az storage container generate-sas --permissions racwdl)"),
+        sas_refused="it is expired or not yet valid, revoked, or signed with an account key that has since been rotated",
         renew_sas="az storage container generate-sas --permissions racwdl --expiry <date>",
     )
 
@@ -299,9 +302,8 @@ def _refused_key_or_sas(exc: HttpResponseError, advice: ServiceAdvice, doing: st
         return (f"Export storage refused a request made with the {_KIND[kind]} in {setting} ({code}) while "
                 f"{doing}: check the storage firewall and that the account is enabled; {outcome}.")
     if kind == "sas":
-        return (f"Export storage refused the SAS in {setting} ({code}) while {doing}: it is expired or not yet "
-                f"valid, revoked, or signed with an account key that has since been rotated; put a new SAS in "
-                f"{setting} ({advice.renew_sas}), {identity}; {outcome}.")
+        return (f"Export storage refused the SAS in {setting} ({code}) while {doing}: {advice.sas_refused}; put a "
+                f"new SAS in {setting} ({advice.renew_sas}), {identity}; {outcome}.")
     firewall = " (or the storage firewall does not admit this network)" if code == "AuthorizationFailure" else ""
     return (f"Export storage refused the account key in {setting} ({code}) while {doing}: the key is wrong or has "
             f"been rotated{firewall}; put the account's current connection string in {setting} (az storage "
