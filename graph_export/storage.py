@@ -184,6 +184,7 @@ def _refused_request(exc: HttpResponseError) -> RefusedRequest:
     request = getattr(exc.response, "request", None)
     return RefusedRequest(url=str(getattr(request, "url", "") or ""), method=str(getattr(request, "method", "") or ""))
 
+
 #: Storage's codes for a shared key or SAS whose signature, validity or scope it does not accept. Azure
 #: answers a wrong key or SAS signature AuthenticationFailed (403); Azurite answers AuthorizationFailure,
 #: which Azure also answers when its firewall keeps the caller out.
