@@ -6,16 +6,21 @@ trigger expects by default (``messageEncoding: base64`` in host.json; the SDK's
 ``TextBase64EncodePolicy``, https://learn.microsoft.com/azure/azure-functions/functions-bindings-storage-queue-trigger#encoding).
 The queue is reached with EXPORT_STORAGE's own authentication: the connection string, or
 EXPORT_STORAGE__queueServiceUri with the app's identity (the trigger's identity-based connection reads the
-same setting). Every call runs inside ``storage.storage_errors``, so a failure is one actionable line.
+same setting). Every call runs inside ``storage.storage_errors``, so a failure is one actionable line, and
+:func:`open_queue` registers the queue service's :func:`queue_advice` for it: a refused queue request names the
+queue's role, setting and SAS, not the container's.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import urlsplit
 
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
@@ -25,7 +30,7 @@ from . import naming
 from .errors import MessageRejected, StorageError
 from .records import iso
 from .settings import StorageTarget
-from .storage import storage_errors
+from .storage import RefusedRequest, ServiceAdvice, register_service, storage_errors
 
 log = logging.getLogger(__name__)
 
@@ -81,15 +86,98 @@ def open_queue(target: StorageTarget, name: str, credential: TokenCredential | N
                                 "connection_timeout": 10, "read_timeout": 30}
     if target.connection_string:
         queue = QueueClient.from_connection_string(target.connection_string, name, **policies)
+        setting = target.source or "EXPORT_STORAGE"
         where = f"queue '{name}' (from {target.source})"
     elif target.queue_service_uri:
         queue = QueueClient(target.queue_service_uri, name, credential=credential, **policies)
+        setting = _uri_setting(target.source)
         where = f"queue '{name}' at {target.queue_service_uri}"
     else:
         raise StorageError("No queue storage is configured: set EXPORT_STORAGE (a connection string) or "
                            "EXPORT_STORAGE__queueServiceUri.")
+    account_path = urlsplit(queue.url).path.rsplit("/", 1)[0]  # "/devstoreaccount1" on Azurite, "" in Azure
+    register_service(queue.url, functools.partial(queue_advice, setting, account_path))
     log.debug("Opened %s", where)
     return queue
+
+
+def _uri_setting(source: str) -> str:
+    """The queue service URI setting beside the blob one the target came from (EXPORT_STORAGE__blobServiceUri or
+    the host's AzureWebJobsStorage__blobServiceUri)."""
+    if source.endswith("__blobServiceUri"):
+        return source.replace("__blobServiceUri", "__queueServiceUri")
+    return "EXPORT_STORAGE__queueServiceUri"
+
+
+#: A queue's name as storage allows it (3-63 lowercase letters, digits and hyphens): only such text from a refused
+#: request's path is repeated in a message.
+_QUEUE_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{1,61})[a-z0-9]")
+#: One SAS in a connection string serves the container and both queues, so only an account SAS can cover them all.
+_ACCOUNT_SAS = "az storage account generate-sas --services bq --resource-types co --permissions racwdlup"
+_LOCAL = "or, running locally with az login, give the signed-in user 'Storage Queue Data Contributor' on the account"
+
+
+def queue_advice(setting: str, account_path: str, request: RefusedRequest) -> ServiceAdvice:
+    """What a refused request to one of the account's queues tells the operator, naming that queue.
+
+    The queue is read from the refused request's path (after ``account_path``), so the poison queue's refusal
+    names the poison queue's role. The roles are the deployment's (infra/modules/roles.bicep): Message Sender on
+    the poison queue (the host, and ``work``, only send there); on the fan-out queue the narrower Message Sender,
+    Reader and Message Processor, all within Storage Queue Data Contributor, which is what the line asks for
+    (https://learn.microsoft.com/azure/role-based-access-control/built-in-roles/storage). A queue SAS has read,
+    add, update and process (azure-storage-queue's ``QueueSasPermissions``;
+    https://learn.microsoft.com/rest/api/storageservices/create-service-sas), and one made for another queue is
+    refused as a bad signature (AuthenticationFailed, seen on Azurite); as one SAS in EXPORT_STORAGE serves the
+    container and both queues, an account SAS over the blob and queue services is the one that covers everything
+    the export does. A refused create (PUT on the queue itself) comes after a send answered QueueNotFound
+    (:func:`send_text`): the queue is missing, and the identity may not create queues.
+    """
+    name, creating = _addressed(request, account_path)
+    queue = f"queue '{name}'" if name else "the queue EXPORT_QUEUE names"
+    queue_sas = f"az storage queue generate-sas --name {name or '<queue>'} --permissions raup"
+    return ServiceAdvice(
+        setting=setting,
+        endpoints="EXPORT_STORAGE / EXPORT_STORAGE__queueServiceUri",
+        identity_setting="EXPORT_STORAGE__queueServiceUri",
+        grant=_grant(name, queue, creating),
+        use_identity=(f"set EXPORT_STORAGE__queueServiceUri (with EXPORT_STORAGE__blobServiceUri) and assign "
+                      f"{_role(name)} on {queue}"),
+        new_sas=(f"make a new SAS for {queue} with read, add, update and process permissions ({queue_sas}) or, as "
+                 f"the one SAS in {setting} serves the container and both queues, an account SAS covering the blob "
+                 f"and queue services ({_ACCOUNT_SAS})"),
+        sas_refused=("it is expired or not yet valid, revoked, signed with an account key that has since been "
+                     "rotated, or made for another queue"),
+        renew_sas=f"{queue_sas} --expiry <date>, or an account SAS for both services: {_ACCOUNT_SAS} --expiry <date>",
+    )
+
+
+def _role(name: str) -> str:
+    """The role infra/ gives on the poison queue (it only receives copies), or the one covering the fan-out queue's."""
+    return "'Storage Queue Data Message Sender'" if name.endswith(POISON_SUFFIX) else "'Storage Queue Data Contributor'"
+
+
+def _grant(name: str, queue: str, creating: bool) -> str:
+    """The clause that gives the identity (or, locally, the signed-in user) what the refused request needed."""
+    if creating:
+        return (f"{queue} does not exist and the function's identity may not create it: deploy infra/ (which creates "
+                f"it) or create it (az storage queue create --name {name} --account-name <account> --auth-mode "
+                f"login), {_LOCAL}")
+    if name.endswith(POISON_SUFFIX):
+        return f"give the function's identity {_role(name)} on {queue} (as infra/ does), {_LOCAL}"
+    return (f"give the function's identity {_role(name)} on {queue} (infra/ assigns the narrower Message Sender, "
+            f"Reader and Message Processor there), {_LOCAL}")
+
+
+def _addressed(request: RefusedRequest, account_path: str) -> tuple[str, bool]:
+    """The queue ``request`` went to ("" if its URL does not say) and whether it was that queue's creation."""
+    parts = urlsplit(request.url)
+    path = parts.path
+    if not path.startswith(f"{account_path}/"):
+        return "", False
+    segments = path[len(account_path) + 1:].split("/")
+    name = segments[0] if _QUEUE_NAME.fullmatch(segments[0]) else ""
+    creating = bool(name) and request.method.upper() == "PUT" and len(segments) == 1 and "comp=" not in parts.query
+    return name, creating
 
 
 def send_text(queue: QueueClient, text: str) -> None:

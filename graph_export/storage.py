@@ -1,7 +1,10 @@
 """Blob Storage access shared by every room: the container, small JSON records, the pointer, errors.
 
 Every call that reaches storage runs inside :func:`storage_errors`, which turns the SDK's failures
-into one actionable :class:`StorageError` line. The export file itself is written by ``sink``.
+into one actionable :class:`StorageError` line. The export file itself is written by ``sink``. The
+same lines serve the export account's queues (``queues``): what they advise (role, setting, SAS) is
+the :class:`ServiceAdvice` of the service the refused request went to, registered by origin when its
+client is opened (:func:`register_service`).
 """
 
 from __future__ import annotations
@@ -9,8 +12,9 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Iterator, Literal
+from typing import Any, Callable, Iterator, Literal
 from urllib.parse import urlsplit
 
 from azure.core import MatchConditions
@@ -73,11 +77,11 @@ def open_container(target: StorageTarget, container: str, credential: TokenCrede
     }
     if target.connection_string:
         client = ContainerClient.from_connection_string(target.connection_string, container, **options)
-        _SETTING_OF[origin_of(client.url)] = target.source or "EXPORT_STORAGE"
+        _register_blob(client.url, target.source or "EXPORT_STORAGE")
         where = f"container '{container}' (from {target.source})"
     elif target.blob_service_uri:
         client = ContainerClient(target.blob_service_uri, container, credential=credential, **options)
-        _SETTING_OF[origin_of(client.url)] = target.source or "EXPORT_STORAGE__blobServiceUri"
+        _register_blob(client.url, target.source or "EXPORT_STORAGE__blobServiceUri")
         where = f"container '{container}' at {target.blob_service_uri}"
     else:  # settings never make one; a StorageTarget built by hand might
         raise StorageError("No export storage is configured: set EXPORT_STORAGE or EXPORT_STORAGE__blobServiceUri.")
@@ -101,8 +105,86 @@ def open_container(target: StorageTarget, container: str, credential: TokenCrede
 NOTHING_PUBLISHED = "nothing was published; run again"
 
 
-#: The setting each storage endpoint came from (by origin), so a refusal can name it.
-_SETTING_OF: dict[str, str] = {}
+@dataclass(frozen=True)
+class RefusedRequest:
+    """What is known of the request storage refused or never answered: its URL (only the origin when the
+    connection failed before a request was made; "" when not even that) and its HTTP method ("" if unknown)."""
+
+    url: str
+    method: str = ""
+
+
+@dataclass(frozen=True)
+class ServiceAdvice:
+    """What :func:`storage_errors`' lines tell the operator to fix for one storage service: the parts that differ
+    between the export container and a queue, so each refusal names the role, setting and SAS of its own service."""
+
+    #: The setting the endpoint came from (EXPORT_STORAGE, EXPORT_STORAGE__blobServiceUri, …).
+    setting: str
+    #: The settings to check when the service cannot be reached.
+    endpoints: str
+    #: The identity-based setting to use instead of an account key or SAS.
+    identity_setting: str
+    #: The whole clause granting the identity its role: "give the function's identity '…' on …".
+    grant: str
+    #: For an account that allows no shared key: "set <setting> and assign '<role>'".
+    use_identity: str
+    #: A SAS that allows every request the export makes of the service, and the command that makes one.
+    new_sas: str
+    #: Why storage refuses a SAS's signature or validity.
+    sas_refused: str
+    #: The command that makes a new SAS of the same kind, with its expiry.
+    renew_sas: str
+
+
+#: How a service describes itself for one refused request (a queue's advice names the queue the request went to).
+Describe = Callable[[RefusedRequest], ServiceAdvice]
+
+
+def blob_advice(setting: str) -> ServiceAdvice:
+    """The export (or state) container's: the role infra/ assigns on it (Storage Blob Data Contributor) and a
+    container SAS with the permissions the export uses."""
+    return ServiceAdvice(
+        setting=setting,
+        endpoints="EXPORT_STORAGE / EXPORT_STORAGE__blobServiceUri",
+        identity_setting="EXPORT_STORAGE__blobServiceUri",
+        grant="give the function's identity 'Storage Blob Data Contributor' on the export container",
+        use_identity="set EXPORT_STORAGE__blobServiceUri and assign 'Storage Blob Data Contributor'",
+        new_sas=("make a new SAS for the container with read, add, create, write, delete and list permissions "
+                 "(az storage container generate-sas --permissions racwdl)"),
+        sas_refused="it is expired or not yet valid, revoked, or signed with an account key that has since been rotated",
+        renew_sas="az storage container generate-sas --permissions racwdl --expiry <date>",
+    )
+
+
+#: How each storage endpoint (by origin) describes a refusal, registered as its client is opened. Blob and queue
+#: services of one account have origins of their own (``<account>.blob…``/``<account>.queue…``; Azurite: one port
+#: each), so the origin of the refused request tells which service refused it.
+_SERVICE_AT: dict[str, Describe] = {}
+
+
+def register_service(url: str, describe: Describe) -> None:
+    """Make refusals of requests to ``url``'s origin use ``describe``'s advice (the last registration wins)."""
+    _SERVICE_AT[origin_of(url)] = describe
+
+
+def _register_blob(url: str, setting: str) -> None:
+    advice = blob_advice(setting)
+    register_service(url, lambda _request: advice)
+
+
+def _advice_for(request: RefusedRequest) -> ServiceAdvice:
+    """The advice of the service ``request`` went to; an origin nothing registered gets the blob advice, as a
+    container opened by hand did before queues had their own."""
+    describe = _SERVICE_AT.get(origin_of(request.url)) if request.url else None
+    return describe(request) if describe is not None else blob_advice("EXPORT_STORAGE")
+
+
+def _refused_request(exc: HttpResponseError) -> RefusedRequest:
+    request = getattr(exc.response, "request", None)
+    return RefusedRequest(url=str(getattr(request, "url", "") or ""), method=str(getattr(request, "method", "") or ""))
+
+
 #: Storage's codes for a shared key or SAS whose signature, validity or scope it does not accept. Azure
 #: answers a wrong key or SAS signature AuthenticationFailed (403); Azurite answers AuthorizationFailure,
 #: which Azure also answers when its firewall keeps the caller out.
@@ -126,16 +208,16 @@ def storage_errors(doing: str, outcome: str = NOTHING_PUBLISHED) -> Iterator[Non
     except (ServiceRequestError, ServiceResponseError) as exc:
         _keep_cause(doing)
         origin = request_origin(exc)
-        setting = _setting_for(origin)
+        advice = _advice_for(RefusedRequest(url=origin or ""))
         untrusted = certificate_failure(exc)
         if untrusted is not None:
-            line = untrusted_certificate("Export storage", origin or "its endpoint", setting, untrusted, doing)
+            line = untrusted_certificate("Export storage", origin or "its endpoint", advice.setting, untrusted, doing)
             raise StorageError(f"{line}; {outcome}.") from None
         why = refused_or_unresolved(exc)
         at = f" at {origin}" if origin else ""
         raise StorageError(
-            f"Export storage{at} is unreachable{f' ({why})' if why else ''} while {doing}: check EXPORT_STORAGE / "
-            f"EXPORT_STORAGE__blobServiceUri (is Azurite running locally?) and the network path; {outcome}."
+            f"Export storage{at} is unreachable{f' ({why})' if why else ''} while {doing}: check {advice.endpoints} "
+            f"(is Azurite running locally?) and the network path; {outcome}."
         ) from None
     except ClientAuthenticationError as exc:
         _keep_cause(doing)
@@ -145,24 +227,24 @@ def storage_errors(doing: str, outcome: str = NOTHING_PUBLISHED) -> Iterator[Non
                 "app's managed identity, or sign in with 'az login' when running locally "
                 f"({first_line(exc.message, 200)})."
             ) from None
-        refused = _refused_key_or_sas(exc, doing, outcome)
+        advice = _advice_for(_refused_request(exc))
+        refused = _refused_key_or_sas(exc, advice, doing, outcome)
         if refused is not None:
             raise StorageError(refused) from None
         raise StorageError(
-            f"Export storage refused our credentials while {doing}: give the function's identity "
-            "'Storage Blob Data Contributor' on the export container, or check the connection string."
+            f"Export storage refused our credentials while {doing}: {advice.grant}, or check the connection string."
         ) from None
     except HttpResponseError as exc:
         _keep_cause(doing)
         code = _error_code(exc)
+        advice = _advice_for(_refused_request(exc))
         if exc.status_code in (401, 403):
-            refused = _refused_key_or_sas(exc, doing, outcome)
+            refused = _refused_key_or_sas(exc, advice, doing, outcome)
             if refused is not None:
                 raise StorageError(refused) from None
         if exc.status_code == 403:
             raise StorageError(
-                f"Export storage denied access ({code or 'HTTP 403'}) while {doing}: give the "
-                "function's identity 'Storage Blob Data Contributor' on the export container and check "
+                f"Export storage denied access ({code or 'HTTP 403'}) while {doing}: {advice.grant} and check "
                 "the storage firewall."
             ) from None
         raise StorageError(f"Export storage failed with HTTP {exc.status_code} {code} while {doing}: {outcome}.") from None
@@ -187,10 +269,6 @@ def _error_code(exc: HttpResponseError) -> str:
     return str(getattr(code, "value", code) or "").strip()
 
 
-def _setting_for(origin: str | None) -> str:
-    return _SETTING_OF.get(origin or "", "EXPORT_STORAGE")
-
-
 def _presented(exc: HttpResponseError) -> str | None:
     """How the refused request proved itself: "key" (Shared Key), "sas" or "token"; None if unknown."""
     request = getattr(exc.response, "request", None)
@@ -205,31 +283,28 @@ def _presented(exc: HttpResponseError) -> str | None:
     return "sas" if "sig=" in query else None
 
 
-def _refused_key_or_sas(exc: HttpResponseError, doing: str, outcome: str) -> str | None:
+def _refused_key_or_sas(exc: HttpResponseError, advice: ServiceAdvice, doing: str, outcome: str) -> str | None:
     """The line for an account key or SAS that storage refused; None when the request used neither."""
     kind = _presented(exc)
     if kind not in ("key", "sas"):
         return None
     code = _error_code(exc) or f"HTTP {exc.status_code}"
-    setting = _setting_for(origin_of(str(getattr(getattr(exc.response, "request", None), "url", ""))))
-    identity = "or use the app's identity instead (EXPORT_STORAGE__blobServiceUri)"
+    setting = advice.setting
+    identity = f"or use the app's identity instead ({advice.identity_setting})"
     if code == "KeyBasedAuthenticationNotPermitted":
         return (f"Export storage does not allow shared key access, so it refused the {_KIND[kind]} in {setting} "
-                f"({code}) while {doing}: use the app's identity instead (set EXPORT_STORAGE__blobServiceUri and "
-                f"assign 'Storage Blob Data Contributor'), or allow shared key access on the account; {outcome}.")
+                f"({code}) while {doing}: use the app's identity instead ({advice.use_identity}), or allow shared "
+                f"key access on the account; {outcome}.")
     if kind == "sas" and code in _SAS_SCOPE_REFUSED:
         return (f"Export storage refused the SAS in {setting} ({code}) while {doing}: it does not allow this "
-                f"request; make a new SAS for the container with read, add, create, write, delete and list "
-                f"permissions (az storage container generate-sas --permissions racwdl), signed for HTTPS and any "
-                f"address the function uses, and put it in {setting}, {identity}; {outcome}.")
+                f"request; {advice.new_sas}, signed for HTTPS and any address the function uses, and put it in "
+                f"{setting}, {identity}; {outcome}.")
     if code not in _SIGNATURE_REFUSED and exc.status_code != 401:
         return (f"Export storage refused a request made with the {_KIND[kind]} in {setting} ({code}) while "
                 f"{doing}: check the storage firewall and that the account is enabled; {outcome}.")
     if kind == "sas":
-        return (f"Export storage refused the SAS in {setting} ({code}) while {doing}: it is expired or not yet "
-                f"valid, revoked, or signed with an account key that has since been rotated; put a new SAS in "
-                f"{setting} (az storage container generate-sas --permissions racwdl --expiry <date>), {identity}; "
-                f"{outcome}.")
+        return (f"Export storage refused the SAS in {setting} ({code}) while {doing}: {advice.sas_refused}; put a "
+                f"new SAS in {setting} ({advice.renew_sas}), {identity}; {outcome}.")
     firewall = " (or the storage firewall does not admit this network)" if code == "AuthorizationFailure" else ""
     return (f"Export storage refused the account key in {setting} ({code}) while {doing}: the key is wrong or has "
             f"been rotated{firewall}; put the account's current connection string in {setting} (az storage "

@@ -8,15 +8,18 @@ import base64
 import json
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
 import pytest
 from azure.core.exceptions import HttpResponseError
-from azure.storage.queue import QueueClient
+from azure.storage.queue import QueueClient, generate_account_sas, generate_queue_sas
 
 from graph_export import queues
+from graph_export.errors import StorageError
 from graph_export.settings import StorageTarget
+from graph_export.storage import open_container, storage_errors, write_json
+from sandbox.azurite import ACCOUNT, ACCOUNT_KEY
 from tests.unit.memory_queue import MemoryQueue
 
 A = "aaaaaaaa-0000-4000-8000-00000000000a"
@@ -147,3 +150,86 @@ def test_a_message_kept_invisible_outlives_its_lease_and_is_deleted_with_its_ren
         assert queue.receive_message(visibility_timeout=1) is None
     queue.delete_message(message)  # the pop receipt the renewals left
     assert queue.get_queue_properties().approximate_message_count == 0
+
+
+# -- refusals on Azurite name the queue's setting and SAS, not the container's (issue 24) ---------------------------
+
+WRONG_KEY = base64.b64encode(b"not the account key, 64 bytes long, so it looks like one........").decode()
+IN_AN_HOUR = datetime.now(timezone.utc) + timedelta(hours=1)
+
+
+def made_queue(azurite_queues: str) -> str:
+    name = f"q-{uuid.uuid4().hex[:12]}"
+    QueueClient.from_connection_string(azurite_queues, name).create_queue()
+    return name
+
+
+def queue_refusal(connection_string: str, name: str) -> str:
+    """The one line of a fan-out send to ``name`` with ``connection_string`` in EXPORT_STORAGE."""
+    queue = queues.open_queue(StorageTarget(connection_string=connection_string, source="EXPORT_STORAGE"), name, None)
+    with pytest.raises(StorageError) as info:
+        queues.send(queue, queues.TenantSlot(A, SLOT))
+    message = str(info.value)
+    assert "\n" not in message and "Blob" not in message and "container generate-sas" not in message
+    assert WRONG_KEY not in message and ACCOUNT_KEY not in message and "sig=" not in message
+    return message
+
+
+def test_a_wrong_account_key_on_the_queue_names_the_queue_service_setting(azurite, azurite_queues):
+    name = made_queue(azurite_queues)
+    wrong = (f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={WRONG_KEY};"
+             f"QueueEndpoint={azurite.queue_endpoint};")
+    message = queue_refusal(wrong, name)
+    # Azurite's queue service answers a wrong key 403 AuthenticationFailed, as Azure does (its blob service:
+    # AuthorizationFailure, tests/storage/test_storage.py).
+    assert message.startswith("Export storage refused the account key in EXPORT_STORAGE (AuthenticationFailed) while "
+                              f"sending {A}'s slot 2026-11-30T02:00:00Z to queue {name}: the key is wrong or has been "
+                              "rotated;")
+    assert "or use the app's identity instead (EXPORT_STORAGE__queueServiceUri)" in message
+
+
+@pytest.mark.parametrize("token", [
+    lambda name: generate_queue_sas(ACCOUNT, name, ACCOUNT_KEY, permission="r", expiry=IN_AN_HOUR),
+    lambda name: generate_account_sas(ACCOUNT, ACCOUNT_KEY, "co", "rl", IN_AN_HOUR, services="q"),
+], ids=["queue-sas", "account-sas"])
+def test_a_read_only_sas_on_the_queue_says_which_permissions_a_queue_sas_needs(azurite, azurite_queues, token):
+    name = made_queue(azurite_queues)
+    message = queue_refusal(f"QueueEndpoint={azurite.queue_endpoint};SharedAccessSignature={token(name)}", name)
+    # Azurite enforces a SAS's permissions on queues: a send needs add.
+    assert message.startswith("Export storage refused the SAS in EXPORT_STORAGE (AuthorizationPermissionMismatch) while "
+                              f"sending {A}'s slot 2026-11-30T02:00:00Z to queue {name}: it does not allow this request; "
+                              f"make a new SAS for queue '{name}' with read, add, update and process permissions (az "
+                              f"storage queue generate-sas --name {name} --permissions raup)")
+    assert "az storage account generate-sas --services bq --resource-types co --permissions racwdlup" in message
+
+
+def test_the_fan_out_queues_sas_on_the_poison_queue_is_refused_as_another_queues(azurite, azurite_queues):
+    name = made_queue(azurite_queues)
+    poison = queues.poison_name(name)
+    QueueClient.from_connection_string(azurite_queues, poison).create_queue()
+    token = generate_queue_sas(ACCOUNT, name, ACCOUNT_KEY, permission="raup", expiry=IN_AN_HOUR)
+    target = StorageTarget(connection_string=f"QueueEndpoint={azurite.queue_endpoint};SharedAccessSignature={token}",
+                           source="EXPORT_STORAGE")
+    queues.send(queues.open_queue(target, name, None), queues.TenantSlot(A, SLOT))  # its own queue: allowed
+    with pytest.raises(StorageError) as info:
+        with storage_errors(f"moving a message to {poison}", "it is retried after its lease"):
+            queues.send_text(queues.open_queue(target, poison, None), "{}")
+    assert str(info.value).startswith(f"Export storage refused the SAS in EXPORT_STORAGE (AuthenticationFailed) while "
+                                      f"moving a message to {poison}: it is expired or not yet valid, revoked, signed "
+                                      "with an account key that has since been rotated, or made for another queue; put "
+                                      f"a new SAS in EXPORT_STORAGE (az storage queue generate-sas --name {poison} ")
+
+
+def test_the_account_sas_the_lines_advise_serves_the_container_and_both_queues(azurite, azurite_queues):
+    """What the SAS lines tell the operator to make works: ``--services bq --resource-types co --permissions racwdlup``
+    lets the export's container calls and every queue call the worker makes succeed."""
+    name = made_queue(azurite_queues)
+    token = generate_account_sas(ACCOUNT, ACCOUNT_KEY, "co", "racwdlup", IN_AN_HOUR, services="bq")
+    target = StorageTarget(connection_string=f"BlobEndpoint={azurite.blob_endpoint};QueueEndpoint="
+                                             f"{azurite.queue_endpoint};SharedAccessSignature={token}",
+                           source="EXPORT_STORAGE")
+    container = open_container(target, f"t-{uuid.uuid4().hex[:12]}", None, 0.01)  # created with the SAS
+    write_json(container, "state/x.json", {"n": 1})
+    queue = queues.open_queue(target, name, None)
+    assert retry_cycle(queue)[-1] == (None, 0)
+    queues.send_text(queues.open_queue(target, queues.poison_name(name), None), "{}")  # the poison queue, created
