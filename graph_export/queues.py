@@ -122,8 +122,8 @@ def queue_advice(setting: str, account_path: str, request: RefusedRequest) -> Se
 
     The queue is read from the refused request's path (after ``account_path``), so the poison queue's refusal
     names the poison queue's role. The roles are the deployment's (infra/modules/roles.bicep): Message Sender on
-    the poison queue (the host, and ``work``, only send there); on the fan-out queue the narrower Message Sender,
-    Reader and Message Processor, all within Storage Queue Data Contributor, which is what the line asks for
+    the poison queue (the host, and ``work``, only send there); Storage Queue Data Contributor on the fan-out
+    queue, the one built-in role with the messages/write that Update Message (a release, a renewal) needs
     (https://learn.microsoft.com/azure/role-based-access-control/built-in-roles/storage). A queue SAS has read,
     add, update and process (azure-storage-queue's ``QueueSasPermissions``;
     https://learn.microsoft.com/rest/api/storageservices/create-service-sas), and one made for another queue is
@@ -162,10 +162,7 @@ def _grant(name: str, queue: str, creating: bool) -> str:
         return (f"{queue} does not exist and the function's identity may not create it: deploy infra/ (which creates "
                 f"it) or create it (az storage queue create --name {name} --account-name <account> --auth-mode "
                 f"login), {_LOCAL}")
-    if name.endswith(POISON_SUFFIX):
-        return f"give the function's identity {_role(name)} on {queue} (as infra/ does), {_LOCAL}"
-    return (f"give the function's identity {_role(name)} on {queue} (infra/ assigns the narrower Message Sender, "
-            f"Reader and Message Processor there), {_LOCAL}")
+    return f"give the function's identity {_role(name)} on {queue} (as infra/ does), {_LOCAL}"
 
 
 def _addressed(request: RefusedRequest, account_path: str) -> tuple[str, bool]:

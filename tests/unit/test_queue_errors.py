@@ -124,8 +124,7 @@ def test_an_identity_refused_on_the_fan_out_queue_is_told_its_role_on_that_queue
     message = line_of_send(opened("identity", QUEUE, refusal(403, "AuthorizationPermissionMismatch")))
     assert message.startswith(f"Export storage denied access (AuthorizationPermissionMismatch) while sending {TENANT}'s "
                               f"slot 2026-11-30T02:00:00Z to queue {QUEUE}: give the function's identity 'Storage Queue "
-                              f"Data Contributor' on queue '{QUEUE}' (infra/ assigns the narrower Message Sender, Reader "
-                              "and Message Processor there), or, running locally with az login, give the signed-in user "
+                              f"Data Contributor' on queue '{QUEUE}' (as infra/ does), or, running locally with az login, give the signed-in user "
                               "'Storage Queue Data Contributor' on the account and check the storage firewall.")
 
 

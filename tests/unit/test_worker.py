@@ -11,6 +11,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+from azure.storage.queue import QueueProperties
 
 from graph_export import queues, status, worker
 from graph_export.errors import GraphError, MessageRejected
@@ -231,7 +232,8 @@ def test_a_message_another_worker_received_meanwhile_is_left_to_it_not_a_failure
     d.queue = RenewalsFail("graph-export-tenants", _error(HttpResponseError, 503, "ServerBusy", "busy"))
     queues.send(d.queue, queues.TenantSlot(A, slot(1)))  # type: ignore[arg-type]
     taken = []
-    clients_for = slow_export(d, 1.3, lambda: taken.append(d.queue.receive_message(visibility_timeout=30)))
+    clients_for = slow_export(d, 1.3, lambda: taken.append(d.queue.receive_message(visibility_timeout=3600)))
+    d.queue.get_queue_properties = lambda **kwargs: QueueProperties(approximate_message_count=0)  # the other's now
     report = worker.work(d.settings, d.queue, d.poison, clients_for=clients_for, options=OPTIONS,
                          on_line=d.lines.append, poll_s=0, lease_s=1)
     assert taken[0] is not None and taken[0].dequeue_count == 2  # its lease lapsed unrenewed: another worker has it
