@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Deploy the Graph user export to Azure with the az CLI: resource group, app registration with
 # Microsoft Graph User.Read.All (application) and admin consent (and AuditLog.Read.All when USER_PROPERTIES
-# selects signInActivity; multi-tenant with --tenant-ids, printing each other tenant's admin-consent URL), the Bicep
-# in infra/, the app's
+# selects signInActivity; multi-tenant with --tenant-ids, printing each other tenant's admin-consent URL and a
+# second path that needs no reply URL), the Bicep in infra/, the app's
 # credential (--credential: a client secret piped straight into Key Vault, a self-renewing Key Vault
 # certificate registered on the app, or a federated credential trusting the function's user-assigned
 # identity), and the function code. Safe to run again: every step first looks at what exists and
@@ -137,7 +137,8 @@ Options:
                               the queue trigger exports each. The app registration becomes multi-tenant
                               (signInAudience AzureADMultipleOrgs); after the deployment this script prints,
                               for each tenant other than this one, the admin-consent URL an administrator of
-                              that tenant opens once. This tenant gets its consent as without the flag.
+                              that tenant opens once, and a second path that needs no reply URL (az ad sp
+                              create there, then the grant). This tenant gets its consent as without the flag.
       --no-tenant-ids         One tenant again, this one (TENANT_ID). The registration stays multi-tenant.
                               Default: what the last deployment to the group used, else one tenant.
       --schedule NCRONTAB     EXPORT_SCHEDULE, when the export runs: 6 fields, second minute hour day month
@@ -563,10 +564,12 @@ ensure_audience() {
 }
 
 # tenants_summary: each tenant this deployment exports and how its consent stands. This tenant's was granted above
-# (or printed as pending); every other one needs its administrator to open the admin-consent URL once.
+# (or printed as pending); every other one needs its administrator to open the admin-consent URL once, or, as the
+# registration has no reply URL and Entra may end that page with AADSTS500113, to take the second path
+# (consent_second_path), which needs none.
 tenants_summary() {
   [[ -n "$tenant_ids" ]] || return 0
-  local tenant
+  local tenant others=0
   info "tenants:        $(tr ',' ' ' <<<"$tenant_ids")"
   [[ -z "$export_queue" ]] ||
     info "                one message per tenant and slot on queue $export_queue in $export_account; failed ones end on $poison_queue"
@@ -577,8 +580,57 @@ tenants_summary() {
       info "  $tenant (this tenant): $($pending_consent && echo 'consent still missing, see below' || echo 'consent granted by this script')"
     else
       info "  $tenant: $(consent_url "$tenant")"
+      info "    or, in that tenant: $(tenant_login "$tenant") && az ad sp create --id $client_id"
+      others=$((others + 1))
     fi
   done
+  ((others == 0)) || consent_second_path
+}
+
+# tenant_login TENANT: an administrator's sign-in to TENANT on this cloud (a sovereign one first needs its az cloud).
+tenant_login() {
+  [[ "$cloud_name" == AzureCloud ]] || printf 'az cloud set --name %s && ' "$cloud_name"
+  printf 'az login --tenant %s' "$1"
+}
+
+# consent_second_path: printed once after the other tenants' lines. The admin-consent page redirects to a reply URL
+# when it is done; this registration has none, so the page may end with AADSTS500113 ("No reply address is
+# registered for the application"), and whether Entra recorded the consent first cannot be checked here. The second
+# path needs no reply URL: `az ad sp create --id <client id>` makes the app's service principal in that tenant
+# (azure-cli's _create_service_principal looks the app up in the signed-in tenant and, not finding it there, posts
+# {"appId": <id>} "maybe from an external tenant"; `az ad sp create --help`: "--id [Required] : Identifier uri,
+# application id, or object id of the associated application"), then each Microsoft Graph permission is granted
+# on it, as grant_consent does here: an app role assignment through Graph (learn.microsoft.com/entra/identity/
+# enterprise-apps/grant-admin-consent, "Grant admin consent for application permissions using Microsoft Graph
+# API"; Privileged Role Administrator). Its "Grant tenant-wide admin consent in Enterprise apps pane" is printed
+# too, as the way without a shell, but of that button the page says "a window opens from the Microsoft Entra admin
+# center to prompt for tenant-wide admin consent" and that the URL above is "the same URL" (an earlier version
+# listed adding the redirect URI https://entra.microsoft.com/TokenAuthorize to the app as a step of that pane:
+# MicrosoftDocs/azure-docs#107535), so az is the path that involves no redirect at all. `az ad app permission
+# admin-consent` is none: it reads the application object, which exists only in this tenant. The check: the
+# assignments themselves, then that tenant's next export (no more AADSTS7000229, Entra's answer to an app without
+# a service principal there, and no 403 from Graph).
+consent_second_path() {
+  local role names='' ids=''
+  for role in "${graph_roles[@]}"; do
+    names+="${names:+ and }$(role_name "$role")" ids+="${ids:+ and }$role"
+  done
+  info "                if a page ends with AADSTS500113 (no reply address), the consent may still have been recorded:"
+  info "                check it (below), else take the second path, which needs no reply URL. After az ad sp create"
+  info "                (the app's service principal there), grant Microsoft Graph $names there with az:"
+  info "                  sp=\$(az ad sp show --id $client_id --query id -o tsv)"
+  info "                  graph=\$(az ad sp show --id $GRAPH_API_ID --query id -o tsv)"
+  for role in "${graph_roles[@]}"; do
+    info "                  az rest --method POST --uri \"$graph_url/v1.0/servicePrincipals/\$graph/appRoleAssignedTo\" --body \"{\\\"principalId\\\": \\\"\$sp\\\", \\\"resourceId\\\": \\\"\$graph\\\", \\\"appRoleId\\\": \\\"$role\\\"}\""
+  done
+  info "                or in the Entra admin center: Enterprise applications > $app_name > Permissions > \"Grant admin"
+  info "                consent for <tenant name>\" (learn.microsoft.com/entra/identity/enterprise-apps/grant-admin-consent;"
+  info "                it opens the same consent window as the URL, so it may end the same way)."
+  info "                check, in that tenant: Enterprise applications > $app_name > Permissions shows Microsoft Graph"
+  info "                $names granted for the tenant, or this lists $ids (\$sp as above):"
+  info "                  az rest --method GET --uri \"$graph_url/v1.0/servicePrincipals/\$sp/appRoleAssignments\" --query \"value[].appRoleId\" -o tsv"
+  info "                and after its next export python -m graph_export status shows the tenant published, no longer"
+  info "                failing with AADSTS7000229 (no service principal there) or a 403 from Microsoft Graph (no consent)."
 }
 
 # choose_immutability: --immutability-days, else what the last deployment used (a plain re-run must not move the

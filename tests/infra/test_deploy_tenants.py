@@ -3,18 +3,23 @@
 re-run keeps it, --no-tenant-ids goes back to one tenant; the app registration is created, or made, multi-tenant
 (signInAudience AzureADMultipleOrgs: `az ad app create/update --sign-in-audience`); after the deployment the script
 prints each other tenant's admin-consent URL on this cloud's sign-in host (learn.microsoft.com/entra/identity/
-enterprise-apps/grant-admin-consent); a value that is not a tenant id is refused in one line before any az call.
+enterprise-apps/grant-admin-consent) and, beside it, a second path that needs no reply URL (the registration has
+none, and the page may end with AADSTS500113): `az ad sp create` there, then the Graph app role assignments (or the
+Enterprise apps pane), and how to check they took; a value that is not a tenant id is refused in one line before
+any az call.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from .fake_azure import NEW_APP, OLD_APP, TENANT, FakeAzure, app, deploy, deployed, opt
+from .fake_azure import NEW_APP, OLD_APP, TENANT, USER_READ_ALL, FakeAzure, app, deploy, deployed, opt
 
 CUSTOMER_A = "aaaaaaaa-0000-4000-8000-00000000000a"
 CUSTOMER_B = "bbbbbbbb-0000-4000-8000-00000000000b"
 MULTI = "AzureADMultipleOrgs"
+AUDIT_LOG_READ_ALL = "b0afded3-3588-46d8-8b3d-9842eff778da"
+FALLBACK = "or, in that tenant: "
 
 
 def passed(fake: FakeAzure) -> str:
@@ -30,6 +35,19 @@ def recorded(fake: FakeAzure) -> str:
 
 def consent_lines(stderr: str) -> list[str]:
     return [line.strip() for line in stderr.splitlines() if "adminconsent" in line]
+
+
+def fallback_lines(stderr: str) -> list[str]:
+    """The per-tenant start of the second path: the sign-in there and `az ad sp create`."""
+    return [line.strip() for line in stderr.splitlines() if line.strip().startswith(FALLBACK)]
+
+
+def second_path_commands(stderr: str) -> tuple[list[str], list[str]]:
+    """The printed second path's commands, verbatim: (grant: sp=, graph=, each POST), and the check (the GET)."""
+    lines = [line.strip() for line in stderr.splitlines()]
+    grant = [line for line in lines if line.startswith(("sp=$(", "graph=$(", "az rest --method POST"))]
+    check = [line for line in lines if line.startswith("az rest --method GET")]
+    return grant, check
 
 
 def test_tenant_ids_reach_the_deployment_and_a_plain_rerun_keeps_them(tmp_path):
@@ -112,6 +130,61 @@ def test_the_admin_consent_url_is_printed_for_each_other_tenant(tmp_path):
             "graph-export-tenants-poison") in summary, "the deployment's outputs name the queues"
 
 
+def test_each_other_tenant_gets_a_second_path_that_needs_no_reply_url_beside_its_url(tmp_path):
+    fake = FakeAzure(tmp_path)
+    proc = deployed(fake, "--tenant-ids", f"{CUSTOMER_A},{TENANT},{CUSTOMER_B}")
+    lines = [line.strip() for line in proc.stderr.splitlines()]
+    for customer in (CUSTOMER_A, CUSTOMER_B):
+        url = lines.index(f"{customer}: https://login.microsoftonline.com/{customer}/adminconsent?client_id={NEW_APP}")
+        assert lines[url + 1] == f"{FALLBACK}az login --tenant {customer} && az ad sp create --id {NEW_APP}", \
+            "the fallback, filled in, right under that tenant's URL"
+    assert fallback_lines(proc.stderr) == [f"{FALLBACK}az login --tenant {c} && az ad sp create --id {NEW_APP}"
+                                           for c in (CUSTOMER_A, CUSTOMER_B)]
+    assert f"--tenant {TENANT}" not in proc.stderr, "none of it for this tenant: its consent is this script's"
+    summary = proc.stderr.split("==> Done")[1]
+    # Said once, after the tenants' lines, not per tenant.
+    assert summary.count("AADSTS500113") == 1 and summary.count("Grant admin") == 1
+    assert "if a page ends with AADSTS500113 (no reply address), the consent may still have been recorded:" in summary
+    assert "check it (below), else take the second path, which needs no reply URL." in summary
+    assert ('Enterprise applications > graph-user-export > Permissions > "Grant admin consent for <tenant name>"'
+            in " ".join(lines)), "the enterprise app's pane, by the app's name"
+    assert "learn.microsoft.com/entra/identity/enterprise-apps/grant-admin-consent" in summary
+    assert "Microsoft Graph User.Read.All granted for the tenant" in " ".join(lines)
+    assert "python -m graph_export status" in summary and "AADSTS7000229" in summary
+    grant, check = second_path_commands(proc.stderr)
+    assert len(grant) == 3 and len(check) == 1, "one sp=, one graph=, one POST (User.Read.All only), one check"
+    assert f'"appRoleId\\": \\"{USER_READ_ALL}' in grant[2] and AUDIT_LOG_READ_ALL not in summary
+
+
+def test_the_printed_second_path_grants_and_checks_the_consent_where_it_is_run(tmp_path):
+    """Run verbatim (set -euo pipefail) against a fake standing for the customer tenant, where the app has no
+    service principal yet: they make it, grant each Graph permission the app needs (the fake checks every body
+    against the real ids), and the check lists them; before the grant the same check lists nothing."""
+    fake = FakeAzure(tmp_path / "home")
+    proc = deployed(fake, "--tenant-ids", CUSTOMER_A, "--user-properties", "id,displayName,signInActivity")
+    [fallback] = fallback_lines(proc.stderr)
+    grant, check = second_path_commands(proc.stderr)
+    assert len(grant) == 4, grant  # sp=, graph=, User.Read.All, AuditLog.Read.All
+    assert "AuditLog.Read.All" in proc.stderr.split("==> Done")[1]
+    customer = FakeAzure(tmp_path / "customer", apps=[NEW_APP])
+    assert not customer.state["sp"] and not customer.state["consented"]
+    before = customer.run_script("\n".join([fallback[len(FALLBACK):], *grant[:2], *check]), tmp_path)
+    assert before.returncode == 0, before.stderr
+    assert customer.state["sp"], "az ad sp create made the app's service principal there"
+    assert USER_READ_ALL not in before.stdout, "the check lists nothing before the grant"
+    after = customer.run_script("\n".join([*grant, *check]), tmp_path)
+    assert after.returncode == 0, after.stderr
+    assert customer.state["consented"] == [USER_READ_ALL, AUDIT_LOG_READ_ALL]
+    assert after.stdout.split()[-2:] == [USER_READ_ALL, AUDIT_LOG_READ_ALL], "the check lists both role ids"
+
+
+def test_no_second_path_when_this_tenant_is_the_only_one(tmp_path):
+    fake = FakeAzure(tmp_path)
+    proc = deployed(fake, "--tenant-ids", TENANT)
+    assert consent_lines(proc.stderr) == [] and fallback_lines(proc.stderr) == []
+    assert "AADSTS500113" not in proc.stderr and second_path_commands(proc.stderr) == ([], [])
+
+
 def test_this_tenants_pending_consent_is_said_beside_the_others(tmp_path):
     fake = FakeAzure(tmp_path, consent_fails=True)
     proc = deployed(fake, "--tenant-ids", f"{TENANT},{CUSTOMER_A}")
@@ -126,6 +199,13 @@ def test_a_sovereign_cloud_gets_its_own_sign_in_host(tmp_path, cloud, host):
     proc = fake.run("-g", "rg-export", "-l", "usgovvirginia", "--skip-publish", "--tenant-ids", CUSTOMER_A)
     assert proc.returncode == 0, proc.stderr
     assert consent_lines(proc.stderr) == [f"{CUSTOMER_A}: {host}/{CUSTOMER_A}/adminconsent?client_id={NEW_APP}"]
+    assert fallback_lines(proc.stderr) == [
+        f"{FALLBACK}az cloud set --name {cloud} && az login --tenant {CUSTOMER_A} && az ad sp create --id {NEW_APP}"]
+    grant, check = second_path_commands(proc.stderr)
+    graph = {"AzureUSGovernment": "https://graph.microsoft.us",
+             "AzureChinaCloud": "https://microsoftgraph.chinacloudapi.cn"}[cloud]
+    assert f'--uri "{graph}/v1.0/servicePrincipals/$graph/appRoleAssignedTo"' in grant[2]
+    assert check[0].startswith(f'az rest --method GET --uri "{graph}/v1.0/servicePrincipals/$sp/')
 
 
 def test_this_tenant_gets_no_consent_when_it_is_not_exported(tmp_path):
