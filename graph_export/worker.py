@@ -151,7 +151,8 @@ class _Worker:
         """Move ``message`` to the poison queue as the host does: a copy there first, then the original deleted."""
         with storage_errors(f"moving a message to {self.poison.queue_name}", "it is retried after its lease"):
             queues.send_text(self.poison, str(message.content))
-            self.queue.delete_message(message)
+            with _unless_taken_over(tenant, "deleted after its copy to the poison queue"):
+                self.queue.delete_message(message)
         self.report.poisoned.append(tenant)
 
 

@@ -239,3 +239,18 @@ def test_a_message_another_worker_received_meanwhile_is_left_to_it_not_a_failure
     assert taken[0] is not None and taken[0].dequeue_count == 2  # its lease lapsed unrenewed: another worker has it
     assert (report.succeeded, d.lines) == (1, [])  # our delete met its pop receipt: the host's way, no failure
     assert d.queue.contents() == [taken[0].content]  # settled by the one that holds it now
+
+
+def test_a_poisoned_message_another_worker_received_meanwhile_is_copied_and_left_to_it():
+    d = Deployment()
+    d.queue = RenewalsFail("graph-export-tenants", _error(HttpResponseError, 503, "ServerBusy", "busy"))
+    d.clients[A].graph.script(denied())
+    queues.send(d.queue, queues.TenantSlot(A, slot(1)))  # type: ignore[arg-type]
+    taken = []
+    clients_for = slow_export(d, 1.3, lambda: taken.append(d.queue.receive_message(visibility_timeout=3600)))
+    d.queue.get_queue_properties = lambda **kwargs: QueueProperties(approximate_message_count=0)  # the other's now
+    report = worker.work(d.settings, d.queue, d.poison, clients_for=clients_for,
+                         options=QueueOptions(max_dequeue_count=1, visibility_timeout_s=0), on_line=d.lines.append,
+                         poll_s=0, lease_s=1)
+    assert report.poisoned == [A] and len(d.lines) == 1 and d.lines[0].startswith("Export failed: ")
+    assert d.poison.contents() == [taken[0].content] and d.queue.contents() == [taken[0].content]
