@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         for users in args.properties_users if properties_too else []:
             for latency in args.latency_ms:
                 property_runs += properties.measure(users, latency, args.repeat, args.delta_percent,
-                                                    azurite.connection_string)
+                                                    azurite.connection_string, args.properties_cases)
     results: dict = {}
     if contenders_too:
         table = summarize(runs)
@@ -236,6 +236,14 @@ def _parser() -> argparse.ArgumentParser:
     def numbers(text: str) -> list:
         return [float(x) if "." in x else int(x) for x in text.split(",") if x]
 
+    def cases(text: str) -> tuple[str, ...]:
+        named = tuple(properties.DELTA_CASE if x.strip() == "delta" else x.strip() for x in text.split(",") if x.strip())
+        unknown = [x for x in named if x not in (*properties.CASES, properties.DELTA_CASE)]
+        if unknown or not named:
+            raise argparse.ArgumentTypeError(f"no such case: {', '.join(unknown) or '(none)'}; the cases are "
+                                             f"{', '.join(properties.CASES)}, delta")
+        return named
+
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=numbers, default=[10_000, 100_000, 1_000_000],
                         help="tenant sizes, comma-separated (default 10000,100000,1000000)")
@@ -255,6 +263,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="local work processes to compare in the tenants scenario (default 1,2,4)")
     parser.add_argument("--properties-users", type=numbers, default=[1_000_000],
                         help="tenant sizes of the properties scenario, comma-separated (default 1000000)")
+    parser.add_argument("--properties-cases", type=cases, default=(*properties.CASES, properties.DELTA_CASE),
+                        help="cases of the properties scenario, comma-separated, of: "
+                             f"{', '.join(properties.CASES)}, delta (the 'all, delta' case); default all of them")
     parser.add_argument("--delta-users", type=numbers, default=[100_000, 1_000_000],
                         help="tenant sizes of the delta scenario, comma-separated (default 100000,1000000)")
     parser.add_argument("--delta-percent", type=float, default=1.0,
